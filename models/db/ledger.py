@@ -1,0 +1,178 @@
+"""Ledger repository: idempotent writes keyed on the request id, and spend queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from models.db.tables import LedgerRow
+from models.domain.errors import LedgerError
+from models.domain.request import ChatRequest
+from models.domain.result import ChatResult
+
+_COLUMNS = {c.key for c in LedgerRow.__table__.columns} - {"id"}
+
+
+def row_from_result(request: ChatRequest, result: ChatResult, *, outcome: str = "ok",
+                    error_code: str | None = None, batch: bool = False,
+                    prompt_hash: str = "", now: datetime | None = None) -> dict[str, Any]:
+    """The ledger row (as column values) for one finished request."""
+    u = result.usage
+    return {
+        "request_id": request.request_id,
+        "created_at": now or datetime.now(timezone.utc),
+        "org": request.org, "team": request.team, "feature": request.feature,
+        "user": request.user, "lane": request.lane,
+        "tier": result.route.tier, "provider": result.provider, "model": result.model,
+        "backend": result.route.backend, "route_reason": result.route.reason[:200],
+        "route_score": result.route.score,
+        "outcome": outcome, "error_code": error_code, "cache_hit": result.cache_hit, "batch": batch,
+        "input_uncached": u.input_uncached, "cache_read": u.cache_read,
+        "cache_write_5m": u.cache_write_5m, "cache_write_1h": u.cache_write_1h,
+        "output": u.output, "reasoning": u.reasoning,
+        "cost": result.cost, "baseline_cost": result.baseline_cost,
+        "price_version": result.price_version,
+        "latency_ms": result.timings.total_ms, "queued_ms": result.timings.queued_ms,
+        "provider_ms": result.timings.provider_ms, "prompt_hash": prompt_hash,
+    }
+
+
+def record(session: Session, row: dict[str, Any]) -> bool:
+    """Insert ``row`` unless its request id is already there; True when this call wrote it.
+
+    A Celery task may run twice (acks late, worker lost): the second write is a no-op, so
+    the ledger never bills a request twice. The caller commits.
+    """
+    values = {("user_id" if k == "user" else k): v for k, v in row.items()}
+    unknown = set(values) - _COLUMNS
+    if unknown:
+        raise LedgerError(f"ledger row has unknown columns {sorted(unknown)}; "
+                          "add them to models/db/tables.py and a migration")
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is None:
+        raise LedgerError(f"the ledger supports PostgreSQL and SQLite, not {dialect}")
+    stmt = insert(LedgerRow.__table__).values(**values)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["request_id"])
+    try:
+        res = session.execute(stmt)
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"could not write ledger row {row.get('request_id')}: {exc}; "
+                          "check SLUICE_DATABASE__URL and that `alembic upgrade head` ran") from exc
+    return bool(res.rowcount)
+
+
+def get(session: Session, request_id: str) -> LedgerRow | None:
+    """The ledger row of ``request_id``, if written."""
+    return session.scalars(select(LedgerRow).where(LedgerRow.request_id == request_id)).first()
+
+
+@dataclass(frozen=True)
+class SpendLine:
+    """Spend of one group: requests, cost, baseline and savings."""
+
+    key: tuple[str, ...]
+    requests: int
+    cache_hits: int
+    cost: Decimal
+    baseline_cost: Decimal
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def saved(self) -> Decimal:
+        """Baseline minus cost."""
+        return self.baseline_cost - self.cost
+
+
+_GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerRow.user,
+           "model": LedgerRow.model, "lane": LedgerRow.lane, "tier": LedgerRow.tier,
+           "provider": LedgerRow.provider, "org": LedgerRow.org, "outcome": LedgerRow.outcome}
+
+
+def spend_by(session: Session, *groups: str, since: datetime | None = None,
+             team: str | None = None) -> list[SpendLine]:
+    """Spend grouped by any of feature, team, user, model, lane, tier, provider, org, outcome."""
+    bad = [g for g in groups if g not in _GROUPS]
+    if bad:
+        raise LedgerError(f"cannot group spend by {bad}; use any of {', '.join(_GROUPS)}")
+    cols = [_GROUPS[g] for g in groups]
+    tokens_in = (LedgerRow.input_uncached + LedgerRow.cache_read + LedgerRow.cache_write_5m
+                 + LedgerRow.cache_write_1h)
+    stmt = select(*cols, func.count(), func.sum(func.cast(LedgerRow.cache_hit, _int_type())),
+                  func.coalesce(func.sum(LedgerRow.cost), 0),
+                  func.coalesce(func.sum(LedgerRow.baseline_cost), 0),
+                  func.coalesce(func.sum(tokens_in), 0),
+                  func.coalesce(func.sum(LedgerRow.output), 0))
+    if since is not None:
+        stmt = stmt.where(LedgerRow.created_at >= since)
+    if team is not None:
+        stmt = stmt.where(LedgerRow.team == team)
+    if cols:
+        stmt = stmt.group_by(*cols).order_by(func.sum(LedgerRow.cost).desc())
+    out = []
+    for row in session.execute(stmt):
+        n = len(cols)
+        out.append(SpendLine(key=tuple(str(v) for v in row[:n]), requests=int(row[n]),
+                             cache_hits=int(row[n + 1] or 0), cost=Decimal(row[n + 2]),
+                             baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
+                             output_tokens=int(row[n + 5])))
+    return out
+
+
+def _int_type() -> Any:
+    from sqlalchemy import Integer
+
+    return Integer
+
+
+def claim(session: Session, row: dict[str, Any], *, lease_s: float,
+          now: datetime | None = None) -> str:
+    """Claim ``row['request_id']`` for execution before the provider is called.
+
+    Returns ``claimed`` (go ahead), ``done`` (a previous run finished it: do not call the
+    provider again) or ``running`` (another run holds a live claim). A claim left by a dead
+    worker expires after ``lease_s`` and can be taken over; an errored request can be retried.
+    The caller commits.
+    """
+    now = now or datetime.now(timezone.utc)
+    skeleton = dict(row, outcome="running", created_at=now)
+    if record(session, skeleton):
+        return "claimed"
+    existing = get(session, row["request_id"])
+    if existing is None:  # deleted between the two statements; try once more
+        return "claimed" if record(session, skeleton) else "running"
+    if existing.outcome in ("ok", "cache_hit"):
+        return "done"
+    stale = now.timestamp() - _aware(existing.created_at).timestamp() > lease_s
+    if existing.outcome == "error" or (existing.outcome == "running" and stale):
+        stmt = (update(LedgerRow).where(LedgerRow.request_id == row["request_id"],
+                                        LedgerRow.outcome == existing.outcome,
+                                        LedgerRow.created_at == existing.created_at)
+                .values(outcome="running", created_at=now))
+        if session.execute(stmt).rowcount:
+            return "claimed"
+    return "running"
+
+
+def finish(session: Session, row: dict[str, Any]) -> bool:
+    """Write the final values of a claimed row; True exactly once per claim (settle then)."""
+    cols = {k: v for k, v in row.items() if k != "request_id"}
+    stmt = (update(LedgerRow).where(LedgerRow.request_id == row["request_id"],
+                                    LedgerRow.outcome == "running").values(**cols))
+    try:
+        return bool(session.execute(stmt).rowcount)
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"could not finish ledger row {row['request_id']}: {exc}") from exc
+
+
+def _aware(ts: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)

@@ -1,0 +1,158 @@
+"""The model catalogue and price table, loaded explicitly from a versioned TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from models.domain.errors import ConfigError, UnknownModelError
+
+TIERS: tuple[str, ...] = ("cheap", "flagship", "self-hosted")
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "vllm")
+_MILLION = Decimal(1_000_000)
+_PLACES = Decimal("1e-12")
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per 1M tokens for each billing class."""
+
+    input: Decimal
+    cache_read: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    output: Decimal
+    batch_discount: Decimal = Decimal("0")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalogue entry: who serves it, its tier, context window and prices."""
+
+    name: str
+    provider: str
+    tier: str
+    context: int
+    price: ModelPrice
+    min_cacheable_tokens: int = 1024
+    api_name: str = ""
+
+    @property
+    def backend(self) -> str:
+        """``gpu`` for the self-hosted pool, ``api`` for hosted providers."""
+        return "gpu" if self.provider == "vllm" else "api"
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every model sluicegate may call, with the price-table version they were read from."""
+
+    version: str
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+
+    def get(self, name: str) -> ModelSpec:
+        """The model called ``name``, or an error that lists the known ones."""
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models))
+            raise UnknownModelError(
+                f"unknown model {name!r}; use a tier policy (auto, cheap, flagship, self-hosted) "
+                f"or one of: {known}", field="model", model=name) from None
+
+    def in_tier(self, tier: str) -> list[ModelSpec]:
+        """Models of one tier, in file order."""
+        return [m for m in self.models.values() if m.tier == tier]
+
+
+def load_catalogue(path: str | Path | None = None) -> Catalogue:
+    """Read the price file at ``path`` (default: the one shipped in ``models/data``)."""
+    if path is None:
+        text = resources.files("models.data").joinpath("prices.toml").read_text("utf-8")
+        where = "models/data/prices.toml"
+    else:
+        where = str(path)
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read price file {where}: {exc}; set SLUICE_PRICES_PATH "
+                              "to a readable file or unset it to use the shipped one") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"price file {where} is not valid TOML: {exc}") from None
+    return parse_catalogue(data, where)
+
+
+def parse_catalogue(data: dict[str, Any], where: str = "<data>") -> Catalogue:
+    """Build a :class:`Catalogue` from the parsed TOML mapping, checking every entry."""
+    version = str(data.get("version") or "")
+    if not version:
+        raise ConfigError(f"price file {where} has no 'version'; add one so ledger rows can cite it")
+    gpu = _gpu_prices(data.get("gpu_pool") or {}, where)
+    models: dict[str, ModelSpec] = {}
+    for name, entry in (data.get("models") or {}).items():
+        models[name] = _model(name, entry, gpu, where)
+    if not models:
+        raise ConfigError(f"price file {where} lists no models under [models.*]")
+    return Catalogue(version=version, models=models)
+
+
+def _dec(value: Any, what: str, where: str) -> Decimal:
+    try:
+        out = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise ConfigError(f"{where}: {what} = {value!r} is not a decimal number") from None
+    if out < 0 or not out.is_finite():
+        raise ConfigError(f"{where}: {what} must be a non-negative number, got {value!r}")
+    return out
+
+
+def _gpu_prices(pool: dict[str, Any], where: str) -> ModelPrice | None:
+    if not pool:
+        return None
+    per_hour = _dec(pool.get("gpu_hour_usd", "0"), "gpu_pool.gpu_hour_usd", where)
+    prefill = _dec(pool.get("prefill_tokens_per_s", "1"), "gpu_pool.prefill_tokens_per_s", where)
+    decode = _dec(pool.get("decode_tokens_per_s", "1"), "gpu_pool.decode_tokens_per_s", where)
+    if prefill == 0 or decode == 0:
+        raise ConfigError(f"{where}: gpu_pool throughputs must be positive")
+    cached = _dec(pool.get("cached_prefill_factor", "0"), "gpu_pool.cached_prefill_factor", where)
+    # price per 1M tokens = (USD per second) / (tokens per second) * 1M
+    per_in = (per_hour / 3600 / prefill * _MILLION).quantize(_PLACES)
+    per_out = (per_hour / 3600 / decode * _MILLION).quantize(_PLACES)
+    return ModelPrice(input=per_in, cache_read=(per_in * cached).quantize(_PLACES),
+                      cache_write_5m=per_in, cache_write_1h=per_in, output=per_out)
+
+
+def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str) -> ModelSpec:
+    at = f"{where} [models.{name}]"
+    provider = str(entry.get("provider", ""))
+    tier = str(entry.get("tier", ""))
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{at}: provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+    if tier not in TIERS:
+        raise ConfigError(f"{at}: tier {tier!r} is not one of {', '.join(TIERS)}")
+    context = int(entry.get("context", 0))
+    if context <= 0:
+        raise ConfigError(f"{at}: context must be a positive token count")
+    if provider == "vllm" and "input" not in entry:
+        if gpu is None:
+            raise ConfigError(f"{at}: a self-hosted model needs [gpu_pool] prices or its own")
+        price = gpu
+    else:
+        inp = _dec(entry.get("input"), "input", at)
+        price = ModelPrice(
+            input=inp,
+            cache_read=_dec(entry.get("cache_read", inp), "cache_read", at),
+            cache_write_5m=_dec(entry.get("cache_write_5m", inp), "cache_write_5m", at),
+            cache_write_1h=_dec(entry.get("cache_write_1h", inp), "cache_write_1h", at),
+            output=_dec(entry.get("output"), "output", at),
+            batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount", at),
+        )
+    return ModelSpec(name=name, provider=provider, tier=tier, context=context, price=price,
+                     min_cacheable_tokens=int(entry.get("min_cacheable_tokens", 1024)),
+                     api_name=str(entry.get("api_name", name)))

@@ -1,0 +1,41 @@
+"""Cost as a pure Decimal function of normalized usage and a model's prices."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from models.domain.catalogue import ModelSpec
+from models.domain.usage import Usage
+
+_MILLION = Decimal(1_000_000)
+
+
+def cost_of(usage: Usage, model: ModelSpec, *, batch: bool = False) -> Decimal:
+    """Exact USD cost of ``usage`` on ``model``; ``batch`` applies the provider's batch discount."""
+    p = model.price
+    total = (
+        usage.input_uncached * p.input
+        + usage.cache_read * p.cache_read
+        + usage.cache_write_5m * p.cache_write_5m
+        + usage.cache_write_1h * p.cache_write_1h
+        + usage.output * p.output
+    ) / _MILLION
+    if batch and p.batch_discount:
+        total = total * (1 - p.batch_discount)
+    return total
+
+
+def baseline_cost(usage: Usage, baseline: ModelSpec) -> Decimal:
+    """What the same tokens cost with no lever: every prompt token uncached, on the flagship."""
+    return cost_of(Usage(input_uncached=usage.input_total, output=usage.output), baseline)
+
+
+def worst_case_cost(prompt_tokens: int, max_tokens: int, model: ModelSpec) -> Decimal:
+    """Upper bound of a call's cost, for budget reservation.
+
+    Every prompt token is priced at the dearest input class the model has (a cache write can
+    cost more than plain input), and the whole ``max_tokens`` at the output price.
+    """
+    p = model.price
+    dearest_input = max(p.input, p.cache_read, p.cache_write_5m, p.cache_write_1h)
+    return (prompt_tokens * dearest_input + max_tokens * p.output) / _MILLION

@@ -1,0 +1,130 @@
+"""The validated chat request an app service submits, with its static prefix kept apart."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.domain.errors import ValidationError
+
+Lane = Literal["interactive", "async"]
+LANES: tuple[str, ...] = ("interactive", "async")
+#: Model policies that are not a model name; anything else must name a catalogue model.
+TIER_POLICIES: tuple[str, ...] = ("auto", "cheap", "flagship", "self-hosted")
+
+_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+_NAME_PATTERN = r"^[A-Za-z0-9._:\-/]{1,64}$"
+
+
+class Message(BaseModel):
+    """One chat turn of the dynamic part (or a few-shot example)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1, max_length=2_000_000)
+
+
+class ToolDef(BaseModel):
+    """A function the model may call; part of the static, cacheable prefix."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class StaticPart(BaseModel):
+    """The part of a prompt that is identical across calls: sent first, as a cacheable prefix."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: str = Field(default="", max_length=2_000_000)
+    few_shot: tuple[Message, ...] = ()
+    tools: tuple[ToolDef, ...] = ()
+
+    def is_empty(self) -> bool:
+        """True when there is no static prefix at all."""
+        return not (self.system or self.few_shot or self.tools)
+
+
+class CachePolicy(BaseModel):
+    """How the response cache treats this request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: ``use``: read and write; ``bypass``: neither; ``refresh``: skip the read, overwrite.
+    mode: Literal["use", "bypass", "refresh"] = "use"
+    #: Cache even when sampling is not deterministic (temperature > 0).
+    allow_nondeterministic: bool = False
+
+
+class ChatRequest(BaseModel):
+    """A chat request with its attribution, lane, limits and policies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=_ID_PATTERN)
+    org: str = Field(default="default", pattern=_NAME_PATTERN)
+    team: str = Field(pattern=_NAME_PATTERN)
+    feature: str = Field(pattern=_NAME_PATTERN)
+    user: str | None = Field(default=None, pattern=_NAME_PATTERN)
+    lane: Lane = "interactive"
+    static: StaticPart = StaticPart()
+    messages: tuple[Message, ...] = Field(min_length=1)
+    max_tokens: int = Field(default=512, ge=1, le=200_000)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    stop: tuple[str, ...] = Field(default=(), max_length=4)
+    response_format: Literal["text", "json"] = "text"
+    model: str = Field(default="auto", min_length=1, max_length=128)
+    cache: CachePolicy = CachePolicy()
+    #: Free-form tags carried to the ledger; never part of the cache key.
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("messages")
+    @classmethod
+    def _last_turn_is_user(cls, value: tuple[Message, ...]) -> tuple[Message, ...]:
+        if value and value[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        return value
+
+    def prompt_text(self) -> str:
+        """Every prompt string in order (static first), for token estimates and routing."""
+        parts = [self.static.system]
+        parts += [m.content for m in self.static.few_shot]
+        parts += [t.name + " " + t.description for t in self.static.tools]
+        parts += [m.content for m in self.messages]
+        return "\n".join(p for p in parts if p)
+
+    def last_user_text(self) -> str:
+        """The newest user turn: what the router mostly looks at."""
+        return self.messages[-1].content
+
+
+def parse_request(data: dict[str, Any] | ChatRequest) -> ChatRequest:
+    """Validate ``data`` into a :class:`ChatRequest`, raising our typed error naming the field."""
+    if isinstance(data, ChatRequest):
+        return data
+    if not isinstance(data, dict):
+        raise ValidationError(
+            f"a request must be a mapping of fields, not {type(data).__name__}", field="request")
+    try:
+        return ChatRequest.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise _typed(exc) from None
+
+
+def _typed(exc: pydantic.ValidationError) -> ValidationError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first.get("loc", ())) or "request"
+    msg = first.get("msg", "invalid value")
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown field; remove it or check its spelling"
+    elif field == "lane":
+        msg = f"unknown lane {first.get('input')!r}; use one of {', '.join(LANES)}"
+    return ValidationError(f"invalid request field '{field}': {msg}", field=field,
+                           problems=len(exc.errors()))

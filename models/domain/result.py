@@ -1,0 +1,66 @@
+"""The routing decision and the result a request ends with."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.domain.usage import Usage
+
+Backend = Literal["api", "gpu"]
+
+
+class Route(BaseModel):
+    """Where a request goes: tier, model, provider, backend and lane, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tier: str
+    model: str
+    provider: str
+    backend: Backend
+    lane: str
+    reason: str = ""
+    #: The router's score (probability the cheap tier suffices), when a router decided.
+    score: float | None = None
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue that serves this route, ``<lane>.<backend>``."""
+        return f"{self.lane}.{self.backend}"
+
+
+class Timings(BaseModel):
+    """Milliseconds spent in each stage of one request."""
+
+    model_config = ConfigDict(frozen=True)
+
+    queued_ms: float = 0.0
+    provider_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class ChatResult(BaseModel):
+    """What a request produced, what it cost, and what it would have cost with no lever."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    text: str
+    provider: str
+    model: str
+    route: Route
+    usage: Usage = Usage()
+    cost: Decimal = Field(default=Decimal(0))
+    baseline_cost: Decimal = Field(default=Decimal(0))
+    cache_hit: bool = False
+    finish_reason: str = "stop"
+    price_version: str = ""
+    timings: Timings = Timings()
+
+    @property
+    def saved(self) -> Decimal:
+        """Baseline minus actual cost: what the levers saved on this request."""
+        return self.baseline_cost - self.cost

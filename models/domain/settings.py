@@ -1,0 +1,154 @@
+"""Settings from ``SLUICE_*`` environment variables, read only at entry points via :func:`load_settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BrokerSettings(BaseModel):
+    """Celery transport and result store; the defaults run in-process with no server."""
+
+    url: str = "memory://"
+    result_backend: str = "cache+memory://"
+    #: Seconds a result is kept in the result store.
+    result_expires: int = 3600
+    #: Prefix for every Redis key of the broker and result store (a shared Redis stays tidy).
+    key_prefix: str = ""
+
+
+class DatabaseSettings(BaseModel):
+    """Where the ledger lives: PostgreSQL in production, SQLite for the embedded default."""
+
+    url: str = "sqlite:///.sluice/ledger.db"
+    pool_size: int = 5
+    echo: bool = False
+
+
+class CacheSettings(BaseModel):
+    """Response cache store; no ``redis_url`` means an in-process store."""
+
+    redis_url: str | None = None
+    key_prefix: str = "sluice:rc:"
+    default_ttl_s: int = 3600
+    enabled: bool = True
+
+
+class ProviderSettings(BaseModel):
+    """Hosted provider access. No key: the local stand-in answers instead."""
+
+    openai_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    anthropic_base_url: str | None = None
+    #: Seconds before one provider call is abandoned (then retried per policy).
+    timeout_s: float = 60.0
+    #: Attempts per call, the first included; the SDKs' own retries are always off.
+    max_attempts: int = 3
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 8.0
+    #: Ordered fallbacks per model, e.g. {"gpt-4o": ["claude-sonnet-4-5"]}.
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class LaneSettings(BaseModel):
+    """Per-lane queue behaviour."""
+
+    priority: int = 5
+    soft_time_limit_s: float = 120.0
+    time_limit_s: float = 150.0
+    #: How long a GPU worker (or the batch lane) waits to fill a batch before sending it.
+    batch_timeout_ms: float = 0.0
+    batch_max: int = 32
+
+
+class LanesSettings(BaseModel):
+    """The interactive lane answers now; the async lane trades latency for cost."""
+
+    interactive: LaneSettings = LaneSettings(priority=9, soft_time_limit_s=60, time_limit_s=75,
+                                             batch_timeout_ms=0.0, batch_max=64)
+    async_: LaneSettings = Field(
+        default=LaneSettings(priority=1, soft_time_limit_s=600, time_limit_s=660,
+                             batch_timeout_ms=250.0, batch_max=64),
+        alias="async", validation_alias=AliasChoices("async", "async_"))
+
+    def get(self, lane: str) -> LaneSettings:
+        """Settings of ``lane`` by its public name."""
+        return self.async_ if lane == "async" else self.interactive
+
+
+class RoutingSettings(BaseModel):
+    """Which catalogue model serves each tier, and what the no-lever baseline is."""
+
+    cheap_model: str = "gpt-4o-mini"
+    flagship_model: str = "gpt-4o"
+    self_hosted_model: str = "sluice-tiny-llama"
+    baseline_model: str = "gpt-4o"
+    #: Score threshold of the default router: at or above it, the cheap tier is enough.
+    cheap_threshold: float = 0.5
+
+    def model_for(self, tier: str) -> str:
+        """The configured model of ``tier``."""
+        return {"cheap": self.cheap_model, "flagship": self.flagship_model,
+                "self-hosted": self.self_hosted_model}[tier]
+
+
+class GpuSettings(BaseModel):
+    """The GPU worker's vLLM engine."""
+
+    model_path: str | None = None
+    max_num_seqs: int = 64
+    max_model_len: int = 2048
+    enable_prefix_caching: bool = True
+    kv_cache_memory_bytes: int = 512 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything configurable, in nested groups (``SLUICE_BROKER__URL`` and so on)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", env_nested_delimiter="__",
+                                      extra="ignore", populate_by_name=True)
+
+    broker: BrokerSettings = BrokerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    cache: CacheSettings = CacheSettings()
+    providers: ProviderSettings = ProviderSettings()
+    lanes: LanesSettings = LanesSettings()
+    routing: RoutingSettings = RoutingSettings()
+    gpu: GpuSettings = GpuSettings()
+    prices_path: Path | None = None
+    #: Where embedded-default state (SQLite ledger, stand-in logs) goes.
+    home: Path = Path(".sluice")
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment (or ``env``), plus explicit overrides.
+
+    Provider keys are also taken from the providers' own variables (``OPENAI_API_KEY``,
+    ``ANTHROPIC_API_KEY``) when the ``SLUICE_`` ones are unset.
+    """
+    import os
+
+    source = dict(os.environ if env is None else env)
+    settings = Settings(**overrides) if env is None else _from_mapping(source, overrides)
+    prov = settings.providers
+    updates: dict[str, Any] = {}
+    if prov.openai_api_key is None and source.get("OPENAI_API_KEY"):
+        updates["openai_api_key"] = SecretStr(source["OPENAI_API_KEY"])
+    if prov.anthropic_api_key is None and source.get("ANTHROPIC_API_KEY"):
+        updates["anthropic_api_key"] = SecretStr(source["ANTHROPIC_API_KEY"])
+    if updates:
+        settings = settings.model_copy(update={"providers": prov.model_copy(update=updates)})
+    return settings
+
+
+def _from_mapping(env: dict[str, str], overrides: dict[str, Any]) -> Settings:
+    import os
+    from unittest import mock
+
+    # pydantic-settings reads os.environ; scope an explicit mapping to this one construction.
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Settings(**overrides)

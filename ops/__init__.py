@@ -1,0 +1,1 @@
+"""Operators' side: the admin CLI, the demo, Flower and Prometheus wiring, benchmarks."""

@@ -1,0 +1,1 @@
+"""The ``sluice`` admin CLI (Typer and rich)."""

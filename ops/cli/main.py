@@ -1,0 +1,145 @@
+"""``sluice``: run the demo, migrate the ledger, start workers and the stand-in, read spend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ops.cli.render import print_json, spend_json, spend_table
+
+app = typer.Typer(help="sluicegate admin CLI: a cost-aware LLM inference layer.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+# Tables are wide; when output is not a terminal (pipes, CI logs) do not wrap at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True)
+
+
+def _mount_subcommands() -> None:
+    # Each sub-app lives in its own module; mounting happens when the CLI runs, not at import.
+    from ops.cli import router as router_cli
+
+    app.add_typer(router_cli.router_app, name="router")
+
+
+@app.command()
+def demo(
+    requests: Annotated[int, typer.Option("--requests", "-n", help="How many requests.")] = 200,
+    home: Annotated[Optional[Path], typer.Option(help="State folder (default .sluice).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Run a product-description workload through the whole pipeline on embedded defaults."""
+    from rich.progress import Progress
+
+    from ops.demo import run_demo
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("requests", total=requests)
+        out = run_demo(requests, home=home, progress=lambda: bar.advance(task))
+    if as_json:
+        print_json(console, {"sent": out.sent, "completed": out.completed, "failed": out.failed,
+                             "seconds": round(out.seconds, 2), "providers": out.providers,
+                             "by_feature": spend_json(out.by_feature, ["team", "feature"]),
+                             "by_team": spend_json(out.by_team, ["team"]),
+                             "by_model": spend_json(out.by_model, ["tier", "model"])})
+    else:
+        console.print(f"[bold]sluicegate demo[/]: {out.sent} sent, {out.completed} completed, "
+                      f"{sum(out.failed.values())} failed {out.failed or ''} in {out.seconds:.1f} s")
+        console.print("providers: " + ", ".join(f"{k} → {v}" for k, v in out.providers.items()))
+        console.print(spend_table("Bill by feature", ["team", "feature"], out.by_feature))
+        console.print(spend_table("Bill by team", ["team"], out.by_team))
+        console.print(spend_table("Bill by model", ["tier", "model"], out.by_model))
+    if out.completed != out.sent:
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    url: Annotated[Optional[str], typer.Option(help="Database URL (default: settings).")] = None,
+) -> None:
+    """Bring the ledger database to the newest schema (alembic upgrade head)."""
+    from models.domain.settings import load_settings
+    from ops.db import upgrade
+
+    target = url or load_settings().database.url
+    upgrade(target)
+    console.print(f"ledger at {target.split('@')[-1]} is up to date")
+
+
+@app.command()
+def worker(
+    lane: Annotated[str, typer.Option(help="interactive, async or all.")] = "all",
+    backend: Annotated[str, typer.Option(help="api or gpu.")] = "api",
+    concurrency: Annotated[int, typer.Option("-c", help="Threads.")] = 16,
+) -> None:
+    """Start a Celery worker for one lane/backend (threads pool; GPU workers host vLLM)."""
+    from queues.names import queues_of
+
+    queues = queues_of(backend=backend, lane=None if lane == "all" else lane)
+    if not queues:
+        err_console.print(f"[red]no queue for lane {lane!r} and backend {backend!r}[/]; "
+                          "use --lane interactive|async|all and --backend api|gpu")
+        raise typer.Exit(2)
+    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
+           "-c", str(concurrency), "-Q", ",".join(queues), "-E", "-n",
+           f"{backend}-{lane}@%h", "--loglevel", "INFO"]
+    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+
+
+@app.command()
+def standin(
+    host: Annotated[str, typer.Option(help="Listen address (keep it on loopback).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per reply.")] = 0.0,
+) -> None:
+    """Run the local OpenAI/Anthropic stand-in server in the foreground."""
+    cmd = [sys.executable, "-m", "workers.providers.standin", "--host", host, "--port", str(port),
+           "--latency-ms", str(latency_ms)]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def spend(
+    by: Annotated[str, typer.Option(help="Comma-separated: feature,team,user,model,lane,tier,"
+                                         "provider,org,outcome.")] = "team,feature",
+    team: Annotated[Optional[str], typer.Option(help="Only this team.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Spend from the ledger, grouped, with what the levers saved against the no-lever baseline."""
+    from models.db import ledger
+    from models.db.engine import make_engine, session_factory
+    from models.domain.errors import SluiceError
+    from models.domain.settings import load_settings
+
+    groups = [g.strip() for g in by.split(",") if g.strip()]
+    engine = make_engine(load_settings().database.url)
+    try:
+        with session_factory(engine)() as s:
+            lines = ledger.spend_by(s, *groups, team=team)
+    except SluiceError as err:
+        err_console.print(f"[red]{err.message}[/]")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(console, spend_json(lines, groups))
+    else:
+        console.print(spend_table("Spend", groups, lines))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        _mount_subcommands()
+    except ImportError:
+        pass
+    app()
+
+
+if __name__ == "__main__":
+    main()

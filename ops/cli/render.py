@@ -1,0 +1,55 @@
+"""Rich tables and JSON output shared by CLI commands."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def money(value: Decimal) -> str:
+    """USD with enough places for sub-cent requests."""
+    return f"${value:,.6f}" if abs(value) < 1 else f"${value:,.4f}"
+
+
+def pct(part: Decimal, whole: Decimal) -> str:
+    """``part`` as a share of ``whole``."""
+    return "-" if not whole else f"{float(part) / float(whole) * 100:.1f}%"
+
+
+def spend_table(title: str, headers: list[str], lines: list[Any]) -> Table:
+    """A table of ledger SpendLines: requests, cache hits, cost, baseline, saved."""
+    table = Table(title=title, title_justify="left")
+    for h in headers:
+        table.add_column(h)
+    for col in ("requests", "cache hits", "cost", "no-lever cost", "saved"):
+        table.add_column(col, justify="right")
+    tot_cost = tot_base = Decimal(0)
+    tot_n = tot_hits = 0
+    for line in lines:
+        table.add_row(*line.key, str(line.requests), str(line.cache_hits), money(line.cost),
+                      money(line.baseline_cost), pct(line.saved, line.baseline_cost))
+        tot_cost += line.cost
+        tot_base += line.baseline_cost
+        tot_n += line.requests
+        tot_hits += line.cache_hits
+    table.add_section()
+    table.add_row("total", *[""] * (len(headers) - 1), str(tot_n), str(tot_hits),
+                  money(tot_cost), money(tot_base), pct(tot_base - tot_cost, tot_base),
+                  style="bold")
+    return table
+
+
+def spend_json(lines: list[Any], headers: list[str]) -> list[dict[str, Any]]:
+    """SpendLines as JSON-safe dicts (money as strings, never floats)."""
+    return [dict(zip(headers, line.key), requests=line.requests, cache_hits=line.cache_hits,
+                 cost=str(line.cost), baseline_cost=str(line.baseline_cost),
+                 saved=str(line.saved)) for line in lines]
+
+
+def print_json(console: Console, data: Any) -> None:
+    """Print ``data`` as JSON, bypassing rich markup."""
+    console.print_json(json.dumps(data, default=str))

@@ -1,0 +1,1 @@
+"""Router tooling: labelled datasets, k-fold training and evaluation, metrics and plots."""

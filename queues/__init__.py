@@ -1,0 +1,1 @@
+"""Transport: the Celery app factory, queue names, message envelopes and the producer API."""

@@ -1,0 +1,80 @@
+"""The Celery app factory: JSON only, acks late, four lane/backend queues, per-lane limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from models.domain.settings import Settings
+from queues.names import DEAD_LETTER, QUEUES, TASK_API, TASK_GPU
+
+#: Modules the *worker* imports to find tasks by name; the producer never imports them.
+TASK_MODULES = ["workers.tasks"]
+
+
+def create_app(settings: Settings, *, name: str = "sluicegate") -> Celery:
+    """Build a configured Celery app; nothing connects until a task is sent or a worker starts."""
+    app = Celery(name, broker=settings.broker.url, backend=settings.broker.result_backend,
+                 include=TASK_MODULES, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    # Workers read their settings from the app they were started with, not from import time.
+    app.sluice_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration mapping for ``settings``."""
+    lanes = settings.lanes
+    longest = max(lanes.interactive.time_limit_s, lanes.async_.time_limit_s)
+    exchange = Exchange("sluice", type="direct")
+    conf: dict[str, Any] = {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # A task is acknowledged after it ran, and redelivered if its worker died; the ledger
+        # and the reservation settle are idempotent on the request id, so running twice is safe.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": [Queue(q, exchange, routing_key=q) for q in QUEUES]
+        + [Queue(DEAD_LETTER, exchange, routing_key=DEAD_LETTER)],
+        "task_default_queue": "interactive.api",
+        "task_default_exchange": "sluice",
+        "task_default_routing_key": "interactive.api",
+        "task_routes": {TASK_API: {"queue": "interactive.api"},
+                        TASK_GPU: {"queue": "interactive.gpu"}},
+        "result_expires": settings.broker.result_expires,
+        "worker_send_task_events": True,  # Flower shows tasks without needing -E
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        # Redis redelivers an unacked message after this; it must outlast the longest task.
+        "broker_transport_options": {"visibility_timeout": int(longest * 2) + 60},
+        "result_backend_transport_options": {"retry_policy": {"max_retries": 3}},
+    }
+    url = settings.broker.url
+    prefix = settings.broker.key_prefix
+    if prefix and url.startswith(("redis://", "rediss://")):
+        conf["broker_transport_options"]["global_keyprefix"] = prefix
+    if prefix and settings.broker.result_backend.startswith(("redis://", "rediss://")):
+        conf["result_backend_transport_options"]["global_keyprefix"] = prefix
+    if url.startswith("memory://"):
+        # In-process transport: poll often, there is no server round trip to save.
+        conf["broker_transport_options"]["polling_interval"] = 0.005
+    if url.startswith("filesystem://"):
+        conf["broker_transport_options"] = filesystem_options(settings.home / "broker")
+    return conf
+
+
+def filesystem_options(folder: Path) -> dict[str, Any]:
+    """Transport options of the embedded ``filesystem://`` broker (remote control included)."""
+    for sub in ("queue", "processed", "control"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"), "store_processed": False,
+            "control_folder": str(folder / "control"), "polling_interval": 0.01}

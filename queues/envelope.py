@@ -1,0 +1,43 @@
+"""The JSON message a producer puts on a queue and a worker takes off it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.domain.errors import SluiceError
+from models.domain.request import ChatRequest
+from models.domain.result import ChatResult, Route
+
+#: Bumped when the envelope changes shape, so old workers refuse new messages clearly.
+ENVELOPE_VERSION = 1
+
+
+class Envelope(BaseModel):
+    """A request with its decided route, its reservation and when it was enqueued."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: int = ENVELOPE_VERSION
+    request: ChatRequest
+    route: Route
+    prompt_tokens: int = 0
+    reservation_id: str | None = None
+    enqueued_at: float = Field(default_factory=time.time)
+    prompt_hash: str = ""
+
+    def to_message(self) -> dict[str, Any]:
+        """JSON-safe form for the broker."""
+        return self.model_dump(mode="json")
+
+
+def ok_reply(result: ChatResult) -> dict[str, Any]:
+    """What a task returns when the request succeeded."""
+    return {"ok": True, "result": result.model_dump(mode="json")}
+
+
+def error_reply(request_id: str, error: SluiceError) -> dict[str, Any]:
+    """What a task returns when the request ended in a typed error."""
+    return {"ok": False, "request_id": request_id, "error": error.to_dict()}

@@ -1,0 +1,130 @@
+"""The producer API app services import: ``submit(request)`` and ``complete(request, timeout)``."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from models.domain.catalogue import Catalogue, load_catalogue
+from models.domain.cost import worst_case_cost
+from models.domain.errors import BrokerError, QueuePaused
+from models.domain.request import ChatRequest, parse_request
+from models.domain.result import ChatResult
+from models.domain.settings import Settings
+from models.domain.tokens import count_request
+from queues.app import create_app
+from queues.envelope import Envelope
+from queues.handle import Handle, ReadyHandle, TaskHandle
+from queues.names import task_for
+from scheduler.hooks import Admission, PauseBook, ResponseCache
+from scheduler.route import Scorer, decide_route
+
+
+class Gateway:
+    """One request's path up to the queue: validate, cache, route, admit, enqueue."""
+
+    def __init__(self, settings: Settings, *, app: Celery | None = None,
+                 catalogue: Catalogue | None = None, scorer: Scorer | None = None,
+                 admission: Admission | None = None, cache: ResponseCache | None = None,
+                 pauses: PauseBook | None = None, cache_hit_sink: Any = None) -> None:
+        self.settings = settings
+        self.app = app or create_app(settings)
+        self.catalogue = catalogue or load_catalogue(settings.prices_path)
+        self.scorer = scorer
+        self.admission = admission
+        self.cache = cache
+        self.pauses = pauses
+        #: Called with (request, result) for each cache hit, to write its ledger row.
+        self.cache_hit_sink = cache_hit_sink
+
+    def submit(self, data: ChatRequest | dict[str, Any]) -> Handle:
+        """Validate and dispatch ``data``; returns at once with a handle to wait on or forget.
+
+        Raises ValidationError (and its subclasses), BudgetExceeded, QueuePaused or BrokerError
+        before anything is enqueued.
+        """
+        request = parse_request(data)
+        if self.cache is not None and request.cache.mode == "use":
+            hit = self.cache.lookup(request)
+            if hit is not None:
+                if self.cache_hit_sink is not None:
+                    self.cache_hit_sink(request, hit)
+                return ReadyHandle(hit)
+        prompt_tokens = count_request(request)
+        route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
+                             prompt_tokens=prompt_tokens)
+        if self.pauses is not None:
+            reason = self.pauses.paused(route.queue)
+            if reason:
+                raise QueuePaused(f"queue {route.queue} is paused ({reason}); retry later or ask "
+                                  "an operator to run `sluice queues resume`", queue=route.queue)
+        model = self.catalogue.get(route.model)
+        reservation = None
+        if self.admission is not None:
+            amount = worst_case_cost(prompt_tokens, request.max_tokens, model)
+            reservation = self.admission.reserve(request, route, amount)
+        envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
+                            reservation_id=reservation, prompt_hash=prompt_hash(request))
+        try:
+            return TaskHandle(self._send(envelope))
+        except Exception:
+            if reservation is not None and self.admission is not None:
+                self.admission.release(reservation)
+            raise
+
+    def complete(self, data: ChatRequest | dict[str, Any], timeout: float | None = 60.0
+                 ) -> ChatResult:
+        """Submit ``data`` and wait up to ``timeout`` seconds for its result."""
+        return self.submit(data).result(timeout=timeout)
+
+    def _send(self, envelope: Envelope) -> Any:
+        lane = self.settings.lanes.get(envelope.route.lane)
+        try:
+            return self.app.send_task(
+                task_for(envelope.route.backend), args=[envelope.to_message()],
+                task_id=envelope.request.request_id, queue=envelope.route.queue,
+                routing_key=envelope.route.queue, priority=lane.priority,
+                soft_time_limit=lane.soft_time_limit_s, time_limit=lane.time_limit_s)
+        except OperationalError as exc:
+            raise BrokerError(f"the broker at {self._broker()} refused the request: {exc}; "
+                              "check that it runs (SLUICE_BROKER__URL) and retry") from exc
+
+    def _broker(self) -> str:
+        url = self.settings.broker.url
+        return url.split("@")[-1]  # never echo credentials
+
+    def close(self) -> None:
+        """Release broker connections."""
+        self.app.close()
+
+
+def prompt_hash(request: ChatRequest) -> str:
+    """SHA-256 of the prompt (static and dynamic parts), stored instead of the text."""
+    h = hashlib.sha256()
+    h.update(request.static.model_dump_json().encode())
+    for m in request.messages:
+        h.update(b"\x00" + m.role.encode() + b"\x00" + m.content.encode())
+    return h.hexdigest()
+
+
+def elapsed_ms(since: float) -> float:
+    """Milliseconds since ``since`` (a time.time() value)."""
+    return (time.time() - since) * 1000.0
+
+
+
+def connect(settings: Settings, **overrides: Any) -> Gateway:
+    """A Gateway with every lever this installation has configured.
+
+    The default router is the heuristic one (no training data needed); the ledger records
+    response-cache hits, which never reach a worker.
+    """
+    from queues.wiring import default_levers
+
+    levers = default_levers(settings)
+    levers.update(overrides)
+    return Gateway(settings, **levers)

@@ -1,0 +1,1 @@
+"""Decisions: routing, admission, batching plans, and the budget governor's periodic jobs."""

@@ -1,0 +1,48 @@
+"""The interfaces the request pipeline calls at each lever, so each lever plugs in on its own."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Protocol
+
+from models.domain.request import ChatRequest
+from models.domain.result import ChatResult, Route
+
+
+class Admission(Protocol):
+    """Budget admission: reserve a worst-case cost before dispatch, settle it after."""
+
+    def reserve(self, request: ChatRequest, route: Route, amount: Decimal) -> str | None:
+        """Reserve ``amount`` against every applicable budget, all or nothing.
+
+        Returns a reservation id (None when no budget applies) or raises BudgetExceeded.
+        """
+        ...
+
+    def settle(self, reservation_id: str, actual: Decimal) -> bool:
+        """Turn the reservation into spend of ``actual``; exactly once (False if already done)."""
+        ...
+
+    def release(self, reservation_id: str) -> bool:
+        """Drop the reservation without spending (the call failed or was never sent)."""
+        ...
+
+
+class ResponseCache(Protocol):
+    """The response cache, looked up before routing and filled after a provider call."""
+
+    def lookup(self, request: ChatRequest) -> ChatResult | None:
+        """A stored result for an equivalent request, or None (also when the store is down)."""
+        ...
+
+    def store(self, request: ChatRequest, result: ChatResult) -> None:
+        """Keep ``result`` for equivalent requests, if the policy allows."""
+        ...
+
+
+class PauseBook(Protocol):
+    """Which queues are paused, and why (the governor and operators write it)."""
+
+    def paused(self, queue: str) -> str | None:
+        """The reason ``queue`` is paused, or None."""
+        ...

@@ -1,0 +1,93 @@
+"""Turn a request's model policy (and a router's score) into a concrete, validated Route."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from models.domain.catalogue import Catalogue, ModelSpec
+from models.domain.errors import ContextLengthError, ValidationError
+from models.domain.request import TIER_POLICIES, ChatRequest
+from models.domain.result import Route
+from models.domain.settings import RoutingSettings
+from models.domain.tokens import count_request
+
+
+class Scorer(Protocol):
+    """Anything that scores a request: the probability the cheap tier is enough."""
+
+    name: str
+
+    def score(self, request: ChatRequest) -> float:
+        """A score in [0, 1]."""
+        ...
+
+
+class TierPolicy(Protocol):
+    """Turns a score into a tier (see scheduler.router.policy)."""
+
+    def decide(self, score: float) -> object:
+        """An object with ``tier`` and ``reason`` attributes."""
+        ...
+
+
+def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSettings, *,
+                 scorer: Scorer | None = None, policy: TierPolicy | None = None,
+                 prompt_tokens: int | None = None) -> Route:
+    """Resolve ``request.model`` to a Route and check the prompt fits the model's context.
+
+    ``auto`` asks ``scorer`` for a score and ``policy`` (or the settings' threshold) for a tier;
+    a tier policy picks the tier's configured model; anything else must be a catalogue model.
+    """
+    policy_name = request.model
+    score: float | None = None
+    if policy_name == "auto":
+        if scorer is None:
+            tier, reason = "cheap", "auto: no router configured, default tier"
+        else:
+            score = float(scorer.score(request))
+            tier, reason = _tier_for(score, policy, routing.cheap_threshold, scorer.name)
+        model = catalogue.get(routing.model_for(tier))
+    elif policy_name in TIER_POLICIES:
+        tier, reason = policy_name, f"policy: {policy_name}"
+        model = catalogue.get(routing.model_for(tier))
+    else:
+        model = catalogue.get(policy_name)
+        tier, reason = model.tier, f"named model {policy_name}"
+    check_fits(request, model, prompt_tokens)
+    return Route(tier=tier, model=model.name,
+                 provider=model.provider, backend="gpu" if model.provider == "vllm" else "api",
+                 lane=request.lane, reason=reason, score=score)
+
+
+def _tier_for(score: float, policy: TierPolicy | None, threshold: float,
+              router: str) -> tuple[str, str]:
+    if policy is not None:
+        decision = policy.decide(score)
+        return str(getattr(decision, "tier")), str(getattr(decision, "reason", router))
+    tier = "cheap" if score >= threshold else "flagship"
+    return tier, f"{router}: score {score:.3f} {'>=' if tier == 'cheap' else '<'} {threshold}"
+
+
+def check_fits(request: ChatRequest, model: ModelSpec, prompt_tokens: int | None = None) -> int:
+    """Prompt tokens of ``request``; raises ContextLengthError when it cannot fit ``model``."""
+    tokens = count_request(request) if prompt_tokens is None else prompt_tokens
+    if tokens >= model.context:
+        raise ContextLengthError(
+            f"the prompt has about {tokens} tokens but {model.name} holds {model.context}; "
+            "shorten the messages or pick a model with a longer context",
+            field="messages", tokens=tokens, context=model.context)
+    if tokens + request.max_tokens > model.context:
+        room = model.context - tokens
+        raise ContextLengthError(
+            f"max_tokens={request.max_tokens} plus the prompt's {tokens} tokens exceeds "
+            f"{model.name}'s context of {model.context}; set max_tokens to at most {room}",
+            field="max_tokens", tokens=tokens, context=model.context)
+    return tokens
+
+
+def baseline_model(catalogue: Catalogue, routing: RoutingSettings) -> ModelSpec:
+    """The all-flagship model used to price 'what it would have cost with no lever'."""
+    try:
+        return catalogue.get(routing.baseline_model)
+    except ValidationError:
+        return catalogue.get(routing.flagship_model)

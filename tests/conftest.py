@@ -1,0 +1,132 @@
+"""Session fixtures: the stand-in provider, a throwaway PostgreSQL database, Redis, a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import need, postgres_admin_url, reachable, redis_url, run_token
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[Any]:
+    """The local OpenAI/Anthropic stand-in, on a free loopback port."""
+    from workers.providers.standin import StandIn
+
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run, migrated to head, dropped afterwards."""
+    admin = postgres_admin_url()
+    if not reachable(admin, 5432):
+        need("PostgreSQL", f"nothing listens at {admin.split('@')[-1]}")
+    import psycopg
+
+    name = f"sluice_test_{run_token()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+    from ops.db import upgrade
+
+    upgrade(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_base() -> str:
+    """The Redis server URL (no db), or a skip / CI failure."""
+    url = redis_url()
+    if not reachable(url, 6379):
+        need("Redis", f"nothing listens at {url}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_db_url(redis_base: str) -> str:
+    """A Redis database number no other concurrent run is likely to use."""
+    db = 1 + os.getpid() % 15
+    return f"{redis_base.rstrip('/')}/{db}"
+
+
+@pytest.fixture(scope="session")
+def integration_env(pg_url: str, redis_db_url: str, standin: Any, tmp_path_factory: Any
+                    ) -> dict[str, str]:
+    """Environment for a worker process: real broker, result store, ledger and stand-in."""
+    prefix = f"sgtest{run_token()}:"
+    home = tmp_path_factory.mktemp("sluice-home")
+    return {
+        "SLUICE_BROKER__URL": redis_db_url,
+        "SLUICE_BROKER__RESULT_BACKEND": redis_db_url,
+        "SLUICE_BROKER__KEY_PREFIX": prefix,
+        "SLUICE_DATABASE__URL": pg_url,
+        "SLUICE_CACHE__REDIS_URL": redis_db_url,
+        "SLUICE_CACHE__KEY_PREFIX": prefix + "rc:",
+        "SLUICE_PROVIDERS__OPENAI_BASE_URL": standin.openai_base_url,
+        "SLUICE_PROVIDERS__ANTHROPIC_BASE_URL": standin.anthropic_base_url,
+        "SLUICE_PROVIDERS__BACKOFF_BASE_S": "0.01",
+        "SLUICE_HOME": str(home),
+        "SLUICE_TEST_KEY_PREFIX": prefix,
+    }
+
+
+@pytest.fixture(scope="session")
+def integration_settings(integration_env: dict[str, str]) -> Any:
+    """Settings equal to what the worker process reads from ``integration_env``."""
+    from models.domain.settings import load_settings
+
+    return load_settings(dict(integration_env))
+
+
+@pytest.fixture(scope="session")
+def celery_worker_proc(integration_env: dict[str, str], tmp_path_factory: Any
+                       ) -> Iterator[subprocess.Popen[bytes]]:
+    """One real Celery worker process for the session, consuming the api queues."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {**os.environ, **integration_env, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
+           "-c", "8", "-Q", "interactive.api,async.api", "-n", f"test-{run_token()}@%h",
+           "--without-heartbeat", "--without-gossip", "--without-mingle", "-E",
+           "--loglevel", "INFO"]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"celery worker exited early:\n{log.read_text()[-3000:]}")
+        if b"ready." in log.read_bytes():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"celery worker not ready in 60 s:\n{log.read_text()[-3000:]}")
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def gateway(integration_settings: Any, celery_worker_proc: Any) -> Iterator[Any]:
+    """A producer Gateway wired like an app service's, against the session worker."""
+    from queues.producer import connect
+
+    gw = connect(integration_settings)
+    yield gw
+    gw.close()

@@ -1,0 +1,185 @@
+"""Process-level lifecycle of the GPU worker: one engine per process, started and stopped once."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from models.domain.errors import ConfigError, SluiceError
+from models.domain.settings import Settings, load_settings
+from workers.gpu.batcher import LaneBatcher
+from workers.gpu.engine_host import EngineHost
+from workers.gpu.engine_io import ASYNC_PRIORITY
+from workers.gpu.vllm_errors import engine_dead
+from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.vllm_engine import VllmEngineProvider
+
+GPU_QUEUE_SUFFIX = ".gpu"
+_UID_INIT = "sluicegate.gpu.worker_init"
+_UID_STOP = "sluicegate.gpu.worker_shutdown"
+
+
+@dataclass
+class GpuRuntime:
+    """The engine, the async-lane batcher and the provider adapter over them."""
+
+    host: EngineHost
+    batcher: LaneBatcher
+    provider: VllmEngineProvider
+
+    def health(self) -> dict[str, Any]:
+        """The engine's health plus the async lane's queue."""
+        report = self.host.health()
+        report["async_pending"] = self.batcher.pending()
+        report["recent_async_batches"] = list(self.batcher.batch_sizes)[-10:]
+        return report
+
+    def stop(self) -> None:
+        """Send what the batcher holds, then drain and stop the engine."""
+        self.batcher.close()
+        self.host.shutdown()
+
+
+_runtime: GpuRuntime | None = None
+_lock = threading.Lock()
+
+
+def start_gpu_runtime(settings: Settings, *,
+                      host_factory: Callable[..., EngineHost] = EngineHost) -> GpuRuntime:
+    """Start this process's engine from ``settings.gpu`` (blocks until ready); idempotent."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            return _runtime
+        gpu = settings.gpu
+        if not gpu.model_path:
+            raise ConfigError(
+                "no GPU model configured: set SLUICE_GPU__MODEL_PATH to a Hugging Face model "
+                "folder (python -m ops.gpu.tiny_model .sluice/models/tiny-llama builds a tiny one)")
+        host = host_factory(
+            str(Path(gpu.model_path).expanduser()), max_num_seqs=gpu.max_num_seqs,
+            max_model_len=gpu.max_model_len, enable_prefix_caching=gpu.enable_prefix_caching,
+            kv_cache_memory_bytes=gpu.kv_cache_memory_bytes,
+            served_model_name=settings.routing.self_hosted_model,
+            run_dir=Path(settings.home) / "gpu" / f"run-{os.getpid()}")
+        host.start()
+        lane = settings.lanes.get("async")
+        batcher = LaneBatcher(partial(host.submit_batch, priority=ASYNC_PRIORITY),
+                              batch_timeout_ms=lane.batch_timeout_ms, batch_max=lane.batch_max)
+        provider = VllmEngineProvider(host, async_batcher=batcher, lanes=settings.lanes,
+                                      served_model=settings.routing.self_hosted_model)
+        _runtime = GpuRuntime(host=host, batcher=batcher, provider=provider)
+        return _runtime
+
+
+def get_gpu_runtime() -> GpuRuntime:
+    """This process's runtime, or EngineDead saying how to start a GPU worker."""
+    runtime = _runtime
+    if runtime is None:
+        raise engine_dead("no engine runs in this worker process (GPU tasks must run on a "
+                          "worker started with --pool threads -Q interactive.gpu,async.gpu)")
+    return runtime
+
+
+def stop_gpu_runtime() -> None:
+    """Stop this process's engine, if any; safe to call twice."""
+    global _runtime
+    with _lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.stop()
+
+
+def gpu_provider(settings: Settings) -> RuntimeProvider:
+    """The ``vllm`` adapter for the worker runtime: it follows this process's GPU runtime."""
+    return RuntimeProvider()
+
+
+class RuntimeProvider:
+    """Looks the engine up per call, so a stopped engine reads as EngineDead, not a stale handle."""
+
+    name = "vllm"
+
+    def complete(self, call: ProviderCall) -> ProviderReply:
+        """Serve ``call`` on this process's engine (EngineDead when there is none)."""
+        return get_gpu_runtime().provider.complete(call)
+
+    def close(self) -> None:
+        """Nothing: the engine stops with the worker (``worker_shutdown``), not with a client."""
+
+
+def install_gpu_signals(app: Any = None, *,
+                        settings_loader: Callable[[Any], Settings] | None = None,
+                        host_factory: Callable[..., EngineHost] = EngineHost,
+                        ) -> Callable[[], None]:
+    """Start the engine when a Celery worker that consumes a ``*.gpu`` queue boots.
+
+    ``worker_init`` runs before the consumer starts, so no task is taken until the engine is
+    ready; a failed start ends the worker (SystemExit) instead of leaving it to fail every task.
+    ``worker_shutdown`` runs after a warm shutdown has let running tasks finish. ``app`` limits
+    this to one app (None: any). Settings come from ``settings_loader(worker)``, by default the
+    app's ``sluice_settings`` or the environment. Installing twice is harmless; the returned
+    function disconnects both handlers.
+    """
+    from celery import signals
+
+    def _mine(sender: Any) -> bool:
+        return sender is not None and (app is None or getattr(sender, "app", None) is app)
+
+    def _on_worker_init(sender: Any = None, **_: Any) -> None:
+        if not _mine(sender):
+            return
+        queues = gpu_queues_of(sender)
+        if not queues:
+            return  # an API worker: no engine here
+        pool = pool_name(getattr(sender, "pool_cls", ""))
+        if pool != "threads":
+            raise SystemExit(
+                f"sluicegate: the worker consuming {', '.join(queues)} uses the {pool!r} pool, "
+                "which cannot host vLLM; start it with --pool threads")
+        try:
+            settings = (settings_loader(sender) if settings_loader else
+                        getattr(sender.app, "sluice_settings", None) or load_settings())
+            start_gpu_runtime(settings, host_factory=host_factory)
+        except SluiceError as exc:
+            raise SystemExit(f"sluicegate: the GPU worker cannot start: {exc.message}") from exc
+
+    def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+        if _mine(sender):
+            stop_gpu_runtime()
+
+    signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid=_UID_INIT)
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False, dispatch_uid=_UID_STOP)
+
+    def uninstall() -> None:
+        signals.worker_init.disconnect(dispatch_uid=_UID_INIT)
+        signals.worker_shutdown.disconnect(dispatch_uid=_UID_STOP)
+
+    return uninstall
+
+
+def gpu_queues_of(worker: Any) -> list[str]:
+    """Names of the ``*.gpu`` queues a Celery worker will consume."""
+    consume = getattr(getattr(getattr(worker, "app", None), "amqp", None), "queues", None)
+    names = list(getattr(consume, "consume_from", None) or {})
+    return sorted(n for n in names if n.endswith(GPU_QUEUE_SUFFIX))
+
+
+def pool_name(pool_cls: Any) -> str:
+    """``threads``, ``prefork``, ``solo``... from a ``--pool`` value or pool class."""
+    if isinstance(pool_cls, str):
+        name = pool_cls
+    else:
+        name = f"{getattr(pool_cls, '__module__', '')}.{getattr(pool_cls, '__name__', '')}"
+    name = name.lower()
+    if "thread" in name:
+        return "threads"
+    for known in ("prefork", "solo", "eventlet", "gevent", "processes"):
+        if known in name:
+            return "prefork" if known == "processes" else known
+    return name or "unknown"

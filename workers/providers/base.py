@@ -1,0 +1,54 @@
+"""The one small interface every provider adapter implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from models.domain.catalogue import ModelSpec
+from models.domain.request import ChatRequest
+from models.domain.usage import Usage
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    """One call to make: the request, the catalogue model it was routed to, and shaping hints."""
+
+    request: ChatRequest
+    model: ModelSpec
+    #: Scope of provider-side prompt caching (team/feature), used to derive cache keys.
+    cache_scope: str = ""
+    #: Anthropic cache TTL for the static prefix: "5m" or "1h".
+    cache_ttl: str = "5m"
+
+
+@dataclass(frozen=True)
+class ProviderReply:
+    """What came back, with usage already normalized into billing classes."""
+
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"
+    #: The model name the provider reported (may carry a dated suffix).
+    provider_model: str = ""
+    provider_request_id: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Turns a :class:`ProviderCall` into a :class:`ProviderReply` or raises a ProviderError.
+
+    Adapters make exactly one attempt: retries and fallbacks belong to
+    :mod:`workers.providers.retry`, so they happen once, in one place.
+    """
+
+    name: str
+
+    def complete(self, call: ProviderCall) -> ProviderReply:
+        """Make one attempt; raise ProviderRetryable or ProviderPermanent on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release clients and connections."""
+        ...

@@ -1,0 +1,58 @@
+"""Map the official SDKs' exceptions onto our retryable / permanent provider errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.domain.errors import ProviderError, ProviderPermanent, ProviderRetryable
+
+#: Status codes worth another attempt (the SDKs' own rule: 408, 409, 429 and 5xx; 529 included).
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds only; dates are ignored)."""
+    if headers is None:
+        return None
+    for key, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(key)
+        if raw is None:
+            continue
+        try:
+            return max(float(raw) * scale, 0.0)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def map_sdk_error(provider: str, exc: Exception) -> ProviderError:
+    """Our typed error for an exception raised by the ``openai`` or ``anthropic`` SDK."""
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    name = type(exc).__name__
+    if status is None:
+        if name in ("APITimeoutError", "APIConnectionError", "TimeoutException", "ConnectError"):
+            return ProviderRetryable(f"{provider}: {name}: could not get an answer in time; "
+                                     "the call will be retried", provider=provider)
+        if name in ("APIResponseValidationError", "JSONDecodeError", "ValueError"):
+            return ProviderRetryable(f"{provider}: the response was not valid ({name}); retried",
+                                     provider=provider)
+        return ProviderPermanent(f"{provider}: {name}: {exc}", provider=provider)
+    message = _message(exc)
+    if status in RETRYABLE_STATUS or status >= 500:
+        headers = getattr(response, "headers", None)
+        return ProviderRetryable(f"{provider} answered {status}: {message}", provider=provider,
+                                 status=status, retry_after=retry_after_seconds(headers))
+    hint = {401: "check the API key", 403: "the key may not access this model",
+            404: "check the model name in the price file", 400: "the request was refused"}
+    return ProviderPermanent(f"{provider} answered {status}: {message} ({hint.get(status, '')})",
+                             provider=provider, status=status)
+
+
+def _message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    return str(exc)[:300]

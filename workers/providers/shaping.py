@@ -1,0 +1,104 @@
+"""Shape a request for each provider with the static part first, as a byte-stable cacheable prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from models.domain.catalogue import ModelSpec
+from models.domain.request import ChatRequest, StaticPart
+from models.domain.tokens import PER_MESSAGE, count_text
+
+#: Anthropic accepts at most this many cache_control breakpoints per request.
+MAX_BREAKPOINTS = 4
+
+
+def static_tokens(static: StaticPart) -> int:
+    """Tokens of the static prefix (same counting rule as the whole-prompt estimate)."""
+    total = 0
+    if static.system:
+        total += PER_MESSAGE + count_text(static.system)
+    for m in static.few_shot:
+        total += PER_MESSAGE + count_text(m.content)
+    for t in static.tools:
+        total += PER_MESSAGE + count_text(t.name) + count_text(t.description)
+        total += count_text(str(t.parameters))
+    return total
+
+
+def static_fingerprint(static: StaticPart) -> str:
+    """A stable hash of the static part: canonical JSON, sorted keys."""
+    blob = json.dumps(static.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- OpenAI -------------------------------------------------------------------------------
+
+def openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
+    """System prompt, then few-shot, then the dynamic turns: the stable prefix comes first."""
+    out: list[dict[str, Any]] = []
+    if request.static.system:
+        out.append({"role": "system", "content": request.static.system})
+    out += [{"role": m.role, "content": m.content} for m in request.static.few_shot]
+    out += [{"role": m.role, "content": m.content} for m in request.messages]
+    return out
+
+
+def openai_tools(request: ChatRequest) -> list[dict[str, Any]] | None:
+    """Tool definitions in OpenAI's function format, in declared order."""
+    if not request.static.tools:
+        return None
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.parameters}}
+            for t in request.static.tools]
+
+
+def openai_cache_key(request: ChatRequest, scope: str) -> str | None:
+    """``prompt_cache_key``: the same static prefix in the same scope lands on the same cache."""
+    if request.static.is_empty():
+        return None
+    digest = hashlib.sha256(f"{scope}\x00{static_fingerprint(request.static)}".encode())
+    return "sg-" + digest.hexdigest()[:40]
+
+
+# --- Anthropic ----------------------------------------------------------------------------
+
+def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -> dict[str, Any]:
+    """``system``, ``messages`` and ``tools`` with a cache breakpoint at the end of the static part.
+
+    The breakpoint is placed only when the static prefix reaches the model's minimum cacheable
+    length: below it the provider would silently not cache, and we would pay nothing extra,
+    but the marker would mislead whoever reads the request.
+    """
+    tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
+             for t in request.static.tools]
+    system = ([{"type": "text", "text": request.static.system}] if request.static.system else [])
+    few_shot = [{"role": m.role, "content": [{"type": "text", "text": m.content}]}
+                for m in request.static.few_shot]
+    dynamic = [{"role": m.role, "content": m.content} for m in request.messages]
+    if static_tokens(request.static) >= model.min_cacheable_tokens:
+        marker: dict[str, Any] = {"type": "ephemeral"}
+        if ttl == "1h":
+            marker["ttl"] = "1h"
+        # One breakpoint at the end of the static part caches tools, system and few-shot alike.
+        last = (few_shot[-1]["content"][-1] if few_shot else system[-1] if system
+                else tools[-1] if tools else None)
+        if last is not None:
+            last["cache_control"] = marker
+    payload: dict[str, Any] = {"messages": few_shot + dynamic}
+    if system:
+        payload["system"] = system
+    if tools:
+        payload["tools"] = tools
+    assert count_breakpoints(payload) <= MAX_BREAKPOINTS
+    return payload
+
+
+def count_breakpoints(payload: dict[str, Any]) -> int:
+    """How many ``cache_control`` markers a payload carries."""
+    blocks: list[Any] = list(payload.get("tools") or []) + list(payload.get("system") or [])
+    for msg in payload.get("messages") or []:
+        if isinstance(msg.get("content"), list):
+            blocks += msg["content"]
+    return sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)

@@ -1,0 +1,124 @@
+"""The steps every model call shares: auth, body, model, faults, answer, latency, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from models.domain.catalogue import ModelSpec
+from workers.providers.standin.caching import CacheUsage
+from workers.providers.standin.errors import RequestInvalid, provider_error
+from workers.providers.standin.faults import Fault, fault_response, parse_fault
+from workers.providers.standin.state import StandInState
+
+FAULT_HEADER = "x-standin-fault"
+LATENCY_HEADER = "x-standin-latency-ms"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful reply body and the tokens it accounts for."""
+
+    payload: dict[str, Any]
+    prompt_tokens: int
+    output_tokens: int
+    cache: CacheUsage
+
+
+#: Builds the answer from (state, body, model, api key); raises RequestInvalid to refuse.
+Answerer = Callable[[StandInState, dict[str, Any], ModelSpec, str], Answer]
+#: Returns the caller's API key, or raises RequestInvalid (401/400) when the headers are wrong.
+Authenticator = Callable[[Request], str]
+
+
+async def serve_call(request: Request, family: str, authenticate: Authenticator,
+                     answer: Answerer) -> Response:
+    """Run one model call through the shared steps and count how it ended."""
+    state: StandInState = request.app.state.standin
+    started = time.perf_counter()
+    state.record_request(request.url.path)
+    try:
+        response = await _serve(request, state, family, authenticate, answer)
+    except RequestInvalid as exc:
+        response = provider_error(family, exc.status, exc.message, param=exc.param)
+    state.record_status(response.status_code)
+    # Request ids as the real APIs send them, so SDK errors carry one.
+    response.headers["x-request-id" if family == "openai" else "request-id"] = uuid.uuid4().hex
+    response.headers["x-standin-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
+    return response
+
+
+async def _serve(request: Request, state: StandInState, family: str,
+                 authenticate: Authenticator, answer: Answerer) -> Response:
+    api_key = authenticate(request)
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise RequestInvalid("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise RequestInvalid("the request body must be a JSON object")
+    name = body.get("model")
+    spec = state.model(name, family)
+    if spec is None:
+        raise RequestInvalid(f"model: {name!r} does not exist or is not served by this "
+                             f"{family} endpoint", param="model", status=404)
+    state.record_model(spec.name)
+    fault = _fault(request, state, spec.name, family)
+    if fault is not None:
+        state.faults_injected += 1
+        if fault.kind != "timeout":
+            return fault_response(fault, family)
+        await pause(request, fault.delay_s)
+    result = answer(state, body, spec, api_key)
+    override = request.headers.get(LATENCY_HEADER)
+    cfg = state.config
+    delay_ms = (_number(override, LATENCY_HEADER) if override is not None
+                else cfg.latency_ms + cfg.per_token_latency_ms * result.output_tokens)
+    await pause(request, delay_ms / 1000)
+    state.record_usage(result.prompt_tokens, result.output_tokens, result.cache)
+    return JSONResponse(result.payload)
+
+
+def _fault(request: Request, state: StandInState, model: str, family: str) -> Fault | None:
+    spec = request.headers.get(FAULT_HEADER)
+    if spec is None:
+        return state.faults.take(model, family)
+    try:
+        return parse_fault(spec)
+    except ValueError as exc:
+        raise RequestInvalid(f"{FAULT_HEADER}: {exc}") from None
+
+
+def _number(value: str, what: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise RequestInvalid(f"{what}: {value!r} is not a number") from None
+    if number < 0:
+        raise RequestInvalid(f"{what}: must not be negative")
+    return number
+
+
+async def pause(request: Request, seconds: float) -> None:
+    """Sleep ``seconds``; return early if the client hangs up or the server is stopping.
+
+    Without the early return a scripted ``timeout=30`` would hold shutdown until uvicorn
+    cancels the task (and logs a traceback).
+    """
+    if seconds <= 0:
+        return
+    state: StandInState = request.app.state.standin
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        await asyncio.sleep(min(left, 0.05))
+        if state.closing or await request.is_disconnected():
+            return

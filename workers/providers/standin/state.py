@@ -1,0 +1,93 @@
+"""Everything one stand-in app remembers: prompt caches, fault scripts, counters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from models.domain.catalogue import ModelSpec
+from workers.providers.standin.caching import CacheUsage, TTLStore
+from workers.providers.standin.config import StandInConfig
+from workers.providers.standin.faults import FaultScripts
+
+#: Which catalogue providers each wire format serves (vLLM speaks the OpenAI format).
+_SERVES = {"openai": ("openai", "vllm"), "anthropic": ("anthropic",)}
+
+
+class StandInState:
+    """Per-app state; only touched from the server's event loop, so it needs no locks."""
+
+    def __init__(self, config: StandInConfig) -> None:
+        self.config = config
+        self.anthropic_cache = TTLStore(config.clock, config.max_cache_entries)
+        self.openai_cache = TTLStore(config.clock, config.max_cache_entries)
+        self.faults = FaultScripts()
+        #: Set by the runner when stopping, so delayed answers end at once.
+        self.closing = False
+        self._models: dict[str, ModelSpec] = {}
+        for spec in config.catalogue.models.values():
+            # Adapters may send the provider's own (dated) name rather than the catalogue key.
+            self._models[spec.api_name or spec.name] = spec
+            self._models[spec.name] = spec
+        self.reset_stats()
+
+    def model(self, name: Any, family: str) -> ModelSpec | None:
+        """The catalogue model ``name`` if ``family``'s API serves it, else None."""
+        spec = self._models.get(name) if isinstance(name, str) else None
+        if spec is None or spec.provider not in _SERVES[family]:
+            return None
+        return spec
+
+    def models(self, family: str) -> list[ModelSpec]:
+        """Every catalogue model ``family``'s API serves."""
+        return [m for m in self.config.catalogue.models.values() if m.provider in _SERVES[family]]
+
+    def reset_stats(self) -> None:
+        """Zero every counter."""
+        self.by_path: Counter[str] = Counter()
+        self.by_model: Counter[str] = Counter()
+        self.by_status: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
+        self.faults_injected = 0
+
+    def reset(self) -> None:
+        """Forget counters, cached prefixes and queued faults."""
+        self.reset_stats()
+        self.anthropic_cache.clear()
+        self.openai_cache.clear()
+        self.faults.clear()
+
+    def record_request(self, path: str) -> None:
+        """Count a request as it arrives."""
+        self.by_path[path] += 1
+
+    def record_model(self, model: str) -> None:
+        """Count a request once its model is known to be served."""
+        self.by_model[model] += 1
+
+    def record_status(self, status: int) -> None:
+        """Count how a model call ended."""
+        self.by_status[str(status)] += 1
+
+    def record_usage(self, prompt_tokens: int, output_tokens: int, cache: CacheUsage) -> None:
+        """Add one answered call's tokens to the totals."""
+        self.tokens["prompt"] += prompt_tokens
+        self.tokens["output"] += output_tokens
+        self.tokens["cache_read"] += cache.read
+        self.tokens["cache_write_5m"] += cache.write_5m
+        self.tokens["cache_write_1h"] += cache.write_1h
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-safe snapshot of the counters."""
+        return {
+            "requests": sum(self.by_path.values()),
+            "by_path": dict(self.by_path),
+            "by_model": dict(self.by_model),
+            "by_status": dict(self.by_status),
+            "tokens": {k: self.tokens[k] for k in ("prompt", "output", "cache_read",
+                                                   "cache_write_5m", "cache_write_1h")},
+            "faults_injected": self.faults_injected,
+            "faults_pending": self.faults.pending(),
+            "cache_entries": {"anthropic": len(self.anthropic_cache),
+                              "openai": len(self.openai_cache)},
+        }

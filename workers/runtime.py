@@ -1,0 +1,129 @@
+"""Per-process resources of a worker (providers, ledger, levers), built once on first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db.engine import make_engine, session_factory
+from models.domain.catalogue import Catalogue, ModelSpec, load_catalogue
+from models.domain.errors import ConfigError
+from models.domain.settings import Settings
+from scheduler.hooks import Admission, ResponseCache
+from scheduler.route import baseline_model
+from workers.providers.base import Provider
+from workers.providers.retry import RetryPolicy
+
+_LOCK = threading.Lock()
+#: Key a placeholder key uses when a stand-in base URL is set and no real key is.
+STANDIN_KEY = "sk-sluice-standin"
+
+
+@dataclass
+class WorkerRuntime:
+    """Everything a task needs, built from the settings the worker's app carries."""
+
+    settings: Settings
+    catalogue: Catalogue
+    sessions: sessionmaker[Session]
+    retry: RetryPolicy
+    admission: Admission | None = None
+    cache: ResponseCache | None = None
+    providers: dict[str, Provider] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> ModelSpec:
+        """The no-lever model that prices the baseline."""
+        return baseline_model(self.catalogue, self.settings.routing)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A ledger session that commits on success and rolls back on error."""
+        with self.sessions() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def provider(self, name: str) -> Provider:
+        """The adapter for ``name``, built on first use (thread-safe)."""
+        prov = self.providers.get(name)
+        if prov is None:
+            with _LOCK:
+                prov = self.providers.get(name) or build_provider(name, self.settings)
+                self.providers[name] = prov
+        return prov
+
+    def close(self) -> None:
+        """Close provider clients and the ledger engine."""
+        for prov in self.providers.values():
+            prov.close()
+        self.providers.clear()
+
+
+def build_runtime(settings: Settings, **levers: Any) -> WorkerRuntime:
+    """A runtime for ``settings``; ``levers`` may supply admission and cache implementations."""
+    db = settings.database
+    engine = make_engine(db.url, pool_size=db.pool_size, echo=db.echo)
+    p = settings.providers
+    return WorkerRuntime(
+        settings=settings, catalogue=load_catalogue(settings.prices_path),
+        sessions=session_factory(engine),
+        retry=RetryPolicy(max_attempts=p.max_attempts, backoff_base_s=p.backoff_base_s,
+                          backoff_max_s=p.backoff_max_s),
+        **levers)
+
+
+def build_provider(name: str, settings: Settings) -> Provider:
+    """Construct the adapter called ``name`` from the provider settings."""
+    p = settings.providers
+    if name == "openai":
+        from workers.providers.openai_chat import OpenAIChatProvider
+
+        return OpenAIChatProvider(api_key=_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
+                                  base_url=p.openai_base_url, timeout=p.timeout_s)
+    if name == "anthropic":
+        from workers.providers.anthropic_messages import AnthropicMessagesProvider
+
+        return AnthropicMessagesProvider(
+            api_key=_key(p.anthropic_api_key, p.anthropic_base_url, "ANTHROPIC"),
+            base_url=p.anthropic_base_url, timeout=p.timeout_s)
+    if name == "vllm":
+        from workers.gpu.runtime import gpu_provider
+
+        return gpu_provider(settings)
+    raise ConfigError(f"no adapter for provider {name!r}; the price file names openai, "
+                      "anthropic or vllm")
+
+
+def _key(secret: Any, base_url: str | None, env: str) -> str:
+    if secret is not None:
+        return str(secret.get_secret_value())
+    if base_url:
+        return STANDIN_KEY
+    raise ConfigError(f"no {env}_API_KEY is set; set it (or SLUICE_PROVIDERS__{env}_API_KEY), or "
+                      f"point SLUICE_PROVIDERS__{env}_BASE_URL at the local stand-in")
+
+
+def get_runtime(app: Any) -> WorkerRuntime:
+    """The runtime of the worker running ``app``, built from ``app.sluice_settings`` once."""
+    rt = getattr(app, "_sluice_runtime", None)
+    if rt is None:
+        with _LOCK:
+            rt = getattr(app, "_sluice_runtime", None)
+            if rt is None:
+                settings = getattr(app, "sluice_settings", None)
+                if settings is None:
+                    raise ConfigError("this Celery app was not built by queues.app.create_app; "
+                                      "start workers with `celery -A queues.celery_app worker`")
+                factory = getattr(app, "sluice_runtime_factory", None)
+                rt = factory(settings) if factory else build_runtime(settings)
+                app._sluice_runtime = rt
+    return rt

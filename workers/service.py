@@ -1,0 +1,125 @@
+"""Execute one queued request: claim, call the provider once per policy, price, record, settle."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pydantic
+
+from models.db import ledger
+from models.domain.catalogue import ModelSpec
+from models.domain.cost import baseline_cost, cost_of
+from models.domain.errors import (ProviderError, ProviderRetryable, SluiceError,
+                                  ValidationError)
+from models.domain.result import ChatResult, Route, Timings
+from models.domain.usage import Usage
+from queues.envelope import Envelope, error_reply, ok_reply
+from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.retry import with_retries
+from workers.runtime import WorkerRuntime
+
+
+class ResultLost(SluiceError):
+    """A previous run finished this request but its answer was not kept; resubmit it anew."""
+
+    code = "result_lost"
+
+
+def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[str, Any]:
+    """Run the request in ``message`` and return the task reply (never raises a SluiceError).
+
+    ``previous`` is the result a prior run of the same task stored, if any: a redelivered task
+    returns it instead of calling the provider (and paying) a second time.
+    """
+    started = time.time()
+    try:
+        env = Envelope.model_validate(message)
+    except pydantic.ValidationError as exc:
+        rid = str((message or {}).get("request", {}).get("request_id", "?")) \
+            if isinstance(message, dict) else "?"
+        return error_reply(rid, ValidationError(f"undecodable task message: {exc.errors()[0]}",
+                                                field="message"))
+    req, route = env.request, env.route
+    base_row = _row(env, route, outcome="running")
+    with rt.session() as s:
+        state = ledger.claim(s, base_row, lease_s=rt.settings.lanes.get(req.lane).time_limit_s)
+    if state != "claimed":
+        return _duplicate(req.request_id, state, previous)
+    try:
+        reply, model = _call(rt, env)
+    except SluiceError as err:
+        _fail(rt, env, err)
+        return error_reply(req.request_id, err)
+    finished = time.time()
+    cost = cost_of(reply.usage, model)
+    result = ChatResult(
+        request_id=req.request_id, text=reply.text, provider=model.provider, model=model.name,
+        route=route if model.name == route.model else route.model_copy(
+            update={"model": model.name, "provider": model.provider,
+                    "reason": f"{route.reason}; fallback to {model.name}"}),
+        usage=reply.usage, cost=cost, baseline_cost=baseline_cost(reply.usage, rt.baseline),
+        finish_reason=reply.finish_reason, price_version=rt.catalogue.version,
+        timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
+                        provider_ms=(finished - started) * 1000,
+                        total_ms=max(finished - env.enqueued_at, 0) * 1000))
+    row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash)
+    row.pop("created_at")
+    with rt.session() as s:
+        first = ledger.finish(s, row)
+        if first and env.reservation_id and rt.admission is not None:
+            rt.admission.settle(env.reservation_id, cost)
+    if rt.cache is not None:
+        rt.cache.store(req, result)
+    return ok_reply(result)
+
+
+def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
+    """One provider call under our retry policy, then each configured fallback in turn."""
+    primary = rt.catalogue.get(env.route.model)
+    chain = [primary] + [rt.catalogue.get(n)
+                         for n in rt.settings.providers.fallbacks.get(primary.name, [])]
+    scope = f"{env.request.org}/{env.request.team}/{env.request.feature}"
+    last: ProviderError | None = None
+    for model in chain:
+        call = ProviderCall(request=env.request, model=model, cache_scope=scope)
+        provider = rt.provider(model.provider)
+        try:
+            return with_retries(lambda: provider.complete(call), rt.retry), model
+        except ProviderRetryable as err:
+            last = err  # exhausted: try the next model in the chain
+    assert last is not None
+    raise last
+
+
+def _row(env: Envelope, route: Route, *, outcome: str) -> dict[str, Any]:
+    req = env.request
+    result = ChatResult(request_id=req.request_id, text="", provider=route.provider,
+                        model=route.model, route=route, usage=Usage())
+    row = ledger.row_from_result(req, result, outcome=outcome, prompt_hash=env.prompt_hash)
+    row["price_version"] = ""
+    return row
+
+
+def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
+    row = _row(env, env.route, outcome="error")
+    row.pop("created_at")
+    row["error_code"] = err.code
+    with rt.session() as s:
+        first = ledger.finish(s, row)
+        if first and env.reservation_id and rt.admission is not None:
+            rt.admission.release(env.reservation_id)
+
+
+def _duplicate(request_id: str, state: str, previous: Any) -> dict[str, Any]:
+    earlier = previous() if callable(previous) else previous
+    if state == "done" and isinstance(earlier, dict) and earlier.get("ok"):
+        return earlier
+    if state == "running":
+        err = SluiceError(f"request {request_id} is already being executed by another run; "
+                              "wait for its handle instead of resubmitting", request_id=request_id)
+        return error_reply(request_id, err)
+    return error_reply(request_id, ResultLost(
+        f"request {request_id} was completed and billed by an earlier run, but its answer was "
+        "not kept (the worker stopped before storing it); submit it again with a new request_id",
+        request_id=request_id))

@@ -1,0 +1,35 @@
+"""Thin Celery tasks: decode, hand to the service, return its JSON reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+
+from queues.names import TASK_API, TASK_GPU
+from workers.runtime import get_runtime
+from workers.service import execute
+
+
+def _previous(task: Task) -> Any:
+    """Reads the result an earlier run of this task stored (asked only for duplicates)."""
+
+    def read() -> Any:
+        try:
+            return task.AsyncResult(task.request.id).result
+        except Exception:  # noqa: BLE001 - the result store is an optimisation here
+            return None
+
+    return read
+
+
+@shared_task(name=TASK_API, bind=True, acks_late=True, reject_on_worker_lost=True)
+def execute_api(self: Task, message: dict[str, Any]) -> dict[str, Any]:
+    """Serve one request on a hosted provider (OpenAI, Anthropic)."""
+    return execute(message, get_runtime(self.app), previous=_previous(self))
+
+
+@shared_task(name=TASK_GPU, bind=True, acks_late=True, reject_on_worker_lost=True)
+def execute_gpu(self: Task, message: dict[str, Any]) -> dict[str, Any]:
+    """Serve one request on the self-hosted vLLM engine of this worker."""
+    return execute(message, get_runtime(self.app), previous=_previous(self))
