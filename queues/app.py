@@ -12,7 +12,7 @@ from models.domain.settings import Settings
 from queues.names import DEAD_LETTER, QUEUES, TASK_API, TASK_GPU
 
 #: Modules the *worker* imports to find tasks by name; the producer never imports them.
-TASK_MODULES = ["workers.tasks"]
+TASK_MODULES = ["workers.tasks", "workers.governor_tasks"]
 
 
 def create_app(settings: Settings, *, name: str = "sluicegate") -> Celery:

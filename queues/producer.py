@@ -52,7 +52,7 @@ class Gateway:
             hit = self.cache.lookup(request)
             if hit is not None:
                 if self.cache_hit_sink is not None:
-                    self.cache_hit_sink(request, hit)
+                    hit = self.cache_hit_sink(request, hit)
                 return ReadyHandle(hit)
         prompt_tokens = count_request(request)
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
@@ -123,8 +123,8 @@ def connect(settings: Settings, **overrides: Any) -> Gateway:
     The default router is the heuristic one (no training data needed); the ledger records
     response-cache hits, which never reach a worker.
     """
-    from queues.wiring import default_levers
+    from queues.wiring import producer_levers
 
-    levers = default_levers(settings)
+    levers = producer_levers(settings)
     levers.update(overrides)
     return Gateway(settings, **levers)

@@ -1,22 +1,72 @@
-"""Build the producer side's levers (router, response cache, budgets, ledger sink) from settings."""
+"""Build each side's levers (router, response cache, budgets, pauses, ledger sink) from settings."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db.engine import make_engine, session_factory
 from models.domain.settings import Settings
 
 
-def default_levers(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for :class:`queues.producer.Gateway` from ``settings``."""
+def ledger_sessions(settings: Settings) -> sessionmaker[Session]:
+    """A session factory for the ledger database named in ``settings``."""
+    db = settings.database
+    return session_factory(make_engine(db.url, pool_size=db.pool_size, echo=db.echo))
+
+
+def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None = None
+                    ) -> dict[str, Any]:
+    """Keyword arguments for :class:`queues.producer.Gateway`: every lever configured."""
+    sessions = sessions or ledger_sessions(settings)
+    levers: dict[str, Any] = {"scorer": _router(settings)}
+    cache = _response_cache(settings)
+    if cache is not None:
+        levers["cache"] = cache
+        from queues.cache_hits import CacheHitRecorder
+
+        levers["cache_hit_sink"] = CacheHitRecorder(settings, sessions)
+    levers.update(_budgets(settings, sessions))
+    return levers
+
+
+def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Any]:
+    """Levers a worker needs after the provider call: settle budgets, fill the response cache."""
     levers: dict[str, Any] = {}
-    levers["scorer"] = _router(settings)
+    cache = _response_cache(settings)
+    if cache is not None:
+        levers["cache"] = cache
+    admission = _budgets(settings, sessions).get("admission")
+    if admission is not None:
+        levers["admission"] = admission
     return levers
 
 
 def _router(settings: Settings) -> Any:
     try:
         from scheduler.router.registry import build_router
-    except ImportError:
+    except ImportError:  # the router package is still being assembled
         return None
+
     return build_router("heuristic", None)
+
+
+def _response_cache(settings: Settings) -> Any:
+    if not settings.cache.enabled:
+        return None
+    try:
+        from queues.response_cache import build_response_cache
+    except ImportError:  # lever not installed in this build
+        return None
+    return build_response_cache(settings)
+
+
+def _budgets(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Any]:
+    try:
+        from scheduler.admission import build_admission
+        from scheduler.governor import build_pause_book
+    except ImportError:  # lever not installed in this build
+        return {}
+    return {"admission": build_admission(settings, sessions),
+            "pauses": build_pause_book(settings, sessions)}

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db.engine import make_engine, session_factory
 from models.domain.catalogue import Catalogue, ModelSpec, load_catalogue
 from models.domain.errors import ConfigError
 from models.domain.settings import Settings
@@ -69,13 +68,15 @@ class WorkerRuntime:
 
 
 def build_runtime(settings: Settings, **levers: Any) -> WorkerRuntime:
-    """A runtime for ``settings``; ``levers`` may supply admission and cache implementations."""
-    db = settings.database
-    engine = make_engine(db.url, pool_size=db.pool_size, echo=db.echo)
+    """A runtime for ``settings``; ``levers`` override the configured admission and cache."""
+    from queues.wiring import ledger_sessions, worker_levers
+
+    sessions = ledger_sessions(settings)
     p = settings.providers
+    levers = {**worker_levers(settings, sessions), **levers}
     return WorkerRuntime(
         settings=settings, catalogue=load_catalogue(settings.prices_path),
-        sessions=session_factory(engine),
+        sessions=sessions,
         retry=RetryPolicy(max_attempts=p.max_attempts, backoff_base_s=p.backoff_base_s,
                           backoff_max_s=p.backoff_max_s),
         **levers)

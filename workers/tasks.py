@@ -33,3 +33,9 @@ def execute_api(self: Task, message: dict[str, Any]) -> dict[str, Any]:
 def execute_gpu(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Serve one request on the self-hosted vLLM engine of this worker."""
     return execute(message, get_runtime(self.app), previous=_previous(self))
+
+
+@shared_task(name="sluice.ping")
+def ping() -> str:
+    """A no-op: the floor of a Celery round trip (benchmarks) and a liveness probe."""
+    return "pong"

@@ -1,0 +1,143 @@
+"""One request end to end: producer → Redis → real Celery worker → provider SDK → PostgreSQL ledger."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from models.db import ledger
+from models.db.engine import make_engine, session_factory
+from models.db.tables import LedgerRow
+from models.domain.catalogue import load_catalogue
+from models.domain.cost import baseline_cost, cost_of
+from models.domain.errors import ProviderPermanent, UnknownModelError, ValidationError
+from models.domain.tokens import count_request
+from models.domain.request import parse_request
+
+pytestmark = pytest.mark.integration
+CAT = load_catalogue()
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Any:
+    engine = make_engine(pg_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def req(**kw: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"request_id": f"t-{uuid.uuid4().hex}", "team": "catalog",
+                            "feature": "title-rephrase", "user": "u1", "max_tokens": 40,
+                            "cache": {"mode": "bypass"},
+                            "messages": [{"role": "user", "content": "Rephrase: blue mug"}]}
+    data.update(kw)
+    return data
+
+
+def row(sessions: Any, request_id: str) -> LedgerRow:
+    with sessions() as s:
+        found = ledger.get(s, request_id)
+    assert found is not None, f"no ledger row for {request_id}"
+    return found
+
+
+def test_openai_request_is_priced_exactly_in_the_ledger(gateway: Any, sessions: Any) -> None:
+    data = req(model="cheap", static={"system": "You write product titles."})
+    result = gateway.complete(data, timeout=30)
+    model = CAT.get("gpt-4o-mini")
+    assert result.model == "gpt-4o-mini" and result.provider == "openai" and result.text
+    assert result.usage.input_total == count_request(parse_request(data))
+    assert result.cost == cost_of(result.usage, model)
+    assert result.baseline_cost == baseline_cost(result.usage, CAT.get("gpt-4o"))
+    assert result.cost < result.baseline_cost
+    r = row(sessions, data["request_id"])
+    assert (r.team, r.feature, r.user, r.lane, r.tier, r.model) == (
+        "catalog", "title-rephrase", "u1", "interactive", "cheap", "gpt-4o-mini")
+    assert r.outcome == "ok" and r.cost == result.cost and isinstance(r.cost, Decimal)
+    assert r.baseline_cost == result.baseline_cost
+    assert r.price_version == CAT.version and len(r.prompt_hash) == 64
+    assert r.input_uncached == result.usage.input_uncached and r.output == result.usage.output
+    assert result.timings.total_ms >= result.timings.provider_ms > 0
+
+
+def test_anthropic_request_bills_cache_writes_then_reads(gateway: Any, sessions: Any) -> None:
+    system = "Support policy. " + " ".join(f"Clause {i}: answer kindly." for i in range(500))
+    first = gateway.complete(req(model="claude-sonnet-4-6", static={"system": system}), 30)
+    second = gateway.complete(req(model="claude-sonnet-4-6", static={"system": system},
+                                  messages=[{"role": "user", "content": "Other question"}]), 30)
+    sonnet = CAT.get("claude-sonnet-4-6")
+    assert first.usage.cache_write_5m > 1024 and first.usage.cache_read == 0
+    assert second.usage.cache_read == first.usage.cache_write_5m
+    assert second.cost == cost_of(second.usage, sonnet) < first.cost
+    assert row(sessions, second.request_id).cache_read == second.usage.cache_read
+
+
+def test_async_lane_travels_its_own_queue(gateway: Any, sessions: Any) -> None:
+    data = req(lane="async", model="cheap")
+    result = gateway.complete(data, timeout=30)
+    assert result.route.lane == "async" and result.route.queue == "async.api"
+    assert row(sessions, data["request_id"]).lane == "async"
+
+
+def test_fire_and_forget_still_lands_in_the_ledger(gateway: Any, sessions: Any) -> None:
+    data = req(model="cheap")
+    gateway.submit(data).forget()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        with sessions() as s:
+            r = ledger.get(s, data["request_id"])
+        if r is not None and r.outcome == "ok":
+            return
+        time.sleep(0.05)
+    pytest.fail("fire-and-forget request never reached the ledger")
+
+
+def test_running_twice_writes_one_row_and_calls_once(gateway: Any, sessions: Any,
+                                                     standin: Any) -> None:
+    data = req(model="cheap")
+    first = gateway.complete(data, timeout=30)
+    calls = standin.stats()["requests"]
+    again = gateway.complete(data, timeout=30)  # same request id: a duplicate delivery
+    assert again.text == first.text and again.cost == first.cost
+    assert standin.stats()["requests"] == calls, "the duplicate reached the provider"
+    with sessions() as s:
+        n = s.scalar(select(func.count()).where(LedgerRow.request_id == data["request_id"]))
+    assert n == 1
+
+
+def test_bad_input_is_refused_before_the_queue(gateway: Any, sessions: Any, standin: Any) -> None:
+    calls = standin.stats()["requests"]
+    with pytest.raises(UnknownModelError) as exc:
+        gateway.submit(req(model="gpt-17"))
+    assert exc.value.field == "model"
+    with pytest.raises(ValidationError) as exc2:
+        gateway.submit(req(lane="urgent"))
+    assert exc2.value.field == "lane"
+    assert standin.stats()["requests"] == calls
+
+
+def test_permanent_provider_error_is_typed_and_costs_nothing(gateway: Any, sessions: Any,
+                                                             standin: Any) -> None:
+    standin.script_faults(["400"], path="openai", model="gpt-4o-mini")
+    data = req(model="cheap")
+    with pytest.raises(ProviderPermanent) as exc:
+        gateway.complete(data, timeout=30)
+    assert exc.value.status == 400
+    r = row(sessions, data["request_id"])
+    assert r.outcome == "error" and r.error_code == "provider_permanent" and r.cost == 0
+
+
+def test_transient_faults_are_retried_once_by_us(gateway: Any, sessions: Any,
+                                                 standin: Any) -> None:
+    standin.script_faults(["429;retry-after=0", "503"], path="openai", model="gpt-4o-mini")
+    before = standin.stats()["requests"]
+    data = req(model="cheap")
+    result = gateway.complete(data, timeout=30)
+    assert result.text
+    assert standin.stats()["requests"] - before == 3  # two faults, one success: no SDK retries
+    assert row(sessions, data["request_id"]).outcome == "ok"

@@ -1,0 +1,142 @@
+"""One contract suite over both provider adapters, through the official SDKs, against the stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from models.domain.catalogue import load_catalogue
+from models.domain.errors import ProviderPermanent, ProviderRetryable
+from models.domain.request import parse_request
+from models.domain.tokens import count_request
+from workers.providers.anthropic_messages import AnthropicMessagesProvider
+from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.openai_chat import OpenAIChatProvider
+from workers.providers.retry import RetryPolicy, with_retries
+
+CAT = load_catalogue()
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6"}
+LONG_SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: be concise." for i in range(400))
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def adapter(request: Any, standin: Any) -> Iterator[tuple[str, Any]]:
+    name = request.param
+    if name == "openai":
+        prov: Any = OpenAIChatProvider(api_key="sk-test", base_url=standin.openai_base_url,
+                                       timeout=5)
+    else:
+        prov = AnthropicMessagesProvider(api_key="sk-ant-test",
+                                         base_url=standin.anthropic_base_url, timeout=5)
+    standin.reset()
+    yield name, prov
+    prov.close()
+
+
+def call(name: str, **kw: Any) -> ProviderCall:
+    data: dict[str, Any] = {"team": "t", "feature": "f", "max_tokens": 50,
+                            "messages": [{"role": "user", "content": "Rephrase: red shoes"}]}
+    data.update(kw)
+    return ProviderCall(request=parse_request(data), model=CAT.get(MODELS[name]),
+                        cache_scope="org/t/f")
+
+
+def test_reply_has_text_and_normalized_usage(adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    c = call(name, static={"system": "Be brief."})
+    reply = prov.complete(c)
+    assert isinstance(reply, ProviderReply) and reply.text
+    assert reply.usage.output > 0 and reply.usage.output <= 50
+    # The gateway's estimate and the provider's count agree: budgets reserve the right amount.
+    assert reply.usage.input_total == count_request(c.request)
+    assert reply.finish_reason in ("stop", "length")
+
+
+def test_replies_are_deterministic(adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    assert prov.complete(call(name)).text == prov.complete(call(name)).text
+
+
+def test_max_tokens_cuts_the_reply(adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    reply = prov.complete(call(name, max_tokens=3, messages=[
+        {"role": "user", "content": "Write a long article and explain in detail."}]))
+    assert reply.usage.output <= 3 and reply.finish_reason == "length"
+
+
+def test_static_prefix_is_cached_on_repeat(adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    first = prov.complete(call(name, static={"system": LONG_SYSTEM}))
+    second = prov.complete(call(name, static={"system": LONG_SYSTEM}, messages=[
+        {"role": "user", "content": "Another question entirely"}]))
+    assert first.usage.cache_read == 0
+    assert second.usage.cache_read >= 1024
+    if name == "anthropic":
+        assert first.usage.cache_write_5m > 0  # the breakpoint wrote the prefix
+    assert second.usage.input_total == count_request(call(name, static={"system": LONG_SYSTEM},
+        messages=[{"role": "user", "content": "Another question entirely"}]).request)
+
+
+@pytest.mark.parametrize("fault, retry_after", [("429;retry-after=2", 2.0), ("500", None),
+                                                ("503", None)])
+def test_transient_faults_are_retryable(adapter: tuple[str, Any], standin: Any, fault: str,
+                                        retry_after: float | None) -> None:
+    name, prov = adapter
+    standin.script_faults([fault], path=name)
+    with pytest.raises(ProviderRetryable) as exc:
+        prov.complete(call(name))
+    assert exc.value.provider == name and exc.value.status == int(fault[:3])
+    if retry_after is not None:
+        assert exc.value.retry_after == retry_after
+
+
+def test_overloaded_529_is_retryable(standin: Any) -> None:
+    prov = AnthropicMessagesProvider(api_key="k", base_url=standin.anthropic_base_url, timeout=5)
+    standin.script_faults(["529"], path="anthropic")
+    with pytest.raises(ProviderRetryable) as exc:
+        prov.complete(call("anthropic"))
+    assert exc.value.status == 529
+
+
+def test_malformed_json_is_retryable(adapter: tuple[str, Any], standin: Any) -> None:
+    name, prov = adapter
+    standin.script_faults(["malformed"], path=name)
+    with pytest.raises(ProviderRetryable):
+        prov.complete(call(name))
+
+
+def test_timeout_is_retryable(standin: Any) -> None:
+    prov = OpenAIChatProvider(api_key="k", base_url=standin.openai_base_url, timeout=0.3)
+    standin.script_faults(["timeout=2"], path="openai")
+    with pytest.raises(ProviderRetryable, match="in time"):
+        prov.complete(call("openai"))
+
+
+def test_unknown_model_is_permanent(adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    c = call(name)
+    bogus = c.model.__class__(**{**c.model.__dict__, "name": "nope", "api_name": "nope"})
+    with pytest.raises(ProviderPermanent) as exc:
+        prov.complete(ProviderCall(request=c.request, model=bogus))
+    assert exc.value.status == 404
+
+
+def test_bad_request_is_permanent(adapter: tuple[str, Any], standin: Any) -> None:
+    name, prov = adapter
+    standin.script_faults(["400"], path=name)
+    with pytest.raises(ProviderPermanent):
+        prov.complete(call(name))
+
+
+def test_our_retry_policy_recovers_after_faults(adapter: tuple[str, Any], standin: Any) -> None:
+    name, prov = adapter
+    standin.script_faults(["429;retry-after=0", "500"], path=name)
+    waits: list[float] = []
+    reply = with_retries(lambda: prov.complete(call(name)), RetryPolicy(max_attempts=3),
+                         sleep=waits.append, rand=lambda: 0.5)
+    assert reply.text and len(waits) == 2
+    assert waits[0] == 0.0  # retry-after honoured exactly
+    stats = standin.stats()
+    assert sum(stats["paths"].values()) >= 3 if "paths" in stats else True

@@ -1,0 +1,1 @@
+"""Periodic (beat) tasks of the budget governor."""
