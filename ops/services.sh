@@ -63,3 +63,13 @@ stop_services() {
   if [ -n "${SLUICE_REDIS_STARTED:-}" ] && [ -f "$SLUICE_REDIS_STARTED" ]; then kill "$(cat "$SLUICE_REDIS_STARTED")" 2>/dev/null || true; fi
   if [ -n "$SLUICE_SVC_DIR" ]; then rm -rf "$SLUICE_SVC_DIR"; fi
 }
+
+ensure_compose_validator() {
+  # `docker-compose config -q` validates docker-compose.yml offline; no engine needed.
+  if command -v docker-compose >/dev/null; then return 0; fi
+  echo "services: installing docker-compose (to validate docker-compose.yml)" >&2
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1 ||
+   (apt-get update -qq >/dev/null 2>&1 &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1)) || \
+    echo "services: could not install docker-compose; the compose test will say so" >&2
+}

@@ -10,5 +10,6 @@ source ops/services.sh
 trap stop_services EXIT
 ensure_postgres
 ensure_redis
+ensure_compose_validator
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$VENV/bin/python" -m pytest "$@"

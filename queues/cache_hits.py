@@ -29,7 +29,7 @@ class CacheHitRecorder:
     def __call__(self, request: ChatRequest, hit: ChatResult) -> ChatResult:
         """Record ``hit`` for ``request`` and return the result as the caller should see it."""
         result = hit.model_copy(update={
-            "request_id": request.request_id, "cache_hit": True, "cost": 0,
+            "request_id": request.request_id, "cache_hit": True, "cost": 0, "list_cost": 0,
             "baseline_cost": baseline_cost(hit.usage, self.baseline),
             "price_version": self.version})
         row = ledger.row_from_result(request, result, outcome="cache_hit",

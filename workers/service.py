@@ -9,7 +9,7 @@ import pydantic
 
 from models.db import ledger
 from models.domain.catalogue import ModelSpec
-from models.domain.cost import baseline_cost, cost_of
+from models.domain.cost import baseline_cost, cost_of, list_cost
 from models.domain.errors import (ProviderError, ProviderRetryable, SluiceError,
                                   ValidationError)
 from models.domain.result import ChatResult, Route, Timings
@@ -59,6 +59,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
             update={"model": model.name, "provider": model.provider,
                     "reason": f"{route.reason}; fallback to {model.name}"}),
         usage=reply.usage, cost=cost, baseline_cost=baseline_cost(reply.usage, rt.baseline),
+        list_cost=list_cost(reply.usage, model),
         finish_reason=reply.finish_reason, price_version=rt.catalogue.version,
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
@@ -82,7 +83,8 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
     scope = f"{env.request.org}/{env.request.team}/{env.request.feature}"
     last: ProviderError | None = None
     for model in chain:
-        call = ProviderCall(request=env.request, model=model, cache_scope=scope)
+        call = ProviderCall(request=env.request, model=model, cache_scope=scope,
+                            cache_ttl=rt.settings.providers.ttl_for(env.request.feature))
         provider = rt.provider(model.provider)
         try:
             return with_retries(lambda: provider.complete(call), rt.retry), model

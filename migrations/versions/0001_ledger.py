@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("reasoning", sa.Integer, nullable=False),
         sa.Column("cost", MONEY, nullable=False),
         sa.Column("baseline_cost", MONEY, nullable=False),
+        sa.Column("list_cost", MONEY, nullable=False),
         sa.Column("price_version", sa.String(32), nullable=False),
         sa.Column("latency_ms", sa.Float, nullable=False),
         sa.Column("queued_ms", sa.Float, nullable=False),

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -38,6 +38,7 @@ def row_from_result(request: ChatRequest, result: ChatResult, *, outcome: str = 
         "cache_write_5m": u.cache_write_5m, "cache_write_1h": u.cache_write_1h,
         "output": u.output, "reasoning": u.reasoning,
         "cost": result.cost, "baseline_cost": result.baseline_cost,
+        "list_cost": result.list_cost,
         "price_version": result.price_version,
         "latency_ms": result.timings.total_ms, "queued_ms": result.timings.queued_ms,
         "provider_ms": result.timings.provider_ms, "prompt_hash": prompt_hash,
@@ -85,11 +86,30 @@ class SpendLine:
     baseline_cost: Decimal
     input_tokens: int
     output_tokens: int
+    list_cost: Decimal = Decimal(0)
+    #: Baseline of the requests answered from the response cache.
+    hit_baseline: Decimal = Decimal(0)
+    cache_read_tokens: int = 0
 
     @property
     def saved(self) -> Decimal:
-        """Baseline minus cost."""
+        """Baseline minus cost: what every lever together saved."""
         return self.baseline_cost - self.cost
+
+    @property
+    def saved_by_response_cache(self) -> Decimal:
+        """Requests answered from the response cache cost nothing: their whole baseline."""
+        return self.hit_baseline
+
+    @property
+    def saved_by_routing(self) -> Decimal:
+        """Flagship list price minus the routed model's list price, same tokens."""
+        return self.baseline_cost - self.hit_baseline - self.list_cost
+
+    @property
+    def saved_by_prompt_caching(self) -> Decimal:
+        """The routed model's list price minus what was paid (cache reads, batch discount)."""
+        return self.list_cost - self.cost
 
 
 _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerRow.user,
@@ -106,11 +126,15 @@ def spend_by(session: Session, *groups: str, since: datetime | None = None,
     cols = [_GROUPS[g] for g in groups]
     tokens_in = (LedgerRow.input_uncached + LedgerRow.cache_read + LedgerRow.cache_write_5m
                  + LedgerRow.cache_write_1h)
+    hit_base = case((LedgerRow.outcome == "cache_hit", LedgerRow.baseline_cost), else_=None)
     stmt = select(*cols, func.count(), func.sum(func.cast(LedgerRow.cache_hit, _int_type())),
                   func.coalesce(func.sum(LedgerRow.cost), 0),
                   func.coalesce(func.sum(LedgerRow.baseline_cost), 0),
                   func.coalesce(func.sum(tokens_in), 0),
-                  func.coalesce(func.sum(LedgerRow.output), 0))
+                  func.coalesce(func.sum(LedgerRow.output), 0),
+                  func.coalesce(func.sum(LedgerRow.list_cost), 0),
+                  func.coalesce(func.sum(hit_base), 0),
+                  func.coalesce(func.sum(LedgerRow.cache_read), 0))
     if since is not None:
         stmt = stmt.where(LedgerRow.created_at >= since)
     if team is not None:
@@ -123,7 +147,9 @@ def spend_by(session: Session, *groups: str, since: datetime | None = None,
         out.append(SpendLine(key=tuple(str(v) for v in row[:n]), requests=int(row[n]),
                              cache_hits=int(row[n + 1] or 0), cost=Decimal(row[n + 2]),
                              baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
-                             output_tokens=int(row[n + 5])))
+                             output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
+                             hit_baseline=Decimal(row[n + 7] or 0),
+                             cache_read_tokens=int(row[n + 8])))
     return out
 
 

@@ -70,6 +70,9 @@ class LedgerRow(Base):
     cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
     #: What the request would have cost with no lever: all flagship, no cache of any kind.
     baseline_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
+    #: The routed model's list price for these tokens: no prompt caching, no batch discount.
+    #: baseline - list = saved by routing; list - cost = saved by prompt caching and batching.
+    list_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
     price_version: Mapped[str] = mapped_column(String(32), nullable=False)
     latency_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     queued_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)

@@ -30,6 +30,11 @@ def baseline_cost(usage: Usage, baseline: ModelSpec) -> Decimal:
     return cost_of(Usage(input_uncached=usage.input_total, output=usage.output), baseline)
 
 
+def list_cost(usage: Usage, model: ModelSpec) -> Decimal:
+    """The same tokens on the same model with no prompt caching and no batch discount."""
+    return cost_of(Usage(input_uncached=usage.input_total, output=usage.output), model)
+
+
 def worst_case_cost(prompt_tokens: int, max_tokens: int, model: ModelSpec) -> Decimal:
     """Upper bound of a call's cost, for budget reservation.
 

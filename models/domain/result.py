@@ -55,6 +55,8 @@ class ChatResult(BaseModel):
     usage: Usage = Usage()
     cost: Decimal = Field(default=Decimal(0))
     baseline_cost: Decimal = Field(default=Decimal(0))
+    #: The routed model's list price for the same tokens: no prompt caching, no batch discount.
+    list_cost: Decimal = Field(default=Decimal(0))
     cache_hit: bool = False
     finish_reason: str = "stop"
     price_version: str = ""

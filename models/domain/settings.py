@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.domain.cache_policy import FeatureCachePolicy
 
 
 class BrokerSettings(BaseModel):
@@ -35,6 +37,16 @@ class CacheSettings(BaseModel):
     key_prefix: str = "sluice:rc:"
     default_ttl_s: int = 3600
     enabled: bool = True
+    #: Per-feature policies by feature name; ``"*"`` applies to features not listed.
+    features: dict[str, FeatureCachePolicy] = Field(default_factory=dict)
+    #: Redis socket timeouts: past this the lookup is a miss (the cache fails open).
+    timeout_ms: float = 50.0
+    #: Values larger than this (after compression) are not stored.
+    max_value_bytes: int = 512 * 1024
+    #: Entries kept per scope; the soonest to expire are evicted first.
+    max_entries_per_scope: int = 10_000
+    #: How long identical concurrent misses wait for the first one's answer (0: no single-flight).
+    single_flight_wait_s: float = 15.0
 
 
 class ProviderSettings(BaseModel):
@@ -50,8 +62,16 @@ class ProviderSettings(BaseModel):
     max_attempts: int = 3
     backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
-    #: Ordered fallbacks per model, e.g. {"gpt-4o": ["claude-sonnet-4-5"]}.
+    #: Ordered fallbacks per model, e.g. {"gpt-4o": ["claude-sonnet-4-6"]}.
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    #: Anthropic prompt-cache TTL of the static prefix: 5m writes cost 1.25x, 1h writes 2x.
+    cache_ttl: Literal["5m", "1h"] = "5m"
+    #: Per-feature TTL, for prefixes reused less often than every five minutes.
+    cache_ttl_by_feature: dict[str, Literal["5m", "1h"]] = Field(default_factory=dict)
+
+    def ttl_for(self, feature: str) -> str:
+        """The prompt-cache TTL of ``feature``."""
+        return self.cache_ttl_by_feature.get(feature, self.cache_ttl)
 
 
 class LaneSettings(BaseModel):

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ops.cli.render import print_json, spend_json, spend_table
+from ops.cli.render import levers_table, print_json, spend_json, spend_table
 
 app = typer.Typer(help="sluicegate admin CLI: a cost-aware LLM inference layer.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -54,6 +54,7 @@ def demo(
         console.print(spend_table("Bill by feature", ["team", "feature"], out.by_feature))
         console.print(spend_table("Bill by team", ["team"], out.by_team))
         console.print(spend_table("Bill by model", ["tier", "model"], out.by_model))
+        console.print(levers_table("Savings by lever", ["team", "feature"], out.by_feature))
     if out.completed != out.sent:
         raise typer.Exit(1)
 
@@ -130,6 +131,7 @@ def spend(
         print_json(console, spend_json(lines, groups))
     else:
         console.print(spend_table("Spend", groups, lines))
+        console.print(levers_table("Savings by lever", groups, lines))
 
 
 def main() -> None:

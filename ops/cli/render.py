@@ -46,10 +46,37 @@ def spend_table(title: str, headers: list[str], lines: list[Any]) -> Table:
 def spend_json(lines: list[Any], headers: list[str]) -> list[dict[str, Any]]:
     """SpendLines as JSON-safe dicts (money as strings, never floats)."""
     return [dict(zip(headers, line.key), requests=line.requests, cache_hits=line.cache_hits,
-                 cost=str(line.cost), baseline_cost=str(line.baseline_cost),
-                 saved=str(line.saved)) for line in lines]
+                 input_tokens=line.input_tokens, output_tokens=line.output_tokens,
+                 cache_read_tokens=line.cache_read_tokens, cost=str(line.cost),
+                 list_cost=str(line.list_cost), baseline_cost=str(line.baseline_cost),
+                 saved=str(line.saved), saved_by_response_cache=str(line.saved_by_response_cache),
+                 saved_by_routing=str(line.saved_by_routing),
+                 saved_by_prompt_caching=str(line.saved_by_prompt_caching)) for line in lines]
 
 
 def print_json(console: Console, data: Any) -> None:
     """Print ``data`` as JSON, bypassing rich markup."""
     console.print_json(json.dumps(data, default=str))
+
+
+def levers_table(title: str, headers: list[str], lines: list[Any]) -> Table:
+    """What each lever saved, per group, against the all-flagship no-cache baseline."""
+    table = Table(title=title, title_justify="left")
+    for h in headers:
+        table.add_column(h)
+    for col in ("no-lever cost", "response cache", "routing", "prompt caching", "paid",
+                "saved"):
+        table.add_column(col, justify="right")
+    for line in lines:
+        table.add_row(*line.key, money(line.baseline_cost), money(line.saved_by_response_cache),
+                      money(line.saved_by_routing), money(line.saved_by_prompt_caching),
+                      money(line.cost), pct(line.saved, line.baseline_cost))
+    return table
+
+
+def levers_json(line: Any) -> dict[str, str]:
+    """One SpendLine's savings per lever as JSON-safe strings."""
+    return {"baseline_cost": str(line.baseline_cost), "cost": str(line.cost),
+            "response_cache": str(line.saved_by_response_cache),
+            "routing": str(line.saved_by_routing),
+            "prompt_caching": str(line.saved_by_prompt_caching), "saved": str(line.saved)}

@@ -90,3 +90,37 @@ def test_cost_is_exact_decimal(u: Usage, name: str) -> None:
 @pytest.mark.parametrize("raw", [{}, None, {"prompt_tokens": 5, "prompt_tokens_details": None}])
 def test_missing_usage_fields_count_as_zero(raw: object) -> None:
     assert from_openai(raw).input_total == (5 if raw and raw.get("prompt_tokens") else 0)
+
+
+nat = st.integers(min_value=0, max_value=2_000_000)
+
+
+@given(prompt=nat, cached_frac=st.floats(0, 1), out=nat,
+       model=st.sampled_from(["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"]))
+def test_openai_bill_matches_hand_formula(prompt: int, cached_frac: float, out: int,
+                                          model: str) -> None:
+    cached = int(prompt * cached_frac)
+    usage = from_openai({"prompt_tokens": prompt, "completion_tokens": out,
+                         "prompt_tokens_details": {"cached_tokens": cached}})
+    p = CAT.get(model).price
+    hand = ((prompt - cached) * p.input + cached * p.cache_read + out * p.output) / 1_000_000
+    assert cost_of(usage, CAT.get(model)) == hand
+    assert usage.input_total == prompt  # cached tokens counted exactly once
+
+
+@given(uncached=nat, read=nat, w5=nat, w1=nat, out=nat,
+       model=st.sampled_from(["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-7"]))
+def test_anthropic_bill_matches_hand_formula(uncached: int, read: int, w5: int, w1: int,
+                                             out: int, model: str) -> None:
+    usage = from_anthropic({"input_tokens": uncached, "output_tokens": out,
+                            "cache_read_input_tokens": read,
+                            "cache_creation_input_tokens": w5 + w1,
+                            "cache_creation": {"ephemeral_5m_input_tokens": w5,
+                                               "ephemeral_1h_input_tokens": w1}})
+    p = CAT.get(model).price
+    # Anthropic's published multipliers: writes 1.25x (5 min) and 2x (1 h), reads 0.1x.
+    assert p.cache_write_5m == p.input * Decimal("1.25")
+    assert p.cache_write_1h == p.input * 2 and p.cache_read == p.input / 10
+    hand = (uncached * p.input + read * p.input / 10 + w5 * p.input * Decimal("1.25")
+            + w1 * p.input * 2 + out * p.output) / 1_000_000
+    assert cost_of(usage, CAT.get(model)) == hand

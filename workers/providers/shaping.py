@@ -65,27 +65,38 @@ def openai_cache_key(request: ChatRequest, scope: str) -> str | None:
 # --- Anthropic ----------------------------------------------------------------------------
 
 def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -> dict[str, Any]:
-    """``system``, ``messages`` and ``tools`` with a cache breakpoint at the end of the static part.
+    """``system``, ``messages`` and ``tools`` with cache breakpoints closing the static part.
 
-    The breakpoint is placed only when the static prefix reaches the model's minimum cacheable
-    length: below it the provider would silently not cache, and we would pay nothing extra,
-    but the marker would mislead whoever reads the request.
+    Anthropic caches the prefix up to each ``cache_control`` marker, in the order tools →
+    system → messages. A marker goes at the end of each static segment (tools, system,
+    few-shot) once the prefix up to it reaches the model's minimum cacheable length: the last
+    one caches the whole static part, the earlier ones still hit when a later segment changes
+    (features sharing one system prompt with different few-shot examples). Below the minimum
+    the provider silently caches nothing, so no marker is sent.
     """
+    static = request.static
     tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
-             for t in request.static.tools]
-    system = ([{"type": "text", "text": request.static.system}] if request.static.system else [])
+             for t in static.tools]
+    system = [{"type": "text", "text": static.system}] if static.system else []
     few_shot = [{"role": m.role, "content": [{"type": "text", "text": m.content}]}
-                for m in request.static.few_shot]
+                for m in static.few_shot]
     dynamic = [{"role": m.role, "content": m.content} for m in request.messages]
-    if static_tokens(request.static) >= model.min_cacheable_tokens:
-        marker: dict[str, Any] = {"type": "ephemeral"}
-        if ttl == "1h":
-            marker["ttl"] = "1h"
-        # One breakpoint at the end of the static part caches tools, system and few-shot alike.
-        last = (few_shot[-1]["content"][-1] if few_shot else system[-1] if system
-                else tools[-1] if tools else None)
-        if last is not None:
-            last["cache_control"] = marker
+    marker: dict[str, Any] = {"type": "ephemeral"}
+    if ttl == "1h":
+        marker["ttl"] = "1h"
+    prefix = 0
+    segments: list[tuple[int, dict[str, Any] | None]] = [
+        (sum(PER_MESSAGE + count_text(t.name) + count_text(t.description)
+             + count_text(str(t.parameters)) for t in static.tools), tools[-1] if tools else None),
+        (PER_MESSAGE + count_text(static.system) if system else 0,
+         system[-1] if system else None),
+        (sum(PER_MESSAGE + count_text(m.content) for m in static.few_shot),
+         few_shot[-1]["content"][-1] if few_shot else None),
+    ]
+    for tokens, last_block in segments:
+        prefix += tokens
+        if last_block is not None and prefix >= model.min_cacheable_tokens:
+            last_block["cache_control"] = dict(marker)
     payload: dict[str, Any] = {"messages": few_shot + dynamic}
     if system:
         payload["system"] = system

@@ -1,0 +1,164 @@
+"""The response-cache key: a hash of a prefix-free encoding of everything that changes the answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pydantic import BaseModel
+
+from models.domain.cache_policy import CompiledPolicy
+from models.domain.normalize import NormalizationReport
+from models.domain.request import TIER_POLICIES, CachePolicy, ChatRequest, Message, StaticPart, ToolDef
+from models.domain.settings import RoutingSettings
+
+#: Bump when the encoding changes: old entries then simply stop matching.
+KEY_VERSION = "rc1"
+#: Stands in a scope segment that the feature's scope does not include.
+UNSCOPED = "~"
+
+
+class Role(Enum):
+    """How a request field takes part in the key."""
+
+    KEYED = "keyed"  # always encoded: a different value may give a different answer
+    SCOPE = "scope"  # encoded when the feature's scope includes it: who may share an entry
+    EXCLUDED = "excluded"  # never encoded: it does not change the answer
+
+
+#: Every field of every request model, declared. tests/unit/test_cache_key.py fails when a
+#: model gains a field that is not listed here, so a new field cannot be ignored silently.
+DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
+    ChatRequest: {
+        "request_id": (Role.EXCLUDED, "unique per call"),
+        "org": (Role.SCOPE, "tenant: always part of the scope"),
+        "team": (Role.SCOPE, "scope team, feature, user"),
+        "feature": (Role.SCOPE, "scope feature, user"),
+        "user": (Role.SCOPE, "scope user only"),
+        "lane": (Role.EXCLUDED, "latency class; the same model policy answers either lane"),
+        "static": (Role.KEYED, "system prompt, few-shot and tools shape the answer"),
+        "messages": (Role.KEYED, "the conversation, normalized"),
+        "max_tokens": (Role.KEYED, "may truncate the answer"),
+        "temperature": (Role.KEYED, "sampling"),
+        "stop": (Role.KEYED, "may cut the answer short (order does not matter)"),
+        "response_format": (Role.KEYED, "text or JSON"),
+        "model": (Role.KEYED, "model policy, with the models the routing settings resolve it to"),
+        "cache": (Role.EXCLUDED, "how the cache treats the request, not what is asked"),
+        "tags": (Role.EXCLUDED, "attribution carried to the ledger"),
+    },
+    StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
+                 "tools": (Role.KEYED, "canonical JSON, in order")},
+    Message: {"role": (Role.KEYED, ""), "content": (Role.KEYED, "normalized")},
+    ToolDef: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),
+              "parameters": (Role.KEYED, "canonical JSON")},
+    CachePolicy: {"mode": (Role.EXCLUDED, "read/write control"),
+                  "allow_nondeterministic": (Role.EXCLUDED, "cacheability, see cache_policy")},
+}
+
+_SCOPE_FIELDS = {"org": ("org",), "team": ("org", "team"), "feature": ("org", "team", "feature"),
+                 "user": ("org", "team", "feature", "user")}
+
+
+def undeclared_fields() -> dict[str, set[str]]:
+    """Fields of the request models missing from :data:`DECLARED` (or declared but gone)."""
+    out: dict[str, set[str]] = {}
+    for model, fields in DECLARED.items():
+        diff = set(model.model_fields) ^ set(fields)
+        if diff:
+            out[model.__name__] = diff
+    return out
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """A request's key: the scope it lives in and the digest of its canonical encoding."""
+
+    #: ``org|team|feature|user`` with ``~`` for the parts the feature's scope leaves out.
+    scope: str
+    digest: str
+    #: Digest of everything but the last user turn (semantic neighbours must share it).
+    context: str = ""
+    #: The normalized last user turn (semantic lookups embed it).
+    last_user: str = ""
+    report: NormalizationReport = field(default_factory=NormalizationReport, compare=False)
+
+    @property
+    def id(self) -> str:
+        """``scope:digest``: what the store appends to its key prefix."""
+        return f"{self.scope}:{self.digest}"
+
+
+def scope_of(request: ChatRequest, scope: str) -> str:
+    """The scope segment of ``request`` under the feature's ``scope`` setting."""
+    keep = _SCOPE_FIELDS[scope]
+    return "|".join((getattr(request, f) or UNSCOPED) if f in keep else UNSCOPED
+                    for f in ("org", "team", "feature", "user"))
+
+
+def model_fingerprint(policy: str, routing: RoutingSettings) -> str:
+    """The model policy plus what the routing settings currently resolve it to."""
+    if policy == "auto":
+        return (f"auto>{routing.cheap_model}/{routing.flagship_model}"
+                f"@{routing.cheap_threshold!r}")
+    if policy in TIER_POLICIES:
+        return f"{policy}>{routing.model_for(policy)}"
+    return policy
+
+
+def _ns(data: str) -> bytes:
+    # Netstrings (`len:bytes,`) are self-delimiting, so no two field sequences share an encoding.
+    raw = data.encode("utf-8", "surrogatepass")
+    return b"%d:%s," % (len(raw), raw)
+
+
+def encode_request(request: ChatRequest, policy: CompiledPolicy, model: str,
+                   report: NormalizationReport | None = None) -> list[bytes]:
+    """The canonical encoding of ``request`` as tagged netstrings; the last user turn is last."""
+    norm = policy.normalizer
+    static = request.static
+    parts = [_ns(KEY_VERSION), _ns("scope"), _ns(scope_of(request, policy.policy.scope)),
+             _ns("policy"), _ns(policy.fingerprint), _ns("model"), _ns(model),
+             _ns("temperature"), _ns(repr(float(request.temperature))),
+             _ns("max_tokens"), _ns(str(request.max_tokens)),
+             _ns("stop"), _ns(str(len(set(request.stop))))]
+    parts += [_ns(s) for s in sorted(set(request.stop))]
+    parts += [_ns("format"), _ns(request.response_format), _ns("system"),
+              _ns(norm(static.system, report) if static.system else ""),
+              _ns("tools"), _ns(str(len(static.tools)))]
+    parts += [_ns(_tool_json(t)) for t in static.tools]
+    parts += [_ns("few_shot"), _ns(str(len(static.few_shot)))]
+    for m in static.few_shot:
+        parts += [_ns(m.role), _ns(norm(m.content, report))]
+    parts += [_ns("messages"), _ns(str(len(request.messages)))]
+    for m in request.messages:
+        parts += [_ns(m.role), _ns(norm(m.content, report))]
+    return parts
+
+
+def cache_key(request: ChatRequest, policy: CompiledPolicy, model: str, *,
+              report: NormalizationReport | None = None, semantic: bool = False) -> CacheKey:
+    """The key of ``request`` under ``policy``; ``model`` comes from :func:`model_fingerprint`."""
+    parts = encode_request(request, policy, model, report)
+    digest = hashlib.sha256(b"".join(parts)).hexdigest()
+    scope = scope_of(request, policy.policy.scope)
+    if not semantic:
+        return CacheKey(scope=scope, digest=digest, report=report or NormalizationReport())
+    # The last netstring is the last user turn; everything before it must match exactly.
+    context = hashlib.sha256(b"".join(parts[:-1])).hexdigest()
+    last = policy.normalizer(request.messages[-1].content)
+    return CacheKey(scope=scope, digest=digest, context=context, last_user=last,
+                    report=report or NormalizationReport())
+
+
+def _tool_json(tool: ToolDef) -> str:
+    return json.dumps({"name": tool.name, "description": tool.description,
+                       "parameters": tool.parameters}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, default=str)
+
+
+def declared_roles(model: type[BaseModel]) -> Mapping[str, Role]:
+    """Field name -> role for one request model."""
+    return {name: role for name, (role, _why) in DECLARED[model].items()}

@@ -1,0 +1,88 @@
+"""Prompt-cache shaping: static part first and byte-stable, breakpoints only where they pay."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.domain.catalogue import load_catalogue
+from models.domain.request import parse_request
+from workers.providers.shaping import (MAX_BREAKPOINTS, anthropic_payload, count_breakpoints,
+                                       openai_cache_key, openai_messages, static_tokens)
+
+CAT = load_catalogue()
+SONNET, HAIKU = CAT.get("claude-sonnet-4-6"), CAT.get("claude-haiku-4-5")
+BIG = " ".join(f"Guideline {i}: keep it short and kind." for i in range(300))  # ~3k tokens
+
+
+def req(static: dict[str, Any] | None = None, text: str = "hello", **kw: Any) -> Any:
+    return parse_request({"team": "t", "feature": "f", "static": static or {},
+                          "messages": [{"role": "user", "content": text}], **kw})
+
+
+def test_openai_static_part_comes_first_then_dynamic() -> None:
+    msgs = openai_messages(req({"system": "S", "few_shot": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "now"))
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[0]["content"] == "S" and msgs[-1]["content"] == "now"
+
+
+def test_static_prefix_bytes_do_not_depend_on_the_dynamic_part() -> None:
+    a = anthropic_payload(req({"system": BIG}, "first question"), SONNET)
+    b = anthropic_payload(req({"system": BIG}, "a different, longer second question"), SONNET)
+    assert json.dumps(a["system"], sort_keys=True) == json.dumps(b["system"], sort_keys=True)
+    oa = openai_messages(req({"system": BIG}, "x"))[0]
+    ob = openai_messages(req({"system": BIG}, "y"))[0]
+    assert oa == ob
+
+
+def test_no_breakpoint_below_the_model_minimum() -> None:
+    short = anthropic_payload(req({"system": "Be brief."}), SONNET)
+    assert count_breakpoints(short) == 0
+    # ~3k tokens: enough for Sonnet (1,024) but not for Haiku 4.5 (4,096)
+    assert count_breakpoints(anthropic_payload(req({"system": BIG}), SONNET)) == 1
+    assert count_breakpoints(anthropic_payload(req({"system": BIG}), HAIKU)) == 0
+
+
+def test_breakpoint_closes_the_static_part_never_the_dynamic() -> None:
+    p = anthropic_payload(req({"system": BIG, "few_shot": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}), SONNET)
+    assert "cache_control" in p["system"][-1]          # the system alone is reusable
+    assert "cache_control" in p["messages"][1]["content"][-1]   # end of few-shot
+    assert isinstance(p["messages"][-1]["content"], str)        # dynamic turn: no marker
+
+
+def test_tools_system_and_few_shot_each_get_a_breakpoint_at_most_four() -> None:
+    tools = [{"name": f"tool_{i}", "description": BIG[:3000]} for i in range(3)]
+    p = anthropic_payload(req({"system": BIG, "tools": tools, "few_shot": [
+        {"role": "user", "content": BIG}, {"role": "assistant", "content": "ok"}]}), SONNET)
+    assert count_breakpoints(p) == 3 <= MAX_BREAKPOINTS
+    assert "cache_control" in p["tools"][-1] and "cache_control" not in p["tools"][0]
+
+
+def test_one_hour_ttl_is_marked() -> None:
+    p = anthropic_payload(req({"system": BIG}), SONNET, ttl="1h")
+    assert p["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    p5 = anthropic_payload(req({"system": BIG}), SONNET, ttl="5m")
+    assert p5["system"][-1]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_openai_cache_key_follows_prefix_and_scope() -> None:
+    a = openai_cache_key(req({"system": BIG}, "x"), "org/t/f")
+    assert a == openai_cache_key(req({"system": BIG}, "y"), "org/t/f")
+    assert a != openai_cache_key(req({"system": BIG}, "x"), "org/t/other")
+    assert a != openai_cache_key(req({"system": BIG + "!"}, "x"), "org/t/f")
+    assert openai_cache_key(req(), "org/t/f") is None
+
+
+@given(st.text(min_size=1, max_size=300), st.sampled_from(["5m", "1h"]))
+def test_breakpoints_never_exceed_four(system: str, ttl: str) -> None:
+    if not system.strip():
+        return
+    p = anthropic_payload(req({"system": system * 20}), SONNET, ttl)
+    assert count_breakpoints(p) <= MAX_BREAKPOINTS
+    assert count_breakpoints(p) == (1 if static_tokens(req({"system": system * 20}).static)
+                                    >= SONNET.min_cacheable_tokens else 0)
