@@ -8,6 +8,7 @@ from alembic import context
 
 from models.db.engine import make_engine
 from models.db.tables import Base
+import models.db.budgets  # noqa: F401  (puts the budget tables on Base.metadata)
 
 config = context.config
 target_metadata = Base.metadata

@@ -10,6 +10,7 @@ from kombu import Exchange, Queue
 
 from models.domain.settings import Settings
 from queues.names import DEAD_LETTER, QUEUES, TASK_API, TASK_GPU
+from scheduler.beat import beat_schedule
 
 #: Modules the *worker* imports to find tasks by name; the producer never imports them.
 TASK_MODULES = ["workers.tasks", "workers.governor_tasks"]
@@ -56,6 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Redis redelivers an unacked message after this; it must outlast the longest task.
         "broker_transport_options": {"visibility_timeout": int(longest * 2) + 60},
         "result_backend_transport_options": {"retry_policy": {"max_retries": 3}},
+        "beat_schedule": beat_schedule(settings),
     }
     url = settings.broker.url
     prefix = settings.broker.key_prefix

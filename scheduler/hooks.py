@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 class Admission(Protocol):
@@ -19,12 +22,24 @@ class Admission(Protocol):
         """
         ...
 
-    def settle(self, reservation_id: str, actual: Decimal) -> bool:
-        """Turn the reservation into spend of ``actual``; exactly once (False if already done)."""
+    def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None) -> bool:
+        """Turn the reservation into spend of ``actual``; exactly once (False if already done).
+
+        With ``session`` the change joins that transaction (the worker's ledger write).
+        """
         ...
 
-    def release(self, reservation_id: str) -> bool:
+    def release(self, reservation_id: str, session: Session | None = None) -> bool:
         """Drop the reservation without spending (the call failed or was never sent)."""
+        ...
+
+    def confirm(self, request: ChatRequest, route: Route, reservation_id: str | None,
+                amount: Decimal) -> str | None:
+        """The worker's second check before the provider call: the reservation id to settle.
+
+        Raises QueuePaused when the queue was paused meanwhile, BudgetExceeded when the
+        money is no longer held and no longer fits (expired reservation, lowered limit).
+        """
         ...
 
 

@@ -9,7 +9,7 @@ import pydantic
 
 from models.db import ledger
 from models.domain.catalogue import ModelSpec
-from models.domain.cost import baseline_cost, cost_of, list_cost
+from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
 from models.domain.errors import (ProviderError, ProviderRetryable, SluiceError,
                                   ValidationError)
 from models.domain.result import ChatResult, Route, Timings
@@ -47,6 +47,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
     if state != "claimed":
         return _duplicate(req.request_id, state, previous)
     try:
+        env = _second_check(rt, env)
         reply, model = _call(rt, env)
     except SluiceError as err:
         _fail(rt, env, err)
@@ -69,10 +70,20 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
     with rt.session() as s:
         first = ledger.finish(s, row)
         if first and env.reservation_id and rt.admission is not None:
-            rt.admission.settle(env.reservation_id, cost)
+            rt.admission.settle(env.reservation_id, cost, session=s)
     if rt.cache is not None:
         rt.cache.store(req, result)
     return ok_reply(result)
+
+
+def _second_check(rt: WorkerRuntime, env: Envelope) -> Envelope:
+    """Refuse before paying when the queue was paused or the budget no longer holds the money."""
+    if rt.admission is None:
+        return env
+    amount = worst_case_cost(env.prompt_tokens, env.request.max_tokens,
+                             rt.catalogue.get(env.route.model))
+    rid = rt.admission.confirm(env.request, env.route, env.reservation_id, amount)
+    return env if rid == env.reservation_id else env.model_copy(update={"reservation_id": rid})
 
 
 def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
@@ -110,7 +121,7 @@ def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
     with rt.session() as s:
         first = ledger.finish(s, row)
         if first and env.reservation_id and rt.admission is not None:
-            rt.admission.release(env.reservation_id)
+            rt.admission.release(env.reservation_id, session=s)
 
 
 def _duplicate(request_id: str, state: str, previous: Any) -> dict[str, Any]:

@@ -17,7 +17,9 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per checkout on the hot path. A connection the
+        # server dropped fails its statement, the pool is invalidated, and the caller retries.
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -169,6 +170,10 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
     The caller commits.
     """
     now = now or datetime.now(timezone.utc)
+    if session.get_bind().dialect.name == "postgresql":
+        # A claim lost in a server crash only means the request may run again, which the
+        # final write tolerates; so it need not wait for the WAL flush. The final row does.
+        session.execute(text("SET LOCAL synchronous_commit = off"))
     skeleton = dict(row, outcome="running", created_at=now)
     if record(session, skeleton):
         return "claimed"
@@ -202,3 +207,83 @@ def finish(session: Session, row: dict[str, Any]) -> bool:
 def _aware(ts: datetime) -> datetime:
     # SQLite hands back naive datetimes; they were written in UTC.
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+# --- operator queries (spend over time, exports) ------------------------------------------
+
+#: Time buckets ``spend_lines`` can group by, besides the columns of ``_GROUPS``.
+TIME_GROUPS = ("day", "hour")
+
+
+def spend_lines(session: Session, *groups: str, since: datetime | None = None,
+                until: datetime | None = None, team: str | None = None,
+                request_id_prefix: str | None = None) -> list[SpendLine]:
+    """Like :func:`spend_by`, plus ``day``/``hour`` buckets (UTC), an upper bound and an id prefix.
+
+    Time buckets come back as ``YYYY-MM-DD`` / ``YYYY-MM-DD HH:00`` strings and sort before
+    cost, so a chart over time reads its lines in order.
+    """
+    bad = [g for g in groups if g not in _GROUPS and g not in TIME_GROUPS]
+    if bad:
+        raise LedgerError(f"cannot group spend by {bad}; use any of "
+                          f"{', '.join([*_GROUPS, *TIME_GROUPS])}")
+    dialect = session.get_bind().dialect.name
+    cols = [_time_bucket(g, dialect) if g in TIME_GROUPS else _GROUPS[g] for g in groups]
+    tokens_in = (LedgerRow.input_uncached + LedgerRow.cache_read + LedgerRow.cache_write_5m
+                 + LedgerRow.cache_write_1h)
+    hit_base = case((LedgerRow.outcome == "cache_hit", LedgerRow.baseline_cost), else_=None)
+    stmt = select(*cols, func.count(), func.sum(func.cast(LedgerRow.cache_hit, _int_type())),
+                  func.coalesce(func.sum(LedgerRow.cost), 0),
+                  func.coalesce(func.sum(LedgerRow.baseline_cost), 0),
+                  func.coalesce(func.sum(tokens_in), 0),
+                  func.coalesce(func.sum(LedgerRow.output), 0),
+                  func.coalesce(func.sum(LedgerRow.list_cost), 0),
+                  func.coalesce(func.sum(hit_base), 0),
+                  func.coalesce(func.sum(LedgerRow.cache_read), 0))
+    stmt = _filtered(stmt, since=since, until=until, team=team, prefix=request_id_prefix)
+    if cols:
+        timed = [c for g, c in zip(groups, cols) if g in TIME_GROUPS]
+        stmt = stmt.group_by(*cols).order_by(*timed, func.sum(LedgerRow.cost).desc())
+    n = len(cols)
+    return [SpendLine(key=tuple(str(v) for v in row[:n]), requests=int(row[n]),
+                      cache_hits=int(row[n + 1] or 0), cost=Decimal(row[n + 2]),
+                      baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
+                      output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
+                      hit_baseline=Decimal(row[n + 7] or 0), cache_read_tokens=int(row[n + 8]))
+            for row in session.execute(stmt)]
+
+
+def iter_rows(session: Session, *, since: datetime | None = None, until: datetime | None = None,
+              team: str | None = None, batch: int = 1000) -> Iterator[LedgerRow]:
+    """Every ledger row in the window, oldest first, streamed ``batch`` rows at a time."""
+    stmt = _filtered(select(LedgerRow), since=since, until=until, team=team, prefix=None)
+    yield from session.scalars(stmt.order_by(LedgerRow.id).execution_options(yield_per=batch))
+
+
+def export_columns() -> list[str]:
+    """Ledger attribute names in table order, as an export writes them (``user``, not ``user_id``)."""
+    from sqlalchemy import inspect
+
+    return [attr.key for attr in inspect(LedgerRow).column_attrs]
+
+
+def _filtered(stmt: Any, *, since: datetime | None, until: datetime | None, team: str | None,
+              prefix: str | None) -> Any:
+    if since is not None:
+        stmt = stmt.where(LedgerRow.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(LedgerRow.created_at < until)
+    if team is not None:
+        stmt = stmt.where(LedgerRow.team == team)
+    if prefix is not None:
+        # Prefixes are ours (replay run ids), never user input with LIKE wildcards in them.
+        stmt = stmt.where(LedgerRow.request_id.startswith(prefix, autoescape=True))
+    return stmt
+
+
+def _time_bucket(unit: str, dialect: str) -> Any:
+    if dialect == "postgresql":
+        utc = func.timezone("UTC", LedgerRow.created_at)
+        return func.to_char(utc, "YYYY-MM-DD" if unit == "day" else "YYYY-MM-DD HH24:00")
+    # SQLite keeps the UTC wall time as text; strftime reads it as is.
+    return func.strftime("%Y-%m-%d" if unit == "day" else "%Y-%m-%d %H:00", LedgerRow.created_at)

@@ -170,19 +170,29 @@ def refusal(budget: Budget, amount: Decimal) -> BudgetExceeded:
     else:
         when = f"its {budget.window} window resets at {budget.resets_at.isoformat()}"
     return BudgetExceeded(
-        f"budget {budget.name} cannot take this request: it needs up to ${_fmt(amount)} but the "
-        f"hard limit is ${_fmt(budget.hard_limit)} with ${_fmt(budget.spent)} spent and "
-        f"${_fmt(budget.reserved)} reserved; {when}. Nothing was sent. Lower max_tokens, pick a "
+        f"budget {budget.name} cannot take this request: it needs up to {usd(amount)} but the "
+        f"hard limit is {usd(budget.hard_limit)} with {usd(budget.spent)} spent and "
+        f"{usd(budget.reserved)} reserved; {when}. Nothing was sent. Lower max_tokens, pick a "
         f"cheaper model, or raise the limit: `sluice budget set {budget.scope} {budget.key} "
         f"--window {budget.window} --hard <usd>`",
         budget=budget.name, scope=budget.scope, key=budget.key, window=budget.window,
-        limit=str(budget.hard_limit), spent=str(budget.spent), reserved=str(budget.reserved),
-        requested=str(amount),
+        limit=plain(budget.hard_limit), spent=plain(budget.spent),
+        reserved=plain(budget.reserved), requested=plain(amount),
         resets_at=None if budget.resets_at is None else budget.resets_at.isoformat())
 
 
 def _fmt(value: Decimal) -> str:
     return f"{value:,.6f}" if abs(value) < 100 else f"{value:,.2f}"
+
+
+def usd(value: Decimal | None) -> str:
+    """``value`` for people: ``$0.001234``, ``$1,250.00``; ``-`` when unset."""
+    return "-" if value is None else "$" + _fmt(value)
+
+
+def plain(value: Decimal) -> str:
+    """``value`` exactly, without exponent or trailing zeros (``0E-12`` becomes ``0``)."""
+    return format(value.normalize(), "f") if value else "0"
 
 
 def parse_usd(text: str | Decimal, what: str = "amount") -> Decimal:

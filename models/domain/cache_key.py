@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import Enum
 
 from pydantic import BaseModel
@@ -72,23 +71,37 @@ def undeclared_fields() -> dict[str, set[str]]:
     return out
 
 
-@dataclass(frozen=True)
 class CacheKey:
     """A request's key: the scope it lives in and the digest of its canonical encoding."""
 
-    #: ``org|team|feature|user`` with ``~`` for the parts the feature's scope leaves out.
-    scope: str
-    digest: str
-    #: Digest of everything but the last user turn (semantic neighbours must share it).
-    context: str = ""
-    #: The normalized last user turn (semantic lookups embed it).
-    last_user: str = ""
-    report: NormalizationReport = field(default_factory=NormalizationReport, compare=False)
+    __slots__ = ("scope", "digest", "context", "last_user", "report")
+
+    def __init__(self, scope: str, digest: str, context: str = "", last_user: str = "",
+                 report: NormalizationReport | None = None) -> None:
+        #: ``org|team|feature|user`` with ``~`` for the parts the feature's scope leaves out.
+        self.scope = scope
+        self.digest = digest
+        #: Digest of everything but the last user turn (semantic neighbours must share it).
+        self.context = context
+        #: The normalized last user turn (semantic lookups embed it).
+        self.last_user = last_user
+        #: What normalization did, when a report was asked for.
+        self.report = report
 
     @property
     def id(self) -> str:
         """``scope:digest``: what the store appends to its key prefix."""
         return f"{self.scope}:{self.digest}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CacheKey) and (self.scope, self.digest) == (other.scope,
+                                                                            other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.scope, self.digest))
+
+    def __repr__(self) -> str:
+        return f"CacheKey({self.id!r})"
 
 
 def scope_of(request: ChatRequest, scope: str) -> str:
@@ -108,49 +121,49 @@ def model_fingerprint(policy: str, routing: RoutingSettings) -> str:
     return policy
 
 
-def _ns(data: str) -> bytes:
-    # Netstrings (`len:bytes,`) are self-delimiting, so no two field sequences share an encoding.
-    raw = data.encode("utf-8", "surrogatepass")
-    return b"%d:%s," % (len(raw), raw)
+def _ns(data: str) -> str:
+    # Netstrings (`len:text,`) are self-delimiting, so no two field sequences share an encoding;
+    # lengths count code points, and the final UTF-8 encoding is injective.
+    return f"{len(data)}:{data},"
 
 
 def encode_request(request: ChatRequest, policy: CompiledPolicy, model: str,
-                   report: NormalizationReport | None = None) -> list[bytes]:
+                   report: NormalizationReport | None = None, scope: str = "") -> list[str]:
     """The canonical encoding of ``request`` as tagged netstrings; the last user turn is last."""
     norm = policy.normalizer
     static = request.static
-    parts = [_ns(KEY_VERSION), _ns("scope"), _ns(scope_of(request, policy.policy.scope)),
-             _ns("policy"), _ns(policy.fingerprint), _ns("model"), _ns(model),
-             _ns("temperature"), _ns(repr(float(request.temperature))),
-             _ns("max_tokens"), _ns(str(request.max_tokens)),
-             _ns("stop"), _ns(str(len(set(request.stop))))]
-    parts += [_ns(s) for s in sorted(set(request.stop))]
-    parts += [_ns("format"), _ns(request.response_format), _ns("system"),
-              _ns(norm(static.system, report) if static.system else ""),
-              _ns("tools"), _ns(str(len(static.tools)))]
-    parts += [_ns(_tool_json(t)) for t in static.tools]
-    parts += [_ns("few_shot"), _ns(str(len(static.few_shot)))]
+    stops = sorted(set(request.stop))
+    parts = [_ns(KEY_VERSION), "scope", _ns(scope or scope_of(request, policy.policy.scope)),
+             "policy", _ns(policy.fingerprint), "model", _ns(model),
+             "temperature", _ns(repr(float(request.temperature))),
+             "max_tokens", _ns(str(request.max_tokens)),
+             "stop", _ns(str(len(stops))), *[_ns(x) for x in stops],
+             "format", _ns(request.response_format),
+             "system", _ns(norm(static.system, report) if static.system else ""),
+             "tools", _ns(str(len(static.tools))), *[_ns(_tool_json(t)) for t in static.tools],
+             "few_shot", _ns(str(len(static.few_shot)))]
     for m in static.few_shot:
         parts += [_ns(m.role), _ns(norm(m.content, report))]
-    parts += [_ns("messages"), _ns(str(len(request.messages)))]
+    parts += ["messages", _ns(str(len(request.messages)))]
     for m in request.messages:
         parts += [_ns(m.role), _ns(norm(m.content, report))]
     return parts
 
 
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def cache_key(request: ChatRequest, policy: CompiledPolicy, model: str, *,
               report: NormalizationReport | None = None, semantic: bool = False) -> CacheKey:
     """The key of ``request`` under ``policy``; ``model`` comes from :func:`model_fingerprint`."""
-    parts = encode_request(request, policy, model, report)
-    digest = hashlib.sha256(b"".join(parts)).hexdigest()
     scope = scope_of(request, policy.policy.scope)
+    parts = encode_request(request, policy, model, report, scope)
     if not semantic:
-        return CacheKey(scope=scope, digest=digest, report=report or NormalizationReport())
+        return CacheKey(scope, _digest(parts), report=report)
     # The last netstring is the last user turn; everything before it must match exactly.
-    context = hashlib.sha256(b"".join(parts[:-1])).hexdigest()
     last = policy.normalizer(request.messages[-1].content)
-    return CacheKey(scope=scope, digest=digest, context=context, last_user=last,
-                    report=report or NormalizationReport())
+    return CacheKey(scope, _digest(parts), _digest(parts[:-1]), last, report)
 
 
 def _tool_json(tool: ToolDef) -> str:

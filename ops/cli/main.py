@@ -22,6 +22,17 @@ err_console = Console(stderr=True)
 
 def _mount_subcommands() -> None:
     # Each sub-app lives in its own module; mounting happens when the CLI runs, not at import.
+    from ops.cli import budget as budget_cli, queues as queues_cli
+
+    app.add_typer(budget_cli.budget_app, name="budget")
+    app.add_typer(queues_cli.queues_app, name="queues")
+    from ops.cli import ledger_export, spend as spend_cli
+
+    app.command(name="spend")(spend_cli.spend)
+    app.add_typer(ledger_export.ledger_app, name="ledger")
+    from ops.cli import cache as cache_cli
+
+    app.add_typer(cache_cli.cache_app, name="cache")
     from ops.cli import router as router_cli
 
     app.add_typer(router_cli.router_app, name="router")
@@ -102,36 +113,6 @@ def standin(
     cmd = [sys.executable, "-m", "workers.providers.standin", "--host", host, "--port", str(port),
            "--latency-ms", str(latency_ms)]
     raise typer.Exit(subprocess.call(cmd))
-
-
-@app.command()
-def spend(
-    by: Annotated[str, typer.Option(help="Comma-separated: feature,team,user,model,lane,tier,"
-                                         "provider,org,outcome.")] = "team,feature",
-    team: Annotated[Optional[str], typer.Option(help="Only this team.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """Spend from the ledger, grouped, with what the levers saved against the no-lever baseline."""
-    from models.db import ledger
-    from models.db.engine import make_engine, session_factory
-    from models.domain.errors import SluiceError
-    from models.domain.settings import load_settings
-
-    groups = [g.strip() for g in by.split(",") if g.strip()]
-    engine = make_engine(load_settings().database.url)
-    try:
-        with session_factory(engine)() as s:
-            lines = ledger.spend_by(s, *groups, team=team)
-    except SluiceError as err:
-        err_console.print(f"[red]{err.message}[/]")
-        raise typer.Exit(2) from None
-    finally:
-        engine.dispose()
-    if as_json:
-        print_json(console, spend_json(lines, groups))
-    else:
-        console.print(spend_table("Spend", groups, lines))
-        console.print(levers_table("Savings by lever", groups, lines))
 
 
 def main() -> None:

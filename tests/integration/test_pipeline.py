@@ -141,3 +141,26 @@ def test_transient_faults_are_retried_once_by_us(gateway: Any, sessions: Any,
     assert result.text
     assert standin.stats()["requests"] - before == 3  # two faults, one success: no SDK retries
     assert row(sessions, data["request_id"]).outcome == "ok"
+
+
+def test_a_handle_can_be_awaited_without_blocking_the_loop(gateway: Any) -> None:
+    import asyncio
+
+    async def main() -> list[Any]:
+        handles = [gateway.submit(req(model="cheap")) for _ in range(4)]
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        t = asyncio.create_task(ticker())
+        results = await asyncio.gather(*handles)
+        t.cancel()
+        assert ticks > 0  # the loop kept running while results were awaited
+        return results
+
+    results = asyncio.run(main())
+    assert len({r.request_id for r in results}) == 4 and all(r.text for r in results)

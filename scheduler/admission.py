@@ -1,0 +1,366 @@
+"""Budget admission: reserve a worst-case cost against every applicable budget at once, settle once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db.budgets import BudgetRow, ReservationRow, to_budget
+from models.domain.budget import PAUSING_SCOPES, Budget, pause_queues, refusal, request_keys
+from models.domain.errors import QueuePaused
+from models.domain.request import ChatRequest
+from models.domain.result import Route
+from models.domain.settings import Settings
+from scheduler import governor
+from scheduler.governor import SqlPauseBook, parse_ids, unreachable
+
+log = logging.getLogger("sluice.admission")
+
+# One statement, one round trip, autocommit: lock the applicable budgets in id order (so two
+# requests never deadlock), decide on the locked (newest) values, then add the reservation to
+# every budget and write its row only if all of them fit. Nothing changes when one does not.
+_RESERVE_PG = text("""
+WITH locked AS (
+    SELECT id, scope, key, "window", hard_limit, soft_limit, spent, reserved, window_start,
+           resets_at, webhook_url
+    FROM budgets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
+), verdict AS (
+    SELECT count(*) = :n AND coalesce(bool_and(spent + reserved + :amount <= hard_limit), false)
+           AS fits
+    FROM locked
+), upd AS (
+    UPDATE budgets SET reserved = budgets.reserved + :amount
+    FROM verdict WHERE verdict.fits AND budgets.id = ANY(:ids)
+    RETURNING budgets.id
+), ins AS (
+    INSERT INTO reservations (id, request_id, amount, budget_ids, state, queue, created_at,
+                              expires_at)
+    SELECT :rid, :request_id, :amount, :budget_ids, 'open', :queue, :now, :expires
+    FROM verdict WHERE verdict.fits
+    RETURNING id
+)
+SELECT verdict.fits, (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM ins) AS written,
+       locked.*
+FROM verdict LEFT JOIN locked ON true
+""")
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """Tuning of admission; the defaults suit production."""
+
+    #: How long the list of budgets (which ones apply to a request) is cached. Limits and usage
+    #: are never cached: the reserving statement reads them under a row lock.
+    budget_cache_ttl_s: float = 1.0
+    #: How long the pause table is cached by the workers' second check.
+    pause_cache_ttl_s: float = 1.0
+    #: Added to the lane's time limit to get a reservation's expiry.
+    lease_margin_s: float = 60.0
+    #: Connections of the admission pool (PostgreSQL); one per concurrent producer is ideal.
+    pool_size: int = 16
+
+
+class SqlAdmission:
+    """The Admission protocol over the budget tables (PostgreSQL fast path, SQLite portable path)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, lease_s: Mapping[str, float],
+                 config: AdmissionConfig = AdmissionConfig(), pauses: SqlPauseBook | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.sessions = sessions
+        self.lease_s = dict(lease_s)
+        self.config = config
+        self.pauses = pauses
+        self.clock = clock
+        engine: Engine = sessions.kw["bind"]
+        self._pg = engine.dialect.name == "postgresql"
+        self._fast = _autocommit_engine(engine, config.pool_size) if self._pg else None
+        self._lock = threading.Lock()
+        self._index: dict[tuple[str, str], list[tuple[int, datetime | None]]] = {}
+        self._loaded_at = float("-inf")
+        self._hard_seen: set[tuple[int, datetime, Decimal]] = set()
+        self._soft_seen: set[tuple[int, datetime]] = set()
+
+    # --- the protocol ---
+
+    def reserve(self, request: ChatRequest, route: Route, amount: Decimal) -> str | None:
+        """Hold ``amount`` against every budget of ``request``, all or nothing.
+
+        Returns the reservation id, None when no budget applies, or raises BudgetExceeded
+        (naming the first budget without room) or LedgerError (database unreachable).
+        """
+        for attempt in range(3):
+            ids = self._ids(request)
+            if not ids:
+                return None
+            rid = uuid.uuid4().hex
+            fits, budgets = self._try_reserve(rid, ids, request, route, amount)
+            if fits:
+                return rid
+            full = [b for b in budgets if not b.fits(amount)]
+            if len(budgets) == len(ids) and full:
+                self._on_refusal(full[0], amount)
+                raise refusal(full[0], amount)
+            self.invalidate()  # a budget was deleted or added meanwhile: look again
+        raise unreachable(RuntimeError("the budget list kept changing"), "reserve")
+
+    def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None) -> bool:
+        """Turn the reservation into a spend of ``actual``; True exactly once.
+
+        A reservation the governor already expired still records its spend (the call did
+        happen), without releasing its amount a second time. With ``session`` the change joins
+        the caller's transaction (the worker's ledger write), so both commit or neither does.
+        """
+        now = self.clock()
+        with self._tx(session, "settle a reservation") as s:
+            held = True
+            row = s.execute(_close(reservation_id, "open", "settled", now, actual)).first()
+            if row is None:
+                held = False
+                row = s.execute(_close(reservation_id, "expired", "settled", now, actual)).first()
+                if row is None:
+                    return False
+            amount, ids = row
+            values: dict[str, Any] = {"spent": BudgetRow.spent + actual, "updated_at": now}
+            if held:
+                values["reserved"] = BudgetRow.reserved - amount
+            rows = s.scalars(update(BudgetRow).where(BudgetRow.id.in_(parse_ids(ids)))
+                             .values(**values).returning(BudgetRow)).all()
+            self._soft_check(s, [to_budget(r) for r in rows], now)
+        return True
+
+    def release(self, reservation_id: str, session: Session | None = None) -> bool:
+        """Drop the reservation without spending; True exactly once (never after a settle)."""
+        now = self.clock()
+        with self._tx(session, "release a reservation") as s:
+            row = s.execute(_close(reservation_id, "open", "released", now, None)).first()
+            if row is None:
+                return False
+            amount, ids = row
+            s.execute(update(BudgetRow).where(BudgetRow.id.in_(parse_ids(ids)))
+                      .values(reserved=BudgetRow.reserved - amount, updated_at=now))
+        return True
+
+    def confirm(self, request: ChatRequest, route: Route, reservation_id: str | None,
+                amount: Decimal) -> str | None:
+        """The worker's second check, just before the provider call.
+
+        Refuses (QueuePaused) when the route's queue is paused; renews an open reservation's
+        expiry, refusing (BudgetExceeded) if an operator lowered a limit below what is already
+        committed; holds the money again when the reservation expired meanwhile, or when a
+        budget was set after admission. Returns the reservation id to settle.
+        """
+        if self.pauses is not None:
+            reason = self.pauses.paused(route.queue)
+            if reason:
+                raise QueuePaused(f"queue {route.queue} was paused after this request was queued "
+                                  f"({reason}); nothing was sent; resubmit after `sluice queues "
+                                  "resume` or the budget's window rollover", queue=route.queue)
+        if reservation_id is None:
+            return self.reserve(request, route, amount)
+        now = self.clock()
+        with self._tx(None, "renew a reservation") as s:
+            row = s.execute(update(ReservationRow)
+                            .where(ReservationRow.id == reservation_id,
+                                   ReservationRow.state == "open")
+                            .values(expires_at=now + self._lease(route.lane))
+                            .returning(ReservationRow.budget_ids, ReservationRow.amount)).first()
+            if row is not None:
+                over = s.scalars(select(BudgetRow).where(
+                    BudgetRow.id.in_(parse_ids(row[0])),
+                    BudgetRow.spent + BudgetRow.reserved > BudgetRow.hard_limit)).first()
+                if over is not None:
+                    raise refusal(to_budget(over), row[1])
+                return reservation_id
+        return self.reserve(request, route, amount)
+
+    def invalidate(self) -> None:
+        """Forget the cached budget list (after setting budgets in this process)."""
+        self._loaded_at = float("-inf")
+
+    # --- internals ---
+
+    def _lease(self, lane: str) -> timedelta:
+        return timedelta(seconds=self.lease_s.get(lane, max(self.lease_s.values(), default=0))
+                         + self.config.lease_margin_s)
+
+    def _ids(self, request: ChatRequest) -> list[int]:
+        if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
+            with self._lock:
+                if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
+                    self._index = self._load_index()
+                    self._loaded_at = time.monotonic()
+        found = [ref for k in request_keys(request) for ref in self._index.get(k, ())]
+        now = self.clock()
+        if any(resets is not None and resets <= now for _, resets in found):
+            self._roll(now)
+            return self._ids(request)
+        return sorted(i for i, _ in found)
+
+    def _load_index(self) -> dict[tuple[str, str], list[tuple[int, datetime | None]]]:
+        try:
+            with self.sessions() as s:
+                rows = s.execute(select(BudgetRow.id, BudgetRow.scope, BudgetRow.key,
+                                        BudgetRow.resets_at)).all()
+        except SQLAlchemyError as exc:
+            raise unreachable(exc, "read the budgets") from exc
+        index: dict[tuple[str, str], list[tuple[int, datetime | None]]] = {}
+        for bid, scope, key, resets in rows:
+            resets = None if resets is None else (resets if resets.tzinfo
+                                                  else resets.replace(tzinfo=timezone.utc))
+            index.setdefault((scope, key), []).append((bid, resets))
+        return index
+
+    def _roll(self, now: datetime) -> None:
+        with self._tx(None, "roll budget windows") as s:
+            governor.roll_windows(s, now)
+            governor.resume_finished_budget_pauses(s)
+        self.invalidate()
+        if self.pauses is not None:
+            self.pauses.invalidate()
+
+    def _try_reserve(self, rid: str, ids: list[int], request: ChatRequest, route: Route,
+                     amount: Decimal) -> tuple[bool, list[Budget]]:
+        now = self.clock()
+        params = {"rid": rid, "ids": ids, "n": len(ids), "amount": amount,
+                  "request_id": request.request_id, "budget_ids": ",".join(map(str, ids)),
+                  "queue": route.queue, "now": now, "expires": now + self._lease(route.lane)}
+        if self._fast is not None:
+            return self._reserve_pg(params)
+        return self._reserve_portable(params)
+
+    def _reserve_pg(self, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
+        assert self._fast is not None
+        for attempt in (0, 1):
+            try:
+                with self._fast.connect() as conn:
+                    rows = conn.execute(_RESERVE_PG, params).all()
+                break
+            except DBAPIError as exc:
+                # A pooled connection the server dropped: retry once on a fresh one.
+                if attempt == 0 and exc.connection_invalidated:
+                    continue
+                raise unreachable(exc, "reserve budget") from exc
+            except SQLAlchemyError as exc:
+                raise unreachable(exc, "reserve budget") from exc
+        fits = bool(rows[0].fits)
+        budgets = [_budget_of(r) for r in rows if r.id is not None]
+        return fits, budgets
+
+    def _reserve_portable(self, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
+        amount, ids = params["amount"], params["ids"]
+        with self._tx(None, "reserve budget") as s:
+            # The UPDATE takes the write lock first (SQLite) and re-checks each limit itself.
+            got = s.scalars(update(BudgetRow)
+                            .where(BudgetRow.id.in_(ids),
+                                   BudgetRow.spent + BudgetRow.reserved + amount
+                                   <= BudgetRow.hard_limit)
+                            .values(reserved=BudgetRow.reserved + amount)
+                            .returning(BudgetRow.id)).all()
+            if len(got) == len(ids):
+                s.execute(insert(ReservationRow).values(
+                    id=params["rid"], request_id=params["request_id"], amount=amount,
+                    budget_ids=params["budget_ids"], state="open", queue=params["queue"],
+                    created_at=params["now"], expires_at=params["expires"]))
+                return True, []
+            # Read the others under the same lock, then undo the partial reservation.
+            rows = [to_budget(r) for r in s.scalars(select(BudgetRow)
+                                                     .where(BudgetRow.id.in_(ids)))]
+            s.rollback()
+        mine = set(got)
+        return False, [b if b.id not in mine else _minus(b, amount) for b in rows]
+
+    def _on_refusal(self, budget: Budget, amount: Decimal) -> None:
+        """A hard-limit alert once per window, and for lane/org budgets, the queue pause."""
+        log.info("refused %s: needs %s, room %s", budget.name, amount, budget.room)
+        key = (budget.id, budget.window_start, budget.hard_limit)
+        pausing = budget.scope in PAUSING_SCOPES
+        if key in self._hard_seen and not (pausing and self._pause_missing(budget)):
+            return
+        try:
+            with self._tx(None, "record the hard limit") as s:
+                governor.record_alert(s, budget, "hard", self.clock())
+                if pausing:
+                    governor.record_budget_pause(s, budget, self.clock())
+        except Exception as exc:  # noqa: BLE001 - the refusal itself must still reach the caller
+            log.error("could not record the hard limit of %s: %s", budget.name, exc)
+            return
+        self._hard_seen.add(key)
+        if self.pauses is not None:
+            self.pauses.invalidate()
+
+    def _pause_missing(self, budget: Budget) -> bool:
+        if self.pauses is None:
+            return True
+        try:
+            return any(self.pauses.paused(q) is None for q in pause_queues(budget.scope,
+                                                                            budget.key))
+        except Exception:  # noqa: BLE001 - unknown: try to record it again
+            return True
+
+    def _soft_check(self, s: Session, budgets: list[Budget], now: datetime) -> None:
+        for b in budgets:
+            if b.soft_reached() and (b.id, b.window_start) not in self._soft_seen:
+                governor.record_alert(s, b, "soft", now)
+                self._soft_seen.add((b.id, b.window_start))
+
+    @contextmanager
+    def _tx(self, session: Session | None, doing: str) -> Iterator[Session]:
+        if session is not None:
+            yield session
+            return
+        try:
+            with self.sessions() as s:
+                yield s
+                s.commit()
+        except SQLAlchemyError as exc:
+            raise unreachable(exc, doing) from exc
+
+
+def _close(rid: str, before: str, after: str, now: datetime, actual: Decimal | None) -> Any:
+    """UPDATE a reservation from state ``before`` to ``after``; rowcount says who did it."""
+    values: dict[str, Any] = {"state": after, "closed_at": now}
+    if actual is not None:
+        values["actual"] = actual
+    return (update(ReservationRow)
+            .where(ReservationRow.id == rid, ReservationRow.state == before)
+            .values(**values).returning(ReservationRow.amount, ReservationRow.budget_ids))
+
+
+def _budget_of(row: Any) -> Budget:
+    return Budget(scope=row.scope, key=row.key, window=row.window, hard_limit=row.hard_limit,
+                  soft_limit=row.soft_limit, spent=row.spent, reserved=row.reserved,
+                  window_start=row.window_start, resets_at=row.resets_at, id=row.id,
+                  webhook_url=row.webhook_url)
+
+
+def _minus(budget: Budget, amount: Decimal) -> Budget:
+    return replace(budget, reserved=budget.reserved - amount)
+
+
+def _autocommit_engine(engine: Engine, pool_size: int) -> Engine:
+    """A small engine of its own for the reserving statement: autocommit (the statement is the
+    transaction, so no BEGIN/COMMIT round trips) and no pre-ping on checkout."""
+    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
+                         max_overflow=pool_size, pool_pre_ping=False)
+
+
+def build_admission(settings: Settings, sessions: sessionmaker[Session]) -> SqlAdmission:
+    """The Admission the producer (reserve) and the workers (confirm, settle, release) use."""
+    lanes = settings.lanes
+    lease = {"interactive": lanes.interactive.time_limit_s, "async": lanes.async_.time_limit_s}
+    config = AdmissionConfig()
+    pauses = SqlPauseBook(sessions, ttl_s=config.pause_cache_ttl_s)
+    return SqlAdmission(sessions, lease_s=lease, config=config, pauses=pauses)
+

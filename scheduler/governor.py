@@ -1,0 +1,295 @@
+"""The budget governor: durable queue pauses, remote-control consumer sync, rollover, expiry, alerts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db.budgets import (AlertRow, BudgetRow, PauseRow, ReservationRow, aware,
+                               insert_ignore, to_budget)
+from models.domain.budget import WINDOWS, Budget, pause_queues, usd, window_bounds
+from models.domain.errors import LedgerError
+from models.domain.settings import Settings
+
+log = logging.getLogger("sluice.governor")
+#: Worker control command (registered in workers.governor_tasks) that re-adds a worker's own
+#: queues; a plain ``add_consumer`` broadcast would make API workers consume GPU queues too.
+RESUME_COMMAND = "sluice_resume_queues"
+#: Its twin, quiet and idempotent, re-sent every tick: cancels only what a worker still consumes.
+PAUSE_COMMAND = "sluice_pause_queues"
+OPERATOR = "operator"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SqlPauseBook:
+    """Which queues are paused, read from the ``pauses`` table and cached for ``ttl_s``."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, ttl_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sessions = sessions
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._reasons: dict[str, str] = {}
+        self._loaded_at = float("-inf")
+
+    def paused(self, queue: str) -> str | None:
+        """The reason ``queue`` is paused, or None; raises LedgerError when it cannot tell."""
+        if self.clock() - self._loaded_at > self.ttl_s:
+            with self._lock:
+                if self.clock() - self._loaded_at > self.ttl_s:
+                    self._reasons = self._load()
+                    self._loaded_at = self.clock()
+        return self._reasons.get(queue)
+
+    def invalidate(self) -> None:
+        """Forget the cached pauses; the next question reads the table."""
+        self._loaded_at = float("-inf")
+
+    def _load(self) -> dict[str, str]:
+        try:
+            with self.sessions() as s:
+                rows = s.execute(select(PauseRow.queue, PauseRow.reason)
+                                 .order_by(PauseRow.created_at)).all()
+        except SQLAlchemyError as exc:
+            # Fail closed: not knowing whether a queue is paused refuses the request.
+            raise unreachable(exc, "read queue pauses") from exc
+        reasons: dict[str, list[str]] = {}
+        for queue, reason in rows:
+            reasons.setdefault(queue, []).append(reason)
+        return {q: "; ".join(r) for q, r in reasons.items()}
+
+
+def build_pause_book(settings: Settings, sessions: sessionmaker[Session]) -> SqlPauseBook:
+    """The PauseBook the producer and the workers consult before dispatch and before a call."""
+    return SqlPauseBook(sessions)
+
+
+def unreachable(exc: Exception, doing: str) -> LedgerError:
+    """A LedgerError that says admission refused because the budget tables could not be used."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return LedgerError(
+        f"budget admission refused: could not {doing} in the ledger database ({first}); "
+        "nothing was dispatched. Check that the database runs, that SLUICE_DATABASE__URL points "
+        "at it and that `sluice migrate` ran, then retry", doing=doing)
+
+
+# --- durable pauses and the workers' consumers ---
+
+
+def paused_queues(session: Session) -> dict[str, list[str]]:
+    """Every paused queue with its reasons."""
+    out: dict[str, list[str]] = {}
+    for queue, reason in session.execute(select(PauseRow.queue, PauseRow.reason)
+                                         .order_by(PauseRow.created_at)):
+        out.setdefault(queue, []).append(reason)
+    return out
+
+
+def pause(sessions: sessionmaker[Session], queues: Iterable[str], reason: str, *,
+          cause: str = OPERATOR, control: Any = None, now: datetime | None = None) -> list[str]:
+    """Pause ``queues`` durably (and on every worker when ``control`` is given); new ones returned."""
+    now = now or _now()
+    added = []
+    with sessions() as s:
+        for q in queues:
+            if insert_ignore(s, PauseRow.__table__, {"queue": q, "cause": cause,
+                                                     "reason": reason[:300], "created_at": now},
+                             ["queue", "cause"]):
+                added.append(q)
+        s.commit()
+    for q in added:
+        log.warning("queue %s paused (%s): %s", q, cause, reason)
+    if control is not None:
+        for q in queues:
+            control.cancel_consumer(q)
+    return added
+
+
+def resume(sessions: sessionmaker[Session], queues: Iterable[str], *, cause: str | None = None,
+           control: Any = None) -> list[str]:
+    """Lift the pauses of ``queues`` (every cause, or one); returns the queues now free."""
+    queues = list(queues)
+    with sessions() as s:
+        stmt = delete(PauseRow).where(PauseRow.queue.in_(queues))
+        if cause is not None:
+            stmt = stmt.where(PauseRow.cause == cause)
+        s.execute(stmt)
+        still = paused_queues(s)
+        s.commit()
+    free = [q for q in queues if q not in still]
+    for q in free:
+        log.warning("queue %s resumed", q)
+    if control is not None and free:
+        control.broadcast(RESUME_COMMAND, arguments={"queues": free})
+    return free
+
+
+def record_budget_pause(session: Session, budget: Budget, now: datetime) -> list[str]:
+    """Pause the queues an exhausted lane- or org-wide budget covers; the caller commits."""
+    reason = (f"budget {budget.name} reached its hard limit {usd(budget.hard_limit)} (spent "
+              f"{usd(budget.spent)}, reserved {usd(budget.reserved)}); it resumes "
+              + (f"at {budget.resets_at.isoformat()}" if budget.resets_at else "when raised")
+              + " or with `sluice queues resume`")
+    added = []
+    for q in pause_queues(budget.scope, budget.key):
+        values = {"queue": q, "cause": f"budget:{budget.id}", "reason": reason[:300],
+                  "budget_id": budget.id, "window_start": budget.window_start,
+                  "hard_limit": budget.hard_limit, "created_at": now}
+        if insert_ignore(session, PauseRow.__table__, values, ["queue", "cause"]):
+            added.append(q)
+    return added
+
+
+def sync_consumers(control: Any, paused: Iterable[str], queues: Sequence[str]) -> None:
+    """Make every worker's consumers match the pause table (idempotent; re-sent each tick)."""
+    paused = set(paused)
+    if paused:
+        control.broadcast(PAUSE_COMMAND, arguments={"queues": sorted(paused)})
+    free = [q for q in queues if q not in paused]
+    if free:
+        control.broadcast(RESUME_COMMAND, arguments={"queues": free})
+
+
+def resume_finished_budget_pauses(session: Session) -> list[str]:
+    """Drop budget pauses whose budget rolled over, was raised or is gone; the caller commits."""
+    rows = session.execute(select(PauseRow, BudgetRow)
+                           .outerjoin(BudgetRow, PauseRow.budget_id == BudgetRow.id)
+                           .where(PauseRow.budget_id.is_not(None))).all()
+    done = []
+    for p, b in rows:
+        if (b is None or p.window_start is None or aware(b.window_start) != aware(p.window_start)
+                or (p.hard_limit is not None and b.hard_limit > p.hard_limit)):
+            session.execute(delete(PauseRow).where(PauseRow.id == p.id))
+            done.append(p.queue)
+    return done
+
+
+# --- windows, expiry, alerts ---
+
+
+def roll_windows(session: Session, now: datetime) -> int:
+    """Start a new window for every budget whose window has ended; the caller commits.
+
+    Spend starts again from zero; open reservations stay held (they settle into the new
+    window, when the money is actually spent). Guarded by ``resets_at <= now``: exactly once.
+    """
+    rolled = 0
+    for window in WINDOWS:
+        start, resets = window_bounds(window, now)
+        if resets is None:
+            continue
+        res = session.execute(update(BudgetRow)
+                              .where(BudgetRow.window == window, BudgetRow.resets_at <= now)
+                              .values(spent=Decimal(0), window_start=start, resets_at=resets,
+                                      updated_at=now))
+        rolled += res.rowcount or 0
+    return rolled
+
+
+def release_expired(session: Session, now: datetime) -> int:
+    """Release reservations whose worker never settled them (crashed); the caller commits."""
+    rows = session.execute(update(ReservationRow)
+                           .where(ReservationRow.state == "open", ReservationRow.expires_at < now)
+                           .values(state="expired", closed_at=now)
+                           .returning(ReservationRow.amount, ReservationRow.budget_ids)).all()
+    for amount, ids in rows:
+        session.execute(update(BudgetRow).where(BudgetRow.id.in_(parse_ids(ids)))
+                        .values(reserved=BudgetRow.reserved - amount, updated_at=now))
+    if rows:
+        log.warning("released %d expired budget reservations", len(rows))
+    return len(rows)
+
+
+def parse_ids(text: str) -> list[int]:
+    """Budget ids from a reservation's comma-separated list."""
+    return [int(x) for x in text.split(",") if x]
+
+
+def record_alert(session: Session, budget: Budget, kind: str, now: datetime) -> bool:
+    """Log and store a ``soft`` or ``hard`` alert once per budget and window; True if new."""
+    limit = budget.soft_limit if kind == "soft" else budget.hard_limit
+    what = "soft threshold" if kind == "soft" else "hard limit"
+    message = (f"budget {budget.name} reached its {what} {usd(limit)}: spent "
+               f"{usd(budget.spent)}, reserved {usd(budget.reserved)} this window")
+    new = insert_ignore(session, AlertRow.__table__,
+                        {"budget_id": budget.id, "window_start": budget.window_start,
+                         "kind": kind, "message": message, "created_at": now, "attempts": 0},
+                        ["budget_id", "window_start", "kind"])
+    if new:
+        log.warning("budget alert: %s", message)
+    return new
+
+
+def soft_alerts(session: Session, now: datetime) -> int:
+    """Alert every budget at its soft threshold that has no alert this window yet."""
+    rows = session.scalars(select(BudgetRow).where(BudgetRow.soft_limit.is_not(None),
+                                                   BudgetRow.spent >= BudgetRow.soft_limit))
+    return sum(record_alert(session, to_budget(r), "soft", now) for r in rows)
+
+
+def deliver_alerts(session: Session, post: Callable[[str, dict[str, Any]], Any],
+                   now: datetime, *, max_attempts: int = 5) -> int:
+    """POST undelivered alerts to their budget's webhook; the caller commits."""
+    rows = session.execute(select(AlertRow, BudgetRow).join(BudgetRow,
+                                                          AlertRow.budget_id == BudgetRow.id)
+                           .where(AlertRow.delivered_at.is_(None),
+                                  BudgetRow.webhook_url.is_not(None),
+                                  AlertRow.attempts < max_attempts)).all()
+    sent = 0
+    for alert, budget in rows:
+        payload = {"budget": f"{budget.scope}:{budget.key}:{budget.window}", "kind": alert.kind,
+                   "message": alert.message, "spent": str(budget.spent),
+                   "hard_limit": str(budget.hard_limit),
+                   "soft_limit": None if budget.soft_limit is None else str(budget.soft_limit),
+                   "window_start": aware(alert.window_start).isoformat()}
+        alert.attempts += 1
+        try:
+            post(str(budget.webhook_url), payload)
+        except Exception as exc:  # noqa: BLE001 - a webhook outage must not stop the governor
+            log.warning("alert webhook %s failed (attempt %d): %s", budget.webhook_url,
+                        alert.attempts, exc)
+            continue
+        alert.delivered_at = now
+        sent += 1
+    return sent
+
+
+def post_json(url: str, payload: dict[str, Any]) -> None:
+    """POST ``payload`` as JSON with a short timeout; raises on a non-2xx answer."""
+    import httpx
+
+    httpx.post(url, json=payload, timeout=3.0).raise_for_status()
+
+
+def tick(sessions: sessionmaker[Session], *, control: Any = None, queues: Sequence[str] = (),
+         now: datetime | None = None,
+         post: Callable[[str, dict[str, Any]], Any] | None = post_json) -> dict[str, int]:
+    """One governor pass: roll windows, release expired reservations, lift finished budget
+    pauses, raise soft alerts, deliver webhooks, and re-sync every worker's consumers."""
+    now = now or _now()
+    with sessions() as s:
+        rolled = roll_windows(s, now)
+        expired = release_expired(s, now)
+        resumed = resume_finished_budget_pauses(s)
+        alerts = soft_alerts(s, now)
+        s.commit()
+        delivered = deliver_alerts(s, post, now) if post is not None else 0
+        s.commit()
+        paused = paused_queues(s)
+    if control is not None and queues:
+        sync_consumers(control, paused, queues)
+    return {"rolled": rolled, "expired": expired, "resumed": len(resumed), "alerts": alerts,
+            "delivered": delivered, "paused": len(paused)}

@@ -1,0 +1,212 @@
+"""The cache key: every request field declared, each keyed field changes it, scopes never mix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from models.domain.cache_key import (DECLARED, Role, _ns, cache_key, model_fingerprint,
+                                     scope_of, undeclared_fields)
+from models.domain.cache_policy import FeatureCachePolicy, PolicyBook
+from models.domain.request import ChatRequest, parse_request
+from models.domain.result import ChatResult, Route
+from models.domain.settings import RoutingSettings, load_settings
+from queues.memory_cache import MemoryResponseCache
+
+ROUTING = RoutingSettings()
+
+
+def req(**kw: Any) -> ChatRequest:
+    data: dict[str, Any] = {"team": "support", "feature": "faq",
+                            "messages": [{"role": "user", "content": "How do I reset it?"}]}
+    data.update(kw)
+    return parse_request(data)
+
+
+def key_of(request: ChatRequest, **policy: Any) -> str:
+    book = PolicyBook({request.feature: FeatureCachePolicy(**policy)}, 3600)
+    k = cache_key(request, book.get(request.feature), model_fingerprint(request.model, ROUTING))
+    return k.id
+
+
+def test_every_request_field_is_declared_keyed_scope_or_excluded() -> None:
+    # Adding a field to ChatRequest (or a model inside it) fails here until it is declared in
+    # models/domain/cache_key.py: a new field that changes the answer must reach the key.
+    assert undeclared_fields() == {}
+    for fields in DECLARED.values():
+        for name, (role, why) in fields.items():
+            assert isinstance(role, Role), name
+            assert role is not Role.EXCLUDED or why, f"say why {name} is excluded"
+
+
+def test_a_new_undeclared_field_is_caught() -> None:
+    class Wider(ChatRequest):
+        seed: int = 0
+
+    DECLARED[Wider] = dict(DECLARED[ChatRequest])
+    try:
+        assert undeclared_fields() == {"Wider": {"seed"}}
+    finally:
+        del DECLARED[Wider]
+
+
+# One changed value per KEYED field of ChatRequest (and inside its static part).
+KEYED_CHANGES: dict[str, dict[str, Any]] = {
+    "static": {"static": {"system": "You are terse."}},
+    "messages": {"messages": [{"role": "user", "content": "How do I reset it now?"}]},
+    "max_tokens": {"max_tokens": 100},
+    "temperature": {"temperature": 0.0001},
+    "stop": {"stop": ["\n"]},
+    "response_format": {"response_format": "json"},
+    "model": {"model": "cheap"},
+}
+STATIC_CHANGES = [
+    {"system": "Be kind."},
+    {"few_shot": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    {"tools": [{"name": "lookup"}]},
+    {"tools": [{"name": "lookup", "description": "find an order"}]},
+    {"tools": [{"name": "lookup", "parameters": {"type": "object", "required": ["id"]}}]},
+]
+EXCLUDED_CHANGES: dict[str, dict[str, Any]] = {
+    "request_id": {"request_id": "other-id"},
+    "lane": {"lane": "async"},
+    "cache": {"cache": {"mode": "refresh", "allow_nondeterministic": True}},
+    "tags": {"tags": {"campaign": "x"}},
+}
+
+
+def test_the_change_tables_cover_every_declared_field() -> None:
+    roles = {n: r for n, (r, _w) in DECLARED[ChatRequest].items()}
+    assert set(KEYED_CHANGES) == {n for n, r in roles.items() if r is Role.KEYED}
+    assert set(EXCLUDED_CHANGES) == {n for n, r in roles.items() if r is Role.EXCLUDED}
+
+
+@pytest.mark.parametrize("field", sorted(KEYED_CHANGES))
+def test_each_keyed_field_changes_the_key(field: str) -> None:
+    assert key_of(req(**KEYED_CHANGES[field])) != key_of(req())
+
+
+def test_each_static_part_changes_the_key() -> None:
+    keys = {key_of(req(static=static)) for static in STATIC_CHANGES}
+    assert len(keys | {key_of(req())}) == len(STATIC_CHANGES) + 1
+
+
+@pytest.mark.parametrize("field", sorted(EXCLUDED_CHANGES))
+def test_excluded_fields_do_not_change_the_key(field: str) -> None:
+    assert key_of(req(**EXCLUDED_CHANGES[field])) == key_of(req())
+
+
+def test_message_roles_and_turn_boundaries_are_keyed() -> None:
+    one = req(messages=[{"role": "user", "content": "a b"}])
+    split = req(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"},
+                          {"role": "user", "content": "b"}])
+    shot = req(static={"few_shot": [{"role": "assistant", "content": "a b"}]})
+    shot2 = req(static={"few_shot": [{"role": "user", "content": "a b"}]})
+    assert len({key_of(one), key_of(split), key_of(shot), key_of(shot2)}) == 4
+
+
+def test_stop_order_and_duplicates_do_not_matter() -> None:
+    assert key_of(req(stop=["a", "b"])) == key_of(req(stop=["b", "a", "a"]))
+
+
+def test_model_policy_is_keyed_with_what_routing_resolves_it_to() -> None:
+    other = RoutingSettings(cheap_model="claude-haiku-4-5")
+    assert model_fingerprint("cheap", ROUTING) != model_fingerprint("cheap", other)
+    assert model_fingerprint("auto", ROUTING) != model_fingerprint("auto", other)
+    assert model_fingerprint("gpt-4o", ROUTING) == model_fingerprint("gpt-4o", other)
+
+
+def test_normalization_makes_equivalent_requests_share_a_key() -> None:
+    spec = {"lowercase": True, "patterns": ("iso_timestamp",)}
+    a = req(messages=[{"role": "user", "content": "How do I  reset it? 2026-01-05T10:00:00Z"}])
+    b = req(messages=[{"role": "user", "content": "how do i reset it?\u00a02026-02-01T09:30:00Z"}])
+    assert key_of(a, **spec) == key_of(b, **spec)
+    assert key_of(a) != key_of(b)  # the default declares neither lowercasing nor patterns
+
+
+def test_the_declaration_itself_is_keyed() -> None:
+    # Two features sharing a team scope but normalizing differently never share entries.
+    assert key_of(req(), scope="team") != key_of(req(), scope="team", lowercase=True)
+
+
+def test_netstrings_are_prefix_free() -> None:
+    # "ab" + "c" and "a" + "bc" concatenate alike; their encodings must not.
+    assert _ns("ab") + _ns("c") != _ns("a") + _ns("bc")
+    assert key_of(req(static={"system": "ab"}, messages=[{"role": "user", "content": "c"}])) != \
+        key_of(req(static={"system": "a"}, messages=[{"role": "user", "content": "bc"}]))
+
+
+@pytest.mark.parametrize("scope, expected", [
+    ("org", "acme|~|~|~"), ("team", "acme|support|~|~"), ("feature", "acme|support|faq|~"),
+    ("user", "acme|support|faq|u1")])
+def test_scope_segments(scope: str, expected: str) -> None:
+    assert scope_of(req(org="acme", user="u1"), scope) == expected
+
+
+_names = st.sampled_from(["a", "b", "a:b", "a/b"])
+_request = st.builds(
+    lambda org, team, feature, user, text: req(org=org, team=team, feature=feature, user=user,
+                                               messages=[{"role": "user", "content": text}]),
+    _names, _names, st.sampled_from(["faq", "code", "shared1", "shared2"]),
+    st.one_of(st.none(), _names), st.sampled_from(["hi", "hi ", "HI", "bye"]))
+# faq: feature scope; code: user scope; shared1/2: team scope (the same declaration).
+_FEATURES = {"faq": FeatureCachePolicy(lowercase=True),
+             "code": FeatureCachePolicy(scope="user"),
+             "shared1": FeatureCachePolicy(scope="team"),
+             "shared2": FeatureCachePolicy(scope="team")}
+
+
+def _result(text: str) -> ChatResult:
+    route = Route(tier="cheap", model="gpt-4o-mini", provider="openai", backend="api",
+                  lane="interactive")
+    return ChatResult(request_id="w", text=text, provider="openai", model="gpt-4o-mini",
+                      route=route)
+
+
+# Which attribution fields must be equal for a read, per scope: written out here, not taken
+# from the code under test.
+_MUST_MATCH = {"org": ("org",), "team": ("org", "team"), "feature": ("org", "team", "feature"),
+               "user": ("org", "team", "feature", "user")}
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_request, min_size=1, max_size=6), _request)
+def test_no_request_ever_reads_an_entry_written_under_another_scope(
+        writes: list[ChatRequest], reader: ChatRequest) -> None:
+    cache = MemoryResponseCache(load_settings({}, cache={"features": _FEATURES,
+                                                        "single_flight_wait_s": 0}))
+    for w in writes:
+        cache.store(w, _result(json.dumps([w.org, w.team, w.feature, w.user])))
+    hit = cache.lookup(reader)
+    if hit is not None:
+        org, team, feature, user = json.loads(hit.text)
+        writer = {"org": org, "team": team, "feature": feature, "user": user}
+        for name in _MUST_MATCH[_FEATURES[reader.feature].scope]:
+            assert writer[name] == getattr(reader, name), (name, writer, reader)
+
+
+def test_explain_shows_normalized_form_fired_patterns_and_key(tmp_path: Any,
+                                                              monkeypatch: Any) -> None:
+    from ops.cli.cache import cache_app
+
+    monkeypatch.setenv("SLUICE_CACHE__FEATURES", json.dumps(
+        {"faq": {"lowercase": True, "patterns": ["iso_timestamp", "order_id"]}}))
+    monkeypatch.delenv("SLUICE_CACHE__REDIS_URL", raising=False)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"team": "support", "feature": "faq", "messages": [
+        {"role": "user", "content": "Where is  Order #A12345? (2026-01-05T10:22:31Z)"}]}))
+    out = CliRunner().invoke(cache_app, ["explain", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["normalized"]["messages"][0]["content"] == "where is <order_id>? (<iso_timestamp>)"
+    assert data["patterns"] == {"iso_timestamp": 1, "order_id": 1}
+    assert set(data["steps"]) == {"lowercase", "whitespace"}
+    assert data["cacheable"] and data["key"].endswith(data["digest"])
+    assert data["key"].startswith("sluice:rc:e:default|support|faq|~:")
+    bad = CliRunner().invoke(cache_app, ["explain", str(tmp_path / "missing.json")])
+    assert bad.exit_code == 2

@@ -1,0 +1,45 @@
+"""Settings: SLUICE_* nested groups, secrets hidden, embedded defaults that need no service."""
+
+from __future__ import annotations
+
+from models.domain.settings import Settings, load_settings
+
+
+def test_defaults_need_no_service() -> None:
+    s = load_settings({})
+    assert s.broker.url == "memory://" and s.database.url.startswith("sqlite")
+    assert s.cache.redis_url is None and s.providers.openai_api_key is None
+
+
+def test_nested_groups_from_env() -> None:
+    s = load_settings({"SLUICE_BROKER__URL": "redis://h:6379/0",
+                       "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "400",
+                       "SLUICE_LANES__INTERACTIVE__PRIORITY": "8",
+                       "SLUICE_ROUTING__CHEAP_MODEL": "claude-haiku-4-5",
+                       "SLUICE_PROVIDERS__FALLBACKS": '{"gpt-4o": ["claude-sonnet-4-6"]}',
+                       "SLUICE_PROVIDERS__CACHE_TTL_BY_FEATURE": '{"docs": "1h"}'})
+    assert s.broker.url == "redis://h:6379/0"
+    assert s.lanes.get("async").batch_timeout_ms == 400
+    assert s.lanes.get("interactive").priority == 8
+    assert s.routing.model_for("cheap") == "claude-haiku-4-5"
+    assert s.providers.fallbacks == {"gpt-4o": ["claude-sonnet-4-6"]}
+    assert s.providers.ttl_for("docs") == "1h" and s.providers.ttl_for("other") == "5m"
+
+
+def test_lane_timeouts_are_distinct_by_default() -> None:
+    s = Settings()
+    assert s.lanes.get("interactive").batch_timeout_ms < s.lanes.get("async").batch_timeout_ms
+    assert s.lanes.get("interactive").priority > s.lanes.get("async").priority
+
+
+def test_provider_keys_are_secret_and_taken_from_provider_variables() -> None:
+    s = load_settings({"OPENAI_API_KEY": "sk-live-123", "ANTHROPIC_API_KEY": "ak-456"})
+    assert s.providers.openai_api_key is not None
+    assert s.providers.openai_api_key.get_secret_value() == "sk-live-123"
+    dumped = repr(s) + s.model_dump_json()
+    assert "sk-live-123" not in dumped and "ak-456" not in dumped
+
+
+def test_sluice_key_wins_over_provider_variable() -> None:
+    s = load_settings({"OPENAI_API_KEY": "a", "SLUICE_PROVIDERS__OPENAI_API_KEY": "b"})
+    assert s.providers.openai_api_key.get_secret_value() == "b"  # type: ignore[union-attr]
