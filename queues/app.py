@@ -23,7 +23,26 @@ def create_app(settings: Settings, *, name: str = "sluicegate") -> Celery:
     app.conf.update(celery_config(settings))
     # Workers read their settings from the app they were started with, not from import time.
     app.sluice_settings = settings  # type: ignore[attr-defined]
+    _redact_worker_logs(settings)
     return app
+
+
+def _redact_worker_logs(settings: Settings) -> None:
+    """Mask provider keys in every log line a worker of this app writes."""
+    from celery import signals
+
+    from models.domain.redact import Redactor, install
+
+    p = settings.providers
+    redactor = Redactor(k.get_secret_value() for k in (p.openai_api_key, p.anthropic_api_key)
+                        if k is not None)
+
+    def on_setup(logger: Any = None, **_: Any) -> None:
+        install(redactor, [logger] if logger is not None else None)
+
+    # weak=False: the handler is a closure that must outlive this function.
+    signals.after_setup_logger.connect(on_setup, weak=False)
+    signals.after_setup_task_logger.connect(on_setup, weak=False)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class MemoryResponseCache(ResponseCacheBase):
     def _get(self, entry: str) -> bytes | None:
         return self.state.get(entry)
 
-    def _put(self, entry: str, index: str, value: bytes, ttl_ms: int, lock: str) -> None:
+    def _put(self, entry: str, index: str, value: bytes, ttl_ms: int, lock: str) -> bool:
         st, now = self.state, time.monotonic()
         with st.lock:
             expires = now + ttl_ms / 1000.0
@@ -68,6 +68,7 @@ class MemoryResponseCache(ResponseCacheBase):
             while len(st.entries) > st.max_entries:  # least recently used first
                 st.entries.popitem(last=False)
         st.flights.release(lock)
+        return True
 
     def _delete_matching(self, pattern: str) -> int:
         st = self.state

@@ -51,8 +51,9 @@ class ResponseCacheBase(ABC):
 
     #: Store errors meaning "unavailable now": the call becomes a miss, never the caller's error.
     transient: tuple[type[BaseException], ...] = (OSError,)
-    #: After a failure the store is skipped this long, so a dead host costs one timeout, not one
-    #: per request.
+    #: After ``trip_after`` failures in a row the store is skipped for ``backoff_s``: a dead host
+    #: then costs a few timeouts, not one per request; one slow reply (a blip) does not trip it.
+    trip_after = 3
     backoff_s = 1.0
     backend = "base"
 
@@ -68,21 +69,20 @@ class ResponseCacheBase(ABC):
         self._count_lock = threading.Lock()
         self._models: dict[str, str] = {}
         self._down_until = 0.0
+        self._failures = 0
 
-    # -- the store's primitives ------------------------------------------------------------
     @abstractmethod
     def _get(self, entry: str) -> bytes | None:
         """The value at ``entry``."""
 
     @abstractmethod
-    def _put(self, entry: str, index: str, value: bytes, ttl_ms: int, lock: str) -> None:
+    def _put(self, entry: str, index: str, value: bytes, ttl_ms: int, lock: str) -> bool:
         """Write ``value`` with ``ttl_ms``, cap the scope's ``index``, release ``lock``."""
 
     @abstractmethod
     def _delete_matching(self, pattern: str) -> int:
         """Delete keys matching the glob ``pattern``; how many."""
 
-    # -- the ResponseCache protocol ---------------------------------------------------------
     def lookup(self, request: ChatRequest) -> ChatResult | None:
         """A stored answer for an equivalent request of the same scope, or None (fails open)."""
         started = time.perf_counter()
@@ -95,10 +95,13 @@ class ResponseCacheBase(ABC):
         key = self.key(request, policy)
         entry = self.entry_key(key)
         raw, how = self._safe(self._get, entry), "hit"
+        if raw is None and self._failures:  # the store is down: no point waiting on it
+            self._count("miss")
+            return None
         if raw is None and policy.policy.semantic:
             raw, how = self._semantic_lookup(key, policy), "semantic_hit"
         if raw is None and self.config.single_flight_wait_s > 0:
-            raw, how = self._follow(key, entry), "single_flight_hit"
+            raw, how = self._follow(key, entry, request.request_id), "single_flight_hit"
         result = self._decode(raw) if raw is not None else None
         if result is None:
             self._count("miss")
@@ -120,13 +123,21 @@ class ResponseCacheBase(ABC):
             self._safe(self.flights.release, self.lock_key(key))
             return
         ttl_ms = policy.ttl_s * 1000
-        self._safe(self._put, self.entry_key(key), self.prefix + "i:" + key.scope, value,
-                   ttl_ms, self.lock_key(key))
+        if not self._safe(self._put, self.entry_key(key), self.prefix + "i:" + key.scope, value,
+                          ttl_ms, self.lock_key(key)):
+            return
         self._count("store")
         if policy.policy.semantic:
             self._semantic(self.semantic.add, self._stream(key), key.last_user, key.id, ttl_ms)
 
-    # -- inspection and administration ----------------------------------------------------
+    def abandon(self, request: ChatRequest) -> None:
+        """Free the single-flight lock ``request`` took as leader when it will not reach a
+        worker (refused at routing, budget or broker), so identical requests need not wait."""
+        policy = self.policies.get(request.feature)
+        if self.config.single_flight_wait_s > 0 and policy.readable(request):
+            self._safe(self.flights.abandon, self.lock_key(self.key(request, policy)),
+                       request.request_id)
+
     def key(self, request: ChatRequest, policy: CompiledPolicy | None = None,
             report: NormalizationReport | None = None) -> CacheKey:
         """The cache key of ``request`` under its feature's policy."""
@@ -172,7 +183,6 @@ class ResponseCacheBase(ABC):
         with self._count_lock:
             return dict(self.counters)
 
-    # -- internals ----------------------------------------------------------------------------
     def _count(self, name: str, n: int = 1) -> None:
         with self._count_lock:
             self.counters[name] += n
@@ -185,14 +195,15 @@ class ResponseCacheBase(ABC):
             out = op(*args)
         except self.transient as exc:
             self._count("error")
-            first = not self._down_until
-            self._down_until = time.monotonic() + self.backoff_s
-            if first:  # once per outage, not once per request
+            self._failures += 1
+            if self._failures == 1:  # once per outage, not once per request
                 log.warning("response cache (%s) unavailable, serving misses: %s",
                             self.backend, exc)
+            if self._failures >= self.trip_after:
+                self._down_until = time.monotonic() + self.backoff_s
             return None
-        if self._down_until:
-            self._down_until = 0.0
+        if self._failures:
+            self._failures, self._down_until = 0, 0.0
             log.warning("response cache (%s) is back", self.backend)
         return out
 
@@ -203,10 +214,10 @@ class ResponseCacheBase(ABC):
             self._count("corrupt")
             return None
 
-    def _follow(self, key: CacheKey, entry: str) -> bytes | None:
+    def _follow(self, key: CacheKey, entry: str, owner: str) -> bytes | None:
         wait_s = self.config.single_flight_wait_s
         lock = self.lock_key(key)
-        leader = self._safe(self.flights.acquire, lock, int(wait_s * 1000))
+        leader = self._safe(self.flights.acquire, lock, int(wait_s * 1000), owner)
         if leader is None or leader:
             return None
         self._count("single_flight_wait")
@@ -225,13 +236,15 @@ class ResponseCacheBase(ABC):
     def _semantic(self, op: Callable[..., T], *args: Any) -> T | None:
         try:
             return self._safe(op, *args)
-        except (SluiceError, ImportError, RuntimeError) as exc:
+        except (SluiceError, ImportError, RuntimeError, ValueError) as exc:
             # No embeddings model here (or it failed): the exact cache still serves.
             self._count("semantic_error")
             log.warning("semantic cache lookup failed, exact matches only: %s", exc)
             return None
 
 
+# One round trip per store. It deletes evicted entries it was not handed as KEYS: fine on one
+# Redis; a Redis Cluster would need the scope as a hash tag in every key.
 _STORE = """
 local ttl, now = tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
@@ -276,10 +289,11 @@ class RedisResponseCache(ResponseCacheBase):
         value: bytes | None = self.client.get(entry)
         return value
 
-    def _put(self, entry: str, index: str, value: bytes, ttl_ms: int, lock: str) -> None:
+    def _put(self, entry: str, index: str, value: bytes, ttl_ms: int, lock: str) -> bool:
         self._store_script(keys=[entry, index, lock],
                            args=[value, ttl_ms, int(time.time() * 1000),
                                  self.config.max_entries_per_scope])
+        return True
 
     def _delete_matching(self, pattern: str) -> int:
         removed = 0

@@ -59,7 +59,7 @@ class VectorLog(ABC):
 
     @abstractmethod
     def append(self, stream: str, record: bytes, maxlen: int, ttl_ms: int) -> None:
-        """Add ``record`` to ``stream``, keeping about ``maxlen`` newest; expire after ``ttl_ms``."""
+        """Add ``record`` to ``stream``, keeping about ``maxlen`` newest, for ``ttl_ms``."""
 
     @abstractmethod
     def read(self, stream: str, after: str) -> list[tuple[str, bytes]]:

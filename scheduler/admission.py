@@ -18,7 +18,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db.budgets import BudgetRow, ReservationRow, to_budget
-from models.domain.budget import PAUSING_SCOPES, Budget, pause_queues, refusal, request_keys
+from models.domain.budget import (PAUSING_SCOPES, SCOPES, WINDOWS, Budget, pause_queues, refusal,
+                                  request_keys)
 from models.domain.errors import QueuePaused
 from models.domain.request import ChatRequest
 from models.domain.result import Route
@@ -68,8 +69,8 @@ class AdmissionConfig:
     pause_cache_ttl_s: float = 1.0
     #: Added to the lane's time limit to get a reservation's expiry.
     lease_margin_s: float = 60.0
-    #: Connections of the admission pool (PostgreSQL); one per concurrent producer is ideal.
-    pool_size: int = 16
+    #: Connections of the admission pool (PostgreSQL), and as many again under bursts.
+    pool_size: int = 8
 
 
 class SqlAdmission:
@@ -108,7 +109,7 @@ class SqlAdmission:
             fits, budgets = self._try_reserve(rid, ids, request, route, amount)
             if fits:
                 return rid
-            full = [b for b in budgets if not b.fits(amount)]
+            full = sorted((b for b in budgets if not b.fits(amount)), key=_widest_first)
             if len(budgets) == len(ids) and full:
                 self._on_refusal(full[0], amount)
                 raise refusal(full[0], amount)
@@ -170,7 +171,7 @@ class SqlAdmission:
         if reservation_id is None:
             return self.reserve(request, route, amount)
         now = self.clock()
-        with self._tx(None, "renew a reservation") as s:
+        with self._tx(None, "renew a reservation", refusing=True) as s:
             row = s.execute(update(ReservationRow)
                             .where(ReservationRow.id == reservation_id,
                                    ReservationRow.state == "open")
@@ -188,6 +189,11 @@ class SqlAdmission:
     def invalidate(self) -> None:
         """Forget the cached budget list (after setting budgets in this process)."""
         self._loaded_at = float("-inf")
+
+    def close(self) -> None:
+        """Close the admission pool's connections."""
+        if self._fast is not None:
+            self._fast.dispose()
 
     # --- internals ---
 
@@ -223,7 +229,7 @@ class SqlAdmission:
         return index
 
     def _roll(self, now: datetime) -> None:
-        with self._tx(None, "roll budget windows") as s:
+        with self._tx(None, "roll budget windows", refusing=True) as s:
             governor.roll_windows(s, now)
             governor.resume_finished_budget_pauses(s)
         self.invalidate()
@@ -260,7 +266,7 @@ class SqlAdmission:
 
     def _reserve_portable(self, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
         amount, ids = params["amount"], params["ids"]
-        with self._tx(None, "reserve budget") as s:
+        with self._tx(None, "reserve budget", refusing=True) as s:
             # The UPDATE takes the write lock first (SQLite) and re-checks each limit itself.
             got = s.scalars(update(BudgetRow)
                             .where(BudgetRow.id.in_(ids),
@@ -316,7 +322,8 @@ class SqlAdmission:
                 self._soft_seen.add((b.id, b.window_start))
 
     @contextmanager
-    def _tx(self, session: Session | None, doing: str) -> Iterator[Session]:
+    def _tx(self, session: Session | None, doing: str, *, refusing: bool = False
+            ) -> Iterator[Session]:
         if session is not None:
             yield session
             return
@@ -325,7 +332,7 @@ class SqlAdmission:
                 yield s
                 s.commit()
         except SQLAlchemyError as exc:
-            raise unreachable(exc, doing) from exc
+            raise unreachable(exc, doing, refusing=refusing) from exc
 
 
 def _close(rid: str, before: str, after: str, now: datetime, actual: Decimal | None) -> Any:
@@ -343,6 +350,10 @@ def _budget_of(row: Any) -> Budget:
                   soft_limit=row.soft_limit, spent=row.spent, reserved=row.reserved,
                   window_start=row.window_start, resets_at=row.resets_at, id=row.id,
                   webhook_url=row.webhook_url)
+
+
+def _widest_first(budget: Budget) -> tuple[int, int, int]:
+    return SCOPES.index(budget.scope), WINDOWS.index(budget.window), budget.id
 
 
 def _minus(budget: Budget, amount: Decimal) -> Budget:

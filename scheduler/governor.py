@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db.budgets import (AlertRow, BudgetRow, PauseRow, ReservationRow, aware,
                                insert_ignore, to_budget)
-from models.domain.budget import WINDOWS, Budget, pause_queues, usd, window_bounds
+from models.domain.budget import WINDOWS, Budget, pause_queues, plain, usd, window_bounds
 from models.domain.errors import LedgerError
 from models.domain.settings import Settings
 
@@ -77,13 +77,16 @@ def build_pause_book(settings: Settings, sessions: sessionmaker[Session]) -> Sql
     return SqlPauseBook(sessions)
 
 
-def unreachable(exc: Exception, doing: str) -> LedgerError:
-    """A LedgerError that says admission refused because the budget tables could not be used."""
+def unreachable(exc: Exception, doing: str, *, refusing: bool = True) -> LedgerError:
+    """A LedgerError saying the budget tables could not be used (and, if so, that admission
+    refused: nothing was dispatched)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    head = "budget admission refused: " if refusing else ""
+    tail = "nothing was dispatched. " if refusing else ""
     return LedgerError(
-        f"budget admission refused: could not {doing} in the ledger database ({first}); "
-        "nothing was dispatched. Check that the database runs, that SLUICE_DATABASE__URL points "
-        "at it and that `sluice migrate` ran, then retry", doing=doing)
+        f"{head}could not {doing} in the ledger database ({first}); {tail}Check that the "
+        "database runs, that SLUICE_DATABASE__URL points at it and that `sluice migrate` ran, "
+        "then retry", doing=doing)
 
 
 # --- durable pauses and the workers' consumers ---
@@ -111,7 +114,7 @@ def pause(sessions: sessionmaker[Session], queues: Iterable[str], reason: str, *
                 added.append(q)
         s.commit()
     for q in added:
-        log.warning("queue %s paused (%s): %s", q, cause, reason)
+        log.warning("queue %s paused: %s", q, reason)
     if control is not None:
         for q in queues:
             control.cancel_consumer(q)
@@ -251,9 +254,9 @@ def deliver_alerts(session: Session, post: Callable[[str, dict[str, Any]], Any],
     sent = 0
     for alert, budget in rows:
         payload = {"budget": f"{budget.scope}:{budget.key}:{budget.window}", "kind": alert.kind,
-                   "message": alert.message, "spent": str(budget.spent),
-                   "hard_limit": str(budget.hard_limit),
-                   "soft_limit": None if budget.soft_limit is None else str(budget.soft_limit),
+                   "message": alert.message, "spent": plain(budget.spent),
+                   "hard_limit": plain(budget.hard_limit),
+                   "soft_limit": None if budget.soft_limit is None else plain(budget.soft_limit),
                    "window_start": aware(alert.window_start).isoformat()}
         alert.attempts += 1
         try:

@@ -15,6 +15,7 @@ from models.domain.errors import (ProviderError, ProviderRetryable, SluiceError,
 from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply
+from workers.batch.seam import batch_reply
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
@@ -53,7 +54,9 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
         _fail(rt, env, err)
         return error_reply(req.request_id, err)
     finished = time.time()
-    cost = cost_of(reply.usage, model)
+    # An answer from a provider Batch API (workers/batch) is billed at the batch discount.
+    batch = bool(reply.extra.get("batch"))
+    cost = cost_of(reply.usage, model, batch=batch)
     result = ChatResult(
         request_id=req.request_id, text=reply.text, provider=model.provider, model=model.name,
         route=route if model.name == route.model else route.model_copy(
@@ -65,7 +68,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))
-    row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash)
+    row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
     with rt.session() as s:
         first = ledger.finish(s, row)
@@ -92,6 +95,13 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
     chain = [primary] + [rt.catalogue.get(n)
                          for n in rt.settings.providers.fallbacks.get(primary.name, [])]
     scope = f"{env.request.org}/{env.request.team}/{env.request.feature}"
+    # Seam: an async request opted into provider Batch APIs waits here for its batch to answer
+    # (this process's collector gathers it with others); None means call the provider directly.
+    batched = batch_reply(rt, ProviderCall(request=env.request, model=primary, cache_scope=scope,
+                                           cache_ttl=rt.settings.providers.ttl_for(
+                                               env.request.feature)))
+    if batched is not None:
+        return batched, primary
     last: ProviderError | None = None
     for model in chain:
         call = ProviderCall(request=env.request, model=model, cache_scope=scope,

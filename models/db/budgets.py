@@ -130,8 +130,11 @@ def insert_ignore(session: Session, table: Any, values: dict[str, Any],
     """INSERT ``values`` unless a row with the same ``keys`` exists; True when this call wrote it."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return bool(session.execute(stmt).rowcount)
+    # RETURNING, not rowcount: SQLAlchemy 2.1 reports rowcount -1 for an INSERT that fetches
+    # an autoincrement key, which would make every duplicate look new.
+    stmt = (insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+            .returning(*[table.c[k] for k in keys]))
+    return session.execute(stmt).first() is not None
 
 
 def set_budget(session: Session, scope: str, key: str, window: str, *, hard: Decimal,

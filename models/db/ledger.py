@@ -261,7 +261,7 @@ def iter_rows(session: Session, *, since: datetime | None = None, until: datetim
 
 
 def export_columns() -> list[str]:
-    """Ledger attribute names in table order, as an export writes them (``user``, not ``user_id``)."""
+    """Ledger attribute names in table order, as exports write them (``user``, not ``user_id``)."""
     from sqlalchemy import inspect
 
     return [attr.key for attr in inspect(LedgerRow).column_attrs]
@@ -287,3 +287,19 @@ def _time_bucket(unit: str, dialect: str) -> Any:
         return func.to_char(utc, "YYYY-MM-DD" if unit == "day" else "YYYY-MM-DD HH24:00")
     # SQLite keeps the UTC wall time as text; strftime reads it as is.
     return func.strftime("%Y-%m-%d" if unit == "day" else "%Y-%m-%d %H:00", LedgerRow.created_at)
+
+
+def latency_histogram(session: Session, bounds: tuple[float, ...], *, group: str = "lane",
+                      outcome: str = "ok") -> dict[str, tuple[list[int], int, float]]:
+    """Per ``group`` value: cumulative row counts at or under each bound (ms), count and sum.
+
+    Only rows of ``outcome`` count: a cache-hit row carries the timings of the answer it
+    reused, not the time the hit took.
+    """
+    col = _GROUPS[group]
+    buckets = [func.sum(case((LedgerRow.latency_ms <= b, 1), else_=0)) for b in bounds]
+    stmt = (select(col, *buckets, func.count(), func.coalesce(func.sum(LedgerRow.latency_ms), 0))
+            .where(LedgerRow.outcome == outcome).group_by(col))
+    n = len(bounds)
+    return {str(row[0]): ([int(v or 0) for v in row[1:n + 1]], int(row[n + 1]),
+                          float(row[n + 2])) for row in session.execute(stmt)}

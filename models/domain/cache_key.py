@@ -1,4 +1,4 @@
-"""The response-cache key: a hash of a prefix-free encoding of everything that changes the answer."""
+"""The response-cache key: a hash of a prefix-free encoding of all that changes the answer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from models.domain.cache_policy import CompiledPolicy
 from models.domain.normalize import NormalizationReport
-from models.domain.request import TIER_POLICIES, CachePolicy, ChatRequest, Message, StaticPart, ToolDef
+from models.domain.request import (TIER_POLICIES, CachePolicy, ChatRequest, Message, StaticPart,
+                                   ToolDef)
 from models.domain.settings import RoutingSettings
 
 #: Bump when the encoding changes: old entries then simply stop matching.

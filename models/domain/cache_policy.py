@@ -1,4 +1,4 @@
-"""Per-feature response-cache policy: what is cacheable, for how long, normalized how, shared how."""
+"""Per-feature response-cache policy: what is cacheable, for how long, normalized and shared how."""
 
 from __future__ import annotations
 

@@ -124,8 +124,12 @@ class Normalizer:
             out = lowered
         before = out
         out = canonical_whitespace(out, self.spec.whitespace)
-        if report is not None and out != before:
-            report.steps.add("whitespace")
+        if out != before:
+            if report is not None:
+                report.steps.add("whitespace")
+            # Dropping an invisible character can leave a base letter and a combining mark
+            # side by side again.
+            out = unicodedata.normalize("NFC", out)
         return out
 
 

@@ -40,7 +40,7 @@ class CacheSettings(BaseModel):
     #: Per-feature policies by feature name; ``"*"`` applies to features not listed.
     features: dict[str, FeatureCachePolicy] = Field(default_factory=dict)
     #: Redis socket timeouts: past this the lookup is a miss (the cache fails open).
-    timeout_ms: float = 50.0
+    timeout_ms: float = 100.0
     #: Values larger than this (after compression) are not stored.
     max_value_bytes: int = 512 * 1024
     #: Entries kept per scope; the soonest to expire are evicted first.
@@ -126,6 +126,23 @@ class GpuSettings(BaseModel):
     kv_cache_memory_bytes: int = 512 * 1024 * 1024
 
 
+class BatchSettings(BaseModel):
+    """The async lane on provider Batch APIs (50 % off): opt-in globally, per feature or per request.
+
+    A request opts in with the tag ``batch="true"`` (and out with ``"false"``); only async-lane
+    requests routed to a hosted provider (OpenAI, Anthropic) are ever batched.
+    """
+
+    #: Batch every eligible async request.
+    enabled: bool = False
+    #: Features whose async requests are batched even when ``enabled`` is off.
+    features: list[str] = Field(default_factory=list)
+    #: Seconds between polls of a submitted batch (real providers take minutes to hours).
+    poll_interval_s: float = 30.0
+    #: How long a task waits for its batch; 0 means the async lane's soft time limit less 10 s.
+    max_wait_s: float = 0.0
+
+
 class Settings(BaseSettings):
     """Everything configurable, in nested groups (``SLUICE_BROKER__URL`` and so on)."""
 
@@ -139,6 +156,7 @@ class Settings(BaseSettings):
     lanes: LanesSettings = LanesSettings()
     routing: RoutingSettings = RoutingSettings()
     gpu: GpuSettings = GpuSettings()
+    batch: BatchSettings = BatchSettings()
     prices_path: Path | None = None
     #: Where embedded-default state (SQLite ledger, stand-in logs) goes.
     home: Path = Path(".sluice")

@@ -1,10 +1,9 @@
-"""``python -m ops.bench.gpu_batching --n 32``: N requests through the GPU lane, concurrent vs serial."""
+"""``python -m ops.bench.gpu_batching --n 32``: GPU-lane requests, concurrent against serial."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -110,9 +109,10 @@ def measure(host: Any, provider: Any, gateway: Any, args: argparse.Namespace) ->
         return host.submit(prompt(i, args.words), **kw).result(timeout=300).output_tokens
 
     def chat(i: int, lane: str) -> ChatRequest:
-        return ChatRequest(team="bench", feature="gpu-batching", lane=lane, model="self-hosted",
-                           messages=({"role": "user", "content": prompt(i, args.words)},),
-                           max_tokens=args.max_tokens, cache={"mode": "bypass"})
+        return ChatRequest.model_validate({
+            "team": "bench", "feature": "gpu-batching", "lane": lane, "model": "self-hosted",
+            "messages": [{"role": "user", "content": prompt(i, args.words)}],
+            "max_tokens": args.max_tokens, "cache": {"mode": "bypass"}})
 
     def via_provider(lane: str) -> Callable[[int], int]:
         return lambda i: provider.complete(ProviderCall(chat(i, lane), spec)).usage.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -117,6 +118,10 @@ def export(
                            fmt, fh)
     except (SQLAlchemyError, SluiceError) as exc:
         raise fail(err_console, describe_failure(exc, db), EXIT_FAILED) from None
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_FAILED) from None
     except OSError as exc:
         raise fail(err_console, f"cannot write {out}: {exc.strerror or exc}", EXIT_FAILED) \
             from None

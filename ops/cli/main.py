@@ -22,6 +22,10 @@ err_console = Console(stderr=True)
 
 def _mount_subcommands() -> None:
     # Each sub-app lives in its own module; mounting happens when the CLI runs, not at import.
+    from ops.cli import keys as keys_cli, serve as serve_cli
+
+    app.command(name="serve")(serve_cli.serve)
+    app.add_typer(keys_cli.keys_app, name="keys")
     from ops.cli import budget as budget_cli, queues as queues_cli
 
     app.add_typer(budget_cli.budget_app, name="budget")
@@ -30,6 +34,18 @@ def _mount_subcommands() -> None:
 
     app.command(name="spend")(spend_cli.spend)
     app.add_typer(ledger_export.ledger_app, name="ledger")
+    from ops.cli import replay as replay_cli
+
+    app.command(name="replay")(replay_cli.replay)
+    from ops.cli import report as report_cli
+
+    app.command(name="report")(report_cli.report)
+    from ops.cli import flower as flower_cli, metrics as metrics_cli
+
+    app.add_typer(metrics_cli.metrics_app, name="metrics")
+    app.command(name="flower", context_settings={"allow_extra_args": True,
+                                                 "ignore_unknown_options": True})(
+        flower_cli.flower)
     from ops.cli import cache as cache_cli
 
     app.add_typer(cache_cli.cache_app, name="cache")

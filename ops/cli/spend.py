@@ -46,7 +46,7 @@ def parse_when(text: str | None, *, now: datetime | None = None) -> datetime | N
 
 
 def parse_groups(by: str) -> list[str]:
-    """The ledger groups named by ``--by`` (aliases resolved), or a UsageError naming the bad one."""
+    """The ledger groups ``--by`` names (aliases resolved); a UsageError names a bad one."""
     names = [g.strip().lower() for g in by.split(",") if g.strip()]
     bad = [g for g in names if g not in GROUPS]
     if bad:
@@ -129,8 +129,8 @@ def spend(
                              "lines": spend_json(lines, groups),
                              "total": spend_json([total], [])[0]})
         return
-    scope = (f" of team {team}" if team else "") + (f" since {start:%Y-%m-%d %H:%M} UTC"
-                                                    if start else "")
+    scope = (f" (team {team})" if team else "") + (f" since {start:%Y-%m-%d %H:%M} UTC"
+                                                   if start else "")
     if not total.requests:
         console.print(f"no requests in the ledger{scope}")
         return

@@ -58,7 +58,7 @@ class TinyModelSpec:
 
 def default_model_dir(root: str | os.PathLike[str] = ".sluice/models",
                       spec: TinyModelSpec = TinyModelSpec()) -> Path:
-    """The cache folder for ``spec`` under ``root``, named by its fingerprint so builds are reused."""
+    """The folder for ``spec`` under ``root``, named by its fingerprint so builds are reused."""
     return Path(root) / f"tiny-llama-{spec.fingerprint()}"
 
 
@@ -71,7 +71,8 @@ def is_built(out_dir: str | os.PathLike[str], spec: TinyModelSpec = TinyModelSpe
         return False
 
 
-def build_tiny_model(out_dir: str | os.PathLike[str], spec: TinyModelSpec = TinyModelSpec()) -> Path:
+def build_tiny_model(out_dir: str | os.PathLike[str],
+                     spec: TinyModelSpec = TinyModelSpec()) -> Path:
     """Write the model and tokenizer to ``out_dir`` (skipped when already built); return the path.
 
     The build goes to a sibling temp folder that is renamed into place at the end, so an
@@ -113,7 +114,8 @@ def _build(out: Path, spec: TinyModelSpec) -> None:
 def _corpus(spec: TinyModelSpec) -> list[str]:
     # Seeded, so the same spec trains the same merges and the fingerprint stays honest.
     rng = random.Random(spec.seed)
-    onsets, vowels, codas = "b c d f g h k l m n p r s t v w z st tr pl gr".split(), "aeiou", "nrstlm"
+    onsets = "b c d f g h k l m n p r s t v w z st tr pl gr".split()
+    vowels, codas = "aeiou", "nrstlm"
     # Made-up words on top of the plain ones give BPE enough distinct merges for ~1.5k tokens.
     coined = ["".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(("", *codas))
                       for _ in range(rng.randint(1, 3))) for _ in range(3000)]

@@ -41,3 +41,15 @@ def cached_embeddings(texts: Sequence[str], embedder: Embedder,
     for i, k in enumerate(keys):
         out[i] = known[k]
     return out
+
+
+class CachedEmbedder:
+    """An embedder that reads and fills the on-disk cache (for training and evaluation)."""
+
+    def __init__(self, embedder: Embedder, cache_dir: Path | None = DEFAULT_CACHE_DIR) -> None:
+        self.embedder = embedder
+        self.cache_dir = cache_dir
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``, from the cache where it has them."""
+        return cached_embeddings(texts, self.embedder, self.cache_dir)

@@ -174,6 +174,21 @@ def test_single_flight_wait_is_bounded(make_cache: Any) -> None:
     assert cache.lookup(req("lost")) is None and time.monotonic() - started < 0.2
 
 
+def test_a_leader_refused_before_the_queue_abandons_its_lock(make_cache: Any) -> None:
+    cache = make_cache(single_flight_wait_s=0.5)
+    assert cache.lookup(req("refused")) is None  # a leader
+    cache.abandon(req("refused"))  # another request id: not the holder, the lock stays
+    started = time.monotonic()
+    assert cache.lookup(req("refused")) is None
+    assert time.monotonic() - started >= 0.4  # it waited for the first leader
+    leader = req("refused")
+    assert cache.lookup(leader) is None  # the lock expired: a new leader
+    cache.abandon(leader)  # e.g. BudgetExceeded: it will never store
+    started = time.monotonic()
+    assert cache.lookup(req("refused")) is None
+    assert time.monotonic() - started < 0.2  # nobody waited for it
+
+
 def test_an_oversized_answer_releases_its_waiters(make_cache: Any) -> None:
     cache = make_cache(max_value_bytes=100, single_flight_wait_s=5)
     assert cache.lookup(req("sf2")) is None
@@ -201,12 +216,27 @@ def test_redis_down_is_a_miss_and_a_warning(caplog: Any) -> None:
     cache = make("redis", f"redis://127.0.0.1:{_free_port()}/0")
     with caplog.at_level(logging.WARNING, logger="queues.response_cache"):
         started = time.monotonic()
-        assert cache.lookup(req("down")) is None
-        cache.store(req("down"), result())  # no exception either
-        assert cache.lookup(req("down")) is None
+        for _ in range(3):
+            assert cache.lookup(req("down")) is None
+            cache.store(req("down"), result())  # no exception either
     assert time.monotonic() - started < 0.5
-    assert cache.stats()["error"] == 1 and cache.stats()["skipped"] >= 2  # backed off
+    # Three failures in a row trip the back-off: later calls skip the store without trying.
+    assert cache.stats()["error"] == 3 and cache.stats()["skipped"] == 3
+    assert cache.stats()["miss"] == 3
     assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_cache_recovers_after_the_back_off(redis_db_url: str, caplog: Any) -> None:
+    cache = make("redis", redis_db_url)
+    real = cache.client
+    cache.client = type(real).from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    for _ in range(3):
+        assert cache.lookup(req("back")) is None
+    assert cache._down_until > 0
+    cache.client, cache._down_until = real, time.monotonic()  # the back-off has elapsed
+    cache.store(req("back"), result())
+    assert cache.lookup(req("back")) is not None and cache._failures == 0
+    cache.flush()
 
 
 def test_a_slow_redis_times_out_quickly() -> None:
@@ -220,3 +250,14 @@ def test_a_slow_redis_times_out_quickly() -> None:
         assert cache.lookup(req("slow")) is None
         assert time.monotonic() - started < 0.4
         assert cache.stats()["error"] == 1
+
+
+def test_the_embedded_default_shares_one_store_between_producer_and_worker() -> None:
+    from queues.response_cache import build_response_cache
+
+    settings = load_settings({}, cache={"key_prefix": f"emb{uuid.uuid4().hex[:8]}:"})
+    producer, worker = build_response_cache(settings), build_response_cache(settings)
+    assert isinstance(producer, MemoryResponseCache) and producer is not worker
+    worker.store(req("shared"), result("from the worker"))  # type: ignore[union-attr]
+    assert producer.lookup(req("shared")).text == "from the worker"  # type: ignore[union-attr]
+    assert build_response_cache(load_settings({}, cache={"enabled": False})) is None

@@ -210,3 +210,31 @@ def test_explain_shows_normalized_form_fired_patterns_and_key(tmp_path: Any,
     assert data["key"].startswith("sluice:rc:e:default|support|faq|~:")
     bad = CliRunner().invoke(cache_app, ["explain", str(tmp_path / "missing.json")])
     assert bad.exit_code == 2
+
+
+def test_feature_policies_come_from_the_environment() -> None:
+    s = load_settings({"SLUICE_CACHE__FEATURES": json.dumps({
+        "faq": {"ttl_s": 60, "lowercase": True, "patterns": ["uuid"], "scope": "team",
+                "custom_patterns": {"ticket": r"TKT-\d+"}},
+        "*": {"enabled": False}})})
+    book = PolicyBook(s.cache.features, s.cache.default_ttl_s)
+    faq = book.get("faq")
+    assert faq.ttl_s == 60 and faq.policy.scope == "team"
+    assert faq.normalizer("Ticket TKT-12 for 123e4567-e89b-12d3-a456-426614174000") == \
+        "ticket <ticket> for <uuid>"
+    assert book.get("anything-else").cacheable(req())[0] is False  # the "*" entry applies
+
+
+@pytest.mark.parametrize("bad, where", [
+    ({"faq": {"patterns": ["nope"]}}, "patterns"),
+    ({"faq": {"custom_patterns": {"t": "(unclosed"}}}, "not a valid regex"),
+    ({"faq": {"semantic_threshold": 1.5}}, "semantic_threshold"),
+    ({"faq": {"scope": "galaxy"}}, "scope"),
+    ({"faq": {"colour": "blue"}}, "colour"),
+])
+def test_bad_feature_policies_are_refused_naming_the_field(bad: dict[str, Any],
+                                                           where: str) -> None:
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match=where):
+        load_settings({"SLUICE_CACHE__FEATURES": json.dumps(bad)})

@@ -1,4 +1,4 @@
-"""The async lane's gatherer: hold submissions up to a timeout or a size, then send them together."""
+"""The async lane's gatherer: hold requests up to a timeout or a size, then send them together."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ class LaneBatcher:
             for _, fut in live:
                 _settle(fut, exc)
             return
-        for (_, fut), engine_fut in zip(live, engine_futures):
+        for (_, fut), engine_fut in zip(live, engine_futures, strict=True):
             _link(engine_fut, fut)
 
 

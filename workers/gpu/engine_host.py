@@ -35,7 +35,7 @@ class EngineHost:
                  max_num_batched_tokens: int | None = None, dtype: str = "auto",
                  served_model_name: str | None = None,
                  run_dir: str | os.PathLike[str] | None = None,
-                 start_timeout_s: float = 600.0, shutdown_timeout_s: float = 15.0,
+                 start_timeout_s: float = 600.0, shutdown_timeout_s: float = 30.0,
                  drain_timeout_s: float = 30.0, seed: int = 0) -> None:
         self.model_path = str(model_path)
         self.served_model_name = served_model_name or Path(self.model_path).name
@@ -100,7 +100,8 @@ class EngineHost:
             max_num_seqs=self.max_num_seqs, max_model_len=self.max_model_len,
             max_num_batched_tokens=self.max_num_batched_tokens,
             enable_prefix_caching=self.enable_prefix_caching,
-            kv_cache_memory_bytes=self.kv_cache_memory_bytes, dtype=self.dtype, seed=self.seed,
+            kv_cache_memory_bytes=self.kv_cache_memory_bytes, dtype=self.dtype,  # type: ignore[arg-type]
+            seed=self.seed,
             # eager: no torch.compile/inductor warm-up, which is slow on CPU and buys little here
             enforce_eager=True,
             # lanes map to priorities: the interactive lane overtakes queued async work
@@ -184,7 +185,7 @@ class EngineHost:
         with self._lock:
             loop = self._check_running()
             self._inflight += len(requests)
-        futures = [Future() for _ in requests]
+        futures: list[Future[EngineOutput]] = [Future() for _ in requests]
         for fut in futures:
             fut.add_done_callback(self._one_done)
         loop.call_soon_threadsafe(self._launch, list(requests), futures)
@@ -203,7 +204,7 @@ class EngineHost:
 
     def _launch(self, requests: list[EngineRequest], futures: list[Future[EngineOutput]]) -> None:
         # Runs on the loop thread: one task per request, all created before the next await.
-        for req, fut in zip(requests, futures):
+        for req, fut in zip(requests, futures, strict=True):
             task = asyncio.ensure_future(self._generate(req, time.perf_counter()))
             task._sluice_request = True  # type: ignore[attr-defined]
             chain(task, fut)

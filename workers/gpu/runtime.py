@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,6 +21,7 @@ from workers.gpu.vllm_errors import engine_dead
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.vllm_engine import VllmEngineProvider
 
+log = logging.getLogger("sluicegate.gpu")
 GPU_QUEUE_SUFFIX = ".gpu"
 _UID_INIT = "sluicegate.gpu.worker_init"
 _UID_STOP = "sluicegate.gpu.worker_shutdown"
@@ -41,8 +44,10 @@ class GpuRuntime:
 
     def stop(self) -> None:
         """Send what the batcher holds, then drain and stop the engine."""
+        t0 = time.monotonic()
         self.batcher.close()
         self.host.shutdown()
+        log.info("vLLM engine stopped in %.1f s", time.monotonic() - t0)
 
 
 _runtime: GpuRuntime | None = None
@@ -67,7 +72,11 @@ def start_gpu_runtime(settings: Settings, *,
             kv_cache_memory_bytes=gpu.kv_cache_memory_bytes,
             served_model_name=settings.routing.self_hosted_model,
             run_dir=Path(settings.home) / "gpu" / f"run-{os.getpid()}")
+        log.info("starting the vLLM engine on %s (max_num_seqs=%d, prefix caching %s)",
+                 gpu.model_path, gpu.max_num_seqs, "on" if gpu.enable_prefix_caching else "off")
+        t0 = time.monotonic()
         host.start()
+        log.info("vLLM engine ready in %.1f s", time.monotonic() - t0)
         lane = settings.lanes.get("async")
         batcher = LaneBatcher(partial(host.submit_batch, priority=ASYNC_PRIORITY),
                               batch_timeout_ms=lane.batch_timeout_ms, batch_max=lane.batch_max)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from models.domain.errors import EngineDead, ProviderPermanent, ProviderRetryable, SluiceError
 
 PROVIDER = "vllm"
@@ -9,7 +11,7 @@ RESTART_HINT = ("restart the GPU worker (celery ... worker --pool threads "
                 "-Q interactive.gpu,async.gpu); requests are not retried on a dead engine")
 
 
-def engine_dead(why: str, **details: object) -> EngineDead:
+def engine_dead(why: str, **details: Any) -> EngineDead:
     """An :class:`EngineDead` whose message says what happened and what to do."""
     return EngineDead(f"the vLLM engine is not available: {why}; {RESTART_HINT}",
                       provider=PROVIDER, **details)

@@ -50,9 +50,12 @@ def map_sdk_error(provider: str, exc: Exception) -> ProviderError:
 
 
 def _message(exc: Exception) -> str:
+    # Providers echo parts of a rejected key in 401 messages: mask anything key-shaped.
+    from models.domain.redact import Redactor
+
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
-    return str(exc)[:300]
+            return Redactor()(str(err["message"])[:300])
+    return Redactor()(str(exc)[:300])

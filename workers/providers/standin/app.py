@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from models.domain.tokens import encoding
 from workers.providers.standin.anthropic_api import messages
+from workers.providers.standin.batch_api import batch_routes
 from workers.providers.standin.config import StandInConfig
 from workers.providers.standin.errors import openai_error
 from workers.providers.standin.faults import parse_fault
@@ -30,6 +31,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
         Route("/_standin/faults", script_faults, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
+    routes += batch_routes()  # OpenAI Batch and Anthropic Message Batches
     # Load the tokenizer now (about 0.5 s, once per process) rather than in the first request.
     encoding()
     app = Starlette(routes=routes)

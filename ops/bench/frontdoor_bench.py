@@ -1,0 +1,203 @@
+"""Front-door overhead p50 / p99 at 100 and 500 requests/s, beside a LiteLLM proxy, in one run.
+
+    python -m ops.bench.frontdoor_bench [--rates 100,500] [--seconds 8] [--server-workers 2]
+
+Three targets share one zero-latency stand-in: the stand-in called directly, sluicegate's front
+door (uvicorn --factory, with the whole pipeline behind it: response cache, routing, admission,
+Redis, a Celery worker process, the PostgreSQL ledger) and a LiteLLM proxy (PyPI, own venv,
+no database). Load is open loop (requests leave on schedule), unique per request, loopback
+only, bounded in count and time. Overhead = a target's latency percentile minus the direct
+stand-in's at the same rate in the same run, measured the same way for both proxies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from ops.bench.harness import (ROOT, _free_port, bench_env, pct, scratch_database,
+                               standin_process, worker_process)
+from ops.bench.litellm_proxy import DEFAULT_VENV, MASTER_KEY, litellm_process
+from ops.bench.loadgen import RunResult, Target, run_open_loop
+
+MODEL = "gpt-4o-mini"
+
+
+@contextmanager
+def frontdoor_process(env: dict[str, str], port: int, workers: int) -> Iterator[str]:
+    """``uvicorn --factory queues.http.app:from_env`` in its own process(es); yields its URL."""
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "queues.http.app:from_env",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("front door did not start: "
+                                   + (proc.stderr.read().decode()[-2000:] if proc.stderr else ""))
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def mint_key(db_url: str) -> str:
+    """A team key in the benchmark's scratch ledger."""
+    from models.db.api_keys import create_key
+    from models.db.engine import make_engine, session_factory
+
+    engine = make_engine(db_url)
+    with session_factory(engine)() as s:
+        token, _ = create_key(s, team="bench", name="frontdoor-bench")
+        s.commit()
+    engine.dispose()
+    return token
+
+
+def wait_for_drain(env: dict[str, str], queue: str = "interactive.api",
+                   limit_s: float = 60.0) -> None:
+    """Let a backlog left by an overloaded run finish before the next run starts."""
+    import redis
+
+    client = redis.Redis.from_url(env["SLUICE_BROKER__URL"])
+    key = env["SLUICE_BROKER__KEY_PREFIX"] + queue
+    deadline = time.time() + limit_s
+    while client.llen(key) and time.time() < deadline:
+        time.sleep(0.25)
+    client.close()
+    time.sleep(1.0)  # the last tasks taken off the queue are still running
+
+
+def _body(nonce: str) -> Any:
+    def body(i: int) -> dict[str, object]:
+        return {"model": MODEL, "max_tokens": 16, "messages": [
+            {"role": "user", "content": f"Rephrase product title {i} {nonce}"}]}
+    return body
+
+
+def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int,
+        celery_workers: int, venv: Path) -> list[RunResult]:
+    """Measure every target at every rate; returns the measured (not warm-up) runs."""
+    out: list[RunResult] = []
+    with ExitStack() as stack:
+        db = stack.enter_context(scratch_database())
+        standin = stack.enter_context(standin_process())
+        env = bench_env(db, standin)
+        key = mint_key(db)
+        for _ in range(celery_workers):
+            stack.enter_context(worker_process(env, queues="interactive.api", concurrency=32))
+        door = stack.enter_context(frontdoor_process(env, _free_port(), server_workers))
+        litellm = stack.enter_context(litellm_process(standin, _free_port(), model=MODEL,
+                                                      workers=server_workers, venv=venv))
+        nonce = uuid.uuid4().hex[:8]
+        targets = [
+            Target("stand-in direct", standin, "/v1/chat/completions",
+                   {"Authorization": "Bearer sk-direct"}, _body(nonce + "d")),
+            Target("litellm proxy", litellm, "/v1/chat/completions",
+                   {"Authorization": f"Bearer {MASTER_KEY}"}, _body(nonce + "l")),
+            Target("sluicegate front door", door, "/v1/chat/completions",
+                   {"Authorization": f"Bearer {key}", "x-sluice-feature": "bench"},
+                   _body(nonce + "s")),
+        ]
+        offset = 0
+        for rate in rates:
+            for target in targets:
+                asyncio.run(run_open_loop(target, rate, warmup_s, offset=offset))
+                offset += 100_000
+                result = asyncio.run(run_open_loop(target, rate, seconds, offset=offset))
+                offset += 100_000
+                out.append(result)
+                print(f"  {target.name} @ {rate:g}/s: {result.ok}/{result.sent} ok "
+                      f"{result.errors or ''}", flush=True)
+                if target.url == door:
+                    wait_for_drain(env)
+    return out
+
+
+def report(results: list[RunResult], console: Console) -> None:
+    """One table: latency, overhead over the direct stand-in, throughput; then the ratios."""
+    table = Table(title="front-door overhead (ms) = latency - direct stand-in latency, same rate")
+    for col in ("rate/s", "target", "answered", "held/s", "p50", "p99", "overhead p50",
+                "overhead p99"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    ratios: list[tuple[float, float, float]] = []
+    for rate in sorted({r.rate for r in results}):
+        runs = {r.target: r for r in results if r.rate == rate}
+        direct = runs["stand-in direct"]
+        d50, d99 = pct(direct.latencies_ms, 50), pct(direct.latencies_ms, 99)
+        over: dict[str, tuple[float, float]] = {}
+        for name, r in runs.items():
+            if not r.latencies_ms:
+                table.add_row(f"{rate:g}", name, f"0/{r.sent}", "0", "-", "-", "-", "-")
+                continue
+            p50, p99 = pct(r.latencies_ms, 50), pct(r.latencies_ms, 99)
+            over[name] = (p50 - d50, p99 - d99)
+            table.add_row(f"{rate:g}", name, f"{r.ok / max(r.sent, 1):.0%}", f"{r.throughput:.0f}",
+                          f"{p50:.2f}", f"{p99:.2f}",
+                          "-" if r is direct else f"{p50 - d50:.2f}",
+                          "-" if r is direct else f"{p99 - d99:.2f}")
+        if "sluicegate front door" in over and "litellm proxy" in over:
+            s, lite = over["sluicegate front door"], over["litellm proxy"]
+            ratios.append((rate, s[0] / lite[0] if lite[0] > 0 else float("nan"),
+                           s[1] / lite[1] if lite[1] > 0 else float("nan")))
+    console.print(table)
+    for rate, r50, r99 in ratios:
+        console.print(f"[bold]ratio sluicegate / litellm overhead @ {rate:g}/s: "
+                      f"p50 {r50:.2f}x, p99 {r99:.2f}x[/] (goal: p99 <= 0.5x)")
+
+
+def main() -> None:
+    """Parse arguments, run, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="100,500", help="comma-separated requests/s")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run")
+    parser.add_argument("--server-workers", type=int, default=2,
+                        help="uvicorn workers of the front door, and LiteLLM's --num_workers")
+    parser.add_argument("--celery-workers", type=int, default=1,
+                        help="Celery worker processes behind the front door")
+    parser.add_argument("--litellm-venv", type=Path, default=DEFAULT_VENV)
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    try:
+        import uvloop
+
+        uvloop.install()  # the generator's own overhead lands on every target alike; keep it low
+    except ImportError:
+        pass
+    results = run(rates, args.seconds, args.warmup, args.server_workers, args.celery_workers,
+                  args.litellm_venv)
+    console = Console(width=140)
+    console.print(f"{os.cpu_count()} cores; {args.seconds:g} s per run after {args.warmup:g} s "
+                  f"warm-up; {args.server_workers} server workers each; "
+                  f"{args.celery_workers} Celery worker process(es)")
+    report(results, console)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What-if replay: a request trace through the real pipeline once per lever configuration."""

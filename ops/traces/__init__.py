@@ -1,0 +1,1 @@
+"""Request traces for ``sluice replay``, and the script that generates the shipped one."""

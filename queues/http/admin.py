@@ -1,0 +1,108 @@
+"""Operator endpoints: mint, list and revoke API keys; health. Every one needs an operator key."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from models.db.api_keys import ROLES, ApiKeyRow, create_key, list_keys, revoke_key
+from models.domain.errors import ValidationError
+from queues.http.chat import door, guarded, read_json
+from queues.http.context import FrontDoor
+from queues.http.errors import error_response
+
+#: The same rule ChatRequest applies to team and org names.
+_NAME = re.compile(r"^[A-Za-z0-9._:\-/]{1,64}$")
+
+
+def _text(body: dict[str, Any], field: str, default: str | None, pattern: re.Pattern[str] | None,
+          max_len: int = 64) -> str:
+    value = body.get(field, default)
+    if not isinstance(value, str) or (pattern is not None and not pattern.match(value)) \
+            or len(value) > max_len:
+        raise ValidationError(f"{field} must be a string of 1-{max_len} letters, digits or "
+                              "._:-/", field=field)
+    return value
+
+
+def key_json(row: ApiKeyRow) -> dict[str, Any]:
+    """A key's public description (its secret is never stored, so never shown)."""
+    return {"id": row.id, "team": row.team, "org": row.org, "role": row.role, "name": row.name,
+            "created_at": row.created_at.isoformat(),
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
+
+
+@guarded
+async def create_key_endpoint(request: Request) -> Response:
+    """``POST /admin/keys`` ``{team, org?, role?, name?}``: the key is in the answer, once."""
+    fd = door(request)
+    await fd.keys.principal(request, operator=True)
+    body = await read_json(request)
+    unknown = sorted(set(body) - {"team", "org", "role", "name"})
+    if unknown:
+        raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
+    team = _text(body, "team", None, _NAME)
+    org = _text(body, "org", "default", _NAME)
+    role = _text(body, "role", "team", None)
+    if role not in ROLES:
+        raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
+    name = _text(body, "name", "", None, max_len=100)
+    token, info = await run_in_threadpool(_mint, fd, team, org, role, name)
+    return JSONResponse({"id": info.id, "key": token, "team": team, "org": org, "role": role,
+                         "name": name}, status_code=201)
+
+
+def _mint(fd: FrontDoor, team: str, org: str, role: str, name: str) -> Any:
+    with fd.sessions() as s:
+        out = create_key(s, team=team, org=org, role=role, name=name)
+        s.commit()
+    return out
+
+
+@guarded
+async def list_keys_endpoint(request: Request) -> Response:
+    """``GET /admin/keys[?team=T]``."""
+    fd = door(request)
+    await fd.keys.principal(request, operator=True)
+    team = request.query_params.get("team")
+
+    def read() -> list[dict[str, Any]]:
+        with fd.sessions() as s:
+            return [key_json(r) for r in list_keys(s, team)]
+
+    return JSONResponse({"object": "list", "data": await run_in_threadpool(read)})
+
+
+@guarded
+async def revoke_key_endpoint(request: Request) -> Response:
+    """``DELETE /admin/keys/{key_id}``: the key stops working at once in this process."""
+    fd = door(request)
+    await fd.keys.principal(request, operator=True)
+    key_id = request.path_params["key_id"]
+
+    def revoke() -> bool:
+        with fd.sessions() as s:
+            done = revoke_key(s, key_id)
+            s.commit()
+        return done
+
+    if not await run_in_threadpool(revoke):
+        return error_response(404, f"no live key {key_id!r}", param="key_id", code="key_not_found")
+    # Other front-door processes honour the revocation when their memo expires (30 s).
+    fd.keys.forget()
+    return JSONResponse({"id": key_id, "revoked": True})
+
+
+@guarded
+async def health(request: Request) -> Response:
+    """``GET /admin/health``: ledger and broker reachable?"""
+    fd = door(request)
+    await fd.keys.principal(request, operator=True)
+    parts = await run_in_threadpool(fd.health)
+    ok = all(v == "ok" for v in parts.values())
+    return JSONResponse({"status": "ok" if ok else "degraded", **parts},
+                        status_code=200 if ok else 503)

@@ -1,0 +1,94 @@
+"""The front door's ASGI app factory: ``uvicorn --factory queues.http.app:from_env``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from models.domain.request import TIER_POLICIES
+from models.domain.settings import Settings
+from queues.http import admin, chat
+from queues.http.context import FrontDoor
+from queues.http.errors import error_response
+from queues.http.openapi import openapi_schema
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, **gateway_overrides: Any) -> Starlette:
+    """An app serving the OpenAI-compatible API; its parts are built when it starts up.
+
+    ``gateway_overrides`` replace Gateway levers (``admission=...``, ``cache=None``), as for
+    :func:`queues.producer.connect`.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        door = await run_in_threadpool(lambda: FrontDoor.build(settings, **gateway_overrides))
+        app.state.door = door
+        try:
+            yield
+        finally:
+            await door.close()
+
+    async def openapi(request: Request) -> Response:
+        schema = getattr(request.app.state, "openapi", None)
+        if schema is None:  # built once, from the catalogue the gateway routes with
+            door: FrontDoor = request.app.state.door
+            models = [*TIER_POLICIES, *door.catalogue.models]
+            schema = request.app.state.openapi = openapi_schema(models)
+        return JSONResponse(schema)
+
+    routes = [
+        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", chat.get_job, methods=["GET"]),
+        Route("/v1/models", chat.list_models, methods=["GET"]),
+        Route("/admin/keys", admin.create_key_endpoint, methods=["POST"]),
+        Route("/admin/keys", admin.list_keys_endpoint, methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin.revoke_key_endpoint, methods=["DELETE"]),
+        Route("/admin/health", admin.health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error, Exception: server_error})
+
+
+def from_env() -> Starlette:
+    """The app for ``SLUICE_*`` settings read now: the entry point uvicorn's ``--factory`` calls."""
+    from models.domain.settings import load_settings
+
+    return create_app(load_settings())
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers (no key needed; ``/admin/health`` checks dependencies)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 404 / 405 and friends, in OpenAI's error shape."""
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "") or "error"
+    if status == 404:
+        detail = f"no route {request.method} {request.url.path}; see /openapi.json"
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(status, str(detail), headers=getattr(exc, "headers", None))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """An unexpected failure: logged with its traceback, answered in OpenAI's shape."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, f"internal error ({type(exc).__name__}); the request may not "
+                          "have been dispatched: retry it with the same x-sluice-request-id",
+                          retry=False)

@@ -1,0 +1,153 @@
+"""``POST /v1/chat/completions``, ``GET /v1/jobs/{id}``, ``GET /v1/models``: the model endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from models.domain.errors import SluiceError, ValidationError
+from models.domain.request import TIER_POLICIES
+from models.domain.result import ChatResult
+from queues.envelope import ok_reply
+from queues.handle import ReadyHandle, decode_reply
+from queues.http.auth import AuthError
+from queues.http.context import FrontDoor
+from queues.http.errors import error_response, sluice_error_response
+from queues.http.translate import completion_body, param_for, sluice_headers, to_request
+
+#: Bodies past this are refused before parsing (a prompt that large fits no model anyway).
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def door(request: Request) -> FrontDoor:
+    """The front door of the app serving ``request``."""
+    found: FrontDoor = request.app.state.door
+    return found
+
+
+def guarded(handler: Endpoint) -> Endpoint:
+    """Turn our typed errors into OpenAI-shaped responses."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except AuthError as err:
+            return error_response(err.status, err.message, code=err.code)
+        except SluiceError as err:
+            param = getattr(err, "field", None)
+            return sluice_error_response(err, param=param if isinstance(param, str) else None)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The JSON object body, or a ValidationError a client can act on."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ValidationError(f"the body is larger than {MAX_BODY_BYTES} bytes", field="body")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ValidationError(f"the body is larger than {MAX_BODY_BYTES} bytes", field="body")
+    try:
+        body = json.loads(raw, parse_constant=_no_constant)
+        # Lone surrogates parse, but could never be sent on as UTF-8: refuse them here.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError, UnicodeError):
+        raise ValidationError("We could not parse the JSON body of your request: send valid "
+                              "UTF-8 JSON (no NaN or Infinity)", field="body") from None
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", field="body")
+    return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+@guarded
+async def chat_completions(request: Request) -> Response:
+    """Run one chat completion through the pipeline; async-lane requests get a job to poll."""
+    fd = door(request)
+    key = await fd.keys.principal(request)
+    body = await read_json(request)
+    data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
+    data.setdefault("request_id", uuid.uuid4().hex)
+    interactive = data["lane"] != "async"
+    try:
+        handle, watch = await run_in_threadpool(fd.submit, data, asyncio.get_running_loop(),
+                                                interactive)
+    except ValidationError as err:
+        # Name the OpenAI parameter (or header) the client sent, not our internal field.
+        err.field = err.details["field"] = param_for(err.field, origin)
+        raise
+    if watch is not None:
+        result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"]))
+        return completion_response(result)
+    record: dict[str, Any] = {"team": key.team, "org": key.org}
+    if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued
+        record["reply"] = ok_reply(handle.result())
+    await fd.jobs.put(handle.request_id, record)
+    return JSONResponse(job_body(handle.request_id, "completed" if "reply" in record else "queued"),
+                        status_code=202, headers={"x-sluice-request-id": handle.request_id,
+                                                  "location": f"/v1/jobs/{handle.request_id}"})
+
+
+def completion_response(result: ChatResult) -> Response:
+    """A ``chat.completion`` with the ``x-sluice-*`` headers."""
+    return JSONResponse(completion_body(result), headers=sluice_headers(result))
+
+
+def job_body(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    """The ``sluice.job`` object."""
+    return {"id": job_id, "object": "sluice.job", "status": status,
+            "poll": f"/v1/jobs/{job_id}", **extra}
+
+
+@guarded
+async def get_job(request: Request) -> Response:
+    """Where an async-lane job stands, and its completion once done (its team only)."""
+    fd = door(request)
+    key = await fd.keys.principal(request)
+    job_id = request.path_params["job_id"]
+    record = await fd.jobs.get(job_id)
+    if record is None or (not key.is_operator and (record.get("team"), record.get("org"))
+                          != (key.team, key.org)):
+        return error_response(404, f"no job {job_id!r} for this key's team (jobs are kept as "
+                              "long as task results, SLUICE_BROKER__RESULT_EXPIRES)",
+                              param="job_id", code="job_not_found")
+    if record.get("reply"):
+        outcome: ChatResult | SluiceError | None = decode_reply(record["reply"])
+        state = "SUCCESS"
+    else:
+        state, outcome = await run_in_threadpool(fd.job_outcome, job_id)
+    if isinstance(outcome, ChatResult):
+        return JSONResponse(job_body(job_id, "completed", result=completion_body(outcome)),
+                            headers=sluice_headers(outcome))
+    if isinstance(outcome, SluiceError):
+        err = json.loads(sluice_error_response(outcome).body)["error"]
+        return JSONResponse(job_body(job_id, "failed", error=err))
+    return JSONResponse(job_body(job_id, "running" if state in ("STARTED", "RETRY")
+                                 else "queued"))
+
+
+@guarded
+async def list_models(request: Request) -> Response:
+    """Model policies and catalogue models, in OpenAI's ``list`` shape."""
+    fd = door(request)
+    await fd.keys.principal(request)
+    data = [{"id": p, "object": "model", "created": 0, "owned_by": "sluicegate"}
+            for p in TIER_POLICIES]
+    data += [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
+             for m in fd.catalogue.models.values()]
+    return JSONResponse({"object": "list", "data": data})

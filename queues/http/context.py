@@ -1,0 +1,97 @@
+"""What one front-door process holds: the gateway, key book, result waiter and job book."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from celery.result import AsyncResult
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.domain.catalogue import Catalogue
+from models.domain.errors import SluiceError
+from models.domain.result import ChatResult
+from models.domain.settings import Settings
+from queues.app import create_app as create_celery_app
+from queues.handle import Handle, decode_reply
+from queues.http.auth import KeyBook
+from queues.http.jobs import JobBook, build_jobs
+from queues.http.waiter import ResultWaiter, Watch, prepare_app
+from queues.producer import Gateway, connect
+from queues.wiring import ledger_sessions
+
+
+@dataclass
+class FrontDoor:
+    """Built once per process when the ASGI app starts (never at import)."""
+
+    settings: Settings
+    gateway: Gateway
+    keys: KeyBook
+    waiter: ResultWaiter
+    jobs: JobBook
+    sessions: sessionmaker[Session]
+
+    @classmethod
+    def build(cls, settings: Settings, **gateway_overrides: Any) -> FrontDoor:
+        """Wire every part from ``settings``; ``gateway_overrides`` replace Gateway levers."""
+        sessions = ledger_sessions(settings)
+        app = prepare_app(create_celery_app(settings, name="sluicegate-frontdoor"))
+        gateway = connect(settings, app=app, **gateway_overrides)
+        return cls(settings=settings, gateway=gateway, keys=KeyBook(sessions),
+                   waiter=ResultWaiter(app), jobs=build_jobs(settings), sessions=sessions)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The model catalogue the gateway routes with."""
+        return self.gateway.catalogue
+
+    def timeout_for(self, lane: str) -> float:
+        """How long an interactive caller waits: the lane's hard time limit, and a little."""
+        return self.settings.lanes.get(lane).time_limit_s + 5.0
+
+    def submit(self, data: dict[str, Any], loop: asyncio.AbstractEventLoop,
+               watch: bool) -> tuple[Handle, Watch | None]:
+        """Run the producer pipeline (blocking: call in a worker thread) and watch the result."""
+        handle = self.gateway.submit(data)
+        if not watch:
+            return handle, None
+        return handle, self.waiter.watch(handle, loop, self.timeout_for(data.get("lane", "")))
+
+    def job_outcome(self, job_id: str) -> tuple[str, ChatResult | SluiceError | None]:
+        """``(state, outcome)`` of a queued job from the result store (blocking)."""
+        ar = AsyncResult(job_id, app=self.gateway.app, backend=self.waiter.backend)
+        state = ar.state
+        if state == "SUCCESS":
+            return state, decode_reply(ar.result)
+        if state == "FAILURE":
+            return state, SluiceError(f"job {job_id} failed in the worker: {ar.result!r}")
+        return state, None
+
+    def health(self) -> dict[str, str]:
+        """Can this process reach the ledger and the broker? (blocking)"""
+        out: dict[str, str] = {}
+        try:
+            with self.sessions() as s:
+                s.execute(text("SELECT 1"))
+            out["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - a health report lists failures, not raises
+            out["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            with self.gateway.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            out["broker"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            out["broker"] = f"unreachable: {type(exc).__name__}"
+        return out
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        self.waiter.close()
+        await self.jobs.close()
+        self.gateway.close()
+        bind = self.sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()

@@ -1,0 +1,180 @@
+"""The front door's OpenAPI 3.1 document, served at ``/openapi.json`` (and fuzzed in tests)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+_REF = "#/components/schemas/"
+#: The rules ChatRequest applies (models/domain/request.py), so valid examples reach the pipeline.
+NAME_PATTERN = r"^[A-Za-z0-9._:\-/]{1,64}$"
+ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF + schema}}}
+
+
+def _header(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string", **schema}}
+
+
+_ERRORS = {"default": {"description": "An error, in OpenAI's shape.", "content": _json("Error")}}
+_SLUICE_HEADERS = {
+    name: {"description": text, "schema": {"type": "string"}} for name, text in (
+        ("x-sluice-cost", "What this request cost, in USD (a decimal string)."),
+        ("x-sluice-baseline-cost", "What it would have cost with no lever, in USD."),
+        ("x-sluice-route", "tier=...; model=...; queue=..."),
+        ("x-sluice-cache", "hit or miss (the response cache)."),
+        ("x-sluice-request-id", "The request id, also the ledger row's and the job's id."))}
+
+_TEXT_PART = {"type": "object", "required": ["type", "text"],
+              "properties": {"type": {"const": "text"}, "text": {"type": "string",
+                                                                  "minLength": 1}}}
+_SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": _NULLABLE_STR, "code": _NULLABLE_STR}}}},
+    # System/developer turns must lead and the last turn must be the user's (not expressible
+    # here): the 400 then names "messages".
+    "Message": {"type": "object", "required": ["role", "content"], "properties": {
+        "role": {"enum": ["system", "developer", "user", "assistant"]},
+        "content": {"anyOf": [{"type": "string", "minLength": 1},
+                              {"type": "array", "minItems": 1, "items": _TEXT_PART}]},
+        "name": {"type": "string"}}},
+    "Tool": {"type": "object", "required": ["type", "function"], "properties": {
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "parameters": {"type": "object"}}}}},
+    "ChatCompletionRequest": {
+        "type": "object", "required": ["model", "messages"], "additionalProperties": False,
+        "properties": {
+            "model": {"type": "string", "description": "auto, cheap, flagship, self-hosted, or "
+                                                       "a catalogue model (GET /v1/models)."},
+            "messages": {"type": "array", "minItems": 1, "items": {"$ref": _REF + "Message"}},
+            "tools": {"type": "array", "items": {"$ref": _REF + "Tool"}},
+            "tool_choice": {"const": "auto"},
+            "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+            "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1},
+            "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+            "stop": {"anyOf": [{"type": "string"}, {"type": "array", "maxItems": 4,
+                                                     "items": {"type": "string"}},
+                               {"type": "null"}]},
+            "response_format": {"type": "object", "required": ["type"],
+                                "properties": {"type": {"enum": ["text", "json_object"]}}},
+            "user": {"type": "string"},
+            "stream": {"enum": [False, None], "description": "Streaming is not supported yet."},
+            "n": {"enum": [1, None]},
+            "top_p": {"type": ["number", "null"]},
+            "seed": {"type": ["integer", "null"]},
+            "metadata": {"type": ["object", "null"]}}},
+    "ChatCompletion": {
+        "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "chat.completion"},
+            "created": {"type": "integer"}, "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object", "properties": {
+                "index": {"type": "integer"}, "finish_reason": {"type": "string"},
+                "message": {"type": "object", "properties": {
+                    "role": {"const": "assistant"}, "content": _NULLABLE_STR}}}}},
+            "usage": {"type": "object", "required": ["prompt_tokens", "completion_tokens",
+                                                     "total_tokens"], "properties": {
+                "prompt_tokens": {"type": "integer", "description": "Includes cached tokens."},
+                "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"},
+                "prompt_tokens_details": {"type": "object", "properties": {
+                    "cached_tokens": {"type": "integer"}}}}}}},
+    "Job": {"type": "object", "required": ["id", "object", "status"], "properties": {
+        "id": {"type": "string"}, "object": {"const": "sluice.job"},
+        "status": {"enum": ["queued", "running", "completed", "failed"]},
+        "poll": {"type": "string"}, "result": {"$ref": _REF + "ChatCompletion"},
+        "error": {"type": "object"}}},
+    "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
+        "object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}}},
+    "NewKey": {"type": "object", "required": ["team"], "additionalProperties": False,
+               "properties": {"team": {"type": "string", "pattern": NAME_PATTERN},
+                              "org": {"type": "string", "pattern": NAME_PATTERN},
+                              "role": {"enum": ["team", "operator"]}, "name": {"type": "string"}}},
+    "MintedKey": {"type": "object", "required": ["id", "key", "team", "org", "role"],
+                  "properties": {k: {"type": "string"}
+                                 for k in ("id", "key", "team", "org", "role", "name")}},
+    "KeyList": {"type": "object", "required": ["data"], "properties": {
+        "object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}}},
+    "Health": {"type": "object", "required": ["status"], "properties": {
+        "status": {"enum": ["ok", "degraded"]}, "database": {"type": "string"},
+        "broker": {"type": "string"}}},
+}
+
+_CHAT_PARAMS = [
+    _header("x-sluice-feature", "The feature this request is billed to (default 'default').",
+            pattern=NAME_PATTERN),
+    _header("x-sluice-user", "The end user, for attribution (overrides the body's user).",
+            pattern=NAME_PATTERN),
+    _header("x-sluice-lane", "interactive (wait for the answer) or async (202 and a job).",
+            enum=["interactive", "async"]),
+    _header("x-sluice-request-id", "Your id for this request: a retry with it is not billed "
+                                   "twice.", pattern=ID_PATTERN),
+    _header("x-sluice-cache-mode", "use, bypass or refresh the response cache.",
+            enum=["use", "bypass", "refresh"]),
+    _header("x-sluice-batch", "true: an async request may wait for a provider Batch API "
+                              "(50 % off).", enum=["true", "false"]),
+]
+
+
+def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
+    """The whole document; ``models`` (policies and catalogue names) become the model enum."""
+    bearer = [{"bearer": []}]
+    schemas = copy.deepcopy(_SCHEMAS)
+    if models:
+        schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = list(models)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "sluicegate front door", "version": "1",
+                 "description": "OpenAI-compatible chat completions through sluicegate's "
+                                "cache, routing, budgets, queues and ledger."},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": bearer,
+        "paths": {
+            "/v1/chat/completions": {"post": {
+                "operationId": "createChatCompletion", "parameters": _CHAT_PARAMS,
+                "requestBody": {"required": True, "content": _json("ChatCompletionRequest")},
+                "responses": {"200": {"description": "The completion.", "headers": _SLUICE_HEADERS,
+                                      "content": _json("ChatCompletion")},
+                              "202": {"description": "Accepted on the async lane: poll the job.",
+                                      "content": _json("Job")}, **_ERRORS}}},
+            "/v1/jobs/{job_id}": {"get": {
+                "operationId": "getJob",
+                "parameters": [{"name": "job_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The job.", "content": _json("Job")},
+                              **_ERRORS}}},
+            "/v1/models": {"get": {
+                "operationId": "listModels",
+                "responses": {"200": {"description": "Policies and catalogue models.",
+                                      "content": _json("ModelList")}, **_ERRORS}}},
+            "/admin/keys": {
+                "post": {"operationId": "createKey",
+                         "requestBody": {"required": True, "content": _json("NewKey")},
+                         "responses": {"201": {"description": "The new key, shown once.",
+                                               "content": _json("MintedKey")}, **_ERRORS}},
+                "get": {"operationId": "listKeys",
+                        "parameters": [{"name": "team", "in": "query", "required": False,
+                                        "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "Keys (never their secrets).",
+                                              "content": _json("KeyList")}, **_ERRORS}}},
+            "/admin/keys/{key_id}": {"delete": {
+                "operationId": "revokeKey",
+                "parameters": [{"name": "key_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "Revoked."}, **_ERRORS}}},
+            "/admin/health": {"get": {
+                "operationId": "health",
+                "responses": {"200": {"description": "Ledger and broker reachable.",
+                                      "content": _json("Health")}, **_ERRORS}}},
+        },
+    }

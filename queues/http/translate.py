@@ -1,0 +1,198 @@
+"""OpenAI chat-completions bodies to ChatRequest fields, and ChatResults back to completions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from models.domain.errors import ValidationError
+from models.domain.result import ChatResult
+
+#: Accepted and ignored: they tune sampling or bookkeeping we do not model, never the answer's shape.
+IGNORED = frozenset({"top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias",
+                     "parallel_tool_calls", "store", "metadata", "service_tier",
+                     "prompt_cache_key", "safety_identifier", "stream_options"})
+HANDLED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens",
+                     "max_completion_tokens", "temperature", "stop", "response_format", "user",
+                     "stream", "n", "logprobs", "modalities"})
+#: Request headers carrying sluicegate attribution and options.
+H_FEATURE, H_USER, H_LANE = "x-sluice-feature", "x-sluice-user", "x-sluice-lane"
+H_REQUEST_ID, H_CACHE, H_BATCH = "x-sluice-request-id", "x-sluice-cache-mode", "x-sluice-batch"
+_FINISH = {"stop", "length", "tool_calls", "content_filter"}
+
+
+def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str,
+               key_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """ChatRequest fields for an OpenAI body, and where each field came from (its param name).
+
+    Raises ValidationError naming the OpenAI parameter (or sluicegate header) at fault.
+    """
+    origin: dict[str, str] = {"feature": H_FEATURE, "lane": H_LANE, "request_id": H_REQUEST_ID,
+                              "static": "messages", "messages": "messages", "tools": "tools"}
+    for name in body:
+        if name not in HANDLED and name not in IGNORED:
+            _bad(name, f"unrecognized request argument supplied: {name}")
+    _check_unsupported(body)
+    if "model" not in body:
+        _bad("model", "you must provide a model parameter")
+    system, messages = _messages(body.get("messages"))
+    data: dict[str, Any] = {"team": team, "org": org, "model": body["model"],
+                            "messages": messages,
+                            "feature": headers.get(H_FEATURE) or "default",
+                            "lane": headers.get(H_LANE) or "interactive",
+                            "tags": {"key": key_id}}
+    static: dict[str, Any] = {}
+    if system:
+        static["system"] = system
+    if body.get("tools") is not None:
+        static["tools"] = _tools(body["tools"])
+    if static:
+        data["static"] = static
+    for name in ("max_completion_tokens", "max_tokens"):
+        if body.get(name) is not None:
+            data["max_tokens"], origin["max_tokens"] = body[name], name
+            break
+    if body.get("temperature") is not None:
+        data["temperature"] = body["temperature"]
+    if body.get("stop") is not None:
+        data["stop"] = [body["stop"]] if isinstance(body["stop"], str) else body["stop"]
+    if body.get("response_format") is not None:
+        data["response_format"] = _response_format(body["response_format"])
+    user = headers.get(H_USER) or body.get("user")
+    if user is not None:
+        data["user"], origin["user"] = user, H_USER if headers.get(H_USER) else "user"
+    if headers.get(H_REQUEST_ID):
+        data["request_id"] = headers[H_REQUEST_ID]
+    if headers.get(H_CACHE):
+        data["cache"] = {"mode": headers[H_CACHE]}
+        origin["cache"] = H_CACHE
+    if headers.get(H_BATCH):
+        data["tags"]["batch"] = headers[H_BATCH].strip().lower()
+    return data, origin
+
+
+def param_for(field: str, origin: dict[str, str]) -> str:
+    """The OpenAI parameter (or header) a ChatRequest validation error is about."""
+    head = field.split(".", 1)[0]
+    if field.startswith("static.tools"):
+        return "tools"
+    return origin.get(head, head)
+
+
+def _bad(param: str, message: str) -> None:
+    raise ValidationError(message, field=param)
+
+
+def _check_unsupported(body: dict[str, Any]) -> None:
+    if body.get("stream"):
+        _bad("stream", "stream=true is not supported yet; send stream=false")
+    if body.get("n") not in (None, 1):
+        _bad("n", "only n=1 is supported")
+    if body.get("logprobs"):
+        _bad("logprobs", "logprobs are not supported")
+    if body.get("modalities") not in (None, ["text"]):
+        _bad("modalities", "only text output is supported")
+    if body.get("tool_choice") not in (None, "auto"):
+        _bad("tool_choice", "only tool_choice='auto' is supported")
+
+
+def _text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not (isinstance(part, dict) and part.get("type") == "text"
+                    and isinstance(part.get("text"), str)):
+                _bad("messages", f"{where}: only text content parts are supported")
+            parts.append(part["text"])
+        return "\n".join(parts)
+    _bad("messages", f"{where}: content must be a string or an array of text parts")
+    return ""
+
+
+def _messages(raw: Any) -> tuple[str, list[dict[str, str]]]:
+    """Leading system/developer turns become the cacheable system prompt; the rest stay turns."""
+    if not isinstance(raw, list) or not raw:
+        _bad("messages", "messages must be a non-empty array")
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for i, msg in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            _bad("messages", f"{where} must be an object")
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            if turns:
+                _bad("messages", f"{where}: system messages must come before the conversation "
+                                 "(sluicegate sends them first, as the cacheable prefix)")
+            system.append(_text(msg.get("content"), where))
+        elif role in ("user", "assistant"):
+            if msg.get("tool_calls") or msg.get("content") is None:
+                _bad("messages", f"{where}: tool calls in the history are not supported yet")
+            turns.append({"role": role, "content": _text(msg.get("content"), where)})
+        else:
+            _bad("messages", f"{where}: role must be system, developer, user or assistant")
+    if not turns:
+        _bad("messages", "messages must hold at least one user turn")
+    return "\n\n".join(system), turns
+
+
+def _tools(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        _bad("tools", "tools must be an array")
+    out = []
+    for i, tool in enumerate(raw):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not (isinstance(tool, dict) and tool.get("type") == "function" and isinstance(fn, dict)):
+            _bad("tools", f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}")
+        entry: dict[str, Any] = {"name": fn.get("name")}
+        if fn.get("description") is not None:
+            entry["description"] = fn["description"]
+        if fn.get("parameters") is not None:
+            entry["parameters"] = fn["parameters"]
+        out.append(entry)
+    return out
+
+
+def _response_format(raw: Any) -> str:
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "text":
+        return "text"
+    if kind == "json_object":
+        return "json"
+    _bad("response_format", "response_format.type must be 'text' or 'json_object'")
+    return "text"
+
+
+def completion_body(result: ChatResult, *, created: int | None = None) -> dict[str, Any]:
+    """The ``chat.completion`` object for ``result`` (usage counts cached prompt tokens in)."""
+    u = result.usage
+    return {
+        "id": f"chatcmpl-{result.request_id}",
+        "object": "chat.completion",
+        "created": created or int(time.time()),
+        "model": result.model,
+        "choices": [{"index": 0, "logprobs": None,
+                     "finish_reason": result.finish_reason if result.finish_reason in _FINISH
+                     else "stop",
+                     "message": {"role": "assistant", "content": result.text, "refusal": None}}],
+        "usage": {
+            # OpenAI's convention: prompt_tokens INCLUDES the cached ones.
+            "prompt_tokens": u.input_total, "completion_tokens": u.output,
+            "total_tokens": u.input_total + u.output,
+            "prompt_tokens_details": {"cached_tokens": u.cache_read},
+            "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+        },
+        "system_fingerprint": None,
+    }
+
+
+def sluice_headers(result: ChatResult) -> dict[str, str]:
+    """What the levers did, in ``x-sluice-*`` response headers."""
+    r = result.route
+    return {"x-sluice-request-id": result.request_id,
+            "x-sluice-cost": format(result.cost, "f"),
+            "x-sluice-baseline-cost": format(result.baseline_cost, "f"),
+            "x-sluice-route": f"tier={r.tier}; model={result.model}; queue={r.queue}",
+            "x-sluice-cache": "hit" if result.cache_hit else "miss"}

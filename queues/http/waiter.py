@@ -1,0 +1,156 @@
+"""Await task results on the event loop without parking a thread per waiting request.
+
+With a Redis result store Celery pushes each result on a pub/sub channel that ``send_task``
+already subscribed to. One drainer thread reads that channel for the whole process and hands
+each result to the asyncio future waiting for it (``AsyncResult.then``). Result stores that
+only poll (memory, databases) fall back to waiting in a bounded thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from models.domain.errors import ResultTimeout, SluiceError
+from models.domain.result import ChatResult
+from queues.handle import Handle, TaskHandle, decode_reply
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A request being watched: its future, and the pending Celery result behind it, if any."""
+
+    future: asyncio.Future[Any]
+    request_id: str
+    pending: AsyncResult | None = None
+
+
+def prepare_app(app: Celery) -> Celery:
+    """Share one result backend (one pub/sub connection) across threads; call before first use."""
+    app.conf.result_backend_thread_safe = True
+    return app
+
+
+class ResultWaiter:
+    """Turns a submitted request's handle into an awaitable result."""
+
+    def __init__(self, app: Celery, *, threads: int = 64) -> None:
+        self.app = app
+        self.backend = app.backend
+        self.pushes = bool(getattr(self.backend, "is_async", False)
+                           and hasattr(self.backend, "result_consumer"))
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sluice-wait")
+        self._stop = threading.Event()
+        self._drainer: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def watch(self, handle: Handle, loop: asyncio.AbstractEventLoop, timeout: float) -> Watch:
+        """Start watching ``handle``: call from the thread that submitted it, right after.
+
+        Doing this off the event loop matters: registering may touch the result store.
+        """
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not isinstance(handle, TaskHandle):
+            loop.call_soon_threadsafe(_settle, fut, handle.result())
+            return Watch(fut, handle.request_id)
+        if not self.pushes:
+            pool_fut = self._pool.submit(_blocking_reply, handle, timeout)
+            pool_fut.add_done_callback(
+                lambda f: loop.call_soon_threadsafe(_settle_from, fut, f))
+            return Watch(fut, handle.request_id)
+        self._ensure_drainer()
+        ar = AsyncResult(handle.request_id, app=self.app, backend=self.backend)
+
+        def ready(result: AsyncResult) -> None:
+            # Runs on the drainer thread; the meta is cached on ``result``, so no I/O here.
+            loop.call_soon_threadsafe(_settle, fut, _reply_of(result))
+
+        ar.then(ready, weak=False)
+        # One read of the stored result, as AsyncResult.get does: a duplicate of a finished
+        # request (same request id) publishes nothing, since Celery never overwrites SUCCESS.
+        ar.ready()
+        return Watch(fut, handle.request_id, ar)
+
+    async def wait(self, watch: Watch, timeout: float) -> ChatResult:
+        """The result of a watched request, or its typed error; ResultTimeout after ``timeout``."""
+        try:
+            outcome = await asyncio.wait_for(watch.future, timeout)
+        except asyncio.TimeoutError:
+            if watch.pending is not None:
+                self._abandon(watch.pending)
+            raise ResultTimeout(
+                f"request {watch.request_id} has no result after {timeout:g} s; it may still "
+                f"finish: poll GET /v1/jobs/{watch.request_id}",
+                request_id=watch.request_id) from None
+        if isinstance(outcome, SluiceError):
+            raise outcome
+        if isinstance(outcome, ChatResult):
+            return outcome
+        raise SluiceError(f"request {watch.request_id} ended unexpectedly: {outcome!r}")
+
+    def _abandon(self, ar: AsyncResult) -> None:
+        try:
+            self.backend.remove_pending_result(ar)
+        except Exception:  # noqa: BLE001 - only bookkeeping; the result expires anyway
+            log.debug("could not drop pending result %s", ar.id, exc_info=True)
+
+    def _ensure_drainer(self) -> None:
+        if self._drainer is None:
+            with self._lock:
+                if self._drainer is None:
+                    self._drainer = threading.Thread(target=self._drain, daemon=True,
+                                                     name="sluice-result-drainer")
+                    self._drainer.start()
+
+    def _drain(self) -> None:
+        consumer = self.backend.result_consumer
+        while not self._stop.is_set():
+            try:
+                consumer.drain_events(timeout=0.1)
+            except TimeoutError:
+                continue
+            except Exception:  # noqa: BLE001 - a dead drainer would strand every waiter
+                log.warning("result drainer: reading results failed; retrying", exc_info=True)
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        """Stop the drainer and the fallback pool."""
+        self._stop.set()
+        if self._drainer is not None:
+            self._drainer.join(timeout=2)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _reply_of(result: AsyncResult) -> ChatResult | SluiceError:
+    if result.successful():
+        return decode_reply(result.result)
+    return SluiceError(f"request {result.id} failed in the worker: {result.result!r}")
+
+
+def _blocking_reply(handle: Handle, timeout: float) -> ChatResult | SluiceError:
+    try:
+        return handle.result(timeout=timeout)
+    except SluiceError as err:
+        return err
+
+
+def _settle(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _settle_from(fut: asyncio.Future[Any], done: Any) -> None:
+    if fut.done():
+        return
+    exc = done.exception()
+    _settle(fut, exc if exc is not None else done.result())

@@ -1,0 +1,109 @@
+"""The learned router: logistic regression over prompt n-grams, embeddings and heuristic signals."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from models.domain.errors import ConfigError
+from scheduler.router.artifact import RouterArtifact, load_artifact
+from scheduler.router.base import Router, RouteInput
+from scheduler.router.heuristic import HeuristicRouter
+from scheduler.router.textfeatures import NgramSpec, ngram_counts, tfidf_weights
+
+log = logging.getLogger(__name__)
+
+
+class TextEmbedder(Protocol):
+    """Anything that turns texts into an (n, dim) array (the MiniLM embedder, or a cache)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``, one row each."""
+        ...
+
+
+class LearnedRouter(Router):
+    """Scores with the weights of a :class:`RouterArtifact`; build it with :func:`load_router`."""
+
+    name = "learned"
+
+    def __init__(self, artifact: RouterArtifact, embedder: TextEmbedder | None = None) -> None:
+        self.artifact = artifact
+        self.version = artifact.version
+        a, feats = artifact.arrays, artifact.meta["features"]
+        self._intercept = float(a["intercept"][0])
+        self._signals = HeuristicRouter()
+        self._sig_names: list[str] = list(feats.get("signals") or [])
+        if self._sig_names:
+            self._sig_w = a["sig_coef"] / a["sig_scale"]
+            self._intercept -= float(np.dot(self._sig_w, a["sig_mean"]))
+        self._spec: NgramSpec | None = None
+        if feats.get("ngrams"):
+            self._spec = NgramSpec.from_dict(feats["ngrams"])
+            idx = a["ngram_idx"].tolist()
+            # Plain dicts: a single decision touches a few hundred features, and dict lookups
+            # beat numpy fancy indexing at that size.
+            self._idf = dict(zip(idx, a["ngram_idf"].tolist()))
+            self._coef = dict(zip(idx, a["ngram_coef"].tolist()))
+        self._emb_coef = a["emb_coef"] if feats.get("embedding") else None
+        if self._emb_coef is not None and embedder is None:
+            raise ConfigError(f"router artifact {self.version} needs an embedder; "
+                              "load it with load_router()")
+        self._embedder = embedder
+
+    def _logit_text(self, item: RouteInput) -> float:
+        z = self._intercept
+        if self._sig_names:
+            s = self._signals.signals(item)
+            z += sum(w * s[n] for w, n in zip(self._sig_w.tolist(), self._sig_names))
+        if self._spec is not None:
+            weights = tfidf_weights(ngram_counts(item.prompt, self._spec), self._idf)
+            coef = self._coef
+            z += sum(v * coef[i] for i, v in weights.items())
+        return z
+
+    def score_inputs(self, items: Sequence[RouteInput]) -> list[float]:
+        logits = np.array([self._logit_text(item) for item in items], dtype=float)
+        if self._emb_coef is not None and len(items):
+            assert self._embedder is not None
+            vecs = self._embedder.embed([item.prompt for item in items])
+            logits += vecs @ self._emb_coef
+        return [_sigmoid(z) for z in logits.tolist()]
+
+    def score_input(self, item: RouteInput) -> float:
+        return self.score_inputs([item])[0]
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def load_router(path: str | Path, *, fallback: Router | None = None,
+                embedder: TextEmbedder | None = None) -> Router:
+    """Load a learned router from its artifact, with its embedding model if it uses one.
+
+    Call this once when a worker starts. With ``fallback`` given, a missing or unusable
+    artifact (or an embedding model that cannot load) yields ``fallback`` and a warning
+    instead of an error, so a worker still routes, and its decisions name the router used.
+    """
+    try:
+        artifact = load_artifact(path)
+        emb = artifact.meta["features"].get("embedding")
+        if emb and embedder is None:
+            from scheduler.router.embedder import MODEL_ID, Embedder
+
+            if emb.get("model") != MODEL_ID:
+                raise ConfigError(f"router artifact {path} was trained on embeddings of "
+                                  f"{emb.get('model')!r}; this build ships {MODEL_ID!r}")
+            embedder = Embedder(max_tokens=int(emb["max_tokens"])).load()
+        return LearnedRouter(artifact, embedder)
+    except ConfigError as exc:
+        if fallback is None:
+            raise
+        log.warning("learned router unavailable (%s); routing with %s", exc, fallback.label)
+        return fallback

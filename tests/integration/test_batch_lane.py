@@ -1,0 +1,185 @@
+"""The async lane on provider Batch APIs: gathered, submitted, polled, billed at 50 % in the ledger.
+
+A worker process of its own (its own broker key prefix, so the session worker never takes these
+tasks) runs with a short batch window and a fast poll; the stand-in implements both the OpenAI
+Batch API (JSONL file) and Anthropic Message Batches.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.db import ledger
+from models.db.engine import make_engine, session_factory
+from models.domain.catalogue import load_catalogue
+from models.domain.cost import cost_of
+from models.domain.errors import ProviderPermanent
+from models.domain.settings import load_settings
+from tests.services import run_token
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+CAT = load_catalogue()
+BATCH_MAX = 4
+BATCH_TIMEOUT_MS = 400
+
+
+@pytest.fixture(scope="module")
+def batch_env(integration_env: dict[str, str]) -> dict[str, str]:
+    return {**integration_env,
+            "SLUICE_BROKER__KEY_PREFIX": f"sgbatch{run_token()}:",
+            "SLUICE_BATCH__POLL_INTERVAL_S": "0.05",
+            "SLUICE_LANES__ASYNC__BATCH_MAX": str(BATCH_MAX),
+            "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": str(BATCH_TIMEOUT_MS)}
+
+
+@pytest.fixture(scope="module")
+def batch_worker(batch_env: dict[str, str], tmp_path_factory: Any
+                 ) -> Iterator[subprocess.Popen[bytes]]:
+    """A real worker on async.api with enough threads for a full batch to wait at once."""
+    log = tmp_path_factory.mktemp("batch-worker") / "worker.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
+           "-c", str(BATCH_MAX * 3), "-Q", "async.api", "-n", f"batch-{run_token()}@%h",
+           "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env={**os.environ, **batch_env, "PYTHONPATH": str(ROOT)},
+                                cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while b"ready." not in log.read_bytes():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"batch worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def batch_gateway(batch_env: dict[str, str], batch_worker: Any) -> Iterator[Any]:
+    from queues.producer import connect
+
+    gw = connect(load_settings(batch_env))
+    yield gw
+    gw.close()
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Iterator[Any]:
+    engine = make_engine(pg_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def req(model: str, *, batch: str | None = "true", text: str = "Rephrase: linen towel",
+        **kw: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "request_id": f"b-{uuid.uuid4().hex}", "team": "catalog", "feature": "nightly-seo",
+        "lane": "async", "model": model, "max_tokens": 30, "cache": {"mode": "bypass"},
+        "messages": [{"role": "user", "content": f"{text} {uuid.uuid4().hex[:6]}"}], **kw}
+    if batch is not None:
+        data["tags"] = {"batch": batch}
+    return data
+
+
+def counts(standin: Any) -> dict[str, int]:
+    by_path = standin.stats()["by_path"]
+    return {"openai_batches": by_path.get("/v1/batches", 0),
+            "uploads": by_path.get("/v1/files", 0),
+            "anthropic_batches": by_path.get("/v1/messages/batches", 0),
+            "chat": by_path.get("/v1/chat/completions", 0),
+            "messages": by_path.get("/v1/messages", 0)}
+
+
+def assert_billed_at_half(sessions: Any, result: Any) -> None:
+    model = CAT.get(result.model)
+    assert result.cost == cost_of(result.usage, model, batch=True)
+    assert result.cost == cost_of(result.usage, model) / 2 > 0
+    with sessions() as s:
+        row = ledger.get(s, result.request_id)
+    assert row is not None and row.outcome == "ok" and row.batch is True
+    assert row.cost == result.cost and isinstance(row.cost, Decimal)
+    assert row.list_cost == 2 * row.cost  # no prompt caching here: list price is twice the bill
+
+
+@pytest.mark.parametrize(("model", "kind"), [("gpt-4o-mini", "openai_batches"),
+                                             ("claude-haiku-4-5", "anthropic_batches")])
+def test_a_full_batch_goes_out_as_one_provider_batch_at_half_price(
+        batch_gateway: Any, sessions: Any, standin: Any, model: str, kind: str) -> None:
+    before = counts(standin)
+    handles = [batch_gateway.submit(req(model)) for _ in range(BATCH_MAX)]
+    results = [h.result(timeout=60) for h in handles]
+    after = counts(standin)
+    assert after[kind] - before[kind] == 1, "the four requests should share one batch"
+    assert after["chat"] == before["chat"] and after["messages"] == before["messages"]
+    if kind == "openai_batches":
+        assert after["uploads"] - before["uploads"] == 1  # one JSONL file
+    for result in results:
+        assert result.text and result.model == model and result.route.lane == "async"
+        assert_billed_at_half(sessions, result)
+
+
+def test_a_partial_batch_leaves_when_the_window_closes(batch_gateway: Any, sessions: Any,
+                                                       standin: Any) -> None:
+    before = counts(standin)
+    started = time.monotonic()
+    handles = [batch_gateway.submit(req("gpt-4o-mini")) for _ in range(2)]
+    results = [h.result(timeout=60) for h in handles]
+    assert time.monotonic() - started >= BATCH_TIMEOUT_MS / 1000  # it waited for company
+    assert counts(standin)["openai_batches"] - before["openai_batches"] == 1
+    for result in results:
+        assert_billed_at_half(sessions, result)
+
+
+def test_async_requests_not_opted_in_are_called_directly(batch_gateway: Any, sessions: Any,
+                                                         standin: Any) -> None:
+    before = counts(standin)
+    result = batch_gateway.complete(req("gpt-4o-mini", batch=None), timeout=60)
+    after = counts(standin)
+    assert after["chat"] - before["chat"] == 1 and after["openai_batches"] == before["openai_batches"]
+    assert result.cost == cost_of(result.usage, CAT.get("gpt-4o-mini"))
+    with sessions() as s:
+        row = ledger.get(s, result.request_id)
+    assert row is not None and row.batch is False
+
+
+def test_a_refused_request_fails_alone_and_a_failed_one_is_answered_directly(
+        batch_gateway: Any, sessions: Any, standin: Any) -> None:
+    standin.script_faults(["400", "500"], model="claude-haiku-4-5", path="anthropic")
+    before = counts(standin)
+    handles = [batch_gateway.submit(req("claude-haiku-4-5")) for _ in range(BATCH_MAX)]
+    outcomes: list[Any] = []
+    for h in handles:
+        try:
+            outcomes.append(h.result(timeout=60))
+        except ProviderPermanent as err:
+            outcomes.append(err)
+    refused = [o for o in outcomes if isinstance(o, ProviderPermanent)]
+    assert len(refused) == 1 and "invalid_request_error" in refused[0].message
+    answered = [o for o in outcomes if not isinstance(o, ProviderPermanent)]
+    assert len(answered) == 3
+    # The 500 inside the batch is retryable: that request is answered directly, at full price.
+    assert counts(standin)["messages"] - before["messages"] == 1
+    direct = [r for r in answered if r.cost == cost_of(r.usage, CAT.get(r.model))]
+    assert len(direct) == 1
+    for result in answered:
+        if result is not direct[0]:
+            assert_billed_at_half(sessions, result)
+    with sessions() as s:
+        failed = ledger.get(s, handles[outcomes.index(refused[0])].request_id)
+        assert failed is not None and failed.outcome == "error" and failed.cost == 0
+        plain = ledger.get(s, direct[0].request_id)
+        assert plain is not None and plain.batch is False

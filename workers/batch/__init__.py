@@ -1,0 +1,1 @@
+"""The async lane on provider Batch APIs: gather opted-in requests, submit, poll, deliver."""

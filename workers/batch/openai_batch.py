@@ -1,0 +1,121 @@
+"""OpenAI Batch API: a JSONL file of chat-completions requests, ``batches.create``, 24 h window."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from models.domain.errors import ProviderPermanent, ProviderRetryable
+from models.domain.usage import from_openai
+from workers.batch.base import BatchState, Outcome, reply_extra
+from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.errors import RETRYABLE_STATUS, map_sdk_error
+from workers.providers.shaping import openai_cache_key, openai_messages, openai_tools
+
+ENDPOINT = "/v1/chat/completions"
+#: Statuses after which a batch changes no more.
+_FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def chat_body(call: ProviderCall) -> dict[str, Any]:
+    """The chat-completions body of one call, shaped as the single-call adapter shapes it."""
+    req = call.request
+    body: dict[str, Any] = {"model": call.model.api_name or call.model.name,
+                            "messages": openai_messages(req),
+                            "max_completion_tokens": req.max_tokens,
+                            "temperature": req.temperature}
+    if req.stop:
+        body["stop"] = list(req.stop)
+    tools = openai_tools(req)
+    if tools:
+        body["tools"] = tools
+    if req.response_format == "json":
+        body["response_format"] = {"type": "json_object"}
+    key = openai_cache_key(req, call.cache_scope)
+    if key:
+        body["prompt_cache_key"] = key
+    if req.user:
+        body["user"] = req.user
+    return body
+
+
+class OpenAIBatchAPI:
+    """Uploads one JSONL file per batch and reads the output and error files when it ends."""
+
+    name = "openai"
+
+    def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 60.0,
+                 http_client: Any = None) -> None:
+        import openai
+
+        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
+                                     max_retries=0, http_client=http_client)
+
+    def submit(self, calls: Sequence[tuple[str, ProviderCall]]) -> str:
+        """Upload the requests as a ``purpose=batch`` file and create the batch."""
+        lines = [json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT,
+                             "body": chat_body(call)}, separators=(",", ":"))
+                 for cid, call in calls]
+        try:
+            upload = self._client.files.create(
+                file=("sluice-batch.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+            batch = self._client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
+                                                completion_window="24h",
+                                                metadata={"source": "sluicegate"})
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
+            raise map_sdk_error(self.name, exc) from exc
+        return str(batch.id)
+
+    def poll(self, batch_id: str) -> BatchState:
+        """``batches.retrieve``: ended once the status is final."""
+        try:
+            batch = self._client.batches.retrieve(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise map_sdk_error(self.name, exc) from exc
+        return BatchState(ended=batch.status in _FINAL, status=str(batch.status))
+
+    def results(self, batch_id: str) -> dict[str, Outcome]:
+        """Read the output file (answers) and the error file (refused requests)."""
+        try:
+            batch = self._client.batches.retrieve(batch_id)
+            out: dict[str, Outcome] = {}
+            for file_id in (batch.output_file_id, batch.error_file_id):
+                if file_id:
+                    text = self._client.files.content(file_id).text
+                    out.update(self._parse(batch_id, text))
+        except Exception as exc:  # noqa: BLE001
+            raise map_sdk_error(self.name, exc) from exc
+        return out
+
+    def _parse(self, batch_id: str, text: str) -> dict[str, Outcome]:
+        out: dict[str, Outcome] = {}
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            out[str(entry.get("custom_id"))] = self._outcome(batch_id, entry)
+        return out
+
+    def _outcome(self, batch_id: str, entry: dict[str, Any]) -> Outcome:
+        response = entry.get("response") or {}
+        status = int(response.get("status_code") or 0)
+        body = response.get("body") or {}
+        if status == 200 and body.get("choices"):
+            choice = body["choices"][0]
+            return ProviderReply(text=(choice.get("message") or {}).get("content") or "",
+                                 usage=from_openai(body.get("usage")),
+                                 finish_reason=choice.get("finish_reason") or "stop",
+                                 provider_model=str(body.get("model", "")),
+                                 provider_request_id=str(body.get("id", "")),
+                                 extra=reply_extra(batch_id))
+        error = entry.get("error") or (body.get("error") if isinstance(body, dict) else None)
+        message = (error or {}).get("message") or f"status {status}"
+        text = f"openai batch {batch_id}: request answered {status or 'nothing'}: {message}"
+        if status in RETRYABLE_STATUS or status >= 500 or status == 0:
+            return ProviderRetryable(text, provider=self.name, status=status or None)
+        return ProviderPermanent(text, provider=self.name, status=status)
+
+    def close(self) -> None:
+        """Close the SDK's HTTP client."""
+        self._client.close()
