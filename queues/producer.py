@@ -54,6 +54,16 @@ class Gateway:
                 if self.cache_hit_sink is not None:
                     hit = self.cache_hit_sink(request, hit)
                 return ReadyHandle(hit)
+        try:
+            return self._dispatch(request)
+        except BaseException:
+            # A refused request must not leave identical ones waiting on its single-flight
+            # claim: release it so they proceed on their own at once.
+            if self.cache is not None and request.cache.mode != "bypass":
+                self.cache.abandon(request)
+            raise
+
+    def _dispatch(self, request: ChatRequest) -> Handle:
         prompt_tokens = count_request(request)
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
                              prompt_tokens=prompt_tokens)
@@ -97,8 +107,15 @@ class Gateway:
         url = self.settings.broker.url
         return url.split("@")[-1]  # never echo credentials
 
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until side writes (cache-hit ledger rows) have landed."""
+        flush = getattr(self.cache_hit_sink, "flush", None)
+        if flush is not None:
+            flush(timeout)
+
     def close(self) -> None:
-        """Release broker connections."""
+        """Flush side writes and release broker connections."""
+        self.flush()
         self.app.close()
 
 

@@ -10,6 +10,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from models.domain.cache_key import CacheKey, cache_key, model_fingerprint
@@ -27,6 +28,7 @@ T = TypeVar("T")
 _RAW, _ZLIB = b"j", b"z"
 #: Values longer than this are zlib-compressed (answers are text: typically 3-5x smaller).
 COMPRESS_ABOVE = 2048
+_ZERO = Decimal(0)
 _SCOPE_PART = re.compile(r"^[A-Za-z0-9._:\-/]{1,64}$")
 
 
@@ -108,7 +110,7 @@ class ResponseCacheBase(ABC):
             return None
         self._count(how)
         return result.model_copy(update={
-            "request_id": request.request_id, "cache_hit": True, "cost": 0,
+            "request_id": request.request_id, "cache_hit": True, "cost": _ZERO, "list_cost": _ZERO,
             "timings": Timings(total_ms=(time.perf_counter() - started) * 1000)})
 
     def store(self, request: ChatRequest, result: ChatResult) -> None:

@@ -1,4 +1,4 @@
-"""Budget admission: reserve a worst-case cost against every applicable budget at once, settle once."""
+"""Budget admission: reserve the worst case against every applicable budget at once; settle once."""
 
 from __future__ import annotations
 
@@ -8,55 +8,34 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert, select, text, update
+from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db.budgets import BudgetRow, ReservationRow, to_budget
-from models.domain.budget import (PAUSING_SCOPES, SCOPES, WINDOWS, Budget, pause_queues, refusal,
-                                  request_keys)
+from models.db.budgets import BudgetRow, ReservationRow, change_budgets, to_budget
+from models.db.reservations import close_reservation, reserve_on_postgres, reserve_portable
+from models.domain.budget import (
+    PAUSING_SCOPES,
+    SCOPES,
+    WINDOWS,
+    Budget,
+    pause_queues,
+    refusal,
+    request_keys,
+)
 from models.domain.errors import QueuePaused
 from models.domain.request import ChatRequest
 from models.domain.result import Route
 from models.domain.settings import Settings
-from scheduler import governor
+from scheduler import alerts, governor
 from scheduler.governor import SqlPauseBook, parse_ids, unreachable
 
 log = logging.getLogger("sluice.admission")
-
-# One statement, one round trip, autocommit: lock the applicable budgets in id order (so two
-# requests never deadlock), decide on the locked (newest) values, then add the reservation to
-# every budget and write its row only if all of them fit. Nothing changes when one does not.
-_RESERVE_PG = text("""
-WITH locked AS (
-    SELECT id, scope, key, "window", hard_limit, soft_limit, spent, reserved, window_start,
-           resets_at, webhook_url
-    FROM budgets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
-), verdict AS (
-    SELECT count(*) = :n AND coalesce(bool_and(spent + reserved + :amount <= hard_limit), false)
-           AS fits
-    FROM locked
-), upd AS (
-    UPDATE budgets SET reserved = budgets.reserved + :amount
-    FROM verdict WHERE verdict.fits AND budgets.id = ANY(:ids)
-    RETURNING budgets.id
-), ins AS (
-    INSERT INTO reservations (id, request_id, amount, budget_ids, state, queue, created_at,
-                              expires_at)
-    SELECT :rid, :request_id, :amount, :budget_ids, 'open', :queue, :now, :expires
-    FROM verdict WHERE verdict.fits
-    RETURNING id
-)
-SELECT verdict.fits, (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM ins) AS written,
-       locked.*
-FROM verdict LEFT JOIN locked ON true
-""")
-
 
 @dataclass(frozen=True)
 class AdmissionConfig:
@@ -74,7 +53,7 @@ class AdmissionConfig:
 
 
 class SqlAdmission:
-    """The Admission protocol over the budget tables (PostgreSQL fast path, SQLite portable path)."""
+    """The Admission protocol on the budget tables (PostgreSQL fast path, portable SQLite path)."""
 
     def __init__(self, sessions: sessionmaker[Session], *, lease_s: Mapping[str, float],
                  config: AdmissionConfig = AdmissionConfig(), pauses: SqlPauseBook | None = None,
@@ -101,7 +80,7 @@ class SqlAdmission:
         Returns the reservation id, None when no budget applies, or raises BudgetExceeded
         (naming the first budget without room) or LedgerError (database unreachable).
         """
-        for attempt in range(3):
+        for _ in range(3):
             ids = self._ids(request)
             if not ids:
                 return None
@@ -126,18 +105,18 @@ class SqlAdmission:
         now = self.clock()
         with self._tx(session, "settle a reservation") as s:
             held = True
-            row = s.execute(_close(reservation_id, "open", "settled", now, actual)).first()
+            row = s.execute(close_reservation(reservation_id, "open", "settled", now,
+                                              actual)).first()
             if row is None:
                 held = False
-                row = s.execute(_close(reservation_id, "expired", "settled", now, actual)).first()
+                row = s.execute(close_reservation(reservation_id, "expired", "settled", now,
+                                                  actual)).first()
                 if row is None:
                     return False
             amount, ids = row
-            values: dict[str, Any] = {"spent": BudgetRow.spent + actual, "updated_at": now}
-            if held:
-                values["reserved"] = BudgetRow.reserved - amount
-            rows = s.scalars(update(BudgetRow).where(BudgetRow.id.in_(parse_ids(ids)))
-                             .values(**values).returning(BudgetRow)).all()
+            rows = s.scalars(change_budgets(parse_ids(ids), spent=actual,
+                                            reserved=-amount if held else Decimal(0),
+                                            now=now)).all()
             self._soft_check(s, [to_budget(r) for r in rows], now)
         return True
 
@@ -145,12 +124,12 @@ class SqlAdmission:
         """Drop the reservation without spending; True exactly once (never after a settle)."""
         now = self.clock()
         with self._tx(session, "release a reservation") as s:
-            row = s.execute(_close(reservation_id, "open", "released", now, None)).first()
+            row = s.execute(close_reservation(reservation_id, "open", "released", now,
+                                              None)).first()
             if row is None:
                 return False
             amount, ids = row
-            s.execute(update(BudgetRow).where(BudgetRow.id.in_(parse_ids(ids)))
-                      .values(reserved=BudgetRow.reserved - amount, updated_at=now))
+            s.execute(change_budgets(parse_ids(ids), reserved=-amount, now=now))
         return True
 
     def confirm(self, request: ChatRequest, route: Route, reservation_id: str | None,
@@ -251,8 +230,7 @@ class SqlAdmission:
         for attempt in (0, 1):
             try:
                 with self._fast.connect() as conn:
-                    rows = conn.execute(_RESERVE_PG, params).all()
-                break
+                    return reserve_on_postgres(conn, params)
             except DBAPIError as exc:
                 # A pooled connection the server dropped: retry once on a fresh one.
                 if attempt == 0 and exc.connection_invalidated:
@@ -260,32 +238,11 @@ class SqlAdmission:
                 raise unreachable(exc, "reserve budget") from exc
             except SQLAlchemyError as exc:
                 raise unreachable(exc, "reserve budget") from exc
-        fits = bool(rows[0].fits)
-        budgets = [_budget_of(r) for r in rows if r.id is not None]
-        return fits, budgets
+        raise AssertionError("unreachable")
 
     def _reserve_portable(self, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
-        amount, ids = params["amount"], params["ids"]
         with self._tx(None, "reserve budget", refusing=True) as s:
-            # The UPDATE takes the write lock first (SQLite) and re-checks each limit itself.
-            got = s.scalars(update(BudgetRow)
-                            .where(BudgetRow.id.in_(ids),
-                                   BudgetRow.spent + BudgetRow.reserved + amount
-                                   <= BudgetRow.hard_limit)
-                            .values(reserved=BudgetRow.reserved + amount)
-                            .returning(BudgetRow.id)).all()
-            if len(got) == len(ids):
-                s.execute(insert(ReservationRow).values(
-                    id=params["rid"], request_id=params["request_id"], amount=amount,
-                    budget_ids=params["budget_ids"], state="open", queue=params["queue"],
-                    created_at=params["now"], expires_at=params["expires"]))
-                return True, []
-            # Read the others under the same lock, then undo the partial reservation.
-            rows = [to_budget(r) for r in s.scalars(select(BudgetRow)
-                                                     .where(BudgetRow.id.in_(ids)))]
-            s.rollback()
-        mine = set(got)
-        return False, [b if b.id not in mine else _minus(b, amount) for b in rows]
+            return reserve_portable(s, params)
 
     def _on_refusal(self, budget: Budget, amount: Decimal) -> None:
         """A hard-limit alert once per window, and for lane/org budgets, the queue pause."""
@@ -296,7 +253,7 @@ class SqlAdmission:
             return
         try:
             with self._tx(None, "record the hard limit") as s:
-                governor.record_alert(s, budget, "hard", self.clock())
+                alerts.record_alert(s, budget, "hard", self.clock())
                 if pausing:
                     governor.record_budget_pause(s, budget, self.clock())
         except Exception as exc:  # noqa: BLE001 - the refusal itself must still reach the caller
@@ -318,7 +275,7 @@ class SqlAdmission:
     def _soft_check(self, s: Session, budgets: list[Budget], now: datetime) -> None:
         for b in budgets:
             if b.soft_reached() and (b.id, b.window_start) not in self._soft_seen:
-                governor.record_alert(s, b, "soft", now)
+                alerts.record_alert(s, b, "soft", now)
                 self._soft_seen.add((b.id, b.window_start))
 
     @contextmanager
@@ -335,36 +292,28 @@ class SqlAdmission:
             raise unreachable(exc, doing, refusing=refusing) from exc
 
 
-def _close(rid: str, before: str, after: str, now: datetime, actual: Decimal | None) -> Any:
-    """UPDATE a reservation from state ``before`` to ``after``; rowcount says who did it."""
-    values: dict[str, Any] = {"state": after, "closed_at": now}
-    if actual is not None:
-        values["actual"] = actual
-    return (update(ReservationRow)
-            .where(ReservationRow.id == rid, ReservationRow.state == before)
-            .values(**values).returning(ReservationRow.amount, ReservationRow.budget_ids))
-
-
-def _budget_of(row: Any) -> Budget:
-    return Budget(scope=row.scope, key=row.key, window=row.window, hard_limit=row.hard_limit,
-                  soft_limit=row.soft_limit, spent=row.spent, reserved=row.reserved,
-                  window_start=row.window_start, resets_at=row.resets_at, id=row.id,
-                  webhook_url=row.webhook_url)
-
-
 def _widest_first(budget: Budget) -> tuple[int, int, int]:
     return SCOPES.index(budget.scope), WINDOWS.index(budget.window), budget.id
 
 
-def _minus(budget: Budget, amount: Decimal) -> Budget:
-    return replace(budget, reserved=budget.reserved - amount)
-
-
 def _autocommit_engine(engine: Engine, pool_size: int) -> Engine:
     """A small engine of its own for the reserving statement: autocommit (the statement is the
-    transaction, so no BEGIN/COMMIT round trips) and no pre-ping on checkout."""
-    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
+    transaction, so no BEGIN/COMMIT round trips), no pre-ping, and asynchronous commit."""
+    fast = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
                          max_overflow=pool_size, pool_pre_ping=False)
+    event.listen(fast, "connect", _async_commit)
+    return fast
+
+
+def _async_commit(dbapi_conn: Any, _record: Any) -> None:
+    # The budget rows are hot: every reservation locks them until its commit, so waiting for
+    # the WAL flush there caps admissions at one per fsync. Not waiting is safe: a crash can
+    # lose only the newest commits (a WAL prefix survives, so budgets and reservation rows stay
+    # consistent), and a worker's confirm() finds such a lost reservation missing and holds
+    # the money again, or refuses, before anything is sent. Settles stay synchronous.
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET synchronous_commit = off")
+    dbapi_conn.commit()  # a SET inside a transaction that is rolled back would not stick
 
 
 def build_admission(settings: Settings, sessions: sessionmaker[Session]) -> SqlAdmission:

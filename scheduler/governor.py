@@ -1,4 +1,4 @@
-"""The budget governor: durable queue pauses, remote-control consumer sync, rollover, expiry, alerts."""
+"""The budget governor: durable queue pauses, consumer sync, window rollover, expiry, alerts."""
 
 from __future__ import annotations
 
@@ -6,19 +6,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db.budgets import (AlertRow, BudgetRow, PauseRow, ReservationRow, aware,
-                               insert_ignore, to_budget)
-from models.domain.budget import WINDOWS, Budget, pause_queues, plain, usd, window_bounds
+from models.db.budgets import (
+    BudgetRow,
+    PauseRow,
+    ReservationRow,
+    aware,
+    change_budgets,
+    insert_ignore,
+)
+from models.domain.budget import WINDOWS, Budget, pause_queues, usd, window_bounds
 from models.domain.errors import LedgerError
 from models.domain.settings import Settings
+from scheduler.alerts import deliver_alerts, post_json, soft_alerts
 
 log = logging.getLogger("sluice.governor")
 #: Worker control command (registered in workers.governor_tasks) that re-adds a worker's own
@@ -27,6 +34,8 @@ RESUME_COMMAND = "sluice_resume_queues"
 #: Its twin, quiet and idempotent, re-sent every tick: cancels only what a worker still consumes.
 PAUSE_COMMAND = "sluice_pause_queues"
 OPERATOR = "operator"
+#: How long settled, released and expired reservations are kept (for `budget show`, audits).
+KEEP_CLOSED = timedelta(days=7)
 
 
 def _now() -> datetime:
@@ -103,7 +112,7 @@ def paused_queues(session: Session) -> dict[str, list[str]]:
 
 def pause(sessions: sessionmaker[Session], queues: Iterable[str], reason: str, *,
           cause: str = OPERATOR, control: Any = None, now: datetime | None = None) -> list[str]:
-    """Pause ``queues`` durably (and on every worker when ``control`` is given); new ones returned."""
+    """Pause ``queues`` durably, and on every worker given ``control``; returns the new ones."""
     now = now or _now()
     added = []
     with sessions() as s:
@@ -198,7 +207,7 @@ def roll_windows(session: Session, now: datetime) -> int:
                               .where(BudgetRow.window == window, BudgetRow.resets_at <= now)
                               .values(spent=Decimal(0), window_start=start, resets_at=resets,
                                       updated_at=now))
-        rolled += res.rowcount or 0
+        rolled += cast(CursorResult[Any], res).rowcount or 0
     return rolled
 
 
@@ -208,73 +217,27 @@ def release_expired(session: Session, now: datetime) -> int:
                            .where(ReservationRow.state == "open", ReservationRow.expires_at < now)
                            .values(state="expired", closed_at=now)
                            .returning(ReservationRow.amount, ReservationRow.budget_ids)).all()
+    freed: dict[int, Decimal] = {}
     for amount, ids in rows:
-        session.execute(update(BudgetRow).where(BudgetRow.id.in_(parse_ids(ids)))
-                        .values(reserved=BudgetRow.reserved - amount, updated_at=now))
+        for bid in parse_ids(ids):
+            freed[bid] = freed.get(bid, Decimal(0)) + amount
+    for bid in sorted(freed):  # one budget at a time, in id order: no deadlock with settles
+        session.execute(change_budgets([bid], reserved=-freed[bid], now=now))
     if rows:
         log.warning("released %d expired budget reservations", len(rows))
     return len(rows)
 
 
+def prune_reservations(session: Session, before: datetime) -> int:
+    """Delete reservations closed before ``before`` (the ledger keeps the history that matters)."""
+    res = session.execute(delete(ReservationRow).where(ReservationRow.state != "open",
+                                                       ReservationRow.closed_at < before))
+    return cast(CursorResult[Any], res).rowcount or 0
+
+
 def parse_ids(text: str) -> list[int]:
     """Budget ids from a reservation's comma-separated list."""
     return [int(x) for x in text.split(",") if x]
-
-
-def record_alert(session: Session, budget: Budget, kind: str, now: datetime) -> bool:
-    """Log and store a ``soft`` or ``hard`` alert once per budget and window; True if new."""
-    limit = budget.soft_limit if kind == "soft" else budget.hard_limit
-    what = "soft threshold" if kind == "soft" else "hard limit"
-    message = (f"budget {budget.name} reached its {what} {usd(limit)}: spent "
-               f"{usd(budget.spent)}, reserved {usd(budget.reserved)} this window")
-    new = insert_ignore(session, AlertRow.__table__,
-                        {"budget_id": budget.id, "window_start": budget.window_start,
-                         "kind": kind, "message": message, "created_at": now, "attempts": 0},
-                        ["budget_id", "window_start", "kind"])
-    if new:
-        log.warning("budget alert: %s", message)
-    return new
-
-
-def soft_alerts(session: Session, now: datetime) -> int:
-    """Alert every budget at its soft threshold that has no alert this window yet."""
-    rows = session.scalars(select(BudgetRow).where(BudgetRow.soft_limit.is_not(None),
-                                                   BudgetRow.spent >= BudgetRow.soft_limit))
-    return sum(record_alert(session, to_budget(r), "soft", now) for r in rows)
-
-
-def deliver_alerts(session: Session, post: Callable[[str, dict[str, Any]], Any],
-                   now: datetime, *, max_attempts: int = 5) -> int:
-    """POST undelivered alerts to their budget's webhook; the caller commits."""
-    rows = session.execute(select(AlertRow, BudgetRow).join(BudgetRow,
-                                                          AlertRow.budget_id == BudgetRow.id)
-                           .where(AlertRow.delivered_at.is_(None),
-                                  BudgetRow.webhook_url.is_not(None),
-                                  AlertRow.attempts < max_attempts)).all()
-    sent = 0
-    for alert, budget in rows:
-        payload = {"budget": f"{budget.scope}:{budget.key}:{budget.window}", "kind": alert.kind,
-                   "message": alert.message, "spent": plain(budget.spent),
-                   "hard_limit": plain(budget.hard_limit),
-                   "soft_limit": None if budget.soft_limit is None else plain(budget.soft_limit),
-                   "window_start": aware(alert.window_start).isoformat()}
-        alert.attempts += 1
-        try:
-            post(str(budget.webhook_url), payload)
-        except Exception as exc:  # noqa: BLE001 - a webhook outage must not stop the governor
-            log.warning("alert webhook %s failed (attempt %d): %s", budget.webhook_url,
-                        alert.attempts, exc)
-            continue
-        alert.delivered_at = now
-        sent += 1
-    return sent
-
-
-def post_json(url: str, payload: dict[str, Any]) -> None:
-    """POST ``payload`` as JSON with a short timeout; raises on a non-2xx answer."""
-    import httpx
-
-    httpx.post(url, json=payload, timeout=3.0).raise_for_status()
 
 
 def tick(sessions: sessionmaker[Session], *, control: Any = None, queues: Sequence[str] = (),
@@ -286,6 +249,7 @@ def tick(sessions: sessionmaker[Session], *, control: Any = None, queues: Sequen
     with sessions() as s:
         rolled = roll_windows(s, now)
         expired = release_expired(s, now)
+        prune_reservations(s, now - KEEP_CLOSED)
         resumed = resume_finished_budget_pauses(s)
         alerts = soft_alerts(s, now)
         s.commit()

@@ -54,6 +54,10 @@ class ResponseCache(Protocol):
         """Keep ``result`` for equivalent requests, if the policy allows."""
         ...
 
+    def abandon(self, request: ChatRequest) -> None:
+        """Give up a single-flight claim taken by ``lookup`` (the request was refused)."""
+        ...
+
 
 class PauseBook(Protocol):
     """Which queues are paused, and why (the governor and operators write it)."""

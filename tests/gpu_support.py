@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_VLLM_DIRS = ("VLLM_CACHE_ROOT", "VLLM_RPC_BASE_PATH", "TORCHINDUCTOR_CACHE_DIR", "TMPDIR")
 #: Small enough to start fast, big enough that 16-32 requests share one continuous batch.
 ENGINE_KW: dict[str, Any] = {"max_num_seqs": 32, "max_model_len": 2048,
                              "kv_cache_memory_bytes": 256 * 1024 * 1024}
@@ -53,16 +58,33 @@ def quiet_vllm() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
-def start_test_engine(**overrides: Any) -> Any:
-    """Start an :class:`EngineHost` on the tiny model (12-60 s); the caller shuts it down."""
+@contextmanager
+def running_engine(**overrides: Any) -> Iterator[Any]:
+    """A started :class:`EngineHost` on the tiny model (12-60 s to start), shut down after.
+
+    vLLM's folders (and TMPDIR) point into a per-process run folder while the engine lives;
+    the previous environment is restored and the folder removed afterwards.
+    """
     from workers.gpu.engine_host import EngineHost
 
     require_vllm()
     quiet_vllm()
     model = ensure_tiny_model()
-    kw = {**ENGINE_KW, "served_model_name": "sluice-tiny-llama", "run_dir": run_dir("engine"),
-          **overrides}
-    return EngineHost(model, **kw).start()
+    folder = run_dir("engine")
+    saved = {k: os.environ.get(k) for k in _VLLM_DIRS}
+    host = EngineHost(model, **{**ENGINE_KW, "served_model_name": "sluice-tiny-llama",
+                                "run_dir": folder, **overrides})
+    try:
+        yield host.start()
+    finally:
+        host.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        tempfile.tempdir = None
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def engine_processes() -> list[Any]:

@@ -53,6 +53,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_reservations_state_expires", "reservations", ["state", "expires_at"])
     op.create_index("ix_reservations_request_id", "reservations", ["request_id"])
+    op.create_index("ix_reservations_closed_at", "reservations", ["closed_at"])
     op.create_table(
         "pauses",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -84,6 +85,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("budget_alerts")
     op.drop_table("pauses")
+    op.drop_index("ix_reservations_closed_at", "reservations")
     op.drop_index("ix_reservations_request_id", "reservations")
     op.drop_index("ix_reservations_state_expires", "reservations")
     op.drop_table("reservations")

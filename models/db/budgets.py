@@ -6,14 +6,25 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, delete, func, select)
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db.tables import MONEY, Base, LedgerRow
-from models.domain.budget import (SCOPES, WINDOWS, Budget, check_scope, check_window,
-                                  window_bounds)
+from models.domain.budget import SCOPES, WINDOWS, Budget, check_scope, check_window, window_bounds
 
 
 class BudgetRow(Base):
@@ -66,6 +77,7 @@ class ReservationRow(Base):
     __table_args__ = (
         Index("ix_reservations_state_expires", "state", "expires_at"),
         Index("ix_reservations_request_id", "request_id"),
+        Index("ix_reservations_closed_at", "closed_at"),
     )
 
 
@@ -127,7 +139,7 @@ def aware(ts: datetime) -> datetime:
 
 def insert_ignore(session: Session, table: Any, values: dict[str, Any],
                   keys: list[str]) -> bool:
-    """INSERT ``values`` unless a row with the same ``keys`` exists; True when this call wrote it."""
+    """INSERT ``values`` unless a row with equal ``keys`` exists; True when this call wrote it."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # RETURNING, not rowcount: SQLAlchemy 2.1 reports rowcount -1 for an INSERT that fetches
@@ -135,6 +147,24 @@ def insert_ignore(session: Session, table: Any, values: dict[str, Any],
     stmt = (insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
             .returning(*[table.c[k] for k in keys]))
     return session.execute(stmt).first() is not None
+
+
+def change_budgets(ids: list[int], *, spent: Decimal = Decimal(0),
+                   reserved: Decimal = Decimal(0), now: datetime) -> Any:
+    """UPDATE adding ``spent`` and ``reserved`` to the budgets ``ids``, RETURNING their rows.
+
+    The rows are locked in id order first, the order the reserving statement uses too, so
+    concurrent settles, releases and reservations over shared budgets never deadlock.
+    """
+    locked = (select(BudgetRow.id).where(BudgetRow.id.in_(ids)).order_by(BudgetRow.id)
+              .with_for_update().cte("locked").prefix_with("MATERIALIZED"))
+    values: dict[str, Any] = {"updated_at": now}
+    if spent:
+        values["spent"] = BudgetRow.spent + spent
+    if reserved:
+        values["reserved"] = BudgetRow.reserved + reserved
+    return (update(BudgetRow).where(BudgetRow.id == locked.c.id).values(**values)
+            .returning(BudgetRow))
 
 
 def set_budget(session: Session, scope: str, key: str, window: str, *, hard: Decimal,

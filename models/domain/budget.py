@@ -1,4 +1,4 @@
-"""Budget arithmetic: scopes, windows and their resets, which budgets apply, soft and hard limits."""
+"""Budget arithmetic: scopes, windows and resets, which budgets apply, soft and hard limits."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def pause_queues(scope: str, key: str) -> tuple[str, ...]:
 
 
 def reserve_all(budgets: Sequence[Budget], amount: Decimal) -> list[Budget]:
-    """Every budget with ``amount`` more reserved, or BudgetExceeded naming the first that is full."""
+    """Each budget with ``amount`` more reserved, or BudgetExceeded naming the first one full."""
     if amount < 0:
         raise ValueError("a reservation cannot be negative")
     for b in budgets:

@@ -36,6 +36,9 @@ BUILTIN_PATTERNS: dict[str, tuple[str, int]] = {
     "unix_timestamp": (r"\b1\d{9}(?:\d{3})?\b", 0),
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: Texts at least this long are remembered (per normalizer, up to MEMO_ENTRIES of them).
+MEMO_MIN_CHARS = 512
+MEMO_ENTRIES = 64
 
 # Spaces NFC keeps apart (no-break, en/em, ideographic...) and invisible characters.
 _ODD_SPACE = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
@@ -107,9 +110,26 @@ class Normalizer:
             except re.error as exc:
                 raise ConfigError(f"custom pattern {name!r} is not a valid regex: {exc}") from None
         self._patterns = tuple(compiled)
+        self._memo: dict[str, tuple[str, NormalizationReport]] = {}
 
     def __call__(self, text: str, report: NormalizationReport | None = None) -> str:
         """``text`` normalized; when ``report`` is given, record what fired in it."""
+        if len(text) < MEMO_MIN_CHARS:
+            return self._apply(text, report)
+        # Long texts are mostly static prefixes (system prompts) repeated on every request:
+        # one dict lookup instead of a regex pass per step.
+        done = self._memo.get(text)
+        if done is None:
+            done = (self._apply(text, mine := NormalizationReport()), mine)
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[text] = done
+        if report is not None:
+            report.fired.update(done[1].fired)
+            report.steps |= done[1].steps
+        return done[0]
+
+    def _apply(self, text: str, report: NormalizationReport | None) -> str:
         out = unicodedata.normalize("NFC", text)
         if report is not None and out != text:
             report.steps.add("nfc")

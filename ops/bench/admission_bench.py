@@ -26,10 +26,10 @@ AMOUNT = Decimal("0.000735")  # a worst case; 16 x per-producer of them overrun 
 
 def _admission(url: str) -> Any:
     from models.db.engine import make_engine, session_factory
-    from models.domain.settings import Settings
+    from models.domain.settings import DatabaseSettings, Settings
     from scheduler.admission import build_admission
 
-    return build_admission(Settings(database={"url": url}),
+    return build_admission(Settings(database=DatabaseSettings(url=url)),
                            session_factory(make_engine(url, pool_size=4)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,14 +62,18 @@ def timed(mode: str, n: int, one: Callable[[int], Any], *, concurrent: bool) -> 
 
 
 def bench_settings(home: Path, model: Path, args: argparse.Namespace) -> Any:
-    """Embedded defaults under ``home`` (memory broker, SQLite ledger) with the tiny model."""
+    """Embedded defaults under ``home`` (SQLite ledger; memory broker unless ``--broker``)."""
     from models.domain.settings import load_settings
 
     base = load_settings()
+    broker = {"url": "memory://", "result_backend": "cache+memory://"}
+    if args.broker:
+        # a private key prefix: the run never sees another run's messages or results
+        broker = {"url": args.broker, "result_backend": args.broker,
+                  "key_prefix": f"sggpubench{os.getpid()}:"}
     return base.model_copy(update={
         "home": home,
-        "broker": base.broker.model_copy(update={"url": "memory://",
-                                                 "result_backend": "cache+memory://"}),
+        "broker": base.broker.model_copy(update=broker),
         "database": base.database.model_copy(update={"url": f"sqlite:///{home / 'ledger.db'}"}),
         "gpu": base.gpu.model_copy(update={"model_path": str(model),
                                            "max_num_seqs": args.max_num_seqs}),
@@ -96,7 +101,8 @@ def celery_gpu_lane(settings: Any, concurrency: int) -> Iterator[Any]:
         gateway.close()
 
 
-def measure(host: Any, provider: Any, gateway: Any, args: argparse.Namespace) -> list[Row]:
+def measure(host: Any, provider: Any, gateway: Any, args: argparse.Namespace,
+            notes: list[str]) -> list[Row]:
     """Every mode against one engine: serial first, then concurrent through each layer."""
     from models.domain.catalogue import load_catalogue
     from models.domain.request import ChatRequest
@@ -117,10 +123,19 @@ def measure(host: Any, provider: Any, gateway: Any, args: argparse.Namespace) ->
     def via_provider(lane: str) -> Callable[[int], int]:
         return lambda i: provider.complete(ProviderCall(chat(i, lane), spec)).usage.output
 
-    def via_celery(lane: str) -> Callable[[int], int]:
-        return lambda i: gateway.complete(chat(i, lane), timeout=60).usage.output
+    provider_ms: dict[str, list[float]] = {}
 
-    [direct(i) for i in range(2)]  # warm-up: first-request costs are not batching
+    def via_celery(lane: str) -> Callable[[int], int]:
+        def one(i: int) -> int:
+            result = gateway.complete(chat(i, lane), timeout=120)
+            provider_ms.setdefault(lane, []).append(result.timings.provider_ms)
+            return result.usage.output
+        return one
+
+    # warm-up: first-request costs (imports, connections, the result store) are not batching
+    [direct(i) for i in range(2)]
+    if gateway is not None:
+        [gateway.complete(chat(i, "interactive"), timeout=120) for i in range(2)]
     # "serial X" is the baseline of every "concurrent X, ..." row (the ratio column).
     rows = [timed("serial engine", n, direct, concurrent=False),
             timed("concurrent engine", n, direct, concurrent=True),
@@ -134,6 +149,10 @@ def measure(host: Any, provider: Any, gateway: Any, args: argparse.Namespace) ->
                        concurrent=True),
                  timed("concurrent celery, async lane", n, via_celery("async"),
                        concurrent=True)]
+        for lane, values in provider_ms.items():
+            # the task's own time minus the engine's is ledger and queue overhead
+            notes.append(f"celery {lane} tasks: claim+provider p50 "
+                         f"{sorted(values)[len(values) // 2]:.0f} ms (all runs of the lane)")
     return rows
 
 
@@ -162,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--words", type=int, default=24, help="prompt length in words")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--home", default=os.environ.get("SLUICE_HOME", ".sluice"))
+    parser.add_argument("--broker", default="",
+                        help="Celery broker and result store, e.g. redis://127.0.0.1:6379/14 "
+                             "(default: the in-process memory:// transport)")
     parser.add_argument("--no-celery", action="store_true",
                         help="skip the Celery gpu lane (engine host and provider only)")
     args = parser.parse_args(argv)
@@ -175,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     run_home = home / "bench-gpu" / f"run-{os.getpid()}"
     run_home.mkdir(parents=True, exist_ok=True)
     settings = bench_settings(run_home, model, args)
-    notes: list[str] = []
+    notes: list[str] = [f"celery broker: {settings.broker.url.split('@')[-1]}"]
     with ExitStack() as stack:
+        stack.callback(shutil.rmtree, run_home, True)  # last out: after the engine is gone
         gateway = None
         if not args.no_celery:
             try:
@@ -189,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             start_gpu_runtime(settings)
             stack.callback(stop_gpu_runtime)
         runtime = get_gpu_runtime()
-        rows = measure(runtime.host, runtime.provider, gateway, args)
+        rows = measure(runtime.host, runtime.provider, gateway, args, notes)
         notes.append(f"engine counters: {runtime.host.health()['counters']}")
-        notes.append(f"async lane batch sizes: {list(runtime.batcher.batch_sizes)}")
+        for lane, batcher in runtime.batchers.items():
+            notes.append(f"{lane} lane batch sizes: {list(batcher.batch_sizes)}")
     report(rows, args, notes)
     return 0
 

@@ -55,14 +55,16 @@ def litellm_process(standin_url: str, port: int, *, model: str = "gpt-4o-mini",
     log = folder / "litellm.log"
     # The local cost map: no fetch from the internet at start-up (there is no route to it here).
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-           "LITELLM_TELEMETRY": "False", "NO_PROXY": "*"}
+           "LITELLM_TELEMETRY": "False", "PYTHONUNBUFFERED": "1"}
+    # Each worker imports litellm for tens of seconds on a busy 2-core machine: past uvicorn's
+    # default worker health-check timeout it would be killed and respawned for ever.
     cmd = [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-           "--num_workers", str(workers)]
+           "--num_workers", str(workers), "--timeout_worker_healthcheck", "300"]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + 300
         while True:
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("litellm did not start:\n" + log.read_text()[-3000:])

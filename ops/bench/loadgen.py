@@ -1,4 +1,4 @@
-"""An open-loop HTTP/1.1 load generator on asyncio: requests leave on schedule, however slow replies are.
+"""An open-loop HTTP/1.1 load generator on asyncio: requests leave on schedule, come what may.
 
 Latency is measured from each request's *scheduled* send time, so a server that falls behind
 is charged for the queueing it causes (no coordinated omission). Connections are kept alive
@@ -55,8 +55,8 @@ class _Pool:
         self.host, self.port = host, port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.idle:
+    async def take(self, fresh: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.idle and not fresh:
             return self.idle.pop()
         return await asyncio.open_connection(self.host, self.port)
 
@@ -70,10 +70,20 @@ class _Pool:
 
 
 async def _exchange(pool: _Pool, head: bytes, payload: bytes) -> int:
+    reused = bool(pool.idle)
     reader, writer = await pool.take()
     try:
         writer.write(head + payload)
-        status_line = await reader.readuntil(b"\r\n")
+        try:
+            status_line = await reader.readuntil(b"\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+            # The server closed this idle keep-alive connection first: send again, once.
+            writer.close()
+            reader, writer = await pool.take(fresh=True)
+            writer.write(head + payload)
+            status_line = await reader.readuntil(b"\r\n")
         header_block = await reader.readuntil(b"\r\n\r\n")
         length, chunked, close = 0, False, False
         for line in header_block.split(b"\r\n"):

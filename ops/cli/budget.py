@@ -1,4 +1,4 @@
-"""``sluice budget set / list / show / rm``: hard limits and soft thresholds per scope and window."""
+"""``sluice budget set / list / show / rm``: hard limits and soft thresholds per scope, window."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ _WINDOW_HELP = "hourly, daily, monthly or total."
 
 @contextmanager
 def _session() -> Iterator[Any]:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from models.db.engine import make_engine, session_factory
     from models.domain.errors import SluiceError
     from models.domain.settings import load_settings
     from scheduler.governor import unreachable
-    from sqlalchemy.exc import SQLAlchemyError
 
     engine = make_engine(load_settings().database.url)
     try:

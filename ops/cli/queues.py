@@ -104,7 +104,7 @@ def status_cmd(
             paused = paused_queues(s)
         depth = queue_depths(app, names)
         consumers = queue_consumers(app, timeout)
-    rows = [{"queue": q, "paused": q in paused, "reasons": paused.get(q, []),
+    rows: list[dict[str, Any]] = [{"queue": q, "paused": q in paused, "reasons": paused.get(q, []),
              "depth": depth.get(q), "consumers": consumers.get(q, [])} for q in names]
     if as_json:
         console.print_json(data=rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,9 @@ class RouterResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, with the curve thinned to at most ~200 points."""
-        step = max(1, len(self.curve.shares) // 200)
-        keep = list(range(0, len(self.curve.shares), step)) + [len(self.curve.shares) - 1]
+        last = len(self.curve.shares) - 1
+        step = max(1, last // 200)
+        keep = sorted(set(range(0, last, step)) | {last})
         return {"router": self.router, "dataset": self.dataset, "n": self.n,
                 "seconds": round(self.seconds, 2), **self.summary, **self.extra,
                 "curve": {"share": [round(float(self.curve.shares[i]), 5) for i in keep],
@@ -59,11 +60,7 @@ def fold_ids(examples: Sequence[Example], folds: int, seed: int = 0) -> np.ndarr
 def learned_config(name: str, base: TrainConfig | None = None) -> TrainConfig:
     """The training config for an eval router name ("learned" means the default kind)."""
     base = base or TrainConfig()
-    if name == "learned":
-        return base
-    from dataclasses import replace
-
-    return replace(base, kind=name)
+    return base if name == "learned" else replace(base, kind=name)
 
 
 def out_of_fold_scores(examples: Sequence[Example], router: str, *, folds: int = 5,

@@ -106,9 +106,16 @@ def write_json(results: Sequence[RouterResult], path: str | Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"meta": meta or {}, "results": [r.to_dict() for r in results],
            "published": PUBLISHED, "published_sources": SOURCES}
-    out.write_text(json.dumps(doc, indent=1, default=_nan_safe) + "\n")
+    out.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
     return out
 
 
-def _nan_safe(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else str(value)
+def _clean(value: Any) -> Any:
+    """NaN (a target never reached) becomes null: strict JSON has no NaN."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,20 +24,27 @@ from queues.http.openapi import openapi_schema
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, **gateway_overrides: Any) -> Starlette:
+def create_app(settings: Settings, *,
+               on_start: Callable[[FrontDoor], AbstractContextManager[Any]] | None = None,
+               **gateway_overrides: Any) -> Starlette:
     """An app serving the OpenAI-compatible API; its parts are built when it starts up.
 
-    ``gateway_overrides`` replace Gateway levers (``admission=...``, ``cache=None``), as for
-    :func:`queues.producer.connect`.
+    ``on_start`` gets the built front door and returns a context held while the app serves
+    (the embedded default runs its in-process worker this way). ``gateway_overrides`` replace
+    Gateway levers (``admission=...``, ``cache=None``), as for :func:`queues.producer.connect`.
     """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         door = await run_in_threadpool(lambda: FrontDoor.build(settings, **gateway_overrides))
         app.state.door = door
+        extras = ExitStack()
         try:
+            if on_start is not None:
+                await run_in_threadpool(extras.enter_context, on_start(door))
             yield
         finally:
+            await run_in_threadpool(extras.close)
             await door.close()
 
     async def openapi(request: Request) -> Response:

@@ -22,6 +22,8 @@ class AuthError(SluiceError):
     def __init__(self, message: str, *, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
+        if status == 403:
+            self.code = "operator_key_required"
 
 
 class KeyBook:

@@ -62,9 +62,9 @@ def sluice_error_response(err: SluiceError, *, param: str | None = None) -> JSON
     for key in ("request_id", "queue"):
         if key in err.details:
             extra[key] = err.details[key]
-    retry_after = err.details.get("retry_after") if err.retryable else None
-    if err.retryable and retry_after is None and status == 503:
-        retry_after = 1.0
+    after = err.details.get("retry_after") if err.retryable else None
+    if err.retryable and after is None and status == 503:
+        after = 1.0
     return error_response(status, err.message, param=param, code=err.code, extra=extra,
                           retry=bool(err.retryable and status == 503),
-                          retry_after=retry_after if isinstance(retry_after, (int, float)) else None)
+                          retry_after=after if isinstance(after, (int, float)) else None)

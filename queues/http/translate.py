@@ -8,7 +8,7 @@ from typing import Any
 from models.domain.errors import ValidationError
 from models.domain.result import ChatResult
 
-#: Accepted and ignored: they tune sampling or bookkeeping we do not model, never the answer's shape.
+#: Accepted and ignored: they tune sampling or bookkeeping we do not model, not the answer's shape.
 IGNORED = frozenset({"top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias",
                      "parallel_tool_calls", "store", "metadata", "service_tier",
                      "prompt_cache_key", "safety_identifier", "stream_options"})

@@ -11,7 +11,7 @@ from scheduler.router.base import Router, RouteInput
 
 # Only the head and tail of a long prompt are scanned: the instruction is nearly always at
 # one end, and a bounded scan keeps the decision well under 0.1 ms whatever the prompt size.
-_HEAD, _TAIL = 1200, 400
+_HEAD, _TAIL = 800, 300
 
 # Word lookups go through one str.translate + split + set, which runs in C; a regex
 # alternation of the same words with re.IGNORECASE was 5-10x slower per decision.

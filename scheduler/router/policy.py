@@ -125,3 +125,16 @@ class RoutingPolicy:
         why = "below quality floor" if floor_binds else "below threshold"
         return TierDecision(hard, score, limit, f"{why}: score {score:.3f} < {limit:.3f}", router)
 
+
+
+def policy_from_dict(data: dict[str, Any]) -> RoutingPolicy:
+    """A policy from config (JSON/TOML), refusing unknown keys with a message naming them."""
+    known = set(RoutingPolicy.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown routing policy key(s) {', '.join(unknown)}; "
+                          f"use {', '.join(sorted(known))}")
+    fields = dict(data)
+    if "allowed_tiers" in fields:
+        fields["allowed_tiers"] = tuple(fields["allowed_tiers"])
+    return RoutingPolicy(**fields)

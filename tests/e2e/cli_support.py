@@ -45,6 +45,7 @@ def fill_ledger(gateway: Any, team: str) -> int:
                           "max_tokens": 200 if feature == "seo-article" else 30,
                           "static": {"system": f"You work for the {feature} team."},
                           "messages": [{"role": "user", "content": text}]}, timeout=60)
+    gateway.flush()  # cache-hit rows are written in the background
     return len(asks)
 
 

@@ -209,7 +209,8 @@ def test_budget_refusal_is_429_naming_the_budget_and_not_retried(
     assert len(sent) == 1  # ... but x-should-retry: false tells it not to
     body = exc.value.body
     assert isinstance(body, dict) and body["code"] == "budget_exceeded"
-    assert body["budget"]["budget"] == "team:frugal:total" and "team:frugal:total" in body["message"]
+    assert body["budget"]["budget"] == "team:frugal:total"
+    assert "team:frugal:total" in body["message"]
     assert standin.stats()["requests"] == before  # nothing was dispatched
 
 
@@ -229,8 +230,10 @@ def test_the_same_request_id_is_billed_once(client: openai.OpenAI, sessions: Any
 def test_operator_endpoints_need_an_operator_key(door: str, pg_url: str,
                                                  team_key: str) -> None:
     op = {"authorization": f"Bearer {mint(pg_url, 'platform', role='operator')}"}
-    assert httpx.post(f"{door}/admin/keys", json={"team": "x"},
-                      headers={"authorization": f"Bearer {team_key}"}).status_code == 403
+    refused = httpx.post(f"{door}/admin/keys", json={"team": "x"},
+                         headers={"authorization": f"Bearer {team_key}"})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "operator_key_required"
     assert httpx.get(f"{door}/admin/health").status_code == 401
     health = httpx.get(f"{door}/admin/health", headers=op)
     assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok",

@@ -149,7 +149,8 @@ def test_async_requests_not_opted_in_are_called_directly(batch_gateway: Any, ses
     before = counts(standin)
     result = batch_gateway.complete(req("gpt-4o-mini", batch=None), timeout=60)
     after = counts(standin)
-    assert after["chat"] - before["chat"] == 1 and after["openai_batches"] == before["openai_batches"]
+    assert after["chat"] - before["chat"] == 1
+    assert after["openai_batches"] == before["openai_batches"]
     assert result.cost == cost_of(result.usage, CAT.get("gpt-4o-mini"))
     with sessions() as s:
         row = ledger.get(s, result.request_id)

@@ -1,4 +1,4 @@
-"""Budget admission on real PostgreSQL: the model check, 64-thread exactness, rollover, alerts, fail closed."""
+"""Budget admission on PostgreSQL: model check, 64 threads, rollover, alerts, failing closed."""
 
 from __future__ import annotations
 
@@ -14,10 +14,17 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 
-from models.db.budgets import (AlertRow, BudgetRow, PauseRow, ReservationRow, delete_budget,
-                               get_budget, set_budget)
+from models.db.budgets import (
+    AlertRow,
+    BudgetRow,
+    PauseRow,
+    ReservationRow,
+    delete_budget,
+    get_budget,
+    set_budget,
+)
 from models.db.engine import make_engine, session_factory
 from models.domain.errors import BudgetExceeded, LedgerError
 from models.domain.request import parse_request

@@ -28,6 +28,7 @@ from queues.envelope import Envelope
 from queues.handle import TaskHandle
 from queues.names import QUEUES
 from scheduler import governor
+from scheduler.beat import GOVERNOR_QUEUE, TICK_TASK
 from tests.services import run_token
 
 pytestmark = pytest.mark.integration
@@ -192,8 +193,10 @@ def test_lane_budget_pauses_every_worker_and_resumes(gateway: Any, extra_workers
         time.sleep(1.1)  # the producer's pause cache
         with pytest.raises(QueuePaused):
             gateway.submit(data("lane-test", lane="async"))
-        # The beat job applies the durable pause on every worker through remote control.
-        governor.tick(sessions, control=app.control, queues=QUEUES, post=None)
+        # The beat job, run by a worker off the governor queue (which no pause touches),
+        # applies the durable pause on every worker through remote control.
+        app.send_task(TICK_TASK, queue=GOVERNOR_QUEUE, routing_key=GOVERNOR_QUEUE,
+                      ignore_result=True)
         wait_for(lambda: all("async.api" not in qs and "interactive.api" in qs
                              for qs in consumers(app).values()), "async.api to be cancelled")
         assert len(consumers(app)) >= 3

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -73,6 +74,7 @@ def test_a_stored_answer_serves_an_equivalent_request_as_a_free_hit(make_cache: 
     hit = cache.lookup(again)
     assert hit is not None and hit.text == "Use the reset link."
     assert hit.cache_hit and hit.cost == 0 and hit.request_id == again.request_id
+    assert isinstance(hit.cost, Decimal) and hit.list_cost == 0  # money stays Decimal
     assert hit.baseline_cost == result().baseline_cost
     assert cache.lookup(req("How do I reset my email?")) is None
     assert cache.stats()["hit"] == 1 and cache.stats()["store"] == 1

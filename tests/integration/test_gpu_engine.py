@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
@@ -14,11 +15,11 @@ import pytest
 
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
-from models.domain.errors import EngineDead, ProviderPermanent
+from models.domain.errors import EngineDead, ProviderPermanent, ProviderRetryable
 from models.domain.request import ChatRequest
 from models.domain.settings import Settings
 from models.domain.usage import Usage
-from tests.gpu_support import engine_processes, start_test_engine
+from tests.gpu_support import engine_processes, require_vllm, running_engine
 from workers.gpu.batcher import BatchWindow, LaneBatcher
 from workers.gpu.engine_io import ASYNC_PRIORITY, EngineOutput, make_request
 from workers.gpu.runtime import (get_gpu_runtime, gpu_provider, install_gpu_signals,
@@ -27,14 +28,15 @@ from workers.providers.base import ProviderCall, Provider
 from workers.providers.vllm_engine import VllmEngineProvider, render_messages
 
 gpu = pytest.mark.gpu
+# torch's own deprecation noise from inside vLLM, not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*")
 WORDS = "budget queue worker engine batch lane price cost ledger team feature prompt".split()
 
 
 @pytest.fixture(scope="session")
-def engine() -> Any:
-    host = start_test_engine()
-    yield host
-    host.shutdown()
+def engine() -> Iterator[Any]:
+    with running_engine() as host:
+        yield host
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +164,8 @@ def test_async_batcher_sends_a_full_batch_without_waiting(engine: Any) -> None:
 def test_provider_adapter_produces_a_reply_on_both_lanes(engine: Any, tiny_spec: Any) -> None:
     batcher = LaneBatcher(partial(engine.submit_batch, priority=ASYNC_PRIORITY),
                           batch_timeout_ms=50, batch_max=8)
-    provider = VllmEngineProvider(engine, async_batcher=batcher, served_model="sluice-tiny-llama")
+    provider = VllmEngineProvider(engine, batchers={"async": batcher},
+                                  served_model="sluice-tiny-llama")
     assert isinstance(provider, Provider)
     try:
         for lane in ("interactive", "async"):
@@ -208,7 +211,47 @@ def test_a_dead_engine_fails_fast_with_engine_dead_and_shuts_down_cleanly(engine
         engine.submit("after shutdown", max_tokens=2)
 
 
+@gpu
+def test_vllm_errors_map_onto_the_error_tree() -> None:
+    require_vllm()
+    from vllm.exceptions import VLLMValidationError
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from workers.gpu.vllm_errors import translate
+
+    assert isinstance(translate(EngineDeadError(), engine_errored=False), EngineDead)
+    assert isinstance(translate(RuntimeError("x"), engine_errored=True), EngineDead)
+    bad = translate(VLLMValidationError("prompt too long"), engine_errored=False)
+    assert isinstance(bad, ProviderPermanent) and not isinstance(bad, EngineDead)
+    assert isinstance(translate(RuntimeError("blip"), engine_errored=False), ProviderRetryable)
+
+
 # -- pure parts: no engine needed ------------------------------------------------------------
+
+class _SilentHost:
+    """A host whose requests never finish: the provider must give up at the lane's limit."""
+
+    served_model_name = "sluice-tiny-llama"
+
+    def __init__(self) -> None:
+        self.futures: list[Future[Any]] = []
+
+    def submit_request(self, request: Any) -> Future[Any]:
+        self.futures.append(Future())
+        return self.futures[-1]
+
+
+def test_provider_gives_up_at_the_lane_limit_and_aborts_the_request(tiny_spec: Any) -> None:
+    from models.domain.settings import LanesSettings
+
+    lanes = LanesSettings.model_validate({"interactive": {"soft_time_limit_s": 0.2}})
+    host = _SilentHost()
+    provider = VllmEngineProvider(host, lanes=lanes)  # type: ignore[arg-type]
+    with pytest.raises(ProviderRetryable, match="interactive lane"):
+        provider.complete(ProviderCall(_chat("s", "u"), tiny_spec))
+    assert host.futures[0].cancelled()  # cancelling aborts the request inside vLLM
+
+
 
 def test_batch_window_closes_on_timeout_or_size_with_a_fake_clock() -> None:
     window: BatchWindow[str] = BatchWindow(timeout_s=0.25, max_items=3)
@@ -302,7 +345,8 @@ def test_runtime_starts_once_and_stops_and_refuses_when_absent(tmp_path: Any) ->
     try:
         assert start_gpu_runtime(settings, host_factory=_FakeHost) is first
         assert first.host.kw["run_dir"].parent == tmp_path / "gpu"
-        assert get_gpu_runtime().health()["async_pending"] == 0
+        assert list(first.batchers) == ["async"]  # interactive has no batch timeout by default
+        assert get_gpu_runtime().health()["lanes"]["async"]["pending"] == 0
     finally:
         stop_gpu_runtime()
     assert first.host.events == ["start", "shutdown"]

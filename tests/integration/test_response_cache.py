@@ -67,6 +67,7 @@ def test_a_repeat_is_a_free_hit_that_never_reaches_the_provider(
     assert second.cache_hit and second.text == first.text
     assert second.cost == 0 and second.baseline_cost == first.baseline_cost > 0
     assert second.request_id != first.request_id
+    gateway.flush()  # cache-hit rows are written in the background
     rows = outcomes(sessions, feature)
     assert [r.request_id for r in rows["ok"]] == [first.request_id]
     hit = rows["cache_hit"][0]
@@ -143,6 +144,7 @@ def test_identical_concurrent_misses_make_one_provider_call(
     assert calls(standin) - before == 1 and standin.stats()["faults_pending"] == 0
     assert sorted(r.cache_hit for r in results) == [False] + [True] * 5
     assert len({r.text for r in results}) == 1
+    gateway.flush()  # cache-hit rows are written in the background
     rows = outcomes(sessions, feature)
     assert len(rows["ok"]) == 1 and len(rows["cache_hit"]) == 5
     assert gateway.cache.stats()["single_flight_hit"] >= 5
@@ -175,6 +177,7 @@ def test_cli_stats_and_flush(gateway: Any, standin: Any, integration_env: dict[s
     for _ in range(3):
         last = gateway.complete(req(feature, "Opening hours?"), timeout=30)
     assert last.cache_hit
+    gateway.flush()  # cache-hit rows are written in the background
     for name, value in integration_env.items():
         monkeypatch.setenv(name, value)
     out = CliRunner().invoke(cache_app, ["stats", "--json"])

@@ -1,4 +1,4 @@
-"""The batch collector over a scripted in-memory Batch API: when it flushes, what each caller gets."""
+"""The batch collector over a scripted in-memory Batch API: when it flushes, what callers get."""
 
 from __future__ import annotations
 
@@ -59,8 +59,8 @@ class FakeBatchAPI:
             if text in self.refuse:
                 out[cid] = ProviderPermanent("refused", provider="openai", status=400)
             else:
-                out[cid] = ProviderReply(text=f"re: {text}", usage=Usage(input_uncached=5, output=2),
-                                         extra={"batch": True})
+                out[cid] = ProviderReply(text=f"re: {text}", extra={"batch": True},
+                                         usage=Usage(input_uncached=5, output=2))
         return out
 
     def close(self) -> None:

@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings, strategies as st
-from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, invariant, rule,
-                                 run_state_machine_as_test)
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from sqlalchemy import text, update
 
 from models.db.budgets import ReservationRow, list_budgets, set_budget

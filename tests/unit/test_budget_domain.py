@@ -10,9 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.domain.budget import (Budget, applicable, parse_soft, parse_usd, pause_queues,
-                                  plain, refusal, release_one, reserve_all, rolled, settle_one,
-                                  window_bounds)
+from models.domain.budget import (
+    Budget,
+    applicable,
+    parse_soft,
+    parse_usd,
+    pause_queues,
+    plain,
+    refusal,
+    release_one,
+    reserve_all,
+    rolled,
+    settle_one,
+    window_bounds,
+)
 from models.domain.errors import BudgetExceeded, ValidationError
 from models.domain.request import parse_request
 

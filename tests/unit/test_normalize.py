@@ -127,6 +127,16 @@ def test_fingerprint_differs_when_the_declaration_does() -> None:
         assert other.fingerprint() != base.fingerprint()
 
 
+def test_long_texts_are_remembered_with_their_report() -> None:
+    n = compile_normalizer(NormalizationSpec(patterns=("uuid",)))
+    system = "Rules.  " * 100 + "id 123e4567-e89b-12d3-a456-426614174000"
+    first, second = NormalizationReport(), NormalizationReport()
+    assert n(system, first) == n(system, second)
+    assert first.fired == second.fired == {"uuid": 1}
+    assert first.steps == second.steps == {"whitespace"}
+    assert len(n._memo) == 1 and n("short  text") == "short text" and len(n._memo) == 1
+
+
 _texts = st.text(alphabet=st.sampled_from(list("ab é\u0301\t\r\n\u00a0\u200b\u3000x1:-")),
                  max_size=40)
 

@@ -107,3 +107,14 @@ def test_calibration_share_never_off_by_more_than_ties(scores: list[float], targ
         assert below == wanted
     else:
         assert abs(below - wanted) <= max(scores.count(s) for s in scores)
+
+
+def test_policy_from_config_dict() -> None:
+    from scheduler.router.policy import policy_from_dict
+
+    policy = policy_from_dict({"feature": "bulk", "allowed_tiers": ["self-hosted", "flagship"],
+                               "threshold": 0.7})
+    assert policy.allowed_tiers == ("self-hosted", "flagship")
+    assert policy.decide(0.8).tier == "self-hosted"
+    with pytest.raises(ConfigError, match="thresh"):
+        policy_from_dict({"thresh": 0.5})

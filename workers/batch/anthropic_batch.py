@@ -1,4 +1,4 @@
-"""Anthropic Message Batches: inline ``messages.batches.create``, polled, results streamed as JSONL."""
+"""Anthropic Message Batches: inline ``messages.batches.create``, polled, results read as JSONL."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ class AnthropicBatchAPI:
         """Create the batch with every request inline."""
         requests = [{"custom_id": cid, "params": message_params(call)} for cid, call in calls]
         try:
-            batch = self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            batch = self._client.messages.batches.create(
+                requests=requests)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
         return str(batch.id)

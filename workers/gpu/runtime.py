@@ -16,7 +16,7 @@ from models.domain.errors import ConfigError, SluiceError
 from models.domain.settings import Settings, load_settings
 from workers.gpu.batcher import LaneBatcher
 from workers.gpu.engine_host import EngineHost
-from workers.gpu.engine_io import ASYNC_PRIORITY
+from workers.gpu.engine_io import ASYNC_PRIORITY, INTERACTIVE_PRIORITY
 from workers.gpu.vllm_errors import engine_dead
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.vllm_engine import VllmEngineProvider
@@ -29,23 +29,25 @@ _UID_STOP = "sluicegate.gpu.worker_shutdown"
 
 @dataclass
 class GpuRuntime:
-    """The engine, the async-lane batcher and the provider adapter over them."""
+    """The engine, the lane batchers and the provider adapter over them."""
 
     host: EngineHost
-    batcher: LaneBatcher
+    batchers: dict[str, LaneBatcher]
     provider: VllmEngineProvider
 
     def health(self) -> dict[str, Any]:
-        """The engine's health plus the async lane's queue."""
+        """The engine's health plus what each batching lane holds and sent lately."""
         report = self.host.health()
-        report["async_pending"] = self.batcher.pending()
-        report["recent_async_batches"] = list(self.batcher.batch_sizes)[-10:]
+        report["lanes"] = {
+            lane: {"pending": b.pending(), "recent_batches": list(b.batch_sizes)[-10:]}
+            for lane, b in self.batchers.items()}
         return report
 
     def stop(self) -> None:
-        """Send what the batcher holds, then drain and stop the engine."""
+        """Send what the batchers hold, then drain and stop the engine."""
         t0 = time.monotonic()
-        self.batcher.close()
+        for batcher in self.batchers.values():
+            batcher.close()
         self.host.shutdown()
         log.info("vLLM engine stopped in %.1f s", time.monotonic() - t0)
 
@@ -77,13 +79,28 @@ def start_gpu_runtime(settings: Settings, *,
         t0 = time.monotonic()
         host.start()
         log.info("vLLM engine ready in %.1f s", time.monotonic() - t0)
-        lane = settings.lanes.get("async")
-        batcher = LaneBatcher(partial(host.submit_batch, priority=ASYNC_PRIORITY),
-                              batch_timeout_ms=lane.batch_timeout_ms, batch_max=lane.batch_max)
-        provider = VllmEngineProvider(host, async_batcher=batcher, lanes=settings.lanes,
+        batchers = lane_batchers(host, settings)
+        provider = VllmEngineProvider(host, batchers=batchers, lanes=settings.lanes,
                                       served_model=settings.routing.self_hosted_model)
-        _runtime = GpuRuntime(host=host, batcher=batcher, provider=provider)
+        _runtime = GpuRuntime(host=host, batchers=batchers, provider=provider)
         return _runtime
+
+
+def lane_batchers(host: EngineHost, settings: Settings) -> dict[str, LaneBatcher]:
+    """A batcher for each lane whose ``batch_timeout_ms`` is set (by default: async only).
+
+    A lane with no timeout sends each request the moment it arrives; vLLM's continuous batch
+    still runs it together with everything else in flight.
+    """
+    priorities = {"interactive": INTERACTIVE_PRIORITY, "async": ASYNC_PRIORITY}
+    out = {}
+    for lane, priority in priorities.items():
+        conf = settings.lanes.get(lane)
+        if conf.batch_timeout_ms > 0:
+            out[lane] = LaneBatcher(partial(host.submit_batch, priority=priority),
+                                    batch_timeout_ms=conf.batch_timeout_ms,
+                                    batch_max=conf.batch_max, name=lane)
+    return out
 
 
 def get_gpu_runtime() -> GpuRuntime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from models.domain.errors import ProviderPermanent, ProviderRetryable
@@ -54,17 +55,18 @@ def usage_of(out: EngineOutput) -> Usage:
 
 
 class VllmEngineProvider:
-    """The ``vllm`` provider: interactive calls go straight in at high priority; async calls are
-    gathered by the lane batcher and sent together at low priority."""
+    """The ``vllm`` provider: each lane has its engine priority (interactive first); a lane with
+    a batcher (the async lane, by default) is gathered and sent in batches, the others go
+    straight in."""
 
     name = "vllm"
 
-    def __init__(self, host: EngineHost, *, async_batcher: LaneBatcher | None = None,
+    def __init__(self, host: EngineHost, *, batchers: Mapping[str, LaneBatcher] | None = None,
                  lanes: LanesSettings | None = None, served_model: str | None = None,
                  interactive_priority: int = INTERACTIVE_PRIORITY,
                  async_priority: int = ASYNC_PRIORITY) -> None:
         self._host = host
-        self._batcher = async_batcher
+        self._batchers = dict(batchers or {})
         self._lanes = lanes or LanesSettings()
         self._served_model = served_model
         self._priorities = {"interactive": interactive_priority, "async": async_priority}
@@ -79,8 +81,9 @@ class VllmEngineProvider:
             temperature=request.temperature, stop=request.stop,
             priority=self._priorities.get(lane, INTERACTIVE_PRIORITY),
             request_id=request.request_id)
-        if lane == "async" and self._batcher is not None:
-            future = self._batcher.submit(engine_request)
+        batcher = self._batchers.get(lane)
+        if batcher is not None:
+            future = batcher.submit(engine_request)
         else:
             future = self._host.submit_request(engine_request)
         limit = self._lanes.get(lane).soft_time_limit_s
@@ -105,7 +108,7 @@ class VllmEngineProvider:
                    "engine_ms": round(out.latency_s * 1000, 2)})
 
     def close(self) -> None:
-        """Nothing to release: the engine and batcher belong to the GPU runtime, not the adapter."""
+        """Nothing to release: the engine and batchers belong to the GPU runtime."""
 
     def _check_model(self, call: ProviderCall) -> None:
         if call.model.provider != "vllm":

@@ -1,0 +1,93 @@
+"""Reservation statements: the one-round-trip PostgreSQL reserve, its portable twin, closing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from models.db.budgets import BudgetRow, ReservationRow, to_budget
+from models.domain.budget import Budget
+
+# One statement, one round trip, autocommit: lock the applicable budgets in id order (so two
+# requests never deadlock), decide on the locked (newest) values, then add the reservation to
+# every budget and write its row only if all of them fit. Nothing changes when one does not.
+RESERVE_PG = text("""
+WITH locked AS (
+    SELECT id, scope, key, "window", hard_limit, soft_limit, spent, reserved, window_start,
+           resets_at, webhook_url
+    FROM budgets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
+), verdict AS (
+    SELECT count(*) = :n AND coalesce(bool_and(spent + reserved + :amount <= hard_limit), false)
+           AS fits
+    FROM locked
+), upd AS (
+    UPDATE budgets SET reserved = budgets.reserved + :amount
+    FROM verdict WHERE verdict.fits AND budgets.id = ANY(:ids)
+    RETURNING budgets.id
+), ins AS (
+    INSERT INTO reservations (id, request_id, amount, budget_ids, state, queue, created_at,
+                              expires_at)
+    SELECT :rid, :request_id, :amount, :budget_ids, 'open', :queue, :now, :expires
+    FROM verdict WHERE verdict.fits
+    RETURNING id
+)
+SELECT verdict.fits, (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM ins) AS written,
+       locked.*
+FROM verdict LEFT JOIN locked ON true
+""")
+
+
+def reserve_on_postgres(conn: Connection, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
+    """Run RESERVE_PG on an autocommit connection: (True, []) when held, else (False, budgets
+    as they were, locked, when the decision was made)."""
+    rows = conn.execute(RESERVE_PG, params).all()
+    if rows[0].fits:
+        return True, []
+    return False, [budget_of(r) for r in rows if r.id is not None]
+
+
+def reserve_portable(s: Session, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
+    """The same decision with portable statements (SQLite); the caller commits."""
+    amount, ids = params["amount"], params["ids"]
+    # The UPDATE takes SQLite's write lock first and re-checks each limit itself.
+    got = s.scalars(update(BudgetRow)
+                    .where(BudgetRow.id.in_(ids),
+                           BudgetRow.spent + BudgetRow.reserved + amount <= BudgetRow.hard_limit)
+                    .values(reserved=BudgetRow.reserved + amount)
+                    .returning(BudgetRow.id)).all()
+    if len(got) == len(ids):
+        s.execute(insert(ReservationRow).values(
+            id=params["rid"], request_id=params["request_id"], amount=amount,
+            budget_ids=params["budget_ids"], state="open", queue=params["queue"],
+            created_at=params["now"], expires_at=params["expires"]))
+        return True, []
+    # Read the others under the same lock, then undo the partial reservation.
+    rows = [to_budget(r) for r in s.scalars(select(BudgetRow).where(BudgetRow.id.in_(ids)))]
+    s.rollback()
+    mine = set(got)
+    return False, [b if b.id not in mine else replace(b, reserved=b.reserved - amount)
+                   for b in rows]
+
+
+def close_reservation(rid: str, before: str, after: str, now: datetime,
+                      actual: Decimal | None) -> Any:
+    """UPDATE a reservation from state ``before`` to ``after``; rowcount says who did it."""
+    values: dict[str, Any] = {"state": after, "closed_at": now}
+    if actual is not None:
+        values["actual"] = actual
+    return (update(ReservationRow)
+            .where(ReservationRow.id == rid, ReservationRow.state == before)
+            .values(**values).returning(ReservationRow.amount, ReservationRow.budget_ids))
+
+
+def budget_of(row: Any) -> Budget:
+    """A pure Budget from a row of RESERVE_PG."""
+    return Budget(scope=row.scope, key=row.key, window=row.window, hard_limit=row.hard_limit,
+                  soft_limit=row.soft_limit, spent=row.spent, reserved=row.reserved,
+                  window_start=row.window_start, resets_at=row.resets_at, id=row.id,
+                  webhook_url=row.webhook_url)

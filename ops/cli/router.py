@@ -1,0 +1,154 @@
+"""``sluice router``: train a learned router, evaluate routers with k-fold CV, score a prompt."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+router_app = typer.Typer(help="Complexity routing: train and evaluate routers, score prompts.",
+                         no_args_is_help=True)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+DataOpt = Annotated[Optional[Path], typer.Option(
+    "--data", help="RouteLLM eval folder or labelled .jsonl (default: $SLUICE_ROUTELLM_DATA, "
+                   "else ../shared/data/routellm beside the repo).")]
+BenchOpt = Annotated[str, typer.Option(
+    "--benchmarks", help="Comma-separated subset of gsm8k,mmlu,mt-bench (RouteLLM folder only).")]
+DEFAULT_ARTIFACT = Path("ops/router/artifacts/router-tfidf-lr.npz")
+
+
+def _load(data: Optional[Path], benchmarks: str) -> list[Any]:
+    from models.domain.errors import SluiceError
+    from ops.router.datasets import load_dataset
+
+    try:
+        return load_dataset(data, [b.strip() for b in benchmarks.split(",") if b.strip()])
+    except SluiceError as err:
+        err_console.print(f"[red]{err.message}[/]")
+        raise typer.Exit(2) from None
+
+
+def _embedder() -> Any:
+    from ops.router.embed_cache import CachedEmbedder
+    from scheduler.router.embedder import Embedder
+
+    return CachedEmbedder(Embedder())
+
+
+@router_app.command()
+def train(
+    data: DataOpt = None,
+    benchmarks: BenchOpt = "gsm8k,mmlu,mt-bench",
+    kind: Annotated[str, typer.Option(help="tfidf-lr, embed-lr or embed+tfidf-lr.")] = "tfidf-lr",
+    out: Annotated[Path, typer.Option(help="Artifact path (.npz; a .json of metadata beside).")]
+    = DEFAULT_ARTIFACT,
+    c: Annotated[float, typer.Option("--c", help="Inverse regularisation strength.")] = 1.0,
+    folds: Annotated[int, typer.Option(help="Folds of the CV whose metrics go into the artifact "
+                                            "(0 skips it).")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
+) -> None:
+    """Fit a learned router on all the data and save it as a versioned artifact."""
+    from models.domain.errors import SluiceError
+    from ops.router import metrics as M
+    from ops.router.evaluation import out_of_fold_scores
+    from ops.router.training import TrainConfig, fit_router
+
+    examples = _load(data, benchmarks)
+    try:
+        config = TrainConfig(kind=kind, c=c)
+        metrics: dict[str, Any] = {}
+        started = time.perf_counter()
+        emb = _embedder() if config.uses_embeddings else None
+        if folds:
+            scores = out_of_fold_scores(examples, kind, folds=folds, config=config,
+                                        embedder=(lambda: emb) if emb else None)
+            curve = M.quality_curve(scores, [e.weak for e in examples],
+                                    [e.strong for e in examples])
+            metrics = {"cv_folds": folds, "dataset": benchmarks, **M.summarize(curve)}
+        artifact = fit_router(examples, config, embedder=emb, metrics=metrics)
+        artifact.meta["training"]["seconds"] = round(time.perf_counter() - started, 1)
+        path = artifact.save(out)
+    except SluiceError as err:
+        err_console.print(f"[red]{err.message}[/]")
+        raise typer.Exit(2) from None
+    if as_json:
+        console.print_json(json.dumps(artifact.meta, default=str))
+        return
+    size = path.stat().st_size / 1e6
+    console.print(f"saved [bold]{path}[/] ({size:.2f} MB), version {artifact.version}, "
+                  f"{len(examples)} prompts, {artifact.meta['training']['seconds']} s")
+    if metrics:
+        console.print(f"{folds}-fold CV: APGR {metrics['apgr']:.3f}, CPT(50%) "
+                      f"{100 * metrics['cpt50']:.1f}%, CPT(80%) {100 * metrics['cpt80']:.1f}%")
+
+
+@router_app.command(name="eval")
+def eval_(
+    data: DataOpt = None,
+    benchmarks: BenchOpt = "gsm8k,mmlu,mt-bench",
+    routers: Annotated[list[str], typer.Option(
+        "--router", "-r", help="Router to evaluate (repeatable): heuristic, random, learned, "
+                               "tfidf-lr, embed-lr, embed+tfidf-lr.")] = ["heuristic", "random",
+                                                                          "learned"],
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for learned routers.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seeds the folds and the random router.")] = 0,
+    combined: Annotated[bool, typer.Option(help="Also evaluate all benchmarks together.")] = True,
+    out: Annotated[Path, typer.Option(help="Folder for router_eval.png/.json/.md.")]
+    = Path(".sluice/router-eval"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Quality against strong-call share, APGR, CPT(50/80%) and the share for 95 % of strong."""
+    from models.domain.errors import SluiceError
+    from ops.router import report
+    from ops.router.evaluation import evaluate
+
+    examples = _load(data, benchmarks)
+    say = (lambda msg: err_console.print(f"[dim]… {msg}[/]")) if not as_json else None
+    try:
+        started = time.perf_counter()
+        results = evaluate(examples, routers, folds=folds, seed=seed, combined=combined,
+                           embedder=_embedder, progress=say)
+    except SluiceError as err:
+        err_console.print(f"[red]{err.message}[/]")
+        raise typer.Exit(2) from None
+    meta = {"command": " ".join(["sluice", "router", "eval", *sys.argv[3:]]),
+            "folds": folds, "seed": seed, "benchmarks": benchmarks, "prompts": len(examples),
+            "seconds": round(time.perf_counter() - started, 1)}
+    png = report.plot(results, out / "router_eval.png")
+    js = report.write_json(results, out / "router_eval.json", meta)
+    (out / "router_eval.md").write_text(report.markdown(results) + "\n")
+    if as_json:
+        console.print_json(js.read_text())
+        return
+    console.print(report.rich_table(results))
+    console.print(f"plot: {png}  json: {js}  ({meta['seconds']} s)")
+
+
+@router_app.command()
+def score(
+    prompt: Annotated[str, typer.Argument(help="Prompt text, or - for stdin.")],
+    router: Annotated[str, typer.Option(help="heuristic, learned or random.")] = "heuristic",
+    artifact: Annotated[Optional[Path], typer.Option(help="Artifact for --router learned.")]
+    = None,
+    threshold: Annotated[float, typer.Option(help="Policy threshold for the tier shown.")] = 0.5,
+) -> None:
+    """Score one prompt and show the tier a default policy would pick."""
+    from models.domain.errors import SluiceError
+    from scheduler.router.policy import RoutingPolicy
+    from scheduler.router.registry import build_router
+
+    text = sys.stdin.read() if prompt == "-" else prompt
+    try:
+        chosen = build_router(router, str(artifact) if artifact else None)
+        decision = RoutingPolicy(threshold=threshold).decide(chosen.score_text(text), chosen.label)
+    except SluiceError as err:
+        err_console.print(f"[red]{err.message}[/]")
+        raise typer.Exit(2) from None
+    console.print_json(json.dumps(decision.to_record()))
