@@ -180,7 +180,7 @@ class SqlAdmission:
         return timedelta(seconds=self.lease_s.get(lane, max(self.lease_s.values(), default=0))
                          + self.config.lease_margin_s)
 
-    def _ids(self, request: ChatRequest) -> list[int]:
+    def _ids(self, request: ChatRequest, *, rolled: bool = False) -> list[int]:
         if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
             with self._lock:
                 if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
@@ -188,9 +188,9 @@ class SqlAdmission:
                     self._loaded_at = time.monotonic()
         found = [ref for k in request_keys(request) for ref in self._index.get(k, ())]
         now = self.clock()
-        if any(resets is not None and resets <= now for _, resets in found):
+        if not rolled and any(resets is not None and resets <= now for _, resets in found):
             self._roll(now)
-            return self._ids(request)
+            return self._ids(request, rolled=True)
         return sorted(i for i, _ in found)
 
     def _load_index(self) -> dict[tuple[str, str], list[tuple[int, datetime | None]]]:

@@ -11,6 +11,7 @@ from celery.signals import worker_ready
 from celery.worker.control import control_command
 
 from queues.names import QUEUES
+from queues.wiring import ledger_sessions
 from scheduler import governor
 from scheduler.beat import GOVERNOR_QUEUE, TICK_TASK
 from workers.runtime import get_runtime
@@ -40,8 +41,14 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
 
 def _paused(app: Any) -> set[str]:
-    with get_runtime(app).sessions() as s:
-        return set(governor.paused_queues(s))
+    # A throwaway engine, not the runtime's: a prefork parent must not hand pooled connections
+    # down to its children.
+    sessions = ledger_sessions(app.sluice_settings)
+    try:
+        with sessions() as s:
+            return set(governor.paused_queues(s))
+    finally:
+        sessions.kw["bind"].dispose()
 
 
 def honour_pauses(consumer: Any, paused: Iterable[str]) -> list[str]:

@@ -7,8 +7,14 @@ from typing import Any
 from celery import Task, shared_task
 
 from queues.names import TASK_API, TASK_GPU
+from workers.gpu.runtime import install_gpu_signals
 from workers.runtime import get_runtime
 from workers.service import execute
+
+# Only worker processes import this module (the app's `include`). A worker that consumes a
+# *.gpu queue starts its vLLM engine at boot (worker_init) and stops it at shutdown; API
+# workers ignore the hooks. Connecting the handlers is all that happens here.
+install_gpu_signals()
 
 
 def _previous(task: Task) -> Any:

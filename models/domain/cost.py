@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 from models.domain.catalogue import ModelSpec
 from models.domain.usage import Usage
 
 _MILLION = Decimal(1_000_000)
+#: The ledger's precision (NUMERIC(24, 12)): every amount is rounded to it once, here, so what
+#: a result reports and what the ledger stores are the same number.
+PLACES = Decimal("1e-12")
+
+
+def to_ledger(amount: Decimal) -> Decimal:
+    """``amount`` rounded (half to even) to the ledger's 12 decimal places."""
+    return amount.quantize(PLACES, rounding=ROUND_HALF_EVEN)
 
 
 def cost_of(usage: Usage, model: ModelSpec, *, batch: bool = False) -> Decimal:
@@ -22,7 +30,7 @@ def cost_of(usage: Usage, model: ModelSpec, *, batch: bool = False) -> Decimal:
     ) / _MILLION
     if batch and p.batch_discount:
         total = total * (1 - p.batch_discount)
-    return total
+    return to_ledger(total)
 
 
 def baseline_cost(usage: Usage, baseline: ModelSpec) -> Decimal:
@@ -43,4 +51,6 @@ def worst_case_cost(prompt_tokens: int, max_tokens: int, model: ModelSpec) -> De
     """
     p = model.price
     dearest_input = max(p.input, p.cache_read, p.cache_write_5m, p.cache_write_1h)
-    return (prompt_tokens * dearest_input + max_tokens * p.output) / _MILLION
+    # Rounded up, so the reservation stays an upper bound of the settled cost.
+    return ((prompt_tokens * dearest_input + max_tokens * p.output) / _MILLION).quantize(
+        PLACES, rounding=ROUND_CEILING)

@@ -17,7 +17,7 @@ from models.domain.budget import parse_soft, parse_usd, plain, usd
 budget_app = typer.Typer(help="Budgets: hard limits that cannot be overshot, soft alerts.",
                          no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole in logs and pipes
 
 _SCOPE_HELP = "org, lane, team, feature or user."
 _WINDOW_HELP = "hourly, daily, monthly or total."

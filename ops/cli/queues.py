@@ -14,7 +14,7 @@ from rich.table import Table
 queues_app = typer.Typer(help="Pause and resume queues; see depth, consumers and pause reasons.",
                          no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole in logs and pipes
 _TARGET_HELP = "Queues: a name such as interactive.api, a lane (interactive, async) or 'all'."
 
 
@@ -125,11 +125,13 @@ def queue_depths(app: Any, names: list[str]) -> dict[str, int | None]:
     try:
         with app.connection_for_read() as conn:
             channel = conn.default_channel
+            # Redis keeps no empty list, so "no such queue" there just means nothing waits.
+            missing = 0 if conn.transport.driver_type == "redis" else None
             for q in names:
                 try:
                     out[q] = int(channel.queue_declare(queue=q, passive=True).message_count)
                 except Exception:  # noqa: BLE001 - an undeclared queue simply has no depth
-                    out[q] = None
+                    out[q] = missing
     except Exception:  # noqa: BLE001 - broker down: status still shows the pauses
         return {q: None for q in names}
     return out

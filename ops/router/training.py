@@ -122,6 +122,8 @@ def fit_router(examples: Sequence[Example], config: TrainConfig = TrainConfig(),
         scale[scale == 0] = 1.0
         blocks.append(csr_matrix((sig - mean) / scale))
         features["signals"] = names
+        # The signals' definitions belong to the heuristic's version: serving checks it.
+        features["signals_from"] = HeuristicRouter().label
         arrays.update(sig_mean=mean, sig_scale=scale)
         sizes["signals"] = len(names)
     if config.uses_ngrams:

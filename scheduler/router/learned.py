@@ -39,6 +39,11 @@ class LearnedRouter(Router):
         self._intercept = float(a["intercept"][0])
         self._signals = HeuristicRouter()
         self._sig_names: list[str] = list(feats.get("signals") or [])
+        if self._sig_names and feats.get("signals_from") != self._signals.label:
+            raise ConfigError(
+                f"router artifact {self.version} was trained on signals of "
+                f"{feats.get('signals_from')}, but this build computes {self._signals.label}'s: "
+                "retrain it with `sluice router train`")
         if self._sig_names:
             self._sig_w = a["sig_coef"] / a["sig_scale"]
             self._intercept -= float(np.dot(self._sig_w, a["sig_mean"]))

@@ -169,3 +169,14 @@ def test_real_minilm_embeddings_if_installed() -> None:
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
     # Paraphrases sit closer together than an unrelated prompt.
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
+
+
+def test_artifact_from_other_heuristic_signals_is_refused(
+        trained: tuple[LearnedRouter, list[Example]]) -> None:
+    router, _ = trained
+    assert router.artifact.meta["features"]["signals_from"] == HeuristicRouter().label
+    meta = json.loads(json.dumps(router.artifact.meta))
+    meta["features"]["signals_from"] = "heuristic@0"
+    stale = type(router.artifact)(router.artifact.kind, meta, router.artifact.arrays)
+    with pytest.raises(ConfigError, match="retrain"):
+        LearnedRouter(stale)
