@@ -11,9 +11,10 @@ from kombu import Exchange, Queue
 from models.domain.settings import Settings
 from queues.names import DEAD_LETTER, QUEUES, TASK_API, TASK_GPU
 from scheduler.beat import beat_schedule
+from scheduler.privacy_beat import privacy_schedule
 
 #: Modules the *worker* imports to find tasks by name; the producer never imports them.
-TASK_MODULES = ["workers.tasks", "workers.governor_tasks"]
+TASK_MODULES = ["workers.tasks", "workers.governor_tasks", "workers.privacy_tasks"]
 
 
 def create_app(settings: Settings, *, name: str = "sluicegate") -> Celery:
@@ -74,9 +75,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
         # Redis redelivers an unacked message after this; it must outlast the longest task.
-        "broker_transport_options": {"visibility_timeout": int(longest * 2) + 60},
+        "broker_transport_options": {"visibility_timeout": settings.broker.visibility_timeout_s
+                                     or int(longest * 2) + 60},
+        # A producer facing a down broker must fail fast with BrokerError, not hang: kombu's
+        # defaults retry the connection for many seconds per publish.
+        "broker_connection_timeout": settings.broker.connect_timeout_s,
+        "task_publish_retry_policy": {"max_retries": settings.broker.publish_max_retries,
+                                      "interval_start": 0, "interval_step": 0.2,
+                                      "interval_max": 0.5},
+        # Undecodable or unknown messages are parked on the dead-letter queue with a reason
+        # (Celery's own consumer would ack and drop them).
+        "worker_consumer": "queues.dead_letter:DeadLetterConsumer",
         "result_backend_transport_options": {"retry_policy": {"max_retries": 3}},
-        "beat_schedule": beat_schedule(settings),
+        "beat_schedule": {**beat_schedule(settings), **privacy_schedule(settings)},
     }
     url = settings.broker.url
     prefix = settings.broker.key_prefix

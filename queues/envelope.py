@@ -33,6 +33,18 @@ class Envelope(BaseModel):
         return self.model_dump(mode="json")
 
 
+def task_id_for(request: ChatRequest) -> str:
+    """The Celery task id of ``request``: its request id, scoped to its tenant.
+
+    Request ids come from callers; two teams may pick the same one. Scoping the task id keeps
+    one team's handle from ever reading another team's stored result.
+    """
+    import hashlib
+
+    tenant = hashlib.sha256(f"{request.org}/{request.team}".encode()).hexdigest()[:12]
+    return f"{request.request_id}~{tenant}"
+
+
 def ok_reply(result: ChatResult) -> dict[str, Any]:
     """What a task returns when the request succeeded."""
     return {"ok": True, "result": result.model_dump(mode="json")}

@@ -17,7 +17,7 @@ from models.domain.result import ChatResult
 from models.domain.settings import Settings
 from models.domain.tokens import count_request
 from queues.app import create_app
-from queues.envelope import Envelope
+from queues.envelope import Envelope, task_id_for
 from queues.handle import Handle, ReadyHandle, TaskHandle
 from queues.names import task_for
 from scheduler.hooks import Admission, PauseBook, ResponseCache
@@ -80,7 +80,7 @@ class Gateway:
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
                             reservation_id=reservation, prompt_hash=prompt_hash(request))
         try:
-            return TaskHandle(self._send(envelope))
+            return TaskHandle(self._send(envelope), request_id=request.request_id)
         except Exception:
             if reservation is not None and self.admission is not None:
                 self.admission.release(reservation)
@@ -96,7 +96,7 @@ class Gateway:
         try:
             return self.app.send_task(
                 task_for(envelope.route.backend), args=[envelope.to_message()],
-                task_id=envelope.request.request_id, queue=envelope.route.queue,
+                task_id=task_id_for(envelope.request), queue=envelope.route.queue,
                 routing_key=envelope.route.queue, priority=lane.priority,
                 soft_time_limit=lane.soft_time_limit_s, time_limit=lane.time_limit_s)
         except OperationalError as exc:

@@ -6,16 +6,18 @@ import time
 from typing import Any
 
 import pydantic
+from sqlalchemy.exc import SQLAlchemyError
 
-from models.db import ledger
+from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
 from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
-from models.domain.errors import (ProviderError, ProviderRetryable, SluiceError,
+from models.domain.errors import (LedgerError, ProviderError, ProviderRetryable, SluiceError,
                                   ValidationError)
 from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply
 from workers.batch.seam import batch_reply
+from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
@@ -37,14 +39,27 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
     try:
         env = Envelope.model_validate(message)
     except pydantic.ValidationError as exc:
-        rid = str((message or {}).get("request", {}).get("request_id", "?")) \
-            if isinstance(message, dict) else "?"
+        request = message.get("request") if isinstance(message, dict) else None
+        rid = str(request.get("request_id", "?")) if isinstance(request, dict) else "?"
         return error_reply(rid, ValidationError(f"undecodable task message: {exc.errors()[0]}",
                                                 field="message"))
     req, route = env.request, env.route
     base_row = _row(env, route, outcome="running")
-    with rt.session() as s:
-        state = ledger.claim(s, base_row, lease_s=rt.settings.lanes.get(req.lane).time_limit_s)
+    outbox_of(rt).maybe_replay(rt)  # rows kept while the database was away land first
+    try:
+        with rt.session() as s:
+            state = ledger.claim(s, base_row,
+                                 lease_s=rt.settings.lanes.get(req.lane).time_limit_s)
+    except (LedgerError, SQLAlchemyError) as exc:
+        # Nothing was sent or paid yet: refuse with a retryable, typed error.
+        return error_reply(req.request_id, LedgerError(
+            f"request {req.request_id} was not run: the ledger database is unreachable "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); nothing was "
+            "sent to a provider; retry once the database is back", request_id=req.request_id))
+    if state == "foreign":
+        return error_reply(req.request_id, ValidationError(
+            f"request_id {req.request_id!r} was already used by another team; request ids "
+            "must be unique: use a fresh one (a UUID)", field="request_id"))
     if state != "claimed":
         return _duplicate(req.request_id, state, previous)
     try:
@@ -70,10 +85,14 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))
     row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
-    with rt.session() as s:
+    # The provider was paid: if the database is away, the row waits in the outbox.
+    with final_write(rt, "ok", row, env.reservation_id, cost) as s:
         first = ledger.finish(s, row)
         if first and env.reservation_id and rt.admission is not None:
             rt.admission.settle(env.reservation_id, cost, session=s)
+        if first:
+            # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
+            stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
     if rt.cache is not None:
         rt.cache.store(req, result)
     return ok_reply(result)
@@ -112,7 +131,13 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
         except ProviderRetryable as err:
             last = err  # exhausted: try the next model in the chain
     assert last is not None
-    raise last
+    # Say what was tried: the caller sees the whole chain, not only the last model's status.
+    tried = ", ".join(m.name for m in chain)
+    raise ProviderRetryable(
+        f"{last.message}; gave up after {rt.retry.max_attempts} attempts on each of {tried} "
+        "(SLUICE_PROVIDERS__MAX_ATTEMPTS / __FALLBACKS); nothing was billed; retry later",
+        provider=last.provider, status=last.status,
+        retry_after=getattr(last, "retry_after", None), tried=tried)
 
 
 def _row(env: Envelope, route: Route, *, outcome: str) -> dict[str, Any]:
@@ -128,7 +153,7 @@ def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
     row = _row(env, env.route, outcome="error")
     row.pop("created_at")
     row["error_code"] = err.code
-    with rt.session() as s:
+    with final_write(rt, "error", row, env.reservation_id, None) as s:
         first = ledger.finish(s, row)
         if first and env.reservation_id and rt.admission is not None:
             rt.admission.release(env.reservation_id, session=s)

@@ -62,13 +62,16 @@ def record(session: Session, row: dict[str, Any]) -> bool:
     if insert is None:
         raise LedgerError(f"the ledger supports PostgreSQL and SQLite, not {dialect}")
     stmt = insert(LedgerRow.__table__).values(**values)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["request_id"])
+    # RETURNING, not rowcount: psycopg 3 reports rowcount -1 here, which read as "wrote it"
+    # and let every duplicate delivery call (and pay) the provider again.
+    stmt = stmt.on_conflict_do_nothing(index_elements=["request_id"]).returning(
+        LedgerRow.__table__.c.request_id)
     try:
         res = session.execute(stmt)
     except SQLAlchemyError as exc:
         raise LedgerError(f"could not write ledger row {row.get('request_id')}: {exc}; "
                           "check SLUICE_DATABASE__URL and that `alembic upgrade head` ran") from exc
-    return bool(res.rowcount)
+    return res.first() is not None
 
 
 def get(session: Session, request_id: str) -> LedgerRow | None:
@@ -165,7 +168,8 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
     """Claim ``row['request_id']`` for execution before the provider is called.
 
     Returns ``claimed`` (go ahead), ``done`` (a previous run finished it: do not call the
-    provider again) or ``running`` (another run holds a live claim). A claim left by a dead
+    provider again), ``running`` (another run holds a live claim) or ``foreign`` (another
+    tenant already used this request id). A claim left by a dead
     worker expires after ``lease_s`` and can be taken over; an errored request can be retried.
     The caller commits.
     """
@@ -180,6 +184,9 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
     existing = get(session, row["request_id"])
     if existing is None:  # deleted between the two statements; try once more
         return "claimed" if record(session, skeleton) else "running"
+    if (existing.org, existing.team) != (row.get("org", "default"), row.get("team")):
+        # Another tenant used this request id first: never hand its row or answer over.
+        return "foreign"
     if existing.outcome in ("ok", "cache_hit"):
         return "done"
     stale = now.timestamp() - _aware(existing.created_at).timestamp() > lease_s

@@ -20,6 +20,12 @@ class BrokerSettings(BaseModel):
     result_expires: int = 3600
     #: Prefix for every Redis key of the broker and result store (a shared Redis stays tidy).
     key_prefix: str = ""
+    #: Seconds before Redis redelivers an unacked message (a killed worker's); None: derived
+    #: from the longest lane time limit, so a running task is never delivered twice.
+    visibility_timeout_s: int | None = None
+    #: Bound on a producer's wait for a down broker: connect timeout and publish retries.
+    connect_timeout_s: float = 2.0
+    publish_max_retries: int = 2
 
 
 class DatabaseSettings(BaseModel):
@@ -143,6 +149,23 @@ class BatchSettings(BaseModel):
     max_wait_s: float = 0.0
 
 
+class PrivacySettings(BaseModel):
+    """Prompt and answer text: never stored, except for features that opt in, for a limited time.
+
+    ``SLUICE_PRIVACY__STORE_TEXT_FEATURES='["support-faq"]'`` keeps the text of that feature's
+    requests for ``SLUICE_PRIVACY__RETENTION_DAYS``; a beat job deletes it afterwards.
+    """
+
+    store_text_features: list[str] = Field(default_factory=list)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    #: Seconds between purges of expired text.
+    purge_interval_s: float = 3600.0
+
+    def stores_text(self, feature: str) -> bool:
+        """Whether ``feature`` opted in to keeping its prompt and answer text."""
+        return feature in self.store_text_features
+
+
 class Settings(BaseSettings):
     """Everything configurable, in nested groups (``SLUICE_BROKER__URL`` and so on)."""
 
@@ -157,6 +180,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     gpu: GpuSettings = GpuSettings()
     batch: BatchSettings = BatchSettings()
+    privacy: PrivacySettings = PrivacySettings()
     prices_path: Path | None = None
     #: Where embedded-default state (SQLite ledger, stand-in logs) goes.
     home: Path = Path(".sluice")

@@ -37,8 +37,9 @@ MODEL = "gpt-4o-mini"
 
 
 @contextmanager
-def frontdoor_process(env: dict[str, str], port: int, workers: int) -> Iterator[str]:
-    """``uvicorn --factory queues.http.app:from_env`` in its own process(es); yields its URL."""
+def frontdoor_process(env: dict[str, str], port: int, workers: int
+                      ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``uvicorn --factory queues.http.app:from_env`` in its own process(es); yields URL, proc."""
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "queues.http.app:from_env",
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--log-level", "warning", "--no-access-log"]
@@ -57,7 +58,7 @@ def frontdoor_process(env: dict[str, str], port: int, workers: int) -> Iterator[
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -93,6 +94,31 @@ def wait_for_drain(env: dict[str, str], queue: str = "interactive.api",
     time.sleep(1.0)  # the last tasks taken off the queue are still running
 
 
+def tree_cpu_s(roots: list[int]) -> float:
+    """User + system CPU seconds of ``roots`` and all their descendants (Linux /proc)."""
+    parent: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    todo, seen = list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo += [child for child, ppid in parent.items() if ppid == pid]
+    return sum(times.get(pid, 0.0) for pid in seen)
+
+
 def _body(nonce: str) -> Any:
     def body(i: int) -> dict[str, object]:
         return {"model": MODEL, "max_tokens": 16, "messages": [
@@ -109,11 +135,18 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
         standin = stack.enter_context(standin_process())
         env = bench_env(db, standin)
         key = mint_key(db)
-        for _ in range(celery_workers):
-            stack.enter_context(worker_process(env, queues="interactive.api", concurrency=32))
-        door = stack.enter_context(frontdoor_process(env, _free_port(), server_workers))
-        litellm = stack.enter_context(litellm_process(standin, _free_port(), model=MODEL,
-                                                      workers=server_workers, venv=venv))
+        workers = [stack.enter_context(worker_process(env, queues="interactive.api",
+                                                      concurrency=32))
+                   for _ in range(celery_workers)]
+        door, door_proc = stack.enter_context(frontdoor_process(env, _free_port(),
+                                                                server_workers))
+        litellm, litellm_proc = stack.enter_context(
+            litellm_process(standin, _free_port(), model=MODEL, workers=server_workers,
+                            venv=venv))
+        # CPU each system spends, counted over its whole process tree (Redis and PostgreSQL,
+        # shared by sluicegate's parts, are not counted): robust to other load on the machine.
+        pids = {"stand-in direct": [], "litellm proxy": [litellm_proc.pid],
+                "sluicegate front door": [door_proc.pid] + [w.pid for w in workers]}
         nonce = uuid.uuid4().hex[:8]
         targets = [
             Target("stand-in direct", standin, "/v1/chat/completions",
@@ -129,11 +162,19 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
             for target in targets:
                 asyncio.run(run_open_loop(target, rate, warmup_s, offset=offset))
                 offset += 100_000
+                cpu_before = tree_cpu_s(pids[target.name])
+                door_before = tree_cpu_s([door_proc.pid])
                 result = asyncio.run(run_open_loop(target, rate, seconds, offset=offset))
+                result.cpu_s = tree_cpu_s(pids[target.name]) - cpu_before
+                door_cpu = tree_cpu_s([door_proc.pid]) - door_before
                 offset += 100_000
                 out.append(result)
+                split = ""
+                if target.url == door and result.ok:
+                    split = (f" (CPU ms/req: front door {door_cpu * 1000 / result.ok:.2f}, "
+                             f"worker {(result.cpu_s - door_cpu) * 1000 / result.ok:.2f})")
                 print(f"  {target.name} @ {rate:g}/s: {result.ok}/{result.sent} ok "
-                      f"{result.errors or ''}", flush=True)
+                      f"{result.errors or ''}{split}", flush=True)
                 if target.url == door:
                     wait_for_drain(env)
     return out
@@ -143,7 +184,7 @@ def report(results: list[RunResult], console: Console) -> None:
     """One table: latency, overhead over the direct stand-in, throughput; then the ratios."""
     table = Table(title="front-door overhead (ms) = latency - direct stand-in latency, same rate")
     for col in ("rate/s", "target", "answered", "held/s", "p50", "p99", "overhead p50",
-                "overhead p99"):
+                "overhead p99", "CPU ms/req"):
         table.add_column(col, justify="left" if col == "target" else "right")
     ratios: list[tuple[float, float, float]] = []
     for rate in sorted({r.rate for r in results}):
@@ -152,15 +193,16 @@ def report(results: list[RunResult], console: Console) -> None:
         d50, d99 = pct(direct.latencies_ms, 50), pct(direct.latencies_ms, 99)
         over: dict[str, tuple[float, float]] = {}
         for name, r in runs.items():
+            cpu = f"{r.cpu_s * 1000 / r.ok:.2f}" if r.ok and r is not direct else "-"
             if not r.latencies_ms:
-                table.add_row(f"{rate:g}", name, f"0/{r.sent}", "0", "-", "-", "-", "-")
+                table.add_row(f"{rate:g}", name, f"0/{r.sent}", "0", "-", "-", "-", "-", cpu)
                 continue
             p50, p99 = pct(r.latencies_ms, 50), pct(r.latencies_ms, 99)
             over[name] = (p50 - d50, p99 - d99)
             table.add_row(f"{rate:g}", name, f"{r.ok / max(r.sent, 1):.0%}", f"{r.throughput:.0f}",
                           f"{p50:.2f}", f"{p99:.2f}",
                           "-" if r is direct else f"{p50 - d50:.2f}",
-                          "-" if r is direct else f"{p99 - d99:.2f}")
+                          "-" if r is direct else f"{p99 - d99:.2f}", cpu)
         if "sluicegate front door" in over and "litellm proxy" in over:
             s, lite = over["sluicegate front door"], over["litellm proxy"]
             ratios.append((rate, s[0] / lite[0] if lite[0] > 0 else float("nan"),

@@ -46,8 +46,9 @@ def _config(standin_url: str, model: str) -> str:
 
 @contextmanager
 def litellm_process(standin_url: str, port: int, *, model: str = "gpt-4o-mini",
-                    workers: int = 1, venv: Path = DEFAULT_VENV) -> Iterator[str]:
-    """``litellm --config ...`` on ``127.0.0.1:port``; yields its URL once it answers."""
+                    workers: int = 1, venv: Path = DEFAULT_VENV
+                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``litellm --config ...`` on ``127.0.0.1:port``; yields its URL and process once up."""
     exe = ensure_venv(venv)
     folder = Path(tempfile.mkdtemp(prefix="sluice-litellm-"))
     cfg = folder / "config.yaml"
@@ -74,7 +75,7 @@ def litellm_process(standin_url: str, port: int, *, model: str = "gpt-4o-mini",
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

@@ -36,6 +36,8 @@ class RunResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    #: CPU seconds the target's processes used during the run (filled in by the caller).
+    cpu_s: float = 0.0
 
     @property
     def ok(self) -> int:

@@ -58,6 +58,9 @@ def set_cmd(
     webhook: Annotated[Optional[str], typer.Option(help="URL that receives alerts as JSON "
                                                         "('' removes it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
+    actor: Annotated[Optional[str], typer.Option(
+        help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
 ) -> None:
     """Create or change a budget (a new one counts the ledger's spend of its current window)."""
     from models.db.budgets import set_budget
@@ -66,6 +69,12 @@ def set_cmd(
         limit = parse_usd(hard, "hard")
         budget = set_budget(s, scope, key, window, hard=limit, soft=parse_soft(soft, limit),
                             webhook_url=webhook)
+        from ops.audit import record
+
+        # Same transaction: the change and its audit row land together or not at all.
+        record("budget.set", target=budget.name, reason=reason, actor=actor, session=s,
+               detail={"hard": plain(limit), "soft": soft, "window": window,
+                       "webhook": webhook is not None})
         s.commit()
     if as_json:
         console.print_json(data=budget_json(budget))
@@ -144,12 +153,20 @@ def rm_cmd(
     scope: Annotated[str, typer.Argument(help=_SCOPE_HELP)],
     key: Annotated[str, typer.Argument(help="The org, lane, team, feature or user name.")],
     window: Annotated[str, typer.Option(help=_WINDOW_HELP)] = "daily",
+    reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
+    actor: Annotated[Optional[str], typer.Option(
+        help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
 ) -> None:
     """Remove a budget (its pauses and alerts go with it)."""
     from models.db.budgets import delete_budget
 
     with _session() as s:
         found = delete_budget(s, scope, key, window)
+        if found:
+            from ops.audit import record
+
+            record("budget.rm", target=f"{scope}:{key}:{window}", reason=reason, actor=actor,
+                   session=s)
         s.commit()
     if not found:
         err_console.print(f"[red]no budget {scope}:{key}:{window}[/]")

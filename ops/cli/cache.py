@@ -167,6 +167,9 @@ def flush(
     = None,
     user: Annotated[Optional[str], typer.Option(help="Only entries scoped to this user.")] = None,
     all_scopes: Annotated[bool, typer.Option("--all", help="Every scope.")] = False,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
+    actor: Annotated[Optional[str], typer.Option(
+        help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
 ) -> None:
     """Delete cached answers of a scope (entries shared team-wide match --team, not --feature)."""
     from models.domain.errors import SluiceError
@@ -194,4 +197,9 @@ def flush(
         where = str(settings.cache.redis_url).split("@")[-1]  # never echo credentials
         err_console.print(f"[red]the cache store at {where} did not answer: {exc}[/]")
         raise typer.Exit(1) from None
+    from ops.audit import record
+
+    scope = {"org": org, "team": team, "feature": feature, "user": user, "all": all_scopes}
+    record("cache.flush", target=",".join(f"{k}={v}" for k, v in scope.items() if v),
+           reason=reason, actor=actor, detail={**scope, "removed": removed})
     console.print(f"flushed {removed} entries")

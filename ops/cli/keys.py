@@ -34,6 +34,9 @@ def create(
     name: Annotated[str, typer.Option(help="A label, e.g. the service using it.")] = "",
     url: Annotated[Optional[str], typer.Option(help="Database URL (default: settings).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
+    actor: Annotated[Optional[str], typer.Option(
+        help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
 ) -> None:
     """Mint a key; it is printed once and only its salted hash is kept."""
     import re
@@ -46,6 +49,11 @@ def create(
     with _session(url) as s:
         token, info = create_key(s, team=team, org=org, name=name,
                                  role="operator" if operator else "team")
+        from ops.audit import record
+
+        # The key id only: the secret is shown once to the caller and stored nowhere.
+        record("keys.create", target=info.id, reason=reason, actor=actor, session=s,
+               detail={"team": team, "org": org, "role": info.role, "name": name})
         s.commit()
     if as_json:
         typer.echo(json.dumps({"id": info.id, "key": token, "team": team, "org": org,
@@ -73,12 +81,19 @@ def list_(
 def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (the part after sk-sluice-).")],
     url: Annotated[Optional[str], typer.Option(help="Database URL (default: settings).")] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
+    actor: Annotated[Optional[str], typer.Option(
+        help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
 ) -> None:
     """Revoke a key (front doors stop accepting it within 30 s)."""
     from models.db.api_keys import revoke_key
 
     with _session(url) as s:
         done = revoke_key(s, key_id)
+        if done:
+            from ops.audit import record
+
+            record("keys.revoke", target=key_id, reason=reason, actor=actor, session=s)
         s.commit()
     if not done:
         typer.echo(f"no live key {key_id}", err=True)

@@ -62,6 +62,8 @@ def _wired() -> Iterator[tuple[Any, Any]]:
 def pause_cmd(
     targets: Annotated[list[str], typer.Argument(help=_TARGET_HELP)],
     reason: Annotated[str, typer.Option(help="Why: `sluice queues status` shows it.")],
+    actor: Annotated[Optional[str], typer.Option(
+        help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
 ) -> None:
     """Stop every worker consuming the queues, durably (workers started later honour it too)."""
     from scheduler.governor import pause
@@ -69,6 +71,10 @@ def pause_cmd(
     queues = expand(targets)
     with _wired() as (sessions, app):
         added = pause(sessions, queues, f"operator: {reason}", control=app.control)
+    from ops.audit import record
+
+    record("queues.pause", target=",".join(queues), reason=reason, actor=actor,
+           detail={"queues": queues, "already_paused": not added})
     console.print(f"paused {', '.join(queues)}" + ("" if added else " (already paused)")
                   + "; producers refuse new requests for them with QueuePaused")
 
@@ -76,6 +82,9 @@ def pause_cmd(
 @queues_app.command("resume")
 def resume_cmd(
     targets: Annotated[list[str], typer.Argument(help=_TARGET_HELP)],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
+    actor: Annotated[Optional[str], typer.Option(
+        help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
 ) -> None:
     """Lift every pause (operator and budget) of the queues; workers consume them again."""
     from scheduler.governor import resume
@@ -83,6 +92,10 @@ def resume_cmd(
     queues = expand(targets)
     with _wired() as (sessions, app):
         free = resume(sessions, queues, control=app.control)
+    from ops.audit import record
+
+    record("queues.resume", target=",".join(queues), reason=reason, actor=actor,
+           detail={"queues": queues, "resumed": list(free)})
     console.print(f"resumed {', '.join(free) or 'nothing'}; a budget that is still exhausted "
                   "pauses its queues again at its next refusal (raise it with `sluice budget "
                   "set`)")

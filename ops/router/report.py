@@ -53,13 +53,14 @@ def markdown(results: Sequence[RouterResult], published: bool = True) -> str:
 
 def rich_table(results: Sequence[RouterResult], published: bool = True) -> Any:
     """The same table for the terminal."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Router eval: quality against share of strong-model calls")
     for i, title in enumerate(header()):
         table.add_column(title, justify="left" if i < 2 else "right")
     for r in rows(results, published):
-        table.add_row(*r)
+        table.add_row(*[escape(cell) for cell in r])  # "[paper]" is not rich markup
     return table
 
 
@@ -71,8 +72,12 @@ def plot(results: Sequence[RouterResult], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], datasets):
+    cols = min(2, len(datasets))
+    nrows = (len(datasets) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(datasets):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, datasets):
         subset = [r for r in results if r.dataset == name]
         for r in subset:
             style = {"linestyle": ":", "color": "grey"} if r.router == "oracle" else {}

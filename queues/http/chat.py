@@ -94,7 +94,8 @@ async def chat_completions(request: Request) -> Response:
     if watch is not None:
         result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"]))
         return completion_response(result)
-    record: dict[str, Any] = {"team": key.team, "org": key.org}
+    record: dict[str, Any] = {"team": key.team, "org": key.org,
+                              "task_id": getattr(handle, "task_id", handle.request_id)}
     if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued
         record["reply"] = ok_reply(handle.result())
     await fd.jobs.put(handle.request_id, record)
@@ -130,7 +131,8 @@ async def get_job(request: Request) -> Response:
         outcome: ChatResult | SluiceError | None = decode_reply(record["reply"])
         state = "SUCCESS"
     else:
-        state, outcome = await run_in_threadpool(fd.job_outcome, job_id)
+        state, outcome = await run_in_threadpool(fd.job_outcome,
+                                                 record.get("task_id", job_id))
     if isinstance(outcome, ChatResult):
         return JSONResponse(job_body(job_id, "completed", result=completion_body(outcome)),
                             headers=sluice_headers(outcome))

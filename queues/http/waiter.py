@@ -69,7 +69,7 @@ class ResultWaiter:
                 lambda f: loop.call_soon_threadsafe(_settle_from, fut, f))
             return Watch(fut, handle.request_id)
         self._ensure_drainer()
-        ar = AsyncResult(handle.request_id, app=self.app, backend=self.backend)
+        ar = AsyncResult(handle.task_id, app=self.app, backend=self.backend)
 
         def ready(result: AsyncResult) -> None:
             # Runs on the drainer thread; the meta is cached on ``result``, so no I/O here.

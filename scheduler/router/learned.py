@@ -45,8 +45,10 @@ class LearnedRouter(Router):
                 f"{feats.get('signals_from')}, but this build computes {self._signals.label}'s: "
                 "retrain it with `sluice router train`")
         if self._sig_names:
-            self._sig_w = a["sig_coef"] / a["sig_scale"]
-            self._intercept -= float(np.dot(self._sig_w, a["sig_mean"]))
+            # Fold the standardisation into the weights once, instead of per decision.
+            sig_w = a["sig_coef"] / a["sig_scale"]
+            self._intercept -= float(np.dot(sig_w, a["sig_mean"]))
+            self._sig_w: list[float] = sig_w.tolist()
         self._spec: NgramSpec | None = None
         if feats.get("ngrams"):
             self._spec = NgramSpec.from_dict(feats["ngrams"])
@@ -65,7 +67,7 @@ class LearnedRouter(Router):
         z = self._intercept
         if self._sig_names:
             s = self._signals.signals(item)
-            z += sum(w * s[n] for w, n in zip(self._sig_w.tolist(), self._sig_names))
+            z += sum(w * s[n] for w, n in zip(self._sig_w, self._sig_names))
         if self._spec is not None:
             weights = tfidf_weights(ngram_counts(item.prompt, self._spec), self._idf)
             coef = self._coef

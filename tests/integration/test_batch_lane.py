@@ -54,7 +54,7 @@ def batch_worker(batch_env: dict[str, str], tmp_path_factory: Any
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env={**os.environ, **batch_env, "PYTHONPATH": str(ROOT)},
                                 cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
+    deadline = time.time() + 120  # imports alone can take a minute on a busy 2-core machine
     while b"ready." not in log.read_bytes():
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()

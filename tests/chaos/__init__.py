@@ -1,0 +1,1 @@
+"""Chaos scenarios: worker kills, broker and database outages, provider faults, bad input."""

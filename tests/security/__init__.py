@@ -1,0 +1,1 @@
+"""Security and data-handling tests: secrets, tenant isolation, audit, retention, dependencies."""
