@@ -136,10 +136,7 @@ def standin(
 
 def main() -> None:
     """Console-script entry point."""
-    try:
-        _mount_subcommands()
-    except ImportError:
-        pass
+    _mount_subcommands()
     app()
 
 
