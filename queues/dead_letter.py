@@ -81,6 +81,10 @@ class DeadLetterConsumer(Consumer):
 
     def _park_and_ack(self, message: Any, body: Any, reason: str) -> None:
         log.error("parking a message on %s: %s", DEAD_LETTER, reason)
+        if body is None:
+            # Celery passes no body for an unknown protocol-2 task: park the raw one instead,
+            # or the dead letter would not say what was sent.
+            body = getattr(message, "body", None)
         try:
             park(self.app, body, reason, source=_source(message),
                  headers=getattr(message, "headers", None))

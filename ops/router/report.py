@@ -30,7 +30,8 @@ def rows(results: Sequence[RouterResult], published: bool = True) -> list[list[s
     for r in results:
         if r.dataset not in seen:
             seen.append(r.dataset)
-        out.append([r.dataset, r.router, str(r.n)] + [_fmt(k, r.summary.get(k)) for k, _ in COLUMNS])
+        metrics = [_fmt(k, r.summary.get(k)) for k, _ in COLUMNS]
+        out.append([r.dataset, r.router, str(r.n), *metrics])
     if published:
         for dataset in seen:
             for p in PUBLISHED.get(dataset, []):
