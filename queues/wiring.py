@@ -44,12 +44,16 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
 
 
 def _router(settings: Settings) -> Any:
-    try:
-        from scheduler.router.registry import build_router
-    except ImportError:  # the router package is still being assembled
-        return None
+    """Every feature's routing policy and router, loaded now rather than on a first request."""
+    from scheduler.router.policy import RoutingPolicy, policy_from_dict
+    from scheduler.router.registry import RouterSet
 
-    return build_router("heuristic", None)
+    r = settings.routing
+    default = RoutingPolicy(router=r.default_router, artifact=r.router_artifact,
+                            threshold=r.cheap_threshold)
+    routers = RouterSet([policy_from_dict(p) for p in r.policies], default=default)
+    routers.warm()
+    return routers
 
 
 def _response_cache(settings: Settings) -> Any:

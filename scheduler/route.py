@@ -43,6 +43,12 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
     if policy_name == "auto":
         if scorer is None:
             tier, reason = "cheap", "auto: no router configured, default tier"
+        elif hasattr(scorer, "decide"):
+            # A RouterSet: the feature's own policy and router pick the tier.
+            decision = scorer.decide(request)
+            tier, score = decision.tier, decision.score
+            threshold = "" if decision.threshold is None else f" (threshold {decision.threshold:.3f})"
+            reason = f"{decision.router or 'policy'}: {decision.reason}{threshold}"
         else:
             score = float(scorer.score(request))
             tier, reason = _tier_for(score, policy, routing.cheap_threshold, scorer.name)

@@ -115,6 +115,13 @@ class RoutingSettings(BaseModel):
     baseline_model: str = "gpt-4o"
     #: Score threshold of the default router: at or above it, the cheap tier is enough.
     cheap_threshold: float = 0.5
+    #: The router of features with no policy of their own: heuristic, learned or random.
+    default_router: str = "heuristic"
+    #: Artifact of the learned router (default: the one shipped in ops/router/artifacts).
+    router_artifact: str | None = None
+    #: Per-feature policies, e.g. [{"feature": "seo", "forced_tier": "flagship"},
+    #: {"feature": "faq", "router": "learned", "target_flagship_share": 0.2}].
+    policies: list[dict[str, Any]] = Field(default_factory=list)
 
     def model_for(self, tier: str) -> str:
         """The configured model of ``tier``."""
