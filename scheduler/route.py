@@ -69,7 +69,7 @@ def _tier_for(score: float, policy: TierPolicy | None, threshold: float,
               router: str) -> tuple[str, str]:
     if policy is not None:
         decision = policy.decide(score)
-        return str(getattr(decision, "tier")), str(getattr(decision, "reason", router))
+        return str(decision.tier), str(getattr(decision, "reason", router))  # type: ignore[attr-defined]
     tier = "cheap" if score >= threshold else "flagship"
     return tier, f"{router}: score {score:.3f} {'>=' if tier == 'cheap' else '<'} {threshold}"
 

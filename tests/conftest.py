@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,30 +94,12 @@ def integration_settings(integration_env: dict[str, str]) -> Any:
 def celery_worker_proc(integration_env: dict[str, str], tmp_path_factory: Any
                        ) -> Iterator[subprocess.Popen[bytes]]:
     """One real Celery worker process for the session, consuming the api queues."""
+    from tests.worker_proc import celery_worker
+
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {**os.environ, **integration_env, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
-           "-c", "8", "-Q", "interactive.api,async.api", "-n", f"test-{run_token()}@%h",
-           "--without-heartbeat", "--without-gossip", "--without-mingle", "-E",
-           "--loglevel", "INFO"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"celery worker exited early:\n{log.read_text()[-3000:]}")
-        if b"ready." in log.read_bytes():
-            break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"celery worker not ready in 60 s:\n{log.read_text()[-3000:]}")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with celery_worker(integration_env, log, queues="interactive.api,async.api",
+                       name=f"test-{run_token()}") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,7 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
                             cache_ttl=rt.settings.providers.ttl_for(env.request.feature))
         provider = rt.provider(model.provider)
         try:
-            return with_retries(lambda: provider.complete(call), rt.retry), model
+            return with_retries(lambda p=provider, c=call: p.complete(c), rt.retry), model
         except ProviderRetryable as err:
             last = err  # exhausted: try the next model in the chain
     assert last is not None

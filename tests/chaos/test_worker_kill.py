@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from models.db.budgets import ReservationRow, set_budget
 from models.db.tables import LedgerRow

@@ -7,9 +7,7 @@ Batch API (JSONL file) and Anthropic Message Batches.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,25 +45,12 @@ def batch_env(integration_env: dict[str, str]) -> dict[str, str]:
 def batch_worker(batch_env: dict[str, str], tmp_path_factory: Any
                  ) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker on async.api with enough threads for a full batch to wait at once."""
+    from tests.worker_proc import celery_worker
+
     log = tmp_path_factory.mktemp("batch-worker") / "worker.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
-           "-c", str(BATCH_MAX * 3), "-Q", "async.api", "-n", f"batch-{run_token()}@%h",
-           "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, env={**os.environ, **batch_env, "PYTHONPATH": str(ROOT)},
-                                cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120  # imports alone can take a minute on a busy 2-core machine
-    while b"ready." not in log.read_bytes():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"batch worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with celery_worker(batch_env, log, queues="async.api", concurrency=BATCH_MAX * 3,
+                       name=f"batch-{run_token()}") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

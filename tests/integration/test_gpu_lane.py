@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,28 +28,17 @@ def gpu_worker(integration_env: dict[str, str], tmp_path_factory: Any
     """One `celery worker -P threads -Q interactive.gpu,async.gpu` hosting the tiny model."""
     require_vllm()
     model = ensure_tiny_model()
+    from tests.worker_proc import celery_worker
+
     log = tmp_path_factory.mktemp("gpu-worker") / "worker.log"
-    env = {**os.environ, **integration_env, "PYTHONPATH": str(ROOT),
-           "SLUICE_GPU__MODEL_PATH": str(model), "SLUICE_GPU__MAX_NUM_SEQS": "32",
+    env = {**integration_env, "SLUICE_GPU__MODEL_PATH": str(model),
+           "SLUICE_GPU__MAX_NUM_SEQS": "32",
            "SLUICE_GPU__KV_CACHE_MEMORY_BYTES": str(256 * 1024 * 1024),
            "VLLM_LOGGING_LEVEL": "WARNING", "SLUICE_HOME": str(run_dir("gpu-lane"))}
-    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
-           "-c", "64", "-Q", "interactive.gpu,async.gpu", "-n", f"gpu-{run_token()}@%h",
-           "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.time() + 400  # the engine loads before the worker says ready
-    while b"ready." not in log.read_bytes():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("GPU worker did not start:\n" + log.read_text()[-4000:])
-        time.sleep(0.5)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    # The engine loads before the worker says ready; stopping it takes vLLM a while too.
+    with celery_worker(env, log, queues="interactive.gpu,async.gpu", concurrency=64,
+                       name=f"gpu-{run_token()}", ready_timeout=400, stop_timeout=90) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

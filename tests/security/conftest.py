@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,26 +37,12 @@ def secret_env(integration_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def secret_worker(secret_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Path]:
     """A real Celery worker process with the fake keys; yields the path of its log file."""
+    from tests.worker_proc import celery_worker
+
     log = tmp_path_factory.mktemp("secret-worker") / "worker.log"
-    env = {**os.environ, **secret_env, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
-           "-c", "4", "-Q", "interactive.api,async.api", "-n", f"sec-{run_token()}@%h",
-           "--without-heartbeat", "--without-gossip", "--without-mingle", "-E",
-           "--loglevel", "DEBUG"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while b"ready." not in log.read_bytes():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"secret worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield log
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with celery_worker(secret_env, log, queues="interactive.api,async.api", concurrency=4,
+                       name=f"sec-{run_token()}", loglevel="DEBUG"):
+        yield log
 
 
 @pytest.fixture(scope="module")
