@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in counts.items():
         print(f"{key:>26}: {value}")
     bad = counts["lost"] or counts["billed_twice"]
-    print("FAIL: requests lost or billed twice" if bad else "OK: nothing lost, nothing billed twice")
+    print("FAIL: requests lost or billed twice" if bad
+          else "OK: nothing lost, nothing billed twice")
     return 1 if bad else 0
 
 

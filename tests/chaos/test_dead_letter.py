@@ -1,4 +1,4 @@
-"""Poison messages on a lane queue are parked on ``sluice.dead`` with a reason; the worker lives on."""
+"""Poison messages on a lane queue are parked on `sluice.dead` with a reason; the worker lives."""
 
 from __future__ import annotations
 

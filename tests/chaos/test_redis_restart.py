@@ -1,4 +1,4 @@
-"""Redis restarted under load: producers get a bounded BrokerError, workers reconnect, billed once."""
+"""Redis restarted: producers get a bounded BrokerError, workers reconnect, nothing billed twice."""
 
 from __future__ import annotations
 
