@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from models.domain.catalogue import Catalogue, load_catalogue
 from models.domain.cost import worst_case_cost
@@ -18,6 +19,7 @@ from models.domain.settings import Settings
 from models.domain.tokens import count_request
 from queues.app import create_app
 from queues.envelope import Envelope, task_id_for
+from queues.inflight import Inflight, InflightMessage
 from queues.handle import Handle, ReadyHandle, TaskHandle
 from queues.names import task_for
 from scheduler.hooks import Admission, PauseBook, ResponseCache
@@ -30,8 +32,11 @@ class Gateway:
     def __init__(self, settings: Settings, *, app: Celery | None = None,
                  catalogue: Catalogue | None = None, scorer: Scorer | None = None,
                  admission: Admission | None = None, cache: ResponseCache | None = None,
-                 pauses: PauseBook | None = None, cache_hit_sink: Any = None) -> None:
+                 pauses: PauseBook | None = None, cache_hit_sink: Any = None,
+                 inflight: Inflight | None = None) -> None:
         self.settings = settings
+        #: Records each message until its ledger row is final (re-sends what a broker lost).
+        self.inflight = inflight
         self.app = app or create_app(settings)
         self.catalogue = catalogue or load_catalogue(settings.prices_path)
         self.scorer = scorer
@@ -93,13 +98,20 @@ class Gateway:
 
     def _send(self, envelope: Envelope) -> Any:
         lane = self.settings.lanes.get(envelope.route.lane)
+        options = {"priority": lane.priority, "soft_time_limit": lane.soft_time_limit_s,
+                   "time_limit": lane.time_limit_s}
+        task_id = task_id_for(envelope.request)
+        args = [envelope.to_message()]
         try:
-            return self.app.send_task(
-                task_for(envelope.route.backend), args=[envelope.to_message()],
-                task_id=task_id_for(envelope.request), queue=envelope.route.queue,
-                routing_key=envelope.route.queue, priority=lane.priority,
-                soft_time_limit=lane.soft_time_limit_s, time_limit=lane.time_limit_s)
-        except OperationalError as exc:
+            if self.inflight is not None:
+                self.inflight.add(InflightMessage(
+                    task_id=task_id, request_id=envelope.request.request_id,
+                    task=task_for(envelope.route.backend), queue=envelope.route.queue,
+                    args=args, options=options))
+            return self.app.send_task(task_for(envelope.route.backend), args=args,
+                                      task_id=task_id, queue=envelope.route.queue,
+                                      routing_key=envelope.route.queue, **options)
+        except (OperationalError, RedisError) as exc:
             raise BrokerError(f"the broker at {self._broker()} refused the request: {exc}; "
                               "check that it runs (SLUICE_BROKER__URL) and retry") from exc
 

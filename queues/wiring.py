@@ -28,6 +28,7 @@ def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None =
 
         levers["cache_hit_sink"] = CacheHitRecorder(settings, sessions)
     levers.update(_budgets(settings, sessions))
+    levers["inflight"] = _inflight(settings)
     return levers
 
 
@@ -40,7 +41,14 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
     admission = _budgets(settings, sessions).get("admission")
     if admission is not None:
         levers["admission"] = admission
+    levers["inflight"] = _inflight(settings)
     return levers
+
+
+def _inflight(settings: Settings) -> Any:
+    from queues.inflight import inflight_for
+
+    return inflight_for(settings.broker.url, settings.broker.key_prefix)
 
 
 def _router(settings: Settings) -> Any:

@@ -13,6 +13,9 @@ TICK_TASK = "sluice.governor.tick"
 GOVERNOR_QUEUE = "sluice.governor"
 #: Seconds between ticks: the longest a rollover resume or an expired reservation waits.
 TICK_SECONDS = 5.0
+#: Re-sends messages a broker lost (queues.inflight); runs on the governor queue too.
+SWEEP_TASK = "sluice.inflight.sweep"
+SWEEP_SECONDS = 30.0
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -24,5 +27,11 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             # A tick nobody took in time is useless (the next one does the same work).
             "options": {"queue": GOVERNOR_QUEUE, "routing_key": GOVERNOR_QUEUE,
                         "expires": TICK_SECONDS * 2},
+        },
+        "sluice-inflight-sweep": {
+            "task": SWEEP_TASK,
+            "schedule": SWEEP_SECONDS,
+            "options": {"queue": GOVERNOR_QUEUE, "routing_key": GOVERNOR_QUEUE,
+                        "expires": SWEEP_SECONDS},
         },
     }

@@ -33,6 +33,8 @@ class WorkerRuntime:
     retry: RetryPolicy
     admission: Admission | None = None
     cache: ResponseCache | None = None
+    #: The producer's record of sent messages (queues.inflight), forgotten once final.
+    inflight: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
 
     @property

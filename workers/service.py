@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,14 +14,18 @@ from models.domain.catalogue import ModelSpec
 from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
 from models.domain.errors import (LedgerError, ProviderError, ProviderRetryable, SluiceError,
                                   ValidationError)
+from models.domain.prefix_audit import volatile_in_static
+from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
-from queues.envelope import Envelope, error_reply, ok_reply
+from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from workers.batch.seam import batch_reply
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
 
 
 class ResultLost(SluiceError):
@@ -85,6 +90,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))
     row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
+    row["volatile_prefix"] = _volatile_prefix(req)
     # The provider was paid: if the database is away, the row waits in the outbox.
     with final_write(rt, "ok", row, env.reservation_id, cost) as s:
         first = ledger.finish(s, row)
@@ -93,9 +99,21 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
         if first:
             # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
             stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
+    _forget(rt, req)
     if rt.cache is not None:
         rt.cache.store(req, result)
     return ok_reply(result)
+
+
+def _forget(rt: WorkerRuntime, req: ChatRequest) -> None:
+    """The ledger row is final: the in-flight record may go (best effort; the sweeper also
+    forgets finished messages it finds)."""
+    if rt.inflight is None:
+        return
+    try:
+        rt.inflight.done(task_id_for(req))
+    except Exception as exc:  # noqa: BLE001 - a stale record only costs the sweeper a lookup
+        log.debug("could not forget in-flight %s: %s", req.request_id, exc)
 
 
 def _second_check(rt: WorkerRuntime, env: Envelope) -> Envelope:
@@ -149,6 +167,22 @@ def _row(env: Envelope, route: Route, *, outcome: str) -> dict[str, Any]:
     return row
 
 
+_WARNED: dict[str, float] = {}
+
+
+def _volatile_prefix(req: ChatRequest) -> bool:
+    """Flag (and log, at most every 10 minutes per feature) volatile content in the prefix."""
+    fired = volatile_in_static(req.static)
+    if fired:
+        now = time.monotonic()
+        if now - _WARNED.get(req.feature, -1e9) > 600:
+            _WARNED[req.feature] = now
+            log.warning("feature %s sends volatile content in its static prompt (%s): the "
+                        "prefix changes on every request and cannot be cached; move it to the "
+                        "messages", req.feature, ", ".join(sorted(fired)))
+    return bool(fired)
+
+
 def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
     row = _row(env, env.route, outcome="error")
     row.pop("created_at")
@@ -157,6 +191,7 @@ def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
         first = ledger.finish(s, row)
         if first and env.reservation_id and rt.admission is not None:
             rt.admission.release(env.reservation_id, session=s)
+    _forget(rt, env.request)
 
 
 def _duplicate(request_id: str, state: str, previous: Any) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.Float, nullable=False),
         sa.Column("queued_ms", sa.Float, nullable=False),
         sa.Column("provider_ms", sa.Float, nullable=False),
+        sa.Column("volatile_prefix", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("prompt_hash", sa.String(64), nullable=False),
     )
     op.create_index("ix_ledger_created_at", "ledger", ["created_at"])

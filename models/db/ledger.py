@@ -94,6 +94,8 @@ class SpendLine:
     #: Baseline of the requests answered from the response cache.
     hit_baseline: Decimal = Decimal(0)
     cache_read_tokens: int = 0
+    #: Requests whose static part carried volatile content (uncacheable prefix).
+    volatile_prefix: int = 0
 
     @property
     def saved(self) -> Decimal:
@@ -138,7 +140,8 @@ def spend_by(session: Session, *groups: str, since: datetime | None = None,
                   func.coalesce(func.sum(LedgerRow.output), 0),
                   func.coalesce(func.sum(LedgerRow.list_cost), 0),
                   func.coalesce(func.sum(hit_base), 0),
-                  func.coalesce(func.sum(LedgerRow.cache_read), 0))
+                  func.coalesce(func.sum(LedgerRow.cache_read), 0),
+                  func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())))
     if since is not None:
         stmt = stmt.where(LedgerRow.created_at >= since)
     if team is not None:
@@ -153,7 +156,8 @@ def spend_by(session: Session, *groups: str, since: datetime | None = None,
                              baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
                              output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
                              hit_baseline=Decimal(row[n + 7] or 0),
-                             cache_read_tokens=int(row[n + 8])))
+                             cache_read_tokens=int(row[n + 8]),
+                             volatile_prefix=int(row[n + 9] or 0)))
     return out
 
 

@@ -77,6 +77,8 @@ class LedgerRow(Base):
     latency_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     queued_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     provider_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    #: The static part carried volatile content (timestamps, ids): its prefix cannot cache.
+    volatile_prefix: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: SHA-256 of the normalized prompt; the text itself is not stored by default.
     prompt_hash: Mapped[str] = mapped_column(String(64), nullable=False, default="")
 

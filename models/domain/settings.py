@@ -20,6 +20,9 @@ class BrokerSettings(BaseModel):
     result_expires: int = 3600
     #: Prefix for every Redis key of the broker and result store (a shared Redis stays tidy).
     key_prefix: str = ""
+    #: A message unclaimed this long after it was sent is re-sent (a Redis broker can lose a
+    #: message popped by a worker killed at the wrong moment; the ledger claim dedupes).
+    resend_after_s: float = 300.0
     #: Seconds before Redis redelivers an unacked message (a killed worker's); None: derived
     #: from the longest lane time limit, so a running task is never delivered twice.
     visibility_timeout_s: int | None = None
@@ -137,6 +140,8 @@ class GpuSettings(BaseModel):
     max_model_len: int = 2048
     enable_prefix_caching: bool = True
     kv_cache_memory_bytes: int = 512 * 1024 * 1024
+    #: vLLM load format; "dummy" gives random weights for any model config (no download).
+    load_format: str = "auto"
 
 
 class BatchSettings(BaseModel):

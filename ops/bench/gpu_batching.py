@@ -76,7 +76,8 @@ def bench_settings(home: Path, model: Path, args: argparse.Namespace) -> Any:
         "broker": base.broker.model_copy(update=broker),
         "database": base.database.model_copy(update={"url": f"sqlite:///{home / 'ledger.db'}"}),
         "gpu": base.gpu.model_copy(update={"model_path": str(model),
-                                           "max_num_seqs": args.max_num_seqs}),
+                                           "max_num_seqs": args.max_num_seqs,
+                                           "load_format": args.load_format}),
     })
 
 
@@ -184,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", default="",
                         help="Celery broker and result store, e.g. redis://127.0.0.1:6379/14 "
                              "(default: the in-process memory:// transport)")
+    parser.add_argument("--model", default="",
+                        help="model folder or HF config to serve instead of the tiny CPU model "
+                             "(on a GPU host, e.g. a Llama-3-8B config with --load-format dummy)")
+    parser.add_argument("--load-format", default="auto",
+                        help="vLLM load format; 'dummy' = random weights, no download")
     parser.add_argument("--no-celery", action="store_true",
                         help="skip the Celery gpu lane (engine host and provider only)")
     args = parser.parse_args(argv)
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     from workers.gpu.runtime import get_gpu_runtime, start_gpu_runtime, stop_gpu_runtime
 
     home = Path(args.home).resolve()
-    model = build_tiny_model(default_model_dir(home / "models"))
+    model = (Path(args.model) if args.model
+             else build_tiny_model(default_model_dir(home / "models")))
     run_home = home / "bench-gpu" / f"run-{os.getpid()}"
     run_home.mkdir(parents=True, exist_ok=True)
     settings = bench_settings(run_home, model, args)

@@ -30,7 +30,42 @@ def soak_env(db_url: str, standin_url: str, home: Path) -> dict[str, str]:
             "SLUICE_LANES__INTERACTIVE__TIME_LIMIT_S": "5",
             "SLUICE_LANES__ASYNC__SOFT_TIME_LIMIT_S": "4",
             "SLUICE_LANES__ASYNC__TIME_LIMIT_S": "5",
-            "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "0"}
+            "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "0",
+            "SLUICE_BROKER__RESEND_AFTER_S": str(RESEND_AFTER_S)}
+
+
+#: The soak's stand-in for `celery beat`: how often the in-flight sweep runs, and its age limit.
+SWEEP_EVERY_S = 5.0
+RESEND_AFTER_S = 20.0
+
+
+class Sweeper(threading.Thread):
+    """Runs the in-flight sweep (the beat job `sluice.inflight.sweep`) while the soak runs."""
+
+    def __init__(self, gateway: Any, sessions: Any) -> None:
+        super().__init__(daemon=True, name="soak-sweeper")
+        self.gateway, self.sessions = gateway, sessions
+        self.halt = threading.Event()
+        self.resent = 0
+
+    def run(self) -> None:
+        from models.db import ledger
+
+        def state_of(request_id: str) -> str | None:
+            with self.sessions() as s:
+                row = ledger.get(s, request_id)
+            return None if row is None else row.outcome
+
+        def send(msg: Any) -> None:
+            self.gateway.app.send_task(msg.task, args=msg.args, task_id=msg.task_id,
+                                       queue=msg.queue, routing_key=msg.queue, **msg.options)
+
+        while not self.halt.wait(SWEEP_EVERY_S):
+            try:
+                counts = self.gateway.inflight.sweep(send, state_of, older_than_s=RESEND_AFTER_S)
+                self.resent += counts["resent"]
+            except Exception:  # noqa: BLE001 - a failed pass is retried on the next one
+                continue
 
 
 class Killer(threading.Thread):
@@ -71,6 +106,8 @@ def run(n: int, kill_every: float, rate: float, wait_s: float) -> dict[str, int]
         killer = Killer(env, home / "worker.log", kill_every)
         killer.start()
         gateway = connect(load_settings(dict(env)))
+        sweeper = Sweeper(gateway, sessions)
+        sweeper.start()
         handles: list[Any] = []
         failed = 0
         codes: Counter[str] = Counter()
@@ -105,6 +142,8 @@ def run(n: int, kill_every: float, rate: float, wait_s: float) -> dict[str, int]
         finally:
             killer.halt.set()
             killer.join(timeout=120)
+            sweeper.halt.set()
+            sweeper.join(timeout=30)
             gateway.close()
             stop(killer.proc)
         with sessions() as s:
@@ -129,6 +168,7 @@ def run(n: int, kill_every: float, rate: float, wait_s: float) -> dict[str, int]
             "billed_twice": sum(1 for c in per_id.values() if c > 1)
             + sum(1 for c in settles.values() if c > 1),
             "reservations_open": int(still_open), "kills": killer.kills,
+            "resent_by_sweeper": sweeper.resent,
             **{f"failed_{code}": k for code, k in sorted(codes.items())}}
 
 

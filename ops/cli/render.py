@@ -47,7 +47,10 @@ def spend_json(lines: list[Any], headers: list[str]) -> list[dict[str, Any]]:
     """SpendLines as JSON-safe dicts (money as strings, never floats)."""
     return [dict(zip(headers, line.key), requests=line.requests, cache_hits=line.cache_hits,
                  input_tokens=line.input_tokens, output_tokens=line.output_tokens,
-                 cache_read_tokens=line.cache_read_tokens, cost=str(line.cost),
+                 cache_read_tokens=line.cache_read_tokens,
+                 prompt_cache_hit_rate=(round(line.cache_read_tokens / line.input_tokens, 4)
+                                        if line.input_tokens else 0.0),
+                 volatile_prefix_requests=line.volatile_prefix, cost=str(line.cost),
                  list_cost=str(line.list_cost), baseline_cost=str(line.baseline_cost),
                  saved=str(line.saved), saved_by_response_cache=str(line.saved_by_response_cache),
                  saved_by_routing=str(line.saved_by_routing),

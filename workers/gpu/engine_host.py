@@ -36,8 +36,10 @@ class EngineHost:
                  served_model_name: str | None = None,
                  run_dir: str | os.PathLike[str] | None = None,
                  start_timeout_s: float = 600.0, shutdown_timeout_s: float = 30.0,
-                 drain_timeout_s: float = 30.0, seed: int = 0) -> None:
+                 drain_timeout_s: float = 30.0, seed: int = 0,
+                 load_format: str = "auto") -> None:
         self.model_path = str(model_path)
+        self.load_format = load_format
         self.served_model_name = served_model_name or Path(self.model_path).name
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
@@ -101,7 +103,7 @@ class EngineHost:
             max_num_batched_tokens=self.max_num_batched_tokens,
             enable_prefix_caching=self.enable_prefix_caching,
             kv_cache_memory_bytes=self.kv_cache_memory_bytes, dtype=self.dtype,  # type: ignore[arg-type]
-            seed=self.seed,
+            seed=self.seed, load_format=self.load_format,
             # eager: no torch.compile/inductor warm-up, which is slow on CPU and buys little here
             enforce_eager=True,
             # lanes map to priorities: the interactive lane overtakes queued async work

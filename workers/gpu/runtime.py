@@ -71,7 +71,7 @@ def start_gpu_runtime(settings: Settings, *,
         host = host_factory(
             str(Path(gpu.model_path).expanduser()), max_num_seqs=gpu.max_num_seqs,
             max_model_len=gpu.max_model_len, enable_prefix_caching=gpu.enable_prefix_caching,
-            kv_cache_memory_bytes=gpu.kv_cache_memory_bytes,
+            kv_cache_memory_bytes=gpu.kv_cache_memory_bytes, load_format=gpu.load_format,
             served_model_name=settings.routing.self_hosted_model,
             run_dir=Path(settings.home) / "gpu" / f"run-{os.getpid()}")
         log.info("starting the vLLM engine on %s (max_num_seqs=%d, prefix caching %s)",

@@ -1,0 +1,102 @@
+"""Track every message from publish to finish, and re-send the ones a broker lost.
+
+Redis-transport gap (celery/celery#4354, kombu#305): a worker killed between popping a message
+and recording it as unacked loses it for good; the visibility timeout never brings it back. The
+producer therefore records each message (one pipelined round trip), the worker forgets it once
+the ledger row is final, and a beat job re-sends messages that are old and never claimed.
+Re-sending is safe: the ledger claim makes a second delivery return the first one's result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Seconds an unclaimed message may wait before the sweeper re-sends it.
+DEFAULT_RESEND_AFTER_S = 300.0
+
+
+@dataclass
+class InflightMessage:
+    """What is needed to publish a message again."""
+
+    task_id: str
+    request_id: str
+    task: str
+    queue: str
+    args: list[Any]
+    options: dict[str, Any]
+
+
+class Inflight:
+    """A Redis sorted set of task ids by send time, beside a hash of their messages."""
+
+    def __init__(self, client: Any, prefix: str = "sluice:") -> None:
+        self.client = client
+        self.times = f"{prefix}inflight:ts"
+        self.bodies = f"{prefix}inflight:msg"
+
+    def add(self, msg: InflightMessage, now: float | None = None) -> None:
+        """Record ``msg`` as sent (before publishing, so a crash in between loses nothing)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.bodies, msg.task_id, json.dumps(msg.__dict__))
+        pipe.zadd(self.times, {msg.task_id: time.time() if now is None else now})
+        pipe.execute()
+
+    def done(self, task_id: str) -> None:
+        """Forget ``task_id``: its ledger row is final."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self.times, task_id)
+        pipe.hdel(self.bodies, task_id)
+        pipe.execute()
+
+    def stale(self, older_than_s: float, limit: int = 500,
+              now: float | None = None) -> list[InflightMessage]:
+        """Messages sent more than ``older_than_s`` ago and not yet finished."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        ids = self.client.zrangebyscore(self.times, "-inf", cutoff, start=0, num=limit)
+        if not ids:
+            return []
+        raw = self.client.hmget(self.bodies, ids)
+        out = []
+        for task_id, body in zip(ids, raw):
+            if body is None:  # finished between the two reads
+                self.client.zrem(self.times, task_id)
+                continue
+            out.append(InflightMessage(**json.loads(body)))
+        return out
+
+    def sweep(self, send: Callable[[InflightMessage], None],
+              state_of: Callable[[str], str | None], *, older_than_s: float,
+              now: float | None = None) -> dict[str, int]:
+        """Re-send stale messages that no worker ever claimed; forget finished ones.
+
+        ``state_of(request_id)`` is the ledger outcome (None: no row, nobody started it).
+        """
+        counts = {"resent": 0, "finished": 0, "running": 0}
+        t = time.time() if now is None else now
+        for msg in self.stale(older_than_s, now=t):
+            state = state_of(msg.request_id)
+            if state is None:
+                send(msg)
+                self.client.zadd(self.times, {msg.task_id: t})  # at most one re-send per period
+                counts["resent"] += 1
+            elif state == "running":
+                counts["running"] += 1  # a live or expiring claim: acks-late redelivery owns it
+            else:
+                self.done(msg.task_id)
+                counts["finished"] += 1
+        return counts
+
+
+def inflight_for(broker_url: str, prefix: str) -> Inflight | None:
+    """An Inflight on the broker's Redis, or None for other transports (nothing to patch)."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return Inflight(redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2),
+                    prefix=prefix or "sluice:")
