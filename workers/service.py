@@ -66,7 +66,9 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
     if state != "claimed":
-        return _duplicate(req.request_id, state, previous)
+        # A live claim may belong to a worker that died mid-call: retry after its lease.
+        lease = rt.settings.lanes.get(req.lane).time_limit_s
+        return _duplicate(req.request_id, state, previous, retry_in=min(lease + 1.0, 300.0))
     try:
         env = _second_check(rt, env)
         reply, model = _call(rt, env)
@@ -194,14 +196,23 @@ def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
     _forget(rt, env.request)
 
 
-def _duplicate(request_id: str, state: str, previous: Any) -> dict[str, Any]:
+class ClaimBusy(SluiceError):
+    """Another run holds this request's claim; the task retries once the claim could expire."""
+
+    code = "claim_busy"
+    retryable = True
+
+
+def _duplicate(request_id: str, state: str, previous: Any, retry_in: float = 60.0
+               ) -> dict[str, Any]:
     earlier = previous() if callable(previous) else previous
     if state == "done" and isinstance(earlier, dict) and earlier.get("ok"):
         return earlier
     if state == "running":
-        err = SluiceError(f"request {request_id} is already being executed by another run; "
-                              "wait for its handle instead of resubmitting", request_id=request_id)
-        return error_reply(request_id, err)
+        return error_reply(request_id, ClaimBusy(
+            f"request {request_id} is being executed by another run (or by a worker that "
+            "died: its claim expires after the lane's time limit); wait for its handle",
+            request_id=request_id, retry_in=retry_in))
     return error_reply(request_id, ResultLost(
         f"request {request_id} was completed and billed by an earlier run, but its answer was "
         "not kept (the worker stopped before storing it); submit it again with a new request_id",

@@ -10,7 +10,7 @@ from queues.dead_letter import park
 from queues.names import TASK_API, TASK_GPU
 from workers.gpu.runtime import install_gpu_signals
 from workers.runtime import get_runtime
-from workers.service import execute
+from workers.service import ClaimBusy, execute
 
 # Only worker processes import this module (the app's `include`). A worker that consumes a
 # *.gpu queue starts its vLLM engine at boot (worker_init) and stops it at shutdown; API
@@ -40,18 +40,32 @@ def _parked_if_invalid(task: Task, reply: dict[str, Any], message: Any) -> dict[
     return reply
 
 
+#: A busy claim is retried this many times, each after the claim's lease could have expired.
+BUSY_RETRIES = 3
+
+
+def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
+    reply = _parked_if_invalid(task, execute(message, get_runtime(task.app),
+                                             previous=_previous(task)), message)
+    error = reply.get("error") or {}
+    if error.get("code") == ClaimBusy.code and task.request.retries < BUSY_RETRIES:
+        # Usually the run holding the claim died with its worker (kill -9): come back when
+        # its lease has run out and take the request over, instead of ending it in an error.
+        raise task.retry(countdown=float((error.get("details") or {}).get("retry_in", 60)),
+                         max_retries=BUSY_RETRIES)
+    return reply
+
+
 @shared_task(name=TASK_API, bind=True, acks_late=True, reject_on_worker_lost=True)
 def execute_api(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Serve one request on a hosted provider (OpenAI, Anthropic)."""
-    return _parked_if_invalid(self, execute(message, get_runtime(self.app),
-                                            previous=_previous(self)), message)
+    return _run(self, message)
 
 
 @shared_task(name=TASK_GPU, bind=True, acks_late=True, reject_on_worker_lost=True)
 def execute_gpu(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Serve one request on the self-hosted vLLM engine of this worker."""
-    return _parked_if_invalid(self, execute(message, get_runtime(self.app),
-                                            previous=_previous(self)), message)
+    return _run(self, message)
 
 
 @shared_task(name="sluice.ping")
