@@ -72,7 +72,7 @@ class Inflight:
     def sweep(self, send: Callable[[InflightMessage], None],
               state_of: Callable[[str], str | None], *, older_than_s: float,
               now: float | None = None) -> dict[str, int]:
-        """Re-send stale messages that no worker ever claimed; forget finished ones.
+        """Re-send stale messages that never finished; forget finished ones.
 
         ``state_of(request_id)`` is the ledger outcome (None: no row, nobody started it).
         """
@@ -80,12 +80,13 @@ class Inflight:
         t = time.time() if now is None else now
         for msg in self.stale(older_than_s, now=t):
             state = state_of(msg.request_id)
-            if state is None:
+            if state in (None, "running"):
+                # Never claimed, or claimed by a run whose worker may have died with the
+                # message: send it again. The ledger claim makes this safe: a live claim
+                # answers "busy" (retried after its lease), a dead one is taken over.
                 send(msg)
-                self.client.zadd(self.times, {msg.task_id: t})  # at most one re-send per period
-                counts["resent"] += 1
-            elif state == "running":
-                counts["running"] += 1  # a live or expiring claim: acks-late redelivery owns it
+                self.client.zadd(self.times, {msg.task_id: t})  # at most one re-send a period
+                counts["resent" if state is None else "running"] += 1
             else:
                 self.done(msg.task_id)
                 counts["finished"] += 1

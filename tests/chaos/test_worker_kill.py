@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -22,6 +23,29 @@ from tests.chaos.support import kill9, ledger_counts, start_worker, stop
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 N = int(os.environ.get("SLUICE_CHAOS_N", "200"))
+
+
+def start_sweeper(gateway: Any, sessions: Any, older_than_s: float) -> threading.Event:
+    """A thread running the in-flight sweep every 2 s until the returned event is set."""
+    from models.db import ledger
+
+    halt = threading.Event()
+
+    def state_of(request_id: str) -> str | None:
+        with sessions() as s:
+            row = ledger.get(s, request_id)
+        return None if row is None else row.outcome
+
+    def send(msg: Any) -> None:
+        gateway.app.send_task(msg.task, args=msg.args, task_id=msg.task_id, queue=msg.queue,
+                              routing_key=msg.queue, **msg.options)
+
+    def loop() -> None:
+        while not halt.wait(2.0):
+            gateway.inflight.sweep(send, state_of, older_than_s=older_than_s)
+
+    threading.Thread(target=loop, daemon=True, name="chaos-sweeper").start()
+    return halt
 
 
 def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
@@ -46,6 +70,8 @@ def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
             time.sleep(0.05)
         kill9(first)  # mid-run: some tasks running, some prefetched, most still queued
         second = start_worker(chaos_env, log)
+        # What `celery beat` does in production: re-send messages the kill lost.
+        sweeper = start_sweeper(gateway, chaos_sessions, older_than_s=15)
         try:
             outcomes: dict[str, Any] = {}
             for h in handles:
@@ -54,6 +80,7 @@ def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
                 except SluiceError as err:  # a clear, typed end is fine; silence is not
                     outcomes[h.request_id] = err
         finally:
+            sweeper.set()
             stop(second)
     finally:
         gateway.close()
