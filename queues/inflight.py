@@ -101,3 +101,20 @@ def inflight_for(broker_url: str, prefix: str) -> Inflight | None:
 
     return Inflight(redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2),
                     prefix=prefix or "sluice:")
+
+
+def sweep_once(inflight: Inflight, app: Any, sessions: Any, *, older_than_s: float
+               ) -> dict[str, int]:
+    """One sweep against the ledger, re-sending through ``app``: the beat job's whole work."""
+    from models.db import ledger
+
+    def state_of(request_id: str) -> str | None:
+        with sessions() as s:
+            row = ledger.get(s, request_id)
+        return None if row is None else row.outcome
+
+    def send(msg: InflightMessage) -> None:
+        app.send_task(msg.task, args=msg.args, task_id=msg.task_id, queue=msg.queue,
+                      routing_key=msg.queue, **msg.options)
+
+    return inflight.sweep(send, state_of, older_than_s=older_than_s)

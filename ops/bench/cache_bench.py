@@ -24,8 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ops.bench.harness import (bench_env, scratch_database, standin_process, summary,
-                               worker_process)
+from ops.bench.harness import bench_env, scratch_database, standin_process, summary, worker_process
 
 FAQ = ["How do I reset my password?", "What are your opening hours?", "Do you ship to Zürich?",
        "How long does delivery take?", "Can I return an item after 30 days?",

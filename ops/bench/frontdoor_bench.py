@@ -28,8 +28,15 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from ops.bench.harness import (ROOT, _free_port, bench_env, pct, scratch_database,
-                               standin_process, worker_process)
+from ops.bench.harness import (
+    ROOT,
+    bench_env,
+    free_port,
+    pct,
+    scratch_database,
+    standin_process,
+    worker_process,
+)
 from ops.bench.litellm_proxy import DEFAULT_VENV, MASTER_KEY, litellm_process
 from ops.bench.loadgen import RunResult, Target, run_open_loop
 
@@ -138,10 +145,10 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
         workers = [stack.enter_context(worker_process(env, queues="interactive.api",
                                                       concurrency=32))
                    for _ in range(celery_workers)]
-        door, door_proc = stack.enter_context(frontdoor_process(env, _free_port(),
+        door, door_proc = stack.enter_context(frontdoor_process(env, free_port(),
                                                                 server_workers))
         litellm, litellm_proc = stack.enter_context(
-            litellm_process(standin, _free_port(), model=MODEL, workers=server_workers,
+            litellm_process(standin, free_port(), model=MODEL, workers=server_workers,
                             venv=venv))
         # CPU each system spends, counted over its whole process tree (Redis and PostgreSQL,
         # shared by sluicegate's parts, are not counted): robust to other load on the machine.

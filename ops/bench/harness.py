@@ -30,13 +30,15 @@ def summary(samples_ms: Sequence[float]) -> dict[str, float]:
             "mean": statistics.fmean(samples_ms), "n": float(len(samples_ms))}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free loopback port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, timeout: float = 20.0) -> None:
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    """Block until something listens on ``port``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -71,12 +73,12 @@ def scratch_database(admin_url: str | None = None) -> Iterator[str]:
 @contextmanager
 def standin_process(latency_ms: float = 0.0) -> Iterator[str]:
     """The stand-in in its own process (so it does not share the benchmark's GIL); yields its URL."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workers.providers.standin", "--host",
                              "127.0.0.1", "--port", str(port), "--latency-ms", str(latency_ms)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        wait_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

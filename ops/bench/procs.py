@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_worker(env: dict[str, str], log: Path, *, queues: str = "interactive.api,async.api",
-                 concurrency: int = 8, ready_s: float = 90.0) -> subprocess.Popen[bytes]:
+                 concurrency: int = 8, ready_s: float = 90.0, name: str = "soak"
+                 ) -> subprocess.Popen[bytes]:
     """A real Celery worker process, ready on return; its output is appended to ``log``."""
     cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
-           "-c", str(concurrency), "-Q", queues, "-n", f"soak-{uuid.uuid4().hex[:6]}@%h",
+           "-c", str(concurrency), "-Q", queues, "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
            "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
     start = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as fh:

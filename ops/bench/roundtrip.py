@@ -16,8 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ops.bench.harness import (bench_env, scratch_database, standin_process, summary,
-                               worker_process)
+from ops.bench.harness import bench_env, scratch_database, standin_process, summary, worker_process
 
 
 def run(n: int = 300, warmup: int = 30) -> dict[str, dict[str, float]]:

@@ -49,20 +49,12 @@ class Sweeper(threading.Thread):
         self.resent = 0
 
     def run(self) -> None:
-        from models.db import ledger
-
-        def state_of(request_id: str) -> str | None:
-            with self.sessions() as s:
-                row = ledger.get(s, request_id)
-            return None if row is None else row.outcome
-
-        def send(msg: Any) -> None:
-            self.gateway.app.send_task(msg.task, args=msg.args, task_id=msg.task_id,
-                                       queue=msg.queue, routing_key=msg.queue, **msg.options)
+        from queues.inflight import sweep_once
 
         while not self.halt.wait(SWEEP_EVERY_S):
             try:
-                counts = self.gateway.inflight.sweep(send, state_of, older_than_s=RESEND_AFTER_S)
+                counts = sweep_once(self.gateway.inflight, self.gateway.app, self.sessions,
+                                    older_than_s=RESEND_AFTER_S)
                 self.resent += counts["resent"]
             except Exception:  # noqa: BLE001 - a failed pass is retried on the next one
                 continue

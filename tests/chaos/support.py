@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,64 +12,20 @@ from typing import Any
 from sqlalchemy import func, select
 
 from models.db.tables import LedgerRow
+from ops.bench import procs
+from ops.bench.harness import free_port, wait_port
+from ops.bench.procs import kill9, stop
+
+__all__ = ["free_port", "kill9", "ledger_counts", "start_worker", "stop", "wait_port"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    """Block until something listens on ``port``."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
 def start_worker(env: dict[str, str], log: Path, *, queues: str = "interactive.api,async.api",
                  concurrency: int = 8) -> subprocess.Popen[bytes]:
     """A real Celery worker process (ours, so a test may ``kill -9`` it); ready on return."""
-    cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
-           "-c", str(concurrency), "-Q", queues, "-n", f"chaos-{uuid.uuid4().hex[:6]}@%h",
-           "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
-    start = log.stat().st_size if log.exists() else 0
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                                stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while b"ready." not in log.read_bytes()[start:]:
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError("worker failed to start:\n" + log.read_text()[-3000:])
-        time.sleep(0.1)
-    return proc
-
-
-def kill9(proc: subprocess.Popen[bytes]) -> None:
-    """``kill -9`` the process, as a crashed host would."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a worker gently, then for good."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            kill9(proc)
+    return procs.start_worker(env, log, queues=queues, concurrency=concurrency, name="chaos")
 
 
 def ledger_counts(sessions: Any, prefix: str) -> dict[str, int]:

@@ -27,22 +27,13 @@ N = int(os.environ.get("SLUICE_CHAOS_N", "200"))
 
 def start_sweeper(gateway: Any, sessions: Any, older_than_s: float) -> threading.Event:
     """A thread running the in-flight sweep every 2 s until the returned event is set."""
-    from models.db import ledger
+    from queues.inflight import sweep_once
 
     halt = threading.Event()
 
-    def state_of(request_id: str) -> str | None:
-        with sessions() as s:
-            row = ledger.get(s, request_id)
-        return None if row is None else row.outcome
-
-    def send(msg: Any) -> None:
-        gateway.app.send_task(msg.task, args=msg.args, task_id=msg.task_id, queue=msg.queue,
-                              routing_key=msg.queue, **msg.options)
-
     def loop() -> None:
         while not halt.wait(2.0):
-            gateway.inflight.sweep(send, state_of, older_than_s=older_than_s)
+            sweep_once(gateway.inflight, gateway.app, sessions, older_than_s=older_than_s)
 
     threading.Thread(target=loop, daemon=True, name="chaos-sweeper").start()
     return halt

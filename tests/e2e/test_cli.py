@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ops.bench.harness import free_port
 from ops.cli.spend import UsageError, parse_groups, parse_when
 from tests.e2e.cli_support import ROOT, fill_ledger, sluice, sluice_json, sql_totals
 from tests.services import run_token
@@ -173,15 +173,10 @@ def test_metrics_dump_matches_the_ledger(filled: dict[str, str], pg_url: str) ->
     assert up == {"ledger": 1.0, "budgets": 1.0, "broker": 1.0}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def serving(filled: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    port = _free_port()
+    port = free_port()
     env = {**filled, "PYTHONPATH": str(ROOT), "SLUICE_METRICS_TOKEN": "s3cret"}
     proc = subprocess.Popen([sys.executable, "-m", "ops.cli.main", "metrics", "serve",
                              "--port", str(port)], env=env, cwd=ROOT, text=True,
@@ -221,7 +216,7 @@ def test_metrics_serve_needs_its_token(serving: tuple[int, Any]) -> None:
 
 @pytest.mark.integration
 def test_flower_shows_both_lanes_queues(filled: dict[str, str]) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ops.cli.main", "flower", "--port",
                              str(port)], env={**filled, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

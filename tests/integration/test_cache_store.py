@@ -17,8 +17,9 @@ import pytest
 from models.domain.request import ChatRequest, parse_request
 from models.domain.result import ChatResult, Route
 from models.domain.settings import load_settings
+from ops.bench.harness import free_port
 from queues.memory_cache import MemoryResponseCache, MemoryState
-from queues.response_cache import ResponseCacheBase, RedisResponseCache, decode_value
+from queues.response_cache import RedisResponseCache, ResponseCacheBase, decode_value
 
 pytestmark = pytest.mark.integration
 
@@ -208,14 +209,9 @@ def test_a_corrupt_value_is_a_miss(make_cache: Any) -> None:
 
 
 # -- fail open ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_redis_down_is_a_miss_and_a_warning(caplog: Any) -> None:
-    cache = make("redis", f"redis://127.0.0.1:{_free_port()}/0")
+    cache = make("redis", f"redis://127.0.0.1:{free_port()}/0")
     with caplog.at_level(logging.WARNING, logger="queues.response_cache"):
         started = time.monotonic()
         for _ in range(3):
@@ -231,7 +227,7 @@ def test_redis_down_is_a_miss_and_a_warning(caplog: Any) -> None:
 def test_the_cache_recovers_after_the_back_off(redis_db_url: str, caplog: Any) -> None:
     cache = make("redis", redis_db_url)
     real = cache.client
-    cache.client = type(real).from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    cache.client = type(real).from_url(f"redis://127.0.0.1:{free_port()}/0")
     for _ in range(3):
         assert cache.lookup(req("back")) is None
     assert cache._down_until > 0
