@@ -126,39 +126,7 @@ _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerR
 def spend_by(session: Session, *groups: str, since: datetime | None = None,
              team: str | None = None) -> list[SpendLine]:
     """Spend grouped by any of feature, team, user, model, lane, tier, provider, org, outcome."""
-    bad = [g for g in groups if g not in _GROUPS]
-    if bad:
-        raise LedgerError(f"cannot group spend by {bad}; use any of {', '.join(_GROUPS)}")
-    cols = [_GROUPS[g] for g in groups]
-    tokens_in = (LedgerRow.input_uncached + LedgerRow.cache_read + LedgerRow.cache_write_5m
-                 + LedgerRow.cache_write_1h)
-    hit_base = case((LedgerRow.outcome == "cache_hit", LedgerRow.baseline_cost), else_=None)
-    stmt = select(*cols, func.count(), func.sum(func.cast(LedgerRow.cache_hit, _int_type())),
-                  func.coalesce(func.sum(LedgerRow.cost), 0),
-                  func.coalesce(func.sum(LedgerRow.baseline_cost), 0),
-                  func.coalesce(func.sum(tokens_in), 0),
-                  func.coalesce(func.sum(LedgerRow.output), 0),
-                  func.coalesce(func.sum(LedgerRow.list_cost), 0),
-                  func.coalesce(func.sum(hit_base), 0),
-                  func.coalesce(func.sum(LedgerRow.cache_read), 0),
-                  func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())))
-    if since is not None:
-        stmt = stmt.where(LedgerRow.created_at >= since)
-    if team is not None:
-        stmt = stmt.where(LedgerRow.team == team)
-    if cols:
-        stmt = stmt.group_by(*cols).order_by(func.sum(LedgerRow.cost).desc())
-    out = []
-    for row in session.execute(stmt):
-        n = len(cols)
-        out.append(SpendLine(key=tuple(str(v) for v in row[:n]), requests=int(row[n]),
-                             cache_hits=int(row[n + 1] or 0), cost=Decimal(row[n + 2]),
-                             baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
-                             output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
-                             hit_baseline=Decimal(row[n + 7] or 0),
-                             cache_read_tokens=int(row[n + 8]),
-                             volatile_prefix=int(row[n + 9] or 0)))
-    return out
+    return spend_lines(session, *groups, since=since, team=team)
 
 
 def _int_type() -> Any:
@@ -250,7 +218,8 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                   func.coalesce(func.sum(LedgerRow.output), 0),
                   func.coalesce(func.sum(LedgerRow.list_cost), 0),
                   func.coalesce(func.sum(hit_base), 0),
-                  func.coalesce(func.sum(LedgerRow.cache_read), 0))
+                  func.coalesce(func.sum(LedgerRow.cache_read), 0),
+                  func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())))
     stmt = _filtered(stmt, since=since, until=until, team=team, prefix=request_id_prefix)
     if cols:
         timed = [c for g, c in zip(groups, cols) if g in TIME_GROUPS]
@@ -260,7 +229,8 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                       cache_hits=int(row[n + 1] or 0), cost=Decimal(row[n + 2]),
                       baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
                       output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
-                      hit_baseline=Decimal(row[n + 7] or 0), cache_read_tokens=int(row[n + 8]))
+                      hit_baseline=Decimal(row[n + 7] or 0), cache_read_tokens=int(row[n + 8]),
+                      volatile_prefix=int(row[n + 9] or 0))
             for row in session.execute(stmt)]
 
 
