@@ -28,6 +28,7 @@ class DemoOutcome:
     by_team: list[Any] = field(default_factory=list)
     by_model: list[Any] = field(default_factory=list)
     providers: dict[str, str] = field(default_factory=dict)
+    ledger_url: str = ""
 
 
 def demo_settings(home: Path, env: dict[str, str] | None = None) -> Settings:
@@ -79,7 +80,7 @@ def run_demo(n: int = 200, *, home: Path | None = None, concurrency: int = 8,
     settings = demo_settings(home)
     (home / "demo-ledger.db").unlink(missing_ok=True)
     upgrade(settings.database.url)
-    out = DemoOutcome()
+    out = DemoOutcome(ledger_url=settings.database.url)
     started = time.perf_counter()
     with ExitStack() as stack:
         settings, out.providers = stack.enter_context(provider_endpoints(settings))

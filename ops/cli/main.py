@@ -78,13 +78,16 @@ def demo(
                              "by_team": spend_json(out.by_team, ["team"]),
                              "by_model": spend_json(out.by_model, ["tier", "model"])})
     else:
+        failed = f"{sum(out.failed.values())} failed" + (f" {out.failed}" if out.failed else "")
         console.print(f"[bold]sluicegate demo[/]: {out.sent} sent, {out.completed} completed, "
-                      f"{sum(out.failed.values())} failed {out.failed or ''} in {out.seconds:.1f} s")
+                      f"{failed} in {out.seconds:.1f} s")
         console.print("providers: " + ", ".join(f"{k} → {v}" for k, v in out.providers.items()))
         console.print(spend_table("Bill by feature", ["team", "feature"], out.by_feature))
         console.print(spend_table("Bill by team", ["team"], out.by_team))
         console.print(spend_table("Bill by model", ["tier", "model"], out.by_model))
         console.print(levers_table("Savings by lever", ["team", "feature"], out.by_feature))
+        console.print(f"The ledger is {out.ledger_url}; explore it with "
+                      f"SLUICE_DATABASE__URL={out.ledger_url} sluice spend --by model,day")
     if out.completed != out.sent:
         raise typer.Exit(1)
 
