@@ -21,7 +21,8 @@ from celery.result import AsyncResult
 
 from models.domain.errors import ResultTimeout, SluiceError
 from models.domain.result import ChatResult
-from queues.handle import Handle, TaskHandle, decode_reply
+from queues.handle import (PENDING, PUSH_SLICE_S, Handle, TaskHandle, decode_reply,
+                           stored_reply)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class ResultWaiter:
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Watched requests by task id: (result, settle, since). A push lost while the pub/sub
+        # connection was rebuilt (Redis restarted) is made good by reading the stored result.
+        self._watching: dict[str, tuple[AsyncResult, Any, float]] = {}
 
     def watch(self, handle: Handle, loop: asyncio.AbstractEventLoop, timeout: float) -> Watch:
         """Start watching ``handle``: call from the thread that submitted it, right after.
@@ -71,10 +75,17 @@ class ResultWaiter:
         self._ensure_drainer()
         ar = AsyncResult(handle.task_id, app=self.app, backend=self.backend)
 
+        key = handle.task_id
+
+        def settle(value: Any) -> None:
+            self._watching.pop(key, None)
+            loop.call_soon_threadsafe(_settle, fut, value)
+
         def ready(result: AsyncResult) -> None:
             # Runs on the drainer thread; the meta is cached on ``result``, so no I/O here.
-            loop.call_soon_threadsafe(_settle, fut, _reply_of(result))
+            settle(_reply_of(result))
 
+        self._watching[key] = (ar, settle, time.monotonic())
         ar.then(ready, weak=False)
         # One read of the stored result, as AsyncResult.get does: a duplicate of a finished
         # request (same request id) publishes nothing, since Celery never overwrites SUCCESS.
@@ -99,6 +110,7 @@ class ResultWaiter:
         raise SluiceError(f"request {watch.request_id} ended unexpectedly: {outcome!r}")
 
     def _abandon(self, ar: AsyncResult) -> None:
+        self._watching.pop(str(ar.id), None)
         try:
             self.backend.remove_pending_result(ar)
         except Exception:  # noqa: BLE001 - only bookkeeping; the result expires anyway
@@ -114,7 +126,11 @@ class ResultWaiter:
 
     def _drain(self) -> None:
         consumer = self.backend.result_consumer
+        checked = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - checked >= PUSH_SLICE_S:
+                checked = time.monotonic()
+                self._read_stored(checked - PUSH_SLICE_S)
             try:
                 consumer.drain_events(timeout=0.1)
             except TimeoutError:
@@ -122,6 +138,18 @@ class ResultWaiter:
             except Exception:  # noqa: BLE001 - a dead drainer would strand every waiter
                 log.warning("result drainer: reading results failed; retrying", exc_info=True)
                 time.sleep(0.2)
+
+    def _read_stored(self, older_than: float) -> None:
+        """Settle watches that waited a whole slice from their stored results, if ready."""
+        for ar, settle, since in list(self._watching.values()):
+            if since > older_than:
+                continue
+            try:
+                value = stored_reply(ar)
+            except Exception as exc:  # noqa: BLE001 - a failed task: hand its error over
+                value = SluiceError(f"request {ar.id} failed in the worker: {exc!r}")
+            if value is not PENDING:
+                settle(decode_reply(value) if not isinstance(value, SluiceError) else value)
 
     def close(self) -> None:
         """Stop the drainer and the fallback pool."""

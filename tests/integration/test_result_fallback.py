@@ -1,0 +1,88 @@
+"""A result stored without its pub/sub push (Redis restarted mid-wait) still reaches its waiter."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from models.domain.errors import ResultTimeout, ValidationError
+from models.domain.settings import load_settings
+from queues.app import create_app
+from queues.envelope import error_reply
+from queues.handle import PUSH_SLICE_S, TaskHandle
+from queues.http.waiter import ResultWaiter, prepare_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def app(redis_db_url: str) -> Any:
+    settings = load_settings({"SLUICE_BROKER__URL": redis_db_url,
+                              "SLUICE_BROKER__RESULT_BACKEND": redis_db_url,
+                              "SLUICE_BROKER__KEY_PREFIX": f"sgfallback{uuid.uuid4().hex[:6]}:"})
+    celery = prepare_app(create_app(settings, name="fallback-test"))
+    yield celery
+    celery.close()
+
+
+def _store_silently(app: Any, task_id: str, reply: dict[str, Any], after_s: float) -> None:
+    """Write the task's stored result as a worker would, but publish nothing."""
+    def write() -> None:
+        time.sleep(after_s)
+        meta = {"status": "SUCCESS", "result": reply, "traceback": None, "children": [],
+                "date_done": None, "task_id": task_id}
+        app.backend.client.set(app.backend.get_key_for_task(task_id), app.backend.encode(meta))
+    threading.Thread(target=write, daemon=True).start()
+
+
+def test_handle_reads_the_stored_result_when_the_push_is_lost(app: Any) -> None:
+    task_id = f"fallback-{uuid.uuid4().hex}"
+    ar = app.AsyncResult(task_id)
+    app.backend.on_task_call(None, task_id)  # subscribe, as send_task does
+    handle = TaskHandle(ar, request_id=task_id)
+    _store_silently(app, task_id, error_reply(task_id, ValidationError("bad max_tokens",
+                                                                       field="max_tokens")), 0.2)
+    t0 = time.monotonic()
+    with pytest.raises(ValidationError) as err:
+        handle.result(timeout=3 * PUSH_SLICE_S + 2)
+    waited = time.monotonic() - t0
+    assert err.value.field == "max_tokens"
+    assert 0.2 <= waited < 2 * PUSH_SLICE_S + 1, waited
+
+
+def test_handle_still_times_out_when_nothing_is_stored(app: Any) -> None:
+    task_id = f"fallback-{uuid.uuid4().hex}"
+    handle = TaskHandle(app.AsyncResult(task_id), request_id=task_id)
+    t0 = time.monotonic()
+    with pytest.raises(ResultTimeout, match=task_id):
+        handle.result(timeout=1.5)
+    assert 1.4 <= time.monotonic() - t0 < 4
+
+
+def test_front_door_waiter_reads_the_stored_result_when_the_push_is_lost(app: Any) -> None:
+    waiter = ResultWaiter(app, threads=2)
+    assert waiter.pushes, "the Redis result store pushes results"
+    task_id = f"fallback-{uuid.uuid4().hex}"
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        handle = TaskHandle(app.AsyncResult(task_id), request_id=task_id)
+        watch = await asyncio.to_thread(waiter.watch, handle, loop, 10.0)
+        _store_silently(app, task_id, error_reply(task_id, ValidationError(
+            "bad team", field="team")), 0.2)
+        t0 = time.monotonic()
+        with pytest.raises(ValidationError, match="bad team"):
+            await waiter.wait(watch, 3 * PUSH_SLICE_S + 2)
+        return time.monotonic() - t0
+
+    try:
+        waited = asyncio.run(main())
+    finally:
+        waiter.close()
+    assert waited < 2 * PUSH_SLICE_S + 1.5, waited
+    assert not waiter._watching, "a settled watch is forgotten"
