@@ -71,7 +71,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                         TASK_GPU: {"queue": "interactive.gpu"}},
         "result_expires": settings.broker.result_expires,
         "worker_send_task_events": True,  # Flower shows tasks without needing -E
-        "task_send_sent_event": True,
+        "task_send_sent_event": settings.broker.send_sent_events,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "enable_utc": True,

@@ -98,8 +98,15 @@ class Gateway:
 
     def _send(self, envelope: Envelope) -> Any:
         lane = self.settings.lanes.get(envelope.route.lane)
+        req = envelope.request
         options = {"priority": lane.priority, "soft_time_limit": lane.soft_time_limit_s,
-                   "time_limit": lane.time_limit_s}
+                   "time_limit": lane.time_limit_s,
+                   # What Flower and worker logs show for the task instead of Celery's repr of
+                   # the whole envelope: attribution only, never the prompt, and no repr of a
+                   # large message on the producer's hot path.
+                   "argsrepr": f"({req.request_id!r}, team={req.team!r}, "
+                               f"feature={req.feature!r}, model={envelope.route.model!r})",
+                   "kwargsrepr": "{}"}
         task_id = task_id_for(envelope.request)
         args = [envelope.to_message()]
         try:

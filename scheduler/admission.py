@@ -13,11 +13,12 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db.budgets import BudgetRow, ReservationRow, change_budgets, to_budget
+from models.db.engine import autocommit_engine
 from models.db.reservations import close_reservation, reserve_on_postgres, reserve_portable
 from models.domain.budget import (
     PAUSING_SCOPES,
@@ -65,7 +66,13 @@ class SqlAdmission:
         self.clock = clock
         engine: Engine = sessions.kw["bind"]
         self._pg = engine.dialect.name == "postgresql"
-        self._fast = _autocommit_engine(engine, config.pool_size) if self._pg else None
+        # The reserving statement runs alone in autocommit with asynchronous commit. The budget
+        # rows are hot: every reservation locks them until its commit, so waiting for the WAL
+        # flush there caps admissions at one per fsync. Not waiting is safe: a crash can lose
+        # only the newest commits (a WAL prefix survives, so budgets and reservation rows stay
+        # consistent), and a worker's confirm() finds such a lost reservation missing and holds
+        # the money again, or refuses, before anything is sent. Settles stay synchronous.
+        self._fast = autocommit_engine(engine, config.pool_size) if self._pg else None
         self._lock = threading.Lock()
         self._index: dict[tuple[str, str], list[tuple[int, datetime | None]]] = {}
         self._loaded_at = float("-inf")
@@ -294,26 +301,6 @@ class SqlAdmission:
 
 def _widest_first(budget: Budget) -> tuple[int, int, int]:
     return SCOPES.index(budget.scope), WINDOWS.index(budget.window), budget.id
-
-
-def _autocommit_engine(engine: Engine, pool_size: int) -> Engine:
-    """A small engine of its own for the reserving statement: autocommit (the statement is the
-    transaction, so no BEGIN/COMMIT round trips), no pre-ping, and asynchronous commit."""
-    fast = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
-                         max_overflow=pool_size, pool_pre_ping=False)
-    event.listen(fast, "connect", _async_commit)
-    return fast
-
-
-def _async_commit(dbapi_conn: Any, _record: Any) -> None:
-    # The budget rows are hot: every reservation locks them until its commit, so waiting for
-    # the WAL flush there caps admissions at one per fsync. Not waiting is safe: a crash can
-    # lose only the newest commits (a WAL prefix survives, so budgets and reservation rows stay
-    # consistent), and a worker's confirm() finds such a lost reservation missing and holds
-    # the money again, or refuses, before anything is sent. Settles stay synchronous.
-    with dbapi_conn.cursor() as cur:
-        cur.execute("SET synchronous_commit = off")
-    dbapi_conn.commit()  # a SET inside a transaction that is rolled back would not stick
 
 
 def build_admission(settings: Settings, sessions: sessionmaker[Session]) -> SqlAdmission:

@@ -36,6 +36,7 @@ class WorkerRuntime:
     #: The producer's record of sent messages (queues.inflight), forgotten once final.
     inflight: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
+    _claimer: Any = field(default=None, repr=False)
 
     @property
     def baseline(self) -> ModelSpec:
@@ -53,6 +54,30 @@ class WorkerRuntime:
                 s.rollback()
                 raise
 
+    def claim(self, row: dict[str, Any], lease_s: float) -> str:
+        """Claim a request before its provider call: ``claimed``, ``done``, ``running`` or
+        ``foreign`` (models.db.ledger.claim).
+
+        On PostgreSQL the common case (nobody has the request id yet) is one autocommit INSERT
+        with asynchronous commit: one round trip instead of four (BEGIN, SET, INSERT, COMMIT).
+        Only an existing row takes the full path in a transaction.
+        """
+        from models.db import ledger
+
+        engine = self.sessions.kw.get("bind")
+        if engine is not None and engine.dialect.name == "postgresql":
+            if self._claimer is None:
+                with _LOCK:
+                    if self._claimer is None:
+                        from models.db.engine import autocommit_engine
+
+                        self._claimer = autocommit_engine(engine,
+                                                          self.settings.database.pool_size)
+            if ledger.claim_fast(self._claimer, row):
+                return "claimed"
+        with self.session() as s:
+            return ledger.claim(s, row, lease_s=lease_s)
+
     def provider(self, name: str) -> Provider:
         """The adapter for ``name``, built on first use (thread-safe)."""
         prov = self.providers.get(name)
@@ -67,6 +92,8 @@ class WorkerRuntime:
         for prov in self.providers.values():
             prov.close()
         self.providers.clear()
+        if self._claimer is not None:
+            self._claimer.dispose()
 
 
 def build_runtime(settings: Settings, **levers: Any) -> WorkerRuntime:

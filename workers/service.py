@@ -52,9 +52,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
     base_row = _row(env, route, outcome="running")
     outbox_of(rt).maybe_replay(rt)  # rows kept while the database was away land first
     try:
-        with rt.session() as s:
-            state = ledger.claim(s, base_row,
-                                 lease_s=rt.settings.lanes.get(req.lane).time_limit_s)
+        state = rt.claim(base_row, lease_s=rt.settings.lanes.get(req.lane).time_limit_s)
     except (LedgerError, SQLAlchemyError) as exc:
         # Nothing was sent or paid yet: refuse with a retryable, typed error.
         return error_reply(req.request_id, LedgerError(

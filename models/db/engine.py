@@ -26,6 +26,25 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     return engine
 
 
+def autocommit_engine(engine: Engine, pool_size: int) -> Engine:
+    """A small PostgreSQL engine beside ``engine`` for one-statement writes on the hot path.
+
+    Autocommit (the statement is the transaction: no BEGIN / COMMIT round trips), no pre-ping,
+    and asynchronous commit: callers use it only for writes whose loss in a server crash is
+    harmless (a reservation a worker re-checks, a claim the final write tolerates).
+    """
+    fast = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
+                         max_overflow=pool_size, pool_pre_ping=False)
+    event.listen(fast, "connect", _async_commit)
+    return fast
+
+
+def _async_commit(dbapi_conn: Any, _record: Any) -> None:
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET synchronous_commit = off")
+    dbapi_conn.commit()  # a SET inside a transaction that is rolled back would not stick
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

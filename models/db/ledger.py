@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select, text, update
+from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -57,21 +58,45 @@ def record(session: Session, row: dict[str, Any]) -> bool:
     if unknown:
         raise LedgerError(f"ledger row has unknown columns {sorted(unknown)}; "
                           "add them to models/db/tables.py and a migration")
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:
-        raise LedgerError(f"the ledger supports PostgreSQL and SQLite, not {dialect}")
-    stmt = insert(LedgerRow.__table__).values(**values)
-    # RETURNING, not rowcount: psycopg 3 reports rowcount -1 here, which read as "wrote it"
-    # and let every duplicate delivery call (and pay) the provider again.
-    stmt = stmt.on_conflict_do_nothing(index_elements=["request_id"]).returning(
-        LedgerRow.__table__.c.request_id)
     try:
-        res = session.execute(stmt)
+        res = session.execute(_insert_once(session.get_bind().dialect.name), values)
     except SQLAlchemyError as exc:
         raise LedgerError(f"could not write ledger row {row.get('request_id')}: {exc}; "
                           "check SLUICE_DATABASE__URL and that `alembic upgrade head` ran") from exc
     return res.first() is not None
+
+
+@functools.cache
+def _insert_once(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING request_id``, built once.
+
+    The values come as execute parameters, so the statement (and its compiled form) is shared
+    by every write instead of being rebuilt per row on the hot path.
+    """
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is None:
+        raise LedgerError(f"the ledger supports PostgreSQL and SQLite, not {dialect}")
+    table = LedgerRow.__table__
+    # RETURNING, not rowcount: psycopg 3 reports rowcount -1 here, which read as "wrote it"
+    # and let every duplicate delivery call (and pay) the provider again.
+    return insert(table).on_conflict_do_nothing(index_elements=["request_id"]).returning(
+        table.c.request_id)
+
+
+def claim_fast(engine: Any, row: dict[str, Any]) -> bool:
+    """Claim ``row['request_id']`` in one round trip when nobody has: True when this call did.
+
+    ``engine`` is an autocommit engine (models.db.engine.autocommit_engine), so the INSERT is
+    its own transaction. False means a row exists: ``claim`` in a session decides what it is.
+    """
+    values = {("user_id" if k == "user" else k): v
+              for k, v in dict(row, outcome="running",
+                               created_at=datetime.now(timezone.utc)).items()}
+    try:
+        with engine.connect() as conn:
+            return conn.execute(_insert_once(engine.dialect.name), values).first() is not None
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"could not claim ledger row {row.get('request_id')}: {exc}") from exc
 
 
 def get(session: Session, request_id: str) -> LedgerRow | None:
@@ -174,13 +199,22 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
 
 def finish(session: Session, row: dict[str, Any]) -> bool:
     """Write the final values of a claimed row; True exactly once per claim (settle then)."""
-    cols = {k: v for k, v in row.items() if k != "request_id"}
-    stmt = (update(LedgerRow).where(LedgerRow.request_id == row["request_id"],
-                                    LedgerRow.outcome == "running").values(**cols))
+    params = {("user_id" if k == "user" else k): v for k, v in row.items()
+              if k != "request_id"}
+    params["b_request_id"] = row["request_id"]
     try:
-        return bool(session.execute(stmt).rowcount)
+        return bool(session.execute(_finish_once(), params).rowcount)
     except SQLAlchemyError as exc:
         raise LedgerError(f"could not finish ledger row {row['request_id']}: {exc}") from exc
+
+
+@functools.cache
+def _finish_once() -> Any:
+    """``UPDATE ... WHERE request_id = :b_request_id AND outcome = 'running'``, built once; the
+    SET clause comes from the execute parameters (a Core statement: no ORM bulk-update work)."""
+    table = LedgerRow.__table__
+    return update(table).where(table.c.request_id == bindparam("b_request_id"),
+                               table.c.outcome == "running")
 
 
 def _aware(ts: datetime) -> datetime:

@@ -29,6 +29,10 @@ class BrokerSettings(BaseModel):
     #: Bound on a producer's wait for a down broker: connect timeout and publish retries.
     connect_timeout_s: float = 2.0
     publish_max_retries: int = 2
+    #: Producers also emit Celery's ``task-sent`` event, so Flower lists tasks still queued.
+    #: Off by default: it is one more Redis publish per request on the hot path, and queue
+    #: depth is in Flower's broker view and `sluice queues status` anyway.
+    send_sent_events: bool = False
 
 
 class DatabaseSettings(BaseModel):

@@ -126,6 +126,25 @@ def tree_cpu_s(roots: list[int]) -> float:
     return sum(times.get(pid, 0.0) for pid in seen)
 
 
+def celery_floor(env: dict[str, str], n: int = 300, warmup: int = 30) -> list[float]:
+    """Serial bare Celery no-op round trips (ms) through the same broker and worker: the floor
+    under any queue-based front door, whatever it does around the hop."""
+    from models.domain.settings import load_settings
+    from queues.app import create_app
+
+    app = create_app(load_settings(dict(env)), name="bench-floor")
+    out: list[float] = []
+    try:
+        for i in range(warmup + n):
+            t0 = time.perf_counter()
+            assert app.send_task("sluice.ping", queue="interactive.api").get(timeout=10) == "pong"
+            if i >= warmup:
+                out.append((time.perf_counter() - t0) * 1000)
+    finally:
+        app.close()
+    return out
+
+
 def _body(nonce: str) -> Any:
     def body(i: int) -> dict[str, object]:
         return {"model": MODEL, "max_tokens": 16, "messages": [
@@ -134,8 +153,9 @@ def _body(nonce: str) -> Any:
 
 
 def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int,
-        celery_workers: int, venv: Path) -> list[RunResult]:
-    """Measure every target at every rate; returns the measured (not warm-up) runs."""
+        celery_workers: int, venv: Path) -> tuple[list[RunResult], list[float]]:
+    """Measure every target at every rate; returns the measured (not warm-up) runs and the
+    bare Celery round trips (ms) measured in the same run."""
     out: list[RunResult] = []
     with ExitStack() as stack:
         db = stack.enter_context(scratch_database())
@@ -154,6 +174,7 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
         # shared by sluicegate's parts, are not counted): robust to other load on the machine.
         pids = {"stand-in direct": [], "litellm proxy": [litellm_proc.pid],
                 "sluicegate front door": [door_proc.pid] + [w.pid for w in workers]}
+        floor = celery_floor(env)
         nonce = uuid.uuid4().hex[:8]
         targets = [
             Target("stand-in direct", standin, "/v1/chat/completions",
@@ -184,10 +205,11 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
                       f"{result.errors or ''}{split}", flush=True)
                 if target.url == door:
                     wait_for_drain(env)
-    return out
+    return out, floor
 
 
-def report(results: list[RunResult], console: Console) -> None:
+def report(results: list[RunResult], console: Console, floor: list[float] | None = None
+           ) -> None:
     """One table: latency, overhead over the direct stand-in, throughput; then the ratios."""
     table = Table(title="front-door overhead (ms) = latency - direct stand-in latency, same rate")
     for col in ("rate/s", "target", "answered", "held/s", "p50", "p99", "overhead p50",
@@ -218,6 +240,18 @@ def report(results: list[RunResult], console: Console) -> None:
     for rate, r50, r99 in ratios:
         console.print(f"[bold]ratio sluicegate / litellm overhead @ {rate:g}/s: "
                       f"p50 {r50:.2f}x, p99 {r99:.2f}x[/] (goal: p99 <= 0.5x)")
+    if floor:
+        f50, f99 = pct(floor, 50), pct(floor, 99)
+        console.print(f"floor: bare Celery no-op round trip (serial, same broker and worker) "
+                      f"p50 {f50:.2f} / p99 {f99:.2f} ms")
+        for rate in sorted({r.rate for r in results}):
+            runs = {r.target: r for r in results if r.rate == rate}
+            lite, direct = runs.get("litellm proxy"), runs.get("stand-in direct")
+            if lite and direct and lite.latencies_ms and direct.latencies_ms:
+                over = pct(lite.latencies_ms, 99) - pct(direct.latencies_ms, 99)
+                if over > 0:
+                    console.print(f"  floor p99 / litellm overhead p99 @ {rate:g}/s: "
+                                  f"{f99 / over:.2f}x (a queue hop alone costs this much)")
 
 
 def main() -> None:
@@ -239,13 +273,13 @@ def main() -> None:
         uvloop.install()  # the generator's own overhead lands on every target alike; keep it low
     except ImportError:
         pass
-    results = run(rates, args.seconds, args.warmup, args.server_workers, args.celery_workers,
-                  args.litellm_venv)
+    results, floor = run(rates, args.seconds, args.warmup, args.server_workers,
+                         args.celery_workers, args.litellm_venv)
     console = Console(width=140)
     console.print(f"{os.cpu_count()} cores; {args.seconds:g} s per run after {args.warmup:g} s "
                   f"warm-up; {args.server_workers} server workers each; "
                   f"{args.celery_workers} Celery worker process(es)")
-    report(results, console)
+    report(results, console, floor)
 
 
 if __name__ == "__main__":

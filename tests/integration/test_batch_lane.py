@@ -169,3 +169,20 @@ def test_a_refused_request_fails_alone_and_a_failed_one_is_answered_directly(
         assert failed is not None and failed.outcome == "error" and failed.cost == 0
         plain = ledger.get(s, direct[0].request_id)
         assert plain is not None and plain.batch is False
+
+
+def test_batch_placements_live_in_redis_with_a_ttl(redis_db_url: str) -> None:
+    import redis
+
+    from workers.batch.placements import PLACEMENT_TTL_S, Placement, placements_for
+
+    prefix = f"sgplace{run_token()}:"
+    store = placements_for(redis_db_url, prefix)
+    key = f"task-{uuid.uuid4().hex}"
+    assert store.get(key) is None
+    store.put({key: Placement("anthropic", "claude-haiku-4-5", "msgbatch_1", "r3")})
+    assert store.get(key) == Placement("anthropic", "claude-haiku-4-5", "msgbatch_1", "r3")
+    client = redis.Redis.from_url(redis_db_url)
+    ttl = client.ttl(f"{prefix}sluice:batch-placement:{key}")
+    client.delete(f"{prefix}sluice:batch-placement:{key}")
+    assert 0 < ttl <= PLACEMENT_TTL_S

@@ -158,3 +158,43 @@ def test_who_is_batched() -> None:
     assert not wants_batch(req(tags={"batch": "true"}), "vllm", settings)
     everything = load_settings({"SLUICE_BATCH__ENABLED": "true"})
     assert wants_batch(req(), "openai", everything)
+
+
+def _submitted(api: FakeBatchAPI, n: int = 1) -> None:
+    deadline = time.monotonic() + 5
+    while len(api.batches) < n:
+        assert time.monotonic() < deadline, "no batch was submitted"
+        time.sleep(0.005)
+
+
+def test_a_redelivered_call_is_answered_from_its_earlier_batch_not_sent_again(make: Any) -> None:
+    from workers.batch.placements import MemoryPlacements, Placement
+
+    api = FakeBatchAPI(polls=10**9)  # the batch runs until the first worker is gone
+    placements = MemoryPlacements()
+    first = make(api, max_wait_s=0.01, placements=placements)
+    first.submit(call("linen towel"), key="task-1")
+    _submitted(api)
+    assert placements.get("task-1") == Placement("openai", "gpt-4o-mini", "batch_0", "r0")
+    first.close()  # the worker dies with its request still in the provider's batch
+    api.polls = 1  # ... which the provider then finishes
+    second = make(api, max_wait_s=0.01, placements=placements)
+    redelivered = [second.submit(call("linen towel"), key="task-1") for _ in range(2)]
+    assert [f.result(timeout=5).text for f in redelivered] == ["re: linen towel"] * 2
+    assert len(api.batches) == 1 and second.submitted == []  # the provider billed it once
+    fresh = second.submit(call("cotton sheet"), key="task-2")  # unplaced keys batch as before
+    assert fresh.result(timeout=5).text == "re: cotton sheet"
+    assert second.submitted == ["batch_1"]
+
+
+def test_a_placement_store_that_fails_does_not_stop_batching(make: Any) -> None:
+    class Broken:
+        def get(self, key: str) -> None:
+            raise ConnectionError("redis is away")
+
+        def put(self, placed: Any) -> None:
+            raise ConnectionError("redis is away")
+
+    api = FakeBatchAPI(polls=1)
+    collector = make(api, max_wait_s=0.01, placements=Broken())
+    assert collector.submit(call("item"), key="task-x").result(timeout=5).text == "re: item"

@@ -9,8 +9,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from models.domain.errors import ConfigError, ProviderRetryable
 from models.domain.request import ChatRequest
 from models.domain.settings import Settings
+from queues.envelope import task_id_for
 from workers.batch.base import BATCH_PROVIDERS, BatchAPI
 from workers.batch.collector import BatchCollector
+from workers.batch.placements import placements_for
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.runtime import STANDIN_KEY, WorkerRuntime
 
@@ -48,7 +50,7 @@ def batch_reply(rt: WorkerRuntime, call: ProviderCall) -> ProviderReply | None:
     """
     if not wants_batch(call.request, call.model.provider, rt.settings):
         return None
-    future = collector_for(rt).submit(call)
+    future = collector_for(rt).submit(call, key=task_id_for(call.request))
     wait = max_wait_s(rt.settings)
     try:
         return future.result(timeout=wait)
@@ -74,7 +76,9 @@ def collector_for(rt: WorkerRuntime) -> BatchCollector:
                                        max_size=lane.batch_max,
                                        max_wait_s=lane.batch_timeout_ms / 1000.0,
                                        poll_interval_s=rt.settings.batch.poll_interval_s,
-                                       retry=rt.retry)
+                                       retry=rt.retry,
+                                       placements=placements_for(rt.settings.broker.url,
+                                                                 rt.settings.broker.key_prefix))
                 # One per worker process, like the runtime it hangs on.
                 rt._batch_collector = found  # type: ignore[attr-defined]
     return found
