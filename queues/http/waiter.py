@@ -16,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
+from celery import Celery, states
 from celery.result import AsyncResult
 
 from models.domain.errors import ResultTimeout, SluiceError
 from models.domain.result import ChatResult
-from queues.handle import (PENDING, PUSH_SLICE_S, Handle, TaskHandle, decode_reply,
-                           stored_reply)
+from queues.handle import PUSH_SLICE_S, Handle, TaskHandle, decode_reply
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +139,29 @@ class ResultWaiter:
                 time.sleep(0.2)
 
     def _read_stored(self, older_than: float) -> None:
-        """Settle watches that waited a whole slice from their stored results, if ready."""
-        for ar, settle, since in list(self._watching.values()):
-            if since > older_than:
+        """Settle watches that waited a whole slice from their stored results, if ready.
+
+        One MGET for all of them: a front door may hold thousands of slow requests at once.
+        """
+        due = [(ar, settle) for ar, settle, since in list(self._watching.values())
+               if since <= older_than]
+        if not due:
+            return
+        try:
+            raws = self.backend.client.mget([self.backend.get_key_for_task(ar.id)
+                                             for ar, _ in due])
+        except Exception as exc:  # noqa: BLE001 - the store is away: the next slice tries again
+            log.debug("could not read stored results: %s", exc)
+            return
+        for (ar, settle), raw in zip(due, raws):
+            if raw is None:
                 continue
-            try:
-                value = stored_reply(ar)
-            except Exception as exc:  # noqa: BLE001 - a failed task: hand its error over
-                value = SluiceError(f"request {ar.id} failed in the worker: {exc!r}")
-            if value is not PENDING:
-                settle(decode_reply(value) if not isinstance(value, SluiceError) else value)
+            meta = self.backend.decode_result(raw)
+            if meta.get("status") == states.SUCCESS:
+                settle(decode_reply(meta.get("result")))
+            elif meta.get("status") in states.READY_STATES:
+                settle(SluiceError(f"request {ar.id} failed in the worker: "
+                                   f"{meta.get('result')!r}"))
 
     def close(self) -> None:
         """Stop the drainer and the fallback pool."""
