@@ -99,6 +99,7 @@ def celery_worker_proc(integration_env: dict[str, str], tmp_path_factory: Any
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with celery_worker(integration_env, log, queues="interactive.api,async.api",
                        name=f"test-{run_token()}") as proc:
+        proc.log_path = log  # type: ignore[attr-defined]  # read by log-privacy tests
         yield proc
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import worker_init
 
 from queues.dead_letter import park
 from queues.names import TASK_API, TASK_GPU
+from workers import log_privacy
 from workers.gpu.runtime import install_gpu_signals
 from workers.runtime import get_runtime
 from workers.service import ClaimBusy, execute
@@ -16,6 +18,12 @@ from workers.service import ClaimBusy, execute
 # *.gpu queue starts its vLLM engine at boot (worker_init) and stops it at shutdown; API
 # workers ignore the hooks. Connecting the handlers is all that happens here.
 install_gpu_signals()
+
+
+@worker_init.connect(weak=False)
+def _hide_replies_in_logs(**_: Any) -> None:
+    # Celery logs every task's return value at INFO; ours carries the answer text.
+    log_privacy.install()
 
 
 def _previous(task: Task) -> Any:

@@ -1,0 +1,51 @@
+"""Worker logs name each request and how it ended, never the answer text."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from workers.log_privacy import HideReplies, outcome_of
+
+
+def _trace_record(value: str) -> logging.LogRecord:
+    # The shape of Celery's success line (celery.app.trace.LOG_SUCCESS).
+    fmt = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s"
+    return logging.LogRecord("celery.app.trace", logging.INFO, __file__, 1, fmt,
+                             ({"name": "sluice.execute_api", "id": "r-1", "runtime": 0.1,
+                               "return_value": value},), None)
+
+
+def test_the_filter_keeps_the_outcome_and_drops_the_text() -> None:
+    ok = _trace_record("{'ok': True, 'result': {'request_id': 'r-1', 'text': 'secret answer'}}")
+    assert HideReplies().filter(ok)
+    line = ok.getMessage()
+    assert "secret answer" not in line and line.endswith(": ok") and "r-1" in line
+    err = _trace_record("{'ok': False, 'error': {'type': 'BudgetExceeded', "
+                        "'code': 'budget_exceeded', 'message': 'team t spent ...'}}")
+    HideReplies().filter(err)
+    assert err.getMessage().endswith(": error budget_exceeded")
+    assert outcome_of("'pong'") == "<hidden>"
+
+
+@pytest.mark.integration
+def test_a_real_worker_log_holds_no_answer(gateway: Any, celery_worker_proc: Any) -> None:
+    rid = f"logpriv-{uuid.uuid4().hex[:8]}"
+    result = gateway.complete({"request_id": rid, "team": "privacy", "feature": "logs",
+                               "model": "cheap", "max_tokens": 24, "cache": {"mode": "bypass"},
+                               "messages": [{"role": "user", "content": "Rephrase: lamp"}]},
+                              timeout=30)
+    assert len(result.text) > 8
+    log_path = celery_worker_proc.log_path
+    deadline = time.time() + 10
+    while rid not in log_path.read_text(errors="replace"):
+        assert time.time() < deadline, "the worker never logged the request"
+        time.sleep(0.1)
+    text = log_path.read_text(errors="replace")
+    succeeded = [ln for ln in text.splitlines() if rid in ln and "succeeded" in ln]
+    assert succeeded and succeeded[0].endswith(": ok"), succeeded
+    assert result.text not in text
