@@ -52,4 +52,6 @@ def ok_reply(result: ChatResult) -> dict[str, Any]:
 
 def error_reply(request_id: str, error: SluiceError) -> dict[str, Any]:
     """What a task returns when the request ended in a typed error."""
-    return {"ok": False, "request_id": request_id, "error": error.to_dict()}
+    # The code comes first: worker logs and Flower show only the start of a reply
+    # (workers.log_privacy), which must say how the request ended and nothing it said.
+    return {"ok": False, "code": error.code, "request_id": request_id, "error": error.to_dict()}

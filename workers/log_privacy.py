@@ -1,4 +1,4 @@
-"""Worker logs say how each request ended, never its answer: text is kept only where opted in."""
+"""Worker logs and Flower say how each request ended, never its answer (text stays opt-in)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any
 
 #: Celery's tracer logs each task's return value at INFO ("Task ... succeeded in ...s: <value>").
 TRACE_LOGGER = "celery.app.trace"
+#: Characters of a reply's repr Celery keeps for its log line and its ``task-succeeded`` event
+#: (which Flower shows): enough for ``{'ok': False, 'code': '<code>'``, too few for any text.
+REPR_CHARS = 48
 _CODE = re.compile(r"'code': '([A-Za-z0-9_]+)'")
 
 

@@ -64,13 +64,15 @@ def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-@shared_task(name=TASK_API, bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=TASK_API, bind=True, acks_late=True, reject_on_worker_lost=True,
+             resultrepr_maxsize=log_privacy.REPR_CHARS)
 def execute_api(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Serve one request on a hosted provider (OpenAI, Anthropic)."""
     return _run(self, message)
 
 
-@shared_task(name=TASK_GPU, bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=TASK_GPU, bind=True, acks_late=True, reject_on_worker_lost=True,
+             resultrepr_maxsize=log_privacy.REPR_CHARS)
 def execute_gpu(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Serve one request on the self-hosted vLLM engine of this worker."""
     return _run(self, message)

@@ -25,11 +25,32 @@ def test_the_filter_keeps_the_outcome_and_drops_the_text() -> None:
     assert HideReplies().filter(ok)
     line = ok.getMessage()
     assert "secret answer" not in line and line.endswith(": ok") and "r-1" in line
-    err = _trace_record("{'ok': False, 'error': {'type': 'BudgetExceeded', "
-                        "'code': 'budget_exceeded', 'message': 'team t spent ...'}}")
+    err = _trace_record("{'ok': False, 'code': 'budget_exceeded', 'request_id': 'r-1'...")
     HideReplies().filter(err)
     assert err.getMessage().endswith(": error budget_exceeded")
     assert outcome_of("'pong'") == "<hidden>"
+
+
+def test_a_reply_repr_cut_where_celery_cuts_it_still_says_how_it_ended() -> None:
+    from celery.utils.saferepr import saferepr
+
+    from models.domain.errors import BudgetExceeded
+    from queues.envelope import error_reply
+    from workers.log_privacy import REPR_CHARS
+
+    reply = error_reply("r-" + "x" * 60, BudgetExceeded("team t spent its budget", budget="b"))
+    assert outcome_of(saferepr(reply, REPR_CHARS)) == "error budget_exceeded"
+    # The same cut repr is the task-succeeded event Flower shows: even the shortest request
+    # id leaves no character of the answer in it.
+    from models.domain.result import ChatResult, Route
+    from queues.envelope import ok_reply
+
+    route = Route(tier="cheap", model="gpt-4o-mini", provider="openai", backend="api",
+                  lane="interactive", reason="test")
+    ok = ok_reply(ChatResult(request_id="r", text="Zebra", provider="openai",
+                             model="gpt-4o-mini", route=route))
+    cut = saferepr(ok, REPR_CHARS)
+    assert "Z" not in cut and outcome_of(cut) == "ok"
 
 
 @pytest.mark.integration
