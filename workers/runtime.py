@@ -117,13 +117,13 @@ def build_provider(name: str, settings: Settings) -> Provider:
     if name == "openai":
         from workers.providers.openai_chat import OpenAIChatProvider
 
-        return OpenAIChatProvider(api_key=_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
+        return OpenAIChatProvider(api_key=provider_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
                                   base_url=p.openai_base_url, timeout=p.timeout_s)
     if name == "anthropic":
         from workers.providers.anthropic_messages import AnthropicMessagesProvider
 
         return AnthropicMessagesProvider(
-            api_key=_key(p.anthropic_api_key, p.anthropic_base_url, "ANTHROPIC"),
+            api_key=provider_key(p.anthropic_api_key, p.anthropic_base_url, "ANTHROPIC"),
             base_url=p.anthropic_base_url, timeout=p.timeout_s)
     if name == "vllm":
         from workers.gpu.runtime import gpu_provider
@@ -133,7 +133,8 @@ def build_provider(name: str, settings: Settings) -> Provider:
                       "anthropic or vllm")
 
 
-def _key(secret: Any, base_url: str | None, env: str) -> str:
+def provider_key(secret: Any, base_url: str | None, env: str) -> str:
+    """The API key to use: the configured secret, or the stand-in placeholder next to a base URL."""
     if secret is not None:
         return str(secret.get_secret_value())
     if base_url:

@@ -53,7 +53,7 @@ def record(session: Session, row: dict[str, Any]) -> bool:
     A Celery task may run twice (acks late, worker lost): the second write is a no-op, so
     the ledger never bills a request twice. The caller commits.
     """
-    values = {("user_id" if k == "user" else k): v for k, v in row.items()}
+    values = _columns(row)
     unknown = set(values) - _COLUMNS
     if unknown:
         raise LedgerError(f"ledger row has unknown columns {sorted(unknown)}; "
@@ -64,6 +64,11 @@ def record(session: Session, row: dict[str, Any]) -> bool:
         raise LedgerError(f"could not write ledger row {row.get('request_id')}: {exc}; "
                           "check SLUICE_DATABASE__URL and that `alembic upgrade head` ran") from exc
     return res.first() is not None
+
+
+def _columns(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's values keyed by column (``user`` is stored as ``user_id``)."""
+    return {("user_id" if k == "user" else k): v for k, v in row.items()}
 
 
 @functools.cache
@@ -89,9 +94,7 @@ def claim_fast(engine: Any, row: dict[str, Any]) -> bool:
     ``engine`` is an autocommit engine (models.db.engine.autocommit_engine), so the INSERT is
     its own transaction. False means a row exists: ``claim`` in a session decides what it is.
     """
-    values = {("user_id" if k == "user" else k): v
-              for k, v in dict(row, outcome="running",
-                               created_at=datetime.now(timezone.utc)).items()}
+    values = _columns(dict(row, outcome="running", created_at=datetime.now(timezone.utc)))
     try:
         with engine.connect() as conn:
             return conn.execute(_insert_once(engine.dialect.name), values).first() is not None
@@ -199,9 +202,8 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
 
 def finish(session: Session, row: dict[str, Any]) -> bool:
     """Write the final values of a claimed row; True exactly once per claim (settle then)."""
-    params = {("user_id" if k == "user" else k): v for k, v in row.items()
-              if k != "request_id"}
-    params["b_request_id"] = row["request_id"]
+    params = _columns(row)
+    params["b_request_id"] = params.pop("request_id")
     try:
         return bool(session.execute(_finish_once(), params).rowcount)
     except SQLAlchemyError as exc:

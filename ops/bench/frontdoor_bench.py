@@ -24,7 +24,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -35,10 +34,12 @@ from ops.bench.harness import (
     pct,
     scratch_database,
     standin_process,
+    wait_healthy,
     worker_process,
 )
 from ops.bench.litellm_proxy import DEFAULT_VENV, MASTER_KEY, litellm_process
 from ops.bench.loadgen import RunResult, Target, run_open_loop
+from ops.bench.procs import stop
 
 MODEL = "gpt-4o-mini"
 
@@ -54,24 +55,12 @@ def frontdoor_process(env: dict[str, str], port: int, workers: int
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("front door did not start: "
-                                   + (proc.stderr.read().decode()[-2000:] if proc.stderr else ""))
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(proc, url + "/healthz", timeout=60, interval=0.2,
+                     failure=lambda: "front door did not start: "
+                     + (proc.stderr.read().decode()[-2000:] if proc.stderr else ""))
         yield url, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def mint_key(db_url: str) -> str:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +47,24 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, *, timeout: float,
+                 interval: float, failure: Callable[[], str]) -> None:
+    """Poll ``url`` until it answers 200; raise with ``failure()`` if ``proc`` dies or time runs
+    out."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(failure())
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(interval)
 
 
 @contextmanager

@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+
+from ops.bench.harness import wait_healthy
+from ops.bench.procs import stop
 
 #: The version measured in the environment notes; it is installed only into ``venv``.
 LITELLM_VERSION = "1.108.7"
@@ -65,20 +66,8 @@ def litellm_process(standin_url: str, port: int, *, model: str = "gpt-4o-mini",
         proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("litellm did not start:\n" + log.read_text()[-3000:])
-            try:
-                if httpx.get(url + "/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_healthy(proc, url + "/health/liveliness", timeout=300, interval=0.5,
+                     failure=lambda: "litellm did not start:\n" + log.read_text()[-3000:])
         yield url, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

@@ -14,7 +14,7 @@ from workers.batch.base import BATCH_PROVIDERS, BatchAPI
 from workers.batch.collector import BatchCollector
 from workers.batch.placements import placements_for
 from workers.providers.base import ProviderCall, ProviderReply
-from workers.runtime import STANDIN_KEY, WorkerRuntime
+from workers.runtime import WorkerRuntime, provider_key
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -90,21 +90,13 @@ def build_batch_api(name: str, settings: Settings) -> BatchAPI:
     if name == "openai":
         from workers.batch.openai_batch import OpenAIBatchAPI
 
-        return OpenAIBatchAPI(api_key=_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
+        return OpenAIBatchAPI(api_key=provider_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
                               base_url=p.openai_base_url, timeout=p.timeout_s)
     if name == "anthropic":
         from workers.batch.anthropic_batch import AnthropicBatchAPI
 
         return AnthropicBatchAPI(
-            api_key=_key(p.anthropic_api_key, p.anthropic_base_url, "ANTHROPIC"),
+            api_key=provider_key(p.anthropic_api_key, p.anthropic_base_url, "ANTHROPIC"),
             base_url=p.anthropic_base_url, timeout=p.timeout_s)
     raise ConfigError(f"provider {name!r} has no Batch API; batching serves "
                       f"{', '.join(BATCH_PROVIDERS)}")
-
-
-def _key(secret: object, base_url: str | None, env: str) -> str:
-    if secret is not None:
-        return str(secret.get_secret_value())  # type: ignore[attr-defined]
-    if base_url:
-        return STANDIN_KEY
-    raise ConfigError(f"no {env}_API_KEY is set for the {env.lower()} Batch API")
