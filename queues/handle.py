@@ -118,11 +118,17 @@ def stored_reply(ar: AsyncResult) -> Any:
     except Exception as exc:  # noqa: BLE001 - the store being away means "not yet"
         log.debug("could not read the stored result of %s: %s", ar.id, exc)
         return PENDING
+    return reply_from_meta(meta, ar.backend)
+
+
+def reply_from_meta(meta: dict[str, Any], backend: Any) -> Any:
+    """A task's return value from its stored meta; ``PENDING`` if not ready; raises the task's
+    exception if it failed in Celery (as ``AsyncResult.get(propagate=True)`` does)."""
     status = meta.get("status")
     if status == states.SUCCESS:
         return meta.get("result")
     if status in states.READY_STATES:
-        raise ar.backend.exception_to_python(meta.get("result"))
+        raise backend.exception_to_python(meta.get("result"))
     return PENDING
 
 

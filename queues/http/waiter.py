@@ -16,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery, states
+from celery import Celery
 from celery.result import AsyncResult
 
 from models.domain.errors import ResultTimeout, SluiceError
 from models.domain.result import ChatResult
-from queues.handle import PUSH_SLICE_S, Handle, TaskHandle, decode_reply
+from queues.handle import (PENDING, PUSH_SLICE_S, Handle, TaskHandle, decode_reply,
+                           reply_from_meta)
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +157,13 @@ class ResultWaiter:
         for (ar, settle), raw in zip(due, raws):
             if raw is None:
                 continue
-            meta = self.backend.decode_result(raw)
-            if meta.get("status") == states.SUCCESS:
-                settle(decode_reply(meta.get("result")))
-            elif meta.get("status") in states.READY_STATES:
-                settle(SluiceError(f"request {ar.id} failed in the worker: "
-                                   f"{meta.get('result')!r}"))
+            try:
+                value = reply_from_meta(self.backend.decode_result(raw), self.backend)
+            except Exception as exc:  # noqa: BLE001 - the task failed in Celery: say so
+                settle(SluiceError(f"request {ar.id} failed in the worker: {exc!r}"))
+                continue
+            if value is not PENDING:
+                settle(decode_reply(value))
 
     def close(self) -> None:
         """Stop the drainer and the fallback pool."""
