@@ -86,8 +86,10 @@ def demo(
         console.print(spend_table("Bill by team", ["team"], out.by_team))
         console.print(spend_table("Bill by model", ["tier", "model"], out.by_model))
         console.print(levers_table("Savings by lever", ["team", "feature"], out.by_feature))
-        console.print(f"The ledger is {out.ledger_url}; explore it with "
-                      f"SLUICE_DATABASE__URL={out.ledger_url} sluice spend --by model,day")
+        console.print(f"The ledger is {out.ledger_url}; explore it with:")
+        # One unbroken line, so the command can be copied as it stands.
+        console.print(f"  SLUICE_DATABASE__URL={out.ledger_url} sluice spend --by model,day",
+                      soft_wrap=True, highlight=False)
     if out.completed != out.sent:
         raise typer.Exit(1)
 
