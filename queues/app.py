@@ -76,8 +76,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
         # Redis redelivers an unacked message after this; it must outlast the longest task.
-        "broker_transport_options": {"visibility_timeout": settings.broker.visibility_timeout_s
-                                     or int(longest * 2) + 60},
+        "broker_transport_options": restore_options(settings.broker.visibility_timeout_s
+                                                    or int(longest * 2) + 60),
         # A producer facing a down broker must fail fast with BrokerError, not hang: kombu's
         # defaults retry the connection for many seconds per publish.
         "broker_connection_timeout": settings.broker.connect_timeout_s,
@@ -111,3 +111,12 @@ def filesystem_options(folder: Path) -> dict[str, Any]:
     return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"), "store_processed": False,
             "control_folder": str(folder / "control"), "polling_interval": 0.01}
+
+
+def restore_options(visibility_s: float) -> dict[str, Any]:
+    """Redis transport options that redeliver a dead worker's messages soon after
+    ``visibility_s``: kombu scans for them only every interval x throttle seconds (10 x 10 by
+    default), which would leave a lost message waiting up to 100 s past its timeout."""
+    return {"visibility_timeout": visibility_s,
+            "unacked_restore_interval": max(1, min(10, int(visibility_s // 4))),
+            "unacked_restore_throttle": 1}

@@ -10,10 +10,13 @@ Re-sending is safe: the ledger claim makes a second delivery return the first on
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: Seconds an unclaimed message may wait before the sweeper re-sends it.
 DEFAULT_RESEND_AFTER_S = 300.0
@@ -76,10 +79,16 @@ class Inflight:
 
         ``state_of(request_id)`` is the ledger outcome (None: no row, nobody started it).
         """
-        counts = {"resent": 0, "finished": 0, "running": 0}
+        counts = {"resent": 0, "finished": 0, "running": 0, "failed": 0}
         t = time.time() if now is None else now
         for msg in self.stale(older_than_s, now=t):
-            state = state_of(msg.request_id)
+            try:
+                state = state_of(msg.request_id)
+            except Exception as exc:  # noqa: BLE001 - one bad lookup must not stop the sweep
+                log.warning("in-flight sweep could not read the ledger for %s: %s",
+                            msg.request_id, exc)
+                counts["failed"] += 1
+                continue
             if state in (None, "running"):
                 # Never claimed, or claimed by a run whose worker may have died with the
                 # message: send it again. The ledger claim makes this safe: a live claim

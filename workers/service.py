@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -34,11 +35,14 @@ class ResultLost(SluiceError):
     code = "result_lost"
 
 
-def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[str, Any]:
+def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
+            stash: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
     """Run the request in ``message`` and return the task reply (never raises a SluiceError).
 
     ``previous`` is the result a prior run of the same task stored, if any: a redelivered task
-    returns it instead of calling the provider (and paying) a second time.
+    returns it instead of calling the provider (and paying) a second time. ``stash`` keeps an
+    answer where a redelivery finds it; it is called before the ledger write, so a worker
+    killed between the two leaves an answer the redelivered task bills instead of buying again.
     """
     started = time.time()
     try:
@@ -63,10 +67,18 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
         return error_reply(req.request_id, ValidationError(
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
-    if state != "claimed":
+    if state not in ("claimed", "resumed"):
         # A live claim may belong to a worker that died mid-call: retry after its lease.
         lease = rt.settings.lanes.get(req.lane).time_limit_s
         return _duplicate(req.request_id, state, previous, retry_in=min(lease + 1.0, 300.0))
+    if state == "resumed":
+        # We took over the claim of a run that died. If it had answered before dying, its
+        # reply is in the result store: bill that reply rather than pay the provider again.
+        earlier = previous() if callable(previous) else previous
+        if isinstance(earlier, dict) and earlier.get("ok"):
+            _bill(rt, env, ChatResult.model_validate(earlier["result"]),
+                  batch=bool(earlier.get("batch")))
+            return earlier
     try:
         env = _second_check(rt, env)
         reply, model = _call(rt, env)
@@ -88,21 +100,43 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None) -> dict[st
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))
+    answer = ok_reply(result)
+    if batch:
+        answer["batch"] = True  # so a run that adopts this answer bills it at the batch price
+    _stash(stash, answer, req.request_id)
+    _bill(rt, env, result, batch=batch)
+    return answer
+
+
+def _stash(stash: Callable[[dict[str, Any]], Any] | None, reply: dict[str, Any],
+           request_id: str) -> None:
+    """Keep the answer for a redelivery ahead of the ledger write (best effort: the task stores
+    it again on return)."""
+    if stash is None:
+        return
+    try:
+        stash(reply)
+    except Exception as exc:  # noqa: BLE001 - the ledger write must still happen
+        log.warning("could not keep the answer of %s before billing it: %s", request_id, exc)
+
+
+def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool) -> None:
+    """Finish the claimed ledger row with ``result`` and settle its reservation, once."""
+    req = env.request
     row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
     row["volatile_prefix"] = _volatile_prefix(req)
     # The provider was paid: if the database is away, the row waits in the outbox.
-    with final_write(rt, "ok", row, env.reservation_id, cost) as s:
+    with final_write(rt, "ok", row, env.reservation_id, result.cost) as s:
         first = ledger.finish(s, row)
         if first and env.reservation_id and rt.admission is not None:
-            rt.admission.settle(env.reservation_id, cost, session=s)
+            rt.admission.settle(env.reservation_id, result.cost, session=s)
         if first:
             # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
             stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
     _forget(rt, req)
     if rt.cache is not None:
         rt.cache.store(req, result)
-    return ok_reply(result)
 
 
 def _forget(rt: WorkerRuntime, req: ChatRequest) -> None:

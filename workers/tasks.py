@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Task, shared_task, states
 from celery.signals import worker_init
 
 from queues.dead_letter import park
@@ -52,9 +53,35 @@ def _parked_if_invalid(task: Task, reply: dict[str, Any], message: Any) -> dict[
 BUSY_RETRIES = 3
 
 
+class _Stash:
+    """Keeps an answer where a redelivery of this task finds it, without waking its caller.
+
+    Called before the ledger write: a worker killed between the two leaves an answer that the
+    redelivered task bills instead of buying again (workers.service.execute). Celery stores and
+    pushes the reply as usual once the task returns, after the ledger row is final.
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def __call__(self, reply: dict[str, Any]) -> None:
+        from celery.backends.redis import RedisBackend
+
+        backend = self.task.backend
+        if not isinstance(backend, RedisBackend):
+            return  # polling stores would hand the answer over before it is billed
+        task_id = self.task.request.id
+        meta = {"status": states.SUCCESS, "result": reply, "traceback": None, "children": [],
+                "date_done": backend.app.now().isoformat(), "task_id": task_id}
+        # A plain SET: the PUBLISH that wakes the caller comes with Celery's own store.
+        backend.ensure(functools.partial(backend.client.set, ex=backend.expires),
+                       (backend.get_key_for_task(task_id), backend.encode(meta)))
+
+
 def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
     reply = _parked_if_invalid(task, execute(message, get_runtime(task.app),
-                                             previous=_previous(task)), message)
+                                             previous=_previous(task), stash=_Stash(task)),
+                               message)
     error = reply.get("error") or {}
     if error.get("code") == ClaimBusy.code and task.request.retries < BUSY_RETRIES:
         # Usually the run holding the claim died with its worker (kill -9): come back when
@@ -64,15 +91,17 @@ def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-@shared_task(name=TASK_API, bind=True, acks_late=True, reject_on_worker_lost=True,
-             resultrepr_maxsize=log_privacy.REPR_CHARS)
+_EXECUTE = {"bind": True, "acks_late": True, "reject_on_worker_lost": True,
+            "resultrepr_maxsize": log_privacy.REPR_CHARS}
+
+
+@shared_task(name=TASK_API, **_EXECUTE)
 def execute_api(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Serve one request on a hosted provider (OpenAI, Anthropic)."""
     return _run(self, message)
 
 
-@shared_task(name=TASK_GPU, bind=True, acks_late=True, reject_on_worker_lost=True,
-             resultrepr_maxsize=log_privacy.REPR_CHARS)
+@shared_task(name=TASK_GPU, **_EXECUTE)
 def execute_gpu(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Serve one request on the self-hosted vLLM engine of this worker."""
     return _run(self, message)

@@ -167,9 +167,10 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
           now: datetime | None = None) -> str:
     """Claim ``row['request_id']`` for execution before the provider is called.
 
-    Returns ``claimed`` (go ahead), ``done`` (a previous run finished it: do not call the
-    provider again), ``running`` (another run holds a live claim) or ``foreign`` (another
-    tenant already used this request id). A claim left by a dead
+    Returns ``claimed`` (go ahead), ``resumed`` (go ahead: this call took over the expired
+    claim of a dead run, or retries an errored request), ``done`` (a previous run finished it:
+    do not call the provider again), ``running`` (another run holds a live claim) or
+    ``foreign`` (another tenant already used this request id). A claim left by a dead
     worker expires after ``lease_s`` and can be taken over; an errored request can be retried.
     The caller commits.
     """
@@ -196,7 +197,7 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
                                         LedgerRow.created_at == existing.created_at)
                 .values(outcome="running", created_at=now))
         if session.execute(stmt).rowcount:
-            return "claimed"
+            return "resumed"
     return "running"
 
 

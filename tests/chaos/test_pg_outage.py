@@ -101,9 +101,18 @@ def test_outage_fails_closed_and_outbox_lands_once(integration_env: dict[str, st
 
         result = handle.result(timeout=30)  # the provider answered: the caller gets it
         assert _calls(standin) == in_flight, "a request was sent while the ledger was down"
-        with sqlite3.connect(home / "outbox.db") as db:
-            kept = [r[0] for r in db.execute("SELECT request_id FROM pending")]
-        assert kept == [paid]
+
+        def kept() -> list[str]:
+            if not (home / "outbox.db").exists():
+                return []
+            try:
+                with sqlite3.connect(home / "outbox.db") as db:
+                    return [r[0] for r in db.execute("SELECT request_id FROM pending")]
+            except sqlite3.Error:  # not created yet
+                return []
+
+        # The final ledger write found the database away: the paid row waits in the outbox.
+        _wait(lambda: kept() == [paid], 30, "the paid row to wait in the outbox")
 
         pg.start()
         _wait(lambda: row(paid) == [("ok", result.cost)], 30, "the outbox replay")

@@ -33,7 +33,10 @@ def start_sweeper(gateway: Any, sessions: Any, older_than_s: float) -> threading
 
     def loop() -> None:
         while not halt.wait(2.0):
-            sweep_once(gateway.inflight, gateway.app, sessions, older_than_s=older_than_s)
+            try:  # as beat would: a failed sweep is tried again at the next tick
+                sweep_once(gateway.inflight, gateway.app, sessions, older_than_s=older_than_s)
+            except Exception as exc:  # noqa: BLE001
+                print(f"sweep failed: {exc!r}")
 
     threading.Thread(target=loop, daemon=True, name="chaos-sweeper").start()
     return halt
@@ -70,6 +73,13 @@ def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
                     outcomes[h.request_id] = h.result(timeout=90)
                 except SluiceError as err:  # a clear, typed end is fine; silence is not
                     outcomes[h.request_id] = err
+            # A run killed after answering but before billing left its claim running: the
+            # redelivery (kombu's restore, or the sweeper) takes it over and bills the answer
+            # it stashed; allow the last of those a moment to land.
+            settle_by = time.time() + 60
+            while ledger_counts(chaos_sessions, prefix).get("running", 0) \
+                    and time.time() < settle_by:
+                time.sleep(0.2)
         finally:
             sweeper.set()
             stop(second)
@@ -81,7 +91,15 @@ def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
     assert len(outcomes) == N, "some requests never ended"
     assert len(ok) >= N * 0.98, f"too many errors: {list(errors.values())[:3]}"
     counts = ledger_counts(chaos_sessions, prefix)
-    assert counts.get("running", 0) == 0, f"claims left running: {counts}"
+    if counts.get("running", 0):
+        with chaos_sessions() as s:
+            stuck = s.scalars(select(LedgerRow.request_id).where(
+                LedgerRow.request_id.startswith(prefix), LedgerRow.outcome == "running")).all()
+        lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                 if any(f"{rid}~" in ln for rid in stuck)]
+        raise AssertionError(f"claims left running: {counts}; their handles ended with "
+                             f"{[outcomes.get(r) for r in stuck]!r}; worker log:\n"
+                             + "\n".join(lines[-40:]))
     with chaos_sessions() as s:
         rows = s.execute(select(LedgerRow.request_id, LedgerRow.outcome, LedgerRow.cost)
                          .where(LedgerRow.request_id.startswith(prefix))).all()

@@ -38,11 +38,31 @@ def test_sweep_resends_only_unclaimed_old_messages(inflight: Inflight) -> None:
                             now=now)
     # r0 never claimed and r1 claimed by a run that may be dead are sent again; done ones go
     assert sorted(sent) == ["t0~x", "t1~x"]
-    assert counts == {"resent": 1, "finished": 2, "running": 1}
+    assert counts == {"resent": 1, "finished": 2, "running": 1, "failed": 0}
     # a re-sent message waits a full period before it could be re-sent again
     assert inflight.sweep(lambda m: sent.append(m.task_id), states.get, older_than_s=300,
-                          now=now + 10) == {"resent": 0, "finished": 0, "running": 0}
+                          now=now + 10) == {"resent": 0, "finished": 0, "running": 0,
+                                              "failed": 0}
     assert {m.task_id for m in inflight.stale(0, now=now + 1)} == {"t0~x", "t1~x", "t9~x"}
+
+
+def test_a_failed_ledger_lookup_skips_one_message_not_the_sweep(inflight: Inflight) -> None:
+    now = time.time()
+    for i in range(3):
+        inflight.add(msg(i), now=now - 1000)
+
+    def state_of(request_id: str) -> str | None:
+        if request_id == "r1":
+            raise ConnectionError("ledger away")
+        return None
+
+    sent: list[str] = []
+    counts = inflight.sweep(lambda m: sent.append(m.task_id), state_of, older_than_s=300,
+                            now=now)
+    assert sorted(sent) == ["t0~x", "t2~x"]
+    assert counts["failed"] == 1 and counts["resent"] == 2
+    # the skipped message is still tracked, for the next sweep
+    assert "t1~x" in {m.task_id for m in inflight.stale(0, now=now + 1)}
 
 
 def test_finished_requests_leave_no_record(gateway: Any, integration_settings: Any) -> None:

@@ -115,6 +115,37 @@ def test_running_twice_writes_one_row_and_calls_once(gateway: Any, sessions: Any
     assert n == 1
 
 
+def test_an_answer_left_by_a_dead_run_is_billed_not_bought_again(gateway: Any, sessions: Any,
+                                                                standin: Any) -> None:
+    """A worker killed after storing its answer but before its ledger write: the redelivered
+    task takes over the expired claim, finds the answer and bills it; no second provider call."""
+    from datetime import datetime, timedelta, timezone
+
+    from queues.envelope import ok_reply, task_id_for
+
+    donor = gateway.complete(req(model="cheap"), timeout=30)
+    data = req(model="cheap")
+    request = parse_request(data)
+    answer = donor.model_copy(update={"request_id": data["request_id"]})
+    claim = ledger.row_from_result(request, answer, outcome="running",
+                                   now=datetime.now(timezone.utc) - timedelta(hours=1))
+    claim.update(cost=Decimal(0), baseline_cost=Decimal(0), list_cost=Decimal(0))
+    with sessions() as s:  # the dead run's claim, long expired, nothing billed yet
+        assert ledger.record(s, claim)
+        s.commit()
+    gateway.app.backend.store_result(task_id_for(request), ok_reply(answer), "SUCCESS")
+    calls = chat_calls(standin)
+    result = gateway.submit(data).result(timeout=30)  # the redelivery
+    assert result.text == donor.text and result.cost == donor.cost
+    deadline = time.time() + 15
+    while row(sessions, data["request_id"]).outcome == "running":
+        assert time.time() < deadline, "the redelivered task never billed the stored answer"
+        time.sleep(0.05)
+    r = row(sessions, data["request_id"])
+    assert (r.outcome, r.cost, r.output) == ("ok", donor.cost, donor.usage.output)
+    assert chat_calls(standin) == calls, "the stored answer was bought again"
+
+
 def test_bad_input_is_refused_before_the_queue(gateway: Any, sessions: Any, standin: Any) -> None:
     calls = chat_calls(standin)
     with pytest.raises(UnknownModelError) as exc:

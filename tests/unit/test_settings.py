@@ -43,3 +43,17 @@ def test_provider_keys_are_secret_and_taken_from_provider_variables() -> None:
 def test_sluice_key_wins_over_provider_variable() -> None:
     s = load_settings({"OPENAI_API_KEY": "a", "SLUICE_PROVIDERS__OPENAI_API_KEY": "b"})
     assert s.providers.openai_api_key.get_secret_value() == "b"  # type: ignore[union-attr]
+
+
+def test_a_dead_workers_messages_come_back_soon_after_the_visibility_timeout() -> None:
+    from queues.app import celery_config
+
+    s = load_settings({"SLUICE_BROKER__URL": "redis://h:6379/0",
+                       "SLUICE_BROKER__VISIBILITY_TIMEOUT_S": "8"})
+    opts = celery_config(s)["broker_transport_options"]
+    assert opts["visibility_timeout"] == 8
+    # kombu scans every interval x throttle seconds: at most a quarter of the timeout here
+    assert opts["unacked_restore_interval"] * opts["unacked_restore_throttle"] <= 2
+    longest = celery_config(Settings())["broker_transport_options"]
+    assert longest["unacked_restore_interval"] * longest["unacked_restore_throttle"] <= 10
+    assert longest["visibility_timeout"] > Settings().lanes.get("async").time_limit_s
