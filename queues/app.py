@@ -26,6 +26,10 @@ def create_app(settings: Settings, *, name: str = "sluicegate") -> Celery:
     # Workers read their settings from the app they were started with, not from import time.
     app.sluice_settings = settings  # type: ignore[attr-defined]
     _redact_worker_logs(settings)
+    if settings.broker.url.startswith(("redis://", "rediss://")):
+        from queues.kombu_clients import install
+
+        install()
     return app
 
 
@@ -70,7 +74,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {TASK_API: {"queue": "interactive.api"},
                         TASK_GPU: {"queue": "interactive.gpu"}},
         "result_expires": settings.broker.result_expires,
-        "worker_send_task_events": True,  # Flower shows tasks without needing -E
+        # Flower turns events on in the workers it watches; always-on costs every request.
+        "worker_send_task_events": settings.broker.task_events,
         "task_send_sent_event": settings.broker.send_sent_events,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

@@ -24,8 +24,10 @@ def celery_worker(env: dict[str, str], log: Path, *, queues: str, name: str,
     The deadline is generous: on a busy 2-core machine imports alone can take a minute.
     """
     cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", "threads",
-           "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "--without-heartbeat",
-           "--without-gossip", "--without-mingle", "-E", "--loglevel", loglevel]
+           "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
+           # Heartbeats on, as in production: they keep the event dispatcher alive, which is
+           # what lets Flower switch task events on (tests/integration/test_task_events.py).
+           "--without-gossip", "--without-mingle", "--loglevel", loglevel]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                                 cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from celery import Task, shared_task, states
+from celery import Task, shared_task
 from celery.signals import worker_init
 
 from queues.dead_letter import park
@@ -53,6 +53,10 @@ def _parked_if_invalid(task: Task, reply: dict[str, Any], message: Any) -> dict[
 BUSY_RETRIES = 3
 
 
+#: Result-store state of an answer kept for a redelivery but not yet billed (not a ready state).
+STASHED = "STASHED"
+
+
 class _Stash:
     """Keeps an answer where a redelivery of this task finds it, without waking its caller.
 
@@ -71,8 +75,12 @@ class _Stash:
         if not isinstance(backend, RedisBackend):
             return  # polling stores would hand the answer over before it is billed
         task_id = self.task.request.id
-        meta = {"status": states.SUCCESS, "result": reply, "traceback": None, "children": [],
-                "date_done": backend.app.now().isoformat(), "task_id": task_id}
+        # Not SUCCESS: Celery refuses to overwrite a stored success (so its own store, with
+        # the PUBLISH that wakes the caller, would never happen), and a caller reading the
+        # store must not take the answer before it is billed. A redelivery reads it as any
+        # non-failure state's result.
+        meta = {"status": STASHED, "result": reply, "traceback": None, "children": [],
+                "date_done": None, "task_id": task_id}
         # A plain SET: the PUBLISH that wakes the caller comes with Celery's own store.
         backend.ensure(functools.partial(backend.client.set, ex=backend.expires),
                        (backend.get_key_for_task(task_id), backend.encode(meta)))

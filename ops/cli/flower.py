@@ -36,8 +36,8 @@ def flower(
 ) -> None:
     """Start Flower for sluicegate's Celery app (broker from SLUICE_BROKER__URL).
 
-    Workers send task events (`worker_send_task_events` is on), so tasks of both lanes show
-    up; the Broker tab lists every queue the running workers consume (interactive.* and
+    Flower switches task events on in the workers it sees (SLUICE_BROKER__TASK_EVENTS sends
+    them from the start), so tasks of both lanes show up; the Broker tab lists every queue the running workers consume (interactive.* and
     async.*), or all four queues when no worker runs. Extra arguments after `--` go to Flower.
     Exit codes: Flower's own, or 2 for an unauthenticated non-loopback address.
     """

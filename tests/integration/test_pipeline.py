@@ -115,6 +115,21 @@ def test_running_twice_writes_one_row_and_calls_once(gateway: Any, sessions: Any
     assert n == 1
 
 
+def test_answers_are_pushed_to_the_waiting_handle(gateway: Any, monkeypatch: Any) -> None:
+    """The worker's store must publish: with the stored-result fallback read disabled, only the
+    push can deliver (a stash or store that skips it leaves every caller waiting a slice)."""
+    import queues.handle as handle_mod
+
+    monkeypatch.setattr(handle_mod, "stored_reply", lambda ar: handle_mod.PENDING)
+    monkeypatch.setattr(handle_mod, "PUSH_SLICE_S", 60.0)
+    data = req(model="cheap")
+    t0 = time.monotonic()
+    result = gateway.submit(data).result(timeout=40)
+    assert result.request_id == data["request_id"] and result.text
+    # Not a speed check: without the push the answer only shows up when the wait gives up.
+    assert time.monotonic() - t0 < 15, "the answer was stored but never pushed"
+
+
 def test_an_answer_left_by_a_dead_run_is_billed_not_bought_again(gateway: Any, sessions: Any,
                                                                 standin: Any) -> None:
     """A worker killed after storing its answer but before its ledger write: the redelivered

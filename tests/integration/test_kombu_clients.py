@@ -1,0 +1,36 @@
+"""kombu's Redis channel reuses one synchronous client per pool instead of one per command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from queues.kombu_clients import install
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_client_per_channel_and_pool_and_messages_still_flow(redis_db_url: str) -> None:
+    install()
+    install()  # idempotent: the second call must not wrap the wrapper
+    with Connection(redis_db_url, transport_options={"global_keyprefix": "sgkc:"}) as conn:
+        channel: Any = conn.default_channel
+        first = channel._create_client()
+        assert channel._create_client() is first
+        assert channel._create_client(asynchronous=True) is not first  # BRPOP keeps its own
+        queue = conn.SimpleQueue("sgkc-q")
+        try:
+            for i in range(3):
+                queue.put({"n": i})
+            got = [queue.get(timeout=5) for _ in range(3)]
+            for m in got:
+                m.ack()
+            assert [m.payload["n"] for m in got] == [0, 1, 2]
+        finally:
+            queue.clear()
+            queue.close()
+        channel._pool = None  # what a reconnect does: the next client uses the new pool
+        rebuilt = channel._create_client()
+        assert rebuilt is not first and rebuilt.connection_pool is channel.pool
