@@ -10,25 +10,12 @@ from models.domain.usage import from_anthropic
 from workers.batch.base import BatchState, Outcome, reply_extra
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import map_sdk_error
-from workers.providers.shaping import anthropic_payload
+from workers.providers.shaping import anthropic_message_params
 
 _FINISH = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop",
            "tool_use": "tool_calls"}
 #: Error types worth another try (the rest are the request's own fault).
 _RETRYABLE = frozenset({"rate_limit_error", "overloaded_error", "api_error", "timeout_error"})
-
-
-def message_params(call: ProviderCall) -> dict[str, Any]:
-    """The messages params of one call, cache breakpoints included (batches honour them too)."""
-    req = call.request
-    params: dict[str, Any] = anthropic_payload(req, call.model, call.cache_ttl)
-    params.update(model=call.model.api_name or call.model.name, max_tokens=req.max_tokens,
-                  temperature=min(req.temperature, 1.0))
-    if req.stop:
-        params["stop_sequences"] = list(req.stop)
-    if req.user:
-        params["metadata"] = {"user_id": req.user}
-    return params
 
 
 class AnthropicBatchAPI:
@@ -45,7 +32,7 @@ class AnthropicBatchAPI:
 
     def submit(self, calls: Sequence[tuple[str, ProviderCall]]) -> str:
         """Create the batch with every request inline."""
-        requests = [{"custom_id": cid, "params": message_params(call)} for cid, call in calls]
+        requests = [{"custom_id": cid, "params": anthropic_message_params(call)} for cid, call in calls]
         try:
             batch = self._client.messages.batches.create(
                 requests=requests)  # type: ignore[arg-type]

@@ -11,33 +11,11 @@ from models.domain.usage import from_openai
 from workers.batch.base import BatchState, Outcome, reply_extra
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import RETRYABLE_STATUS, map_sdk_error
-from workers.providers.shaping import openai_cache_key, openai_messages, openai_tools
+from workers.providers.shaping import openai_chat_body
 
 ENDPOINT = "/v1/chat/completions"
 #: Statuses after which a batch changes no more.
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-
-
-def chat_body(call: ProviderCall) -> dict[str, Any]:
-    """The chat-completions body of one call, shaped as the single-call adapter shapes it."""
-    req = call.request
-    body: dict[str, Any] = {"model": call.model.api_name or call.model.name,
-                            "messages": openai_messages(req),
-                            "max_completion_tokens": req.max_tokens,
-                            "temperature": req.temperature}
-    if req.stop:
-        body["stop"] = list(req.stop)
-    tools = openai_tools(req)
-    if tools:
-        body["tools"] = tools
-    if req.response_format == "json":
-        body["response_format"] = {"type": "json_object"}
-    key = openai_cache_key(req, call.cache_scope)
-    if key:
-        body["prompt_cache_key"] = key
-    if req.user:
-        body["user"] = req.user
-    return body
 
 
 class OpenAIBatchAPI:
@@ -55,7 +33,7 @@ class OpenAIBatchAPI:
     def submit(self, calls: Sequence[tuple[str, ProviderCall]]) -> str:
         """Upload the requests as a ``purpose=batch`` file and create the batch."""
         lines = [json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT,
-                             "body": chat_body(call)}, separators=(",", ":"))
+                             "body": openai_chat_body(call)}, separators=(",", ":"))
                  for cid, call in calls]
         try:
             upload = self._client.files.create(

@@ -7,7 +7,7 @@ from typing import Any
 from models.domain.usage import from_anthropic
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import map_sdk_error
-from workers.providers.shaping import anthropic_payload
+from workers.providers.shaping import anthropic_message_params
 
 _FINISH = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop",
            "tool_use": "tool_calls"}
@@ -27,15 +27,9 @@ class AnthropicMessagesProvider:
 
     def complete(self, call: ProviderCall) -> ProviderReply:
         """Call messages.create once and normalize its usage (input_tokens excludes cache)."""
-        req = call.request
-        kwargs: dict[str, Any] = anthropic_payload(req, call.model, call.cache_ttl)
-        kwargs.update(model=call.model.api_name or call.model.name, max_tokens=req.max_tokens,
-                      # SDK 2.x dropped the typed `temperature` argument; the API still takes it.
-                      extra_body={"temperature": min(req.temperature, 1.0)})
-        if req.stop:
-            kwargs["stop_sequences"] = list(req.stop)
-        if req.user:
-            kwargs["metadata"] = {"user_id": req.user}
+        kwargs = anthropic_message_params(call)
+        # SDK 2.x dropped the typed `temperature` argument; the API still takes it.
+        kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
         try:
             resp = self._client.messages.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error

@@ -7,7 +7,7 @@ from typing import Any
 from models.domain.usage import from_openai
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import map_sdk_error
-from workers.providers.shaping import openai_cache_key, openai_messages, openai_tools
+from workers.providers.shaping import openai_chat_body
 
 
 class OpenAIChatProvider:
@@ -24,25 +24,7 @@ class OpenAIChatProvider:
 
     def complete(self, call: ProviderCall) -> ProviderReply:
         """Call chat.completions.create once and normalize its usage."""
-        req = call.request
-        kwargs: dict[str, Any] = {
-            "model": call.model.api_name or call.model.name,
-            "messages": openai_messages(req),
-            "max_completion_tokens": req.max_tokens,
-            "temperature": req.temperature,
-        }
-        if req.stop:
-            kwargs["stop"] = list(req.stop)
-        tools = openai_tools(req)
-        if tools:
-            kwargs["tools"] = tools
-        if req.response_format == "json":
-            kwargs["response_format"] = {"type": "json_object"}
-        key = openai_cache_key(req, call.cache_scope)
-        if key:
-            kwargs["prompt_cache_key"] = key
-        if req.user:
-            kwargs["user"] = req.user
+        kwargs = openai_chat_body(call)
         try:
             resp = self._client.chat.completions.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error

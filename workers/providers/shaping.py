@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.domain.catalogue import ModelSpec
 from models.domain.request import ChatRequest, StaticPart
 from models.domain.tokens import PER_MESSAGE, count_text
+
+if TYPE_CHECKING:
+    from workers.providers.base import ProviderCall
 
 #: Anthropic accepts at most this many cache_control breakpoints per request.
 MAX_BREAKPOINTS = 4
@@ -113,3 +116,39 @@ def count_breakpoints(payload: dict[str, Any]) -> int:
         if isinstance(msg.get("content"), list):
             blocks += msg["content"]
     return sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)
+
+
+def openai_chat_body(call: ProviderCall) -> dict[str, Any]:
+    """The chat-completions body of one call: one shape for the single call and the Batch API."""
+    req = call.request
+    body: dict[str, Any] = {"model": call.model.api_name or call.model.name,
+                            "messages": openai_messages(req),
+                            "max_completion_tokens": req.max_tokens,
+                            "temperature": req.temperature}
+    if req.stop:
+        body["stop"] = list(req.stop)
+    tools = openai_tools(req)
+    if tools:
+        body["tools"] = tools
+    if req.response_format == "json":
+        body["response_format"] = {"type": "json_object"}
+    key = openai_cache_key(req, call.cache_scope)
+    if key:
+        body["prompt_cache_key"] = key
+    if req.user:
+        body["user"] = req.user
+    return body
+
+
+def anthropic_message_params(call: ProviderCall) -> dict[str, Any]:
+    """The messages params of one call, cache breakpoints included: one shape for the single
+    call and the Message Batches API."""
+    req = call.request
+    params: dict[str, Any] = anthropic_payload(req, call.model, call.cache_ttl)
+    params.update(model=call.model.api_name or call.model.name, max_tokens=req.max_tokens,
+                  temperature=min(req.temperature, 1.0))
+    if req.stop:
+        params["stop_sequences"] = list(req.stop)
+    if req.user:
+        params["metadata"] = {"user_id": req.user}
+    return params
