@@ -37,8 +37,9 @@ def flower(
     """Start Flower for sluicegate's Celery app (broker from SLUICE_BROKER__URL).
 
     Flower switches task events on in the workers it sees (SLUICE_BROKER__TASK_EVENTS sends
-    them from the start), so tasks of both lanes show up; the Broker tab lists every queue the running workers consume (interactive.* and
-    async.*), or all four queues when no worker runs. Extra arguments after `--` go to Flower.
+    them from the start), so tasks of both lanes show up; the Broker tab lists every queue
+    the running workers consume (interactive.* and async.*), or all four queues when no
+    worker runs. Extra arguments after `--` go to Flower.
     Exit codes: Flower's own, or 2 for an unauthenticated non-loopback address.
     """
     from ops.cli.main import err_console
