@@ -1,8 +1,9 @@
 """Batch wire formats: OpenAI files + ``/v1/batches``, Anthropic ``/v1/messages/batches``.
 
 Requests are answered when the batch is created (faults and prompt caching included) and the
-batch reads as finished once ``x-standin-batch-delay-s`` (default 0) has passed, so clients
-see the real lifecycle: created in progress, polled, then results.
+batch reads as finished once ``x-standin-batch-delay-s`` has passed (without the header, the
+config's ``batch_delay_s``, 0 by default), so clients see the real lifecycle: created in
+progress, polled, then results.
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ def _job(request: Request, family: str) -> BatchJob:
     return job
 
 
-def _delay(request: Request) -> float:
-    raw = request.headers.get(DELAY_HEADER, "0")
+def _delay(request: Request, state: StandInState) -> float:
+    raw = request.headers.get(DELAY_HEADER)
+    if raw is None:
+        return state.config.batch_delay_s
     try:
         return max(float(raw), 0.0)
     except ValueError:
@@ -158,7 +161,7 @@ async def create_openai(request: Request, state: StandInState, key: str) -> Resp
     items = parse_openai_input(source.content)
     now = state.config.clock()
     job = BatchJob(id=f"batch_{uuid.uuid4().hex[:24]}", family="openai", created=now,
-                   ready_at=now + _delay(request),
+                   ready_at=now + _delay(request, state),
                    outcomes=[run_one(state, "openai", cid, b, key) for cid, b in items],
                    request=body)
     books.jobs[job.id] = job
@@ -223,7 +226,7 @@ async def create_anthropic(request: Request, state: StandInState, key: str) -> R
         seen.add(cid)
     now = state.config.clock()
     job = BatchJob(id=f"msgbatch_{uuid.uuid4().hex[:24]}", family="anthropic", created=now,
-                   ready_at=now + _delay(request),
+                   ready_at=now + _delay(request, state),
                    outcomes=[run_one(state, "anthropic", r["custom_id"], r.get("params"), key)
                              for r in requests])
     book(request.app.state).jobs[job.id] = job

@@ -26,6 +26,9 @@ class StandInConfig:
     catalogue: Catalogue = field(default_factory=load_catalogue)
     #: Seconds, monotonic; inject a :class:`ManualClock` to test expiry without sleeping.
     clock: Callable[[], float] = time.monotonic
+    #: Seconds a batch takes to finish when the request sends no ``x-standin-batch-delay-s``
+    #: (provider SDK clients in a real worker send no such header).
+    batch_delay_s: float = 0.0
     #: Bound on remembered cache prefixes, so long benchmarks cannot grow memory without end.
     max_cache_entries: int = 200_000
 
