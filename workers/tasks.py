@@ -9,6 +9,7 @@ from celery import Task, shared_task
 from celery.signals import worker_init
 
 from queues.dead_letter import park
+from queues.handle import STASHED
 from queues.names import TASK_API, TASK_GPU
 from workers import log_privacy
 from workers.gpu.runtime import install_gpu_signals
@@ -51,10 +52,6 @@ def _parked_if_invalid(task: Task, reply: dict[str, Any], message: Any) -> dict[
 
 #: A busy claim is retried this many times, each after the claim's lease could have expired.
 BUSY_RETRIES = 3
-
-
-#: Result-store state of an answer kept for a redelivery but not yet billed (not a ready state).
-STASHED = "STASHED"
 
 
 class _Stash:
