@@ -161,6 +161,31 @@ def test_an_answer_left_by_a_dead_run_is_billed_not_bought_again(gateway: Any, s
     assert chat_calls(standin) == calls, "the stored answer was bought again"
 
 
+def test_a_billed_answer_whose_push_died_with_its_worker_still_reaches_the_caller(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    """Killed after the ledger write but before Celery stored the reply: the stash still holds
+    it, so the redelivery answers with it (once this ended in a ResultLost error)."""
+    from queues.envelope import ok_reply, task_id_for
+    from queues.handle import STASHED
+
+    donor = gateway.complete(req(model="cheap"), timeout=30)
+    data = req(model="cheap")
+    request = parse_request(data)
+    answer = donor.model_copy(update={"request_id": data["request_id"]})
+    with sessions() as s:  # the dead run's finished row
+        assert ledger.record(s, ledger.row_from_result(request, answer))
+        s.commit()
+    backend = gateway.app.backend
+    meta = {"status": STASHED, "result": ok_reply(answer), "traceback": None, "children": [],
+            "date_done": None, "task_id": task_id_for(request)}
+    backend.client.set(backend.get_key_for_task(task_id_for(request)), backend.encode(meta))
+    calls = chat_calls(standin)
+    result = gateway.submit(data).result(timeout=30)  # the redelivery
+    assert (result.text, result.cost) == (donor.text, donor.cost)
+    assert chat_calls(standin) == calls
+    assert row(sessions, data["request_id"]).cost == donor.cost
+
+
 def test_bad_input_is_refused_before_the_queue(gateway: Any, sessions: Any, standin: Any) -> None:
     calls = chat_calls(standin)
     with pytest.raises(UnknownModelError) as exc:
