@@ -1,6 +1,7 @@
 """Front-door overhead p50 / p99 at 100 and 500 requests/s, beside a LiteLLM proxy, in one run.
 
     python -m ops.bench.frontdoor_bench [--rates 100,500] [--seconds 8] [--server-workers 2]
+                                        [--task-events]
 
 Three targets share one zero-latency stand-in: the stand-in called directly, sluicegate's front
 door (uvicorn --factory, with the whole pipeline behind it: response cache, routing, admission,
@@ -142,7 +143,8 @@ def _body(nonce: str) -> Any:
 
 
 def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int,
-        celery_workers: int, venv: Path) -> tuple[list[RunResult], list[float]]:
+        celery_workers: int, venv: Path, task_events: bool = False
+        ) -> tuple[list[RunResult], list[float]]:
     """Measure every target at every rate; returns the measured (not warm-up) runs and the
     bare Celery round trips (ms) measured in the same run."""
     out: list[RunResult] = []
@@ -150,6 +152,8 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
         db = stack.enter_context(scratch_database())
         standin = stack.enter_context(standin_process())
         env = bench_env(db, standin)
+        # Off by default, as in production unless Flower watches (it switches them on).
+        env["SLUICE_BROKER__TASK_EVENTS"] = "true" if task_events else "false"
         key = mint_key(db)
         workers = [stack.enter_context(worker_process(env, queues="interactive.api",
                                                       concurrency=32))
@@ -254,6 +258,8 @@ def main() -> None:
     parser.add_argument("--celery-workers", type=int, default=1,
                         help="Celery worker processes behind the front door")
     parser.add_argument("--litellm-venv", type=Path, default=DEFAULT_VENV)
+    parser.add_argument("--task-events", action="store_true",
+                        help="workers send Celery task events, as when Flower watches them")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     try:
@@ -263,11 +269,12 @@ def main() -> None:
     except ImportError:
         pass
     results, floor = run(rates, args.seconds, args.warmup, args.server_workers,
-                         args.celery_workers, args.litellm_venv)
+                         args.celery_workers, args.litellm_venv, args.task_events)
     console = Console(width=140)
     console.print(f"{os.cpu_count()} cores; {args.seconds:g} s per run after {args.warmup:g} s "
                   f"warm-up; {args.server_workers} server workers each; "
-                  f"{args.celery_workers} Celery worker process(es)")
+                  f"{args.celery_workers} Celery worker process(es); task events "
+                  f"{'on' if args.task_events else 'off'}")
     report(results, console, floor)
 
 
