@@ -47,7 +47,8 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
             # A RouterSet: the feature's own policy and router pick the tier.
             decision = scorer.decide(request)
             tier, score = decision.tier, decision.score
-            threshold = "" if decision.threshold is None else f" (threshold {decision.threshold:.3f})"
+            threshold = ("" if decision.threshold is None
+                         else f" (threshold {decision.threshold:.3f})")
             reason = f"{decision.router or 'policy'}: {decision.reason}{threshold}"
         else:
             score = float(scorer.score(request))

@@ -117,8 +117,9 @@ def build_provider(name: str, settings: Settings) -> Provider:
     if name == "openai":
         from workers.providers.openai_chat import OpenAIChatProvider
 
-        return OpenAIChatProvider(api_key=provider_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
-                                  base_url=p.openai_base_url, timeout=p.timeout_s)
+        return OpenAIChatProvider(
+            api_key=provider_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
+            base_url=p.openai_base_url, timeout=p.timeout_s)
     if name == "anthropic":
         from workers.providers.anthropic_messages import AnthropicMessagesProvider
 

@@ -92,7 +92,8 @@ def parse_catalogue(data: dict[str, Any], where: str = "<data>") -> Catalogue:
     """Build a :class:`Catalogue` from the parsed TOML mapping, checking every entry."""
     version = str(data.get("version") or "")
     if not version:
-        raise ConfigError(f"price file {where} has no 'version'; add one so ledger rows can cite it")
+        raise ConfigError(f"price file {where} has no 'version'; add one so ledger rows can "
+                          "cite it")
     gpu = _gpu_prices(data.get("gpu_pool") or {}, where)
     models: dict[str, ModelSpec] = {}
     for name, entry in (data.get("models") or {}).items():

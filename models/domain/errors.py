@@ -85,21 +85,23 @@ class ProviderError(SluiceError):
 
     code = "provider_error"
 
-    def __init__(self, message: str, *, provider: str, status: int | None = None, **details: Any) -> None:
+    def __init__(self, message: str, *, provider: str, status: int | None = None,
+                 **details: Any) -> None:
         super().__init__(message, provider=provider, status=status, **details)
         self.provider = provider
         self.status = status
 
 
 class ProviderRetryable(ProviderError):
-    """Transient provider failure (429, 408, 409, 5xx, timeout); ``retry_after`` in seconds if given."""
+    """Transient provider failure (429, 408, 409, 5xx, timeout); ``retry_after`` in seconds."""
 
     code = "provider_retryable"
     retryable = True
 
     def __init__(self, message: str, *, provider: str, status: int | None = None,
                  retry_after: float | None = None, **details: Any) -> None:
-        super().__init__(message, provider=provider, status=status, retry_after=retry_after, **details)
+        super().__init__(message, provider=provider, status=status, retry_after=retry_after,
+                         **details)
         self.retry_after = retry_after
 
 

@@ -153,7 +153,7 @@ class GpuSettings(BaseModel):
 
 
 class BatchSettings(BaseModel):
-    """The async lane on provider Batch APIs (50 % off): opt-in globally, per feature or per request.
+    """The async lane on provider Batch APIs (50 % off): opt in globally, per feature or request.
 
     A request opts in with the tag ``batch="true"`` (and out with ``"false"``); only async-lane
     requests routed to a hosted provider (OpenAI, Anthropic) are ever batched.

@@ -30,7 +30,7 @@ class Usage(BaseModel):
 
 
 def from_openai(usage: Any) -> Usage:
-    """Normalize an OpenAI chat-completions ``usage``: ``prompt_tokens`` INCLUDES ``cached_tokens``."""
+    """Normalize OpenAI chat-completions ``usage``: ``prompt_tokens`` INCLUDES ``cached_tokens``."""
     data = _as_dict(usage)
     prompt = int(data.get("prompt_tokens") or 0)
     details = _as_dict(data.get("prompt_tokens_details"))

@@ -90,7 +90,7 @@ def scratch_database(admin_url: str | None = None) -> Iterator[str]:
 
 @contextmanager
 def standin_process(latency_ms: float = 0.0) -> Iterator[str]:
-    """The stand-in in its own process (so it does not share the benchmark's GIL); yields its URL."""
+    """The stand-in in its own process (not sharing the benchmark's GIL); yields its URL."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workers.providers.standin", "--host",
                              "127.0.0.1", "--port", str(port), "--latency-ms", str(latency_ms)],
@@ -117,7 +117,8 @@ def bench_env(db_url: str, standin_url: str, redis_url: str | None = None) -> di
 
 @contextmanager
 def worker_process(env: dict[str, str], queues: str = "interactive.api,async.api",
-                   concurrency: int = 8, pool: str = "threads") -> Iterator[subprocess.Popen[bytes]]:
+                   concurrency: int = 8, pool: str = "threads"
+                   ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery worker`` process for ``queues``, ready when this yields."""
     log = Path(tempfile.mkstemp(prefix="sluice-bench-worker-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "celery", "-A", "queues.celery_app", "worker", "-P", pool,

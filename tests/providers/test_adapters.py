@@ -18,7 +18,8 @@ from workers.providers.retry import RetryPolicy, with_retries
 
 CAT = load_catalogue()
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6"}
-LONG_SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: be concise." for i in range(400))
+LONG_SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: be concise."
+                                                        for i in range(400))
 
 
 @pytest.fixture(params=["openai", "anthropic"])

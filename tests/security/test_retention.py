@@ -115,7 +115,8 @@ def test_worker_stores_text_only_for_the_opted_in_feature(secret_gateway: Any, p
     engine = make_engine(pg_url)
     try:
         with session_factory(engine)() as s:
-            store_if_opted(s, privacy, stale, "x", now=datetime.now(timezone.utc) - timedelta(days=2))
+            store_if_opted(s, privacy, stale, "x",
+                           now=datetime.now(timezone.utc) - timedelta(days=2))
             s.commit()
         secret_gateway.app.send_task(PURGE_TASK, queue="sluice.governor",
                                      routing_key="sluice.governor", ignore_result=True)

@@ -32,7 +32,8 @@ class AnthropicBatchAPI:
 
     def submit(self, calls: Sequence[tuple[str, ProviderCall]]) -> str:
         """Create the batch with every request inline."""
-        requests = [{"custom_id": cid, "params": anthropic_message_params(call)} for cid, call in calls]
+        requests = [{"custom_id": cid, "params": anthropic_message_params(call)}
+                    for cid, call in calls]
         try:
             batch = self._client.messages.batches.create(
                 requests=requests)  # type: ignore[arg-type]
