@@ -38,6 +38,12 @@ def prompt_text(request: ChatRequest) -> str:
     return "\n".join(parts)
 
 
+def _storable(text: str) -> str:
+    """``text`` with each NUL shown as U+FFFD: PostgreSQL text cannot hold NUL, and a refused
+    write here would sink the whole final ledger write it shares a transaction with."""
+    return text.replace("\x00", "\ufffd")
+
+
 def store_if_opted(session: Session, privacy: PrivacySettings, request: ChatRequest,
                    answer: str, now: datetime | None = None) -> bool:
     """Keep the text of ``request`` when its feature opted in; True when a row was written.
@@ -52,7 +58,8 @@ def store_if_opted(session: Session, privacy: PrivacySettings, request: ChatRequ
     stmt = insert(StoredTextRow.__table__).values(
         request_id=request.request_id, created_at=now,
         expires_at=now + timedelta(days=privacy.retention_days), team=request.team,
-        feature=request.feature, prompt=prompt_text(request), answer=answer,
+        feature=request.feature, prompt=_storable(prompt_text(request)),
+        answer=_storable(answer),
     ).on_conflict_do_nothing(index_elements=["request_id"])
     return bool(session.execute(stmt).rowcount)
 

@@ -19,6 +19,12 @@ from queues.http.errors import error_response
 _NAME = re.compile(r"^[A-Za-z0-9._:\-/]{1,64}$")
 
 
+#: Control characters (NUL above all: PostgreSQL text cannot hold it) are refused everywhere.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Key ids are hex (models.db.api_keys.create_key).
+_KEY_ID = re.compile(r"^[0-9a-f]{1,64}$")
+
+
 def _text(body: dict[str, Any], field: str, default: str | None, pattern: re.Pattern[str] | None,
           max_len: int = 64) -> str:
     value = body.get(field, default)
@@ -26,6 +32,8 @@ def _text(body: dict[str, Any], field: str, default: str | None, pattern: re.Pat
             or len(value) > max_len:
         raise ValidationError(f"{field} must be a string of 1-{max_len} letters, digits or "
                               "._:-/", field=field)
+    if _CONTROL.search(value):
+        raise ValidationError(f"{field} must not contain control characters", field=field)
     return value
 
 
@@ -69,6 +77,8 @@ async def list_keys_endpoint(request: Request) -> Response:
     fd = door(request)
     await fd.keys.principal(request, operator=True)
     team = request.query_params.get("team")
+    if team is not None:
+        team = _text({"team": team}, "team", None, _NAME)
 
     def read() -> list[dict[str, Any]]:
         with fd.sessions() as s:
@@ -83,6 +93,9 @@ async def revoke_key_endpoint(request: Request) -> Response:
     fd = door(request)
     await fd.keys.principal(request, operator=True)
     key_id = request.path_params["key_id"]
+    if not _KEY_ID.match(key_id):
+        # Never a key: answer as for a revoked or unknown one, without asking the database.
+        return error_response(404, f"no live key {key_id!r}", param="key_id", code="key_not_found")
 
     def revoke() -> bool:
         with fd.sessions() as s:

@@ -250,6 +250,17 @@ def test_operator_endpoints_need_an_operator_key(door: str, pg_url: str,
     assert httpx.get(f"{door}/v1/models", headers=new).status_code == 401
 
 
+def test_operator_endpoints_refuse_nul_and_control_characters(door: str, pg_url: str) -> None:
+    """Found by the fuzzer: a NUL in ?team= reached PostgreSQL (which cannot store it): a 500."""
+    op = {"authorization": f"Bearer {mint(pg_url, 'platform', role='operator')}"}
+    listed = httpx.get(f"{door}/admin/keys", params={"team": "\x00"}, headers=op)
+    assert listed.status_code == 400 and listed.json()["error"]["param"] == "team"
+    named = httpx.post(f"{door}/admin/keys", json={"team": "t", "name": "a\x00b"}, headers=op)
+    assert named.status_code == 400 and named.json()["error"]["param"] == "name"
+    gone = httpx.delete(f"{door}/admin/keys/%00", headers=op)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "key_not_found"
+
+
 def test_models_and_schema_are_served(client: openai.OpenAI, door: str) -> None:
     ids = {m.id for m in client.models.list()}
     assert {"auto", "cheap", "flagship", "self-hosted", "gpt-4o-mini"} <= ids

@@ -69,6 +69,24 @@ def test_purge_deletes_only_expired_text(sessions: Any) -> None:
     assert left == [fresh.request_id]
 
 
+@pytest.mark.integration
+def test_nul_in_a_prompt_or_answer_is_stored_not_refused(pg_url: str) -> None:
+    """PostgreSQL text cannot hold NUL; the row (and the ledger write it shares a transaction
+    with) must still land."""
+    privacy = PrivacySettings(store_text_features=["nul"], retention_days=1)
+    req = parse_request({"team": "support", "feature": "nul", "request_id": uuid.uuid4().hex,
+                         "messages": [{"role": "user", "content": "a\x00b"}]})
+    engine = make_engine(pg_url)
+    try:
+        with session_factory(engine)() as s:
+            assert store_if_opted(s, privacy, req, "c\x00d")
+            s.commit()
+            row = s.get(StoredTextRow, req.request_id)
+        assert row is not None and "a\ufffdb" in row.prompt and row.answer == "c\ufffdd"
+    finally:
+        engine.dispose()
+
+
 def test_purge_is_scheduled_and_found_by_workers() -> None:
     from queues.app import TASK_MODULES, celery_config
     from scheduler.beat import GOVERNOR_QUEUE
