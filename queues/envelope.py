@@ -45,6 +45,10 @@ def task_id_for(request: ChatRequest) -> str:
     return f"{request.request_id}~{tenant}"
 
 
+#: A task's stash key is its result key plus this (workers.tasks._Stash).
+STASH_SUFFIX = ":stash"
+
+
 def ok_reply(result: ChatResult) -> dict[str, Any]:
     """What a task returns when the request succeeded."""
     return {"ok": True, "result": result.model_dump(mode="json")}

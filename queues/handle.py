@@ -110,10 +110,6 @@ class TaskHandle(Handle):
 
 PENDING = object()
 
-#: Result-store state of an answer a worker kept for a redelivery but has not billed yet (not a
-#: ready state: a caller never takes it; workers/tasks.py writes it, the job view reads it).
-STASHED = "STASHED"
-
 
 def stored_reply(ar: AsyncResult) -> Any:
     """The stored return value of ``ar``'s task, read directly; ``PENDING`` if not ready."""

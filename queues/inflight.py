@@ -18,6 +18,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: Ledger lookups that may fail in a row before a sweep gives up until its next run.
+MAX_FAILED_LOOKUPS = 3
+
 #: Seconds an unclaimed message may wait before the sweeper re-sends it.
 DEFAULT_RESEND_AFTER_S = 300.0
 
@@ -81,13 +84,18 @@ class Inflight:
         """
         counts = {"resent": 0, "finished": 0, "running": 0, "failed": 0}
         t = time.time() if now is None else now
+        failed_in_a_row = 0
         for msg in self.stale(older_than_s, now=t):
             try:
                 state = state_of(msg.request_id)
+                failed_in_a_row = 0
             except Exception as exc:  # noqa: BLE001 - one bad lookup must not stop the sweep
                 log.warning("in-flight sweep could not read the ledger for %s: %s",
                             msg.request_id, exc)
                 counts["failed"] += 1
+                failed_in_a_row += 1
+                if failed_in_a_row >= MAX_FAILED_LOOKUPS:
+                    break  # the ledger is away, not one row: the next sweep tries again
                 continue
             if state in (None, "running"):
                 # Never claimed, or claimed by a run whose worker may have died with the

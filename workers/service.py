@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pydantic
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,14 +34,25 @@ class ResultLost(SluiceError):
     code = "result_lost"
 
 
+class AnswerStash(Protocol):
+    """Where a run keeps its answer for a redelivery of the same task (workers.tasks._Stash)."""
+
+    def keep(self, record: dict[str, Any]) -> None:
+        """Keep ``{"reply": ..., "reservation_id": ...}``; may raise (the caller logs it)."""
+
+    def read(self) -> dict[str, Any] | None:
+        """What an earlier run of this task kept, if anything."""
+
+
 def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
-            stash: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+            stash: AnswerStash | None = None) -> dict[str, Any]:
     """Run the request in ``message`` and return the task reply (never raises a SluiceError).
 
     ``previous`` is the result a prior run of the same task stored, if any: a redelivered task
-    returns it instead of calling the provider (and paying) a second time. ``stash`` keeps an
-    answer where a redelivery finds it; it is called before the ledger write, so a worker
-    killed between the two leaves an answer the redelivered task bills instead of buying again.
+    returns it instead of calling the provider (and paying) a second time. ``stash`` keeps each
+    answer before its ledger write, so a worker killed between the two leaves an answer the
+    redelivered task bills instead of buying again, and one killed after the ledger write but
+    before its reply was stored leaves an answer the redelivery can still return.
     """
     started = time.time()
     try:
@@ -70,15 +80,18 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     if state not in ("claimed", "resumed"):
         # A live claim may belong to a worker that died mid-call: retry after its lease.
         lease = rt.settings.lanes.get(req.lane).time_limit_s
-        return _duplicate(req.request_id, state, previous, retry_in=min(lease + 1.0, 300.0))
+        return _duplicate(req.request_id, state, previous, stash,
+                          retry_in=min(lease + 1.0, 300.0))
     if state == "resumed":
         # We took over the claim of a run that died. If it had answered before dying, its
-        # reply is in the result store: bill that reply rather than pay the provider again.
-        earlier = previous() if callable(previous) else previous
-        if isinstance(earlier, dict) and earlier.get("ok"):
-            _bill(rt, env, ChatResult.model_validate(earlier["result"]),
-                  batch=bool(earlier.get("batch")))
-            return earlier
+        # answer is in the stash: bill that answer (and the reservation that run held) rather
+        # than pay the provider again.
+        kept = _kept(stash)
+        if kept is not None:
+            reply, rid = kept
+            _bill(rt, env, ChatResult.model_validate(reply["result"]),
+                  batch=bool(reply.get("batch")), reservation_id=rid)
+            return reply
     try:
         env = _second_check(rt, env)
         reply, model = _call(rt, env)
@@ -103,34 +116,45 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     answer = ok_reply(result)
     if batch:
         answer["batch"] = True  # so a run that adopts this answer bills it at the batch price
-    _stash(stash, answer, req.request_id)
-    _bill(rt, env, result, batch=batch)
+    _keep(stash, answer, env)
+    _bill(rt, env, result, batch=batch, reservation_id=env.reservation_id)
     return answer
 
 
-def _stash(stash: Callable[[dict[str, Any]], Any] | None, reply: dict[str, Any],
-           request_id: str) -> None:
-    """Keep the answer for a redelivery ahead of the ledger write (best effort: the task stores
-    it again on return)."""
+def _keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope) -> None:
+    """Stash the answer, and the reservation it settles, ahead of the ledger write (best
+    effort: the ledger write must happen either way)."""
     if stash is None:
         return
     try:
-        stash(reply)
+        stash.keep({"reply": reply, "reservation_id": env.reservation_id})
     except Exception as exc:  # noqa: BLE001 - the ledger write must still happen
-        log.warning("could not keep the answer of %s before billing it: %s", request_id, exc)
+        log.warning("could not keep the answer of %s before billing it: %s",
+                    env.request.request_id, exc)
 
 
-def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool) -> None:
-    """Finish the claimed ledger row with ``result`` and settle its reservation, once."""
+def _kept(stash: AnswerStash | None) -> tuple[dict[str, Any], str | None] | None:
+    """The answer (and its reservation id) an earlier run of this task stashed, if any."""
+    record = stash.read() if stash is not None else None
+    reply = (record or {}).get("reply")
+    if not (isinstance(reply, dict) and reply.get("ok")):
+        return None
+    rid = (record or {}).get("reservation_id")
+    return reply, rid if isinstance(rid, str) else None
+
+
+def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool,
+          reservation_id: str | None) -> None:
+    """Finish the claimed ledger row with ``result`` and settle ``reservation_id``, once."""
     req = env.request
     row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
     row["volatile_prefix"] = _volatile_prefix(req)
     # The provider was paid: if the database is away, the row waits in the outbox.
-    with final_write(rt, "ok", row, env.reservation_id, result.cost) as s:
+    with final_write(rt, "ok", row, reservation_id, result.cost) as s:
         first = ledger.finish(s, row)
-        if first and env.reservation_id and rt.admission is not None:
-            rt.admission.settle(env.reservation_id, result.cost, session=s)
+        if first and reservation_id and rt.admission is not None:
+            rt.admission.settle(reservation_id, result.cost, session=s)
         if first:
             # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
             stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
@@ -235,11 +259,16 @@ class ClaimBusy(SluiceError):
     retryable = True
 
 
-def _duplicate(request_id: str, state: str, previous: Any, retry_in: float = 60.0
-               ) -> dict[str, Any]:
-    earlier = previous() if callable(previous) else previous
-    if state == "done" and isinstance(earlier, dict) and earlier.get("ok"):
-        return earlier
+def _duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | None,
+               retry_in: float = 60.0) -> dict[str, Any]:
+    if state == "done":
+        earlier = previous() if callable(previous) else previous
+        if isinstance(earlier, dict) and earlier.get("ok"):
+            return earlier
+        # The run that billed it died before its reply was stored: the stash still has it.
+        kept = _kept(stash)
+        if kept is not None:
+            return kept[0]
     if state == "running":
         return error_reply(request_id, ClaimBusy(
             f"request {request_id} is being executed by another run (or by a worker that "

@@ -9,7 +9,7 @@ from celery import Task, shared_task
 from celery.signals import worker_init
 
 from queues.dead_letter import park
-from queues.handle import STASHED
+from queues.envelope import STASH_SUFFIX
 from queues.names import TASK_API, TASK_GPU
 from workers import log_privacy
 from workers.gpu.runtime import install_gpu_signals
@@ -55,32 +55,51 @@ BUSY_RETRIES = 3
 
 
 class _Stash:
-    """Keeps an answer where a redelivery of this task finds it, without waking its caller.
+    """Keeps an answer, under a result-store key of its own, where a redelivery finds it.
 
-    Called before the ledger write: a worker killed between the two leaves an answer that the
-    redelivered task bills instead of buying again (workers.service.execute). Celery stores and
-    pushes the reply as usual once the task returns, after the ledger row is final.
+    Kept before the ledger write: a worker killed between the two leaves an answer that the
+    redelivered task bills instead of buying again, and one killed after the ledger write but
+    before Celery stored the reply leaves it for the redelivery to return (workers.service).
+    Its own key, not the task's: Celery writes RETRY or FAILURE states over the task's key (a
+    busy claim retried, a crash), and must push the reply itself once the task returns.
     """
 
     def __init__(self, task: Task) -> None:
         self.task = task
 
-    def __call__(self, reply: dict[str, Any]) -> None:
+    def _backend(self) -> Any:
         from celery.backends.redis import RedisBackend
 
         backend = self.task.backend
-        if not isinstance(backend, RedisBackend):
-            return  # polling stores would hand the answer over before it is billed
-        task_id = self.task.request.id
-        # Not SUCCESS: Celery refuses to overwrite a stored success (so its own store, with
-        # the PUBLISH that wakes the caller, would never happen), and a caller reading the
-        # store must not take the answer before it is billed. A redelivery reads it as any
-        # non-failure state's result.
-        meta = {"status": STASHED, "result": reply, "traceback": None, "children": [],
-                "date_done": None, "task_id": task_id}
-        # A plain SET: the PUBLISH that wakes the caller comes with Celery's own store.
-        backend.ensure(functools.partial(backend.client.set, ex=backend.expires),
-                       (backend.get_key_for_task(task_id), backend.encode(meta)))
+        return backend if isinstance(backend, RedisBackend) else None
+
+    def _key(self, backend: Any) -> Any:
+        return backend.get_key_for_task(self.task.request.id, key=STASH_SUFFIX)
+
+    def keep(self, record: dict[str, Any]) -> None:
+        backend = self._backend()
+        if backend is None:
+            return  # other result stores: no stash, the ResultLost window stays open there
+        # A redelivery comes within the visibility timeout or the sweeper's period; the stash
+        # need not live as long as results do. Celery's 0 means "never expire": no EX then.
+        ttl = min(backend.expires or STASH_TTL_S, STASH_TTL_S)
+        backend.ensure(functools.partial(backend.client.set, ex=ttl),
+                       (self._key(backend), backend.encode(record)))
+
+    def read(self) -> dict[str, Any] | None:
+        backend = self._backend()
+        if backend is None:
+            return None
+        try:
+            raw = backend.client.get(self._key(backend))
+            record = backend.decode(raw) if raw else None
+        except Exception:  # noqa: BLE001 - unreadable means "nothing kept"
+            return None
+        return record if isinstance(record, dict) else None
+
+
+#: Lifetime of a stashed answer: longer than any redelivery takes to arrive.
+STASH_TTL_S = 6 * 3600
 
 
 def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:

@@ -39,9 +39,10 @@ def prompt_text(request: ChatRequest) -> str:
 
 
 def _storable(text: str) -> str:
-    """``text`` with each NUL shown as U+FFFD: PostgreSQL text cannot hold NUL, and a refused
-    write here would sink the whole final ledger write it shares a transaction with."""
-    return text.replace("\x00", "\ufffd")
+    """``text`` with each NUL shown as U+FFFD and each lone surrogate as "?": PostgreSQL text
+    holds neither, and a refused write here would sink the final ledger write it shares a
+    transaction with."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def store_if_opted(session: Session, privacy: PrivacySettings, request: ChatRequest,

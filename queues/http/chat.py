@@ -16,7 +16,7 @@ from models.domain.errors import SluiceError, ValidationError
 from models.domain.request import TIER_POLICIES
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
-from queues.handle import STASHED, ReadyHandle, decode_reply
+from queues.handle import ReadyHandle, decode_reply
 from queues.http.auth import AuthError
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
@@ -139,7 +139,7 @@ async def get_job(request: Request) -> Response:
     if isinstance(outcome, SluiceError):
         err = json.loads(sluice_error_response(outcome).body)["error"]
         return JSONResponse(job_body(job_id, "failed", error=err))
-    return JSONResponse(job_body(job_id, "running" if state in ("STARTED", "RETRY", STASHED)
+    return JSONResponse(job_body(job_id, "running" if state in ("STARTED", "RETRY")
                                  else "queued"))
 
 

@@ -65,6 +65,21 @@ def test_a_failed_ledger_lookup_skips_one_message_not_the_sweep(inflight: Inflig
     assert "t1~x" in {m.task_id for m in inflight.stale(0, now=now + 1)}
 
 
+def test_a_ledger_that_is_away_ends_the_sweep_early(inflight: Inflight) -> None:
+    now = time.time()
+    for i in range(10):
+        inflight.add(msg(i), now=now - 1000)
+    asked: list[str] = []
+
+    def away(request_id: str) -> str | None:
+        asked.append(request_id)
+        raise ConnectionError("ledger away")
+
+    counts = inflight.sweep(lambda m: None, away, older_than_s=300, now=now)
+    assert counts["failed"] == len(asked) == 3 and counts["resent"] == 0
+    assert len(inflight.stale(0, now=now + 1)) == 10  # all kept for the next sweep
+
+
 def test_finished_requests_leave_no_record(gateway: Any, integration_settings: Any) -> None:
     box = gateway.inflight
     assert box is not None  # a Redis broker: tracking is on

@@ -130,10 +130,21 @@ def test_answers_are_pushed_to_the_waiting_handle(gateway: Any, monkeypatch: Any
     assert time.monotonic() - t0 < 15, "the answer was stored but never pushed"
 
 
+def stash_answer(gateway: Any, request: Any, reply: dict[str, Any],
+                 reservation_id: str | None = None) -> None:
+    """What a worker keeps before its ledger write (workers.tasks._Stash), written by hand."""
+    from queues.envelope import STASH_SUFFIX, task_id_for
+
+    backend = gateway.app.backend
+    backend.client.set(backend.get_key_for_task(task_id_for(request), key=STASH_SUFFIX),
+                       backend.encode({"reply": reply, "reservation_id": reservation_id}))
+
+
 def test_an_answer_left_by_a_dead_run_is_billed_not_bought_again(gateway: Any, sessions: Any,
                                                                 standin: Any) -> None:
-    """A worker killed after storing its answer but before its ledger write: the redelivered
-    task takes over the expired claim, finds the answer and bills it; no second provider call."""
+    """A worker killed after stashing its answer but before its ledger write: the redelivered
+    task takes over the expired claim, finds the answer and bills it; no second provider call.
+    A busy-claim retry left RETRY on the task's result key meanwhile: the stash is apart."""
     from datetime import datetime, timedelta, timezone
 
     from queues.envelope import ok_reply, task_id_for
@@ -148,7 +159,8 @@ def test_an_answer_left_by_a_dead_run_is_billed_not_bought_again(gateway: Any, s
     with sessions() as s:  # the dead run's claim, long expired, nothing billed yet
         assert ledger.record(s, claim)
         s.commit()
-    gateway.app.backend.store_result(task_id_for(request), ok_reply(answer), "SUCCESS")
+    stash_answer(gateway, request, ok_reply(answer))
+    gateway.app.backend.store_result(task_id_for(request), ValueError("claim busy"), "RETRY")
     calls = chat_calls(standin)
     result = gateway.submit(data).result(timeout=30)  # the redelivery
     assert result.text == donor.text and result.cost == donor.cost
@@ -165,8 +177,7 @@ def test_a_billed_answer_whose_push_died_with_its_worker_still_reaches_the_calle
         gateway: Any, sessions: Any, standin: Any) -> None:
     """Killed after the ledger write but before Celery stored the reply: the stash still holds
     it, so the redelivery answers with it (once this ended in a ResultLost error)."""
-    from queues.envelope import ok_reply, task_id_for
-    from queues.handle import STASHED
+    from queues.envelope import ok_reply
 
     donor = gateway.complete(req(model="cheap"), timeout=30)
     data = req(model="cheap")
@@ -175,10 +186,7 @@ def test_a_billed_answer_whose_push_died_with_its_worker_still_reaches_the_calle
     with sessions() as s:  # the dead run's finished row
         assert ledger.record(s, ledger.row_from_result(request, answer))
         s.commit()
-    backend = gateway.app.backend
-    meta = {"status": STASHED, "result": ok_reply(answer), "traceback": None, "children": [],
-            "date_done": None, "task_id": task_id_for(request)}
-    backend.client.set(backend.get_key_for_task(task_id_for(request)), backend.encode(meta))
+    stash_answer(gateway, request, ok_reply(answer))
     calls = chat_calls(standin)
     result = gateway.submit(data).result(timeout=30)  # the redelivery
     assert (result.text, result.cost) == (donor.text, donor.cost)

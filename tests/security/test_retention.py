@@ -79,10 +79,10 @@ def test_nul_in_a_prompt_or_answer_is_stored_not_refused(pg_url: str) -> None:
     engine = make_engine(pg_url)
     try:
         with session_factory(engine)() as s:
-            assert store_if_opted(s, privacy, req, "c\x00d")
+            assert store_if_opted(s, privacy, req, "c\x00d\ud800")  # a lone surrogate too
             s.commit()
             row = s.get(StoredTextRow, req.request_id)
-        assert row is not None and "a\ufffdb" in row.prompt and row.answer == "c\ufffdd"
+        assert row is not None and "a\ufffdb" in row.prompt and row.answer == "c\ufffdd?"
     finally:
         engine.dispose()
 
