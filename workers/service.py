@@ -135,11 +135,10 @@ def _keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope) -> No
 
 def _kept(stash: AnswerStash | None) -> tuple[dict[str, Any], str | None] | None:
     """The answer (and its reservation id) an earlier run of this task stashed, if any."""
-    record = stash.read() if stash is not None else None
-    reply = (record or {}).get("reply")
+    record = (stash.read() if stash is not None else None) or {}
+    reply, rid = record.get("reply"), record.get("reservation_id")
     if not (isinstance(reply, dict) and reply.get("ok")):
         return None
-    rid = (record or {}).get("reservation_id")
     return reply, rid if isinstance(rid, str) else None
 
 

@@ -54,6 +54,10 @@ def _parked_if_invalid(task: Task, reply: dict[str, Any], message: Any) -> dict[
 BUSY_RETRIES = 3
 
 
+#: Lifetime of a stashed answer: longer than any redelivery takes to arrive.
+STASH_TTL_S = 6 * 3600
+
+
 class _Stash:
     """Keeps an answer, under a result-store key of its own, where a redelivery finds it.
 
@@ -96,10 +100,6 @@ class _Stash:
         except Exception:  # noqa: BLE001 - unreadable means "nothing kept"
             return None
         return record if isinstance(record, dict) else None
-
-
-#: Lifetime of a stashed answer: longer than any redelivery takes to arrive.
-STASH_TTL_S = 6 * 3600
 
 
 def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,8 @@ from ops.bench import procs
 from ops.bench.harness import free_port, wait_port
 from ops.bench.procs import kill9, stop
 
-__all__ = ["free_port", "kill9", "ledger_counts", "start_worker", "stop", "wait_port"]
+__all__ = ["free_port", "kill9", "ledger_counts", "replacement_worker", "start_worker",
+           "stop", "wait_port"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -26,6 +28,32 @@ def start_worker(env: dict[str, str], log: Path, *, queues: str = "interactive.a
                  concurrency: int = 8) -> subprocess.Popen[bytes]:
     """A real Celery worker process (ours, so a test may ``kill -9`` it); ready on return."""
     return procs.start_worker(env, log, queues=queues, concurrency=concurrency, name="chaos")
+
+
+@contextmanager
+def replacement_worker(env: dict[str, str], log: Path, gateway: Any, sessions: Any, *,
+                       older_than_s: float, queues: str = "interactive.api,async.api",
+                       concurrency: int = 8) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker started after a kill, with what ``celery beat`` does in production beside it:
+    the in-flight sweep every 2 s, re-sending messages the kill lost. Both stop on exit."""
+    from queues.inflight import sweep_once
+
+    second = start_worker(env, log, queues=queues, concurrency=concurrency)
+    halt = threading.Event()
+
+    def loop() -> None:
+        while not halt.wait(2.0):
+            try:  # as beat would: a failed sweep is tried again at the next tick
+                sweep_once(gateway.inflight, gateway.app, sessions, older_than_s=older_than_s)
+            except Exception as exc:  # noqa: BLE001
+                print(f"sweep failed: {exc!r}")
+
+    threading.Thread(target=loop, daemon=True, name="chaos-sweeper").start()
+    try:
+        yield second
+    finally:
+        halt.set()
+        stop(second)
 
 
 def ledger_counts(sessions: Any, prefix: str) -> dict[str, int]:

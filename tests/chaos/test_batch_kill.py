@@ -21,8 +21,7 @@ from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.settings import load_settings
 from queues.producer import connect
-from tests.chaos.support import kill9, ledger_counts, start_worker, stop
-from tests.chaos.test_worker_kill import start_sweeper
+from tests.chaos.support import kill9, ledger_counts, replacement_worker, start_worker, stop
 from tests.services import run_token
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -70,13 +69,9 @@ def test_kill_during_a_batch_pays_for_it_once(chaos_env: dict[str, str], chaos_s
             time.sleep(0.05)
         kill9(first)  # the batch is at the provider, paid for, its answers not collected
         assert ledger_counts(chaos_sessions, prefix) == {"running": BATCH_MAX}
-        second = start_worker(env, log, queues="async.api", concurrency=BATCH_MAX * 2)
-        sweeper = start_sweeper(gateway, chaos_sessions, older_than_s=10)
-        try:
+        with replacement_worker(env, log, gateway, chaos_sessions, older_than_s=10,
+                                queues="async.api", concurrency=BATCH_MAX * 2):
             results = [h.result(timeout=90) for h in handles]
-        finally:
-            sweeper.set()
-            stop(second)
     finally:
         gateway.close()
         stop(first)

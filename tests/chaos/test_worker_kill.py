@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -19,27 +18,10 @@ from models.db.tables import LedgerRow
 from models.domain.errors import SluiceError
 from models.domain.settings import load_settings
 from queues.producer import connect
-from tests.chaos.support import kill9, ledger_counts, start_worker, stop
+from tests.chaos.support import kill9, ledger_counts, replacement_worker, start_worker, stop
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 N = int(os.environ.get("SLUICE_CHAOS_N", "200"))
-
-
-def start_sweeper(gateway: Any, sessions: Any, older_than_s: float) -> threading.Event:
-    """A thread running the in-flight sweep every 2 s until the returned event is set."""
-    from queues.inflight import sweep_once
-
-    halt = threading.Event()
-
-    def loop() -> None:
-        while not halt.wait(2.0):
-            try:  # as beat would: a failed sweep is tried again at the next tick
-                sweep_once(gateway.inflight, gateway.app, sessions, older_than_s=older_than_s)
-            except Exception as exc:  # noqa: BLE001
-                print(f"sweep failed: {exc!r}")
-
-    threading.Thread(target=loop, daemon=True, name="chaos-sweeper").start()
-    return halt
 
 
 def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
@@ -63,10 +45,7 @@ def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
             assert time.time() < deadline, "the first worker made no progress"
             time.sleep(0.05)
         kill9(first)  # mid-run: some tasks running, some prefetched, most still queued
-        second = start_worker(chaos_env, log)
-        # What `celery beat` does in production: re-send messages the kill lost.
-        sweeper = start_sweeper(gateway, chaos_sessions, older_than_s=15)
-        try:
+        with replacement_worker(chaos_env, log, gateway, chaos_sessions, older_than_s=15):
             outcomes: dict[str, Any] = {}
             for h in handles:
                 try:
@@ -80,9 +59,6 @@ def test_kill_minus_9_mid_run_loses_nothing_and_bills_once(
             while ledger_counts(chaos_sessions, prefix).get("running", 0) \
                     and time.time() < settle_by:
                 time.sleep(0.2)
-        finally:
-            sweeper.set()
-            stop(second)
     finally:
         gateway.close()
         stop(first)
