@@ -88,8 +88,8 @@ def demo(
         console.print(levers_table("Savings by lever", ["team", "feature"], out.by_feature))
         console.print(f"The ledger is {out.ledger_url}; explore it with:")
         # One unbroken line, so the command can be copied as it stands.
-        console.print(f"  SLUICE_DATABASE__URL={out.ledger_url} sluice spend --by model,day",
-                      soft_wrap=True, highlight=False)
+        console.print(f"  SLUICE_DATABASE__URL={out.ledger_url} {_sluice_command()} spend "
+                      "--by model,day", soft_wrap=True, highlight=False)
     if out.completed != out.sent:
         raise typer.Exit(1)
 
@@ -139,6 +139,19 @@ def standin(
     raise typer.Exit(subprocess.call(cmd))
 
 
+def _sluice_command() -> str:
+    """``sluice`` when the shell finds it, else its path in this environment (ops/demo.sh runs
+    it from .venv, which a newcomer's shell has not activated)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    here = Path(sys.executable).parent / "sluice"
+    if shutil.which("sluice") == str(here) or not here.exists():
+        return "sluice"
+    return str(here)
+
+
 def main() -> None:
     """Console-script entry point."""
     _mount_subcommands()
@@ -147,3 +160,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
