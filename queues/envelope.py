@@ -27,6 +27,8 @@ class Envelope(BaseModel):
     reservation_id: str | None = None
     enqueued_at: float = Field(default_factory=time.time)
     prompt_hash: str = ""
+    #: Epoch seconds after which a worker must not start the request (its caller gave up).
+    deadline: float | None = None
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe form for the broker."""

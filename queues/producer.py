@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -46,11 +47,14 @@ class Gateway:
         #: Called with (request, result) for each cache hit, to write its ledger row.
         self.cache_hit_sink = cache_hit_sink
 
-    def submit(self, data: ChatRequest | dict[str, Any]) -> Handle:
+    def submit(self, data: ChatRequest | dict[str, Any], *,
+               admit: Callable[[ChatRequest], None] | None = None) -> Handle:
         """Validate and dispatch ``data``; returns at once with a handle to wait on or forget.
 
-        Raises ValidationError (and its subclasses), BudgetExceeded, QueuePaused or BrokerError
-        before anything is enqueued.
+        ``admit`` is called for a request that must be queued (not for a cache hit), before
+        its budget is reserved: the front door sheds load there (raising Overloaded).
+        Raises ValidationError (and its subclasses), BudgetExceeded, QueuePaused, Overloaded or
+        BrokerError before anything is enqueued.
         """
         request = parse_request(data)
         if self.cache is not None and request.cache.mode == "use":
@@ -60,6 +64,8 @@ class Gateway:
                     hit = self.cache_hit_sink(request, hit)
                 return ReadyHandle(hit)
         try:
+            if admit is not None:
+                admit(request)
             return self._dispatch(request)
         except BaseException:
             # A refused request must not leave identical ones waiting on its single-flight
@@ -82,14 +88,23 @@ class Gateway:
         if self.admission is not None:
             amount = worst_case_cost(prompt_tokens, request.max_tokens, model)
             reservation = self.admission.reserve(request, route, amount)
+        now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
-                            reservation_id=reservation, prompt_hash=prompt_hash(request))
+                            reservation_id=reservation, prompt_hash=prompt_hash(request),
+                            enqueued_at=now, deadline=self._deadline(request, now))
         try:
             return TaskHandle(self._send(envelope), request_id=request.request_id)
         except Exception:
             if reservation is not None and self.admission is not None:
                 self.admission.release(reservation)
             raise
+
+    def _deadline(self, request: ChatRequest, now: float) -> float | None:
+        """When a worker should stop bothering: the caller's own timeout or the lane's queue
+        timeout, whichever comes first (None: no limit)."""
+        limits = [t for t in (request.timeout_s,
+                              self.settings.lanes.get(request.lane).queue_timeout_s) if t]
+        return now + min(limits) if limits else None
 
     def complete(self, data: ChatRequest | dict[str, Any], timeout: float | None = 60.0
                  ) -> ChatResult:

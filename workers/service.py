@@ -12,8 +12,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
 from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
-from models.domain.errors import (LedgerError, ProviderError, ProviderRetryable, SluiceError,
-                                  ValidationError)
+from models.domain.errors import (DeadlineExceeded, LedgerError, ProviderError,
+                                  ProviderRetryable, SluiceError, ValidationError)
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
@@ -92,6 +92,17 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             _bill(rt, env, ChatResult.model_validate(reply["result"]),
                   batch=bool(reply.get("batch")), reservation_id=rid)
             return reply
+    if state == "claimed" and env.deadline is not None and started > env.deadline:
+        # Its caller stopped waiting: an answer now is money spent for nobody. The row says
+        # so ($0, deadline_exceeded) and the reservation goes back. Only a first run is shed:
+        # a resumed one may follow a run that already paid (a provider batch placed).
+        err = DeadlineExceeded(
+            f"request {req.request_id} waited {started - env.enqueued_at:.1f} s in queue "
+            f"{route.queue}, past its deadline; it was not sent to a provider and costs "
+            "nothing. Workers are behind: add workers, or retry later",
+            request_id=req.request_id, queue=route.queue)
+        _fail(rt, env, err)
+        return error_reply(req.request_id, err)
     try:
         env = _second_check(rt, env)
         reply, model = _call(rt, env)

@@ -48,6 +48,7 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "model": (Role.KEYED, "model policy, with the models the routing settings resolve it to"),
         "cache": (Role.EXCLUDED, "how the cache treats the request, not what is asked"),
         "tags": (Role.EXCLUDED, "attribution carried to the ledger"),
+        "timeout_s": (Role.EXCLUDED, "how long the caller waits, not what it asks"),
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},

@@ -158,6 +158,20 @@ def from_dict(data: dict[str, Any]) -> SluiceError:
     return err
 
 
+class Overloaded(SluiceError):
+    """The front door sheds load: queue waits show the workers are behind; retry shortly."""
+
+    code = "overloaded"
+    retryable = True
+
+
+class DeadlineExceeded(SluiceError):
+    """The request waited in its queue past its deadline and was not run (nor billed)."""
+
+    code = "deadline_exceeded"
+    retryable = True
+
+
 class BrokerError(SluiceError):
     """The queue broker could not take the request; nothing was dispatched, retry later."""
 

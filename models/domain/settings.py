@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.domain.cache_policy import FeatureCachePolicy
@@ -100,17 +100,40 @@ class LaneSettings(BaseModel):
     #: How long a GPU worker (or the batch lane) waits to fill a batch before sending it.
     batch_timeout_ms: float = 0.0
     batch_max: int = 32
+    #: A request that waited in the queue longer than this (seconds; 0: no limit) is not run:
+    #: its caller has given up, so paying a provider for its answer would be waste.
+    queue_timeout_s: float = Field(default=0.0, ge=0)
+
+
+#: Each lane's defaults. A setting given for one field of a lane (SLUICE_LANES__INTERACTIVE__
+#: QUEUE_TIMEOUT_S) keeps the lane's other defaults rather than LaneSettings' generic ones.
+_LANE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "interactive": {"priority": 9, "soft_time_limit_s": 60, "time_limit_s": 75,
+                    "batch_timeout_ms": 0.0, "batch_max": 64, "queue_timeout_s": 30.0},
+    "async": {"priority": 1, "soft_time_limit_s": 600, "time_limit_s": 660,
+              "batch_timeout_ms": 250.0, "batch_max": 64, "queue_timeout_s": 0.0},
+}
 
 
 class LanesSettings(BaseModel):
     """The interactive lane answers now; the async lane trades latency for cost."""
 
-    interactive: LaneSettings = LaneSettings(priority=9, soft_time_limit_s=60, time_limit_s=75,
-                                             batch_timeout_ms=0.0, batch_max=64)
+    interactive: LaneSettings = LaneSettings(**_LANE_DEFAULTS["interactive"])
     async_: LaneSettings = Field(
-        default=LaneSettings(priority=1, soft_time_limit_s=600, time_limit_s=660,
-                             batch_timeout_ms=250.0, batch_max=64),
+        default=LaneSettings(**_LANE_DEFAULTS["async"]),
         alias="async", validation_alias=AliasChoices("async", "async_"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_lane_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key, lane in (("interactive", "interactive"), ("async", "async"),
+                          ("async_", "async")):
+            if isinstance(out.get(key), dict):
+                out[key] = {**_LANE_DEFAULTS[lane], **out[key]}
+        return out
 
     def get(self, lane: str) -> LaneSettings:
         """Settings of ``lane`` by its public name."""
@@ -138,6 +161,20 @@ class RoutingSettings(BaseModel):
         """The configured model of ``tier``."""
         return {"cheap": self.cheap_model, "flagship": self.flagship_model,
                 "self-hosted": self.self_hosted_model}[tier]
+
+
+class SheddingSettings(BaseModel):
+    """How the HTTP front door sheds interactive load the workers cannot take (per process)."""
+
+    enabled: bool = True
+    #: Queue wait (enqueue to worker start) that counts as a standing queue when even the
+    #: shortest wait over an interval is above it.
+    target_wait_ms: float = Field(default=50.0, gt=0)
+    interval_ms: float = Field(default=500.0, gt=0)
+    #: Hard cap on interactive requests in flight per front-door process.
+    max_inflight: int = Field(default=2048, ge=1)
+    #: The limit never falls below this, so answers keep coming to measure the queue by.
+    min_inflight: int = Field(default=8, ge=1)
 
 
 class GpuSettings(BaseModel):
@@ -197,6 +234,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     providers: ProviderSettings = ProviderSettings()
     lanes: LanesSettings = LanesSettings()
+    shedding: SheddingSettings = SheddingSettings()
     routing: RoutingSettings = RoutingSettings()
     gpu: GpuSettings = GpuSettings()
     batch: BatchSettings = BatchSettings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -117,5 +118,7 @@ async def health(request: Request) -> Response:
     await fd.keys.principal(request, operator=True)
     parts = await run_in_threadpool(fd.health)
     ok = all(v == "ok" for v in parts.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", **parts},
-                        status_code=200 if ok else 503)
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded", **parts}
+    if fd.shedder is not None:  # this process's load shedding: a low limit means overload
+        body["shedding"] = dataclasses.asdict(fd.shedder.state())
+    return JSONResponse(body, status_code=200 if ok else 503)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models.domain.errors import SluiceError, ValidationError
-from models.domain.request import TIER_POLICIES
+from models.domain.errors import DeadlineExceeded, ResultTimeout, SluiceError, ValidationError
+from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
 from queues.handle import ReadyHandle, decode_reply
@@ -84,16 +85,36 @@ async def chat_completions(request: Request) -> Response:
     data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
     data.setdefault("request_id", uuid.uuid4().hex)
     interactive = data["lane"] != "async"
+    shedder = fd.shedder if interactive else None
+    admitted: list[bool] = []
+
+    def admit(_request: ChatRequest) -> None:
+        assert shedder is not None
+        shedder.enter()  # raises Overloaded past the limit
+        admitted.append(True)
+
+    waited: float | None = None
     try:
-        handle, watch = await run_in_threadpool(fd.submit, data, asyncio.get_running_loop(),
-                                                interactive)
-    except ValidationError as err:
-        # Name the OpenAI parameter (or header) the client sent, not our internal field.
-        err.field = err.details["field"] = param_for(err.field, origin)
-        raise
-    if watch is not None:
-        result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"]))
-        return completion_response(result)
+        try:
+            handle, watch = await run_in_threadpool(
+                fd.submit, data, asyncio.get_running_loop(), interactive,
+                admit if shedder is not None else None)
+        except ValidationError as err:
+            # Name the OpenAI parameter (or header) the client sent, not our internal field.
+            err.field = err.details["field"] = param_for(err.field, origin)
+            raise
+        if watch is not None:
+            try:
+                result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"],
+                                                                    data.get("timeout_s")))
+            except (ResultTimeout, DeadlineExceeded):
+                waited = math.inf  # the queue outlasted the caller: the clearest overload sign
+                raise
+            waited = result.timings.queued_ms if result.timings else None
+            return completion_response(result)
+    finally:
+        if admitted and shedder is not None:
+            shedder.exit(waited)
     record: dict[str, Any] = {"team": key.team, "org": key.org,
                               "task_id": getattr(handle, "task_id", handle.request_id)}
     if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued

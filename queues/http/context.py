@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.domain.catalogue import Catalogue
+from models.domain.request import ChatRequest
 from models.domain.errors import SluiceError
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
@@ -20,6 +22,7 @@ from queues.http.auth import KeyBook
 from queues.http.jobs import JobBook, build_jobs
 from queues.http.waiter import ResultWaiter, Watch, prepare_app
 from queues.producer import Gateway, connect
+from scheduler.shedding import LoadShedder
 from queues.wiring import ledger_sessions
 
 
@@ -33,6 +36,8 @@ class FrontDoor:
     waiter: ResultWaiter
     jobs: JobBook
     sessions: sessionmaker[Session]
+    #: Sheds interactive requests past the workers' capacity (None: shedding disabled).
+    shedder: LoadShedder | None = None
 
     @classmethod
     def build(cls, settings: Settings, **gateway_overrides: Any) -> FrontDoor:
@@ -41,21 +46,25 @@ class FrontDoor:
         app = prepare_app(create_celery_app(settings, name="sluicegate-frontdoor"))
         gateway = connect(settings, app=app, **gateway_overrides)
         return cls(settings=settings, gateway=gateway, keys=KeyBook(sessions),
-                   waiter=ResultWaiter(app), jobs=build_jobs(settings), sessions=sessions)
+                   waiter=ResultWaiter(app), jobs=build_jobs(settings), sessions=sessions,
+                   shedder=shedder_for(settings))
 
     @property
     def catalogue(self) -> Catalogue:
         """The model catalogue the gateway routes with."""
         return self.gateway.catalogue
 
-    def timeout_for(self, lane: str) -> float:
-        """How long an interactive caller waits: the lane's hard time limit, and a little."""
-        return self.settings.lanes.get(lane).time_limit_s + 5.0
+    def timeout_for(self, lane: str, caller_s: float | None = None) -> float:
+        """How long an interactive caller is waited for: the lane's hard time limit and a
+        little, or the caller's own timeout and a little when that is shorter."""
+        lane_s = self.settings.lanes.get(lane).time_limit_s + 5.0
+        return min(lane_s, caller_s + 1.0) if caller_s else lane_s
 
-    def submit(self, data: dict[str, Any], loop: asyncio.AbstractEventLoop,
-               watch: bool) -> tuple[Handle, Watch | None]:
+    def submit(self, data: dict[str, Any], loop: asyncio.AbstractEventLoop, watch: bool,
+               admit: Callable[[ChatRequest], None] | None = None
+               ) -> tuple[Handle, Watch | None]:
         """Run the producer pipeline (blocking: call in a worker thread) and watch the result."""
-        handle = self.gateway.submit(data)
+        handle = self.gateway.submit(data, admit=admit)
         if not watch:
             return handle, None
         return handle, self.waiter.watch(handle, loop, self.timeout_for(data.get("lane", "")))
@@ -95,3 +104,13 @@ class FrontDoor:
         bind = self.sessions.kw.get("bind")
         if bind is not None:
             bind.dispose()
+
+
+def shedder_for(settings: Settings) -> LoadShedder | None:
+    """The load shedder ``settings.shedding`` describes, or None when it is off."""
+    shed = settings.shedding
+    if not shed.enabled:
+        return None
+    return LoadShedder(target_wait_ms=shed.target_wait_ms, interval_s=shed.interval_ms / 1000,
+                       max_inflight=shed.max_inflight,
+                       min_inflight=min(shed.min_inflight, shed.max_inflight))

@@ -106,7 +106,7 @@ _SCHEMAS: dict[str, Any] = {
         "object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"enum": ["ok", "degraded"]}, "database": {"type": "string"},
-        "broker": {"type": "string"}}},
+        "broker": {"type": "string"}, "shedding": {"type": "object"}}},
 }
 
 _CHAT_PARAMS = [
@@ -122,6 +122,10 @@ _CHAT_PARAMS = [
             enum=["use", "bypass", "refresh"]),
     _header("x-sluice-batch", "true: an async request may wait for a provider Batch API "
                               "(50 % off).", enum=["true", "false"]),
+    _header("x-sluice-timeout", "Seconds you will wait (0 < t <= 86400; default: what your "
+                                "SDK announces, or the lane's queue timeout). A request still "
+                                "queued after it is not run and costs nothing.",
+            pattern=r"^[0-9]{1,5}(\.[0-9]{1,3})?$"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -18,6 +19,10 @@ HANDLED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens",
 #: Request headers carrying sluicegate attribution and options.
 H_FEATURE, H_USER, H_LANE = "x-sluice-feature", "x-sluice-user", "x-sluice-lane"
 H_REQUEST_ID, H_CACHE, H_BATCH = "x-sluice-request-id", "x-sluice-cache-mode", "x-sluice-batch"
+H_TIMEOUT = "x-sluice-timeout"
+#: Timeouts the official SDKs announce on each request (openai: read timeout; anthropic: the
+#: whole call). A request still queued when its client has given up is not worth running.
+SDK_TIMEOUT_HEADERS = ("x-stainless-timeout", "x-stainless-read-timeout")
 _FINISH = {"stop", "length", "tool_calls", "content_filter"}
 
 
@@ -68,7 +73,32 @@ def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str,
         origin["cache"] = H_CACHE
     if headers.get(H_BATCH):
         data["tags"]["batch"] = headers[H_BATCH].strip().lower()
+    timeout = _caller_timeout(headers)
+    if timeout is not None:
+        data["timeout_s"], origin["timeout_s"] = timeout, H_TIMEOUT
     return data, origin
+
+
+def _caller_timeout(headers: Any) -> float | None:
+    """Seconds the caller will wait: ``x-sluice-timeout``, else what its SDK announced."""
+    given = headers.get(H_TIMEOUT)
+    if given is not None:
+        try:
+            value = float(given)
+        except ValueError:
+            value = math.nan
+        if not 0 < value <= 86_400:  # also refuses NaN
+            _bad(H_TIMEOUT, f"{H_TIMEOUT} must be a number of seconds in (0, 86400], "
+                 f"not {given[:40]!r}")
+        return value
+    for name in SDK_TIMEOUT_HEADERS:
+        try:
+            value = float(headers.get(name) or "nan")
+        except ValueError:
+            continue  # an SDK's hint we cannot read is no reason to refuse the request
+        if 0 < value <= 86_400:
+            return value
+    return None
 
 
 def param_for(field: str, origin: dict[str, str]) -> str:

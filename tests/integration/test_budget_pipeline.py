@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from models.db.budgets import ReservationRow, delete_budget, get_budget, set_budget
 from models.db.engine import make_engine, session_factory
 from models.db.tables import LedgerRow
-from models.domain.errors import BudgetExceeded, QueuePaused
+from models.domain.errors import BudgetExceeded, DeadlineExceeded, QueuePaused
 from models.domain.request import parse_request
 from models.domain.tokens import count_request
 from queues.envelope import Envelope
@@ -281,6 +281,39 @@ def test_expired_reservation_is_held_again_or_refused_by_the_worker(gateway: Any
         with sessions() as s:
             after = get_budget(s, "feature", feature, "total")
         assert after.spent == result.cost and after.reserved == 0
+    finally:
+        with sessions() as s:
+            delete_budget(s, "feature", feature, "total")
+            s.commit()
+
+
+def test_a_task_past_its_deadline_is_not_sent_and_gives_its_money_back(gateway: Any,
+                                                                       sessions: Any,
+                                                                       standin: Any) -> None:
+    """Its caller gave up while it sat in the queue: no provider call, a $0 row that says
+    why, the reservation released."""
+    feature = f"late-{uuid.uuid4().hex[:8]}"
+    budget(sessions, gateway, "feature", feature, "1")
+    env = _envelope(gateway, feature, None)
+    rid = gateway.admission.reserve(env.request, env.route, Decimal("0.01"))
+    late = env.model_copy(update={"reservation_id": rid, "enqueued_at": time.time() - 40,
+                                  "deadline": time.time() - 10})
+    calls = int(standin.stats()["by_path"].get("/v1/chat/completions", 0))
+    try:
+        with pytest.raises(DeadlineExceeded) as exc:
+            TaskHandle(gateway._send(late)).result(timeout=30)
+        assert "not sent to a provider" in exc.value.message and exc.value.retryable
+        assert int(standin.stats()["by_path"].get("/v1/chat/completions", 0)) == calls
+        with sessions() as s:
+            row = s.scalars(select(LedgerRow).where(
+                LedgerRow.request_id == env.request.request_id)).one()
+            assert (row.outcome, row.error_code, row.cost) == ("error", "deadline_exceeded", 0)
+            assert s.get(ReservationRow, rid).state == "released"
+            assert get_budget(s, "feature", feature, "total").reserved == 0
+        # The same envelope before its deadline runs and is paid as usual.
+        fresh = _envelope(gateway, feature, None).model_copy(
+            update={"deadline": time.time() + 60})
+        assert TaskHandle(gateway._send(fresh)).result(timeout=30).text
     finally:
         with sessions() as s:
             delete_budget(s, "feature", feature, "total")

@@ -77,6 +77,7 @@ EXCLUDED_CHANGES: dict[str, dict[str, Any]] = {
     "lane": {"lane": "async"},
     "cache": {"cache": {"mode": "refresh", "allow_nondeterministic": True}},
     "tags": {"tags": {"campaign": "x"}},
+    "timeout_s": {"timeout_s": 3.5},
 }
 
 

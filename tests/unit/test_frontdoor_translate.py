@@ -98,3 +98,17 @@ def test_usage_counts_cached_tokens_inside_prompt_tokens() -> None:
     headers = sluice_headers(result)
     assert headers["x-sluice-cost"] == "0.000123400" and headers["x-sluice-cache"] == "miss"
     assert headers["x-sluice-route"] == "tier=cheap; model=gpt-4o-mini; queue=interactive.api"
+
+
+def test_the_callers_timeout_comes_from_our_header_or_its_sdk() -> None:
+    msgs = {"messages": [{"role": "user", "content": "hi"}]}
+    assert translate(msgs, x_sluice_timeout="2.5")[0]["timeout_s"] == 2.5
+    # The official SDKs announce their timeouts; ours wins over theirs.
+    assert translate(msgs, x_stainless_read_timeout="600")[0]["timeout_s"] == 600
+    assert translate(msgs, x_stainless_timeout="30", x_sluice_timeout="4")[0]["timeout_s"] == 4
+    assert "timeout_s" not in translate(msgs, x_stainless_read_timeout="soon")[0]
+    assert parse_request(translate(msgs, x_sluice_timeout="9")[0]).timeout_s == 9
+    for bad in ("0", "-1", "nan", "1e9", "soon"):
+        with pytest.raises(ValidationError) as exc:
+            translate(msgs, x_sluice_timeout=bad)
+        assert exc.value.field == "x-sluice-timeout" and "seconds" in exc.value.message

@@ -26,6 +26,20 @@ def test_nested_groups_from_env() -> None:
     assert s.providers.ttl_for("docs") == "1h" and s.providers.ttl_for("other") == "5m"
 
 
+def test_one_lane_setting_keeps_that_lanes_other_defaults() -> None:
+    """Setting one field of a lane once reset the rest to LaneSettings' generic defaults
+    (the interactive lane lost its priority 9 and its 75 s time limit)."""
+    default = Settings().lanes
+    s = load_settings({"SLUICE_LANES__INTERACTIVE__QUEUE_TIMEOUT_S": "5",
+                       "SLUICE_LANES__ASYNC__PRIORITY": "2"})
+    assert s.lanes.interactive.queue_timeout_s == 5
+    assert s.lanes.interactive.model_copy(update={"queue_timeout_s": 30.0}) == \
+        default.interactive
+    assert (s.lanes.async_.priority, s.lanes.async_.time_limit_s,
+            s.lanes.async_.batch_timeout_ms) == (2, default.async_.time_limit_s,
+                                                 default.async_.batch_timeout_ms)
+
+
 def test_lane_timeouts_are_distinct_by_default() -> None:
     s = Settings()
     assert s.lanes.get("interactive").batch_timeout_ms < s.lanes.get("async").batch_timeout_ms

@@ -1,0 +1,113 @@
+"""Front-door load shedding: a standing queue cuts the in-flight limit, a burst does not."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from models.domain.errors import Overloaded
+from scheduler.shedding import LoadShedder
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shedder(clock: Clock, **kw: float) -> LoadShedder:
+    args = {"target_wait_ms": 50.0, "interval_s": 0.5, "max_inflight": 100,
+            "min_inflight": 4, **kw}
+    return LoadShedder(clock=clock, **args)  # type: ignore[arg-type]
+
+
+def fill(s: LoadShedder, n: int) -> int:
+    """Admit up to ``n``; how many got in."""
+    admitted = 0
+    for _ in range(n):
+        try:
+            s.enter()
+        except Overloaded:
+            break
+        admitted += 1
+    return admitted
+
+
+def test_the_hard_cap_refuses_with_a_retryable_typed_error() -> None:
+    s = shedder(Clock(), max_inflight=3, min_inflight=1)
+    assert fill(s, 3) == 3
+    with pytest.raises(Overloaded) as exc:
+        s.enter()
+    assert exc.value.code == "overloaded" and exc.value.retryable
+    assert exc.value.details["retry_after"] == 1.0 and "add workers" in exc.value.message
+    assert s.state().shed == 1
+    s.exit(1.0)
+    s.enter()  # room again
+
+
+def test_a_standing_queue_cuts_the_limit_below_what_is_in_flight() -> None:
+    clock = Clock()
+    s = shedder(clock)
+    assert fill(s, 60) == 60
+    for _ in range(10):  # every answer this interval waited long: a standing queue
+        s.exit(400.0)
+    clock.now += 0.6
+    with pytest.raises(Overloaded):  # the interval ends on the next call, which is refused
+        s.enter()
+    state = s.state()
+    assert state.limit == int(50 * 0.75) and state.last_min_wait_ms == 400.0
+    assert fill(s, 100) == 0, "over the cut limit, new requests must be refused"
+    # Waits drop under the target: the limit grows back, a quarter at a time.
+    for _ in range(20):
+        s.exit(2.0)
+    clock.now += 0.6
+    s.exit(2.0)
+    assert s.state().limit == 37 + 9
+
+
+def test_a_burst_with_one_short_wait_is_not_a_standing_queue() -> None:
+    clock = Clock()
+    s = shedder(clock)
+    fill(s, 20)
+    for wait in (900.0, 700.0, 3.0, 800.0):
+        s.exit(wait)
+    clock.now += 0.6
+    s.exit(1000.0)
+    assert s.state().limit == 100
+
+
+def test_timeouts_count_and_the_limit_has_a_floor() -> None:
+    clock = Clock()
+    s = shedder(clock, min_inflight=4)
+    for _ in range(8):
+        fill(s, 2)
+        s.exit(math.inf)  # a caller timed out waiting: the queue outlasted it
+        clock.now += 0.6
+    assert s.state().limit == 4, "answers must keep coming to measure the queue by"
+    assert fill(s, 10) <= 4
+
+
+def test_no_answers_in_an_interval_changes_nothing() -> None:
+    clock = Clock()
+    s = shedder(clock)
+    fill(s, 5)
+    clock.now += 5
+    s.enter()
+    assert s.state() == s.state().__class__(100, 6, 0, None)
+
+
+def test_exits_never_drive_the_count_below_zero() -> None:
+    s = shedder(Clock())
+    s.exit(None)
+    s.exit(None)
+    assert s.state().inflight == 0
+
+
+@pytest.mark.parametrize("kw", [{"cut": 1.0}, {"min_inflight": 0},
+                                {"max_inflight": 2, "min_inflight": 3}])
+def test_nonsense_settings_are_refused(kw: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        shedder(Clock(), **kw)
