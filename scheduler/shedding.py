@@ -6,7 +6,10 @@ signal is the queue wait each answer reports (``Timings.queued_ms``: enqueue to 
 which, unlike total latency, does not grow with long generations. As in CoDel, a burst is fine
 and a *standing* queue is not: when even the shortest wait seen over an interval is above the
 target, the in-flight limit is cut below what is in flight; when it is back under the target,
-the limit grows again. Requests over the limit are refused at once (503, ``overloaded``), before
+the limit grows again. A wait is only known when its request ends, so answers to requests let
+in before the last cut describe the queue as it was: they never cut again (one cut per round
+trip, as TCP halves its window once per loss event), or the limit would collapse while the
+old queue drains. Requests over the limit are refused at once (503, ``overloaded``), before
 any budget is reserved, so the answered rate holds at what the workers can do.
 """
 
@@ -49,10 +52,25 @@ class LoadShedder:
         self._window_start = clock()
         self._window_min = math.inf
         self._samples = 0
+        #: When the limit was last cut; answers this interval to requests let in since then.
+        self._cut_at = -math.inf
+        self._fresh = 0
         self._last_min: float | None = None
 
-    def enter(self) -> None:
-        """Count one more request in flight, or raise Overloaded when over the limit."""
+    def check(self) -> None:
+        """Raise Overloaded if a request would be refused now, without admitting it: lets a
+        front door refuse before it spends CPU parsing a body it would refuse anyway."""
+        with self._lock:
+            self._tick()
+            if self._inflight < int(self._limit):
+                return
+            self._shed += 1
+            limit = int(self._limit)
+        raise self._refusal(limit)
+
+    def enter(self) -> float:
+        """Count one more request in flight, or raise Overloaded when over the limit; returns
+        the admission time, for :meth:`exit`."""
         with self._lock:
             self._tick()
             if self._inflight >= int(self._limit):
@@ -60,21 +78,27 @@ class LoadShedder:
                 limit = int(self._limit)
             else:
                 self._inflight += 1
-                return
-        raise Overloaded(
+                return self._clock()
+        raise self._refusal(limit)
+
+    def _refusal(self, limit: int) -> Overloaded:
+        return Overloaded(
             f"the workers are behind (queue waits above {self.target_wait_ms:g} ms), so this "
             f"front door holds {limit} requests in flight and refused this one before "
             "reserving budget or queuing it; retry after a second, or add workers",
             retry_after=1.0)
 
-    def exit(self, queued_ms: float | None) -> None:
-        """A request admitted by :meth:`enter` ended; ``queued_ms`` is the queue wait it saw
-        (``math.inf`` when it timed out or was dropped past its deadline; None: unknown)."""
+    def exit(self, queued_ms: float | None, admitted_at: float | None = None) -> None:
+        """A request admitted by :meth:`enter` (at ``admitted_at``, what it returned) ended;
+        ``queued_ms`` is the queue wait it saw (``math.inf`` when it timed out or was dropped
+        past its deadline; None: unknown)."""
         with self._lock:
             self._inflight = max(0, self._inflight - 1)
             if queued_ms is not None:
                 self._window_min = min(self._window_min, queued_ms)
                 self._samples += 1
+                if admitted_at is None or admitted_at >= self._cut_at:
+                    self._fresh += 1
             self._tick()
 
     def state(self) -> ShedState:
@@ -88,11 +112,13 @@ class LoadShedder:
             return
         if self._samples:  # no answers this interval: nothing learned
             self._last_min = self._window_min
-            if self._window_min > self.target_wait_ms:
-                # A standing queue: admit fewer than are in flight now, so it drains.
-                self._limit = max(float(self.min_inflight),
-                                  min(self._limit, float(self._inflight)) * self.cut)
-            else:
+            if self._window_min <= self.target_wait_ms:
                 self._limit = min(float(self.max_inflight),
                                   self._limit + max(1.0, self._limit / 4))
-        self._window_start, self._window_min, self._samples = now, math.inf, 0
+            elif self._fresh:
+                # A standing queue, seen by requests let in since the last cut: admit fewer
+                # than are in flight now, so it drains.
+                self._limit = max(float(self.min_inflight),
+                                  min(self._limit, float(self._inflight)) * self.cut)
+                self._cut_at = now
+        self._window_start, self._window_min, self._samples, self._fresh = now, math.inf, 0, 0

@@ -3,10 +3,12 @@
     python -m ops.bench.frontdoor_bench [--rates 100,500] [--seconds 8] [--server-workers 2]
                                         [--task-events]
 
-Three targets share one zero-latency stand-in: the stand-in called directly, sluicegate's front
+Four targets share one zero-latency stand-in: the stand-in called directly, sluicegate's front
 door (uvicorn --factory, with the whole pipeline behind it: response cache, routing, admission,
-Redis, a Celery worker process, the PostgreSQL ledger) and a LiteLLM proxy (PyPI, own venv,
-no database). Load is open loop (requests leave on schedule), unique per request, loopback
+Redis, a Celery worker process, the PostgreSQL ledger), a LiteLLM proxy (PyPI, own venv,
+no database) and the floor: a bare queue door (ops/bench/bare_door.py: HTTP in, a Celery no-op
+through the same broker and worker, HTTP out), whose held rate bounds any front door that puts
+each request on a Celery queue on this machine. Load is open loop (requests leave on schedule), unique per request, loopback
 only, bounded in count and time. Overhead = a target's latency percentile minus the direct
 stand-in's at the same rate in the same run, measured the same way for both proxies.
 """
@@ -43,13 +45,16 @@ from ops.bench.loadgen import RunResult, Target, run_open_loop
 from ops.bench.procs import stop
 
 MODEL = "gpt-4o-mini"
+#: The floor target: HTTP in, a bare Celery no-op through the same broker and worker, HTTP out.
+BARE = "bare queue door (floor)"
 
 
 @contextmanager
-def frontdoor_process(env: dict[str, str], port: int, workers: int
+def frontdoor_process(env: dict[str, str], port: int, workers: int,
+                      factory: str = "queues.http.app:from_env"
                       ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``uvicorn --factory queues.http.app:from_env`` in its own process(es); yields URL, proc."""
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "queues.http.app:from_env",
+    """``uvicorn --factory <factory>`` in its own process(es); yields URL, proc."""
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", factory,
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--log-level", "warning", "--no-access-log"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
@@ -160,12 +165,15 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
                    for _ in range(celery_workers)]
         door, door_proc = stack.enter_context(frontdoor_process(env, free_port(),
                                                                 server_workers))
+        bare, bare_proc = stack.enter_context(frontdoor_process(
+            env, free_port(), server_workers, factory="ops.bench.bare_door:from_env"))
         litellm, litellm_proc = stack.enter_context(
             litellm_process(standin, free_port(), model=MODEL, workers=server_workers,
                             venv=venv))
         # CPU each system spends, counted over its whole process tree (Redis and PostgreSQL,
         # shared by sluicegate's parts, are not counted): robust to other load on the machine.
         pids = {"stand-in direct": [], "litellm proxy": [litellm_proc.pid],
+                BARE: [bare_proc.pid] + [w.pid for w in workers],
                 "sluicegate front door": [door_proc.pid] + [w.pid for w in workers]}
         floor = celery_floor(env)
         nonce = uuid.uuid4().hex[:8]
@@ -174,6 +182,7 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
                    {"Authorization": "Bearer sk-direct"}, _body(nonce + "d")),
             Target("litellm proxy", litellm, "/v1/chat/completions",
                    {"Authorization": f"Bearer {MASTER_KEY}"}, _body(nonce + "l")),
+            Target(BARE, bare, "/v1/chat/completions", {}, _body(nonce + "b")),
             Target("sluicegate front door", door, "/v1/chat/completions",
                    {"Authorization": f"Bearer {key}", "x-sluice-feature": "bench"},
                    _body(nonce + "s")),
@@ -196,7 +205,7 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
                              f"worker {(result.cpu_s - door_cpu) * 1000 / result.ok:.2f})")
                 print(f"  {target.name} @ {rate:g}/s: {result.ok}/{result.sent} ok "
                       f"{result.errors or ''}{split}", flush=True)
-                if target.url == door:
+                if target.url in (door, bare):
                     wait_for_drain(env)
     return out, floor
 
@@ -209,6 +218,7 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
                 "overhead p99", "CPU ms/req"):
         table.add_column(col, justify="left" if col == "target" else "right")
     ratios: list[tuple[float, float, float]] = []
+    floors: list[tuple[float, float, float]] = []
     for rate in sorted({r.rate for r in results}):
         runs = {r.target: r for r in results if r.rate == rate}
         direct = runs["stand-in direct"]
@@ -225,6 +235,9 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
                           f"{p50:.2f}", f"{p99:.2f}",
                           "-" if r is direct else f"{p50 - d50:.2f}",
                           "-" if r is direct else f"{p99 - d99:.2f}", cpu)
+        if BARE in runs and "sluicegate front door" in runs:
+            floors.append((rate, runs[BARE].throughput,
+                           runs["sluicegate front door"].throughput))
         if "sluicegate front door" in over and "litellm proxy" in over:
             s, lite = over["sluicegate front door"], over["litellm proxy"]
             ratios.append((rate, s[0] / lite[0] if lite[0] > 0 else float("nan"),
@@ -233,6 +246,10 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
     for rate, r50, r99 in ratios:
         console.print(f"[bold]ratio sluicegate / litellm overhead @ {rate:g}/s: "
                       f"p50 {r50:.2f}x, p99 {r99:.2f}x[/] (goal: p99 <= 0.5x)")
+    for rate, held, ours in floors:
+        console.print(f"held @ {rate:g}/s offered: sluicegate {ours:.0f}/s, bare queue door "
+                      f"{held:.0f}/s (HTTP + one Celery no-op hop, no shedding): "
+                      f"{ours / held if held else float('nan'):.2f}x the floor's")
     if floor:
         f50, f99 = pct(floor, 50), pct(floor, 99)
         console.print(f"floor: bare Celery no-op round trip (serial, same broker and worker) "

@@ -21,7 +21,8 @@ from queues.handle import ReadyHandle, decode_reply
 from queues.http.auth import AuthError
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
-from queues.http.translate import completion_body, param_for, sluice_headers, to_request
+from queues.http.translate import (H_LANE, completion_body, param_for, sluice_headers,
+                                   to_request)
 
 #: Bodies past this are refused before parsing (a prompt that large fits no model anyway).
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -81,17 +82,20 @@ async def chat_completions(request: Request) -> Response:
     """Run one chat completion through the pipeline; async-lane requests get a job to poll."""
     fd = door(request)
     key = await fd.keys.principal(request)
+    if fd.shedder is not None and request.headers.get(H_LANE) != "async":
+        # Refuse before reading and parsing the body: when overloaded, the CPU a refusal costs
+        # is CPU the workers do not get (a cache hit is refused too while this holds).
+        fd.shedder.check()
     body = await read_json(request)
     data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
     data.setdefault("request_id", uuid.uuid4().hex)
     interactive = data["lane"] != "async"
     shedder = fd.shedder if interactive else None
-    admitted: list[bool] = []
+    admitted: list[float] = []
 
     def admit(_request: ChatRequest) -> None:
         assert shedder is not None
-        shedder.enter()  # raises Overloaded past the limit
-        admitted.append(True)
+        admitted.append(shedder.enter())  # raises Overloaded past the limit
 
     waited: float | None = None
     try:
@@ -114,7 +118,7 @@ async def chat_completions(request: Request) -> Response:
             return completion_response(result)
     finally:
         if admitted and shedder is not None:
-            shedder.exit(waited)
+            shedder.exit(waited, admitted[0])
     record: dict[str, Any] = {"team": key.team, "org": key.org,
                               "task_id": getattr(handle, "task_id", handle.request_id)}
     if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued

@@ -111,3 +111,38 @@ def test_exits_never_drive_the_count_below_zero() -> None:
 def test_nonsense_settings_are_refused(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         shedder(Clock(), **kw)
+
+
+def test_check_refuses_like_enter_without_admitting() -> None:
+    s = shedder(Clock(), max_inflight=2, min_inflight=1)
+    s.check()
+    assert s.state().inflight == 0, "a check admits nothing"
+    fill(s, 2)
+    with pytest.raises(Overloaded):
+        s.check()
+    assert s.state().shed == 1 and s.state().inflight == 2
+
+
+def test_answers_from_before_a_cut_do_not_cut_again() -> None:
+    """They describe the queue as it was when they joined it; cutting on each of them would
+    drive the limit to its floor while the old queue drains."""
+    clock = Clock()
+    s = shedder(clock)
+    early = [s.enter() for _ in range(40)]
+    s.exit(300.0, early.pop())
+    clock.now += 0.6
+    s.exit(300.0, early.pop())  # ends the interval: cut from 38 in flight
+    first = s.state().limit
+    assert first == int(38 * 0.75)
+    for _ in range(3):  # more slow answers to requests let in before the cut: hold
+        s.exit(300.0, early.pop())
+        clock.now += 0.6
+        s.exit(300.0, early.pop())
+        assert s.state().limit == first
+    while s.state().inflight >= first:
+        s.exit(None, early.pop())  # ended without a wait to learn from
+    late = s.enter()  # let in after the cut, and still slow: the queue stands, cut again
+    s.exit(300.0, late)
+    clock.now += 0.6
+    s.exit(300.0, early.pop())
+    assert s.state().limit < first
