@@ -37,7 +37,7 @@ class ShedState:
 class LoadShedder:
     """Admit or refuse queued interactive requests in one front-door process (thread-safe)."""
 
-    def __init__(self, *, target_wait_ms: float = 50.0, interval_s: float = 0.5,
+    def __init__(self, *, target_wait_ms: float = 100.0, interval_s: float = 0.5,
                  max_inflight: int = 2048, min_inflight: int = 8, cut: float = 0.75,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 0 < cut < 1 or min_inflight < 1 or max_inflight < min_inflight:

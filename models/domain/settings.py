@@ -169,7 +169,7 @@ class SheddingSettings(BaseModel):
     enabled: bool = True
     #: Queue wait (enqueue to worker start) that counts as a standing queue when even the
     #: shortest wait over an interval is above it.
-    target_wait_ms: float = Field(default=50.0, gt=0)
+    target_wait_ms: float = Field(default=100.0, gt=0)
     interval_ms: float = Field(default=500.0, gt=0)
     #: Hard cap on interactive requests in flight per front-door process.
     max_inflight: int = Field(default=2048, ge=1)

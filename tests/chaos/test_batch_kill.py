@@ -43,6 +43,18 @@ def _creations(standin: Any) -> int:
     return int(standin.stats()["by_path"].get("/v1/batches", 0))
 
 
+def _placed(env: dict[str, str]) -> int:
+    """Placements the worker recorded under this test's key prefix."""
+    import redis
+
+    client = redis.Redis.from_url(env["SLUICE_BROKER__URL"])
+    try:
+        pattern = env["SLUICE_BROKER__KEY_PREFIX"] + "sluice:batch-placement:*"
+        return sum(1 for _ in client.scan_iter(match=pattern))
+    finally:
+        client.close()
+
+
 def test_kill_during_a_batch_pays_for_it_once(chaos_env: dict[str, str], chaos_sessions: Any,
                                                slow_batches: Any, tmp_path: Path) -> None:
     env = {**chaos_env,
@@ -64,7 +76,9 @@ def test_kill_during_a_batch_pays_for_it_once(chaos_env: dict[str, str], chaos_s
             "messages": [{"role": "user", "content": f"Rephrase item {i}"}]})
             for i in range(BATCH_MAX)]
         deadline = time.time() + 60
-        while _creations(slow_batches) < 1:
+        # Until the batch is created *and* its placements are written (a kill between the two
+        # is a window of a few milliseconds this test does not aim at).
+        while _creations(slow_batches) < 1 or _placed(env) < BATCH_MAX:
             assert time.time() < deadline, "the first worker never submitted its batch"
             time.sleep(0.05)
         kill9(first)  # the batch is at the provider, paid for, its answers not collected

@@ -206,9 +206,11 @@ class BatchCollector:
                 fut.set_exception(ProviderRetryable(f"batch submission crashed: {exc}",
                                                     provider=key[0]))
             return
+        # Recorded first: a kill between the provider's answer and this write is the one
+        # window in which a redelivery would put the same requests into a second batch.
+        self._record(key, batch_id, numbered)
         self.submitted.append(batch_id)
         log.info("submitted %s batch %s with %d calls", key[1], batch_id, len(items))
-        self._record(key, batch_id, numbered)
         self._inflight.append(_InFlight(api, batch_id,
                                         {cid: f for cid, (_, f, _) in numbered.items()},
                                         next_poll=self._clock() + self.poll_interval_s))
