@@ -100,15 +100,21 @@ class Gateway:
             raise
 
     def _deadline(self, request: ChatRequest, now: float) -> float | None:
-        """When a worker should stop bothering: the caller's own timeout or the lane's queue
-        timeout, whichever comes first (None: no limit)."""
-        limits = [t for t in (request.timeout_s,
-                              self.settings.lanes.get(request.lane).queue_timeout_s) if t]
-        return now + min(limits) if limits else None
+        """When a worker should no longer start the request: once its caller's own timeout has
+        passed, or, when the caller gave none, its lane's queue timeout (None: no limit)."""
+        limit = request.timeout_s or self.settings.lanes.get(request.lane).queue_timeout_s
+        return now + limit if limit else None
 
     def complete(self, data: ChatRequest | dict[str, Any], timeout: float | None = 60.0
                  ) -> ChatResult:
-        """Submit ``data`` and wait up to ``timeout`` seconds for its result."""
+        """Submit ``data`` and wait up to ``timeout`` seconds for its result; unless ``data``
+        says otherwise (``timeout_s``), a worker will not start it after that either."""
+        if timeout is not None and timeout > 0:
+            if isinstance(data, ChatRequest):
+                if data.timeout_s is None:
+                    data = data.model_copy(update={"timeout_s": timeout})
+            elif isinstance(data, dict) and data.get("timeout_s") is None:
+                data = {**data, "timeout_s": timeout}
         return self.submit(data).result(timeout=timeout)
 
     def _send(self, envelope: Envelope) -> Any:

@@ -83,7 +83,7 @@ class ChatRequest(BaseModel):
     model: str = Field(default="auto", min_length=1, max_length=128)
     cache: CachePolicy = CachePolicy()
     #: How long the caller waits for the answer (seconds). A request still queued after this
-    #: (or after its lane's ``queue_timeout_s``) is not run and costs nothing.
+    #: (when unset: after its lane's ``queue_timeout_s``) is not run and costs nothing.
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     #: Free-form tags carried to the ledger; never part of the cache key.
     tags: dict[str, str] = Field(default_factory=dict, max_length=32)

@@ -101,7 +101,8 @@ class LaneSettings(BaseModel):
     batch_timeout_ms: float = 0.0
     batch_max: int = 32
     #: A request that waited in the queue longer than this (seconds; 0: no limit) is not run:
-    #: its caller has given up, so paying a provider for its answer would be waste.
+    #: its caller has given up, so paying a provider for its answer would be waste. A default
+    #: for callers that give no timeout of their own (``ChatRequest.timeout_s``), not a cap.
     queue_timeout_s: float = Field(default=0.0, ge=0)
 
 

@@ -1,4 +1,4 @@
-"""A queued request's deadline: the caller's own timeout or its lane's queue timeout."""
+"""A queued request's deadline: the caller's own timeout, else its lane's queue timeout."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ def request(**kw: object) -> object:
                           "messages": [{"role": "user", "content": "hi"}]})
 
 
-def test_the_sooner_of_caller_and_lane_timeout_wins() -> None:
+def test_the_callers_timeout_else_the_lanes() -> None:
     gw = Gateway(load_settings({}))
     try:
         assert gw.settings.lanes.interactive.queue_timeout_s == 30
         assert gw._deadline(request(), 1000.0) == 1030.0  # type: ignore[arg-type]
         assert gw._deadline(request(timeout_s=4), 1000.0) == 1004.0  # type: ignore[arg-type]
-        assert gw._deadline(request(timeout_s=90), 1000.0) == 1030.0  # type: ignore[arg-type]
+        # A caller that waits longer than the lane's default is not dropped before it gives up.
+        assert gw._deadline(request(timeout_s=90), 1000.0) == 1090.0  # type: ignore[arg-type]
         # The async lane waits as long as it must, unless its caller says otherwise.
         assert gw._deadline(request(lane="async"), 1000.0) is None  # type: ignore[arg-type]
         assert gw._deadline(request(lane="async", timeout_s=600),  # type: ignore[arg-type]
@@ -31,5 +32,31 @@ def test_a_lane_without_a_queue_timeout_sets_none() -> None:
     gw = Gateway(load_settings({"SLUICE_LANES__INTERACTIVE__QUEUE_TIMEOUT_S": "0"}))
     try:
         assert gw._deadline(request(), 5.0) is None  # type: ignore[arg-type]
+    finally:
+        gw.close()
+
+
+def test_complete_hands_its_timeout_on_unless_the_request_has_one() -> None:
+    gw = Gateway(load_settings({}))
+    seen: list[object] = []
+
+    class Done:
+        def result(self, timeout: float | None = None) -> str:
+            return "answer"
+
+    def submit(data: object, **_: object) -> Done:
+        seen.append(data)
+        return Done()
+
+    gw.submit = submit  # type: ignore[method-assign]
+    try:
+        body = {"team": "t", "feature": "f", "messages": [{"role": "user", "content": "hi"}]}
+        assert gw.complete(body, timeout=7) == "answer"
+        assert gw.complete({**body, "timeout_s": 2}, timeout=7) == "answer"
+        assert gw.complete(parse_request(body), timeout=9) == "answer"
+        gw.complete(body, timeout=None)
+        assert [getattr(d, "timeout_s", None) if not isinstance(d, dict) else d.get("timeout_s")
+                for d in seen] == [7, 2, 9, None]
+        assert "timeout_s" not in body, "the caller's dict is not changed"
     finally:
         gw.close()
