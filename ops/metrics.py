@@ -33,6 +33,8 @@ class Snapshot:
     budgets: list[Any] | None = None
     pauses: dict[str, list[str]] | None = None
     depths: dict[str, int | None] = field(default_factory=dict)
+    #: Requests the front doors refused as overloaded, per lane (None: not read).
+    shed: dict[str, int] | None = None
     up: dict[str, bool] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -45,9 +47,10 @@ class SluiceCollector(Collector):
     """
 
     def __init__(self, sessions: Callable[[], Any], *, app: Any = None,
-                 cache_s: float = 5.0) -> None:
+                 cache_s: float = 5.0, shed: Callable[[], dict[str, int]] | None = None) -> None:
         self.sessions = sessions
         self.app = app
+        self.shed = shed
         self.cache_s = cache_s
         self._lock = threading.Lock()
         self._snap: Snapshot | None = None
@@ -57,7 +60,7 @@ class SluiceCollector(Collector):
         """The current figures, read again when the cached ones are older than ``cache_s``."""
         with self._lock:
             if self._snap is None or time.monotonic() - self._taken >= self.cache_s:
-                self._snap = read_snapshot(self.sessions, self.app)
+                self._snap = read_snapshot(self.sessions, self.app, self.shed)
                 self._taken = time.monotonic()
             return self._snap
 
@@ -78,7 +81,8 @@ class SluiceCollector(Collector):
                                 "ledger and broker took", value=snap.seconds)
 
 
-def read_snapshot(sessions: Callable[[], Any], app: Any = None) -> Snapshot:
+def read_snapshot(sessions: Callable[[], Any], app: Any = None,
+                  shed: Callable[[], dict[str, int]] | None = None) -> Snapshot:
     """Query the ledger, budgets and broker; a source that fails is reported down, not raised."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -97,6 +101,13 @@ def read_snapshot(sessions: Callable[[], Any], app: Any = None) -> Snapshot:
     snap.budgets, snap.pauses, snap.up["budgets"] = _read_budgets(sessions)
     if app is not None:
         snap.depths, snap.up["broker"] = read_depths(app)
+    if shed is not None:
+        try:
+            snap.shed = shed()
+        except Exception:  # noqa: BLE001 - reported as a source that is down
+            snap.up["shed_tally"] = False
+        else:
+            snap.up["shed_tally"] = True
     snap.seconds = time.perf_counter() - began
     return snap
 
@@ -231,13 +242,21 @@ def _queue_families(snap: Snapshot) -> Iterator[Any]:
         for queue in QUEUES:
             paused.add_metric([queue], 1.0 if snap.pauses.get(queue) else 0.0)
         yield paused
+    if snap.shed is not None:
+        shed = CounterMetricFamily("sluice_frontdoor_shed", "Requests the front doors refused "
+                                   "as overloaded (503) before queueing them", labels=["lane"])
+        for lane, n in sorted(snap.shed.items()):
+            shed.add_metric([lane], n)
+        yield shed
 
 
 def build_registry(sessions: Callable[[], Any], *, app: Any = None,
-                   cache_s: float = 5.0) -> CollectorRegistry:
-    """A fresh registry holding one collector over ``sessions`` (and the broker of ``app``)."""
+                   cache_s: float = 5.0, shed: Callable[[], dict[str, int]] | None = None
+                   ) -> CollectorRegistry:
+    """A fresh registry holding one collector over ``sessions`` (and the broker of ``app``,
+    and the front doors' refusal tally read by ``shed``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SluiceCollector(sessions, app=app, cache_s=cache_s))
+    registry.register(SluiceCollector(sessions, app=app, cache_s=cache_s, shed=shed))
     return registry
 
 
@@ -246,4 +265,17 @@ def registry_for(settings: Any, *, cache_s: float = 5.0) -> CollectorRegistry:
     from queues.app import create_app
     from queues.wiring import ledger_sessions
 
-    return build_registry(ledger_sessions(settings), app=create_app(settings), cache_s=cache_s)
+    shed = None
+    if settings.broker.url.startswith(("redis://", "rediss://")):
+        import redis
+
+        from queues.shed_tally import read_tally
+
+        client = redis.Redis.from_url(settings.broker.url, socket_timeout=2)
+        prefix = settings.broker.key_prefix
+
+        def shed() -> dict[str, int]:
+            return read_tally(client, prefix)
+
+    return build_registry(ledger_sessions(settings), app=create_app(settings), cache_s=cache_s,
+                          shed=shed)

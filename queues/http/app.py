@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
@@ -39,11 +40,13 @@ def create_app(settings: Settings, *,
         door = await run_in_threadpool(lambda: FrontDoor.build(settings, **gateway_overrides))
         app.state.door = door
         extras = ExitStack()
+        flusher = asyncio.create_task(_flush_shed_every(door, SHED_FLUSH_S))
         try:
             if on_start is not None:
                 await run_in_threadpool(extras.enter_context, on_start(door))
             yield
         finally:
+            flusher.cancel()
             await run_in_threadpool(extras.close)
             await door.close()
 
@@ -68,6 +71,17 @@ def create_app(settings: Settings, *,
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={HTTPException: http_error, Exception: server_error})
+
+
+#: How often a front door adds its refusals to the shared tally (queues/shed_tally.py).
+SHED_FLUSH_S = 1.0
+
+
+async def _flush_shed_every(door: FrontDoor, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        if door.tally is not None and door.shedder is not None:
+            await run_in_threadpool(door.flush_shed)
 
 
 def from_env() -> Starlette:

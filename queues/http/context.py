@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +23,11 @@ from queues.http.auth import KeyBook
 from queues.http.jobs import JobBook, build_jobs
 from queues.http.waiter import ResultWaiter, Watch, prepare_app
 from queues.producer import Gateway, connect
+from queues.shed_tally import ShedTally
 from scheduler.shedding import LoadShedder
 from queues.wiring import ledger_sessions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +42,8 @@ class FrontDoor:
     sessions: sessionmaker[Session]
     #: Sheds interactive requests past the workers' capacity (None: shedding disabled).
     shedder: LoadShedder | None = None
+    #: Where this process adds its refusals for `sluice metrics` (None: no Redis broker).
+    tally: ShedTally | None = None
 
     @classmethod
     def build(cls, settings: Settings, **gateway_overrides: Any) -> FrontDoor:
@@ -47,7 +53,7 @@ class FrontDoor:
         gateway = connect(settings, app=app, **gateway_overrides)
         return cls(settings=settings, gateway=gateway, keys=KeyBook(sessions),
                    waiter=ResultWaiter(app), jobs=build_jobs(settings), sessions=sessions,
-                   shedder=shedder_for(settings))
+                   shedder=shedder_for(settings), tally=tally_for(settings))
 
     @property
     def catalogue(self) -> Catalogue:
@@ -96,8 +102,20 @@ class FrontDoor:
             out["broker"] = f"unreachable: {type(exc).__name__}"
         return out
 
+    def flush_shed(self) -> None:
+        """Add this process's new refusals to the shared tally (blocking; best effort)."""
+        if self.shedder is None or self.tally is None:
+            return
+        try:
+            self.tally.flush(self.shedder.state().shed)
+        except Exception as exc:  # noqa: BLE001 - a count, not a request: the next flush retries
+            log.debug("could not add refusals to the shared tally: %s", exc)
+
     async def close(self) -> None:
         """Release connections and threads."""
+        self.flush_shed()
+        if self.tally is not None:
+            self.tally.client.close()
         self.waiter.close()
         await self.jobs.close()
         self.gateway.close()
@@ -114,3 +132,13 @@ def shedder_for(settings: Settings) -> LoadShedder | None:
     return LoadShedder(target_wait_ms=shed.target_wait_ms, interval_s=shed.interval_ms / 1000,
                        max_inflight=shed.max_inflight,
                        min_inflight=min(shed.min_inflight, shed.max_inflight))
+
+
+def tally_for(settings: Settings) -> ShedTally | None:
+    """The shared refusal tally, when the broker is Redis (where `sluice metrics` reads it)."""
+    url = settings.broker.url
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return ShedTally(redis.Redis.from_url(url, socket_timeout=2), settings.broker.key_prefix)

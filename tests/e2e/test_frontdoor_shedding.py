@@ -36,7 +36,7 @@ def load(door: str, key: str) -> dict[str, Any]:
 
 
 def test_requests_past_the_limit_are_refused_at_once_and_never_billed(
-        small_door: str, pg_url: str, standin: Any) -> None:
+        small_door: str, pg_url: str, standin: Any, integration_settings: Any) -> None:
     team, operator = mint(pg_url, "shed"), mint(pg_url, "ops", role="operator")
     sdk = openai.OpenAI(api_key=team, base_url=small_door + "/v1", max_retries=0, timeout=60)
     # The provider answers the next two calls slowly: they hold the door's two places.
@@ -71,6 +71,17 @@ def test_requests_past_the_limit_are_refused_at_once_and_never_billed(
     assert state["shed"] >= 3 and state["inflight"] == 0
     # Once room is back, requests get in again.
     assert ask("after").http_response.status_code == 200
+    # The refusals reach the tally `sluice metrics` exposes (flushed once a second).
+    import redis
+
+    from queues.shed_tally import read_tally
+
+    client = redis.Redis.from_url(integration_settings.broker.url)
+    deadline = time.monotonic() + 10
+    while read_tally(client, integration_settings.broker.key_prefix).get("interactive", 0) < 3:
+        assert time.monotonic() < deadline, "the door never added its refusals to the tally"
+        time.sleep(0.2)
+    client.close()
     engine = make_engine(pg_url)
     try:
         with session_factory(engine)() as s:
