@@ -32,7 +32,12 @@ class Envelope(BaseModel):
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe form for the broker."""
-        return self.model_dump(mode="json")
+        message = self.model_dump(mode="json")
+        # Workers of the previous release refuse unknown request fields: a field they do not
+        # know is left out while unset, so a rolling deploy can put workers last.
+        if message["request"].get("timeout_s") is None:
+            message["request"].pop("timeout_s", None)
+        return message
 
 
 def task_id_for(request: ChatRequest) -> str:

@@ -27,6 +27,10 @@ from scheduler.hooks import Admission, PauseBook, ResponseCache
 from scheduler.route import Scorer, decide_route
 
 
+#: The longest caller timeout a request can carry (ChatRequest.timeout_s).
+MAX_TIMEOUT_S = 86_400.0
+
+
 class Gateway:
     """One request's path up to the queue: validate, cache, route, admit, enqueue."""
 
@@ -109,7 +113,7 @@ class Gateway:
                  ) -> ChatResult:
         """Submit ``data`` and wait up to ``timeout`` seconds for its result; unless ``data``
         says otherwise (``timeout_s``), a worker will not start it after that either."""
-        if timeout is not None and timeout > 0:
+        if timeout is not None and 0 < timeout <= MAX_TIMEOUT_S:
             if isinstance(data, ChatRequest):
                 if data.timeout_s is None:
                     data = data.model_copy(update={"timeout_s": timeout})

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from models.domain.errors import Overloaded
 
@@ -32,6 +33,12 @@ class ShedState:
     inflight: int
     shed: int
     last_min_wait_ms: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-safe (a wait of infinity, every answer timed out, has no JSON number)."""
+        wait = self.last_min_wait_ms
+        return {"limit": self.limit, "inflight": self.inflight, "shed": self.shed,
+                "last_min_wait_ms": wait if wait is None or math.isfinite(wait) else None}
 
 
 class LoadShedder:
@@ -52,6 +59,9 @@ class LoadShedder:
         self._window_start = clock()
         self._window_min = math.inf
         self._samples = 0
+        #: The most requests in flight at once this interval: what a cut is taken from (the
+        #: count at the interval's end may be a lull).
+        self._peak = 0
         #: When the limit was last cut; answers this interval to requests let in since then.
         self._cut_at = -math.inf
         self._fresh = 0
@@ -78,6 +88,7 @@ class LoadShedder:
                 limit = int(self._limit)
             else:
                 self._inflight += 1
+                self._peak = max(self._peak, self._inflight)
                 return self._clock()
         raise self._refusal(limit)
 
@@ -119,6 +130,7 @@ class LoadShedder:
                 # A standing queue, seen by requests let in since the last cut: admit fewer
                 # than are in flight now, so it drains.
                 self._limit = max(float(self.min_inflight),
-                                  min(self._limit, float(self._inflight)) * self.cut)
+                                  min(self._limit, float(self._peak)) * self.cut)
                 self._cut_at = now
         self._window_start, self._window_min, self._samples, self._fresh = now, math.inf, 0, 0
+        self._peak = self._inflight

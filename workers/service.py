@@ -100,7 +100,8 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             f"request {req.request_id} waited {started - env.enqueued_at:.1f} s in queue "
             f"{route.queue}, past its deadline; it was not sent to a provider and costs "
             "nothing. Workers are behind: add workers, or retry later",
-            request_id=req.request_id, queue=route.queue)
+            request_id=req.request_id, queue=route.queue,
+            waited_ms=round((started - env.enqueued_at) * 1000, 1))
         _fail(rt, env, err)
         return error_reply(req.request_id, err)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
@@ -120,5 +119,5 @@ async def health(request: Request) -> Response:
     ok = all(v == "ok" for v in parts.values())
     body: dict[str, Any] = {"status": "ok" if ok else "degraded", **parts}
     if fd.shedder is not None:  # this process's load shedding: a low limit means overload
-        body["shedding"] = dataclasses.asdict(fd.shedder.state())
+        body["shedding"] = fd.shedder.state().as_json()
     return JSONResponse(body, status_code=200 if ok else 503)

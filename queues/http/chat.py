@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models.domain.errors import DeadlineExceeded, ResultTimeout, SluiceError, ValidationError
+from models.domain.errors import DeadlineExceeded, SluiceError, ValidationError
 from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
@@ -90,6 +90,8 @@ async def chat_completions(request: Request) -> Response:
     data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
     data.setdefault("request_id", uuid.uuid4().hex)
     interactive = data["lane"] != "async"
+    if interactive:
+        data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s"))
     shedder = fd.shedder if interactive else None
     admitted: list[float] = []
 
@@ -98,6 +100,7 @@ async def chat_completions(request: Request) -> Response:
         admitted.append(shedder.enter())  # raises Overloaded past the limit
 
     waited: float | None = None
+    began = time.monotonic()
     try:
         try:
             handle, watch = await run_in_threadpool(
@@ -111,10 +114,16 @@ async def chat_completions(request: Request) -> Response:
             try:
                 result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"],
                                                                     data.get("timeout_s")))
-            except (ResultTimeout, DeadlineExceeded):
-                waited = math.inf  # the queue outlasted the caller: the clearest overload sign
+            except DeadlineExceeded as err:
+                # The worker dropped it: the queue outlasted the caller, and says by how much.
+                found = err.details.get("waited_ms")
+                waited = float(found) if isinstance(found, (int, float)) else None
                 raise
-            waited = result.timings.queued_ms if result.timings else None
+            # The queue wait by this process's clock alone (round trip less the worker's own
+            # time), so a clock skew between hosts cannot fake or hide a standing queue. A
+            # ResultTimeout leaves it unknown: the request may have been running all along.
+            waited = max(0.0, (time.monotonic() - began) * 1000
+                         - (result.timings.provider_ms if result.timings else 0.0))
             return completion_response(result)
     finally:
         if admitted and shedder is not None:

@@ -66,6 +66,17 @@ class FrontDoor:
         lane_s = self.settings.lanes.get(lane).time_limit_s + 5.0
         return min(lane_s, caller_s + 1.0) if caller_s else lane_s
 
+    def deadline_for(self, lane: str, caller_s: float | None) -> float | None:
+        """The ``timeout_s`` an interactive request carries to its worker: what the caller
+        will wait, but never past when this door stops waiting for it (an SDK announces 600 s
+        by default, this door waits the lane's time limit and a little); a caller that says
+        nothing gets its lane's queue timeout (None here), within the same bound."""
+        door_s = self.timeout_for(lane)
+        if caller_s:
+            return min(caller_s, door_s)
+        lane_s = self.settings.lanes.get(lane).queue_timeout_s
+        return door_s if not lane_s or lane_s > door_s else None
+
     def submit(self, data: dict[str, Any], loop: asyncio.AbstractEventLoop, watch: bool,
                admit: Callable[[ChatRequest], None] | None = None
                ) -> tuple[Handle, Watch | None]:
@@ -73,7 +84,8 @@ class FrontDoor:
         handle = self.gateway.submit(data, admit=admit)
         if not watch:
             return handle, None
-        return handle, self.waiter.watch(handle, loop, self.timeout_for(data.get("lane", "")))
+        return handle, self.waiter.watch(handle, loop, self.timeout_for(data.get("lane", ""),
+                                                                        data.get("timeout_s")))
 
     def job_outcome(self, job_id: str) -> tuple[str, ChatResult | SluiceError | None]:
         """``(state, outcome)`` of a queued job from the result store (blocking)."""

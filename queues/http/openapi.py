@@ -125,7 +125,7 @@ _CHAT_PARAMS = [
     _header("x-sluice-timeout", "Seconds you will wait (0 < t <= 86400; default: what your "
                                 "SDK announces, or the lane's queue timeout). A request still "
                                 "queued after it is not run and costs nothing.",
-            pattern=r"^[0-9]{1,5}(\.[0-9]{1,3})?$"),
+            pattern=r"^[1-9][0-9]{0,4}(\.[0-9]{1,3})?$"),
 ]
 
 

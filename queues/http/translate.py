@@ -73,14 +73,16 @@ def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str,
         origin["cache"] = H_CACHE
     if headers.get(H_BATCH):
         data["tags"]["batch"] = headers[H_BATCH].strip().lower()
-    timeout = _caller_timeout(headers)
+    timeout = _caller_timeout(headers, sdk=data["lane"] != "async")
     if timeout is not None:
         data["timeout_s"], origin["timeout_s"] = timeout, H_TIMEOUT
     return data, origin
 
 
-def _caller_timeout(headers: Any) -> float | None:
-    """Seconds the caller will wait: ``x-sluice-timeout``, else what its SDK announced."""
+def _caller_timeout(headers: Any, *, sdk: bool) -> float | None:
+    """Seconds the caller will wait: ``x-sluice-timeout``, else (``sdk``: an interactive
+    request, whose HTTP call waits for the answer) what its SDK announced. An async request's
+    HTTP call ends at once with a job id: its SDK timeout says nothing about the job."""
     given = headers.get(H_TIMEOUT)
     if given is not None:
         try:
@@ -91,7 +93,7 @@ def _caller_timeout(headers: Any) -> float | None:
             _bad(H_TIMEOUT, f"{H_TIMEOUT} must be a number of seconds in (0, 86400], "
                  f"not {given[:40]!r}")
         return value
-    for name in SDK_TIMEOUT_HEADERS:
+    for name in SDK_TIMEOUT_HEADERS if sdk else ():
         try:
             value = float(headers.get(name) or "nan")
         except ValueError:

@@ -108,6 +108,10 @@ def test_the_callers_timeout_comes_from_our_header_or_its_sdk() -> None:
     assert translate(msgs, x_stainless_timeout="30", x_sluice_timeout="4")[0]["timeout_s"] == 4
     assert "timeout_s" not in translate(msgs, x_stainless_read_timeout="soon")[0]
     assert parse_request(translate(msgs, x_sluice_timeout="9")[0]).timeout_s == 9
+    # An async request's HTTP call ends at once with a job: its SDK timeout says nothing.
+    assert "timeout_s" not in translate(msgs, x_sluice_lane="async",
+                                        x_stainless_read_timeout="600")[0]
+    assert translate(msgs, x_sluice_lane="async", x_sluice_timeout="900")[0]["timeout_s"] == 900
     for bad in ("0", "-1", "nan", "1e9", "soon"):
         with pytest.raises(ValidationError) as exc:
             translate(msgs, x_sluice_timeout=bad)

@@ -48,7 +48,7 @@ def test_the_hard_cap_refuses_with_a_retryable_typed_error() -> None:
     s.enter()  # room again
 
 
-def test_a_standing_queue_cuts_the_limit_below_what_is_in_flight() -> None:
+def test_a_standing_queue_cuts_the_limit_below_the_most_in_flight() -> None:
     clock = Clock()
     s = shedder(clock)
     assert fill(s, 60) == 60
@@ -58,14 +58,15 @@ def test_a_standing_queue_cuts_the_limit_below_what_is_in_flight() -> None:
     with pytest.raises(Overloaded):  # the interval ends on the next call, which is refused
         s.enter()
     state = s.state()
-    assert state.limit == int(50 * 0.75) and state.last_min_wait_ms == 400.0
+    # From the interval's peak (60), not the lull at its end (50).
+    assert state.limit == int(60 * 0.75) and state.last_min_wait_ms == 400.0
     assert fill(s, 100) == 0, "over the cut limit, new requests must be refused"
     # Waits drop under the target: the limit grows back, a quarter at a time.
     for _ in range(20):
         s.exit(2.0)
     clock.now += 0.6
     s.exit(2.0)
-    assert s.state().limit == 37 + 9
+    assert s.state().limit == 45 + 11
 
 
 def test_a_burst_with_one_short_wait_is_not_a_standing_queue() -> None:
@@ -131,9 +132,9 @@ def test_answers_from_before_a_cut_do_not_cut_again() -> None:
     early = [s.enter() for _ in range(40)]
     s.exit(300.0, early.pop())
     clock.now += 0.6
-    s.exit(300.0, early.pop())  # ends the interval: cut from 38 in flight
+    s.exit(300.0, early.pop())  # ends the interval: cut from the 40 that were in flight
     first = s.state().limit
-    assert first == int(38 * 0.75)
+    assert first == int(40 * 0.75)
     for _ in range(3):  # more slow answers to requests let in before the cut: hold
         s.exit(300.0, early.pop())
         clock.now += 0.6
@@ -146,3 +147,30 @@ def test_answers_from_before_a_cut_do_not_cut_again() -> None:
     clock.now += 0.6
     s.exit(300.0, early.pop())
     assert s.state().limit < first
+
+
+def test_a_lull_at_the_end_of_an_interval_does_not_cut_to_the_floor() -> None:
+    clock = Clock()
+    s = shedder(clock)
+    tokens = [s.enter() for _ in range(40)]
+    for t in tokens:
+        s.exit(None, t)  # all ended (no wait learned) ...
+    late = s.enter()
+    s.exit(500.0, late)  # ... but one answer shows a standing queue
+    clock.now += 0.6
+    s.check()
+    assert s.state().limit == 30, "cut from the interval's 40, not the 0 left at its end"
+
+
+def test_the_health_report_is_json_even_when_every_answer_timed_out() -> None:
+    import json
+
+    clock = Clock()
+    s = shedder(clock)
+    s.exit(math.inf, s.enter())
+    clock.now += 0.6
+    s.check()
+    assert s.state().last_min_wait_ms == math.inf
+    report = s.state().as_json()
+    assert report["last_min_wait_ms"] is None and report["limit"] == 4
+    json.dumps(report, allow_nan=False)
