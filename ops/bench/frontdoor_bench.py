@@ -1,7 +1,7 @@
 """Front-door overhead p50 / p99 at 100 and 500 requests/s, beside a LiteLLM proxy, in one run.
 
     python -m ops.bench.frontdoor_bench [--rates 100,500] [--seconds 8] [--server-workers 2]
-                                        [--task-events]
+                                        [--repeats 1] [--task-events]
 
 Four targets share one zero-latency stand-in: the stand-in called directly, sluicegate's front
 door (uvicorn --factory, with the whole pipeline behind it: response cache, routing, admission,
@@ -148,7 +148,7 @@ def _body(nonce: str) -> Any:
 
 
 def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int,
-        celery_workers: int, venv: Path, task_events: bool = False
+        celery_workers: int, venv: Path, task_events: bool = False, repeats: int = 1
         ) -> tuple[list[RunResult], list[float]]:
     """Measure every target at every rate; returns the measured (not warm-up) runs and the
     bare Celery round trips (ms) measured in the same run."""
@@ -188,26 +188,57 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
                    _body(nonce + "s")),
         ]
         offset = 0
-        for rate in rates:
-            for target in targets:
-                asyncio.run(run_open_loop(target, rate, warmup_s, offset=offset))
-                offset += 100_000
-                cpu_before = tree_cpu_s(pids[target.name])
-                door_before = tree_cpu_s([door_proc.pid])
-                result = asyncio.run(run_open_loop(target, rate, seconds, offset=offset))
-                result.cpu_s = tree_cpu_s(pids[target.name]) - cpu_before
-                door_cpu = tree_cpu_s([door_proc.pid]) - door_before
-                offset += 100_000
-                out.append(result)
-                split = ""
-                if target.url == door and result.ok:
-                    split = (f" (CPU ms/req: front door {door_cpu * 1000 / result.ok:.2f}, "
-                             f"worker {(result.cpu_s - door_cpu) * 1000 / result.ok:.2f})")
-                print(f"  {target.name} @ {rate:g}/s: {result.ok}/{result.sent} ok "
-                      f"{result.errors or ''}{split}", flush=True)
-                if target.url in (door, bare):
-                    wait_for_drain(env)
+        # Repeats interleave the targets (A B C D, A B C D, ...), so a machine that drifts
+        # slower or faster over the run weighs on every target alike.
+        for rep, rate, target in ((rep, rate, target) for rep in range(repeats)
+                                  for rate in rates for target in targets):
+            asyncio.run(run_open_loop(target, rate, warmup_s, offset=offset))
+            offset += 100_000
+            cpu_before = tree_cpu_s(pids[target.name])
+            door_before = tree_cpu_s([door_proc.pid])
+            result = asyncio.run(run_open_loop(target, rate, seconds, offset=offset))
+            result.cpu_s = tree_cpu_s(pids[target.name]) - cpu_before
+            door_cpu = tree_cpu_s([door_proc.pid]) - door_before
+            offset += 100_000
+            result.repeat = rep
+            out.append(result)
+            split = ""
+            if target.url == door and result.ok:
+                split = (f" (CPU ms/req: front door {door_cpu * 1000 / result.ok:.2f}, "
+                         f"worker {(result.cpu_s - door_cpu) * 1000 / result.ok:.2f})")
+            print(f"  [{rep + 1}/{repeats}] {target.name} @ {rate:g}/s: "
+                  f"{result.ok}/{result.sent} ok "
+                  f"{result.errors or ''}{split}", flush=True)
+            if target.url in (door, bare):
+                wait_for_drain(env)
     return out, floor
+
+
+def pooled(results: list[RunResult]) -> list[RunResult]:
+    """One result per (rate, target): the repeats' samples, counts, time and CPU summed."""
+    merged: dict[tuple[float, str], RunResult] = {}
+    for r in results:
+        into = merged.setdefault((r.rate, r.target), RunResult(target=r.target, rate=r.rate,
+                                                               sent=0))
+        into.sent += r.sent
+        into.latencies_ms += r.latencies_ms
+        into.elapsed_s += r.elapsed_s
+        into.cpu_s += r.cpu_s
+        for k, v in r.errors.items():
+            into.errors[k] = into.errors.get(k, 0) + v
+    return list(merged.values())
+
+
+def _p99_ratio(runs: list[RunResult]) -> float:
+    """sluicegate's p99 overhead over LiteLLM's, in one repeat at one rate."""
+    by = {r.target: r for r in runs}
+    try:
+        d = pct(by["stand-in direct"].latencies_ms, 99)
+        ours = pct(by["sluicegate front door"].latencies_ms, 99) - d
+        theirs = pct(by["litellm proxy"].latencies_ms, 99) - d
+    except (KeyError, IndexError):
+        return float("nan")
+    return ours / theirs if theirs > 0 else float("nan")
 
 
 def report(results: list[RunResult], console: Console, floor: list[float] | None = None
@@ -275,6 +306,9 @@ def main() -> None:
     parser.add_argument("--celery-workers", type=int, default=1,
                         help="Celery worker processes behind the front door")
     parser.add_argument("--litellm-venv", type=Path, default=DEFAULT_VENV)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure every target this many times, interleaved; percentiles "
+                             "pool the repeats, and each repeat's p99 ratio is printed too")
     parser.add_argument("--task-events", action="store_true",
                         help="workers send Celery task events, as when Flower watches them")
     args = parser.parse_args()
@@ -286,13 +320,20 @@ def main() -> None:
     except ImportError:
         pass
     results, floor = run(rates, args.seconds, args.warmup, args.server_workers,
-                         args.celery_workers, args.litellm_venv, args.task_events)
+                         args.celery_workers, args.litellm_venv, args.task_events,
+                         max(1, args.repeats))
     console = Console(width=140)
     console.print(f"{os.cpu_count()} cores; {args.seconds:g} s per run after {args.warmup:g} s "
                   f"warm-up; {args.server_workers} server workers each; "
                   f"{args.celery_workers} Celery worker process(es); task events "
-                  f"{'on' if args.task_events else 'off'}")
-    report(results, console, floor)
+                  f"{'on' if args.task_events else 'off'}; {max(1, args.repeats)} repeat(s)")
+    report(pooled(results), console, floor)
+    if args.repeats > 1:
+        for rate in rates:
+            each = [_p99_ratio([r for r in results if r.rate == rate and r.repeat == rep])
+                    for rep in range(args.repeats)]
+            console.print(f"p99 overhead ratio per repeat @ {rate:g}/s: "
+                          + ", ".join(f"{x:.2f}x" for x in each))
 
 
 if __name__ == "__main__":

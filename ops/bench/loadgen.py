@@ -38,6 +38,8 @@ class RunResult:
     elapsed_s: float = 0.0
     #: CPU seconds the target's processes used during the run (filled in by the caller).
     cpu_s: float = 0.0
+    #: Which repeat of an interleaved benchmark this run was (0 when not repeated).
+    repeat: int = 0
 
     @property
     def ok(self) -> int:
