@@ -55,8 +55,8 @@ class WorkerRuntime:
                 raise
 
     def claim(self, row: dict[str, Any], lease_s: float) -> str:
-        """Claim a request before its provider call: ``claimed``, ``resumed``, ``done``,
-        ``running`` or ``foreign`` (models.db.ledger.claim).
+        """Claim a request before its provider call: ``claimed``, ``resumed``, ``retried``,
+        ``done``, ``running`` or ``foreign`` (models.db.ledger.claim).
 
         On PostgreSQL the common case (nobody has the request id yet) is one autocommit INSERT
         with asynchronous commit: one round trip instead of four (BEGIN, SET, INSERT, COMMIT).

@@ -77,7 +77,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         return error_reply(req.request_id, ValidationError(
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
-    if state not in ("claimed", "resumed"):
+    if state not in ("claimed", "resumed", "retried"):
         # A live claim may belong to a worker that died mid-call: retry after its lease.
         lease = rt.settings.lanes.get(req.lane).time_limit_s
         return _duplicate(req.request_id, state, previous, stash,
@@ -92,10 +92,10 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             _bill(rt, env, ChatResult.model_validate(reply["result"]),
                   batch=bool(reply.get("batch")), reservation_id=rid)
             return reply
-    if state == "claimed" and env.deadline is not None and started > env.deadline:
+    if state != "resumed" and env.deadline is not None and started > env.deadline:
         # Its caller stopped waiting: an answer now is money spent for nobody. The row says
-        # so ($0, deadline_exceeded) and the reservation goes back. Only a first run is shed:
-        # a resumed one may follow a run that already paid (a provider batch placed).
+        # so ($0, deadline_exceeded) and the reservation goes back. A resumed run is not
+        # dropped: the dead run it takes over may have paid already (a provider batch placed).
         err = DeadlineExceeded(
             f"request {req.request_id} waited {started - env.enqueued_at:.1f} s in queue "
             f"{route.queue}, past its deadline; it was not sent to a provider and costs "

@@ -168,7 +168,8 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
     """Claim ``row['request_id']`` for execution before the provider is called.
 
     Returns ``claimed`` (go ahead), ``resumed`` (go ahead: this call took over the expired
-    claim of a dead run, or retries an errored request), ``done`` (a previous run finished it:
+    claim of a dead run, which may have paid a provider already), ``retried`` (go ahead, as a
+    first run: the request had ended in an error), ``done`` (a previous run finished it:
     do not call the provider again), ``running`` (another run holds a live claim) or
     ``foreign`` (another tenant already used this request id). A claim left by a dead
     worker expires after ``lease_s`` and can be taken over; an errored request can be retried.
@@ -197,7 +198,7 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
                                         LedgerRow.created_at == existing.created_at)
                 .values(outcome="running", created_at=now))
         if session.execute(stmt).rowcount:
-            return "resumed"
+            return "retried" if existing.outcome == "error" else "resumed"
     return "running"
 
 

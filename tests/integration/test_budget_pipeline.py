@@ -310,6 +310,12 @@ def test_a_task_past_its_deadline_is_not_sent_and_gives_its_money_back(gateway: 
             assert (row.outcome, row.error_code, row.cost) == ("error", "deadline_exceeded", 0)
             assert s.get(ReservationRow, rid).state == "released"
             assert get_budget(s, "feature", feature, "total").reserved == 0
+        # Sent again (a retry of the errored request, same id): still late, still not run.
+        with pytest.raises(DeadlineExceeded):
+            TaskHandle(gateway._send(late)).result(timeout=30)
+        assert int(standin.stats()["by_path"].get("/v1/chat/completions", 0)) == calls
+        with sessions() as s:
+            assert get_budget(s, "feature", feature, "total").reserved == 0
         # The same envelope before its deadline runs and is paid as usual.
         fresh = _envelope(gateway, feature, None).model_copy(
             update={"deadline": time.time() + 60})
