@@ -108,6 +108,16 @@ def test_malformed_json_is_retryable(adapter: tuple[str, Any], standin: Any) -> 
         prov.complete(call(name))
 
 
+def test_valid_json_without_the_answer_is_retryable(standin: Any) -> None:
+    """The OpenAI adapter reads the raw body itself: a body lacking choices is the provider's
+    fault (retried), not a crash."""
+    prov = OpenAIChatProvider(api_key="k", base_url=standin.openai_base_url)
+    standin.script_faults(["incomplete"], path="openai")
+    with pytest.raises(ProviderRetryable, match="lacked"):
+        prov.complete(call("openai"))
+    assert prov.complete(call("openai")).text  # the next answer is whole again
+
+
 def test_timeout_is_retryable(standin: Any) -> None:
     prov = OpenAIChatProvider(api_key="k", base_url=standin.openai_base_url, timeout=0.3)
     standin.script_faults(["timeout=2"], path="openai")

@@ -1,7 +1,8 @@
 """Injected failures: parsed from a header or a control-endpoint script, turned into responses.
 
 A spec is ``<kind>[;key=value...]``: a status code (``429;retry-after=1``, ``500``, ``529``),
-``timeout=<seconds>`` (answer only after that long) or ``malformed`` (200 with a broken body).
+``timeout=<seconds>`` (answer only after that long), ``malformed`` (200 with a broken body) or
+``incomplete`` (200 with valid JSON that lacks the answer).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _MESSAGES = {
 class Fault:
     """One injected failure."""
 
-    kind: str  # "status" | "timeout" | "malformed"
+    kind: str  # "status" | "timeout" | "malformed" | "incomplete"
     status: int = 200
     retry_after: float | None = None
     delay_s: float = 0.0
@@ -42,8 +43,8 @@ def parse_fault(spec: str) -> Fault:
             raise ValueError(f"fault {spec!r}: unknown option {part!r} (only retry-after=<s>)")
         options["retry-after"] = value.strip()
     retry_after = float(options["retry-after"]) if "retry-after" in options else None
-    if head == "malformed":
-        return Fault("malformed")
+    if head in ("malformed", "incomplete"):
+        return Fault(head)
     if head == "timeout" or head.startswith("timeout="):
         delay = head.partition("=")[2]
         return Fault("timeout", delay_s=float(delay) if delay else 60.0)
@@ -53,11 +54,15 @@ def parse_fault(spec: str) -> Fault:
         if status == 429 and retry_after is None:
             retry_after = 1.0
         return Fault("status", status=status, retry_after=retry_after)
-    raise ValueError(f"fault {spec!r}: expected a 4xx/5xx status, 'timeout=<s>' or 'malformed'")
+    raise ValueError(f"fault {spec!r}: expected a 4xx/5xx status, 'timeout=<s>', 'malformed' "
+                     "or 'incomplete'")
 
 
 def fault_response(fault: Fault, family: str) -> Response:
     """The response a status or malformed fault produces, in ``family``'s wire shape."""
+    if fault.kind == "incomplete":
+        return Response(b'{"id": "standin-incomplete", "object": "chat.completion"}',
+                        status_code=200, media_type="application/json")
     if fault.kind == "malformed":
         return Response(b'{"id": "standin-malformed", "choices": [{"mess', status_code=200,
                         media_type="application/json")
