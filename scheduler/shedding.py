@@ -128,7 +128,7 @@ class LoadShedder:
                                   self._limit + max(1.0, self._limit / 4))
             elif self._fresh:
                 # A standing queue, seen by requests let in since the last cut: admit fewer
-                # than are in flight now, so it drains.
+                # than were in flight at this interval's peak, so it drains.
                 self._limit = max(float(self.min_inflight),
                                   min(self._limit, float(self._peak)) * self.cut)
                 self._cut_at = now
