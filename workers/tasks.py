@@ -6,10 +6,11 @@ import functools
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import worker_init
+from celery.signals import task_postrun, worker_init
 
 from queues.dead_letter import park
 from queues.envelope import STASH_SUFFIX
+from queues.gc_freeze import freeze_once
 from queues.names import TASK_API, TASK_GPU
 from workers import log_privacy
 from workers.gpu.runtime import install_gpu_signals
@@ -26,6 +27,13 @@ install_gpu_signals()
 def _hide_replies_in_logs(**_: Any) -> None:
     # Celery logs every task's return value at INFO; ours carries the answer text.
     log_privacy.install()
+
+
+@task_postrun.connect(weak=False)
+def _freeze_after_first_task(**_: Any) -> None:
+    # The runtime (ledger engine, SDK clients, catalogue, tokenizer) is built by the first
+    # task: after it, the heap is what the process keeps; freeze it out of full collections.
+    freeze_once()
 
 
 def _previous(task: Task) -> Any:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from models.domain.request import TIER_POLICIES
 from models.domain.settings import Settings
+from queues.gc_freeze import freeze_once
 from queues.http import admin, chat
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         door = await run_in_threadpool(lambda: FrontDoor.build(settings, **gateway_overrides))
         app.state.door = door
+        freeze_once()  # what the door keeps, out of full collections (queues/gc_freeze.py)
         extras = ExitStack()
         flusher = asyncio.create_task(_flush_shed_every(door, SHED_FLUSH_S))
         try:
