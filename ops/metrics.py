@@ -265,17 +265,8 @@ def registry_for(settings: Any, *, cache_s: float = 5.0) -> CollectorRegistry:
     from queues.app import create_app
     from queues.wiring import ledger_sessions
 
-    shed = None
-    if settings.broker.url.startswith(("redis://", "rediss://")):
-        import redis
+    from queues.shed_tally import tally_for
 
-        from queues.shed_tally import read_tally
-
-        client = redis.Redis.from_url(settings.broker.url, socket_timeout=2)
-        prefix = settings.broker.key_prefix
-
-        def shed() -> dict[str, int]:
-            return read_tally(client, prefix)
-
+    tally = tally_for(settings)
     return build_registry(ledger_sessions(settings), app=create_app(settings), cache_s=cache_s,
-                          shed=shed)
+                          shed=tally.read if tally is not None else None)

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from models.domain.catalogue import Catalogue, load_catalogue
 from models.domain.cost import worst_case_cost
 from models.domain.errors import BrokerError, QueuePaused
-from models.domain.request import ChatRequest, parse_request
+from models.domain.request import MAX_TIMEOUT_S, ChatRequest, parse_request
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
 from models.domain.tokens import count_request
@@ -25,10 +25,6 @@ from queues.handle import Handle, ReadyHandle, TaskHandle
 from queues.names import task_for
 from scheduler.hooks import Admission, PauseBook, ResponseCache
 from scheduler.route import Scorer, decide_route
-
-
-#: The longest caller timeout a request can carry (ChatRequest.timeout_s).
-MAX_TIMEOUT_S = 86_400.0
 
 
 class Gateway:
@@ -113,13 +109,10 @@ class Gateway:
                  ) -> ChatResult:
         """Submit ``data`` and wait up to ``timeout`` seconds for its result; unless ``data``
         says otherwise (``timeout_s``), a worker will not start it after that either."""
-        if timeout is not None and 0 < timeout <= MAX_TIMEOUT_S:
-            if isinstance(data, ChatRequest):
-                if data.timeout_s is None:
-                    data = data.model_copy(update={"timeout_s": timeout})
-            elif isinstance(data, dict) and data.get("timeout_s") is None:
-                data = {**data, "timeout_s": timeout}
-        return self.submit(data).result(timeout=timeout)
+        request = parse_request(data)
+        if request.timeout_s is None and timeout is not None and 0 < timeout <= MAX_TIMEOUT_S:
+            request = request.model_copy(update={"timeout_s": timeout})
+        return self.submit(request).result(timeout=timeout)
 
     def _send(self, envelope: Envelope) -> Any:
         lane = self.settings.lanes.get(envelope.route.lane)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.domain.settings import Settings
+
 #: The hash's field per lane; only the interactive lane sheds today.
 LANE = "interactive"
 
@@ -36,8 +38,26 @@ class ShedTally:
             self._flushed = shed_total
         return max(delta, 0)
 
+    def read(self) -> dict[str, int]:
+        """All-time refusals per lane, every front door's summed."""
+        return _per_lane(self.client.hgetall(self.key))
+
+
+def tally_for(settings: Settings) -> ShedTally | None:
+    """The shared tally of ``settings``' Redis broker (None for other brokers: nothing sums
+    refusals across processes there)."""
+    url = settings.broker.url
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return ShedTally(redis.Redis.from_url(url, socket_timeout=2), settings.broker.key_prefix)
+
 
 def read_tally(client: Any, key_prefix: str = "") -> dict[str, int]:
     """All-time refusals per lane."""
-    raw = client.hgetall(tally_key(key_prefix))
+    return _per_lane(client.hgetall(tally_key(key_prefix)))
+
+
+def _per_lane(raw: dict[Any, Any]) -> dict[str, int]:
     return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}

@@ -70,30 +70,24 @@ class LoadShedder:
     def check(self) -> None:
         """Raise Overloaded if a request would be refused now, without admitting it: lets a
         front door refuse before it spends CPU parsing a body it would refuse anyway."""
-        with self._lock:
-            self._tick()
-            if self._inflight < int(self._limit):
-                return
-            self._shed += 1
-            limit = int(self._limit)
-        raise self._refusal(limit)
+        self._admit(count=False)
 
     def enter(self) -> float:
         """Count one more request in flight, or raise Overloaded when over the limit; returns
         the admission time, for :meth:`exit`."""
+        return self._admit(count=True)
+
+    def _admit(self, *, count: bool) -> float:
         with self._lock:
             self._tick()
-            if self._inflight >= int(self._limit):
-                self._shed += 1
-                limit = int(self._limit)
-            else:
-                self._inflight += 1
-                self._peak = max(self._peak, self._inflight)
+            limit = int(self._limit)
+            if self._inflight < limit:
+                if count:
+                    self._inflight += 1
+                    self._peak = max(self._peak, self._inflight)
                 return self._clock()
-        raise self._refusal(limit)
-
-    def _refusal(self, limit: int) -> Overloaded:
-        return Overloaded(
+            self._shed += 1
+        raise Overloaded(
             f"the workers are behind (queue waits above {self.target_wait_ms:g} ms), so this "
             f"front door holds {limit} requests in flight and refused this one before "
             "reserving budget or queuing it; retry after a second, or add workers",

@@ -63,6 +63,10 @@ class CachePolicy(BaseModel):
     allow_nondeterministic: bool = False
 
 
+#: The longest a caller may say it waits (``timeout_s``, ``x-sluice-timeout``): a day.
+MAX_TIMEOUT_S = 86_400.0
+
+
 class ChatRequest(BaseModel):
     """A chat request with its attribution, lane, limits and policies."""
 
@@ -84,7 +88,7 @@ class ChatRequest(BaseModel):
     cache: CachePolicy = CachePolicy()
     #: How long the caller waits for the answer (seconds). A request still queued after this
     #: (when unset: after its lane's ``queue_timeout_s``) is not run and costs nothing.
-    timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
     #: Free-form tags carried to the ledger; never part of the cache key.
     tags: dict[str, str] = Field(default_factory=dict, max_length=32)
 

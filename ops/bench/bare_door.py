@@ -1,8 +1,8 @@
 """The floor under any queue-based front door: HTTP in, a Celery no-op through the same broker
 and worker, HTTP out; nothing else (``uvicorn --factory ops.bench.bare_door:from_env``).
 
-``frontdoor_bench`` drives it beside the real front door: what it cannot hold at a rate, no
-front door that puts each request on a Celery queue can hold on that machine.
+``frontdoor_bench`` drives it beside the real front door: what a queue hop per request costs
+on that machine before any front-door work, and the rate such a door holds.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
 
 def from_env() -> Starlette:
     """The app for ``SLUICE_*`` settings read now (broker and result store as the worker's)."""

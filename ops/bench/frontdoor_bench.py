@@ -7,9 +7,8 @@ Four targets share one zero-latency stand-in: the stand-in called directly, slui
 door (uvicorn --factory, with the whole pipeline behind it: response cache, routing, admission,
 Redis, a Celery worker process, the PostgreSQL ledger), a LiteLLM proxy (PyPI, own venv,
 no database) and the floor: a bare queue door (ops/bench/bare_door.py: HTTP in, a Celery no-op
-through the same broker and worker, HTTP out), whose held rate bounds any front door that puts
-each request on a Celery queue on this machine. Load is open loop (requests leave on schedule), unique per request, loopback
-only, bounded in count and time. Overhead = a target's latency percentile minus the direct
+through the same broker and worker, HTTP out). Load is open loop (requests leave on schedule),
+unique per request, loopback only, bounded in count and time. Overhead = a target's latency percentile minus the direct
 stand-in's at the same rate in the same run, measured the same way for both proxies.
 """
 
@@ -229,16 +228,14 @@ def pooled(results: list[RunResult]) -> list[RunResult]:
     return list(merged.values())
 
 
-def _p99_ratio(runs: list[RunResult]) -> float:
-    """sluicegate's p99 overhead over LiteLLM's, in one repeat at one rate."""
-    by = {r.target: r for r in runs}
-    try:
-        d = pct(by["stand-in direct"].latencies_ms, 99)
-        ours = pct(by["sluicegate front door"].latencies_ms, 99) - d
-        theirs = pct(by["litellm proxy"].latencies_ms, 99) - d
-    except (KeyError, IndexError):
-        return float("nan")
-    return ours / theirs if theirs > 0 else float("nan")
+def overhead_ratio(runs: dict[str, RunResult], q: float) -> float | None:
+    """sluicegate's overhead over LiteLLM's at percentile ``q`` (overhead: latency less the
+    direct stand-in's); None when a target answered nothing, NaN when LiteLLM adds nothing."""
+    found = [runs.get(n) for n in ("stand-in direct", "sluicegate front door", "litellm proxy")]
+    if not all(r is not None and r.latencies_ms for r in found):
+        return None
+    direct, ours, theirs = (pct(r.latencies_ms, q) for r in found if r is not None)
+    return (ours - direct) / (theirs - direct) if theirs > direct else float("nan")
 
 
 def report(results: list[RunResult], console: Console, floor: list[float] | None = None
@@ -254,14 +251,12 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
         runs = {r.target: r for r in results if r.rate == rate}
         direct = runs["stand-in direct"]
         d50, d99 = pct(direct.latencies_ms, 50), pct(direct.latencies_ms, 99)
-        over: dict[str, tuple[float, float]] = {}
         for name, r in runs.items():
             cpu = f"{r.cpu_s * 1000 / r.ok:.2f}" if r.ok and r is not direct else "-"
             if not r.latencies_ms:
                 table.add_row(f"{rate:g}", name, f"0/{r.sent}", "0", "-", "-", "-", "-", cpu)
                 continue
             p50, p99 = pct(r.latencies_ms, 50), pct(r.latencies_ms, 99)
-            over[name] = (p50 - d50, p99 - d99)
             table.add_row(f"{rate:g}", name, f"{r.ok / max(r.sent, 1):.0%}", f"{r.throughput:.0f}",
                           f"{p50:.2f}", f"{p99:.2f}",
                           "-" if r is direct else f"{p50 - d50:.2f}",
@@ -269,10 +264,9 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
         if BARE in runs and "sluicegate front door" in runs:
             floors.append((rate, runs[BARE].throughput,
                            runs["sluicegate front door"].throughput))
-        if "sluicegate front door" in over and "litellm proxy" in over:
-            s, lite = over["sluicegate front door"], over["litellm proxy"]
-            ratios.append((rate, s[0] / lite[0] if lite[0] > 0 else float("nan"),
-                           s[1] / lite[1] if lite[1] > 0 else float("nan")))
+        r50, r99 = overhead_ratio(runs, 50), overhead_ratio(runs, 99)
+        if r50 is not None and r99 is not None:
+            ratios.append((rate, r50, r99))
     console.print(table)
     for rate, r50, r99 in ratios:
         console.print(f"[bold]ratio sluicegate / litellm overhead @ {rate:g}/s: "
@@ -330,10 +324,11 @@ def main() -> None:
     report(pooled(results), console, floor)
     if args.repeats > 1:
         for rate in rates:
-            each = [_p99_ratio([r for r in results if r.rate == rate and r.repeat == rep])
+            each = [overhead_ratio({r.target: r for r in results
+                                    if r.rate == rate and r.repeat == rep}, 99)
                     for rep in range(args.repeats)]
             console.print(f"p99 overhead ratio per repeat @ {rate:g}/s: "
-                          + ", ".join(f"{x:.2f}x" for x in each))
+                          + ", ".join("-" if x is None else f"{x:.2f}x" for x in each))
 
 
 if __name__ == "__main__":

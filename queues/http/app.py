@@ -42,13 +42,16 @@ def create_app(settings: Settings, *,
         app.state.door = door
         freeze_once()  # what the door keeps, out of full collections (queues/gc_freeze.py)
         extras = ExitStack()
-        flusher = asyncio.create_task(_flush_shed_every(door, SHED_FLUSH_S))
+        # Only a door that sheds and has a shared tally has refusals to report.
+        flusher = (asyncio.create_task(_flush_shed_every(door, SHED_FLUSH_S))
+                   if door.shedder is not None and door.tally is not None else None)
         try:
             if on_start is not None:
                 await run_in_threadpool(extras.enter_context, on_start(door))
             yield
         finally:
-            flusher.cancel()
+            if flusher is not None:
+                flusher.cancel()
             await run_in_threadpool(extras.close)
             await door.close()
 
@@ -82,8 +85,7 @@ SHED_FLUSH_S = 1.0
 async def _flush_shed_every(door: FrontDoor, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
-        if door.tally is not None and door.shedder is not None:
-            await run_in_threadpool(door.flush_shed)
+        await run_in_threadpool(door.flush_shed)
 
 
 def from_env() -> Starlette:

@@ -17,12 +17,13 @@ from models.domain.errors import DeadlineExceeded, SluiceError, ValidationError
 from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
-from queues.handle import ReadyHandle, decode_reply
+from queues.handle import Handle, ReadyHandle, decode_reply
 from queues.http.auth import AuthError
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
 from queues.http.translate import (H_LANE, completion_body, param_for, sluice_headers,
                                    to_request)
+from queues.http.waiter import Watch
 
 #: Bodies past this are refused before parsing (a prompt that large fits no model anyway).
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -89,10 +90,37 @@ async def chat_completions(request: Request) -> Response:
     body = await read_json(request)
     data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
     data.setdefault("request_id", uuid.uuid4().hex)
-    interactive = data["lane"] != "async"
-    if interactive:
+    if data["lane"] != "async":
         data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s"))
-    shedder = fd.shedder if interactive else None
+        return await _answer(fd, data, origin)
+    handle, _ = await _submit(fd, data, origin, watch=False)
+    record: dict[str, Any] = {"team": key.team, "org": key.org,
+                              "task_id": getattr(handle, "task_id", handle.request_id)}
+    if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued
+        record["reply"] = ok_reply(handle.result())
+    await fd.jobs.put(handle.request_id, record)
+    return JSONResponse(job_body(handle.request_id, "completed" if "reply" in record else "queued"),
+                        status_code=202, headers={"x-sluice-request-id": handle.request_id,
+                                                  "location": f"/v1/jobs/{handle.request_id}"})
+
+
+async def _submit(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *, watch: bool,
+                  admit: Callable[[ChatRequest], None] | None = None
+                  ) -> tuple[Handle, Watch | None]:
+    """The producer pipeline in a worker thread; validation errors name the client's param."""
+    try:
+        return await run_in_threadpool(fd.submit, data, asyncio.get_running_loop(), watch,
+                                       admit)
+    except ValidationError as err:
+        # Name the OpenAI parameter (or header) the client sent, not our internal field.
+        err.field = err.details["field"] = param_for(err.field, origin)
+        raise
+
+
+async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str]) -> Response:
+    """An interactive request: submit, wait, answer. The shedder counts it in flight from its
+    admission (a cache hit is never admitted) until it ends, with the queue wait it saw."""
+    shedder = fd.shedder
     admitted: list[float] = []
 
     def admit(_request: ChatRequest) -> None:
@@ -102,40 +130,26 @@ async def chat_completions(request: Request) -> Response:
     waited: float | None = None
     began = time.monotonic()
     try:
+        _, watch = await _submit(fd, data, origin, watch=True,
+                                 admit=admit if shedder is not None else None)
+        assert watch is not None
         try:
-            handle, watch = await run_in_threadpool(
-                fd.submit, data, asyncio.get_running_loop(), interactive,
-                admit if shedder is not None else None)
-        except ValidationError as err:
-            # Name the OpenAI parameter (or header) the client sent, not our internal field.
-            err.field = err.details["field"] = param_for(err.field, origin)
+            result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"],
+                                                                data.get("timeout_s")))
+        except DeadlineExceeded as err:
+            # The worker dropped it: the queue outlasted the caller, and says by how much.
+            found = err.details.get("waited_ms")
+            waited = float(found) if isinstance(found, (int, float)) else None
             raise
-        if watch is not None:
-            try:
-                result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"],
-                                                                    data.get("timeout_s")))
-            except DeadlineExceeded as err:
-                # The worker dropped it: the queue outlasted the caller, and says by how much.
-                found = err.details.get("waited_ms")
-                waited = float(found) if isinstance(found, (int, float)) else None
-                raise
-            # The queue wait by this process's clock alone (round trip less the worker's own
-            # time), so a clock skew between hosts cannot fake or hide a standing queue. A
-            # ResultTimeout leaves it unknown: the request may have been running all along.
-            waited = max(0.0, (time.monotonic() - began) * 1000
-                         - (result.timings.provider_ms if result.timings else 0.0))
-            return completion_response(result)
+        # The queue wait by this process's clock alone (round trip less the worker's own
+        # time), so a clock skew between hosts cannot fake or hide a standing queue. A
+        # ResultTimeout leaves it unknown: the request may have been running all along.
+        waited = max(0.0, (time.monotonic() - began) * 1000
+                     - (result.timings.provider_ms if result.timings else 0.0))
+        return completion_response(result)
     finally:
         if admitted and shedder is not None:
             shedder.exit(waited, admitted[0])
-    record: dict[str, Any] = {"team": key.team, "org": key.org,
-                              "task_id": getattr(handle, "task_id", handle.request_id)}
-    if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued
-        record["reply"] = ok_reply(handle.result())
-    await fd.jobs.put(handle.request_id, record)
-    return JSONResponse(job_body(handle.request_id, "completed" if "reply" in record else "queued"),
-                        status_code=202, headers={"x-sluice-request-id": handle.request_id,
-                                                  "location": f"/v1/jobs/{handle.request_id}"})
 
 
 def completion_response(result: ChatResult) -> Response:

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.domain.catalogue import Catalogue
-from models.domain.request import ChatRequest
 from models.domain.errors import SluiceError
+from models.domain.request import ChatRequest
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
 from queues.app import create_app as create_celery_app
@@ -23,9 +23,9 @@ from queues.http.auth import KeyBook
 from queues.http.jobs import JobBook, build_jobs
 from queues.http.waiter import ResultWaiter, Watch, prepare_app
 from queues.producer import Gateway, connect
-from queues.shed_tally import ShedTally
-from scheduler.shedding import LoadShedder
+from queues.shed_tally import ShedTally, tally_for
 from queues.wiring import ledger_sessions
+from scheduler.shedding import LoadShedder
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +144,3 @@ def shedder_for(settings: Settings) -> LoadShedder | None:
     return LoadShedder(target_wait_ms=shed.target_wait_ms, interval_s=shed.interval_ms / 1000,
                        max_inflight=shed.max_inflight,
                        min_inflight=min(shed.min_inflight, shed.max_inflight))
-
-
-def tally_for(settings: Settings) -> ShedTally | None:
-    """The shared refusal tally, when the broker is Redis (where `sluice metrics` reads it)."""
-    url = settings.broker.url
-    if not url.startswith(("redis://", "rediss://")):
-        return None
-    import redis
-
-    return ShedTally(redis.Redis.from_url(url, socket_timeout=2), settings.broker.key_prefix)

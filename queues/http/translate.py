@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from models.domain.errors import ValidationError
+from models.domain.request import MAX_TIMEOUT_S
 from models.domain.result import ChatResult
 
 #: Accepted and ignored: they tune sampling or bookkeeping we do not model, not the answer's shape.
@@ -89,16 +90,16 @@ def _caller_timeout(headers: Any, *, sdk: bool) -> float | None:
             value = float(given)
         except ValueError:
             value = math.nan
-        if not 0 < value <= 86_400:  # also refuses NaN
-            _bad(H_TIMEOUT, f"{H_TIMEOUT} must be a number of seconds in (0, 86400], "
-                 f"not {given[:40]!r}")
+        if not 0 < value <= MAX_TIMEOUT_S:  # also refuses NaN
+            _bad(H_TIMEOUT, f"{H_TIMEOUT} must be a number of seconds in "
+                 f"(0, {MAX_TIMEOUT_S:g}], not {given[:40]!r}")
         return value
     for name in SDK_TIMEOUT_HEADERS if sdk else ():
         try:
             value = float(headers.get(name) or "nan")
         except ValueError:
             continue  # an SDK's hint we cannot read is no reason to refuse the request
-        if 0 < value <= 86_400:
+        if 0 < value <= MAX_TIMEOUT_S:
             return value
     return None
 

@@ -229,6 +229,16 @@ def _envelope(gateway: Any, feature: str, reservation: str | None) -> Envelope:
                     reservation_id=reservation)
 
 
+def _chat_calls(standin: Any) -> int:
+    """Chat completions the stand-in answered."""
+    return int(standin.stats()["by_path"].get("/v1/chat/completions", 0))
+
+
+def _row(s: Any, request_id: str) -> LedgerRow:
+    """The one ledger row of ``request_id``."""
+    return s.scalars(select(LedgerRow).where(LedgerRow.request_id == request_id)).one()
+
+
 def test_queued_task_of_a_paused_queue_is_not_sent(gateway: Any, sessions: Any) -> None:
     feature = f"second-{uuid.uuid4().hex[:8]}"
     budget(sessions, gateway, "feature", feature, "1")
@@ -242,8 +252,7 @@ def test_queued_task_of_a_paused_queue_is_not_sent(gateway: Any, sessions: Any) 
         with pytest.raises(QueuePaused):
             TaskHandle(gateway._send(env)).result(timeout=30)
         with sessions() as s:
-            row = s.scalars(select(LedgerRow).where(
-                LedgerRow.request_id == env.request.request_id)).one()
+            row = _row(s, env.request.request_id)
             assert (row.outcome, row.error_code, row.output) == ("error", "queue_paused", 0)
             assert s.get(ReservationRow, rid).state == "released"
             assert get_budget(s, "feature", feature, "total").reserved == 0
@@ -272,8 +281,7 @@ def test_expired_reservation_is_held_again_or_refused_by_the_worker(gateway: Any
             TaskHandle(gateway._send(env.model_copy(update={"reservation_id": rid}))
                        ).result(timeout=30)
         with sessions() as s:
-            row = s.scalars(select(LedgerRow).where(
-                LedgerRow.request_id == env.request.request_id)).one()
+            row = _row(s, env.request.request_id)
             assert (row.outcome, row.error_code) == ("error", "budget_exceeded")
         gateway.admission.release(other)
         again = _envelope(gateway, feature, None).model_copy(update={"reservation_id": rid})
@@ -298,22 +306,21 @@ def test_a_task_past_its_deadline_is_not_sent_and_gives_its_money_back(gateway: 
     rid = gateway.admission.reserve(env.request, env.route, Decimal("0.01"))
     late = env.model_copy(update={"reservation_id": rid, "enqueued_at": time.time() - 40,
                                   "deadline": time.time() - 10})
-    calls = int(standin.stats()["by_path"].get("/v1/chat/completions", 0))
+    calls = _chat_calls(standin)
     try:
         with pytest.raises(DeadlineExceeded) as exc:
             TaskHandle(gateway._send(late)).result(timeout=30)
         assert "not sent to a provider" in exc.value.message and exc.value.retryable
-        assert int(standin.stats()["by_path"].get("/v1/chat/completions", 0)) == calls
+        assert _chat_calls(standin) == calls
         with sessions() as s:
-            row = s.scalars(select(LedgerRow).where(
-                LedgerRow.request_id == env.request.request_id)).one()
+            row = _row(s, env.request.request_id)
             assert (row.outcome, row.error_code, row.cost) == ("error", "deadline_exceeded", 0)
             assert s.get(ReservationRow, rid).state == "released"
             assert get_budget(s, "feature", feature, "total").reserved == 0
         # Sent again (a retry of the errored request, same id): still late, still not run.
         with pytest.raises(DeadlineExceeded):
             TaskHandle(gateway._send(late)).result(timeout=30)
-        assert int(standin.stats()["by_path"].get("/v1/chat/completions", 0)) == calls
+        assert _chat_calls(standin) == calls
         with sessions() as s:
             assert get_budget(s, "feature", feature, "total").reserved == 0
         # The same envelope before its deadline runs and is paid as usual.
