@@ -21,8 +21,9 @@ from queues.handle import Handle, ReadyHandle, decode_reply
 from queues.http.auth import AuthError
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
+from queues.http.stream import stream_response
 from queues.http.translate import (H_LANE, completion_body, param_for, sluice_headers,
-                                   to_request)
+                                   stream_mode, to_request)
 from queues.http.waiter import Watch
 
 #: Bodies past this are refused before parsing (a prompt that large fits no model anyway).
@@ -89,10 +90,18 @@ async def chat_completions(request: Request) -> Response:
         fd.shedder.check()
     body = await read_json(request)
     data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
+    stream, include_usage = stream_mode(body)
     data.setdefault("request_id", uuid.uuid4().hex)
     if data["lane"] != "async":
         data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s"))
-        return await _answer(fd, data, origin)
+        result = await _answer(fd, data, origin)
+        if stream:
+            return stream_response(result, include_usage=include_usage)
+        return completion_response(result)
+    if stream:
+        raise ValidationError("stream=true needs the interactive lane: an async-lane request "
+                              "is answered at once with a job to poll; drop stream, or the "
+                              f"{H_LANE}: async header", field="stream")
     handle, _ = await _submit(fd, data, origin, watch=False)
     record: dict[str, Any] = {"team": key.team, "org": key.org,
                               "task_id": getattr(handle, "task_id", handle.request_id)}
@@ -117,8 +126,8 @@ async def _submit(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
         raise
 
 
-async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str]) -> Response:
-    """An interactive request: submit, wait, answer. The shedder counts it in flight from its
+async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str]) -> ChatResult:
+    """An interactive request: submit and wait for its result. The shedder counts it in flight from its
     admission (a cache hit is never admitted) until it ends, with the queue wait it saw."""
     shedder = fd.shedder
     admitted: list[float] = []
@@ -146,7 +155,7 @@ async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str]) -
         # ResultTimeout leaves it unknown: the request may have been running all along.
         waited = max(0.0, (time.monotonic() - began) * 1000
                      - (result.timings.provider_ms if result.timings else 0.0))
-        return completion_response(result)
+        return result
     finally:
         if admitted and shedder is not None:
             shedder.exit(waited, admitted[0])

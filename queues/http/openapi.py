@@ -31,6 +31,9 @@ _SLUICE_HEADERS = {
         ("x-sluice-cache", "hit or miss (the response cache)."),
         ("x-sluice-request-id", "The request id, also the ledger row's and the job's id."))}
 
+#: Each server-sent event: a chat.completion.chunk as JSON, the last one the text [DONE].
+_EVENTS = {"schema": {"type": "object", "required": ["data"], "properties": {
+    "data": {"type": "string", "minLength": 1}, "event": {"const": "message"}}}}
 _TEXT_PART = {"type": "object", "required": ["type", "text"],
               "properties": {"type": {"const": "text"}, "text": {"type": "string",
                                                                   "minLength": 1}}}
@@ -68,7 +71,10 @@ _SCHEMAS: dict[str, Any] = {
             "response_format": {"type": "object", "required": ["type"],
                                 "properties": {"type": {"enum": ["text", "json_object"]}}},
             "user": {"type": "string"},
-            "stream": {"enum": [False, None], "description": "Streaming is not supported yet."},
+            "stream": {"type": ["boolean", "null"], "description": "true: the answer as "
+                       "server-sent chat.completion.chunk events (sent whole once ready)."},
+            "stream_options": {"type": ["object", "null"], "description": "Only with stream.",
+                               "properties": {"include_usage": {"type": ["boolean", "null"]}}},
             "n": {"enum": [1, None]},
             "top_p": {"type": ["number", "null"]},
             "seed": {"type": ["integer", "null"]},
@@ -147,8 +153,10 @@ def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
             "/v1/chat/completions": {"post": {
                 "operationId": "createChatCompletion", "parameters": _CHAT_PARAMS,
                 "requestBody": {"required": True, "content": _json("ChatCompletionRequest")},
-                "responses": {"200": {"description": "The completion.", "headers": _SLUICE_HEADERS,
-                                      "content": _json("ChatCompletion")},
+                "responses": {"200": {"description": "The completion (with stream: its events).",
+                                      "headers": _SLUICE_HEADERS,
+                                      "content": {**_json("ChatCompletion"),
+                                                  "text/event-stream": _EVENTS}},
                               "202": {"description": "Accepted on the async lane: poll the job.",
                                       "content": _json("Job")}, **_ERRORS}}},
             "/v1/jobs/{job_id}": {"get": {

@@ -13,10 +13,10 @@ from models.domain.result import ChatResult
 #: Accepted and ignored: they tune sampling or bookkeeping we do not model, not the answer's shape.
 IGNORED = frozenset({"top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias",
                      "parallel_tool_calls", "store", "metadata", "service_tier",
-                     "prompt_cache_key", "safety_identifier", "stream_options"})
+                     "prompt_cache_key", "safety_identifier"})
 HANDLED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens",
                      "max_completion_tokens", "temperature", "stop", "response_format", "user",
-                     "stream", "n", "logprobs", "modalities"})
+                     "stream", "stream_options", "n", "logprobs", "modalities"})
 #: Request headers carrying sluicegate attribution and options.
 H_FEATURE, H_USER, H_LANE = "x-sluice-feature", "x-sluice-user", "x-sluice-lane"
 H_REQUEST_ID, H_CACHE, H_BATCH = "x-sluice-request-id", "x-sluice-cache-mode", "x-sluice-batch"
@@ -116,9 +116,26 @@ def _bad(param: str, message: str) -> None:
     raise ValidationError(message, field=param)
 
 
+def stream_mode(body: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether to answer as server-sent events, and whether the stream ends with a usage
+    chunk (``stream_options.include_usage``); a ValidationError names a malformed param."""
+    stream, options = body.get("stream"), body.get("stream_options")
+    if not (stream is None or isinstance(stream, bool)):  # JSON's 1 is not true here
+        _bad("stream", "stream must be true or false")
+    if options is None:
+        return bool(stream), False
+    if not stream:
+        _bad("stream_options", "stream_options is only allowed when stream is true")
+    if not isinstance(options, dict):
+        _bad("stream_options", "stream_options must be an object, like {\"include_usage\": true}")
+    usage = options.get("include_usage")
+    if not (usage is None or isinstance(usage, bool)):
+        _bad("stream_options", "stream_options.include_usage must be true or false")
+    # Other options (include_obfuscation, ...) shape padding we never send: ignored.
+    return True, bool(usage)
+
+
 def _check_unsupported(body: dict[str, Any]) -> None:
-    if body.get("stream"):
-        _bad("stream", "stream=true is not supported yet; send stream=false")
     if body.get("n") not in (None, 1):
         _bad("n", "only n=1 is supported")
     if body.get("logprobs"):

@@ -115,6 +115,43 @@ def test_a_repeat_is_answered_by_the_response_cache(client: openai.OpenAI) -> No
     assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
 
 
+def test_stream_true_streams_the_answer_to_the_sdk_with_usage_last(client: openai.OpenAI,
+                                                                   sessions: Any) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, user("Title: oak shelf")]
+    raw = client.chat.completions.with_raw_response.create(
+        model="cheap", messages=messages, max_tokens=12, stream=True,
+        stream_options={"include_usage": True}, extra_headers={"x-sluice-feature": "streamed"})
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    r = row(sessions, raw.headers["x-sluice-request-id"])
+    assert (r.feature, r.outcome) == ("streamed", "ok")
+    assert chunks[-1].usage.completion_tokens == r.output
+    assert Decimal(raw.headers["x-sluice-cost"]) == r.cost > 0
+    # The same prompt again, not streamed: the response cache answers it with the same text.
+    again = client.chat.completions.with_raw_response.create(
+        model="cheap", messages=messages, max_tokens=12,
+        extra_headers={"x-sluice-feature": "streamed"})
+    assert again.headers["x-sluice-cache"] == "hit"
+    assert again.parse().choices[0].message.content == text
+
+
+def test_async_sdk_streams_too(door: str, team_key: str) -> None:
+    async def run() -> tuple[str, int]:
+        async with openai.AsyncOpenAI(api_key=team_key, base_url=door + "/v1",
+                                      max_retries=0, timeout=30) as ac:
+            stream = await ac.chat.completions.create(
+                model="gpt-4o-mini", max_tokens=12, messages=[user("Rephrase: jug")],
+                stream=True)
+            parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+            return "".join(parts), len(parts)
+
+    text, n = asyncio.run(run())
+    assert text and n >= 2  # the role chunk, the content, the finish
+
+
 def test_async_sdk_runs_concurrent_requests(door: str, team_key: str, sessions: Any) -> None:
     async def run() -> list[Any]:
         async with openai.AsyncOpenAI(api_key=team_key, base_url=door + "/v1",
@@ -173,6 +210,8 @@ def test_no_key_and_a_wrong_key_get_401(door: str, client: openai.OpenAI) -> Non
     ({"extra_headers": {"x-sluice-lane": "urgent"}}, "x-sluice-lane"),
     ({"extra_headers": {"x-sluice-feature": "has spaces"}}, "x-sluice-feature"),
     ({"stream": False, "n": 3}, "n"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
+    ({"stream": True, "extra_headers": {"x-sluice-lane": "async"}}, "stream"),
 ])
 def test_validation_errors_are_400_naming_the_param(client: openai.OpenAI, kwargs: Any,
                                                     param: str) -> None:

@@ -11,7 +11,8 @@ from models.domain.errors import ValidationError
 from models.domain.request import parse_request
 from models.domain.result import ChatResult, Route
 from models.domain.usage import Usage
-from queues.http.translate import completion_body, param_for, sluice_headers, to_request
+from queues.http.translate import (completion_body, param_for, sluice_headers, stream_mode,
+                                   to_request)
 
 
 def translate(body: dict[str, Any], **headers: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -49,7 +50,6 @@ def test_the_user_header_wins_over_the_body_and_is_named_when_wrong() -> None:
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
     ({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}, "tool_choice"),
     ({"messages": [{"role": "user", "content": "x"}], "audio": {}}, "audio"),
@@ -116,3 +116,28 @@ def test_the_callers_timeout_comes_from_our_header_or_its_sdk() -> None:
         with pytest.raises(ValidationError) as exc:
             translate(msgs, x_sluice_timeout=bad)
         assert exc.value.field == "x-sluice-timeout" and "seconds" in exc.value.message
+
+
+@pytest.mark.parametrize(("body", "mode"), [
+    ({}, (False, False)), ({"stream": False}, (False, False)), ({"stream": None}, (False, False)),
+    ({"stream": True}, (True, False)),
+    ({"stream": True, "stream_options": {"include_usage": True}}, (True, True)),
+    ({"stream": True, "stream_options": {"include_obfuscation": False}}, (True, False)),
+])
+def test_stream_mode_reads_stream_and_include_usage(body: dict[str, Any],
+                                                    mode: tuple[bool, bool]) -> None:
+    assert stream_mode(body) == mode
+    translate({"messages": [{"role": "user", "content": "x"}], **body})  # and translates
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"stream": 1}, "stream"), ({"stream": "yes"}, "stream"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),  # stream not set
+    ({"stream": False, "stream_options": {}}, "stream_options"),
+    ({"stream": True, "stream_options": ["include_usage"]}, "stream_options"),
+    ({"stream": True, "stream_options": {"include_usage": "true"}}, "stream_options"),
+])
+def test_malformed_stream_params_are_named(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        stream_mode(body)
+    assert exc.value.field == param
