@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -91,10 +92,11 @@ async def chat_completions(request: Request) -> Response:
     body = await read_json(request)
     data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
     stream, include_usage = stream_mode(body)
+    fresh = "request_id" not in data  # minted here: no earlier run can have answered it
     data.setdefault("request_id", uuid.uuid4().hex)
     if data["lane"] != "async":
         data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s"))
-        result = await _answer(fd, data, origin)
+        result = await _answer(fd, data, origin, fresh=fresh)
         if stream:
             return stream_response(result, include_usage=include_usage)
         return completion_response(result)
@@ -114,19 +116,20 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _submit(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *, watch: bool,
-                  admit: Callable[[ChatRequest], None] | None = None
+                  admit: Callable[[ChatRequest], None] | None = None, fresh: bool = False
                   ) -> tuple[Handle, Watch | None]:
     """The producer pipeline in a worker thread; validation errors name the client's param."""
     try:
-        return await run_in_threadpool(fd.submit, data, asyncio.get_running_loop(), watch,
-                                       admit)
+        return await run_in_threadpool(functools.partial(
+            fd.submit, data, asyncio.get_running_loop(), watch, admit, fresh=fresh))
     except ValidationError as err:
         # Name the OpenAI parameter (or header) the client sent, not our internal field.
         err.field = err.details["field"] = param_for(err.field, origin)
         raise
 
 
-async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str]) -> ChatResult:
+async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *,
+                  fresh: bool = False) -> ChatResult:
     """An interactive request: submit and wait for its result. The shedder counts it in flight from its
     admission (a cache hit is never admitted) until it ends, with the queue wait it saw."""
     shedder = fd.shedder
@@ -139,7 +142,7 @@ async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str]) -
     waited: float | None = None
     began = time.monotonic()
     try:
-        _, watch = await _submit(fd, data, origin, watch=True,
+        _, watch = await _submit(fd, data, origin, watch=True, fresh=fresh,
                                  admit=admit if shedder is not None else None)
         assert watch is not None
         try:

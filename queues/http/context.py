@@ -78,14 +78,16 @@ class FrontDoor:
         return door_s if not lane_s or lane_s > door_s else None
 
     def submit(self, data: dict[str, Any], loop: asyncio.AbstractEventLoop, watch: bool,
-               admit: Callable[[ChatRequest], None] | None = None
+               admit: Callable[[ChatRequest], None] | None = None, *, fresh: bool = False
                ) -> tuple[Handle, Watch | None]:
-        """Run the producer pipeline (blocking: call in a worker thread) and watch the result."""
+        """Run the producer pipeline (blocking: call in a worker thread) and watch the result
+        (``fresh``: the door minted the request id, so no earlier result can exist)."""
         handle = self.gateway.submit(data, admit=admit)
         if not watch:
             return handle, None
         return handle, self.waiter.watch(handle, loop, self.timeout_for(data.get("lane", ""),
-                                                                        data.get("timeout_s")))
+                                                                        data.get("timeout_s")),
+                                         fresh=fresh)
 
     def job_outcome(self, job_id: str) -> tuple[str, ChatResult | SluiceError | None]:
         """``(state, outcome)`` of a queued job from the result store (blocking)."""

@@ -58,10 +58,13 @@ class ResultWaiter:
         # connection was rebuilt (Redis restarted) is made good by reading the stored result.
         self._watching: dict[str, tuple[AsyncResult, Any, float]] = {}
 
-    def watch(self, handle: Handle, loop: asyncio.AbstractEventLoop, timeout: float) -> Watch:
+    def watch(self, handle: Handle, loop: asyncio.AbstractEventLoop, timeout: float, *,
+              fresh: bool = False) -> Watch:
         """Start watching ``handle``: call from the thread that submitted it, right after.
 
         Doing this off the event loop matters: registering may touch the result store.
+        ``fresh``: its request id was minted for this request, so no earlier run can have
+        stored a result for it and the one read of the result store is skipped.
         """
         fut: asyncio.Future[Any] = loop.create_future()
         if not isinstance(handle, TaskHandle):
@@ -89,7 +92,9 @@ class ResultWaiter:
         ar.then(ready, weak=False)
         # One read of the stored result, as AsyncResult.get does: a duplicate of a finished
         # request (same request id) publishes nothing, since Celery never overwrites SUCCESS.
-        ar.ready()
+        # A result pushed before ``then`` registered is not lost either way: Celery buffers it.
+        if not fresh:
+            ar.ready()
         return Watch(fut, handle.request_id, ar)
 
     async def wait(self, watch: Watch, timeout: float) -> ChatResult:

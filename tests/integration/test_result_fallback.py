@@ -86,3 +86,33 @@ def test_front_door_waiter_reads_the_stored_result_when_the_push_is_lost(app: An
         waiter.close()
     assert waited < 2 * PUSH_SLICE_S + 1.5, waited
     assert not waiter._watching, "a settled watch is forgotten"
+
+
+def test_a_push_that_lands_before_a_fresh_watch_registers_is_not_lost(app: Any) -> None:
+    # A door-minted request id skips the read of the result store (no earlier run can have
+    # stored a result): a reply pushed between send_task and watch must still arrive, from
+    # Celery's buffer of pushes for results nobody waited on yet, not from the slow fallback.
+    waiter = ResultWaiter(app, threads=2)
+    first, task_id = f"warm-{uuid.uuid4().hex}", f"fresh-{uuid.uuid4().hex}"
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        # The drainer runs in a door that has served before (started by a first watch).
+        await asyncio.to_thread(waiter.watch, TaskHandle(app.AsyncResult(first),
+                                                         request_id=first), loop, 10.0)
+        app.backend.on_task_call(None, task_id)  # subscribe, as send_task does
+        app.backend.store_result(task_id, error_reply(task_id, ValidationError(
+            "early bird", field="team")), "SUCCESS")  # stored and pushed, as a worker does
+        await asyncio.sleep(0.3)  # the drainer has read the push by now
+        t0 = time.monotonic()
+        watch = await asyncio.to_thread(waiter.watch, TaskHandle(
+            app.AsyncResult(task_id), request_id=task_id), loop, 10.0, fresh=True)
+        with pytest.raises(ValidationError, match="early bird"):
+            await waiter.wait(watch, 3 * PUSH_SLICE_S + 2)
+        return time.monotonic() - t0
+
+    try:
+        waited = asyncio.run(main())
+    finally:
+        waiter.close()
+    assert waited < min(0.5, PUSH_SLICE_S / 2), waited
