@@ -29,7 +29,9 @@ _SLUICE_HEADERS = {
         ("x-sluice-baseline-cost", "What it would have cost with no lever, in USD."),
         ("x-sluice-route", "tier=...; model=...; queue=..."),
         ("x-sluice-cache", "hit or miss (the response cache)."),
-        ("x-sluice-request-id", "The request id, also the ledger row's and the job's id."))}
+        ("x-sluice-request-id", "The request id, also the ledger row's and the job's id."),
+        ("server-timing", "W3C Server-Timing, in ms: queue (enqueued to started), provider "
+                          "(started to answered), total (enqueued to answered)."))}
 
 #: Each server-sent event: a chat.completion.chunk as JSON, the last one the text [DONE].
 _EVENTS = {"schema": {"type": "object", "required": ["data"], "properties": {

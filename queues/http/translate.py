@@ -241,8 +241,14 @@ def completion_body(result: ChatResult, *, created: int | None = None) -> dict[s
 def sluice_headers(result: ChatResult) -> dict[str, str]:
     """What the levers did, in ``x-sluice-*`` response headers."""
     r = result.route
-    return {"x-sluice-request-id": result.request_id,
-            "x-sluice-cost": format(result.cost, "f"),
-            "x-sluice-baseline-cost": format(result.baseline_cost, "f"),
-            "x-sluice-route": f"tier={r.tier}; model={result.model}; queue={r.queue}",
-            "x-sluice-cache": "hit" if result.cache_hit else "miss"}
+    headers = {"x-sluice-request-id": result.request_id,
+               "x-sluice-cost": format(result.cost, "f"),
+               "x-sluice-baseline-cost": format(result.baseline_cost, "f"),
+               "x-sluice-route": f"tier={r.tier}; model={result.model}; queue={r.queue}",
+               "x-sluice-cache": "hit" if result.cache_hit else "miss"}
+    t = result.timings
+    # The W3C Server-Timing header: browsers' dev tools and tracing proxies show it, so a
+    # slow answer says whether it waited in the queue or at the provider.
+    headers["server-timing"] = (f"queue;dur={t.queued_ms:.1f}, provider;dur={t.provider_ms:.1f}, "
+                                f"total;dur={t.total_ms:.1f}")
+    return headers

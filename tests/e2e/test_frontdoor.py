@@ -130,6 +130,8 @@ def test_stream_true_streams_the_answer_to_the_sdk_with_usage_last(client: opena
     assert (r.feature, r.outcome) == ("streamed", "ok")
     assert chunks[-1].usage.completion_tokens == r.output
     assert Decimal(raw.headers["x-sluice-cost"]) == r.cost > 0
+    timing = dict(part.split(";dur=") for part in raw.headers["server-timing"].split(", "))
+    assert float(timing["provider"]) > 0 and float(timing["total"]) >= float(timing["queue"])
     # The same prompt again, not streamed: the response cache answers it with the same text.
     again = client.chat.completions.with_raw_response.create(
         model="cheap", messages=messages, max_tokens=12,

@@ -9,7 +9,7 @@ import pytest
 
 from models.domain.errors import ValidationError
 from models.domain.request import parse_request
-from models.domain.result import ChatResult, Route
+from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.http.translate import (completion_body, param_for, sluice_headers, stream_mode,
                                    to_request)
@@ -98,6 +98,10 @@ def test_usage_counts_cached_tokens_inside_prompt_tokens() -> None:
     headers = sluice_headers(result)
     assert headers["x-sluice-cost"] == "0.000123400" and headers["x-sluice-cache"] == "miss"
     assert headers["x-sluice-route"] == "tier=cheap; model=gpt-4o-mini; queue=interactive.api"
+    timed = result.model_copy(update={"timings": Timings(queued_ms=3.04, provider_ms=41.26,
+                                                         total_ms=44.3)})
+    assert sluice_headers(timed)["server-timing"] == ("queue;dur=3.0, provider;dur=41.3, "
+                                                      "total;dur=44.3")
 
 
 def test_the_callers_timeout_comes_from_our_header_or_its_sdk() -> None:
