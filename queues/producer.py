@@ -13,12 +13,13 @@ from redis.exceptions import RedisError
 
 from models.domain.catalogue import Catalogue, load_catalogue
 from models.domain.cost import worst_case_cost
-from models.domain.errors import BrokerError, QueuePaused
+from models.domain.errors import BrokerError, ConfigError, QueuePaused
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, parse_request
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
 from models.domain.tokens import count_request
 from queues.app import create_app
+from queues.cancel import CancelMarks
 from queues.envelope import Envelope, task_id_for
 from queues.inflight import Inflight, InflightMessage
 from queues.handle import Handle, ReadyHandle, TaskHandle
@@ -34,8 +35,10 @@ class Gateway:
                  catalogue: Catalogue | None = None, scorer: Scorer | None = None,
                  admission: Admission | None = None, cache: ResponseCache | None = None,
                  pauses: PauseBook | None = None, cache_hit_sink: Any = None,
-                 inflight: Inflight | None = None) -> None:
+                 inflight: Inflight | None = None, cancels: CancelMarks | None = None) -> None:
         self.settings = settings
+        #: Where callers cancel queued async requests (queues.cancel); None: not possible.
+        self.cancels = cancels
         #: Records each message until its ledger row is final (re-sends what a broker lost).
         self.inflight = inflight
         self.app = app or create_app(settings)
@@ -140,6 +143,20 @@ class Gateway:
             raise BrokerError(f"the broker at {self._broker()} refused the request: {exc}; "
                               "check that it runs (SLUICE_BROKER__URL) and retry") from exc
 
+    def cancel(self, request_id: str) -> None:
+        """Cancel a queued async-lane request: the worker that reaches it does not send it to
+        a provider, writes a $0 ``cancelled`` row and releases its reservation. A request a
+        worker already started runs to the end and is billed. Raises ConfigError without a
+        Redis broker, BrokerError when Redis cannot be reached."""
+        if self.cancels is None:
+            raise ConfigError("cancelling a request needs a Redis broker "
+                              "(SLUICE_BROKER__URL=redis://...); this one cannot hold the mark")
+        try:
+            self.cancels.mark(request_id)
+        except RedisError as exc:
+            raise BrokerError(f"could not cancel {request_id}: the broker at {self._broker()} "
+                              f"is unreachable ({exc}); retry") from exc
+
     def _broker(self) -> str:
         url = self.settings.broker.url
         return url.split("@")[-1]  # never echo credentials
@@ -168,7 +185,6 @@ def prompt_hash(request: ChatRequest) -> str:
 def elapsed_ms(since: float) -> float:
     """Milliseconds since ``since`` (a time.time() value)."""
     return (time.time() - since) * 1000.0
-
 
 
 def connect(settings: Settings, **overrides: Any) -> Gateway:

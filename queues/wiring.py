@@ -29,6 +29,7 @@ def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None =
         levers["cache_hit_sink"] = CacheHitRecorder(settings, sessions)
     levers.update(_budgets(settings, sessions))
     levers["inflight"] = _inflight(settings)
+    levers["cancels"] = _cancels(settings)
     return levers
 
 
@@ -42,7 +43,14 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
     if admission is not None:
         levers["admission"] = admission
     levers["inflight"] = _inflight(settings)
+    levers["cancels"] = _cancels(settings)
     return levers
+
+
+def _cancels(settings: Settings) -> Any:
+    from queues.cancel import cancel_marks_for
+
+    return cancel_marks_for(settings)
 
 
 def _inflight(settings: Settings) -> Any:

@@ -35,6 +35,8 @@ class WorkerRuntime:
     cache: ResponseCache | None = None
     #: The producer's record of sent messages (queues.inflight), forgotten once final.
     inflight: Any = None
+    #: Cancel marks callers set on queued async requests (queues.cancel), or None.
+    cancels: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
     _claimer: Any = field(default=None, repr=False)
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
 from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
-from models.domain.errors import (DeadlineExceeded, LedgerError, ProviderError,
+from models.domain.errors import (Cancelled, DeadlineExceeded, LedgerError, ProviderError,
                                   ProviderRetryable, SluiceError, ValidationError)
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
@@ -104,6 +104,12 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             waited_ms=round((started - env.enqueued_at) * 1000, 1))
         _fail(rt, env, err)
         return error_reply(req.request_id, err)
+    if state != "resumed" and _cancelled(rt, req):
+        err = Cancelled(f"request {req.request_id} was cancelled by its caller before a worker "
+                        "started it; it was not sent to a provider and costs nothing",
+                        request_id=req.request_id)
+        _fail(rt, env, err)
+        return error_reply(req.request_id, err)
     try:
         env = _second_check(rt, env)
         reply, model = _call(rt, env)
@@ -183,6 +189,18 @@ def _forget(rt: WorkerRuntime, req: ChatRequest) -> None:
         rt.inflight.done(task_id_for(req))
     except Exception as exc:  # noqa: BLE001 - a stale record only costs the sweeper a lookup
         log.debug("could not forget in-flight %s: %s", req.request_id, exc)
+
+
+def _cancelled(rt: WorkerRuntime, req: ChatRequest) -> bool:
+    """Did the caller cancel this async request? (Interactive ones are not looked up: their
+    callers hang up instead, and the read would cost every request a Redis round trip.)"""
+    if req.lane != "async" or rt.cancels is None:
+        return False
+    try:
+        return bool(rt.cancels.marked(req.request_id))
+    except Exception as exc:  # noqa: BLE001 - an unreadable mark must not stop paid-for work
+        log.warning("could not read the cancel mark of %s (running it): %s", req.request_id, exc)
+        return False
 
 
 def _second_check(rt: WorkerRuntime, env: Envelope) -> Envelope:

@@ -172,6 +172,12 @@ class DeadlineExceeded(SluiceError):
     retryable = True
 
 
+class Cancelled(SluiceError):
+    """Its caller cancelled the request before a worker started it: not run, not billed."""
+
+    code = "cancelled"
+
+
 class BrokerError(SluiceError):
     """The queue broker could not take the request; nothing was dispatched, retry later."""
 

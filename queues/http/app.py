@@ -66,6 +66,7 @@ def create_app(settings: Settings, *,
     routes = [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/jobs/{job_id}", chat.get_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", chat.cancel_job, methods=["DELETE"]),
         Route("/v1/models", chat.list_models, methods=["GET"]),
         Route("/admin/keys", admin.create_key_endpoint, methods=["POST"]),
         Route("/admin/keys", admin.list_keys_endpoint, methods=["GET"]),

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models.domain.errors import DeadlineExceeded, SluiceError, ValidationError
+from models.domain.errors import Cancelled, DeadlineExceeded, SluiceError, ValidationError
 from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
@@ -175,32 +175,72 @@ def job_body(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
             "poll": f"/v1/jobs/{job_id}", **extra}
 
 
-@guarded
-async def get_job(request: Request) -> Response:
-    """Where an async-lane job stands, and its completion once done (its team only)."""
+async def _job(request: Request) -> tuple[FrontDoor, str, dict[str, Any] | None]:
+    """The door, the job id and its record: None unless the key's team owns it (operators
+    see every team's)."""
     fd = door(request)
     key = await fd.keys.principal(request)
     job_id = request.path_params["job_id"]
     record = await fd.jobs.get(job_id)
     if record is None or (not key.is_operator and (record.get("team"), record.get("org"))
                           != (key.team, key.org)):
-        return error_response(404, f"no job {job_id!r} for this key's team (jobs are kept as "
-                              "long as task results, SLUICE_BROKER__RESULT_EXPIRES)",
-                              param="job_id", code="job_not_found")
+        return fd, job_id, None
+    return fd, job_id, record
+
+
+def _no_job(job_id: str) -> Response:
+    return error_response(404, f"no job {job_id!r} for this key's team (jobs are kept as long "
+                          "as task results, SLUICE_BROKER__RESULT_EXPIRES)", param="job_id",
+                          code="job_not_found")
+
+
+async def _outcome(fd: FrontDoor, job_id: str, record: dict[str, Any]
+                   ) -> tuple[str, ChatResult | SluiceError | None]:
+    """``(state, outcome)`` of a job: its cached answer, else what the result store holds."""
     if record.get("reply"):
-        outcome: ChatResult | SluiceError | None = decode_reply(record["reply"])
-        state = "SUCCESS"
-    else:
-        state, outcome = await run_in_threadpool(fd.job_outcome,
-                                                 record.get("task_id", job_id))
+        return "SUCCESS", decode_reply(record["reply"])
+    return await run_in_threadpool(fd.job_outcome, record.get("task_id", job_id))
+
+
+@guarded
+async def get_job(request: Request) -> Response:
+    """Where an async-lane job stands, and its completion once done (its team only)."""
+    fd, job_id, record = await _job(request)
+    if record is None:
+        return _no_job(job_id)
+    state, outcome = await _outcome(fd, job_id, record)
     if isinstance(outcome, ChatResult):
         return JSONResponse(job_body(job_id, "completed", result=completion_body(outcome)),
                             headers=sluice_headers(outcome))
     if isinstance(outcome, SluiceError):
         err = json.loads(sluice_error_response(outcome).body)["error"]
-        return JSONResponse(job_body(job_id, "failed", error=err))
+        status = "cancelled" if outcome.code == Cancelled.code else "failed"
+        return JSONResponse(job_body(job_id, status, error=err))
+    if state not in ("STARTED", "RETRY") and fd.gateway.cancels is not None:
+        if await run_in_threadpool(fd.gateway.cancels.marked, job_id):
+            return JSONResponse(job_body(job_id, "cancelling"))
     return JSONResponse(job_body(job_id, "running" if state in ("STARTED", "RETRY")
                                  else "queued"))
+
+
+@guarded
+async def cancel_job(request: Request) -> Response:
+    """Cancel a queued job (its team only): 202 ``cancelling``; the worker that reaches it
+    drops it at $0 and releases its reservation, unless it had already started."""
+    fd, job_id, record = await _job(request)
+    if record is None:
+        return _no_job(job_id)
+    if fd.gateway.cancels is None:
+        return error_response(501, "cancelling jobs needs a Redis broker "
+                              "(SLUICE_BROKER__URL=redis://...)", code="not_supported")
+    _, outcome = await _outcome(fd, job_id, record)
+    if outcome is not None:
+        done = "failed" if isinstance(outcome, SluiceError) else "completed"
+        return error_response(409, f"job {job_id} has already {done}: there is nothing left "
+                              f"to cancel; GET /v1/jobs/{job_id} shows its outcome",
+                              param="job_id", code="job_finished", retry=False)
+    await run_in_threadpool(fd.gateway.cancel, job_id)
+    return JSONResponse(job_body(job_id, "cancelling"), status_code=202)
 
 
 @guarded

@@ -14,7 +14,7 @@ STATUS_BY_CODE = {
     "budget_exceeded": 429, "queue_paused": 503, "broker_unavailable": 503,
     "ledger_error": 503, "provider_retryable": 503, "provider_permanent": 502,
     "engine_dead": 502, "result_timeout": 504, "result_lost": 410, "overloaded": 503,
-    "deadline_exceeded": 504,
+    "deadline_exceeded": 504, "cancelled": 409,
 }
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
           404: "invalid_request_error", 405: "invalid_request_error", 409: "conflict_error",

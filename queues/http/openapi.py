@@ -98,7 +98,8 @@ _SCHEMAS: dict[str, Any] = {
                     "cached_tokens": {"type": "integer"}}}}}}},
     "Job": {"type": "object", "required": ["id", "object", "status"], "properties": {
         "id": {"type": "string"}, "object": {"const": "sluice.job"},
-        "status": {"enum": ["queued", "running", "completed", "failed"]},
+        "status": {"enum": ["queued", "running", "completed", "failed", "cancelling",
+                            "cancelled"]},
         "poll": {"type": "string"}, "result": {"$ref": _REF + "ChatCompletion"},
         "error": {"type": "object"}}},
     "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
@@ -117,6 +118,7 @@ _SCHEMAS: dict[str, Any] = {
         "broker": {"type": "string"}, "shedding": {"type": "object"}}},
 }
 
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _CHAT_PARAMS = [
     _header("x-sluice-feature", "The feature this request is billed to (default 'default').",
             pattern=NAME_PATTERN),
@@ -161,12 +163,14 @@ def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
                                                   "text/event-stream": _EVENTS}},
                               "202": {"description": "Accepted on the async lane: poll the job.",
                                       "content": _json("Job")}, **_ERRORS}}},
-            "/v1/jobs/{job_id}": {"get": {
-                "operationId": "getJob",
-                "parameters": [{"name": "job_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "The job.", "content": _json("Job")},
-                              **_ERRORS}}},
+            "/v1/jobs/{job_id}": {
+                "get": {"operationId": "getJob", "parameters": [_JOB_ID],
+                        "responses": {"200": {"description": "The job.", "content": _json("Job")},
+                                      **_ERRORS}},
+                "delete": {"operationId": "cancelJob", "parameters": [_JOB_ID],
+                           "responses": {"202": {"description": "Cancelling: not sent to a "
+                                                                "provider unless already started.",
+                                                 "content": _json("Job")}, **_ERRORS}}},
             "/v1/models": {"get": {
                 "operationId": "listModels",
                 "responses": {"200": {"description": "Policies and catalogue models.",

@@ -193,6 +193,42 @@ def test_async_lane_returns_a_job_to_poll(client: openai.OpenAI, door: str, pg_u
     assert stranger.status_code == 404 and stranger.json()["error"]["code"] == "job_not_found"
 
 
+def test_a_queued_job_can_be_cancelled_and_costs_nothing(client: openai.OpenAI, door: str,
+                                                        gateway: Any, sessions: Any,
+                                                        standin: Any, team_key: str) -> None:
+    auth = {"authorization": f"Bearer {team_key}"}
+    control = gateway.app.control
+    # The workers stop taking async jobs for a moment, so this one waits in its queue.
+    control.cancel_consumer("async.api", reply=True, timeout=10)
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="cheap", max_tokens=20, messages=[user("Write a tagline for a teapot")],
+            extra_headers={"x-sluice-lane": "async", "x-sluice-feature": "cancelled-jobs"})
+        job_id = raw.http_response.json()["id"]
+        calls = standin.stats()["by_path"].get("/v1/chat/completions", 0)
+        gone = httpx.delete(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10)
+        assert gone.status_code == 202 and gone.json()["status"] == "cancelling"
+        polled = httpx.get(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10)
+        assert polled.json()["status"] == "cancelling"
+    finally:
+        control.add_consumer("async.api", reply=True, timeout=10)
+    deadline = time.monotonic() + 30
+    job = polled.json()
+    while job["status"] == "cancelling" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = httpx.get(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10).json()
+    assert job["status"] == "cancelled" and job["error"]["code"] == "cancelled", job
+    assert standin.stats()["by_path"].get("/v1/chat/completions", 0) == calls  # never sent
+    r = row(sessions, job_id)
+    assert (r.outcome, r.error_code, r.cost, r.feature) == ("error", "cancelled", 0,
+                                                           "cancelled-jobs")
+    # A finished job cannot be cancelled; another team's job is not found.
+    again = httpx.delete(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+    assert httpx.delete(f"{door}/v1/jobs/nope-{uuid.uuid4().hex}", headers=auth,
+                        timeout=10).status_code == 404
+
+
 def test_no_key_and_a_wrong_key_get_401(door: str, client: openai.OpenAI) -> None:
     bare = httpx.post(f"{door}/v1/chat/completions", json={"model": "cheap", "messages": []})
     assert bare.status_code == 401

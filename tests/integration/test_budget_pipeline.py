@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from models.db.budgets import ReservationRow, delete_budget, get_budget, set_budget
 from models.db.engine import make_engine, session_factory
 from models.db.tables import LedgerRow
-from models.domain.errors import BudgetExceeded, DeadlineExceeded, QueuePaused
+from models.domain.errors import BudgetExceeded, Cancelled, DeadlineExceeded, QueuePaused
 from models.domain.request import parse_request
 from models.domain.tokens import count_request
 from queues.envelope import Envelope
@@ -220,10 +220,10 @@ def test_lane_budget_pauses_every_worker_and_resumes(gateway: Any, extra_workers
             late.wait(timeout=20)
 
 
-def _envelope(gateway: Any, feature: str, reservation: str | None) -> Envelope:
+def _envelope(gateway: Any, feature: str, reservation: str | None, **kw: Any) -> Envelope:
     from scheduler.route import decide_route
 
-    req = parse_request(data(feature))
+    req = parse_request(data(feature, **kw))
     route = decide_route(req, gateway.catalogue, gateway.settings.routing)
     return Envelope(request=req, route=route, prompt_tokens=count_request(req),
                     reservation_id=reservation)
@@ -327,6 +327,38 @@ def test_a_task_past_its_deadline_is_not_sent_and_gives_its_money_back(gateway: 
         fresh = _envelope(gateway, feature, None).model_copy(
             update={"deadline": time.time() + 60})
         assert TaskHandle(gateway._send(fresh)).result(timeout=30).text
+    finally:
+        with sessions() as s:
+            delete_budget(s, "feature", feature, "total")
+            s.commit()
+
+
+def test_a_cancelled_async_request_is_not_sent_and_gives_its_money_back(gateway: Any,
+                                                                       sessions: Any,
+                                                                       standin: Any) -> None:
+    feature = f"cancel-{uuid.uuid4().hex[:8]}"
+    budget(sessions, gateway, "feature", feature, "1")
+    env = _envelope(gateway, feature, None, lane="async")
+    rid = gateway.admission.reserve(env.request, env.route, Decimal("0.01"))
+    calls = _chat_calls(standin)
+    gateway.cancel(env.request.request_id)
+    try:
+        with pytest.raises(Cancelled) as exc:
+            TaskHandle(gateway._send(env.model_copy(update={"reservation_id": rid}))
+                       ).result(timeout=30)
+        assert "not sent to a provider" in exc.value.message
+        assert _chat_calls(standin) == calls
+        with sessions() as s:
+            row = _row(s, env.request.request_id)
+            assert (row.outcome, row.error_code, row.cost) == ("error", "cancelled", 0)
+            assert s.get(ReservationRow, rid).state == "released"
+            assert get_budget(s, "feature", feature, "total").reserved == 0
+        # Interactive requests are never looked up (their callers hang up instead): a mark
+        # on one changes nothing, and it runs and is paid as usual.
+        live = _envelope(gateway, feature, None)
+        gateway.cancel(live.request.request_id)
+        assert TaskHandle(gateway._send(live)).result(timeout=30).text
+        assert _chat_calls(standin) == calls + 1
     finally:
         with sessions() as s:
             delete_budget(s, "feature", feature, "total")

@@ -1,0 +1,51 @@
+"""Cancel marks: who looks them up, and what an unreadable mark means (run, do not drop)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from models.domain.request import parse_request
+from queues.cancel import CancelMarks, cancel_key
+from workers.service import _cancelled
+
+
+class FakeRedis:
+    def __init__(self, fail: bool = False) -> None:
+        self.keys: dict[str, tuple[bytes, int]] = {}
+        self.reads = 0
+        self.fail = fail
+
+    def set(self, key: str, value: bytes, ex: int) -> None:
+        self.keys[key] = (value, ex)
+
+    def exists(self, key: str) -> int:
+        self.reads += 1
+        if self.fail:
+            raise ConnectionError("redis is away")
+        return int(key in self.keys)
+
+
+def request(lane: str, rid: str = "job-1") -> Any:
+    return parse_request({"request_id": rid, "team": "t", "feature": "f", "model": "cheap",
+                          "lane": lane,
+                          "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_a_mark_cancels_its_async_request_only() -> None:
+    client = FakeRedis()
+    marks = CancelMarks(client, "p:", ttl_s=5)
+    marks.mark("job-1")
+    assert client.keys[cancel_key("p:", "job-1")][1] == 60  # never shorter than a minute
+    rt = SimpleNamespace(cancels=marks)
+    assert _cancelled(rt, request("async"))  # type: ignore[arg-type]
+    assert not _cancelled(rt, request("async", "job-2"))  # type: ignore[arg-type]
+    reads = client.reads
+    assert not _cancelled(rt, request("interactive"))  # type: ignore[arg-type]
+    assert client.reads == reads, "interactive requests cost no lookup"
+
+
+def test_an_unreadable_mark_runs_the_request_and_no_marks_means_none() -> None:
+    rt = SimpleNamespace(cancels=CancelMarks(FakeRedis(fail=True), "", ttl_s=3600))
+    assert not _cancelled(rt, request("async"))  # type: ignore[arg-type]
+    assert not _cancelled(SimpleNamespace(cancels=None), request("async"))  # type: ignore[arg-type]
