@@ -42,6 +42,16 @@ class Timings(BaseModel):
     total_ms: float = 0.0
 
 
+class ToolCall(BaseModel):
+    """A function call the model asked for, in OpenAI's terms (arguments as a JSON string)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
 class ChatResult(BaseModel):
     """What a request produced, what it cost, and what it would have cost with no lever."""
 
@@ -61,6 +71,8 @@ class ChatResult(BaseModel):
     finish_reason: str = "stop"
     price_version: str = ""
     timings: Timings = Timings()
+    #: Calls to the request's tools the model made instead of (or beside) answering in text.
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def saved(self) -> Decimal:

@@ -31,11 +31,15 @@ def completion_chunks(result: ChatResult, *, include_usage: bool,
         return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                      "finish_reason": finish}]}
 
-    choice = body["choices"][0]
+    message = body["choices"][0]["message"]
     chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    if choice["message"]["content"]:
-        chunks.append(chunk({"content": choice["message"]["content"]}))
-    chunks.append(chunk({}, choice["finish_reason"]))
+    if message["content"]:
+        chunks.append(chunk({"content": message["content"]}))
+    if message.get("tool_calls"):
+        # Each call whole, in one delta: streaming clients merge deltas by index.
+        chunks.append(chunk({"tool_calls": [{"index": i, **call} for i, call
+                                            in enumerate(message["tool_calls"])]}))
+    chunks.append(chunk({}, body["choices"][0]["finish_reason"]))
     if include_usage:
         chunks.append({**base, "choices": [], "usage": body["usage"]})
     return chunks

@@ -179,8 +179,14 @@ def _messages(raw: Any) -> tuple[str, list[dict[str, str]]]:
             system.append(_text(msg.get("content"), where))
         elif role in ("user", "assistant"):
             if msg.get("tool_calls") or msg.get("content") is None:
-                _bad("messages", f"{where}: tool calls in the history are not supported yet")
+                _bad("messages", f"{where}: tool calls in the history are not supported yet "
+                                 "(answers carry tool calls, but a tool loop cannot continue "
+                                 "through sluicegate); send the tool's result as user text")
             turns.append({"role": role, "content": _text(msg.get("content"), where)})
+        elif role == "tool":
+            _bad("messages", f"{where}: tool results are not supported yet (answers carry "
+                             "tool calls, but a tool loop cannot continue through sluicegate); "
+                             "send the tool's result as user text")
         else:
             _bad("messages", f"{where}: role must be system, developer, user or assistant")
     if not turns:
@@ -218,6 +224,11 @@ def _response_format(raw: Any) -> str:
 def completion_body(result: ChatResult, *, created: int | None = None) -> dict[str, Any]:
     """The ``chat.completion`` object for ``result`` (usage counts cached prompt tokens in)."""
     u = result.usage
+    message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
+    if result.tool_calls:
+        # OpenAI's shape: content is null when the model only called tools.
+        message["content"] = result.text or None
+        message["tool_calls"] = tool_calls_json(result)
     return {
         "id": f"chatcmpl-{result.request_id}",
         "object": "chat.completion",
@@ -226,7 +237,7 @@ def completion_body(result: ChatResult, *, created: int | None = None) -> dict[s
         "choices": [{"index": 0, "logprobs": None,
                      "finish_reason": result.finish_reason if result.finish_reason in _FINISH
                      else "stop",
-                     "message": {"role": "assistant", "content": result.text, "refusal": None}}],
+                     "message": message}],
         "usage": {
             # OpenAI's convention: prompt_tokens INCLUDES the cached ones.
             "prompt_tokens": u.input_total, "completion_tokens": u.output,
@@ -236,6 +247,12 @@ def completion_body(result: ChatResult, *, created: int | None = None) -> dict[s
         },
         "system_fingerprint": None,
     }
+
+
+def tool_calls_json(result: ChatResult) -> list[dict[str, Any]]:
+    """The result's tool calls as chat-completions ``tool_calls`` entries."""
+    return [{"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
 
 
 def sluice_headers(result: ChatResult) -> dict[str, str]:

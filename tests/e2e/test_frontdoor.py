@@ -7,6 +7,7 @@ Redis, PostgreSQL ledger and the provider stand-in.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -152,6 +153,32 @@ def test_async_sdk_streams_too(door: str, team_key: str) -> None:
 
     text, n = asyncio.run(run())
     assert text and n >= 2  # the role chunk, the content, the finish
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "find_sku", "description": "Look a product up by its SKU.",
+    "parameters": {"type": "object", "properties": {"request": {"type": "string"}}}}}]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5"])
+def test_tool_calls_reach_the_sdk_from_either_provider(client: openai.OpenAI, sessions: Any,
+                                                       model: str) -> None:
+    ask = user("Please use tool find_sku for SKU 42")
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=[ask],
+                                                           tools=TOOLS, max_tokens=60)
+    choice = raw.parse().choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "find_sku" and call.id
+    assert "SKU 42" in json.loads(call.function.arguments)["request"]
+    assert row(sessions, raw.headers["x-sluice-request-id"]).cost > 0
+    # Streamed, the SDK's chunks carry the same call (indexed, whole in one delta).
+    streamed = client.chat.completions.create(
+        model=model, messages=[user("Please use tool find_sku for SKU 7")], tools=TOOLS,
+        max_tokens=60, stream=True)
+    deltas = [d for c in streamed if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert [(d.index, d.function.name) for d in deltas if d.function] == [(0, "find_sku")]
+    assert "SKU 7" in json.loads(deltas[0].function.arguments)["request"]
 
 
 def test_async_sdk_runs_concurrent_requests(door: str, team_key: str, sessions: Any) -> None:

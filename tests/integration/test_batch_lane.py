@@ -7,6 +7,7 @@ Batch API (JSONL file) and Anthropic Message Batches.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -114,6 +115,20 @@ def test_a_full_batch_goes_out_as_one_provider_batch_at_half_price(
         assert after["uploads"] - before["uploads"] == 1  # one JSONL file
     for result in results:
         assert result.text and result.model == model and result.route.lane == "async"
+        assert_billed_at_half(sessions, result)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5"])
+def test_tool_calls_come_back_through_a_provider_batch(batch_gateway: Any, sessions: Any,
+                                                       model: str) -> None:
+    tools = [{"name": "find_sku", "description": "Look a product up by its SKU."}]
+    handles = [batch_gateway.submit(req(model, text="Please use tool find_sku for SKU",
+                                        static={"tools": tools}))
+               for _ in range(BATCH_MAX)]
+    for result in (h.result(timeout=60) for h in handles):
+        assert result.finish_reason == "tool_calls" and result.text == ""
+        assert [c.name for c in result.tool_calls] == ["find_sku"]
+        assert "SKU" in json.loads(result.tool_calls[0].arguments)["request"]
         assert_billed_at_half(sessions, result)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +66,23 @@ def test_max_tokens_cuts_the_reply(adapter: tuple[str, Any]) -> None:
     reply = prov.complete(call(name, max_tokens=3, messages=[
         {"role": "user", "content": "Write a long article and explain in detail."}]))
     assert reply.usage.output <= 3 and reply.finish_reason == "length"
+
+
+def test_a_tool_call_comes_back_in_one_shape_from_both_providers(
+        adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    tools = [{"name": "find_sku", "description": "Look a product up by its SKU.",
+              "parameters": {"type": "object", "properties": {"request": {"type": "string"}}}}]
+    reply = prov.complete(call(name, static={"tools": tools}, messages=[
+        {"role": "user", "content": "Please use tool find_sku for SKU 42"}]))
+    assert reply.finish_reason == "tool_calls" and reply.text == ""
+    (tool,) = reply.tool_calls
+    assert tool.name == "find_sku" and tool.id
+    assert json.loads(tool.arguments) == {"request": "Please use tool find_sku for SKU 42"}
+    assert reply.usage.output > 0
+    # Without the ask, the same tools give a text answer and no call.
+    plain = prov.complete(call(name, static={"tools": tools}))
+    assert plain.text and plain.tool_calls == ()
 
 
 def test_static_prefix_is_cached_on_repeat(adapter: tuple[str, Any]) -> None:

@@ -6,9 +6,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from models.domain.result import ChatResult, Route
+from models.domain.result import ChatResult, Route, ToolCall
 from models.domain.usage import Usage
 from queues.http.stream import completion_chunks, event_stream, stream_response
+from queues.http.translate import completion_body
 
 
 def result(text: str, finish: str = "stop") -> ChatResult:
@@ -63,3 +64,21 @@ def test_the_response_is_an_event_stream_with_the_sluice_headers() -> None:
     assert resp.headers["x-sluice-cost"] == "0.00042" and resp.headers["x-sluice-cache"] == "miss"
     assert resp.headers["cache-control"] == "no-cache"
     assert events(bytes(resp.body))[-1] == "[DONE]"
+
+
+def test_tool_calls_get_a_delta_of_their_own_and_null_content_in_the_body() -> None:
+    called = result("").model_copy(update={"finish_reason": "tool_calls", "tool_calls": (
+        ToolCall(id="call_1", name="find_sku", arguments='{"sku":"42"}'),
+        ToolCall(id="call_2", name="stock", arguments="{}"))})
+    chunks = completion_chunks(called, include_usage=False)
+    calls = [c["choices"][0]["delta"]["tool_calls"] for c in chunks
+             if "tool_calls" in c["choices"][0]["delta"]]
+    assert calls == [[{"index": 0, "id": "call_1", "type": "function",
+                       "function": {"name": "find_sku", "arguments": '{"sku":"42"}'}},
+                      {"index": 1, "id": "call_2", "type": "function",
+                       "function": {"name": "stock", "arguments": "{}"}}]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    message = completion_body(called)["choices"][0]["message"]
+    assert message["content"] is None and [c["id"] for c in message["tool_calls"]] == [
+        "call_1", "call_2"]
+    assert "tool_calls" not in completion_body(result("hi"))["choices"][0]["message"]

@@ -8,6 +8,7 @@ from models.domain.usage import from_anthropic
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
+from workers.providers.tool_calls import anthropic_tool_calls
 
 _FINISH = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop",
            "tool_use": "tool_calls"}
@@ -36,6 +37,7 @@ class AnthropicMessagesProvider:
             raise map_sdk_error(self.name, exc) from exc
         text = "".join(getattr(b, "text", "") for b in resp.content)
         return ProviderReply(text=text, usage=from_anthropic(resp.usage),
+                             tool_calls=anthropic_tool_calls(resp.content),
                              finish_reason=_FINISH.get(resp.stop_reason or "", "stop"),
                              provider_model=resp.model, provider_request_id=resp.id)
 

@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from models.domain.catalogue import ModelSpec
 from models.domain.request import ChatRequest
+from models.domain.result import ToolCall
 from models.domain.usage import Usage
 
 
@@ -33,6 +34,8 @@ class ProviderReply:
     provider_model: str = ""
     provider_request_id: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    #: The tool calls in the answer, in order.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ from models.domain.usage import from_openai
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import openai_chat_body
+from workers.providers.tool_calls import openai_tool_calls
 
 
 class OpenAIChatProvider:
@@ -41,6 +42,7 @@ class OpenAIChatProvider:
         try:
             choice = body["choices"][0]
             return ProviderReply(text=choice["message"].get("content") or "",
+                                 tool_calls=openai_tool_calls(choice["message"]),
                                  usage=from_openai(body.get("usage")),
                                  finish_reason=choice.get("finish_reason") or "stop",
                                  provider_model=str(body.get("model", "")),

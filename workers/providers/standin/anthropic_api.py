@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from workers.providers.standin.caching import anthropic_cache
 from workers.providers.standin.errors import RequestInvalid
 from workers.providers.standin.pipeline import Answer, serve_call
 from workers.providers.standin.prompt import anthropic_prompt
-from workers.providers.standin.replies import make_reply
+from workers.providers.standin.replies import make_reply, tool_use
 from workers.providers.standin.state import StandInState
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
@@ -61,18 +62,25 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, key: str)
                             spec.min_cacheable_tokens,
                             {"5m": cfg.anthropic_ttl_5m_s, "1h": cfg.anthropic_ttl_1h_s})
     reply = make_reply(f"{spec.name}|{prompt.digest}", prompt.last_user, max_tokens, stops)
+    content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}]
+    stop_reason, out_tokens = _STOP_REASONS[reply.finish], reply.tokens
+    call = tool_use(prompt.last_user, [t.get("name") for t in body.get("tools") or ()])
+    if call is not None:
+        content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                    "name": call.name, "input": json.loads(call.arguments)}]
+        stop_reason, out_tokens = "tool_use", call.tokens
     payload = {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": body["model"],
-        "content": [{"type": "text", "text": reply.text}],
-        "stop_reason": _STOP_REASONS[reply.finish],
-        "stop_sequence": reply.stop_sequence,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": reply.stop_sequence if call is None else None,
         "usage": {
             # input_tokens excludes both cache buckets, as Anthropic's does
             "input_tokens": prompt.total - cache.read - cache.written,
-            "output_tokens": reply.tokens,
+            "output_tokens": out_tokens,
             "cache_creation_input_tokens": cache.written,
             "cache_read_input_tokens": cache.read,
             "cache_creation": {"ephemeral_5m_input_tokens": cache.write_5m,
@@ -80,4 +88,4 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, key: str)
             "service_tier": "standard",
         },
     }
-    return Answer(payload, prompt.total, reply.tokens, cache)
+    return Answer(payload, prompt.total, out_tokens, cache)

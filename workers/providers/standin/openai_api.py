@@ -14,7 +14,7 @@ from workers.providers.standin.caching import CacheUsage, openai_cache
 from workers.providers.standin.errors import RequestInvalid
 from workers.providers.standin.pipeline import Answer, serve_call
 from workers.providers.standin.prompt import openai_prompt
-from workers.providers.standin.replies import make_reply
+from workers.providers.standin.replies import make_reply, tool_use
 from workers.providers.standin.state import StandInState
 
 
@@ -51,6 +51,15 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: 
     cached = openai_cache(prompt, state.openai_cache, scope, spec.min_cacheable_tokens,
                           state.config.openai_cache_ttl_s)
     reply = make_reply(f"{spec.name}|{prompt.digest}", prompt.last_user, max_tokens, stop)
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None,
+                               "annotations": []}
+    finish, out_tokens = "length" if reply.finish == "length" else "stop", reply.tokens
+    call = tool_use(prompt.last_user, [(t.get("function") or {}).get("name")
+                                       for t in body.get("tools") or ()])
+    if call is not None:
+        message["content"], finish, out_tokens = None, "tool_calls", call.tokens
+        message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                                  "function": {"name": call.name, "arguments": call.arguments}}]
     payload = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -58,15 +67,14 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: 
         "model": body["model"],
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": reply.text, "refusal": None,
-                        "annotations": []},
+            "message": message,
             "logprobs": None,
-            "finish_reason": "length" if reply.finish == "length" else "stop",
+            "finish_reason": finish,
         }],
         "usage": {
             "prompt_tokens": prompt.total,  # includes cached_tokens, as OpenAI's does
-            "completion_tokens": reply.tokens,
-            "total_tokens": prompt.total + reply.tokens,
+            "completion_tokens": out_tokens,
+            "total_tokens": prompt.total + out_tokens,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
@@ -75,7 +83,7 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: 
         "service_tier": "default",
         "system_fingerprint": "fp_standin",
     }
-    return Answer(payload, prompt.total, reply.tokens, CacheUsage(read=cached))
+    return Answer(payload, prompt.total, out_tokens, CacheUsage(read=cached))
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from models.domain.tokens import count_text, encoding
@@ -31,6 +33,8 @@ knew try told young miles sun ways thing whole hear example heard several change
 sea against top turned learn point city play toward five using himself usually money seen
 """.split())
 
+#: A prompt that says "use tool NAME" (NAME among the request's tools) is answered by a call.
+_USE_TOOL = re.compile(r"\buse tool ([A-Za-z0-9_\-]{1,64})\b")
 _LONG = re.compile(r"\b(article|essay|in detail|detailed|comprehensive|step by step|story|"
                    r"thorough|long)\b", re.IGNORECASE)
 _SHORT = re.compile(r"\b(rephrase|classify|classification|yes or no|one word|label|sentiment|"
@@ -104,3 +108,21 @@ def _clip(text: str, max_tokens: int) -> str:
         else:
             hi = mid - 1
     return " ".join(pieces[:lo])
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """A tool call the stand-in answers with: the tool, its arguments (JSON text), their tokens."""
+
+    name: str
+    arguments: str
+    tokens: int
+
+
+def tool_use(last_user: str, tools: Iterable[str]) -> ToolUse | None:
+    """The call a prompt asks for ("use tool NAME", NAME one of ``tools``), else None."""
+    found = _USE_TOOL.search(last_user)
+    if found is None or found.group(1) not in set(tools):
+        return None
+    arguments = json.dumps({"request": last_user[:200]}, separators=(",", ":"))
+    return ToolUse(name=found.group(1), arguments=arguments, tokens=count_text(arguments))
