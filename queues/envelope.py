@@ -37,6 +37,12 @@ class Envelope(BaseModel):
         # know is left out while unset, so a rolling deploy can put workers last.
         if message["request"].get("timeout_s") is None:
             message["request"].pop("timeout_s", None)
+        for turn in (*message["request"]["messages"],
+                     *message["request"].get("static", {}).get("few_shot", ())):
+            if not turn.get("tool_calls"):
+                turn.pop("tool_calls", None)
+            if turn.get("tool_call_id") is None:
+                turn.pop("tool_call_id", None)
         return message
 
 

@@ -100,7 +100,7 @@ class ResponseCacheBase(ABC):
         if raw is None and self._failures:  # the store is down: no point waiting on it
             self._count("miss")
             return None
-        if raw is None and policy.policy.semantic:
+        if raw is None and key.context:  # a semantic key (see ``key``)
             raw, how = self._semantic_lookup(key, policy), "semantic_hit"
         if raw is None and self.config.single_flight_wait_s > 0:
             raw, how = self._follow(key, entry, request.request_id), "single_flight_hit"
@@ -129,7 +129,7 @@ class ResponseCacheBase(ABC):
                           ttl_ms, self.lock_key(key)):
             return
         self._count("store")
-        if policy.policy.semantic:
+        if key.context:
             self._semantic(self.semantic.add, self._stream(key), key.last_user, key.id, ttl_ms)
 
     def abandon(self, request: ChatRequest) -> None:
@@ -147,7 +147,10 @@ class ResponseCacheBase(ABC):
         model = self._models.get(request.model)
         if model is None:
             model = self._models[request.model] = model_fingerprint(request.model, self.routing)
-        return cache_key(request, policy, model, report=report, semantic=policy.policy.semantic)
+        # Similar is not the same for a tool's output ("12.50" and "13.50" embed alike): a turn
+        # that ends with a tool result is matched exactly, never semantically.
+        semantic = policy.policy.semantic and request.messages[-1].role == "user"
+        return cache_key(request, policy, model, report=report, semantic=semantic)
 
     def entry_key(self, key: CacheKey) -> str:
         """The store key an entry lives at."""

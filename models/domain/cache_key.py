@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from models.domain.cache_policy import CompiledPolicy
 from models.domain.normalize import NormalizationReport
 from models.domain.request import (TIER_POLICIES, CachePolicy, ChatRequest, Message, StaticPart,
-                                   ToolDef)
+                                   ToolCall, ToolDef)
 from models.domain.settings import RoutingSettings
 
 #: Bump when the encoding changes: old entries then simply stop matching.
@@ -52,7 +52,12 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},
-    Message: {"role": (Role.KEYED, ""), "content": (Role.KEYED, "normalized")},
+    Message: {"role": (Role.KEYED, ""), "content": (Role.KEYED, "normalized"),
+              "tool_calls": (Role.KEYED, "names and arguments, with the role"),
+              "tool_call_id": (Role.EXCLUDED, "an opaque handle pairing a result with its "
+                                              "call; the order of turns already does")},
+    ToolCall: {"id": (Role.EXCLUDED, "an opaque handle, fresh on every call"),
+               "name": (Role.KEYED, ""), "arguments": (Role.KEYED, "as sent")},
     ToolDef: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),
               "parameters": (Role.KEYED, "canonical JSON")},
     CachePolicy: {"mode": (Role.EXCLUDED, "read/write control"),
@@ -148,8 +153,17 @@ def encode_request(request: ChatRequest, policy: CompiledPolicy, model: str,
         parts += [_ns(m.role), _ns(norm(m.content, report))]
     parts += ["messages", _ns(str(len(request.messages)))]
     for m in request.messages:
-        parts += [_ns(m.role), _ns(norm(m.content, report))]
+        parts += [_ns(_role(m)), _ns(norm(m.content, report))]
     return parts
+
+
+def _role(m: Message) -> str:
+    """The role, with the calls an assistant turn made: a plain turn encodes as before, and no
+    plain role contains ':' so no tool turn can encode like a plain one."""
+    if not m.tool_calls:
+        return m.role
+    calls = [[c.name, c.arguments] for c in m.tool_calls]
+    return f"{m.role}:" + json.dumps(calls, separators=(",", ":"), ensure_ascii=False)
 
 
 def _digest(parts: list[str]) -> str:

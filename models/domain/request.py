@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.domain.errors import ValidationError
 
@@ -19,13 +20,70 @@ _ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 _NAME_PATTERN = r"^[A-Za-z0-9._:\-/]{1,64}$"
 
 
+class ToolCall(BaseModel):
+    """A function call the model asked for, in OpenAI's terms (arguments as a JSON string)."""
+
+    # No limits here: a provider's answer must never fail validation after it was paid for.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
 class Message(BaseModel):
-    """One chat turn of the dynamic part (or a few-shot example)."""
+    """One chat turn of the dynamic part (or a few-shot example).
+
+    A tool loop adds two kinds: an assistant turn that called tools (``tool_calls``, its text
+    may be empty) and a ``tool`` turn carrying one call's result (``tool_call_id``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    role: Literal["user", "assistant"]
-    content: str = Field(min_length=1, max_length=2_000_000)
+    role: Literal["user", "assistant", "tool"]
+    content: str = Field(default="", max_length=2_000_000)
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("content")
+    @classmethod
+    def _user_says_something(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if info.data.get("role") == "user" and not value:
+            raise ValueError("a user message needs content")
+        return value
+
+    @model_validator(mode="after")
+    def _shape_fits_role(self) -> Message:
+        if self.role == "tool":
+            if self.tool_call_id is None:
+                raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        elif self.tool_call_id is not None:
+            raise ValueError("only a tool message has a tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        if self.role == "assistant" and not (self.content or self.tool_calls):
+            raise ValueError("an assistant message needs content or tool_calls")
+        for call in self.tool_calls:
+            # Anthropic takes a call's input as an object: arguments must be a JSON object.
+            try:
+                parsed = json.loads(call.arguments)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise ValueError(f"tool call {call.id}: arguments must be a JSON object")
+        return self
+
+    def to_openai(self) -> dict[str, Any]:
+        """This turn as a chat-completions message."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["content"] = self.content or None
+            out["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}}
+                                 for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 class ToolDef(BaseModel):
@@ -46,6 +104,13 @@ class StaticPart(BaseModel):
     system: str = Field(default="", max_length=2_000_000)
     few_shot: tuple[Message, ...] = ()
     tools: tuple[ToolDef, ...] = ()
+
+    @field_validator("few_shot")
+    @classmethod
+    def _few_shot_is_text(cls, value: tuple[Message, ...]) -> tuple[Message, ...]:
+        if any(m.role == "tool" or m.tool_calls or not m.content for m in value):
+            raise ValueError("few-shot examples are user and assistant text turns")
+        return value
 
     def is_empty(self) -> bool:
         """True when there is no static prefix at all."""
@@ -95,8 +160,10 @@ class ChatRequest(BaseModel):
     @field_validator("messages")
     @classmethod
     def _last_turn_is_user(cls, value: tuple[Message, ...]) -> tuple[Message, ...]:
-        if value and value[-1].role != "user":
-            raise ValueError("the last message must have role 'user'")
+        if value and value[-1].role not in ("user", "tool"):
+            raise ValueError("the last message must have role 'user' (or 'tool': a tool's "
+                             "result the model goes on from)")
+        _results_follow_their_calls(value)
         return value
 
     def prompt_text(self) -> str:
@@ -104,12 +171,38 @@ class ChatRequest(BaseModel):
         parts = [self.static.system]
         parts += [m.content for m in self.static.few_shot]
         parts += [t.name + " " + t.description for t in self.static.tools]
-        parts += [m.content for m in self.messages]
+        for m in self.messages:
+            parts.append(m.content)
+            parts += [c.name + " " + c.arguments for c in m.tool_calls]
         return "\n".join(p for p in parts if p)
 
     def last_user_text(self) -> str:
-        """The newest user turn: what the router mostly looks at."""
+        """The newest user turn: what the router mostly looks at (in a tool loop, the user's
+        ask rather than a tool's output)."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.content
         return self.messages[-1].content
+
+
+def _results_follow_their_calls(messages: tuple[Message, ...]) -> None:
+    """Both providers refuse a tool result that answers no call, and a call left unanswered:
+    the turns after an assistant's calls are one result per call, before anything else."""
+    waiting: set[str] = set()
+    for i, m in enumerate(messages):
+        if m.role == "tool":
+            if m.tool_call_id not in waiting:
+                raise ValueError(f"messages[{i}] answers tool call {m.tool_call_id!r}, which the "
+                                 "assistant turn before it did not make (or was answered)")
+            waiting.discard(m.tool_call_id)
+            continue
+        if waiting:
+            raise ValueError(f"messages[{i}]: tool calls {sorted(waiting)} have no result; send "
+                             "one tool message per call right after the assistant's turn")
+        waiting = {c.id for c in m.tool_calls}
+    if waiting:
+        raise ValueError(f"tool calls {sorted(waiting)} have no result; send one tool message "
+                         "per call after the assistant's turn")
 
 
 def parse_request(data: dict[str, Any] | ChatRequest) -> ChatRequest:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.domain.request import ToolCall
 from models.domain.usage import Usage
 
 Backend = Literal["api", "gpu"]
@@ -40,16 +41,6 @@ class Timings(BaseModel):
     queued_ms: float = 0.0
     provider_ms: float = 0.0
     total_ms: float = 0.0
-
-
-class ToolCall(BaseModel):
-    """A function call the model asked for, in OpenAI's terms (arguments as a JSON string)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    name: str
-    arguments: str = "{}"
 
 
 class ChatResult(BaseModel):

@@ -78,6 +78,8 @@ def count_request(request: ChatRequest) -> int:
         total += PER_MESSAGE + count_text(request.static.system)
     for msg in (*request.static.few_shot, *request.messages):
         total += PER_MESSAGE + count_text(msg.content)
+        for call in msg.tool_calls:
+            total += count_text(call.name) + count_text(call.arguments)
     for tool in request.static.tools:
         total += PER_MESSAGE + count_text(tool.name) + count_text(tool.description)
         total += count_text(str(tool.parameters))

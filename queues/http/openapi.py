@@ -44,13 +44,22 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["message", "type"],
         "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                        "param": _NULLABLE_STR, "code": _NULLABLE_STR}}}},
-    # System/developer turns must lead and the last turn must be the user's (not expressible
-    # here): the 400 then names "messages".
-    "Message": {"type": "object", "required": ["role", "content"], "properties": {
-        "role": {"enum": ["system", "developer", "user", "assistant"]},
+    # System/developer turns must lead, the last turn must be the user's or a tool's, and each
+    # tool call gets one result right after its turn (not expressible here): the 400 then
+    # names "messages".
+    "Message": {"type": "object", "required": ["role"], "properties": {
+        "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
         "content": {"anyOf": [{"type": "string", "minLength": 1},
-                              {"type": "array", "minItems": 1, "items": _TEXT_PART}]},
-        "name": {"type": "string"}}},
+                              {"type": "array", "minItems": 1, "items": _TEXT_PART},
+                              {"type": "null"}]},
+        "name": {"type": "string"},
+        "tool_calls": {"type": "array", "items": {"$ref": _REF + "ToolCall"}},
+        "tool_call_id": {"type": "string", "minLength": 1}}},
+    "ToolCall": {"type": "object", "required": ["id", "type", "function"], "properties": {
+        "id": {"type": "string"}, "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name", "arguments"], "properties": {
+            "name": {"type": "string"},
+            "arguments": {"type": "string", "description": "A JSON object, as text."}}}}},
     "Tool": {"type": "object", "required": ["type", "function"], "properties": {
         "type": {"const": "function"},
         "function": {"type": "object", "required": ["name"], "properties": {
@@ -89,7 +98,9 @@ _SCHEMAS: dict[str, Any] = {
             "choices": {"type": "array", "items": {"type": "object", "properties": {
                 "index": {"type": "integer"}, "finish_reason": {"type": "string"},
                 "message": {"type": "object", "properties": {
-                    "role": {"const": "assistant"}, "content": _NULLABLE_STR}}}}},
+                    "role": {"const": "assistant"}, "content": _NULLABLE_STR,
+                    "tool_calls": {"type": "array",
+                                   "items": {"$ref": _REF + "ToolCall"}}}}}}},
             "usage": {"type": "object", "required": ["prompt_tokens", "completion_tokens",
                                                      "total_tokens"], "properties": {
                 "prompt_tokens": {"type": "integer", "description": "Includes cached tokens."},

@@ -177,21 +177,39 @@ def _messages(raw: Any) -> tuple[str, list[dict[str, str]]]:
                 _bad("messages", f"{where}: system messages must come before the conversation "
                                  "(sluicegate sends them first, as the cacheable prefix)")
             system.append(_text(msg.get("content"), where))
-        elif role in ("user", "assistant"):
-            if msg.get("tool_calls") or msg.get("content") is None:
-                _bad("messages", f"{where}: tool calls in the history are not supported yet "
-                                 "(answers carry tool calls, but a tool loop cannot continue "
-                                 "through sluicegate); send the tool's result as user text")
+        elif role == "user":
             turns.append({"role": role, "content": _text(msg.get("content"), where)})
+        elif role == "assistant":
+            content = msg.get("content")
+            turn: dict[str, Any] = {"role": role,
+                                    "content": "" if content is None else _text(content, where)}
+            if msg.get("tool_calls"):
+                turn["tool_calls"] = _history_calls(msg["tool_calls"], where)
+            turns.append(turn)
         elif role == "tool":
-            _bad("messages", f"{where}: tool results are not supported yet (answers carry "
-                             "tool calls, but a tool loop cannot continue through sluicegate); "
-                             "send the tool's result as user text")
+            turns.append({"role": role, "content": _text(msg.get("content") or "", where),
+                          "tool_call_id": msg.get("tool_call_id")})
         else:
-            _bad("messages", f"{where}: role must be system, developer, user or assistant")
+            _bad("messages", f"{where}: role must be system, developer, user, assistant or tool")
     if not turns:
         _bad("messages", "messages must hold at least one user turn")
     return "\n\n".join(system), turns
+
+
+def _history_calls(raw: Any, where: str) -> list[dict[str, Any]]:
+    """An assistant turn's ``tool_calls`` as ToolCall fields (checked in full by ChatRequest)."""
+    if not isinstance(raw, list):
+        _bad("messages", f"{where}.tool_calls must be an array")
+    out = []
+    for i, call in enumerate(raw):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not (isinstance(call, dict) and call.get("type", "function") == "function"
+                and isinstance(fn, dict)):
+            _bad("messages", f"{where}.tool_calls[{i}] must be {{'id': ..., 'type': "
+                             "'function', 'function': {'name': ..., 'arguments': ...}}")
+        out.append({"id": call.get("id"), "name": fn.get("name"),
+                    "arguments": fn.get("arguments", "{}")})
+    return out
 
 
 def _tools(raw: Any) -> list[dict[str, Any]]:

@@ -172,6 +172,12 @@ def test_tool_calls_reach_the_sdk_from_either_provider(client: openai.OpenAI, se
     assert call.type == "function" and call.function.name == "find_sku" and call.id
     assert "SKU 42" in json.loads(call.function.arguments)["request"]
     assert row(sessions, raw.headers["x-sluice-request-id"]).cost > 0
+    # The loop goes on as the SDK's docs show it: the SDK's own message, then the result.
+    after = client.chat.completions.create(model=model, tools=TOOLS, max_tokens=30, messages=[
+        ask, choice.message,  # type: ignore[list-item]
+        {"role": "tool", "tool_call_id": call.id, "content": '{"price": "12.50"}'}])
+    assert after.choices[0].finish_reason in ("stop", "length")
+    assert after.choices[0].message.content and not after.choices[0].message.tool_calls
     # Streamed, the SDK's chunks carry the same call (indexed, whole in one delta).
     streamed = client.chat.completions.create(
         model=model, messages=[user("Please use tool find_sku for SKU 7")], tools=TOOLS,

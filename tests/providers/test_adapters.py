@@ -85,6 +85,23 @@ def test_a_tool_call_comes_back_in_one_shape_from_both_providers(
     assert plain.text and plain.tool_calls == ()
 
 
+def test_a_tool_loop_continues_with_the_result_and_counts_exactly(
+        adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    tools = [{"name": "find_sku", "description": "Look a product up by its SKU."}]
+    ask = {"role": "user", "content": "Please use tool find_sku for SKU 42"}
+    first = prov.complete(call(name, static={"tools": tools}, messages=[ask]))
+    (tool,) = first.tool_calls
+    history = [ask, {"role": "assistant", "content": "",
+                     "tool_calls": [tool.model_dump()]},
+               {"role": "tool", "tool_call_id": tool.id, "content": '{"price": "12.50"}'}]
+    second = call(name, static={"tools": tools}, messages=history)
+    reply = prov.complete(second)
+    # The model goes on from the result in text; both providers took the history as sent.
+    assert reply.text and reply.tool_calls == () and reply.finish_reason in ("stop", "length")
+    assert reply.usage.input_total == count_request(second.request)
+
+
 def test_static_prefix_is_cached_on_repeat(adapter: tuple[str, Any]) -> None:
     name, prov = adapter
     first = prov.complete(call(name, static={"system": LONG_SYSTEM}))

@@ -239,3 +239,24 @@ def test_bad_feature_policies_are_refused_naming_the_field(bad: dict[str, Any],
 
     with pytest.raises(pydantic.ValidationError, match=where):
         load_settings({"SLUICE_CACHE__FEATURES": json.dumps(bad)})
+
+
+def _loop(call_id: str, arguments: str = '{"sku":"42"}', result: str = "12.50") -> ChatRequest:
+    return req(messages=[
+        {"role": "user", "content": "Please use tool find_sku for SKU 42"},
+        {"role": "assistant", "tool_calls": [{"id": call_id, "name": "find_sku",
+                                              "arguments": arguments}]},
+        {"role": "tool", "tool_call_id": call_id, "content": result}])
+
+
+def test_a_tool_loop_is_keyed_by_calls_and_results_not_by_their_ids() -> None:
+    # Call ids are fresh on every call: keyed, no tool loop would ever hit the cache.
+    assert key_of(_loop("call_a")) == key_of(_loop("call_b"))
+    assert key_of(_loop("call_a", arguments='{"sku":"43"}')) != key_of(_loop("call_a"))
+    assert key_of(_loop("call_a", result="13.00")) != key_of(_loop("call_a"))
+    # The calls are keyed with the turn: other calls, another key.
+    other = req(messages=[{"role": "user", "content": "Please use tool find_sku for SKU 42"},
+                          {"role": "assistant", "tool_calls": [
+                              {"id": "x", "name": "find_stock", "arguments": '{"sku":"42"}'}]},
+                          {"role": "tool", "tool_call_id": "x", "content": "12.50"}])
+    assert key_of(other) != key_of(_loop("x"))

@@ -6,7 +6,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from models.domain.result import ChatResult, Route, ToolCall
+from models.domain.request import ToolCall
+from models.domain.result import ChatResult, Route
 from models.domain.usage import Usage
 from queues.http.stream import completion_chunks, event_stream, stream_response
 from queues.http.translate import completion_body

@@ -33,6 +33,24 @@ def req(**kw: Any) -> dict[str, Any]:
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
     ({"colour": "blue"}, "colour"),
     ({"request_id": "a b"}, "request_id"),
+    ({"messages": [{"role": "tool", "content": "12.50"}]}, "messages.0"),  # no tool_call_id
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""},
+                   {"role": "user", "content": "b"}]}, "messages.1"),  # says nothing
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "name": "f", "arguments": "not json"}]}, {"role": "user", "content": "b"}]},
+     "messages.1"),
+    ({"messages": [{"role": "user", "content": "q", "tool_call_id": "c1"}]}, "messages.0"),
+    ({"messages": [{"role": "user", "content": "q"},
+                   {"role": "assistant", "tool_calls": [{"id": "c1", "name": "f"}]}]},
+     "messages"),  # the last turn must be the user's or a tool's
+    ({"static": {"few_shot": [{"role": "tool", "tool_call_id": "c", "content": "x"}]}},
+     "static.few_shot"),
+    ({"messages": [{"role": "tool", "tool_call_id": "c1", "content": "x"}]}, "messages"),
+    ({"messages": [{"role": "user", "content": "q"},  # c2 is never answered
+                   {"role": "assistant", "tool_calls": [{"id": "c1", "name": "f"},
+                                                        {"id": "c2", "name": "f"}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "x"},
+                   {"role": "user", "content": "b"}]}, "messages"),
 ])
 def test_bad_fields_are_named(bad: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as exc:
@@ -95,3 +113,18 @@ def test_request_round_trips_through_json() -> None:
                                   "tools": [{"name": "lookup", "description": "d"}]}))
     again = parse_request(r.model_dump(mode="json"))
     assert again == r
+
+
+def test_a_tool_loop_is_a_valid_conversation_and_the_router_reads_the_users_ask() -> None:
+    r = parse_request(req(messages=[
+        {"role": "user", "content": "What does SKU 42 cost?"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "name": "find_sku",
+                                              "arguments": '{"sku": "42"}'}]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"price": "12.50"}'}]))
+    assert r.messages[-1].role == "tool" and r.last_user_text() == "What does SKU 42 cost?"
+    assert "find_sku" in r.prompt_text() and "12.50" in r.prompt_text()
+    assert r.messages[1].to_openai() == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function",
+         "function": {"name": "find_sku", "arguments": '{"sku": "42"}'}}]}
+    assert r.messages[2].to_openai() == {"role": "tool", "content": '{"price": "12.50"}',
+                                         "tool_call_id": "c1"}

@@ -131,3 +131,22 @@ def test_a_worker_stores_and_another_process_finds_it_through_redis(
         worker.flush()
         worker.close()
         producer.close()
+
+
+def test_a_tool_result_is_matched_exactly_never_semantically(cache: MemoryResponseCache,
+                                                             embedder: Any) -> None:
+    def after_tool(result: str) -> ChatRequest:
+        return req("Where does my kettle ship from?", messages=[
+            {"role": "user", "content": "Where does my kettle ship from?"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "name": "order",
+                                                  "arguments": '{"sku": "kettle-blue"}'}]},
+            {"role": "tool", "tool_call_id": "c1", "content": result}])
+
+    # Two warehouses: no number or negation for the guard to catch, and cosine ~0.96.
+    stored = '{"warehouse": "Berlin", "status": "ok", "carrier": "DHL", "priority": "standard"}'
+    asked = stored.replace("Berlin", "Hamburg")
+    assert cosine(embedder, stored, asked) >= THRESHOLD  # an embedding calls them the same
+    cache.store(after_tool(stored), answer("It ships from Berlin."))
+    assert cache.lookup(after_tool(asked)) is None
+    assert cache.stats().get("semantic_hit", 0) == 0
+    assert cache.lookup(after_tool(stored)) is not None  # the exact match still hits

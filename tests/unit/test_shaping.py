@@ -86,3 +86,34 @@ def test_breakpoints_never_exceed_four(system: str, ttl: str) -> None:
     assert count_breakpoints(p) <= MAX_BREAKPOINTS
     assert count_breakpoints(p) == (1 if static_tokens(req({"system": system * 20}).static)
                                     >= SONNET.min_cacheable_tokens else 0)
+
+
+def _loop() -> Any:
+    return parse_request({"team": "t", "feature": "f", "messages": [
+        {"role": "user", "content": "Price and stock of SKU 42?"},
+        {"role": "assistant", "content": "Looking.", "tool_calls": [
+            {"id": "c1", "name": "price", "arguments": '{"sku":"42"}'},
+            {"id": "c2", "name": "stock", "arguments": '{"sku":"42"}'}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "12.50"},
+        {"role": "tool", "tool_call_id": "c2", "content": "7"},
+        {"role": "user", "content": "And in euros?"}]})
+
+
+def test_a_tool_loop_in_openai_shape() -> None:
+    msgs = openai_messages(_loop())
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "tool", "user"]
+    assert [c["id"] for c in msgs[1]["tool_calls"]] == ["c1", "c2"]
+    assert msgs[2]["tool_call_id"] == "c1" and msgs[3]["content"] == "7"
+
+
+def test_a_tool_loop_in_anthropic_shape_puts_results_in_one_user_turn() -> None:
+    turns = anthropic_payload(_loop(), SONNET)["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"] == [
+        {"type": "text", "text": "Looking."},
+        {"type": "tool_use", "id": "c1", "name": "price", "input": {"sku": "42"}},
+        {"type": "tool_use", "id": "c2", "name": "stock", "input": {"sku": "42"}}]
+    assert turns[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "c1", "content": "12.50"},
+        {"type": "tool_result", "tool_use_id": "c2", "content": "7"},
+        {"type": "text", "text": "And in euros?"}]

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from models.domain.catalogue import ModelSpec
-from models.domain.request import ChatRequest
-from models.domain.result import ToolCall
+from models.domain.request import ChatRequest, ToolCall
 from models.domain.usage import Usage
 
 

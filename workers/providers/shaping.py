@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from models.domain.catalogue import ModelSpec
-from models.domain.request import ChatRequest, StaticPart
+from models.domain.request import ChatRequest, Message, StaticPart
 from models.domain.tokens import PER_MESSAGE, count_text
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
     if request.static.system:
         out.append({"role": "system", "content": request.static.system})
     out += [{"role": m.role, "content": m.content} for m in request.static.few_shot]
-    out += [{"role": m.role, "content": m.content} for m in request.messages]
+    out += [m.to_openai() for m in request.messages]
     return out
 
 
@@ -83,7 +84,7 @@ def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -
     system = [{"type": "text", "text": static.system}] if static.system else []
     few_shot = [{"role": m.role, "content": [{"type": "text", "text": m.content}]}
                 for m in static.few_shot]
-    dynamic = [{"role": m.role, "content": m.content} for m in request.messages]
+    dynamic = anthropic_turns(request.messages)
     marker: dict[str, Any] = {"type": "ephemeral"}
     if ttl == "1h":
         marker["ttl"] = "1h"
@@ -107,6 +108,35 @@ def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -
         payload["tools"] = tools
     assert count_breakpoints(payload) <= MAX_BREAKPOINTS
     return payload
+
+
+def anthropic_turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The dynamic turns in Anthropic's shape: a call is a ``tool_use`` block of the assistant
+    turn, and results (with any user text after them) are ``tool_result`` blocks of one user
+    turn, as the Messages API wants them."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "assistant" and m.tool_calls:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
+                        "input": json.loads(c.arguments)} for c in m.tool_calls]
+            out.append({"role": "assistant", "content": blocks})
+        elif m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            if out and out[-1]["role"] == "user" and _holds_results(out[-1]):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.role == "user" and out and _holds_results(out[-1]):
+            out[-1]["content"].append({"type": "text", "text": m.content})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _holds_results(turn: dict[str, Any]) -> bool:
+    content = turn.get("content")
+    return isinstance(content, list) and any(b.get("type") == "tool_result" for b in content)
 
 
 def count_breakpoints(payload: dict[str, Any]) -> int:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from models.domain.result import ToolCall
+from models.domain.request import ToolCall
 
 
 def openai_tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from models.domain.errors import ProviderPermanent, ProviderRetryable
-from models.domain.request import ChatRequest
+from models.domain.request import ChatRequest, Message
 from models.domain.settings import LanesSettings
 from models.domain.usage import Usage
 from workers.gpu.engine_io import (ASYNC_PRIORITY, INTERACTIVE_PRIORITY, EngineOutput,
@@ -43,8 +43,18 @@ def render_messages(request: ChatRequest) -> list[dict[str, str]]:
         system += ("\n\n" if system else "") + _JSON_HINT
     messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
     messages += [{"role": m.role, "content": m.content} for m in static.few_shot]
-    messages += [{"role": m.role, "content": m.content} for m in request.messages]
+    messages += [_plain(m) for m in request.messages]
     return messages
+
+
+def _plain(m: Message) -> dict[str, str]:
+    """A turn as chat-template text: calls in the format the tool hint asks for, and results
+    as user turns (not every model's template knows a tool role)."""
+    if m.role == "tool":
+        return {"role": "user", "content": f"Result of tool call {m.tool_call_id}:\n{m.content}"}
+    calls = [json.dumps({"tool": c.name, "arguments": json.loads(c.arguments)},
+                        sort_keys=True, separators=(",", ":")) for c in m.tool_calls]
+    return {"role": m.role, "content": "\n".join([m.content, *calls]).strip()}
 
 
 def usage_of(out: EngineOutput) -> Usage:
