@@ -1,7 +1,7 @@
 """Front-door overhead p50 / p99 at 100 and 500 requests/s, beside a LiteLLM proxy, in one run.
 
     python -m ops.bench.frontdoor_bench [--rates 100,500] [--seconds 8] [--server-workers 2]
-                                        [--repeats 1] [--task-events]
+                                        [--celery-workers CORES] [--repeats 1] [--task-events]
 
 Four targets share one zero-latency stand-in: the stand-in called directly, sluicegate's front
 door (uvicorn --factory, with the whole pipeline behind it: response cache, routing, admission,
@@ -297,8 +297,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run")
     parser.add_argument("--server-workers", type=int, default=2,
                         help="uvicorn workers of the front door, and LiteLLM's --num_workers")
-    parser.add_argument("--celery-workers", type=int, default=1,
-                        help="Celery worker processes behind the front door")
+    parser.add_argument("--celery-workers", type=int, default=os.cpu_count() or 1,
+                        help="Celery worker processes behind the front door (default: one per "
+                             "core, as LiteLLM and the door get one process per core)")
     parser.add_argument("--litellm-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure every target this many times, interleaved; percentiles "
