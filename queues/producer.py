@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +14,8 @@ from redis.exceptions import RedisError
 
 from models.domain.catalogue import Catalogue, load_catalogue
 from models.domain.cost import worst_case_cost
-from models.domain.errors import BrokerError, ConfigError, QueuePaused
-from models.domain.request import MAX_TIMEOUT_S, ChatRequest, parse_request
+from models.domain.errors import BrokerError, ConfigError, QueuePaused, ValidationError
+from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
 from models.domain.tokens import count_request
@@ -143,18 +144,23 @@ class Gateway:
             raise BrokerError(f"the broker at {self._broker()} refused the request: {exc}; "
                               "check that it runs (SLUICE_BROKER__URL) and retry") from exc
 
-    def cancel(self, request_id: str) -> None:
-        """Cancel a queued async-lane request: the worker that reaches it does not send it to
-        a provider, writes a $0 ``cancelled`` row and releases its reservation. A request a
-        worker already started runs to the end and is billed. Raises ConfigError without a
-        Redis broker, BrokerError when Redis cannot be reached."""
+    def cancel(self, handle: Handle | str) -> None:
+        """Cancel a queued async-lane request (its handle, or its task id): the worker that
+        reaches it does not send it to a provider, writes a $0 row (``error_code``
+        ``cancelled``) and releases its reservation. A request a worker already started runs
+        to the end and is billed. Raises ConfigError without a Redis broker, BrokerError when
+        Redis cannot be reached."""
+        task_id = handle if isinstance(handle, str) else getattr(handle, "task_id", None)
+        if task_id is None:
+            raise ValidationError("this request was answered from the response cache: nothing "
+                                  "is queued to cancel", field="handle")
         if self.cancels is None:
             raise ConfigError("cancelling a request needs a Redis broker "
                               "(SLUICE_BROKER__URL=redis://...); this one cannot hold the mark")
         try:
-            self.cancels.mark(request_id)
+            self.cancels.mark(task_id)
         except RedisError as exc:
-            raise BrokerError(f"could not cancel {request_id}: the broker at {self._broker()} "
+            raise BrokerError(f"could not cancel {task_id}: the broker at {self._broker()} "
                               f"is unreachable ({exc}); retry") from exc
 
     def _broker(self) -> str:
@@ -176,9 +182,13 @@ class Gateway:
 def prompt_hash(request: ChatRequest) -> str:
     """SHA-256 of the prompt (static and dynamic parts), stored instead of the text."""
     h = hashlib.sha256()
-    h.update(request.static.model_dump_json().encode())
+    h.update(json.dumps(request.static.stable_dump(), separators=(",", ":"),
+                        ensure_ascii=False).encode())
     for m in request.messages:
         h.update(b"\x00" + m.role.encode() + b"\x00" + m.content.encode())
+        if m.tool_calls or m.tool_call_id:  # plain turns hash as before
+            h.update(b"\x00" + json.dumps([m.tool_call_id, openai_tool_calls(m.tool_calls)],
+                                          separators=(",", ":")).encode())
     return h.hexdigest()
 
 

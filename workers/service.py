@@ -198,7 +198,7 @@ def _cancelled(rt: WorkerRuntime, req: ChatRequest) -> bool:
     if req.lane != "async" or rt.cancels is None:
         return False
     try:
-        return bool(rt.cancels.marked(req.request_id))
+        return bool(rt.cancels.marked(task_id_for(req)))
     except Exception as exc:  # noqa: BLE001 - an unreadable mark must not stop paid-for work
         log.warning("could not read the cancel mark of %s (running it): %s", req.request_id, exc)
         return False

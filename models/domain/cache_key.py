@@ -54,8 +54,8 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
                  "tools": (Role.KEYED, "canonical JSON, in order")},
     Message: {"role": (Role.KEYED, ""), "content": (Role.KEYED, "normalized"),
               "tool_calls": (Role.KEYED, "names and arguments, with the role"),
-              "tool_call_id": (Role.EXCLUDED, "an opaque handle pairing a result with its "
-                                              "call; the order of turns already does")},
+              "tool_call_id": (Role.EXCLUDED, "an opaque handle, fresh on every call: the "
+                                              "position of the call it answers is keyed")},
     ToolCall: {"id": (Role.EXCLUDED, "an opaque handle, fresh on every call"),
                "name": (Role.KEYED, ""), "arguments": (Role.KEYED, "as sent")},
     ToolDef: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),
@@ -152,7 +152,17 @@ def encode_request(request: ChatRequest, policy: CompiledPolicy, model: str,
     for m in static.few_shot:
         parts += [_ns(m.role), _ns(norm(m.content, report))]
     parts += ["messages", _ns(str(len(request.messages)))]
+    positions: dict[str, int] = {}
     for m in request.messages:
+        if m.role == "tool":
+            # Which call it answers, by position (results may come in any order), and its
+            # output raw: a feature's normalizer is for what people type, and would make two
+            # results that differ in a date or an order id share one answer.
+            at = positions.get(m.tool_call_id or "", -1)
+            parts += [_ns(f"tool:{at}"), _ns(m.content)]
+            continue
+        if m.tool_calls:
+            positions = {c.id: i for i, c in enumerate(m.tool_calls)}
         parts += [_ns(_role(m)), _ns(norm(m.content, report))]
     return parts
 

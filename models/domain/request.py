@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any, Literal
 
@@ -63,11 +64,16 @@ class Message(BaseModel):
             raise ValueError("only an assistant message has tool_calls")
         if self.role == "assistant" and not (self.content or self.tool_calls):
             raise ValueError("an assistant message needs content or tool_calls")
+        if len({c.id for c in self.tool_calls}) < len(self.tool_calls):
+            raise ValueError("tool call ids must be unique within a turn")
         for call in self.tool_calls:
+            if not _TOOL_NAME.match(call.name) or not 0 < len(call.id) <= 256:
+                raise ValueError(f"tool call {call.id[:40]!r}: needs an id (1-256 characters) "
+                                 "and the name of a tool (letters, digits, _ and -, 1-64)")
             # Anthropic takes a call's input as an object: arguments must be a JSON object.
             try:
                 parsed = json.loads(call.arguments)
-            except ValueError:
+            except (ValueError, RecursionError):  # nesting past the parser's depth, too
                 parsed = None
             if not isinstance(parsed, dict):
                 raise ValueError(f"tool call {call.id}: arguments must be a JSON object")
@@ -78,12 +84,21 @@ class Message(BaseModel):
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             out["content"] = self.content or None
-            out["tool_calls"] = [{"id": c.id, "type": "function",
-                                  "function": {"name": c.name, "arguments": c.arguments}}
-                                 for c in self.tool_calls]
+            out["tool_calls"] = openai_tool_calls(self.tool_calls)
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
         return out
+
+
+def openai_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """Calls as chat-completions ``tool_calls`` entries (in requests and in answers alike)."""
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls]
+
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+#: Fields a turn gained for tool loops; plain turns are serialized without them.
+_TOOL_FIELDS = {"tool_calls", "tool_call_id"}
 
 
 class ToolDef(BaseModel):
@@ -115,6 +130,11 @@ class StaticPart(BaseModel):
     def is_empty(self) -> bool:
         """True when there is no static prefix at all."""
         return not (self.system or self.few_shot or self.tools)
+
+    def stable_dump(self) -> dict[str, Any]:
+        """The JSON form hashes are taken of: as it was before turns had tool fields (few-shot
+        turns never carry them), so prompt hashes and provider cache keys do not move."""
+        return self.model_dump(mode="json", exclude={"few_shot": {"__all__": _TOOL_FIELDS}})
 
 
 class CachePolicy(BaseModel):

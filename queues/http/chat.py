@@ -216,9 +216,11 @@ async def get_job(request: Request) -> Response:
         err = json.loads(sluice_error_response(outcome).body)["error"]
         status = "cancelled" if outcome.code == Cancelled.code else "failed"
         return JSONResponse(job_body(job_id, status, error=err))
-    if state not in ("STARTED", "RETRY") and fd.gateway.cancels is not None:
-        if await run_in_threadpool(fd.gateway.cancels.marked, job_id):
-            return JSONResponse(job_body(job_id, "cancelling"))
+    if state not in ("STARTED", "RETRY") and await run_in_threadpool(
+            fd.cancelling, record.get("task_id", job_id)):
+        # Marked: "cancelling" until a worker reaches it, unless one had started it already.
+        started = await run_in_threadpool(fd.started, job_id)
+        return JSONResponse(job_body(job_id, "running" if started else "cancelling"))
     return JSONResponse(job_body(job_id, "running" if state in ("STARTED", "RETRY")
                                  else "queued"))
 
@@ -239,7 +241,11 @@ async def cancel_job(request: Request) -> Response:
         return error_response(409, f"job {job_id} has already {done}: there is nothing left "
                               f"to cancel; GET /v1/jobs/{job_id} shows its outcome",
                               param="job_id", code="job_finished", retry=False)
-    await run_in_threadpool(fd.gateway.cancel, job_id)
+    if await run_in_threadpool(fd.started, job_id):
+        return error_response(409, f"job {job_id} has already started: a worker is running "
+                              "it and it will be billed; GET /v1/jobs/{id} shows its outcome",
+                              param="job_id", code="job_started", retry=False)
+    await run_in_threadpool(fd.gateway.cancel, record.get("task_id", job_id))
     return JSONResponse(job_body(job_id, "cancelling"), status_code=202)
 
 

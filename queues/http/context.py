@@ -99,6 +99,24 @@ class FrontDoor:
             return state, SluiceError(f"job {job_id} failed in the worker: {ar.result!r}")
         return state, None
 
+    def started(self, request_id: str) -> bool:
+        """Has a worker claimed this request? (its ledger row exists; blocking)"""
+        from models.db import ledger
+
+        with self.sessions() as s:
+            return ledger.get(s, request_id) is not None
+
+    def cancelling(self, task_id: str) -> bool:
+        """Is a cancel mark waiting for this queued request? (blocking; False when unknown:
+        a Redis blip makes a poll say "queued", not fail)"""
+        if self.gateway.cancels is None:
+            return False
+        try:
+            return bool(self.gateway.cancels.marked(task_id))
+        except Exception:  # noqa: BLE001 - a status poll must not fail on a side lookup
+            log.debug("could not read the cancel mark of %s", task_id, exc_info=True)
+            return False
+
     def health(self) -> dict[str, str]:
         """Can this process reach the ledger and the broker? (blocking)"""
         out: dict[str, str] = {}

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from models.domain.errors import ValidationError
-from models.domain.request import MAX_TIMEOUT_S
+from models.domain.request import MAX_TIMEOUT_S, openai_tool_calls
 from models.domain.result import ChatResult
 
 #: Accepted and ignored: they tune sampling or bookkeeping we do not model, not the answer's shape.
@@ -246,7 +246,7 @@ def completion_body(result: ChatResult, *, created: int | None = None) -> dict[s
     if result.tool_calls:
         # OpenAI's shape: content is null when the model only called tools.
         message["content"] = result.text or None
-        message["tool_calls"] = tool_calls_json(result)
+        message["tool_calls"] = openai_tool_calls(result.tool_calls)
     return {
         "id": f"chatcmpl-{result.request_id}",
         "object": "chat.completion",
@@ -265,12 +265,6 @@ def completion_body(result: ChatResult, *, created: int | None = None) -> dict[s
         },
         "system_fingerprint": None,
     }
-
-
-def tool_calls_json(result: ChatResult) -> list[dict[str, Any]]:
-    """The result's tool calls as chat-completions ``tool_calls`` entries."""
-    return [{"id": c.id, "type": "function",
-             "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
 
 
 def sluice_headers(result: ChatResult) -> dict[str, str]:

@@ -92,7 +92,9 @@ class ResultWaiter:
         ar.then(ready, weak=False)
         # One read of the stored result, as AsyncResult.get does: a duplicate of a finished
         # request (same request id) publishes nothing, since Celery never overwrites SUCCESS.
-        # A result pushed before ``then`` registered is not lost either way: Celery buffers it.
+        # A fresh id skips it: a result pushed before ``then`` registered waits in Celery's
+        # buffer and is taken from there. Only one pushed between that buffer check and the
+        # registration (two statements apart) waits for the stored-result read, within 1 s.
         if not fresh:
             ar.ready()
         return Watch(fut, handle.request_id, ar)

@@ -260,6 +260,22 @@ def test_a_queued_job_can_be_cancelled_and_costs_nothing(client: openai.OpenAI, 
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
     assert httpx.delete(f"{door}/v1/jobs/nope-{uuid.uuid4().hex}", headers=auth,
                         timeout=10).status_code == 404
+    # A job a worker has started (the provider is slow to answer) is not cancelled: a 409.
+    standin.script_faults(["timeout=3"], path="openai", model="gpt-4o-mini")
+    busy = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", max_tokens=8, messages=[user("Tagline for a mug")],
+        extra_headers={"x-sluice-lane": "async"}).http_response.json()["id"]
+    deadline = time.monotonic() + 20
+    while not _has_row(sessions, busy):
+        assert time.monotonic() < deadline, "the slow job never started"
+        time.sleep(0.05)
+    late = httpx.delete(f"{door}/v1/jobs/{busy}", headers=auth, timeout=10)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "job_started"
+
+
+def _has_row(sessions: Any, request_id: str) -> bool:
+    with sessions() as s:
+        return ledger.get(s, request_id) is not None
 
 
 def test_no_key_and_a_wrong_key_get_401(door: str, client: openai.OpenAI) -> None:

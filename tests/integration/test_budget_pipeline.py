@@ -24,7 +24,7 @@ from models.db.tables import LedgerRow
 from models.domain.errors import BudgetExceeded, Cancelled, DeadlineExceeded, QueuePaused
 from models.domain.request import parse_request
 from models.domain.tokens import count_request
-from queues.envelope import Envelope
+from queues.envelope import Envelope, task_id_for
 from queues.handle import TaskHandle
 from queues.names import QUEUES
 from scheduler import governor
@@ -341,7 +341,7 @@ def test_a_cancelled_async_request_is_not_sent_and_gives_its_money_back(gateway:
     env = _envelope(gateway, feature, None, lane="async")
     rid = gateway.admission.reserve(env.request, env.route, Decimal("0.01"))
     calls = _chat_calls(standin)
-    gateway.cancel(env.request.request_id)
+    gateway.cancel(task_id_for(env.request))
     try:
         with pytest.raises(Cancelled) as exc:
             TaskHandle(gateway._send(env.model_copy(update={"reservation_id": rid}))
@@ -356,7 +356,7 @@ def test_a_cancelled_async_request_is_not_sent_and_gives_its_money_back(gateway:
         # Interactive requests are never looked up (their callers hang up instead): a mark
         # on one changes nothing, and it runs and is paid as usual.
         live = _envelope(gateway, feature, None)
-        gateway.cancel(live.request.request_id)
+        gateway.cancel(task_id_for(live.request))
         assert TaskHandle(gateway._send(live)).result(timeout=30).text
         assert _chat_calls(standin) == calls + 1
     finally:

@@ -260,3 +260,30 @@ def test_a_tool_loop_is_keyed_by_calls_and_results_not_by_their_ids() -> None:
                               {"id": "x", "name": "find_stock", "arguments": '{"sku":"42"}'}]},
                           {"role": "tool", "tool_call_id": "x", "content": "12.50"}])
     assert key_of(other) != key_of(_loop("x"))
+
+
+def test_which_result_answers_which_call_is_keyed_and_tool_output_is_not_normalized() -> None:
+    def two(first: tuple[str, str], second: tuple[str, str]) -> ChatRequest:
+        return req(messages=[
+            {"role": "user", "content": "Weather in Berlin and Hamburg?"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "a", "name": "weather", "arguments": '{"city":"Berlin"}'},
+                {"id": "b", "name": "weather", "arguments": '{"city":"Hamburg"}'}]},
+            {"role": "tool", "tool_call_id": first[0], "content": first[1]},
+            {"role": "tool", "tool_call_id": second[0], "content": second[1]}])
+
+    # The same contents in the same order, answering swapped calls: different questions.
+    assert key_of(two(("a", "sunny"), ("b", "rain"))) != key_of(two(("b", "sunny"),
+                                                                     ("a", "rain")))
+
+
+def test_tool_output_skips_the_features_normalizer() -> None:
+    policy = {"patterns": ("order_id", "date")}
+    # In what a person types, an order id and a date are noise the feature strips...
+    asked = [req(messages=[{"role": "user", "content": f"Status of order {o} on {d}?"}])
+             for o, d in (("A1234", "2026-11-27"), ("B9876", "2026-11-28"))]
+    assert key_of(asked[0], **policy) == key_of(asked[1], **policy)
+    # ...in a tool's output they are the answer: other results, other keys.
+    told = [_loop("c1", result=f"order {o} shipped on {d}")
+            for o, d in (("A1234", "2026-11-27"), ("B9876", "2026-11-28"))]
+    assert key_of(told[0], **policy) != key_of(told[1], **policy)

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from models.domain.request import parse_request
-from queues.cancel import CancelMarks, cancel_key
+from queues.cancel import MIN_TTL_S, CancelMarks, cancel_key
+from queues.envelope import task_id_for
 from workers.service import _cancelled
 
 
@@ -34,12 +35,16 @@ def request(lane: str, rid: str = "job-1") -> Any:
 
 def test_a_mark_cancels_its_async_request_only() -> None:
     client = FakeRedis()
-    marks = CancelMarks(client, "p:", ttl_s=5)
-    marks.mark("job-1")
-    assert client.keys[cancel_key("p:", "job-1")][1] == 60  # never shorter than a minute
+    marks = CancelMarks(client, "p:", ttl_s=3600)
+    marks.mark(task_id_for(request("async")))
+    # It outlives any queue wait: an async request may wait with no deadline at all.
+    assert client.keys[cancel_key("p:", task_id_for(request("async")))][1] == MIN_TTL_S
     rt = SimpleNamespace(cancels=marks)
     assert _cancelled(rt, request("async"))  # type: ignore[arg-type]
     assert not _cancelled(rt, request("async", "job-2"))  # type: ignore[arg-type]
+    # The mark is scoped to the tenant: the same request id of another team is not cancelled.
+    other = request("async").model_copy(update={"team": "someone-else"})
+    assert not _cancelled(rt, other)  # type: ignore[arg-type]
     reads = client.reads
     assert not _cancelled(rt, request("interactive"))  # type: ignore[arg-type]
     assert client.reads == reads, "interactive requests cost no lookup"

@@ -45,6 +45,15 @@ def req(**kw: Any) -> dict[str, Any]:
      "messages"),  # the last turn must be the user's or a tool's
     ({"static": {"few_shot": [{"role": "tool", "tool_call_id": "c", "content": "x"}]}},
      "static.few_shot"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "name": "f", "arguments": "[" * 100_000}]},  # past the parser's depth
+        {"role": "tool", "tool_call_id": "c1", "content": "x"}]}, "messages.1"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "name": "f"}, {"id": "c1", "name": "g"}]},  # one id twice
+        {"role": "tool", "tool_call_id": "c1", "content": "x"}]}, "messages.1"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "name": "no spaces please"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "x"}]}, "messages.1"),
     ({"messages": [{"role": "tool", "tool_call_id": "c1", "content": "x"}]}, "messages"),
     ({"messages": [{"role": "user", "content": "q"},  # c2 is never answered
                    {"role": "assistant", "tool_calls": [{"id": "c1", "name": "f"},

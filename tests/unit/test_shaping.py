@@ -117,3 +117,35 @@ def test_a_tool_loop_in_anthropic_shape_puts_results_in_one_user_turn() -> None:
         {"type": "tool_result", "tool_use_id": "c1", "content": "12.50"},
         {"type": "tool_result", "tool_use_id": "c2", "content": "7"},
         {"type": "text", "text": "And in euros?"}]
+
+
+def test_hashes_of_plain_prompts_did_not_move_when_turns_gained_tool_fields() -> None:
+    """Pinned from the release before tool loops: ledger prompt hashes and OpenAI's
+    prompt_cache_key must not change for prompts that have no tool turns."""
+    from queues.producer import prompt_hash
+    from workers.providers.shaping import static_fingerprint
+
+    r = parse_request({"team": "t", "feature": "f", "static": {
+        "system": "S \u00fc", "few_shot": [{"role": "user", "content": "q"},
+                                       {"role": "assistant", "content": "a"}],
+        "tools": [{"name": "x"}]}, "messages": [{"role": "user", "content": "hi"}]})
+    assert prompt_hash(r) == "4b8f1b1db93b169d6457fae1ee57a05b8c52340e4170a9e52015d37de90afa0c"
+    assert static_fingerprint(r.static) == (
+        "760770dcb6330180eb92d9a60d5128e021470bc19d7e1fd7caac0d110e602a5c")
+
+
+def test_self_hosted_models_get_a_tool_loop_as_text_with_no_two_user_turns_in_a_row() -> None:
+    from workers.providers.vllm_engine import render_messages
+
+    turns = render_messages(_loop())
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"].splitlines() == [
+        "Looking.", '{"arguments":{"sku":"42"},"tool":"price"}',
+        '{"arguments":{"sku":"42"},"tool":"stock"}']
+    assert turns[2]["content"] == ("Result of tool call c1:\n12.50\n\nResult of tool call c2:\n7"
+                                   "\n\nAnd in euros?")
+    # Plain turns go verbatim, consecutive user turns included, as before.
+    plain = parse_request({"team": "t", "feature": "f", "messages": [
+        {"role": "user", "content": " one "}, {"role": "user", "content": "two"}]})
+    assert render_messages(plain) == [{"role": "user", "content": " one "},
+                                      {"role": "user", "content": "two"}]

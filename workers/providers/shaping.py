@@ -33,7 +33,7 @@ def static_tokens(static: StaticPart) -> int:
 
 def static_fingerprint(static: StaticPart) -> str:
     """A stable hash of the static part: canonical JSON, sorted keys."""
-    blob = json.dumps(static.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(static.stable_dump(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

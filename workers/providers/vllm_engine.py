@@ -43,18 +43,31 @@ def render_messages(request: ChatRequest) -> list[dict[str, str]]:
         system += ("\n\n" if system else "") + _JSON_HINT
     messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
     messages += [{"role": m.role, "content": m.content} for m in static.few_shot]
-    messages += [_plain(m) for m in request.messages]
+    after_result = False
+    for m in request.messages:
+        turn = _plain(m)
+        if after_result and m.role in ("tool", "user"):
+            # Results (and the user's text after them) join one user turn: many templates
+            # (Mistral, Gemma, Llama 2) refuse two user turns in a row.
+            messages[-1] = {"role": "user",
+                            "content": messages[-1]["content"] + "\n\n" + turn["content"]}
+        else:
+            messages.append(turn)
+        after_result = m.role == "tool"
     return messages
 
 
 def _plain(m: Message) -> dict[str, str]:
     """A turn as chat-template text: calls in the format the tool hint asks for, and results
-    as user turns (not every model's template knows a tool role)."""
+    as user turns (not every model's template knows a tool role). Plain turns go verbatim."""
     if m.role == "tool":
         return {"role": "user", "content": f"Result of tool call {m.tool_call_id}:\n{m.content}"}
+    if not m.tool_calls:
+        return {"role": m.role, "content": m.content}
     calls = [json.dumps({"tool": c.name, "arguments": json.loads(c.arguments)},
                         sort_keys=True, separators=(",", ":")) for c in m.tool_calls]
-    return {"role": m.role, "content": "\n".join([m.content, *calls]).strip()}
+    return {"role": m.role, "content": "\n".join([m.content, *calls]) if m.content
+            else "\n".join(calls)}
 
 
 def usage_of(out: EngineOutput) -> Usage:
