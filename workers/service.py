@@ -88,10 +88,10 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         # than pay the provider again.
         kept = _kept(stash)
         if kept is not None:
-            reply, rid = kept
-            _bill(rt, env, ChatResult.model_validate(reply["result"]),
-                  batch=bool(reply.get("batch")), reservation_id=rid)
-            return reply
+            kept_reply, rid = kept
+            _bill(rt, env, ChatResult.model_validate(kept_reply["result"]),
+                  batch=bool(kept_reply.get("batch")), reservation_id=rid)
+            return kept_reply
     if state != "resumed" and env.deadline is not None and started > env.deadline:
         # Its caller stopped waiting: an answer now is money spent for nobody. The row says
         # so ($0, deadline_exceeded) and the reservation goes back. A resumed run is not
@@ -105,11 +105,11 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         _fail(rt, env, err)
         return error_reply(req.request_id, err)
     if state != "resumed" and _cancelled(rt, req):
-        err = Cancelled(f"request {req.request_id} was cancelled by its caller before a worker "
-                        "started it; it was not sent to a provider and costs nothing",
-                        request_id=req.request_id)
-        _fail(rt, env, err)
-        return error_reply(req.request_id, err)
+        cancelled = Cancelled(f"request {req.request_id} was cancelled by its caller before a "
+                              "worker started it; it was not sent to a provider and costs "
+                              "nothing", request_id=req.request_id)
+        _fail(rt, env, cancelled)
+        return error_reply(req.request_id, cancelled)
     try:
         env = _second_check(rt, env)
         reply, model = _call(rt, env)

@@ -130,8 +130,9 @@ async def _submit(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
 
 async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *,
                   fresh: bool = False) -> ChatResult:
-    """An interactive request: submit and wait for its result. The shedder counts it in flight from its
-    admission (a cache hit is never admitted) until it ends, with the queue wait it saw."""
+    """An interactive request: submit and wait for its result. The shedder counts it in flight
+    from its admission (a cache hit is never admitted) until it ends, with the queue wait it
+    saw."""
     shedder = fd.shedder
     admitted: list[float] = []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from models.domain.errors import ValidationError
 from models.domain.request import MAX_TIMEOUT_S, openai_tool_calls
@@ -112,7 +112,7 @@ def param_for(field: str, origin: dict[str, str]) -> str:
     return origin.get(head, head)
 
 
-def _bad(param: str, message: str) -> None:
+def _bad(param: str, message: str) -> NoReturn:
     raise ValidationError(message, field=param)
 
 
@@ -158,15 +158,14 @@ def _text(content: Any, where: str) -> str:
             parts.append(part["text"])
         return "\n".join(parts)
     _bad("messages", f"{where}: content must be a string or an array of text parts")
-    return ""
 
 
-def _messages(raw: Any) -> tuple[str, list[dict[str, str]]]:
+def _messages(raw: Any) -> tuple[str, list[dict[str, Any]]]:
     """Leading system/developer turns become the cacheable system prompt; the rest stay turns."""
     if not isinstance(raw, list) or not raw:
         _bad("messages", "messages must be a non-empty array")
     system: list[str] = []
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for i, msg in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
@@ -236,7 +235,6 @@ def _response_format(raw: Any) -> str:
     if kind == "json_object":
         return "json"
     _bad("response_format", "response_format.type must be 'text' or 'json_object'")
-    return "text"
 
 
 def completion_body(result: ChatResult, *, created: int | None = None) -> dict[str, Any]:

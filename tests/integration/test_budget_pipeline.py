@@ -234,6 +234,17 @@ def _chat_calls(standin: Any) -> int:
     return int(standin.stats()["by_path"].get("/v1/chat/completions", 0))
 
 
+def _assert_dropped(sessions: Any, standin: Any, calls: int, request_id: str, rid: str,
+                    feature: str, code: str) -> None:
+    """Never sent to the provider, a $0 row saying why, and its money given back."""
+    assert _chat_calls(standin) == calls
+    with sessions() as s:
+        row = _row(s, request_id)
+        assert (row.outcome, row.error_code, row.cost) == ("error", code, 0)
+        assert s.get(ReservationRow, rid).state == "released"
+        assert get_budget(s, "feature", feature, "total").reserved == 0
+
+
 def _row(s: Any, request_id: str) -> LedgerRow:
     """The one ledger row of ``request_id``."""
     return s.scalars(select(LedgerRow).where(LedgerRow.request_id == request_id)).one()
@@ -311,12 +322,8 @@ def test_a_task_past_its_deadline_is_not_sent_and_gives_its_money_back(gateway: 
         with pytest.raises(DeadlineExceeded) as exc:
             TaskHandle(gateway._send(late)).result(timeout=30)
         assert "not sent to a provider" in exc.value.message and exc.value.retryable
-        assert _chat_calls(standin) == calls
-        with sessions() as s:
-            row = _row(s, env.request.request_id)
-            assert (row.outcome, row.error_code, row.cost) == ("error", "deadline_exceeded", 0)
-            assert s.get(ReservationRow, rid).state == "released"
-            assert get_budget(s, "feature", feature, "total").reserved == 0
+        _assert_dropped(sessions, standin, calls, env.request.request_id, rid, feature,
+                        "deadline_exceeded")
         # Sent again (a retry of the errored request, same id): still late, still not run.
         with pytest.raises(DeadlineExceeded):
             TaskHandle(gateway._send(late)).result(timeout=30)
@@ -347,12 +354,8 @@ def test_a_cancelled_async_request_is_not_sent_and_gives_its_money_back(gateway:
             TaskHandle(gateway._send(env.model_copy(update={"reservation_id": rid}))
                        ).result(timeout=30)
         assert "not sent to a provider" in exc.value.message
-        assert _chat_calls(standin) == calls
-        with sessions() as s:
-            row = _row(s, env.request.request_id)
-            assert (row.outcome, row.error_code, row.cost) == ("error", "cancelled", 0)
-            assert s.get(ReservationRow, rid).state == "released"
-            assert get_budget(s, "feature", feature, "total").reserved == 0
+        _assert_dropped(sessions, standin, calls, env.request.request_id, rid, feature,
+                        "cancelled")
         # Interactive requests are never looked up (their callers hang up instead): a mark
         # on one changes nothing, and it runs and is paid as usual.
         live = _envelope(gateway, feature, None)

@@ -117,7 +117,8 @@ def anthropic_turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "assistant" and m.tool_calls:
-            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks: list[dict[str, Any]] = ([{"type": "text", "text": m.content}]
+                                            if m.content else [])
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
                         "input": json.loads(c.arguments)} for c in m.tool_calls]
             out.append({"role": "assistant", "content": blocks})

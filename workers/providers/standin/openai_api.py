@@ -57,7 +57,7 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: 
     # After a tool's result the model answers in text (else a loop would never end).
     answered = body["messages"][-1].get("role") == "tool"
     call = None if answered else tool_use(prompt.last_user, [
-        (t.get("function") or {}).get("name") for t in body.get("tools") or ()])
+        str((t.get("function") or {}).get("name")) for t in body.get("tools") or ()])
     if call is not None:
         message["content"], finish, out_tokens = None, "tool_calls", call.tokens
         message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
