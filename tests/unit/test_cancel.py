@@ -5,9 +5,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+import redis
+
+from models.domain.errors import BrokerError, ConfigError, ValidationError
 from models.domain.request import parse_request
+from models.domain.result import ChatResult, Route
+from models.domain.settings import load_settings
 from queues.cancel import MIN_TTL_S, CancelMarks, cancel_key
 from queues.envelope import task_id_for
+from queues.handle import ReadyHandle
+from queues.producer import Gateway
 from workers.service import _cancelled
 
 
@@ -54,3 +62,28 @@ def test_an_unreadable_mark_runs_the_request_and_no_marks_means_none() -> None:
     rt = SimpleNamespace(cancels=CancelMarks(FakeRedis(fail=True), "", ttl_s=3600))
     assert not _cancelled(rt, request("async"))  # type: ignore[arg-type]
     assert not _cancelled(SimpleNamespace(cancels=None), request("async"))  # type: ignore[arg-type]
+
+
+def test_the_gateway_cancels_by_task_id_and_says_when_it_cannot() -> None:
+    class Handle:
+        task_id = "job-1~abc"
+
+    client = FakeRedis()
+    gw = Gateway(load_settings({}), cancels=CancelMarks(client, "p:"))
+    try:
+        gw.cancel(Handle())  # type: ignore[arg-type]
+        assert cancel_key("p:", "job-1~abc") in client.keys
+        route = Route(tier="cheap", model="gpt-4o-mini", provider="openai", backend="api",
+                      lane="async")
+        hit = ReadyHandle(ChatResult(request_id="r", text="x", provider="openai",
+                                     model="gpt-4o-mini", route=route))
+        with pytest.raises(ValidationError, match="response cache"):
+            gw.cancel(hit)
+        client.set = lambda *a, **k: (_ for _ in ()).throw(  # type: ignore[method-assign]
+            redis.exceptions.ConnectionError("down"))
+        with pytest.raises(BrokerError, match="retry"):
+            gw.cancel("job-2~abc")
+        with pytest.raises(ConfigError, match="Redis broker"):
+            Gateway(gw.settings).cancel("job-3~abc")
+    finally:
+        gw.close()
