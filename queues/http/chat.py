@@ -217,13 +217,12 @@ async def get_job(request: Request) -> Response:
         err = json.loads(sluice_error_response(outcome).body)["error"]
         status = "cancelled" if outcome.code == Cancelled.code else "failed"
         return JSONResponse(job_body(job_id, status, error=err))
-    if state not in ("STARTED", "RETRY") and await run_in_threadpool(
-            fd.cancelling, record.get("task_id", job_id)):
-        # Marked: "cancelling" until a worker reaches it, unless one had started it already.
-        started = await run_in_threadpool(fd.started, job_id)
-        return JSONResponse(job_body(job_id, "running" if started else "cancelling"))
-    return JSONResponse(job_body(job_id, "running" if state in ("STARTED", "RETRY")
-                                 else "queued"))
+    # Celery does not track STARTED here (one more write per task): a worker's claim, the
+    # ledger row, says the job runs; a cancel mark on a job not yet claimed, that it will not.
+    if state in ("STARTED", "RETRY") or await run_in_threadpool(fd.started, job_id):
+        return JSONResponse(job_body(job_id, "running"))
+    cancelling = await run_in_threadpool(fd.cancelling, record.get("task_id", job_id))
+    return JSONResponse(job_body(job_id, "cancelling" if cancelling else "queued"))
 
 
 @guarded

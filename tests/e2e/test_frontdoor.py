@@ -269,6 +269,9 @@ def test_a_queued_job_can_be_cancelled_and_costs_nothing(client: openai.OpenAI, 
     while not _has_row(sessions, busy):
         assert time.monotonic() < deadline, "the slow job never started"
         time.sleep(0.05)
+    # Its claim (the ledger row) says it runs: the provider holds it for 3 s more.
+    assert httpx.get(f"{door}/v1/jobs/{busy}", headers=auth,
+                     timeout=10).json()["status"] == "running"
     late = httpx.delete(f"{door}/v1/jobs/{busy}", headers=auth, timeout=10)
     assert late.status_code == 409 and late.json()["error"]["code"] == "job_started"
 
