@@ -37,6 +37,8 @@ class Envelope(BaseModel):
         # know is left out while unset, so a rolling deploy can put workers last.
         if message["request"].get("timeout_s") is None:
             message["request"].pop("timeout_s", None)
+        if not message["request"].get("stream"):
+            message["request"].pop("stream", None)
         for turn in (*message["request"]["messages"],
                      *message["request"].get("static", {}).get("few_shot", ())):
             if not turn.get("tool_calls"):

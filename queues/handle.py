@@ -60,10 +60,13 @@ class ReadyHandle(Handle):
 class TaskHandle(Handle):
     """A request travelling through a Celery queue; its task id is the request id."""
 
-    def __init__(self, async_result: AsyncResult, request_id: str | None = None) -> None:
+    def __init__(self, async_result: AsyncResult, request_id: str | None = None,
+                 model: str = "") -> None:
         #: The Celery task id: the request id scoped to its tenant (queues.envelope.task_id_for).
         self.task_id = str(async_result.id)
         self.request_id = request_id or self.task_id
+        #: The model the request was routed to ("" when unknown).
+        self.model = model
         self._ar = async_result
         self._cached: ChatResult | SluiceError | None = None
 

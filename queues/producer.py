@@ -97,7 +97,8 @@ class Gateway:
                             reservation_id=reservation, prompt_hash=prompt_hash(request),
                             enqueued_at=now, deadline=self._deadline(request, now))
         try:
-            return TaskHandle(self._send(envelope), request_id=request.request_id)
+            return TaskHandle(self._send(envelope), request_id=request.request_id,
+                              model=route.model)
         except Exception:
             if reservation is not None and self.admission is not None:
                 self.admission.release(reservation)

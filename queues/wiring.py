@@ -44,6 +44,9 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
         levers["admission"] = admission
     levers["inflight"] = _inflight(settings)
     levers["cancels"] = _cancels(settings)
+    from queues.token_stream import token_client_for
+
+    levers["tokens"] = token_client_for(settings.broker.url)
     return levers
 
 

@@ -37,6 +37,8 @@ class WorkerRuntime:
     inflight: Any = None
     #: Cancel marks callers set on queued async requests (queues.cancel), or None.
     cancels: Any = None
+    #: Redis client streamed answers are written with (queues.token_stream), or None.
+    tokens: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
     _claimer: Any = field(default=None, repr=False)
 

@@ -13,12 +13,14 @@ from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
 from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
 from models.domain.errors import (Cancelled, DeadlineExceeded, LedgerError, ProviderError,
-                                  ProviderRetryable, SluiceError, ValidationError)
+                                  ProviderPermanent, ProviderRetryable, SluiceError,
+                                  ValidationError)
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
+from queues.token_stream import TokenWriter, token_key
 from workers.batch.seam import batch_reply
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
@@ -228,12 +230,14 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
     if batched is not None:
         return batched, primary
     last: ProviderError | None = None
+    tokens = _writer(rt, env.request)
     for model in chain:
         call = ProviderCall(request=env.request, model=model, cache_scope=scope,
                             cache_ttl=rt.settings.providers.ttl_for(env.request.feature))
         provider = rt.provider(model.provider)
         try:
-            return with_retries(lambda p=provider, c=call: p.complete(c), rt.retry), model
+            return with_retries(lambda p=provider, c=call: _attempt(p, c, tokens),
+                                rt.retry), model
         except ProviderRetryable as err:
             last = err  # exhausted: try the next model in the chain
     assert last is not None
@@ -244,6 +248,40 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
         "(SLUICE_PROVIDERS__MAX_ATTEMPTS / __FALLBACKS); nothing was billed; retry later",
         provider=last.provider, status=last.status,
         retry_after=getattr(last, "retry_after", None), tried=tried)
+
+
+def _writer(rt: WorkerRuntime, req: ChatRequest) -> TokenWriter | None:
+    """Where a streamed request's text goes as it is generated (None: answered whole)."""
+    if not req.stream or rt.tokens is None:
+        return None
+    return TokenWriter(rt.tokens, token_key(rt.settings.broker.key_prefix, task_id_for(req)))
+
+
+def _attempt(provider: Any, call: ProviderCall, tokens: TokenWriter | None) -> ProviderReply:
+    """One call: streamed when the caller streams and the adapter can, else whole."""
+    stream = getattr(provider, "stream", None)
+    if tokens is None or stream is None:
+        return provider.complete(call)
+    try:
+        reply: ProviderReply = stream(call, tokens)
+    except ProviderRetryable as err:
+        if tokens.sent:
+            # The caller already read part of an answer: another attempt would write a
+            # second one after it. End here; nothing of this attempt is billed.
+            raise ProviderPermanent(f"{err.message}; the answer broke off after it had begun "
+                                    "streaming, so it was not retried: retry the request",
+                                    provider=err.provider, status=err.status) from err
+        raise
+    finally:
+        _close(tokens)
+    return reply
+
+
+def _close(tokens: TokenWriter) -> None:
+    try:
+        tokens.close()
+    except Exception as exc:  # noqa: BLE001 - the result still carries the whole answer
+        log.warning("could not send the rest of a streamed answer: %s", exc)
 
 
 def _row(env: Envelope, route: Route, *, outcome: str) -> dict[str, Any]:

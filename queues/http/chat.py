@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +21,8 @@ from queues.handle import Handle, ReadyHandle, decode_reply
 from queues.http.auth import AuthError
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
+from queues.http.flight import Flight
+from queues.http.relay import Relay
 from queues.http.stream import stream_response
 from queues.http.translate import (H_LANE, completion_body, param_for, sluice_headers,
                                    stream_mode, to_request)
@@ -96,10 +97,9 @@ async def chat_completions(request: Request) -> Response:
     data.setdefault("request_id", uuid.uuid4().hex)
     if data["lane"] != "async":
         data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s"))
-        result = await _answer(fd, data, origin, fresh=fresh)
         if stream:
-            return stream_response(result, include_usage=include_usage)
-        return completion_response(result)
+            return await _stream(fd, data, origin, fresh=fresh, include_usage=include_usage)
+        return completion_response(await _answer(fd, data, origin, fresh=fresh))
     if stream:
         raise ValidationError("stream=true needs the interactive lane: an async-lane request "
                               "is answered at once with a job to poll; drop stream, or the "
@@ -130,39 +130,51 @@ async def _submit(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
 
 async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *,
                   fresh: bool = False) -> ChatResult:
-    """An interactive request: submit and wait for its result. The shedder counts it in flight
-    from its admission (a cache hit is never admitted) until it ends, with the queue wait it
-    saw."""
-    shedder = fd.shedder
-    admitted: list[float] = []
-
-    def admit(_request: ChatRequest) -> None:
-        assert shedder is not None
-        admitted.append(shedder.enter())  # raises Overloaded past the limit
-
-    waited: float | None = None
-    began = time.monotonic()
+    """An interactive request: submit and wait for its result, counted in flight meanwhile."""
+    flight = Flight(fd.shedder)
     try:
-        _, watch = await _submit(fd, data, origin, watch=True, fresh=fresh,
-                                 admit=admit if shedder is not None else None)
+        _, watch = await _submit(fd, data, origin, watch=True, fresh=fresh, admit=flight.admit)
         assert watch is not None
         try:
             result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"],
                                                                 data.get("timeout_s")))
         except DeadlineExceeded as err:
-            # The worker dropped it: the queue outlasted the caller, and says by how much.
-            found = err.details.get("waited_ms")
-            waited = float(found) if isinstance(found, (int, float)) else None
+            flight.dropped(err)
             raise
-        # The queue wait by this process's clock alone (round trip less the worker's own
-        # time), so a clock skew between hosts cannot fake or hide a standing queue. A
-        # ResultTimeout leaves it unknown: the request may have been running all along.
-        waited = max(0.0, (time.monotonic() - began) * 1000
-                     - (result.timings.provider_ms if result.timings else 0.0))
+        flight.answered(result)
         return result
     finally:
-        if admitted and shedder is not None:
-            shedder.exit(waited, admitted[0])
+        flight.end()
+
+
+async def _stream(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *,
+                  fresh: bool, include_usage: bool) -> Response:
+    """``stream=true``: the worker's pieces relayed as they come (queues/http/relay.py); an
+    answer that arrives whole (a cache hit; no Redis; a self-hosted model) is sent whole."""
+    flight = Flight(fd.shedder)
+    timeout = fd.timeout_for(data["lane"], data.get("timeout_s"))
+    try:
+        handle, watch = await _submit(fd, {**data, "stream": True}, origin, watch=True,
+                                      fresh=fresh, admit=flight.admit)
+        assert watch is not None
+    except BaseException:
+        flight.end()
+        raise
+    task_id = getattr(handle, "task_id", None)
+    if fd.tokens is None or task_id is None:
+        try:
+            result = await fd.waiter.wait(watch, timeout)
+        except DeadlineExceeded as err:
+            flight.dropped(err)
+            raise
+        else:
+            flight.answered(result)
+        finally:
+            flight.end()
+        return stream_response(result, include_usage=include_usage)
+    relay = Relay(fd.tokens, fd.waiter, task_id, watch, timeout, flight)
+    return await relay.start(handle.request_id, getattr(handle, "model", "") or data["model"],
+                             include_usage)
 
 
 def completion_response(result: ChatResult) -> Response:

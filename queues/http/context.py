@@ -24,6 +24,7 @@ from queues.http.jobs import JobBook, build_jobs
 from queues.http.waiter import ResultWaiter, Watch, prepare_app
 from queues.producer import Gateway, connect
 from queues.shed_tally import ShedTally, tally_for
+from queues.token_stream import TokenReader, token_reader_for
 from queues.wiring import ledger_sessions
 from scheduler.shedding import LoadShedder
 
@@ -44,6 +45,8 @@ class FrontDoor:
     shedder: LoadShedder | None = None
     #: Where this process adds its refusals for `sluice metrics` (None: no Redis broker).
     tally: ShedTally | None = None
+    #: Reads answers as workers generate them, for ``stream=true`` (None: no Redis broker).
+    tokens: TokenReader | None = None
 
     @classmethod
     def build(cls, settings: Settings, **gateway_overrides: Any) -> FrontDoor:
@@ -53,7 +56,8 @@ class FrontDoor:
         gateway = connect(settings, app=app, **gateway_overrides)
         return cls(settings=settings, gateway=gateway, keys=KeyBook(sessions),
                    waiter=ResultWaiter(app), jobs=build_jobs(settings), sessions=sessions,
-                   shedder=shedder_for(settings), tally=tally_for(settings))
+                   shedder=shedder_for(settings), tally=tally_for(settings),
+                   tokens=token_reader_for(settings.broker.url, settings.broker.key_prefix))
 
     @property
     def catalogue(self) -> Catalogue:
@@ -150,6 +154,8 @@ class FrontDoor:
             self.tally.client.close()
         self.waiter.close()
         await self.jobs.close()
+        if self.tokens is not None:
+            await self.tokens.close()
         self.gateway.close()
         bind = self.sessions.kw.get("bind")
         if bind is not None:

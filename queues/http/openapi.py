@@ -83,7 +83,7 @@ _SCHEMAS: dict[str, Any] = {
                                 "properties": {"type": {"enum": ["text", "json_object"]}}},
             "user": {"type": "string"},
             "stream": {"type": ["boolean", "null"], "description": "true: the answer as "
-                       "server-sent chat.completion.chunk events (sent whole once ready)."},
+                       "server-sent chat.completion.chunk events, as it is generated."},
             "stream_options": {"type": ["object", "null"], "description": "Only with stream.",
                                "properties": {"include_usage": {"type": ["boolean", "null"]}}},
             "n": {"enum": [1, None]},

@@ -1,14 +1,15 @@
-"""``stream=true``: an answer as OpenAI's server-sent ``chat.completion.chunk`` events.
+"""``stream=true``: answers as OpenAI's server-sent ``chat.completion.chunk`` events.
 
-Requests go through queues, so the answer reaches the front door whole. It is sent as the
-role chunk, one content chunk, the finish chunk, the usage chunk (``stream_options``
-``include_usage``) and ``[DONE]``: clients written for streaming work unchanged, and their
-first token arrives with the last.
+Two ways in: :func:`stream_response` sends an answer the door already holds whole (a cache
+hit, a self-hosted answer) as the role chunk, one content chunk, the tool calls, the finish
+chunk, the usage chunk (``stream_options.include_usage``) and ``[DONE]``;
+:mod:`queues.http.relay` builds the same sequence piece by piece while a worker generates it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from starlette.responses import Response
@@ -16,40 +17,67 @@ from starlette.responses import Response
 from models.domain.result import ChatResult
 from queues.http.translate import completion_body, sluice_headers
 
+DONE = b"data: [DONE]\n\n"
+
+
+class Chunks:
+    """The chunk objects of one streamed completion."""
+
+    def __init__(self, request_id: str, model: str, *, include_usage: bool,
+                 created: int | None = None) -> None:
+        self.base: dict[str, Any] = {"id": f"chatcmpl-{request_id}",
+                                     "object": "chat.completion.chunk",
+                                     "created": created or int(time.time()), "model": model,
+                                     "system_fingerprint": None}
+        self.include_usage = include_usage
+        if include_usage:
+            self.base["usage"] = None  # OpenAI's shape: null on every chunk but the last
+
+    def delta(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        """A chunk carrying ``delta``."""
+        return {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish}]}
+
+    def opening(self) -> dict[str, Any]:
+        """The first chunk: the assistant's role."""
+        return self.delta({"role": "assistant", "content": "", "refusal": None})
+
+    def text(self, piece: str) -> dict[str, Any]:
+        """A piece of the answer's text."""
+        return self.delta({"content": piece})
+
+    def ending(self, result: ChatResult) -> list[dict[str, Any]]:
+        """After the text: the tool calls, the finish reason, and the usage when asked for."""
+        body = completion_body(result, created=self.base["created"])
+        message, out = body["choices"][0]["message"], []
+        if message.get("tool_calls"):
+            # Each call whole, in one delta: streaming clients merge deltas by index.
+            out.append(self.delta({"tool_calls": [{"index": i, **call} for i, call
+                                                  in enumerate(message["tool_calls"])]}))
+        out.append(self.delta({}, body["choices"][0]["finish_reason"]))
+        if self.include_usage:
+            out.append({**self.base, "model": result.model, "choices": [],
+                        "usage": body["usage"]})
+        return out
+
 
 def completion_chunks(result: ChatResult, *, include_usage: bool,
                       created: int | None = None) -> list[dict[str, Any]]:
     """The chunks a streaming OpenAI client reads for ``result``, in order (no ``[DONE]``)."""
-    body = completion_body(result, created=created)
-    base: dict[str, Any] = {"id": body["id"], "object": "chat.completion.chunk",
-                            "created": body["created"], "model": body["model"],
-                            "system_fingerprint": None}
-    if include_usage:
-        base["usage"] = None  # OpenAI's shape: null on every chunk but the last
+    make = Chunks(result.request_id, result.model, include_usage=include_usage,
+                  created=created)
+    head = [make.opening()] + ([make.text(result.text)] if result.text else [])
+    return head + make.ending(result)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                     "finish_reason": finish}]}
 
-    message = body["choices"][0]["message"]
-    chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    if message["content"]:
-        chunks.append(chunk({"content": message["content"]}))
-    if message.get("tool_calls"):
-        # Each call whole, in one delta: streaming clients merge deltas by index.
-        chunks.append(chunk({"tool_calls": [{"index": i, **call} for i, call
-                                            in enumerate(message["tool_calls"])]}))
-    chunks.append(chunk({}, body["choices"][0]["finish_reason"]))
-    if include_usage:
-        chunks.append({**base, "choices": [], "usage": body["usage"]})
-    return chunks
+def event(chunk: dict[str, Any]) -> bytes:
+    """One server-sent event."""
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
 def event_stream(chunks: list[dict[str, Any]]) -> bytes:
     """Server-sent events for ``chunks``, ended by ``data: [DONE]`` as OpenAI ends them."""
-    events = [b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n"
-              for c in chunks]
-    return b"".join(events) + b"data: [DONE]\n\n"
+    return b"".join(event(c) for c in chunks) + DONE
 
 
 def stream_response(result: ChatResult, *, include_usage: bool) -> Response:

@@ -82,6 +82,8 @@ def test_sync_completion_is_attributed_from_key_and_headers(client: openai.OpenA
     assert Decimal(raw.headers["x-sluice-baseline-cost"]) == r.baseline_cost > r.cost
     assert raw.headers["x-sluice-route"] == "tier=cheap; model=gpt-4o-mini; queue=interactive.api"
     assert raw.headers["x-sluice-cache"] == "miss"
+    timing = dict(part.split(";dur=") for part in raw.headers["server-timing"].split(", "))
+    assert float(timing["provider"]) > 0 and float(timing["total"]) >= float(timing["queue"])
     u = completion.usage
     assert u is not None and u.prompt_tokens == r.input_uncached + r.cache_read > 0
     assert u.completion_tokens == r.output and u.total_tokens == u.prompt_tokens + r.output
@@ -116,29 +118,52 @@ def test_a_repeat_is_answered_by_the_response_cache(client: openai.OpenAI) -> No
     assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
 
 
-def test_stream_true_streams_the_answer_to_the_sdk_with_usage_last(client: openai.OpenAI,
-                                                                   sessions: Any) -> None:
+def test_stream_true_relays_text_as_the_provider_generates_it(client: openai.OpenAI,
+                                                               sessions: Any,
+                                                               standin: Any) -> None:
+    # The provider generates slowly (40 ms a token): the first piece must come long before
+    # the last, through the worker, Redis and the door.
+    standin.script_faults(["slow=40"], path="openai", model="gpt-4o-mini")
     messages = [{"role": "system", "content": SYSTEM}, user("Title: oak shelf")]
+    t0 = time.monotonic()
     raw = client.chat.completions.with_raw_response.create(
-        model="cheap", messages=messages, max_tokens=12, stream=True,
+        model="cheap", messages=messages, max_tokens=24, stream=True,
         stream_options={"include_usage": True}, extra_headers={"x-sluice-feature": "streamed"})
     assert raw.headers["content-type"].startswith("text/event-stream")
-    chunks = list(raw.parse())
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text and chunks[-1].choices == [] and chunks[-1].usage is not None
+    arrivals: list[tuple[float, Any]] = [(time.monotonic() - t0, c) for c in raw.parse()]
+    chunks = [c for _, c in arrivals]
+    texts = [(t, c.choices[0].delta.content) for t, c in arrivals
+             if c.choices and c.choices[0].delta.content]
+    text = "".join(piece for _, piece in texts)
+    assert len(texts) >= 3, texts
+    total = arrivals[-1][0]
+    assert texts[0][0] < 0.6 * total, f"first text at {texts[0][0]:.3f} s of {total:.3f} s"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     r = row(sessions, raw.headers["x-sluice-request-id"])
-    assert (r.feature, r.outcome) == ("streamed", "ok")
+    assert (r.feature, r.outcome) == ("streamed", "ok") and r.cost > 0
     assert chunks[-1].usage.completion_tokens == r.output
-    assert Decimal(raw.headers["x-sluice-cost"]) == r.cost > 0
-    timing = dict(part.split(";dur=") for part in raw.headers["server-timing"].split(", "))
-    assert float(timing["provider"]) > 0 and float(timing["total"]) >= float(timing["queue"])
-    # The same prompt again, not streamed: the response cache answers it with the same text.
+    # The same prompt streamed again comes whole from the response cache, same text...
+    cached = client.chat.completions.with_raw_response.create(
+        model="cheap", messages=messages, max_tokens=24, stream=True,
+        extra_headers={"x-sluice-feature": "streamed"})
+    assert cached.headers["x-sluice-cache"] == "hit"
+    assert "".join(c.choices[0].delta.content or "" for c in cached.parse()) == text
+    # ...and not streamed, too.
     again = client.chat.completions.with_raw_response.create(
-        model="cheap", messages=messages, max_tokens=12,
+        model="cheap", messages=messages, max_tokens=24,
         extra_headers={"x-sluice-feature": "streamed"})
     assert again.headers["x-sluice-cache"] == "hit"
     assert again.parse().choices[0].message.content == text
+
+
+def test_a_stream_that_fails_before_its_first_piece_is_an_ordinary_http_error(
+        client: openai.OpenAI, standin: Any) -> None:
+    standin.script_faults(["400"], path="openai", model="gpt-4o-mini")
+    with pytest.raises(openai.APIStatusError) as exc:
+        list(client.chat.completions.create(model="cheap", messages=[user("Title: lamp")],
+                                            max_tokens=8, stream=True))
+    assert exc.value.status_code == 502 and exc.value.code == "provider_permanent"
 
 
 def test_async_sdk_streams_too(door: str, team_key: str) -> None:

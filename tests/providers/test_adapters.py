@@ -102,6 +102,27 @@ def test_a_tool_loop_continues_with_the_result_and_counts_exactly(
     assert reply.usage.input_total == count_request(second.request)
 
 
+def test_a_streamed_call_hands_over_its_text_as_it_comes_and_replies_as_complete_does(
+        adapter: tuple[str, Any]) -> None:
+    name, prov = adapter
+    ask = call(name, max_tokens=60, messages=[
+        {"role": "user", "content": "Explain tea brewing in detail, step by step."}])
+    pieces: list[str] = []
+    streamed = prov.stream(ask, pieces.append)
+    whole = prov.complete(ask)
+    assert len(pieces) > 3 and "".join(pieces) == streamed.text == whole.text
+    assert streamed.usage == whole.usage and streamed.finish_reason == whole.finish_reason
+    # A tool call streams too (no text pieces, the call whole at the end).
+    tools = [{"name": "find_sku", "description": "Look a product up by its SKU."}]
+    ask_tool = call(name, static={"tools": tools}, messages=[
+        {"role": "user", "content": "Please use tool find_sku for SKU 42"}])
+    pieces.clear()
+    called = prov.stream(ask_tool, pieces.append)
+    assert [c.name for c in called.tool_calls] == ["find_sku"] and pieces == []
+    assert json.loads(called.tool_calls[0].arguments) == json.loads(
+        prov.complete(ask_tool).tool_calls[0].arguments)
+
+
 def test_static_prefix_is_cached_on_repeat(adapter: tuple[str, Any]) -> None:
     name, prov = adapter
     first = prov.complete(call(name, static={"system": LONG_SYSTEM}))

@@ -164,11 +164,33 @@ def test_openai_content_parts_count_like_a_string(oai: openai.OpenAI) -> None:
 
 # --- refusals ----------------------------------------------------------------------------------
 
-def test_openai_refuses_stream_and_n(oai: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError, match="stream"):
-        oai.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+def test_openai_refuses_n(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="n must be 1"):
         oai.chat.completions.create(model="gpt-4o-mini", messages=HI, n=2)
+
+
+def test_openai_streams_the_same_answer_in_pieces_with_usage_last(oai: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "Explain tea brewing in detail, step by step."}]
+    whole = oai.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=80)
+    chunks = list(oai.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=80,
+                                              stream=True, stream_options={"include_usage": True}))
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(texts) > 5 and "".join(texts) == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and whole.usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+def test_anthropic_streams_the_same_answer_through_the_sdk(ant: anthropic.Anthropic) -> None:
+    ask = [{"role": "user", "content": "Explain tea brewing in detail, step by step."}]
+    whole = _ask(ant, messages=ask, max_tokens=80)
+    with ant.messages.stream(model="claude-haiku-4-5", max_tokens=80, messages=ask) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(pieces) > 5 and "".join(pieces) == whole.content[0].text  # type: ignore[union-attr]
+    assert final.usage.output_tokens == whole.usage.output_tokens
+    assert final.usage.input_tokens == whole.usage.input_tokens
+    assert final.stop_reason == whole.stop_reason == "max_tokens"
 
 
 def test_anthropic_requires_max_tokens(standin: StandIn) -> None:

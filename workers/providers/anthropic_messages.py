@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from models.domain.usage import from_anthropic
-from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.base import ProviderCall, ProviderReply, TextSink
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
 from workers.providers.tool_calls import anthropic_tool_calls
@@ -40,6 +41,41 @@ class AnthropicMessagesProvider:
                              tool_calls=anthropic_tool_calls(resp.content),
                              finish_reason=_FINISH.get(resp.stop_reason or "", "stop"),
                              provider_model=resp.model, provider_request_id=resp.id)
+
+    def stream(self, call: ProviderCall, on_text: TextSink) -> ProviderReply:
+        """The same call with ``stream=True``: each text delta goes to ``on_text`` as it
+        arrives; usage is the start event's, with the output tokens of the last delta."""
+        kwargs = anthropic_message_params(call)
+        kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
+        text: list[str] = []
+        blocks: dict[int, dict[str, Any]] = {}
+        usage: dict[str, Any] = {}
+        stop, model, rid = "", "", ""
+        try:
+            for event in self._client.messages.create(**kwargs, stream=True):
+                kind = event.type
+                if kind == "message_start":
+                    usage = event.message.usage.model_dump()
+                    model, rid = event.message.model, event.message.id
+                elif kind == "content_block_start" and event.content_block.type == "tool_use":
+                    blocks[event.index] = {"type": "tool_use", "id": event.content_block.id,
+                                           "name": event.content_block.name, "json": ""}
+                elif kind == "content_block_delta":
+                    if event.delta.type == "text_delta":
+                        text.append(event.delta.text)
+                        on_text(event.delta.text)
+                    elif event.delta.type == "input_json_delta" and event.index in blocks:
+                        blocks[event.index]["json"] += event.delta.partial_json
+                elif kind == "message_delta":
+                    stop = event.delta.stop_reason or stop
+                    usage["output_tokens"] = event.usage.output_tokens
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
+            raise map_sdk_error(self.name, exc) from exc
+        uses = [{**b, "input": json.loads(b["json"] or "{}")} for _, b in sorted(blocks.items())]
+        return ProviderReply(text="".join(text), usage=from_anthropic(usage),
+                             tool_calls=anthropic_tool_calls(uses),
+                             finish_reason=_FINISH.get(stop, "stop"), provider_model=model,
+                             provider_request_id=rid)
 
     def close(self) -> None:
         """Close the SDK's HTTP client."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,10 @@ class ProviderReply:
     extra: dict[str, object] = field(default_factory=dict)
     #: The tool calls in the answer, in order.
     tool_calls: tuple[ToolCall, ...] = ()
+
+
+#: Where a streaming call sends each piece of text as it arrives.
+TextSink = Callable[[str], None]
 
 
 @runtime_checkable

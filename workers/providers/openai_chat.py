@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from models.domain.errors import ProviderRetryable
+from models.domain.request import ToolCall
 from models.domain.usage import from_openai
-from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.base import ProviderCall, ProviderReply, TextSink
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import openai_chat_body
 from workers.providers.tool_calls import openai_tool_calls
@@ -50,6 +51,43 @@ class OpenAIChatProvider:
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderRetryable(f"{self.name}: the response lacked {exc!r}; retried",
                                     provider=self.name) from exc
+
+    def stream(self, call: ProviderCall, on_text: TextSink) -> ProviderReply:
+        """The same call with ``stream=True``: each text delta goes to ``on_text`` as it
+        arrives; the reply (usage from the final chunk) is what ``complete`` would return."""
+        kwargs = openai_chat_body(call)
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        finish, usage, model, rid = "stop", None, "", ""
+        try:
+            for chunk in self._client.chat.completions.create(
+                    **kwargs, stream=True, stream_options={"include_usage": True}):
+                model, rid = chunk.model or model, chunk.id or rid
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        on_text(delta.content)
+                    for part in delta.tool_calls or ():
+                        # Deltas of one call share its index: id and name once, arguments
+                        # in pieces.
+                        into = calls.setdefault(part.index, {"id": "", "name": "",
+                                                             "arguments": ""})
+                        into["id"] = part.id or into["id"]
+                        if part.function is not None:
+                            into["name"] = part.function.name or into["name"]
+                            into["arguments"] += part.function.arguments or ""
+                    finish = choice.finish_reason or finish
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
+            raise map_sdk_error(self.name, exc) from exc
+        if usage is None:
+            raise ProviderRetryable(f"{self.name}: the stream ended without its usage; retried",
+                                    provider=self.name)
+        return ProviderReply(text="".join(text), usage=from_openai(usage), finish_reason=finish,
+                             provider_model=model, provider_request_id=rid,
+                             tool_calls=tuple(ToolCall(**calls[i]) for i in sorted(calls)))
 
     def close(self) -> None:
         """Close the SDK's HTTP client."""

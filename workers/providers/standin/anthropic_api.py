@@ -47,8 +47,8 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, key: str)
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise RequestInvalid("max_tokens: Field required (a positive integer)")
-    if body.get("stream"):
-        raise RequestInvalid("stream: streaming is not supported by the sluicegate stand-in")
+    if body.get("stream") not in (None, True, False):
+        raise RequestInvalid("stream: Input should be a valid boolean")
     temperature = body.get("temperature")
     if temperature is not None and not (isinstance(temperature, (int, float))
                                         and 0 <= temperature <= 1):

@@ -1,7 +1,8 @@
 """Injected failures: parsed from a header or a control-endpoint script, turned into responses.
 
 A spec is ``<kind>[;key=value...]``: a status code (``429;retry-after=1``, ``500``, ``529``),
-``timeout=<seconds>`` (answer only after that long), ``malformed`` (200 with a broken body) or
+``timeout=<seconds>`` (answer only after that long), ``slow=<ms per token>`` (generate that
+slowly: a streamed answer arrives piece by piece), ``malformed`` (200 with a broken body) or
 ``incomplete`` (200 with valid JSON that lacks the answer).
 """
 
@@ -27,7 +28,7 @@ _MESSAGES = {
 class Fault:
     """One injected failure."""
 
-    kind: str  # "status" | "timeout" | "malformed" | "incomplete"
+    kind: str  # "status" | "timeout" | "slow" | "malformed" | "incomplete"
     status: int = 200
     retry_after: float | None = None
     delay_s: float = 0.0
@@ -45,6 +46,8 @@ def parse_fault(spec: str) -> Fault:
     retry_after = float(options["retry-after"]) if "retry-after" in options else None
     if head in ("malformed", "incomplete"):
         return Fault(head)
+    if head.startswith("slow="):
+        return Fault("slow", delay_s=float(head.partition("=")[2]) / 1000)
     if head == "timeout" or head.startswith("timeout="):
         delay = head.partition("=")[2]
         return Fault("timeout", delay_s=float(delay) if delay else 60.0)
@@ -54,8 +57,8 @@ def parse_fault(spec: str) -> Fault:
         if status == 429 and retry_after is None:
             retry_after = 1.0
         return Fault("status", status=status, retry_after=retry_after)
-    raise ValueError(f"fault {spec!r}: expected a 4xx/5xx status, 'timeout=<s>', 'malformed' "
-                     "or 'incomplete'")
+    raise ValueError(f"fault {spec!r}: expected a 4xx/5xx status, 'timeout=<s>', "
+                     "'slow=<ms per token>', 'malformed' or 'incomplete'")
 
 
 def fault_response(fault: Fault, family: str) -> Response:

@@ -34,9 +34,8 @@ def bearer_key(request: Request) -> str:
 
 def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: str) -> Answer:
     """Validate the body, account for prompt caching and build the ``chat.completion``."""
-    if body.get("stream"):
-        raise RequestInvalid("stream=true is not supported by the sluicegate stand-in; "
-                             "send stream=false", param="stream")
+    if body.get("stream") not in (None, True, False):
+        raise RequestInvalid("stream must be a boolean", param="stream")
     if body.get("n") not in (None, 1):
         raise RequestInvalid("the stand-in answers with one choice only: n must be 1", param="n")
     max_tokens = _max_tokens(body)

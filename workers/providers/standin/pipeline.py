@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from models.domain.catalogue import ModelSpec
 from workers.providers.standin.caching import CacheUsage
 from workers.providers.standin.errors import RequestInvalid, provider_error
 from workers.providers.standin.faults import Fault, fault_response, parse_fault
 from workers.providers.standin.state import StandInState
+from workers.providers.standin.streaming import anthropic_events, openai_events, paced
 
 FAULT_HEADER = "x-standin-fault"
 LATENCY_HEADER = "x-standin-latency-ms"
@@ -72,19 +73,35 @@ async def _serve(request: Request, state: StandInState, family: str,
                              f"{family} endpoint", param="model", status=404)
     state.record_model(spec.name)
     fault = _fault(request, state, spec.name, family)
+    cfg = state.config
+    per_token_ms = cfg.per_token_latency_ms
     if fault is not None:
         state.faults_injected += 1
-        if fault.kind != "timeout":
+        if fault.kind == "slow":
+            per_token_ms = fault.delay_s * 1000
+        elif fault.kind != "timeout":
             return fault_response(fault, family)
-        await pause(request, fault.delay_s)
+        else:
+            await pause(request, fault.delay_s)
     result = answer(state, body, spec, api_key)
     override = request.headers.get(LATENCY_HEADER)
-    cfg = state.config
-    delay_ms = (_number(override, LATENCY_HEADER) if override is not None
-                else cfg.latency_ms + cfg.per_token_latency_ms * result.output_tokens)
-    await pause(request, delay_ms / 1000)
     state.record_usage(result.prompt_tokens, result.output_tokens, result.cache)
+    if body.get("stream") is True:
+        first_ms = _number(override, LATENCY_HEADER) if override is not None else cfg.latency_ms
+        events = (openai_events(result.payload, _include_usage(body)) if family == "openai"
+                  else anthropic_events(result.payload))
+        return StreamingResponse(
+            paced(events, first_ms / 1000, per_token_ms / 1000,
+                  lambda s: pause(request, s)), media_type="text/event-stream")
+    delay_ms = (_number(override, LATENCY_HEADER) if override is not None
+                else cfg.latency_ms + per_token_ms * result.output_tokens)
+    await pause(request, delay_ms / 1000)
     return JSONResponse(result.payload)
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _fault(request: Request, state: StandInState, model: str, family: str) -> Fault | None:

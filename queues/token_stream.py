@@ -1,0 +1,103 @@
+"""Answer text as it is generated: the worker appends pieces to a Redis stream, the door relays.
+
+One stream per task (``<prefix>sluice:tokens:<task id>``), kept a few minutes. The worker
+coalesces pieces (the first goes at once: that is the time to first token; later ones at most
+every ``FLUSH_S``), so a long answer costs tens of Redis writes, not one per token. The door
+reads with ``XREAD BLOCK`` and ends on the task's result, which stays the source of truth:
+anything the stream missed is sent from the result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+#: Pieces after the first are written at most this often.
+FLUSH_S = 0.02
+#: A stream outlives any answer's generation by far, and then goes.
+TTL_S = 300
+#: Entries kept per stream (approximate trim): far more than any answer has pieces.
+MAX_ENTRIES = 10_000
+
+
+def token_key(key_prefix: str, task_id: str) -> str:
+    """The stream of the task ``task_id``."""
+    return f"{key_prefix}sluice:tokens:{task_id}"
+
+
+class TokenWriter:
+    """The worker's side: call it with each piece; ``close`` sends what is left (blocking)."""
+
+    def __init__(self, client: Any, key: str, flush_s: float = FLUSH_S) -> None:
+        self.client = client
+        self.key = key
+        self.flush_s = flush_s
+        self.sent = False
+        self._buffer: list[str] = []
+        self._last = 0.0
+
+    def __call__(self, piece: str) -> None:
+        if not piece:
+            return
+        self._buffer.append(piece)
+        if not self.sent or time.monotonic() - self._last >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered pieces as one entry (the first write also sets the TTL)."""
+        if not self._buffer:
+            return
+        text, self._buffer = "".join(self._buffer), []
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(self.key, {"t": text.encode()}, maxlen=MAX_ENTRIES, approximate=True)
+        if not self.sent:
+            pipe.expire(self.key, TTL_S)
+        pipe.execute()
+        self.sent, self._last = True, time.monotonic()
+
+    def close(self) -> None:
+        """Send what is buffered."""
+        self.flush()
+
+
+class TokenReader:
+    """The door's side (asyncio): follow one task's stream until told to stop."""
+
+    def __init__(self, client: Any, key_prefix: str) -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+
+    async def read(self, task_id: str, after: str, block_ms: int | None) -> tuple[str, str]:
+        """Text written after entry ``after`` (``"0"``: from the start), and the last entry's
+        id; waits up to ``block_ms`` for something to arrive (None: do not wait)."""
+        found = await self.client.xread({token_key(self.key_prefix, task_id): after},
+                                        block=block_ms)
+        text, last = [], after
+        for _key, entries in found or ():
+            for entry_id, fields in entries:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                raw = fields.get(b"t", fields.get("t", b""))
+                text.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+        return "".join(text), last
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self.client.aclose()
+
+
+def token_client_for(url: str) -> Any:
+    """A worker's (blocking) client for writing streams: None for a broker that is not Redis."""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5.0)
+
+
+def token_reader_for(url: str, key_prefix: str) -> TokenReader | None:
+    """A reader on a Redis broker (None for other brokers: answers come whole there)."""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis.asyncio as aioredis
+
+    return TokenReader(aioredis.from_url(url, socket_timeout=5.0), key_prefix)
