@@ -29,6 +29,10 @@ class Envelope(BaseModel):
     prompt_hash: str = ""
     #: Epoch seconds after which a worker must not start the request (its caller gave up).
     deadline: float | None = None
+    #: Write the answer's text as it is generated (the front door's ``stream=true``). Here,
+    #: not on the request: workers of the previous release ignore unknown envelope fields
+    #: (and answer whole), where they refuse unknown request fields.
+    stream: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe form for the broker."""
@@ -37,8 +41,6 @@ class Envelope(BaseModel):
         # know is left out while unset, so a rolling deploy can put workers last.
         if message["request"].get("timeout_s") is None:
             message["request"].pop("timeout_s", None)
-        if not message["request"].get("stream"):
-            message["request"].pop("stream", None)
         for turn in (*message["request"]["messages"],
                      *message["request"].get("static", {}).get("few_shot", ())):
             if not turn.get("tool_calls"):

@@ -52,7 +52,8 @@ class Gateway:
         self.cache_hit_sink = cache_hit_sink
 
     def submit(self, data: ChatRequest | dict[str, Any], *,
-               admit: Callable[[ChatRequest], None] | None = None) -> Handle:
+               admit: Callable[[ChatRequest], None] | None = None,
+               stream: bool = False) -> Handle:
         """Validate and dispatch ``data``; returns at once with a handle to wait on or forget.
 
         ``admit`` is called for a request that must be queued (not for a cache hit), before
@@ -70,7 +71,7 @@ class Gateway:
         try:
             if admit is not None:
                 admit(request)
-            return self._dispatch(request)
+            return self._dispatch(request, stream=stream)
         except BaseException:
             # A refused request must not leave identical ones waiting on its single-flight
             # claim: release it so they proceed on their own at once.
@@ -78,7 +79,7 @@ class Gateway:
                 self.cache.abandon(request)
             raise
 
-    def _dispatch(self, request: ChatRequest) -> Handle:
+    def _dispatch(self, request: ChatRequest, *, stream: bool = False) -> Handle:
         prompt_tokens = count_request(request)
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
                              prompt_tokens=prompt_tokens)
@@ -95,7 +96,8 @@ class Gateway:
         now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
                             reservation_id=reservation, prompt_hash=prompt_hash(request),
-                            enqueued_at=now, deadline=self._deadline(request, now))
+                            enqueued_at=now, deadline=self._deadline(request, now),
+                            stream=stream)
         try:
             return TaskHandle(self._send(envelope), request_id=request.request_id,
                               model=route.model)

@@ -9,9 +9,11 @@ anything the stream missed is sent from the result.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+log = logging.getLogger(__name__)
 #: Pieces after the first are written at most this often.
 FLUSH_S = 0.02
 #: A stream outlives any answer's generation by far, and then goes.
@@ -26,38 +28,52 @@ def token_key(key_prefix: str, task_id: str) -> str:
 
 
 class TokenWriter:
-    """The worker's side: call it with each piece; ``close`` sends what is left (blocking)."""
+    """The worker's side: call it with each piece; ``close`` sends what is left and the end
+    mark (blocking). It never raises: a Redis error switches it off, and the caller gets the
+    text from the task's result instead, as from a model that does not stream."""
 
     def __init__(self, client: Any, key: str, flush_s: float = FLUSH_S) -> None:
         self.client = client
         self.key = key
         self.flush_s = flush_s
+        #: Some text reached the caller's stream (a retry would then write a second answer).
         self.sent = False
+        self.broken = False
         self._buffer: list[str] = []
         self._last = 0.0
 
     def __call__(self, piece: str) -> None:
-        if not piece:
+        if not piece or self.broken:
             return
         self._buffer.append(piece)
         if not self.sent or time.monotonic() - self._last >= self.flush_s:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the buffered pieces as one entry (the first write also sets the TTL)."""
-        if not self._buffer:
+    def flush(self, end: bool = False) -> None:
+        """Write the buffered pieces as one entry (and the end mark: the door stops reading)."""
+        if self.broken or not (self._buffer or end):
             return
         text, self._buffer = "".join(self._buffer), []
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(self.key, {"t": text.encode()}, maxlen=MAX_ENTRIES, approximate=True)
-        if not self.sent:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            if text:
+                pipe.xadd(self.key, {"t": text.encode()}, maxlen=MAX_ENTRIES, approximate=True)
+            if end:
+                pipe.xadd(self.key, {"end": b"1"}, maxlen=MAX_ENTRIES, approximate=True)
+            # Every write renews it: a key that expired mid-answer would come back without one.
             pipe.expire(self.key, TTL_S)
-        pipe.execute()
-        self.sent, self._last = True, time.monotonic()
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the result carries the whole answer anyway
+            self.broken = True
+            log.warning("streaming to %s stopped, the rest comes with the result: %s",
+                        self.key, exc)
+            return
+        self.sent = self.sent or bool(text)
+        self._last = time.monotonic()
 
     def close(self) -> None:
-        """Send what is buffered."""
-        self.flush()
+        """Send what is buffered, then the end mark."""
+        self.flush(end=True)
 
 
 class TokenReader:
@@ -67,27 +83,34 @@ class TokenReader:
         self.client = client
         self.key_prefix = key_prefix
 
-    async def read(self, task_id: str, after: str, block_ms: int | None) -> tuple[str, str]:
-        """Text written after entry ``after`` (``"0"``: from the start), and the last entry's
-        id; waits up to ``block_ms`` for something to arrive (None: do not wait)."""
+    async def read(self, task_id: str, after: str, block_ms: int | None
+                   ) -> tuple[str, str, bool]:
+        """Text written after entry ``after`` (``"0"``: from the start), the last entry's id,
+        and whether the end mark came; waits up to ``block_ms`` for something to arrive
+        (None: does not wait)."""
         found = await self.client.xread({token_key(self.key_prefix, task_id): after},
                                         block=block_ms)
-        text, last = [], after
+        text, last, ended = [], after, False
         for _key, entries in found or ():
             for entry_id, fields in entries:
                 last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 raw = fields.get(b"t", fields.get("t", b""))
                 text.append(raw.decode() if isinstance(raw, bytes) else str(raw))
-        return "".join(text), last
+                ended = ended or b"end" in fields or "end" in fields
+        return "".join(text), last, ended
 
     async def close(self) -> None:
         """Release connections."""
         await self.client.aclose()
 
 
+def _redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
 def token_client_for(url: str) -> Any:
     """A worker's (blocking) client for writing streams: None for a broker that is not Redis."""
-    if not url.startswith(("redis://", "rediss://")):
+    if not _redis(url):
         return None
     import redis
 
@@ -96,7 +119,7 @@ def token_client_for(url: str) -> Any:
 
 def token_reader_for(url: str, key_prefix: str) -> TokenReader | None:
     """A reader on a Redis broker (None for other brokers: answers come whole there)."""
-    if not url.startswith(("redis://", "rediss://")):
+    if not _redis(url):
         return None
     import redis.asyncio as aioredis
 

@@ -230,16 +230,20 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
     if batched is not None:
         return batched, primary
     last: ProviderError | None = None
-    tokens = _writer(rt, env.request)
-    for model in chain:
-        call = ProviderCall(request=env.request, model=model, cache_scope=scope,
-                            cache_ttl=rt.settings.providers.ttl_for(env.request.feature))
-        provider = rt.provider(model.provider)
-        try:
-            return with_retries(lambda p=provider, c=call: _attempt(p, c, tokens),
-                                rt.retry), model
-        except ProviderRetryable as err:
-            last = err  # exhausted: try the next model in the chain
+    tokens = _writer(rt, env)
+    try:
+        for model in chain:
+            call = ProviderCall(request=env.request, model=model, cache_scope=scope,
+                                cache_ttl=rt.settings.providers.ttl_for(env.request.feature))
+            provider = rt.provider(model.provider)
+            try:
+                return with_retries(lambda p=provider, c=call: _attempt(p, c, tokens),
+                                    rt.retry), model
+            except ProviderRetryable as err:
+                last = err  # exhausted: try the next model in the chain
+    finally:
+        if tokens is not None:
+            tokens.close()  # the end mark: the door stops reading and takes the result
     assert last is not None
     # Say what was tried: the caller sees the whole chain, not only the last model's status.
     tried = ", ".join(m.name for m in chain)
@@ -250,11 +254,12 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
         retry_after=getattr(last, "retry_after", None), tried=tried)
 
 
-def _writer(rt: WorkerRuntime, req: ChatRequest) -> TokenWriter | None:
+def _writer(rt: WorkerRuntime, env: Envelope) -> TokenWriter | None:
     """Where a streamed request's text goes as it is generated (None: answered whole)."""
-    if not req.stream or rt.tokens is None:
+    if not env.stream or rt.tokens is None:
         return None
-    return TokenWriter(rt.tokens, token_key(rt.settings.broker.key_prefix, task_id_for(req)))
+    return TokenWriter(rt.tokens, token_key(rt.settings.broker.key_prefix,
+                                            task_id_for(env.request)))
 
 
 def _attempt(provider: Any, call: ProviderCall, tokens: TokenWriter | None) -> ProviderReply:
@@ -273,15 +278,8 @@ def _attempt(provider: Any, call: ProviderCall, tokens: TokenWriter | None) -> P
                                     provider=err.provider, status=err.status) from err
         raise
     finally:
-        _close(tokens)
+        tokens.flush()  # never raises: a broken writer leaves the text to the result
     return reply
-
-
-def _close(tokens: TokenWriter) -> None:
-    try:
-        tokens.close()
-    except Exception as exc:  # noqa: BLE001 - the result still carries the whole answer
-        log.warning("could not send the rest of a streamed answer: %s", exc)
 
 
 def _row(env: Envelope, route: Route, *, outcome: str) -> dict[str, Any]:

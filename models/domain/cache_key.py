@@ -49,7 +49,6 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "cache": (Role.EXCLUDED, "how the cache treats the request, not what is asked"),
         "tags": (Role.EXCLUDED, "attribution carried to the ledger"),
         "timeout_s": (Role.EXCLUDED, "how long the caller waits, not what it asks"),
-        "stream": (Role.EXCLUDED, "how the answer is delivered, not what it is"),
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},

@@ -174,8 +174,6 @@ class ChatRequest(BaseModel):
     #: How long the caller waits for the answer (seconds). A request still queued after this
     #: (when unset: after its lane's ``queue_timeout_s``) is not run and costs nothing.
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
-    #: Send the answer's text as it is generated (the front door's ``stream=true``).
-    stream: bool = False
     #: Free-form tags carried to the ledger; never part of the cache key.
     tags: dict[str, str] = Field(default_factory=dict, max_length=32)
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models.domain.errors import Cancelled, DeadlineExceeded, SluiceError, ValidationError
+from models.domain.errors import Cancelled, SluiceError, ValidationError
 from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
@@ -116,12 +116,13 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _submit(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *, watch: bool,
-                  admit: Callable[[ChatRequest], None] | None = None, fresh: bool = False
-                  ) -> tuple[Handle, Watch | None]:
+                  admit: Callable[[ChatRequest], None] | None = None, fresh: bool = False,
+                  stream: bool = False) -> tuple[Handle, Watch | None]:
     """The producer pipeline in a worker thread; validation errors name the client's param."""
     try:
         return await run_in_threadpool(functools.partial(
-            fd.submit, data, asyncio.get_running_loop(), watch, admit, fresh=fresh))
+            fd.submit, data, asyncio.get_running_loop(), watch, admit, fresh=fresh,
+            stream=stream))
     except ValidationError as err:
         # Name the OpenAI parameter (or header) the client sent, not our internal field.
         err.field = err.details["field"] = param_for(err.field, origin)
@@ -135,14 +136,8 @@ async def _answer(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
     try:
         _, watch = await _submit(fd, data, origin, watch=True, fresh=fresh, admit=flight.admit)
         assert watch is not None
-        try:
-            result = await fd.waiter.wait(watch, fd.timeout_for(data["lane"],
-                                                                data.get("timeout_s")))
-        except DeadlineExceeded as err:
-            flight.dropped(err)
-            raise
-        flight.answered(result)
-        return result
+        return await flight.wait(fd.waiter, watch, fd.timeout_for(data["lane"],
+                                                                  data.get("timeout_s")))
     finally:
         flight.end()
 
@@ -154,8 +149,8 @@ async def _stream(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
     flight = Flight(fd.shedder)
     timeout = fd.timeout_for(data["lane"], data.get("timeout_s"))
     try:
-        handle, watch = await _submit(fd, {**data, "stream": True}, origin, watch=True,
-                                      fresh=fresh, admit=flight.admit)
+        handle, watch = await _submit(fd, data, origin, watch=True, fresh=fresh,
+                                      admit=flight.admit, stream=True)
         assert watch is not None
     except BaseException:
         flight.end()
@@ -163,12 +158,7 @@ async def _stream(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
     task_id = getattr(handle, "task_id", None)
     if fd.tokens is None or task_id is None:
         try:
-            result = await fd.waiter.wait(watch, timeout)
-        except DeadlineExceeded as err:
-            flight.dropped(err)
-            raise
-        else:
-            flight.answered(result)
+            result = await flight.wait(fd.waiter, watch, timeout)
         finally:
             flight.end()
         return stream_response(result, include_usage=include_usage)

@@ -82,11 +82,11 @@ class FrontDoor:
         return door_s if not lane_s or lane_s > door_s else None
 
     def submit(self, data: dict[str, Any], loop: asyncio.AbstractEventLoop, watch: bool,
-               admit: Callable[[ChatRequest], None] | None = None, *, fresh: bool = False
-               ) -> tuple[Handle, Watch | None]:
+               admit: Callable[[ChatRequest], None] | None = None, *, fresh: bool = False,
+               stream: bool = False) -> tuple[Handle, Watch | None]:
         """Run the producer pipeline (blocking: call in a worker thread) and watch the result
         (``fresh``: the door minted the request id, so no earlier result can exist)."""
-        handle = self.gateway.submit(data, admit=admit)
+        handle = self.gateway.submit(data, admit=admit, stream=stream)
         if not watch:
             return handle, None
         return handle, self.waiter.watch(handle, loop, self.timeout_for(data.get("lane", ""),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from models.domain.errors import DeadlineExceeded
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult
+from queues.http.waiter import ResultWaiter, Watch
 from scheduler.shedding import LoadShedder
 
 
@@ -40,6 +41,16 @@ class Flight:
         """The worker dropped it: the queue outlasted the caller, and says by how much."""
         found = err.details.get("waited_ms")
         self.waited = float(found) if isinstance(found, (int, float)) else None
+
+    async def wait(self, waiter: ResultWaiter, watch: Watch, timeout: float) -> ChatResult:
+        """The watched result (or its typed error), noting the queue wait it reports."""
+        try:
+            result = await waiter.wait(watch, timeout)
+        except DeadlineExceeded as err:
+            self.dropped(err)
+            raise
+        self.answered(result)
+        return result
 
     def end(self) -> None:
         """Leave the count, once (a ResultTimeout leaves the wait unknown: the request may

@@ -2,8 +2,9 @@
 
 The response starts with the first piece, so an error before it (a refusal, a provider's 4xx)
 is still an ordinary HTTP error. After it, an error ends the stream with an ``error`` event,
-as OpenAI's does. The task's result stays the source of truth: what the stream missed is sent
-from it, and the finish reason and usage come from it.
+as OpenAI's does. The task's result stays the source of truth: what the stream missed (Redis
+away, pieces written after the last read) is sent from it, and the finish reason, tool calls
+and usage come from it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from models.domain.errors import DeadlineExceeded, SluiceError
+from models.domain.errors import SluiceError
 from models.domain.result import ChatResult
 from queues.http.errors import sluice_error_response
 from queues.http.flight import Flight
@@ -24,8 +26,25 @@ from queues.http.waiter import ResultWaiter, Watch
 from queues.token_stream import TokenReader
 
 log = logging.getLogger(__name__)
-#: How long one read waits for a piece before looking at the result again.
-BLOCK_MS = 25
+#: How long one read waits for a piece before looking at the result again. The worker's end
+#: mark ends the reads at once after the last piece; before the first, this bounds the delay
+#: of an answer that comes whole (a self-hosted model, an error).
+BLOCK_MS = 100
+
+
+class FlightResponse(StreamingResponse):
+    """Ends the request's flight however the response ends: a client that hung up before the
+    first byte cancels the body before its generator ever runs its ``finally``."""
+
+    def __init__(self, content: AsyncIterator[bytes], flight: Flight, **kw: object) -> None:
+        super().__init__(content, **kw)  # type: ignore[arg-type]
+        self.flight = flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.flight.end()
 
 
 class Relay:
@@ -38,69 +57,75 @@ class Relay:
         self.loop = asyncio.get_running_loop()
         self.deadline = self.loop.time() + timeout
         self._after = "0"
+        self._ended = False  # the end mark came, or the stream cannot be read
 
     async def start(self, request_id: str, model: str, include_usage: bool) -> Response:
-        """Wait for the first piece (or the result) and answer from there; ends the flight
-        when the answer ends."""
+        """Wait for the first piece (or the result) and answer from there; the flight ends
+        when the answer does."""
         try:
             first = await self._piece()
+            if first is None:  # the result came first: an answer sent whole, or an HTTP error
+                try:
+                    result = await self.flight.wait(self.waiter, self.watch, self._left())
+                finally:
+                    self.flight.end()
+                return stream_response(result, include_usage=include_usage)
         except BaseException:
             self.flight.end()
             raise
-        if first is None:  # the result came first: an answer sent whole, or an HTTP error
-            try:
-                return stream_response(await self._result(), include_usage=include_usage)
-            finally:
-                self.flight.end()
         chunks = Chunks(request_id, model, include_usage=include_usage)
-        return StreamingResponse(self._events(first, chunks), media_type="text/event-stream",
-                                 headers={"x-sluice-request-id": request_id,
-                                          "x-sluice-cache": "miss", "cache-control": "no-cache"})
+        return FlightResponse(self._events(first, chunks), self.flight,
+                              media_type="text/event-stream",
+                              headers={"x-sluice-request-id": request_id,
+                                       "x-sluice-cache": "miss", "cache-control": "no-cache"})
+
+    def _left(self) -> float:
+        return max(self.deadline - self.loop.time(), 0.01)
+
+    async def _read(self, block_ms: int | None) -> str:
+        """What arrived since the last read ("" once the stream ended or failed)."""
+        if self._ended:
+            return ""
+        try:
+            text, self._after, ended = await self.reader.read(self.task_id, self._after,
+                                                              block_ms)
+        except Exception as exc:  # noqa: BLE001 - the result still carries the whole answer
+            log.warning("reading the stream of %s failed, the rest comes with the result: %s",
+                        self.task_id, exc)
+            text, ended = "", True
+        self._ended = ended
+        return text
 
     async def _piece(self) -> str | None:
-        """The next text the worker wrote, or None once the result is in (or time is up)."""
-        while not self.watch.future.done() and self.loop.time() < self.deadline:
-            text, self._after = await self.reader.read(self.task_id, self._after, BLOCK_MS)
+        """The next text the worker wrote, or None once it is done (or the result is in, or
+        time is up)."""
+        while not self._ended and not self.watch.future.done() \
+                and self.loop.time() < self.deadline:
+            text = await self._read(BLOCK_MS)
             if text:
                 return text
         return None
 
-    async def _result(self) -> ChatResult:
-        try:
-            result = await self.waiter.wait(self.watch, max(self.deadline - self.loop.time(),
-                                                            0.01))
-        except DeadlineExceeded as err:
-            self.flight.dropped(err)
-            raise
-        self.flight.answered(result)
-        return result
-
     async def _events(self, first: str, chunks: Chunks) -> AsyncIterator[bytes]:
         sent = [first]
+        yield event(chunks.opening())
+        yield event(chunks.text(first))
+        while (piece := await self._piece()) is not None:
+            sent.append(piece)
+            yield event(chunks.text(piece))
         try:
-            yield event(chunks.opening())
-            yield event(chunks.text(first))
-            while (piece := await self._piece()) is not None:
-                sent.append(piece)
-                yield event(chunks.text(piece))
-            try:
-                result = await self._result()
-            except SluiceError as err:
-                body = json.loads(sluice_error_response(err).body)
-                yield event(body)  # {"error": {...}}: the SDKs raise it
-                return
-            rest, self._after = await self.reader.read(self.task_id, self._after, None)
-            streamed = "".join(sent) + rest
-            if result.text.startswith(streamed):
-                # Pieces written after the last read, and any the stream missed.
-                tail = rest + result.text[len(streamed):]
-                if tail:
-                    yield event(chunks.text(tail))
-            else:
-                log.warning("streamed text of %s differs from its result (a redelivered run "
-                            "streamed again?); the client keeps what it got", self.task_id)
-            for chunk in chunks.ending(result):
-                yield event(chunk)
-            yield DONE
-        finally:
-            self.flight.end()
+            result: ChatResult = await self.flight.wait(self.waiter, self.watch, self._left())
+        except SluiceError as err:
+            yield event(json.loads(sluice_error_response(err).body))  # {"error": ...}
+            return
+        streamed = "".join(sent) + await self._read(None)  # written after the last read
+        if result.text.startswith(streamed):
+            tail = result.text[len("".join(sent)):]  # that, and anything the stream missed
+            if tail:
+                yield event(chunks.text(tail))
+        else:
+            log.warning("streamed text of %s differs from its result (a redelivered run "
+                        "streamed again?); the client keeps what it got", self.task_id)
+        for chunk in chunks.ending(result):
+            yield event(chunk)
+        yield DONE

@@ -78,7 +78,6 @@ EXCLUDED_CHANGES: dict[str, dict[str, Any]] = {
     "cache": {"cache": {"mode": "refresh", "allow_nondeterministic": True}},
     "tags": {"tags": {"campaign": "x"}},
     "timeout_s": {"timeout_s": 3.5},
-    "stream": {"stream": True},
 }
 
 

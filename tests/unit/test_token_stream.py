@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,8 +11,11 @@ from models.domain.catalogue import load_catalogue
 from models.domain.errors import ProviderPermanent, ProviderRetryable
 from models.domain.request import parse_request
 from models.domain.usage import Usage
+from queues.http.flight import Flight
+from queues.http.relay import FlightResponse
 from queues.token_stream import TTL_S, TokenWriter, token_key
 from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.errors import map_sdk_error
 from workers.service import _attempt
 
 
@@ -20,7 +24,10 @@ class FakePipe:
         self.log, self.ops = log, []  # type: ignore[var-annotated]
 
     def xadd(self, key: str, fields: dict[str, bytes], **kw: Any) -> None:
-        self.ops.append(("xadd", key, fields["t"].decode()))
+        if "end" in fields:
+            self.ops.append(("end", key))
+        else:
+            self.ops.append(("xadd", key, fields["t"].decode()))
 
     def expire(self, key: str, ttl: int) -> None:
         self.ops.append(("expire", key, ttl))
@@ -47,9 +54,21 @@ def test_the_first_piece_goes_at_once_and_later_ones_are_coalesced() -> None:
     writer(" world")
     assert len(client.writes) == 1  # held until the flush interval or the end
     writer.close()
-    assert client.writes[-1] == (("xadd", "p:sluice:tokens:t1", " wide world"),)
+    # The rest and the end mark in one write; every write renews the key's TTL.
+    assert client.writes[-1] == (("xadd", "p:sluice:tokens:t1", " wide world"),
+                                 ("end", "p:sluice:tokens:t1"),
+                                 ("expire", "p:sluice:tokens:t1", TTL_S))
+
+
+def test_a_redis_error_switches_the_writer_off_instead_of_failing_the_call() -> None:
+    class Down(FakeRedis):
+        def pipeline(self, transaction: bool = True) -> FakePipe:
+            raise ConnectionError("redis is away")
+
+    writer = TokenWriter(Down(), "k")
+    writer("Hello")  # no exception: the text will come with the result
     writer.close()
-    assert len(client.writes) == 2  # nothing left, nothing written
+    assert writer.broken and not writer.sent
 
 
 CALL = ProviderCall(request=parse_request({"team": "t", "feature": "f", "messages": [
@@ -89,3 +108,51 @@ def test_a_stream_that_breaks_after_a_piece_is_not_retried() -> None:
 def test_without_a_writer_the_call_is_made_whole() -> None:
     provider = Flaky(["x"])
     assert _attempt(provider, CALL, None).text == "whole" and provider.completes == 1
+
+
+def test_an_error_event_inside_a_stream_is_retryable_by_its_type_not_its_200() -> None:
+    class StreamError(Exception):
+        status_code = 200  # anthropic raises an error event with the stream's own status
+
+        def __init__(self, kind: str) -> None:
+            super().__init__(kind)
+            self.body = {"type": "error", "error": {"type": kind, "message": "x"}}
+
+    assert isinstance(map_sdk_error("anthropic", StreamError("overloaded_error")),
+                      ProviderRetryable)
+    assert isinstance(map_sdk_error("anthropic", StreamError("invalid_request_error")),
+                      ProviderPermanent)
+
+
+def test_the_flight_ends_when_the_client_hung_up_before_the_first_byte() -> None:
+    class Shedder:
+        def __init__(self) -> None:
+            self.inflight = 0
+
+        def enter(self) -> float:
+            self.inflight += 1
+            return 0.0
+
+        def exit(self, waited: Any, admitted: float) -> None:
+            self.inflight -= 1
+
+    shedder = Shedder()
+    flight = Flight(shedder)  # type: ignore[arg-type]
+    assert flight.admit is not None
+    flight.admit(CALL.request)
+
+    async def never() -> Any:
+        await asyncio.sleep(3600)
+        yield b""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    # uvicorn's httptools protocol says 2.3: Starlette then listens for the disconnect.
+    scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "method": "POST", "path": "/"}
+    asyncio.run(asyncio.wait_for(FlightResponse(never(), flight)(  # type: ignore[arg-type]
+        scope, receive, send), 10))
+    assert shedder.inflight == 0

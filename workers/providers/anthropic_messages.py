@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from models.domain.request import ToolCall
 from models.domain.usage import from_anthropic
 from workers.providers.base import ProviderCall, ProviderReply, TextSink
 from workers.providers.errors import map_sdk_error
@@ -71,12 +72,22 @@ class AnthropicMessagesProvider:
                     usage["output_tokens"] = event.usage.output_tokens
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
-        uses = [{**b, "input": json.loads(b["json"] or "{}")} for _, b in sorted(blocks.items())]
         return ProviderReply(text="".join(text), usage=from_anthropic(usage),
-                             tool_calls=anthropic_tool_calls(uses),
+                             tool_calls=tuple(_streamed_call(b) for _, b in sorted(blocks.items())),
                              finish_reason=_FINISH.get(stop, "stop"), provider_model=model,
                              provider_request_id=rid)
 
     def close(self) -> None:
         """Close the SDK's HTTP client."""
         self._client.close()
+
+
+def _streamed_call(block: dict[str, Any]) -> ToolCall:
+    """A ``tool_use`` block assembled from its JSON deltas: compact, as ``complete`` gives it;
+    as sent when ``max_tokens`` cut it short (the answer is paid for; never fail it here)."""
+    raw = block["json"] or "{}"
+    try:
+        arguments = json.dumps(json.loads(raw), separators=(",", ":"))
+    except ValueError:
+        arguments = raw
+    return ToolCall(id=block["id"], name=block["name"], arguments=arguments)

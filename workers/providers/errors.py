@@ -8,6 +8,9 @@ from models.domain.errors import ProviderError, ProviderPermanent, ProviderRetry
 
 #: Status codes worth another attempt (the SDKs' own rule: 408, 409, 429 and 5xx; 529 included).
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+#: Error types an error event inside a streamed answer may carry that are worth another try.
+RETRYABLE_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "server_error",
+                             "timeout_error"})
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -30,6 +33,17 @@ def map_sdk_error(provider: str, exc: Exception) -> ProviderError:
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     name = type(exc).__name__
+    if status == 200 or (status is None and name == "APIError"):
+        # An error event inside a streamed answer: anthropic raises it with the stream's own
+        # 200, openai as a bare APIError. Its type, not the status, says what it was.
+        body = getattr(exc, "body", None)
+        err = body.get("error", body) if isinstance(body, dict) else None
+        kind = err.get("type") if isinstance(err, dict) else None
+        if kind is None or kind in RETRYABLE_TYPES:
+            return ProviderRetryable(f"{provider}: the stream ended in an error ({kind or name}): "
+                                     f"{_message(exc)}; retried", provider=provider)
+        return ProviderPermanent(f"{provider}: the stream ended in an error ({kind}): "
+                                 f"{_message(exc)}", provider=provider)
     if status is None:
         if name in ("APITimeoutError", "APIConnectionError", "TimeoutException", "ConnectError"):
             return ProviderRetryable(f"{provider}: {name}: could not get an answer in time; "

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from models.domain.errors import ProviderRetryable
 from models.domain.request import ToolCall
+from models.domain.tokens import count_request, count_text
 from models.domain.usage import from_openai
 from workers.providers.base import ProviderCall, ProviderReply, TextSink
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import openai_chat_body
 from workers.providers.tool_calls import openai_tool_calls
+
+
+log = logging.getLogger(__name__)
 
 
 class OpenAIChatProvider:
@@ -83,11 +88,17 @@ class OpenAIChatProvider:
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
         if usage is None:
-            raise ProviderRetryable(f"{self.name}: the stream ended without its usage; retried",
-                                    provider=self.name)
+            # Some OpenAI-compatible servers send no usage chunk: the answer is whole, so bill
+            # our own count of it rather than fail (or buy it again).
+            log.warning("%s streamed no usage for %s; billing our token count", self.name,
+                        call.request.request_id)
+            usage = {"prompt_tokens": count_request(call.request),
+                     "completion_tokens": count_text("".join(text))}
         return ProviderReply(text="".join(text), usage=from_openai(usage), finish_reason=finish,
                              provider_model=model, provider_request_id=rid,
-                             tool_calls=tuple(ToolCall(**calls[i]) for i in sorted(calls)))
+                             tool_calls=tuple(ToolCall(**{**calls[i], "arguments":
+                                                          calls[i]["arguments"] or "{}"})
+                                              for i in sorted(calls)))
 
     def close(self) -> None:
         """Close the SDK's HTTP client."""
