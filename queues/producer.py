@@ -185,8 +185,7 @@ class Gateway:
 def prompt_hash(request: ChatRequest) -> str:
     """SHA-256 of the prompt (static and dynamic parts), stored instead of the text."""
     h = hashlib.sha256()
-    h.update(json.dumps(request.static.stable_dump(), separators=(",", ":"),
-                        ensure_ascii=False).encode())
+    h.update(request.static.stable_json().encode())
     for m in request.messages:
         h.update(b"\x00" + m.role.encode() + b"\x00" + m.content.encode())
         if m.tool_calls or m.tool_call_id:  # plain turns hash as before

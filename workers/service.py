@@ -94,24 +94,13 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             _bill(rt, env, ChatResult.model_validate(kept_reply["result"]),
                   batch=bool(kept_reply.get("batch")), reservation_id=rid)
             return kept_reply
-    if state != "resumed" and env.deadline is not None and started > env.deadline:
-        # Its caller stopped waiting: an answer now is money spent for nobody. The row says
-        # so ($0, deadline_exceeded) and the reservation goes back. A resumed run is not
-        # dropped: the dead run it takes over may have paid already (a provider batch placed).
-        err = DeadlineExceeded(
-            f"request {req.request_id} waited {started - env.enqueued_at:.1f} s in queue "
-            f"{route.queue}, past its deadline; it was not sent to a provider and costs "
-            "nothing. Workers are behind: add workers, or retry later",
-            request_id=req.request_id, queue=route.queue,
-            waited_ms=round((started - env.enqueued_at) * 1000, 1))
-        _fail(rt, env, err)
-        return error_reply(req.request_id, err)
-    if state != "resumed" and _cancelled(rt, req):
-        cancelled = Cancelled(f"request {req.request_id} was cancelled by its caller before a "
-                              "worker started it; it was not sent to a provider and costs "
-                              "nothing", request_id=req.request_id)
-        _fail(rt, env, cancelled)
-        return error_reply(req.request_id, cancelled)
+    # A resumed run is never dropped: the dead run it takes over may have paid already (a
+    # provider batch placed).
+    dropped = None if state == "resumed" else _not_wanted(rt, env, started)
+    if dropped is not None:
+        # Nobody waits for the answer: the row says why ($0), the reservation goes back.
+        _fail(rt, env, dropped)
+        return error_reply(req.request_id, dropped)
     try:
         env = _second_check(rt, env)
         reply, model = _call(rt, env)
@@ -192,6 +181,24 @@ def _forget(rt: WorkerRuntime, req: ChatRequest) -> None:
         rt.inflight.done(task_id_for(req))
     except Exception as exc:  # noqa: BLE001 - a stale record only costs the sweeper a lookup
         log.debug("could not forget in-flight %s: %s", req.request_id, exc)
+
+
+def _not_wanted(rt: WorkerRuntime, env: Envelope, started: float) -> SluiceError | None:
+    """Why this request must not be sent at all: its caller stopped waiting (the deadline) or
+    cancelled it; None when it is still wanted."""
+    req, queue = env.request, env.route.queue
+    if env.deadline is not None and started > env.deadline:
+        return DeadlineExceeded(
+            f"request {req.request_id} waited {started - env.enqueued_at:.1f} s in queue "
+            f"{queue}, past its deadline; it was not sent to a provider and costs nothing. "
+            "Workers are behind: add workers, or retry later",
+            request_id=req.request_id, queue=queue,
+            waited_ms=round((started - env.enqueued_at) * 1000, 1))
+    if _cancelled(rt, req):
+        return Cancelled(f"request {req.request_id} was cancelled by its caller before a "
+                         "worker started it; it was not sent to a provider and costs nothing",
+                         request_id=req.request_id)
+    return None
 
 
 def _cancelled(rt: WorkerRuntime, req: ChatRequest) -> bool:

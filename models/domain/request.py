@@ -99,6 +99,7 @@ def openai_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 #: Fields a turn gained for tool loops; plain turns are serialized without them.
 _TOOL_FIELDS = {"tool_calls", "tool_call_id"}
+_STABLE = {"few_shot": {"__all__": _TOOL_FIELDS}}
 
 
 class ToolDef(BaseModel):
@@ -134,7 +135,11 @@ class StaticPart(BaseModel):
     def stable_dump(self) -> dict[str, Any]:
         """The JSON form hashes are taken of: as it was before turns had tool fields (few-shot
         turns never carry them), so prompt hashes and provider cache keys do not move."""
-        return self.model_dump(mode="json", exclude={"few_shot": {"__all__": _TOOL_FIELDS}})
+        return self.model_dump(mode="json", exclude=_STABLE)
+
+    def stable_json(self) -> str:
+        """:meth:`stable_dump` as compact JSON text, serialized once (the producer's path)."""
+        return self.model_dump_json(exclude=_STABLE)
 
 
 class CachePolicy(BaseModel):

@@ -146,6 +146,9 @@ async def _stream(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
                   fresh: bool, include_usage: bool) -> Response:
     """``stream=true``: the worker's pieces relayed as they come (queues/http/relay.py); an
     answer that arrives whole (a cache hit; no Redis; a self-hosted model) is sent whole."""
+    if fd.tokens is None:  # no Redis to relay through: workers answer whole
+        result = await _answer(fd, data, origin, fresh=fresh)
+        return stream_response(result, include_usage=include_usage)
     flight = Flight(fd.shedder)
     timeout = fd.timeout_for(data["lane"], data.get("timeout_s"))
     try:
@@ -156,7 +159,7 @@ async def _stream(fd: FrontDoor, data: dict[str, Any], origin: dict[str, str], *
         flight.end()
         raise
     task_id = getattr(handle, "task_id", None)
-    if fd.tokens is None or task_id is None:
+    if task_id is None:  # answered from the response cache
         try:
             result = await flight.wait(fd.waiter, watch, timeout)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,3 +64,22 @@ def mint(db_url: str, team: str, *, org: str = "default", role: str = "team") ->
     finally:
         engine.dispose()
     return token
+
+
+#: A system prompt long enough to be a cacheable prefix's start.
+SYSTEM = "You write short product titles for a homeware store."
+
+
+def row(sessions: Any, request_id: str) -> Any:
+    """The ledger row of ``request_id`` (it must exist)."""
+    from models.db import ledger
+
+    with sessions() as s:
+        found = ledger.get(s, request_id)
+    assert found is not None, f"no ledger row for {request_id}"
+    return found
+
+
+def user(text: str) -> dict[str, str]:
+    """A user turn made unique, so no other test's answer is cached for it."""
+    return {"role": "user", "content": f"{text} ({uuid.uuid4().hex[:8]})"}

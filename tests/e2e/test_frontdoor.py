@@ -1,16 +1,14 @@
 """The OpenAI-compatible front door, driven by the official openai SDK (sync and async).
 
 uvicorn serves the app on a loopback port; behind it run the session's real Celery worker,
-Redis, PostgreSQL ledger and the provider stand-in.
+Redis, PostgreSQL ledger and the provider stand-in (fixtures in tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,50 +17,10 @@ import httpx2
 import openai
 import pytest
 
-from models.db import ledger
-from models.db.engine import make_engine, session_factory
 from models.db.tables import LedgerRow
-from tests.e2e.frontdoor_support import mint, serve_frontdoor
+from tests.e2e.frontdoor_support import SYSTEM, mint, row, user
 
 pytestmark = pytest.mark.integration
-SYSTEM = "You write short product titles for a homeware store."
-
-
-@pytest.fixture(scope="module")
-def door(integration_settings: Any, gateway: Any) -> Iterator[str]:
-    """The front door, with the session worker (started by ``gateway``) behind it."""
-    with serve_frontdoor(integration_settings) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def sessions(pg_url: str) -> Iterator[Any]:
-    engine = make_engine(pg_url)
-    yield session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def team_key(pg_url: str) -> str:
-    return mint(pg_url, "catalog")
-
-
-@pytest.fixture(scope="module")
-def client(door: str, team_key: str) -> Iterator[openai.OpenAI]:
-    c = openai.OpenAI(api_key=team_key, base_url=door + "/v1", max_retries=0, timeout=30)
-    yield c
-    c.close()
-
-
-def row(sessions: Any, request_id: str) -> LedgerRow:
-    with sessions() as s:
-        found = ledger.get(s, request_id)
-    assert found is not None, f"no ledger row for {request_id}"
-    return found
-
-
-def user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": f"{text} ({uuid.uuid4().hex[:8]})"}
 
 
 def test_sync_completion_is_attributed_from_key_and_headers(client: openai.OpenAI,
@@ -118,100 +76,6 @@ def test_a_repeat_is_answered_by_the_response_cache(client: openai.OpenAI) -> No
     assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
 
 
-def test_stream_true_relays_text_as_the_provider_generates_it(client: openai.OpenAI,
-                                                               sessions: Any,
-                                                               standin: Any) -> None:
-    # The provider generates slowly (40 ms a token): the first piece must come long before
-    # the last, through the worker, Redis and the door.
-    standin.script_faults(["slow=40"], path="openai", model="gpt-4o-mini")
-    messages = [{"role": "system", "content": SYSTEM}, user("Title: oak shelf")]
-    t0 = time.monotonic()
-    raw = client.chat.completions.with_raw_response.create(
-        model="cheap", messages=messages, max_tokens=24, stream=True,
-        stream_options={"include_usage": True}, extra_headers={"x-sluice-feature": "streamed"})
-    assert raw.headers["content-type"].startswith("text/event-stream")
-    arrivals: list[tuple[float, Any]] = [(time.monotonic() - t0, c) for c in raw.parse()]
-    chunks = [c for _, c in arrivals]
-    texts = [(t, c.choices[0].delta.content) for t, c in arrivals
-             if c.choices and c.choices[0].delta.content]
-    text = "".join(piece for _, piece in texts)
-    assert len(texts) >= 3, texts
-    total = arrivals[-1][0]
-    assert texts[0][0] < 0.6 * total, f"first text at {texts[0][0]:.3f} s of {total:.3f} s"
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
-    r = row(sessions, raw.headers["x-sluice-request-id"])
-    assert (r.feature, r.outcome) == ("streamed", "ok") and r.cost > 0
-    assert chunks[-1].usage.completion_tokens == r.output
-    # The same prompt streamed again comes whole from the response cache, same text...
-    cached = client.chat.completions.with_raw_response.create(
-        model="cheap", messages=messages, max_tokens=24, stream=True,
-        extra_headers={"x-sluice-feature": "streamed"})
-    assert cached.headers["x-sluice-cache"] == "hit"
-    assert "".join(c.choices[0].delta.content or "" for c in cached.parse()) == text
-    # ...and not streamed, too.
-    again = client.chat.completions.with_raw_response.create(
-        model="cheap", messages=messages, max_tokens=24,
-        extra_headers={"x-sluice-feature": "streamed"})
-    assert again.headers["x-sluice-cache"] == "hit"
-    assert again.parse().choices[0].message.content == text
-
-
-def test_a_stream_that_fails_before_its_first_piece_is_an_ordinary_http_error(
-        client: openai.OpenAI, standin: Any) -> None:
-    standin.script_faults(["400"], path="openai", model="gpt-4o-mini")
-    with pytest.raises(openai.APIStatusError) as exc:
-        list(client.chat.completions.create(model="cheap", messages=[user("Title: lamp")],
-                                            max_tokens=8, stream=True))
-    assert exc.value.status_code == 502 and exc.value.code == "provider_permanent"
-
-
-def test_async_sdk_streams_too(door: str, team_key: str) -> None:
-    async def run() -> tuple[str, int]:
-        async with openai.AsyncOpenAI(api_key=team_key, base_url=door + "/v1",
-                                      max_retries=0, timeout=30) as ac:
-            stream = await ac.chat.completions.create(
-                model="gpt-4o-mini", max_tokens=12, messages=[user("Rephrase: jug")],
-                stream=True)
-            parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
-            return "".join(parts), len(parts)
-
-    text, n = asyncio.run(run())
-    assert text and n >= 2  # the role chunk, the content, the finish
-
-
-TOOLS = [{"type": "function", "function": {
-    "name": "find_sku", "description": "Look a product up by its SKU.",
-    "parameters": {"type": "object", "properties": {"request": {"type": "string"}}}}}]
-
-
-@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5"])
-def test_tool_calls_reach_the_sdk_from_either_provider(client: openai.OpenAI, sessions: Any,
-                                                       model: str) -> None:
-    ask = user("Please use tool find_sku for SKU 42")
-    raw = client.chat.completions.with_raw_response.create(model=model, messages=[ask],
-                                                           tools=TOOLS, max_tokens=60)
-    choice = raw.parse().choices[0]
-    assert choice.finish_reason == "tool_calls" and choice.message.content is None
-    (call,) = choice.message.tool_calls or []
-    assert call.type == "function" and call.function.name == "find_sku" and call.id
-    assert "SKU 42" in json.loads(call.function.arguments)["request"]
-    assert row(sessions, raw.headers["x-sluice-request-id"]).cost > 0
-    # The loop goes on as the SDK's docs show it: the SDK's own message, then the result.
-    after = client.chat.completions.create(model=model, tools=TOOLS, max_tokens=30, messages=[
-        ask, choice.message,  # type: ignore[list-item]
-        {"role": "tool", "tool_call_id": call.id, "content": '{"price": "12.50"}'}])
-    assert after.choices[0].finish_reason in ("stop", "length")
-    assert after.choices[0].message.content and not after.choices[0].message.tool_calls
-    # Streamed, the SDK's chunks carry the same call (indexed, whole in one delta).
-    streamed = client.chat.completions.create(
-        model=model, messages=[user("Please use tool find_sku for SKU 7")], tools=TOOLS,
-        max_tokens=60, stream=True)
-    deltas = [d for c in streamed if c.choices for d in c.choices[0].delta.tool_calls or []]
-    assert [(d.index, d.function.name) for d in deltas if d.function] == [(0, "find_sku")]
-    assert "SKU 7" in json.loads(deltas[0].function.arguments)["request"]
-
-
 def test_async_sdk_runs_concurrent_requests(door: str, team_key: str, sessions: Any) -> None:
     async def run() -> list[Any]:
         async with openai.AsyncOpenAI(api_key=team_key, base_url=door + "/v1",
@@ -227,83 +91,6 @@ def test_async_sdk_runs_concurrent_requests(door: str, team_key: str, sessions: 
     for raw in raws:
         assert raw.parse().choices[0].message.content
         assert row(sessions, raw.headers["x-sluice-request-id"]).feature == "bulk-async-sdk"
-
-
-def test_async_lane_returns_a_job_to_poll(client: openai.OpenAI, door: str, pg_url: str,
-                                          sessions: Any) -> None:
-    raw = client.chat.completions.with_raw_response.create(
-        model="cheap", max_tokens=20, messages=[user("Write a tagline for a kettle")],
-        extra_headers={"x-sluice-lane": "async", "x-sluice-feature": "taglines"})
-    assert raw.status_code == 202
-    job = raw.http_response.json()
-    assert job["object"] == "sluice.job" and job["status"] in ("queued", "completed")
-    deadline = time.monotonic() + 30
-    while job["status"] not in ("completed", "failed") and time.monotonic() < deadline:
-        time.sleep(0.05)
-        job = client.get(f"/jobs/{job['id']}", cast_to=object)  # type: ignore[assignment]
-    assert job["status"] == "completed", job
-    assert job["result"]["choices"][0]["message"]["content"]
-    r = row(sessions, job["id"])
-    assert (r.lane, r.feature, r.team) == ("async", "taglines", "catalog")
-    assert job["result"]["usage"]["completion_tokens"] == r.output
-    stranger = httpx.get(f"{door}/v1/jobs/{job['id']}",
-                         headers={"authorization": f"Bearer {mint(pg_url, 'other-team')}"})
-    assert stranger.status_code == 404 and stranger.json()["error"]["code"] == "job_not_found"
-
-
-def test_a_queued_job_can_be_cancelled_and_costs_nothing(client: openai.OpenAI, door: str,
-                                                        gateway: Any, sessions: Any,
-                                                        standin: Any, team_key: str) -> None:
-    auth = {"authorization": f"Bearer {team_key}"}
-    control = gateway.app.control
-    # The workers stop taking async jobs for a moment, so this one waits in its queue.
-    control.cancel_consumer("async.api", reply=True, timeout=10)
-    try:
-        raw = client.chat.completions.with_raw_response.create(
-            model="cheap", max_tokens=20, messages=[user("Write a tagline for a teapot")],
-            extra_headers={"x-sluice-lane": "async", "x-sluice-feature": "cancelled-jobs"})
-        job_id = raw.http_response.json()["id"]
-        calls = standin.stats()["by_path"].get("/v1/chat/completions", 0)
-        gone = httpx.delete(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10)
-        assert gone.status_code == 202 and gone.json()["status"] == "cancelling"
-        polled = httpx.get(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10)
-        assert polled.json()["status"] == "cancelling"
-    finally:
-        control.add_consumer("async.api", reply=True, timeout=10)
-    deadline = time.monotonic() + 30
-    job = polled.json()
-    while job["status"] == "cancelling" and time.monotonic() < deadline:
-        time.sleep(0.05)
-        job = httpx.get(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10).json()
-    assert job["status"] == "cancelled" and job["error"]["code"] == "cancelled", job
-    assert standin.stats()["by_path"].get("/v1/chat/completions", 0) == calls  # never sent
-    r = row(sessions, job_id)
-    assert (r.outcome, r.error_code, r.cost, r.feature) == ("error", "cancelled", 0,
-                                                           "cancelled-jobs")
-    # A finished job cannot be cancelled; another team's job is not found.
-    again = httpx.delete(f"{door}/v1/jobs/{job_id}", headers=auth, timeout=10)
-    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
-    assert httpx.delete(f"{door}/v1/jobs/nope-{uuid.uuid4().hex}", headers=auth,
-                        timeout=10).status_code == 404
-    # A job a worker has started (the provider is slow to answer) is not cancelled: a 409.
-    standin.script_faults(["timeout=3"], path="openai", model="gpt-4o-mini")
-    busy = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", max_tokens=8, messages=[user("Tagline for a mug")],
-        extra_headers={"x-sluice-lane": "async"}).http_response.json()["id"]
-    deadline = time.monotonic() + 20
-    while not _has_row(sessions, busy):
-        assert time.monotonic() < deadline, "the slow job never started"
-        time.sleep(0.05)
-    # Its claim (the ledger row) says it runs: the provider holds it for 3 s more.
-    assert httpx.get(f"{door}/v1/jobs/{busy}", headers=auth,
-                     timeout=10).json()["status"] == "running"
-    late = httpx.delete(f"{door}/v1/jobs/{busy}", headers=auth, timeout=10)
-    assert late.status_code == 409 and late.json()["error"]["code"] == "job_started"
-
-
-def _has_row(sessions: Any, request_id: str) -> bool:
-    with sessions() as s:
-        return ledger.get(s, request_id) is not None
 
 
 def test_no_key_and_a_wrong_key_get_401(door: str, client: openai.OpenAI) -> None:

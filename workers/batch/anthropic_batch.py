@@ -11,7 +11,7 @@ from workers.batch.base import BatchState, Outcome, reply_extra
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
-from workers.providers.tool_calls import anthropic_tool_calls
+from workers.providers.tool_calls import calls_in_anthropic_content
 
 _FINISH = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop",
            "tool_use": "tool_calls"}
@@ -67,7 +67,7 @@ class AnthropicBatchAPI:
             msg = result.message
             text = "".join(getattr(b, "text", "") for b in msg.content)
             return ProviderReply(text=text, usage=from_anthropic(msg.usage),
-                                 tool_calls=anthropic_tool_calls(msg.content),
+                                 tool_calls=calls_in_anthropic_content(msg.content),
                                  finish_reason=_FINISH.get(msg.stop_reason or "", "stop"),
                                  provider_model=str(msg.model), provider_request_id=str(msg.id),
                                  extra=reply_extra(batch_id))

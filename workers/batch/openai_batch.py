@@ -12,7 +12,7 @@ from workers.batch.base import BatchState, Outcome, reply_extra
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import RETRYABLE_STATUS, map_sdk_error
 from workers.providers.shaping import openai_chat_body
-from workers.providers.tool_calls import openai_tool_calls
+from workers.providers.tool_calls import calls_in_openai_message
 
 ENDPOINT = "/v1/chat/completions"
 #: Statuses after which a batch changes no more.
@@ -83,7 +83,7 @@ class OpenAIBatchAPI:
         if status == 200 and body.get("choices"):
             choice = body["choices"][0]
             return ProviderReply(text=(choice.get("message") or {}).get("content") or "",
-                                 tool_calls=openai_tool_calls(choice.get("message") or {}),
+                                 tool_calls=calls_in_openai_message(choice.get("message") or {}),
                                  usage=from_openai(body.get("usage")),
                                  finish_reason=choice.get("finish_reason") or "stop",
                                  provider_model=str(body.get("model", "")),

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from models.domain.request import ToolCall
 from models.domain.usage import from_anthropic
 from workers.providers.base import ProviderCall, ProviderReply, TextSink
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
-from workers.providers.tool_calls import anthropic_tool_calls
+from workers.providers.tool_calls import anthropic_streamed_call, calls_in_anthropic_content
 
 _FINISH = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop",
            "tool_use": "tool_calls"}
@@ -39,7 +37,7 @@ class AnthropicMessagesProvider:
             raise map_sdk_error(self.name, exc) from exc
         text = "".join(getattr(b, "text", "") for b in resp.content)
         return ProviderReply(text=text, usage=from_anthropic(resp.usage),
-                             tool_calls=anthropic_tool_calls(resp.content),
+                             tool_calls=calls_in_anthropic_content(resp.content),
                              finish_reason=_FINISH.get(resp.stop_reason or "", "stop"),
                              provider_model=resp.model, provider_request_id=resp.id)
 
@@ -73,7 +71,8 @@ class AnthropicMessagesProvider:
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
         return ProviderReply(text="".join(text), usage=from_anthropic(usage),
-                             tool_calls=tuple(_streamed_call(b) for _, b in sorted(blocks.items())),
+                             tool_calls=tuple(anthropic_streamed_call(b["id"], b["name"], b["json"])
+                                              for _, b in sorted(blocks.items())),
                              finish_reason=_FINISH.get(stop, "stop"), provider_model=model,
                              provider_request_id=rid)
 
@@ -81,13 +80,3 @@ class AnthropicMessagesProvider:
         """Close the SDK's HTTP client."""
         self._client.close()
 
-
-def _streamed_call(block: dict[str, Any]) -> ToolCall:
-    """A ``tool_use`` block assembled from its JSON deltas: compact, as ``complete`` gives it;
-    as sent when ``max_tokens`` cut it short (the answer is paid for; never fail it here)."""
-    raw = block["json"] or "{}"
-    try:
-        arguments = json.dumps(json.loads(raw), separators=(",", ":"))
-    except ValueError:
-        arguments = raw
-    return ToolCall(id=block["id"], name=block["name"], arguments=arguments)

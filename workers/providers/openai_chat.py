@@ -13,7 +13,7 @@ from models.domain.usage import from_openai
 from workers.providers.base import ProviderCall, ProviderReply, TextSink
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import openai_chat_body
-from workers.providers.tool_calls import openai_tool_calls
+from workers.providers.tool_calls import calls_in_openai_message
 
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class OpenAIChatProvider:
         try:
             choice = body["choices"][0]
             return ProviderReply(text=choice["message"].get("content") or "",
-                                 tool_calls=openai_tool_calls(choice["message"]),
+                                 tool_calls=calls_in_openai_message(choice["message"]),
                                  usage=from_openai(body.get("usage")),
                                  finish_reason=choice.get("finish_reason") or "stop",
                                  provider_model=str(body.get("model", "")),

@@ -9,7 +9,7 @@ from typing import Any
 from models.domain.request import ToolCall
 
 
-def openai_tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
+def calls_in_openai_message(message: dict[str, Any]) -> tuple[ToolCall, ...]:
     """The function calls of a chat-completions ``message`` (a JSON object)."""
     out = []
     for call in message.get("tool_calls") or ():
@@ -19,7 +19,7 @@ def openai_tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
     return tuple(out)
 
 
-def anthropic_tool_calls(blocks: Iterable[Any]) -> tuple[ToolCall, ...]:
+def calls_in_anthropic_content(blocks: Iterable[Any]) -> tuple[ToolCall, ...]:
     """The ``tool_use`` blocks of an Anthropic message's content (SDK objects or dicts)."""
     out = []
     for block in blocks:
@@ -28,5 +28,20 @@ def anthropic_tool_calls(blocks: Iterable[Any]) -> tuple[ToolCall, ...]:
             continue
         # Anthropic sends the input as an object; OpenAI's shape, ours, is its JSON text.
         out.append(ToolCall(id=str(get("id") or ""), name=str(get("name") or ""),
-                            arguments=json.dumps(get("input") or {}, separators=(",", ":"))))
+                            arguments=_compact(get("input") or {})))
     return tuple(out)
+
+
+def anthropic_streamed_call(call_id: str, name: str, partial_json: str) -> ToolCall:
+    """A ``tool_use`` block assembled from its streamed JSON pieces: compact, as a whole answer
+    gives it; as sent when ``max_tokens`` cut it short (the answer is paid for: never fail)."""
+    raw = partial_json or "{}"
+    try:
+        arguments = _compact(json.loads(raw))
+    except (ValueError, RecursionError):
+        arguments = raw
+    return ToolCall(id=call_id, name=name, arguments=arguments)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
