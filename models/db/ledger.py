@@ -124,6 +124,8 @@ class SpendLine:
     cache_read_tokens: int = 0
     #: Requests whose static part carried volatile content (uncacheable prefix).
     volatile_prefix: int = 0
+    #: Reasoning tokens (already inside ``output_tokens``, billed at the output price).
+    reasoning_tokens: int = 0
 
     @property
     def saved(self) -> Decimal:
@@ -257,7 +259,8 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                   func.coalesce(func.sum(LedgerRow.list_cost), 0),
                   func.coalesce(func.sum(hit_base), 0),
                   func.coalesce(func.sum(LedgerRow.cache_read), 0),
-                  func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())))
+                  func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())),
+                  func.coalesce(func.sum(LedgerRow.reasoning), 0))
     stmt = _filtered(stmt, since=since, until=until, team=team, prefix=request_id_prefix)
     if cols:
         timed = [c for g, c in zip(groups, cols) if g in TIME_GROUPS]
@@ -268,7 +271,7 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                       baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
                       output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
                       hit_baseline=Decimal(row[n + 7] or 0), cache_read_tokens=int(row[n + 8]),
-                      volatile_prefix=int(row[n + 9] or 0))
+                      volatile_prefix=int(row[n + 9] or 0), reasoning_tokens=int(row[n + 10]))
             for row in session.execute(stmt)]
 
 

@@ -73,8 +73,9 @@ class ImageRule:
     multiplier: float = 1.0  # patches: billed tokens per 32 px patch
 
 
-#: Anthropic: an image is resized to at most 1568 px on its long edge and ~1.15 megapixels.
-_ANTHROPIC_EDGE, _ANTHROPIC_PIXELS = 1568, 1_150_000
+#: Anthropic: an image is resized to at most 1568 px on its long edge and about 1,600
+#: tokens (1.2 megapixels: 1092 x 1092 is their largest square, ~1590 tokens).
+_ANTHROPIC_EDGE, _ANTHROPIC_PIXELS = 1568, 1_200_000
 _PATCH, _MAX_PATCHES = 32, 1536
 
 
@@ -88,11 +89,12 @@ def image_tokens(rule: ImageRule, width: int | None, height: int | None,
         w, h = (width, height) if width and height else (2048, 768)  # the most tiles: 4 x 2
         return rule.base + rule.tile * _tiles(w, h)
     if rule.kind == "patches":
-        w, h = (width, height) if width and height else (4096, 4096)
-        return math.ceil(_patches(w, h) * rule.multiplier)
+        patches = _patches(width, height) if width and height else _MAX_PATCHES
+        return math.ceil(patches * rule.multiplier)
     if rule.kind == "area":
-        w, h = (width, height) if width and height else (1072, 1072)  # about 1.15 MP
-        w, h = _fit_anthropic(w, h)
+        if not (width and height):
+            return _ANTHROPIC_PIXELS // 750
+        w, h = _fit_anthropic(width, height)
         return math.ceil(w * h / 750)
     return 0
 

@@ -113,7 +113,8 @@ def _reasoning(request: ChatRequest, model: ModelSpec, out: list[Refusal]) -> No
         return
     param = "reasoning_effort" if effort is not None else "thinking_budget"
     if effort == "none" and "none" not in model.reasoning_efforts:
-        if model.can("reasoning"):
+        # Claude thinks only when asked to; an OpenAI reasoning model always reasons.
+        if model.can("reasoning") and model.provider == "openai":
             out.append(Refusal(param, "always reasons (efforts "
                                       f"{', '.join(model.reasoning_efforts)})"))
         return  # a model that does not reason already thinks "none"
