@@ -255,9 +255,9 @@ def anthropic_message_params(call: ProviderCall) -> dict[str, Any]:
         params["top_p"] = req.top_p
     if req.stop:
         params["stop_sequences"] = list(req.stop)
-    if req.static.tools and "tool_choice" not in dropped:
+    if req.static.tools:
         choice: dict[str, Any] | None = None
-        if req.tool_choice is not None:
+        if req.tool_choice is not None and "tool_choice" not in dropped:
             choice = {"type": _TOOL_CHOICE[req.tool_choice.mode]}
             if req.tool_choice.mode == "function":
                 choice["name"] = req.tool_choice.name
