@@ -41,7 +41,8 @@ class Envelope(BaseModel):
         # know is left out while unset, so a rolling deploy can put workers last.
         req = message["request"]
         for name in ("timeout_s", *LATE_FIELDS):
-            if req.get(name) in (None, False):
+            # Unset is None (drop_params: False); a False or 0 the caller set is kept.
+            if req.get(name) is None or (name == "drop_params" and req[name] is False):
                 req.pop(name, None)
         if "temperature" not in self.request.model_fields_set:
             # Left out, the worker sees the same default, and knows the caller did not set
