@@ -18,8 +18,8 @@ from models.domain.budget import Budget
 # every budget and write its row only if all of them fit. Nothing changes when one does not.
 RESERVE_PG = text("""
 WITH locked AS (
-    SELECT id, scope, key, "window", hard_limit, soft_limit, spent, reserved, window_start,
-           resets_at, webhook_url
+    SELECT id, org, scope, key, "window", hard_limit, soft_limit, spent, reserved,
+           window_start, resets_at, webhook_url
     FROM budgets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
 ), verdict AS (
     SELECT count(*) = :n AND coalesce(bool_and(spent + reserved + :amount <= hard_limit), false)
@@ -90,4 +90,4 @@ def budget_of(row: Any) -> Budget:
     return Budget(scope=row.scope, key=row.key, window=row.window, hard_limit=row.hard_limit,
                   soft_limit=row.soft_limit, spent=row.spent, reserved=row.reserved,
                   window_start=row.window_start, resets_at=row.resets_at, id=row.id,
-                  webhook_url=row.webhook_url)
+                  webhook_url=row.webhook_url, org=row.org)
