@@ -1,4 +1,4 @@
-"""Budget arithmetic: scopes, orgs, windows and resets, which budgets apply, soft and hard limits."""
+"""Budget arithmetic: scopes and orgs, windows and resets, which budgets apply, hard limits."""
 
 from __future__ import annotations
 
