@@ -167,13 +167,13 @@ def test_budgets_list_by_org(gateway: Any, sessions: Any) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_ledger(request: Any, tmp_path: Any) -> Iterator[str]:
-    """An empty ledger at the schema before tenancy (0004), on SQLite and on PostgreSQL."""
+    """An empty ledger at the schema just before tenancy (0005), on SQLite and on PostgreSQL."""
     from ops.db import upgrade
     from tests.services import postgres_admin_url
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
-        upgrade(url, "0004")
+        upgrade(url, "0005")
         yield url
         return
     import psycopg
@@ -183,7 +183,7 @@ def old_ledger(request: Any, tmp_path: Any) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"{admin.rsplit('/', 1)[0]}/{name}"
-    upgrade(url, "0004")
+    upgrade(url, "0005")
     yield url
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -11,8 +11,8 @@ API keys gain a default feature, the other features and the users they may bill 
 as before), and ``all_orgs`` for an operator key that acts in every org (existing operator keys
 act in their own org only from now on).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
