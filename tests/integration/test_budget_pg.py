@@ -121,8 +121,11 @@ def test_64_threads_never_overshoot_and_refuse_only_when_full(sessions: Any) -> 
 
 
 def test_rollover_restarts_spend_and_resumes_budget_pauses(sessions: Any) -> None:
-    # A deployment-wide lane budget: the one kind whose hard limit pauses shared queues.
-    b = _budget(sessions, "lane", "interactive", "0.001", window="hourly")
+    # A deployment-wide lane budget: the one kind whose hard limit pauses shared queues. It
+    # starts from the lane's spend this hour (other tests'): the limit leaves $0.001 of room.
+    first = _budget(sessions, "lane", "interactive", "1", window="hourly")
+    b = _budget(sessions, "lane", "interactive", str(first.spent + Decimal("0.001")),
+                window="hourly")
     clock = [datetime.now(timezone.utc)]
     adm = SqlAdmission(sessions, lease_s={"interactive": 60}, clock=lambda: clock[0],
                        pauses=build_pause_book(Settings(), sessions))
