@@ -108,13 +108,14 @@ def _bills(info: Any) -> str:
 @keys_app.command("list")
 def list_(
     team: Annotated[Optional[str], typer.Option(help="Only this team.")] = None,
+    org: Annotated[Optional[str], typer.Option(help="Only this org.")] = None,
     url: Annotated[Optional[str], typer.Option(help="Database URL (default: settings).")] = None,
 ) -> None:
-    """List keys (ids, teams, roles; never secrets)."""
+    """List keys (ids, teams, roles, what they may bill; never secrets)."""
     from models.db.api_keys import info_of, list_keys
 
     with _session(url) as s:
-        for row in list_keys(s, team):
+        for row in list_keys(s, team, org=org):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "live"
             typer.echo(f"{row.id}  {row.org}/{row.team}  {row.role:8}  {state:18}  {row.name}  "
                        f"({_bills(info_of(row))})")
