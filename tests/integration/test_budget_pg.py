@@ -197,6 +197,7 @@ def test_soft_alert_once_per_window_with_webhook(sessions: Any) -> None:
         assert [(a.kind, a.delivered_at is not None) for a in alerts] == [("soft", True)]
         assert len(got) == 1 and got[0]["kind"] == "soft"
         assert got[0]["budget"] == f"feature:{feature}:total" and got[0]["spent"] == "0.9"
+        assert got[0]["org"] == "default"
     finally:
         adm.close()
         server.shutdown()
