@@ -1,0 +1,171 @@
+"""Reproductions from the review of issue 16's money path, on PostgreSQL and real workers.
+
+Each fails on the code as reviewed (main at 45b9a5e) and says what money it loses.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.db import ledger
+from models.db.budgets import ReservationRow, set_budget
+from models.domain.errors import BudgetExceeded, ValidationError
+from models.domain.request import parse_request
+from models.domain.result import ChatResult
+from models.domain.settings import load_settings
+from models.domain.tokens import count_request
+from models.domain.usage import Usage
+from queues.envelope import Envelope
+from queues.handle import TaskHandle
+from queues.producer import connect
+from scheduler.route import decide_route
+from tests.integration.test_money_leaks import (  # noqa: F401 - fixtures
+    budget, calls, data, leak_env, leak_gateway, ledger_row, ledger_row_or_none, sessions,
+    settled_spend, wait_final, worst)
+from tests.services import run_token
+from tests.worker_proc import celery_worker
+
+pytestmark = pytest.mark.integration
+
+
+def reservation_state(sessions: Any, rid: str) -> str:
+    with sessions() as s:
+        return s.get(ReservationRow, rid).state
+
+
+def test_another_teams_request_id_collision_never_frees_the_owners_reservation(
+        leak_gateway: Any, sessions: Any, standin: Any) -> None:
+    """Team A's request runs, holding reservation R on a feature budget both teams share.
+    Team B sends the same request id: admission's ``prior`` lookup (request id + budget ids,
+    not the tenant) hands B the reservation R; B's worker finds the claim foreign and
+    ``_release_copy`` releases R while A's call runs. The money is free for others, and A's
+    settle finds R released and spends nothing: A's billed cost never reaches the budget."""
+    feature = f"coll-{uuid.uuid4().hex[:8]}"
+    budget(sessions, leak_gateway, feature, Decimal(1))
+    d = data(feature, model="claude-haiku-4-5", max_tokens=45, team="owner",
+             messages=[{"role": "user", "content": "Write a long story " * 20}])
+    req = parse_request(d)
+    route = decide_route(req, leak_gateway.catalogue, leak_gateway.settings.routing)
+    rid = leak_gateway.admission.reserve(req, route, worst(d, "claude-haiku-4-5"))
+    env = Envelope(request=req, route=route, prompt_tokens=count_request(req),
+                   reservation_id=rid, stream=True)
+    standin.script_faults(["slow=100"], path="anthropic", model="claude-haiku-4-5")
+    try:
+        first = TaskHandle(leak_gateway._send(env))
+        deadline = time.time() + 20
+        while ledger_row_or_none(sessions, req.request_id) is None:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        with pytest.raises(ValidationError):  # the other team is told to use a fresh id
+            leak_gateway.complete(dict(d, team="intruder"), timeout=30)
+        assert ledger_row(sessions, req.request_id).outcome == "running"
+        assert reservation_state(sessions, rid) == "open", \
+            "another team's request id collision released the owner's live reservation"
+        result = first.result(timeout=60)
+    finally:
+        standin.reset()
+    wait_final(sessions, req.request_id)
+    spent, reserved, _ = settled_spend(sessions, feature)
+    assert (spent, reserved) == (result.cost, 0), "the owner's billed cost missed the budget"
+
+
+def test_a_budget_with_no_room_set_after_the_reservation_stops_it_at_the_second_check(
+        leak_gateway: Any, sessions: Any, standin: Any) -> None:
+    """Sharpens test_a_budget_set_after_admission_stops_the_request_at_the_second_check (which
+    passes on 51e936c: a request with no reservation was re-reserved there already). Issue 16
+    item 5 is a request that *holds* a reservation: reserved on its team budget, then a
+    feature budget with no room is set; the second check must refuse before sending."""
+    feature = f"late3-{uuid.uuid4().hex[:8]}"
+    d = data(feature, model="claude-haiku-4-5", team=f"t-{feature}")
+    req = parse_request(d)
+    route = decide_route(req, leak_gateway.catalogue, leak_gateway.settings.routing)
+    with sessions() as s:
+        set_budget(s, "team", req.team, "total", hard=Decimal(1))
+        s.commit()
+    leak_gateway.admission.invalidate()
+    rid = leak_gateway.admission.reserve(req, route, worst(d, "claude-haiku-4-5"))
+    assert rid is not None
+    budget(sessions, leak_gateway, feature, worst(d, "claude-haiku-4-5") / 2)
+    time.sleep(1.2)  # the worker's budget list
+    env = Envelope(request=req, route=route, prompt_tokens=count_request(req),
+                   reservation_id=rid)
+    before = calls(standin, "/v1/messages")
+    with pytest.raises(BudgetExceeded):
+        TaskHandle(leak_gateway._send(env)).result(timeout=30)
+    assert calls(standin, "/v1/messages") == before
+    spent, reserved, _ = settled_spend(sessions, feature)
+    assert (spent, reserved) == (0, 0)
+
+
+def test_an_outbox_entry_of_the_previous_release_lands_with_its_cost(
+        leak_env: dict[str, str], sessions: Any, standin: Any, tmp_path: Path) -> None:
+    """Rolling deploy: a worker of the previous release kept a paid final row in its outbox
+    (column ``cost`` = the amount to settle, a decimal string). The new release reads that
+    column as the successful attempt's JSON: ``json.loads("0.000125")`` is a float, finalize
+    indexes it and raises TypeError, which escapes ``replay`` (it catches only database
+    errors) and ``execute`` (``maybe_replay`` runs outside its try): the paid row never lands,
+    its reservation (no attempt rows) is freed by the governor, and the worker's tasks fail.
+    Even without the TypeError, finalize would set the row's cost to the sum of its attempt
+    rows: 0 for a request of the previous release."""
+    prefix = f"sgob{run_token()}:"
+    home = tmp_path / "home"
+    env = {**leak_env, "SLUICE_HOME": str(home), "SLUICE_BROKER__KEY_PREFIX": prefix,
+           "SLUICE_CACHE__KEY_PREFIX": prefix + "rc:", "SLUICE_TEST_KEY_PREFIX": prefix}
+    gw = connect(load_settings(dict(env)))
+    try:
+        feature = f"ob-{uuid.uuid4().hex[:8]}"
+        budget(sessions, gw, feature, Decimal(1))
+        d = data(feature, model="claude-haiku-4-5")
+        req = parse_request(d)
+        route = decide_route(req, gw.catalogue, gw.settings.routing)
+        rid = gw.admission.reserve(req, route, worst(d, "claude-haiku-4-5"))
+        cost = Decimal("0.000125000000")
+        paid = ChatResult(request_id=req.request_id, text="paid", provider=route.provider,
+                          model=route.model, route=route, usage=Usage(input_uncached=20, output=5),
+                          cost=cost, price_version="old")
+        # The previous release's claim (no heartbeat column written) ...
+        with sessions() as s:
+            ledger.record(s, dict(ledger.row_from_result(req, paid, outcome="running"),
+                                  cost=Decimal(0), created_at=datetime.now(timezone.utc)))
+            s.commit()
+        # ... and its outbox entry, as Outbox.keep wrote it then.
+        final = ledger.row_from_result(req, paid)
+        final.pop("created_at")
+        home.mkdir(parents=True)
+        with sqlite3.connect(home / "outbox.db") as db:
+            db.execute("CREATE TABLE IF NOT EXISTS pending (request_id TEXT PRIMARY KEY, "
+                       "kind TEXT NOT NULL, row TEXT NOT NULL, reservation_id TEXT, "
+                       "cost TEXT, kept_at REAL NOT NULL)")
+            db.execute("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)",
+                       (req.request_id, "ok", json.dumps(final, default=str), rid, str(cost),
+                        time.time()))
+        with celery_worker(env, tmp_path / "worker.log", queues="interactive.api,async.api",
+                           name=f"outbox-{run_token()}"):
+            errors = []
+            for _ in range(3):  # each task replays the outbox first
+                try:
+                    gw.complete(data(feature, model="claude-haiku-4-5"), timeout=30)
+                except Exception as exc:  # noqa: BLE001 - recorded, asserted below
+                    errors.append(repr(exc))
+                time.sleep(1.1)
+            deadline = time.time() + 10
+            while ledger_row(sessions, req.request_id).outcome == "running":
+                if time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            row = ledger_row(sessions, req.request_id)
+            assert (row.outcome, row.cost) == ("ok", cost), "the old release's paid row was lost"
+            with sessions() as s:
+                assert s.get(ReservationRow, rid).state == "settled"
+            assert not errors, f"the worker's tasks failed: {errors[:1]}"
+    finally:
+        gw.close()
