@@ -169,3 +169,31 @@ def test_an_outbox_entry_of_the_previous_release_lands_with_its_cost(
             assert not errors, f"the worker's tasks failed: {errors[:1]}"
     finally:
         gw.close()
+
+
+def test_concurrent_fallbacks_never_spend_past_the_hard_limit(
+        leak_gateway: Any, sessions: Any, standin: Any) -> None:
+    """Sharpens test_a_fallback_spends_only_inside_its_reservation, whose money assertion holds
+    on 51e936c too (one request alone stays under a limit of 1.2 flagship worst cases). The
+    leak was concurrency: each request reserved the cheap model's worst case, so many were
+    admitted together and each fallback spent at the flagship's price, past the limit."""
+    feature = f"fb3-{uuid.uuid4().hex[:8]}"
+    probe = data(feature, model="gpt-4o-mini")
+    hard = worst(probe, "gpt-4o") * Decimal("1.2")
+    budget(sessions, leak_gateway, feature, hard)
+    standin.script_faults(["500"] * 3 * 6, path="openai", model="gpt-4o-mini")
+    handles, refused = [], 0
+    try:
+        for _ in range(6):
+            try:
+                handles.append(leak_gateway.submit(data(feature, model="gpt-4o-mini")))
+            except BudgetExceeded:
+                refused += 1
+        results = [h.result(timeout=60) for h in handles]
+    finally:
+        standin.reset()
+    for r in results:
+        wait_final(sessions, r.request_id)
+    spent, reserved, limit = settled_spend(sessions, feature)
+    assert spent <= limit, f"{len(results)} fallbacks spent {spent} past the hard limit {limit}"
+    assert reserved == 0 and refused >= 1
