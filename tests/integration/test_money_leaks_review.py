@@ -197,3 +197,33 @@ def test_concurrent_fallbacks_never_spend_past_the_hard_limit(
     spent, reserved, limit = settled_spend(sessions, feature)
     assert spent <= limit, f"{len(results)} fallbacks spent {spent} past the hard limit {limit}"
     assert reserved == 0 and refused >= 1
+
+
+def test_a_retry_sent_while_the_first_runs_holds_no_second_reservation(
+        leak_gateway: Any, sessions: Any, standin: Any) -> None:
+    """Sharpens test_a_retry_under_the_same_request_id_holds_one_reservation, whose retry
+    arrives after the first finished (it tests the release of a finished request's copy, not
+    the ``prior`` reuse): here the SDK retries while the first call still runs."""
+    feature = f"same2-{uuid.uuid4().hex[:8]}"
+    budget(sessions, leak_gateway, feature, Decimal(1))
+    d = data(feature, model="claude-haiku-4-5", max_tokens=40,
+             messages=[{"role": "user", "content": "Write a long story " * 20}])
+    w = worst(d, "claude-haiku-4-5")
+    before = calls(standin, "/v1/messages")
+    standin.script_faults(["slow=100"], path="anthropic", model="claude-haiku-4-5")
+    try:
+        first = leak_gateway.submit(d, stream=True)
+        deadline = time.time() + 20
+        while ledger_row_or_none(sessions, d["request_id"]) is None:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        again = leak_gateway.submit(d)
+        _, reserved, _ = settled_spend(sessions, feature)
+        assert reserved == w, f"the retry holds a second reservation: {reserved} for {w}"
+        a, b = first.result(timeout=60), again.result(timeout=60)
+        assert a.text == b.text and calls(standin, "/v1/messages") - before == 1
+    finally:
+        standin.reset()
+    wait_final(sessions, d["request_id"])
+    spent, reserved, _ = settled_spend(sessions, feature)
+    assert (spent, reserved) == (a.cost, 0)
