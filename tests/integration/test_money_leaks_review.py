@@ -227,3 +227,45 @@ def test_a_retry_sent_while_the_first_runs_holds_no_second_reservation(
     wait_final(sessions, d["request_id"])
     spent, reserved, _ = settled_spend(sessions, feature)
     assert (spent, reserved) == (a.cost, 0)
+
+
+def test_a_settle_across_a_window_rollover_finishes(
+        leak_gateway: Any, sessions: Any, standin: Any) -> None:
+    """A daily budget's window ends while the call runs. The final write's settle locks the
+    listed budget rows (change_budgets), then ``_unlisted`` -> ``_ids`` sees the ended window
+    and ``_roll``s it in a second transaction, whose UPDATE waits for the first one's row
+    lock: the worker thread waits on itself, holding the reservation and budget rows (every
+    reservation on that budget, and the worker's heartbeat, then block behind it)."""
+    from sqlalchemy import text
+
+    feature = f"roll-{uuid.uuid4().hex[:8]}"
+    with sessions() as s:
+        set_budget(s, "feature", feature, "daily", hard=Decimal(1))
+        s.commit()
+    leak_gateway.admission.invalidate()
+    d = data(feature, model="claude-haiku-4-5", max_tokens=30,
+             messages=[{"role": "user", "content": "Write a long story " * 20}])
+    req = parse_request(d)
+    route = decide_route(req, leak_gateway.catalogue, leak_gateway.settings.routing)
+    rid = leak_gateway.admission.reserve(req, route, worst(d, "claude-haiku-4-5"))
+    # The window ends 2 s from now: after the worker's second check, before its settle.
+    with sessions() as s:
+        s.execute(text("UPDATE budgets SET resets_at = now() + interval '2 seconds' "
+                       "WHERE scope = 'feature' AND key = :k"), {"k": feature})
+        s.commit()
+    env = Envelope(request=req, route=route, prompt_tokens=count_request(req),
+                   reservation_id=rid, stream=True)
+    standin.script_faults(["slow=100"], path="anthropic", model="claude-haiku-4-5")
+    try:
+        handle = TaskHandle(leak_gateway._send(env))
+        try:
+            handle.result(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - say what the database was doing
+            with sessions() as s:
+                waiting = s.execute(text(
+                    "SELECT left(query, 60) FROM pg_stat_activity WHERE wait_event_type = "
+                    "'Lock' AND datname = current_database()")).scalars().all()
+            pytest.fail(f"the request never finished ({exc!r}); waiting on locks: {waiting}")
+    finally:
+        standin.reset()
+    assert reservation_state(sessions, rid) == "settled"
