@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from models.db import ledger
 from models.db.budgets import ReservationRow, set_budget
@@ -227,6 +228,49 @@ def test_a_retry_sent_while_the_first_runs_holds_no_second_reservation(
     wait_final(sessions, d["request_id"])
     spent, reserved, _ = settled_spend(sessions, feature)
     assert (spent, reserved) == (a.cost, 0)
+
+
+def test_a_retry_whose_publish_fails_never_frees_the_first_runs_reservation(
+        leak_gateway: Any, sessions: Any, standin: Any, monkeypatch: Any) -> None:
+    """Same team, same request id: the SDK retries while the first call runs, and the broker
+    refuses the retry's publish (the moment clients retry most). Admission handed the retry
+    the first run's reservation (``prior``); ``_dispatch`` releases "its" reservation on the
+    publish error: the first run's. Its money is free for others mid-call, and its settle
+    finds the reservation released and spends nothing on the budget."""
+    from kombu.exceptions import OperationalError
+
+    from models.domain.errors import BrokerError
+
+    feature = f"pub-{uuid.uuid4().hex[:8]}"
+    budget(sessions, leak_gateway, feature, Decimal(1))
+    d = data(feature, model="claude-haiku-4-5", max_tokens=40,
+             messages=[{"role": "user", "content": "Write a long story " * 20}])
+    standin.script_faults(["slow=100"], path="anthropic", model="claude-haiku-4-5")
+    try:
+        first = leak_gateway.submit(d, stream=True)
+        deadline = time.time() + 20
+        while ledger_row_or_none(sessions, d["request_id"]) is None:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        with sessions() as s:
+            (rid,) = s.scalars(select(ReservationRow.id).where(
+                ReservationRow.request_id == d["request_id"])).all()
+
+        def refused(*_a: Any, **_k: Any) -> Any:
+            raise OperationalError("broker away (injected)")
+
+        with monkeypatch.context() as m:
+            m.setattr(leak_gateway.app, "send_task", refused)
+            with pytest.raises(BrokerError):
+                leak_gateway.submit(d)
+        assert reservation_state(sessions, rid) == "open", \
+            "a failed retry released the first run's live reservation"
+        result = first.result(timeout=60)
+    finally:
+        standin.reset()
+    wait_final(sessions, d["request_id"])
+    spent, reserved, _ = settled_spend(sessions, feature)
+    assert (spent, reserved) == (result.cost, 0), "the first run's billed cost missed the budget"
 
 
 def test_a_settle_across_a_window_rollover_finishes(
