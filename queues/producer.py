@@ -94,12 +94,12 @@ class Gateway:
         model = self.catalogue.get(route.model)
         if request.has_images:  # images count by the routed provider's rule
             prompt_tokens = count_request(request, model)
-        reservation = None
+        reservation, reused = None, False
         if self.admission is not None:
             # The dearest model the request can reach: a fallback is sent only inside it.
             amount = reach_worst_case(prompt_tokens, request.max_tokens, reachable(
                 self.catalogue, self.settings.providers.fallbacks, route.model))
-            reservation = self.admission.reserve(request, route, amount)
+            reservation, reused = self._reserve(request, route, amount)
         now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
                             reservation_id=reservation, prompt_hash=prompt_hash(request),
@@ -109,9 +109,20 @@ class Gateway:
             return TaskHandle(self._send(envelope), request_id=request.request_id,
                               model=route.model)
         except Exception:
-            if reservation is not None and self.admission is not None:
+            # Never one the request already held: that is its first run's, still running.
+            if reservation is not None and self.admission is not None and not reused:
                 self.admission.release(reservation)
             raise
+
+    def _reserve(self, request: ChatRequest, route: Any, amount: Any) -> tuple[str | None, bool]:
+        """The reservation, and whether the request already held it (an admission without
+        ``reserve_once`` never reuses one)."""
+        once = getattr(self.admission, "reserve_once", None)
+        if once is not None:
+            rid, reused = once(request, route, amount)
+            return rid, bool(reused)
+        assert self.admission is not None
+        return self.admission.reserve(request, route, amount), False
 
     def _deadline(self, request: ChatRequest, now: float) -> float | None:
         """When a worker should no longer start the request: once its caller's own timeout has

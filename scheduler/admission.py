@@ -86,24 +86,34 @@ class SqlAdmission:
         Returns the reservation id, None when no budget applies, or raises BudgetExceeded
         (naming the first budget without room) or LedgerError (database unreachable).
         """
+        return self.reserve_once(request, route, amount)[0]
+
+    def reserve_once(self, request: ChatRequest, route: Route, amount: Decimal
+                     ) -> tuple[str | None, bool]:
+        """:meth:`reserve`, and whether the id is an open reservation the same request (same
+        id, same tenant, same budgets) already held: a retry while its first run is open. The
+        caller must then never release it: it is the first run's."""
         for _ in range(3):
             ids = self._ids(request)
             if not ids:
-                return None
+                return None, False
             rid = uuid.uuid4().hex
             fits, budgets, prior = self._try_reserve(rid, ids, request, route, amount)
             if prior is not None:
-                # A retry of the same request (same id, same budgets) while its first
-                # reservation is open: one request holds one reservation.
-                return prior
+                # One request holds one reservation; it must cover what is asked now too.
+                if not self.cover(prior, amount, request, route):
+                    continue  # settled or expired meanwhile: hold anew
+                return prior, True
             if fits:
-                return rid
+                return rid, False
             full = sorted((b for b in budgets if not b.fits(amount)), key=_widest_first)
             if len(budgets) == len(ids) and full:
                 self._on_refusal(full[0], amount)
                 raise refusal(full[0], amount)
             self.invalidate()  # a budget was deleted or added meanwhile: look again
         raise unreachable(RuntimeError("the budget list kept changing"), "reserve")
+
+
 
     def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None,
                request: ChatRequest | None = None) -> bool:
@@ -117,6 +127,9 @@ class SqlAdmission:
         when it was set, and this row lands after that.
         """
         now = self.clock()
+        # Which budgets apply now is read before any budget row is locked (it may roll a
+        # window in a transaction of its own, which must not wait on ours).
+        current = self._ids(request, rolled=True) if request is not None else []
         with self._tx(session, "settle a reservation") as s:
             held = True
             row = s.execute(close_reservation(reservation_id, "open", "settled", now,
@@ -129,11 +142,15 @@ class SqlAdmission:
                     return False
             amount, ids = row
             listed = parse_ids(ids)
+            extra = sorted(set(current) - set(listed)) if actual else []
+            if extra:
+                # Every row this settle touches is locked first, in id order, as everywhere.
+                s.execute(select(BudgetRow.id).where(BudgetRow.id.in_(listed + extra))
+                          .order_by(BudgetRow.id).with_for_update())
             rows = list(s.scalars(change_budgets(listed, spent=actual,
                                                  reserved=-amount if held else Decimal(0),
                                                  now=now)).all())
-            extra = self._unlisted(request, listed)
-            if extra and actual:
+            if extra:
                 rows += s.scalars(change_budgets(extra, spent=actual, now=now)).all()
             self._soft_check(s, [to_budget(r) for r in rows], now)
         return True
@@ -156,7 +173,7 @@ class SqlAdmission:
         """Budgets of ``request`` that apply now but are not among ``listed``."""
         if request is None:
             return []
-        return sorted(set(self._ids(request)) - set(listed))
+        return sorted(set(self._ids(request, rolled=True)) - set(listed))
 
     def release(self, reservation_id: str, session: Session | None = None) -> bool:
         """Drop the reservation without spending; True exactly once (never after a settle)."""
@@ -297,7 +314,8 @@ class SqlAdmission:
                      amount: Decimal) -> tuple[bool, list[Budget], str | None]:
         now = self.clock()
         params = {"rid": rid, "ids": ids, "n": len(ids), "amount": amount,
-                  "request_id": request.request_id, "budget_ids": ",".join(map(str, ids)),
+                  "request_id": request.request_id, "owner": owner_of(request),
+                  "budget_ids": ",".join(map(str, ids)),
                   "queue": route.queue, "now": now, "expires": now + self._lease(route.lane)}
         if self._fast is not None:
             return self._reserve_pg(params)
@@ -368,6 +386,11 @@ class SqlAdmission:
                 s.commit()
         except SQLAlchemyError as exc:
             raise unreachable(exc, doing, refusing=refusing) from exc
+
+
+def owner_of(request: ChatRequest) -> str:
+    """Whose request a reservation holds money for: a request id is unique per tenant only."""
+    return f"{request.org}/{request.team}"
 
 
 def _widest_first(budget: Budget) -> tuple[int, int, int]:

@@ -90,8 +90,21 @@ class RunMoney:
         except ProviderError as err:
             self._charge_failed(aid, model, err, received())
             raise
+        if result is None:
+            # Nothing came of it (a provider batch that failed retryably: the request is
+            # answered directly instead); the provider bills nothing for it.
+            self._end_unbilled(aid)
+            return result
         self.final = {"attempt_id": aid, "model": model.name}
         return result
+
+    def _end_unbilled(self, aid: int) -> None:
+        try:
+            with self.rt.session() as s:
+                attempts.end(s, aid, outcome="refused", billing="none", cost=Decimal(0),
+                             error_code="no_answer")
+        except SQLAlchemyError as exc:
+            log.warning("could not end the unanswered attempt %s: %s", aid, exc)
 
     def _admit(self, need: Decimal) -> None:
         """Hold ``need`` before sending: refused (BudgetExceeded) if a budget lacks it."""
@@ -166,10 +179,18 @@ def finalize(s: Session, rt: WorkerRuntime, kind: str, row: dict[str, Any],
     attempts.charge_lost(s, rid)
     total, estimated, n = attempts.charged(s, rid)
     row.update(cost=total, estimated_cost=estimated, attempts=n)
+    admission = rt.admission
     if not ledger.finish(s, row):
+        # Another run finished the row (a worker of the previous release took a live run
+        # over): what this run paid is still spend, on the row and on the budgets.
+        owed, owed_estimated = attempts.settle_all_split(s, rid)
+        if owed:
+            ledger.add_cost(s, rid, owed, owed_estimated)
+            if admission is not None and not (reservation_id and admission.settle(
+                    reservation_id, owed, session=s, request=_scopes(row))):
+                admission.charge(_scopes(row), owed, session=s)
         return False
     owed = attempts.settle_all(s, rid)
-    admission = rt.admission
     if admission is None:
         return True
     if reservation_id:

@@ -85,6 +85,9 @@ class Outbox:
                 except (LedgerError, SQLAlchemyError) as exc:
                     log.info("outbox replay stopped, database still unreachable: %s", exc)
                     break
+                except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the rest
+                    log.error("outbox entry %s could not be replayed (kept): %s", rid, exc)
+                    continue
                 with self._db() as db:
                     db.execute("DELETE FROM pending WHERE request_id = ?", (rid,))
                 done += 1
@@ -113,9 +116,13 @@ class Outbox:
                 log.error("outbox replay failed: %s", exc)
 
     def maybe_replay(self, rt: WorkerRuntime) -> None:
-        """Replay if entries are pending and the last attempt is old enough (cheap otherwise)."""
+        """Replay if entries are pending and the last attempt is old enough (cheap otherwise);
+        never raises into the task that asked."""
         if self._pending and time.monotonic() - self._last_try > REPLAY_EVERY_S:
-            self.replay(rt)
+            try:
+                self.replay(rt)
+            except Exception as exc:  # noqa: BLE001 - the entries stay on disk for later
+                log.error("outbox replay failed: %s", exc)
 
 
 def _load_row(raw: str) -> dict[str, Any]:
@@ -130,8 +137,19 @@ def _apply(rt: WorkerRuntime, kind: str, row: dict[str, Any], reservation: str |
            final: str | None) -> None:
     from workers.attempts import finalize
 
+    stored = json.loads(final) if final else None
     with rt.session() as s:
-        finalize(s, rt, kind, row, reservation, json.loads(final) if final else None)
+        if final and not isinstance(stored, dict):
+            # Kept by a worker of the previous release: the cost column holds the amount to
+            # settle, and no attempt rows exist for it.
+            first = ledger.finish(s, row)
+            if first and reservation and rt.admission is not None:
+                if kind == "ok":
+                    rt.admission.settle(reservation, Decimal(final), session=s)
+                else:
+                    rt.admission.release(reservation, session=s)
+            return
+        finalize(s, rt, kind, row, reservation, stored)
 
 
 def outbox_of(rt: WorkerRuntime) -> Outbox:

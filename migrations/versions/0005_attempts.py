@@ -50,9 +50,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("estimated_cost", MONEY, nullable=False, server_default="0"))
         batch.add_column(sa.Column("attempts", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("heartbeat_at", _TS, nullable=True))
+    with op.batch_alter_table("reservations") as batch:
+        batch.add_column(sa.Column("owner", sa.String(140), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("reservations") as batch:
+        batch.drop_column("owner")
     with op.batch_alter_table("ledger") as batch:
         batch.drop_column("heartbeat_at")
         batch.drop_column("attempts")

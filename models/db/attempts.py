@@ -107,11 +107,19 @@ def charged(session: Session, request_id: str) -> tuple[Decimal, Decimal, int]:
 def settle_all(session: Session, request_id: str) -> Decimal:
     """Mark every finished, unsettled attempt of ``request_id`` settled; returns their cost
     (what the request's settlement must spend). The caller commits."""
-    costs = session.scalars(update(AttemptRow)
-                            .where(AttemptRow.request_id == request_id,
-                                   AttemptRow.settled.is_(False), AttemptRow.outcome != "sent")
-                            .values(settled=True).returning(AttemptRow.cost)).all()
-    return sum((Decimal(c) for c in costs), Decimal(0))
+    return settle_all_split(session, request_id)[0]
+
+
+def settle_all_split(session: Session, request_id: str) -> tuple[Decimal, Decimal]:
+    """:func:`settle_all`, with the estimated part of what it settled apart."""
+    rows = session.execute(update(AttemptRow)
+                           .where(AttemptRow.request_id == request_id,
+                                  AttemptRow.settled.is_(False), AttemptRow.outcome != "sent")
+                           .values(settled=True)
+                           .returning(AttemptRow.cost, AttemptRow.billing)).all()
+    total = sum((Decimal(c) for c, _ in rows), Decimal(0))
+    estimated = sum((Decimal(c) for c, b in rows if b == "estimated"), Decimal(0))
+    return total, estimated
 
 
 def of_request(session: Session, request_id: str) -> list[AttemptRow]:

@@ -76,6 +76,8 @@ class ReservationRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    #: ``org/team`` of the request: request ids are unique per tenant only.
+    owner: Mapped[str | None] = mapped_column(String(140), nullable=True)
     amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
     #: Ids of the budgets the amount is held against, comma-separated in ascending order.
     budget_ids: Mapped[str] = mapped_column(Text, nullable=False)

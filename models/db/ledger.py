@@ -200,8 +200,12 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
         return "foreign"
     if existing.outcome in ("ok", "cache_hit"):
         return "done"
-    if existing.heartbeat_at is not None and claim_ttl_s is not None:
-        stale = now.timestamp() - _aware(existing.heartbeat_at).timestamp() > claim_ttl_s
+    beat = existing.heartbeat_at
+    # A heartbeat older than the claim was left by an earlier run: a worker of the previous
+    # release took the row over (it resets only created_at) and sends none; its rule applies.
+    if (beat is not None and claim_ttl_s is not None
+            and _aware(beat) >= _aware(existing.created_at)):
+        stale = now.timestamp() - _aware(beat).timestamp() > claim_ttl_s
     else:
         stale = now.timestamp() - _aware(existing.created_at).timestamp() > lease_s
     if existing.outcome == "error" or (existing.outcome == "running" and stale):
@@ -231,6 +235,14 @@ def _finish_once() -> Any:
     table = LedgerRow.__table__
     return update(table).where(table.c.request_id == bindparam("b_request_id"),
                                table.c.outcome == "running")
+
+
+def add_cost(session: Session, request_id: str, cost: Decimal, estimated: Decimal) -> None:
+    """Add attempts a second run paid for to a row another run already finished."""
+    session.execute(update(LedgerRow).where(LedgerRow.request_id == request_id)
+                    .values(cost=LedgerRow.cost + cost,
+                            estimated_cost=LedgerRow.estimated_cost + estimated,
+                            attempts=LedgerRow.attempts + 1))
 
 
 def _aware(ts: datetime) -> datetime:

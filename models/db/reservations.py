@@ -21,7 +21,8 @@ from models.domain.budget import Budget
 RESERVE_PG = text("""
 WITH prior AS (
     SELECT id FROM reservations
-    WHERE request_id = :request_id AND budget_ids = :budget_ids AND state = 'open'
+    WHERE request_id = :request_id AND owner = :owner AND budget_ids = :budget_ids
+          AND state = 'open'
     LIMIT 1
 ), locked AS (
     SELECT id, org, scope, key, "window", hard_limit, soft_limit, spent, reserved,
@@ -36,9 +37,9 @@ WITH prior AS (
     FROM verdict WHERE verdict.fits AND budgets.id = ANY(:ids)
     RETURNING budgets.id
 ), ins AS (
-    INSERT INTO reservations (id, request_id, amount, budget_ids, state, queue, created_at,
-                              expires_at)
-    SELECT :rid, :request_id, :amount, :budget_ids, 'open', :queue, :now, :expires
+    INSERT INTO reservations (id, request_id, owner, amount, budget_ids, state, queue,
+                              created_at, expires_at)
+    SELECT :rid, :request_id, :owner, :amount, :budget_ids, 'open', :queue, :now, :expires
     FROM verdict WHERE verdict.fits
     RETURNING id
 )
@@ -65,7 +66,7 @@ def reserve_portable(s: Session, params: dict[str, Any]) -> tuple[bool, list[Bud
     """The same decision with portable statements (SQLite); the caller commits."""
     amount, ids = params["amount"], params["ids"]
     prior = s.scalars(select(ReservationRow.id).where(
-        ReservationRow.request_id == params["request_id"],
+        ReservationRow.request_id == params["request_id"], ReservationRow.owner == params["owner"],
         ReservationRow.budget_ids == params["budget_ids"], ReservationRow.state == "open")
         .limit(1)).first()
     if prior is not None:
@@ -78,7 +79,8 @@ def reserve_portable(s: Session, params: dict[str, Any]) -> tuple[bool, list[Bud
                     .returning(BudgetRow.id)).all()
     if len(got) == len(ids):
         s.execute(insert(ReservationRow).values(
-            id=params["rid"], request_id=params["request_id"], amount=amount,
+            id=params["rid"], request_id=params["request_id"], owner=params["owner"],
+            amount=amount,
             budget_ids=params["budget_ids"], state="open", queue=params["queue"],
             created_at=params["now"], expires_at=params["expires"]))
         return True, [], None

@@ -176,6 +176,22 @@ def machine_for(url: str, home: Path) -> type[RuleBasedStateMachine]:
                 self.queue.remove(msg)
 
         @precondition(lambda self: bool(self.queue))
+        @rule(i=st.integers(min_value=0), team=st.sampled_from(["t", "t2"]))
+        def resubmit(self, i: int, team: str) -> None:
+            """A retry under the same request id (``t``), or another team reusing it (``t2``)."""
+            env = Envelope.model_validate(self.queue[i % len(self.queue)])
+            req = env.request.model_copy(update={"team": team})
+            from models.domain.charges import reach_worst_case, reachable
+            amount = reach_worst_case(env.prompt_tokens, req.max_tokens, reachable(
+                self.rt.catalogue, cfg.providers.fallbacks, env.route.model))
+            try:
+                rid = self.admission.reserve(req, env.route, amount)
+            except BudgetExceeded:
+                return
+            self.queue.append(env.model_copy(update={"request": req, "reservation_id": rid})
+                              .to_message())
+
+        @precondition(lambda self: bool(self.queue))
         @rule(i=st.integers(min_value=0))
         def cancel(self, i: int) -> None:
             msg = self.queue[i % len(self.queue)]
@@ -231,11 +247,18 @@ def machine_for(url: str, home: Path) -> type[RuleBasedStateMachine]:
 
         @invariant()
         def finished_requests_hold_no_reservation(self) -> None:
+            # By request id and tenant: another team's request under the same id (refused by
+            # its worker, or not yet delivered) holds a reservation of its own.
             with sessions() as s:
-                done = set(s.scalars(select(LedgerRow.request_id)
-                                     .where(LedgerRow.outcome != "running")))
-                held = set(s.scalars(select(ReservationRow.request_id)
-                                     .where(ReservationRow.state == "open")))
+                done = {(rid, f"{org}/{team}") for rid, org, team in s.execute(
+                    select(LedgerRow.request_id, LedgerRow.org, LedgerRow.team)
+                    .where(LedgerRow.outcome != "running"))}
+                # A retry submitted after its request finished holds money until a worker
+                # reaches its message (and releases it): only while the message waits.
+                waiting = {m.get("reservation_id") for m in self.queue}
+                held = {(rid, owner) for res, rid, owner in s.execute(
+                    select(ReservationRow.id, ReservationRow.request_id, ReservationRow.owner)
+                    .where(ReservationRow.state == "open")) if res not in waiting}
                 assert not (done & held), done & held
 
         @invariant()
