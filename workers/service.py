@@ -21,7 +21,7 @@ from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from queues.token_stream import TokenWriter, token_key
-from workers.batch.seam import batch_reply
+from workers.batch.seam import BatchPending, batch_reply, hold_pending, waiting_in_batch
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
@@ -79,6 +79,9 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         return error_reply(req.request_id, ValidationError(
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
+    # Seam (workers/batch): a task back to poll its pending provider batch owns its claim.
+    polling = state == "running" and waiting_in_batch(rt, req)
+    state = "resumed" if polling else state
     if state not in ("claimed", "resumed", "retried"):
         # A live claim may belong to a worker that died mid-call: retry after its lease.
         lease = rt.settings.lanes.get(req.lane).time_limit_s
@@ -102,8 +105,11 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         _fail(rt, env, dropped)
         return error_reply(req.request_id, dropped)
     try:
-        env = _second_check(rt, env)
+        env = env if polling else _second_check(rt, env)  # a poll: held since its first run
         reply, model = _call(rt, env)
+    except BatchPending as pending:  # still in its provider batch: the task comes back
+        hold_pending(rt, env.reservation_id)
+        return error_reply(req.request_id, pending)
     except SluiceError as err:
         _fail(rt, env, err)
         return error_reply(req.request_id, err)

@@ -13,6 +13,7 @@ from queues.envelope import STASH_SUFFIX
 from queues.gc_freeze import freeze_once
 from queues.names import TASK_API, TASK_GPU
 from workers import log_privacy
+from workers.batch.seam import BatchPending, max_visits
 from workers.gpu.runtime import install_gpu_signals
 from workers.runtime import get_runtime
 from workers.service import ClaimBusy, execute
@@ -115,6 +116,12 @@ def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
                                              previous=_previous(task), stash=_Stash(task)),
                                message)
     error = reply.get("error") or {}
+    if error.get("code") == BatchPending.code:
+        # Still in its provider batch: come back to poll it, claim and reservation kept, so
+        # the caller sees it running and it is billed when the batch answers.
+        settings = get_runtime(task.app).settings
+        raise task.retry(countdown=float((error.get("details") or {}).get("retry_in", 30)),
+                         max_retries=max_visits(settings))
     if error.get("code") == ClaimBusy.code and task.request.retries < BUSY_RETRIES:
         # Usually the run holding the claim died with its worker (kill -9): come back when
         # its lease has run out and take the request over, instead of ending it in an error.

@@ -22,6 +22,7 @@ from queues.http.auth import AuthError
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
 from queues.http.flight import Flight
+from queues.http.jobs import waiting_in_batch
 from queues.http.relay import Relay
 from queues.http.stream import stream_response
 from queues.http.translate import (H_LANE, completion_body, param_for, sluice_headers,
@@ -246,7 +247,9 @@ async def cancel_job(request: Request) -> Response:
         return error_response(409, f"job {job_id} has already {done}: there is nothing left "
                               f"to cancel; GET /v1/jobs/{job_id} shows its outcome",
                               param="job_id", code="job_finished", retry=False)
-    if await run_in_threadpool(fd.started, job_id):
+    if (await run_in_threadpool(fd.started, job_id)
+            and not await run_in_threadpool(waiting_in_batch, fd.gateway.cancels,
+                                            record.get("task_id", job_id))):
         return error_response(409, f"job {job_id} has already started: a worker is running "
                               "it and it will be billed; GET /v1/jobs/{id} shows its outcome",
                               param="job_id", code="job_started", retry=False)
