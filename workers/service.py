@@ -108,8 +108,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         env = env if polling else _second_check(rt, env)  # a poll: held since its first run
         reply, model = _call(rt, env)
     except BatchPending as pending:  # still in its provider batch: the task comes back
-        hold_pending(rt, env.reservation_id)
-        return error_reply(req.request_id, pending)
+        return hold_pending(rt, env, pending)
     except SluiceError as err:
         _fail(rt, env, err)
         return error_reply(req.request_id, err)

@@ -119,9 +119,11 @@ def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
     if error.get("code") == BatchPending.code:
         # Still in its provider batch: come back to poll it, claim and reservation kept, so
         # the caller sees it running and it is billed when the batch answers.
-        settings = get_runtime(task.app).settings
-        raise task.retry(countdown=float((error.get("details") or {}).get("retry_in", 30)),
-                         max_retries=max_visits(settings))
+        details = error.get("details") or {}
+        if isinstance(message, dict):  # the reservation the next visit settles
+            message = {**message, "reservation_id": details.get("reservation_id")}
+        raise task.retry(args=[message], countdown=float(details.get("retry_in", 30)),
+                         max_retries=max_visits(get_runtime(task.app).settings))
     if error.get("code") == ClaimBusy.code and task.request.retries < BUSY_RETRIES:
         # Usually the run holding the claim died with its worker (kill -9): come back when
         # its lease has run out and take the request over, instead of ending it in an error.

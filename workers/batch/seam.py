@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy import update
 
@@ -13,7 +14,7 @@ from models.db.budgets import ReservationRow
 from models.domain.errors import Cancelled, ConfigError, ProviderRetryable, SluiceError
 from models.domain.request import ChatRequest
 from models.domain.settings import Settings
-from queues.envelope import task_id_for
+from queues.envelope import Envelope, error_reply, task_id_for
 from workers.batch.base import BATCH_PROVIDERS, BatchAPI
 from workers.batch.collector import BatchCollector
 from workers.batch.placements import PLACEMENT_TTL_S, placements_for
@@ -130,22 +131,25 @@ def max_visits(settings: Settings) -> int:
     return int(PLACEMENT_TTL_S / (retry_in_s(settings) + max_wait_s(settings))) + 1
 
 
-def hold_pending(rt: WorkerRuntime, reservation_id: str | None) -> None:
-    """Keep the reservation of a request pending in a provider batch open while the
-    placement lives: the provider bills it when the batch ends, and the money must stay held
-    until it is settled then (the governor expires reservations past ``expires_at``)."""
-    if reservation_id is None or rt.admission is None:
-        return
-    until = datetime.now(timezone.utc) + timedelta(seconds=PLACEMENT_TTL_S)
-    try:
-        with rt.session() as s:
-            s.execute(update(ReservationRow)
-                      .where(ReservationRow.id == reservation_id, ReservationRow.state == "open",
-                             ReservationRow.expires_at < until)
-                      .values(expires_at=until))
-    except Exception as exc:  # noqa: BLE001 - the next visit tries again
-        log.warning("could not hold reservation %s for its pending batch: %s",
-                    reservation_id, exc)
+def hold_pending(rt: WorkerRuntime, env: Envelope, pending: BatchPending) -> dict[str, Any]:
+    """The task reply of a request still pending in its provider batch, its reservation kept
+    open while the placement lives: the provider bills it when the batch ends, and the money
+    must stay held until it is settled then (the governor expires reservations past
+    ``expires_at``). The reply names the reservation, which the second check may have
+    replaced, so the task's next visit settles the one that is held."""
+    rid = env.reservation_id
+    pending.details["reservation_id"] = rid
+    if rid is not None and rt.admission is not None:
+        until = datetime.now(timezone.utc) + timedelta(seconds=PLACEMENT_TTL_S)
+        try:
+            with rt.session() as s:
+                s.execute(update(ReservationRow)
+                          .where(ReservationRow.id == rid, ReservationRow.state == "open",
+                                 ReservationRow.expires_at < until)
+                          .values(expires_at=until))
+        except Exception as exc:  # noqa: BLE001 - the next visit tries again
+            log.warning("could not hold reservation %s for its pending batch: %s", rid, exc)
+    return error_reply(env.request.request_id, pending)
 
 
 def collector_for(rt: WorkerRuntime) -> BatchCollector:
