@@ -18,7 +18,7 @@ from models.domain.errors import BrokerError, ConfigError, QueuePaused, Validati
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
-from models.domain.tokens import count_request
+from models.domain.tokens import prompt_count
 from queues.app import create_app
 from queues.cancel import CancelMarks
 from queues.envelope import Envelope, task_id_for
@@ -80,7 +80,8 @@ class Gateway:
             raise
 
     def _dispatch(self, request: ChatRequest, *, stream: bool = False) -> Handle:
-        prompt_tokens = count_request(request)
+        prompt = prompt_count(request)
+        prompt_tokens = prompt.tokens
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
                              prompt_tokens=prompt_tokens)
         if self.pauses is not None:
@@ -91,7 +92,7 @@ class Gateway:
         model = self.catalogue.get(route.model)
         reservation = None
         if self.admission is not None:
-            amount = worst_case_cost(prompt_tokens, request.max_tokens, model)
+            amount = worst_case_cost(prompt, request.max_tokens, model)
             reservation = self.admission.reserve(request, route, amount)
         now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,

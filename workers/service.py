@@ -18,6 +18,7 @@ from models.domain.errors import (Cancelled, DeadlineExceeded, LedgerError, Prov
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
+from models.domain.tokens import prompt_count
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from queues.token_stream import TokenWriter, token_key
@@ -222,7 +223,7 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> Envelope:
     """Refuse before paying when the queue was paused or the budget no longer holds the money."""
     if rt.admission is None:
         return env
-    amount = worst_case_cost(env.prompt_tokens, env.request.max_tokens,
+    amount = worst_case_cost(prompt_count(env.request), env.request.max_tokens,
                              rt.catalogue.get(env.route.model))
     rid = rt.admission.confirm(env.request, env.route, env.reservation_id, amount)
     return env if rid == env.reservation_id else env.model_copy(update={"reservation_id": rid})
