@@ -11,14 +11,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
-from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
+from models.domain.cost import baseline_cost, cost_of, list_cost, request_worst_case
 from models.domain.errors import (Cancelled, DeadlineExceeded, LedgerError, ProviderError,
                                   ProviderPermanent, ProviderRetryable, SluiceError,
                                   ValidationError)
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
-from models.domain.tokens import prompt_count
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from queues.token_stream import TokenWriter, token_key
@@ -223,8 +222,8 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> Envelope:
     """Refuse before paying when the queue was paused or the budget no longer holds the money."""
     if rt.admission is None:
         return env
-    amount = worst_case_cost(prompt_count(env.request), env.request.max_tokens,
-                             rt.catalogue.get(env.route.model))
+    amount = request_worst_case(env.request, rt.catalogue.get(env.route.model),
+                                env.prompt_tokens)
     rid = rt.admission.confirm(env.request, env.route, env.reservation_id, amount)
     return env if rid == env.reservation_id else env.model_copy(update={"reservation_id": rid})
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 from models.domain.catalogue import ModelSpec
-from models.domain.tokens import PromptCount, input_bound
+from models.domain.request import ChatRequest
+from models.domain.tokens import PromptCount, TokenBound, input_bound, prompt_count
 from models.domain.usage import Usage
 
 _MILLION = Decimal(1_000_000)
@@ -58,3 +59,17 @@ def worst_case_cost(prompt: PromptCount, max_tokens: int, model: ModelSpec) -> D
     # Rounded up, so the reservation stays an upper bound of the settled cost.
     return ((tokens * dearest_input + max_tokens * p.output) / _MILLION).quantize(
         PLACES, rounding=ROUND_CEILING)
+
+
+def request_worst_case(request: ChatRequest, model: ModelSpec,
+                       prompt_tokens: int | None = None) -> Decimal:
+    """:func:`worst_case_cost` of ``request`` on ``model``, a true bound for that one model.
+
+    ``prompt_tokens`` is our o200k count when known (the envelope carries it): a provider that
+    counts as we do needs nothing more; for any other the prompt is counted again in parts.
+    """
+    if prompt_tokens is not None and model.bound == TokenBound():
+        prompt = PromptCount(tokens=prompt_tokens)
+    else:
+        prompt = prompt_count(request)
+    return worst_case_cost(prompt, request.max_tokens, model)
