@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 from models.domain.catalogue import ModelSpec
@@ -61,15 +62,17 @@ def worst_case_cost(prompt: PromptCount, max_tokens: int, model: ModelSpec) -> D
         PLACES, rounding=ROUND_CEILING)
 
 
+def prompt_for(request: ChatRequest, models: Sequence[ModelSpec],
+               prompt_tokens: int | None = None) -> PromptCount:
+    """What pricing ``request``'s worst case on ``models`` needs: only ``prompt_tokens`` (our
+    o200k count, which the envelope carries) when every one of them counts as we do, else the
+    prompt counted again in parts."""
+    if prompt_tokens is not None and all(m.bound == TokenBound() for m in models):
+        return PromptCount(tokens=prompt_tokens)
+    return prompt_count(request)
+
+
 def request_worst_case(request: ChatRequest, model: ModelSpec,
                        prompt_tokens: int | None = None) -> Decimal:
-    """:func:`worst_case_cost` of ``request`` on ``model``, a true bound for that one model.
-
-    ``prompt_tokens`` is our o200k count when known (the envelope carries it): a provider that
-    counts as we do needs nothing more; for any other the prompt is counted again in parts.
-    """
-    if prompt_tokens is not None and model.bound == TokenBound():
-        prompt = PromptCount(tokens=prompt_tokens)
-    else:
-        prompt = prompt_count(request)
-    return worst_case_cost(prompt, request.max_tokens, model)
+    """:func:`worst_case_cost` of ``request`` on ``model``, a true bound for that one model."""
+    return worst_case_cost(prompt_for(request, [model], prompt_tokens), request.max_tokens, model)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from models.db import ledger
+from models.db import attempts, ledger
 from models.db.budgets import ReservationRow, delete_budget, set_budget
 from models.db.engine import make_engine, session_factory
 from models.domain.settings import load_settings
@@ -147,6 +147,9 @@ def test_a_batch_slower_than_the_wait_stays_running_and_is_billed_when_it_answer
             row = ledger.get(s, i)
             assert row is not None and (row.outcome, row.batch) == ("ok", True)
             assert row.cost > 0 and row.list_cost == 2 * row.cost  # the batch price
+            # One provider attempt however many times the task came back to poll it.
+            (attempt,) = attempts.of_request(s, i)
+            assert (attempt.outcome, attempt.billing, attempt.cost) == ("ok", "exact", row.cost)
     for r in reservations(sessions, ids):
         assert r.state == "settled" and r.actual > 0
 
@@ -183,6 +186,8 @@ def test_cancelling_every_caller_of_a_pending_batch_cancels_it_at_the_provider(
             row = ledger.get(s, i)
             assert row is not None and (row.outcome, row.error_code, row.cost) == (
                 "error", "cancelled", 0)
+            (attempt,) = attempts.of_request(s, i)
+            assert (attempt.outcome, attempt.cost) == ("cancelled", 0)
     assert [r.state for r in reservations(sessions, ids)] == ["released", "released"]
 
 

@@ -11,12 +11,13 @@ from typing import Any
 from sqlalchemy import update
 
 from models.db.budgets import ReservationRow
-from models.domain.errors import Cancelled, ConfigError, ProviderRetryable, SluiceError
+from models.domain.errors import BatchPending, Cancelled, ConfigError, ProviderRetryable
 from models.domain.request import ChatRequest
 from models.domain.settings import Settings
 from queues.envelope import Envelope, error_reply, task_id_for
 from workers.batch.base import BATCH_PROVIDERS, BatchAPI
 from workers.batch.collector import BatchCollector
+from workers.batch.pending import reopen_pending
 from workers.batch.placements import PLACEMENT_TTL_S, placements_for
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.runtime import WorkerRuntime, provider_key
@@ -43,14 +44,6 @@ def max_wait_s(settings: Settings) -> float:
     if settings.batch.max_wait_s > 0:
         return settings.batch.max_wait_s
     return max(settings.lanes.get("async").soft_time_limit_s - 10.0, 1.0)
-
-
-class BatchPending(SluiceError):
-    """The request still waits in its provider batch; its task comes back to poll it (the
-    claim stays ``running`` and the reservation held), so its caller sees it running."""
-
-    code = "batch_pending"
-    retryable = True
 
 
 def batch_reply(rt: WorkerRuntime, call: ProviderCall) -> ProviderReply | None:
@@ -118,6 +111,19 @@ def waiting_in_batch(rt: WorkerRuntime, request: ChatRequest) -> bool:
     if request.lane != "async":
         return False
     return collector_for(rt).placement(task_id_for(request)) is not None
+
+
+def pending_attempt(rt: WorkerRuntime, request: ChatRequest, run: str, *,
+                    polling: bool) -> int | None:
+    """The batch attempt an earlier visit left pending, taken over by ``run`` (its id), or
+    None: a first visit begins a new attempt. A poll that finds none (another visit holds it
+    now) comes back later rather than paying for the request again."""
+    found = reopen_pending(rt, request.request_id, run)
+    if found is None and polling:
+        raise BatchPending(f"request {request.request_id} is being polled by another visit; "
+                           "this one comes back later", request_id=request.request_id,
+                           retry_in=retry_in_s(rt.settings))
+    return found
 
 
 def retry_in_s(settings: Settings) -> float:
