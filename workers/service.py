@@ -27,7 +27,7 @@ from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from queues.token_stream import TokenWriter, token_key
 from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
-from workers.batch.seam import (batch_reply, hold_pending, pending_attempt, waiting_in_batch,
+from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
                                 wants_batch)
 from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
@@ -90,7 +90,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
     # Seam (workers/batch): a task back to poll its pending provider batch owns its claim.
-    state = "polling" if state == "running" and waiting_in_batch(rt, req) else state
+    state = batch_state(rt, req, state)
     if state not in ("claimed", "resumed", "retried", "polling"):
         if state == "done":
             # A retry of a finished request: whatever it reserved goes back at once.

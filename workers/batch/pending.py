@@ -42,3 +42,19 @@ def reopen_pending(rt: WorkerRuntime, request_id: str, run: str) -> int | None:
         log.warning("could not take up the pending batch attempt of %s: %s", request_id, exc)
         return None
     return int(found[0]) if found else None
+
+
+def adopt_sent(rt: WorkerRuntime, request_id: str) -> int:
+    """A run taking over a dead run whose request sits in a provider batch: that run's ``sent``
+    batch attempt is in flight at the provider, not lost; leave it pending for this run to take
+    up (else it would be charged at its worst case and the answer billed again). How many."""
+    try:
+        with rt.session() as s:
+            return int(s.execute(update(AttemptRow)
+                                 .where(AttemptRow.request_id == request_id,
+                                        AttemptRow.outcome == "sent",
+                                        AttemptRow.batch.is_(True))
+                                 .values(outcome=PENDING)).rowcount or 0)
+    except SQLAlchemyError as exc:
+        log.warning("could not adopt the batch attempt of %s: %s", request_id, exc)
+        return 0

@@ -17,7 +17,7 @@ from models.domain.settings import Settings
 from queues.envelope import Envelope, error_reply, task_id_for
 from workers.batch.base import BATCH_PROVIDERS, BatchAPI
 from workers.batch.collector import BatchCollector
-from workers.batch.pending import reopen_pending
+from workers.batch.pending import adopt_sent, reopen_pending
 from workers.batch.placements import PLACEMENT_TTL_S, placements_for
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.runtime import WorkerRuntime, provider_key
@@ -102,6 +102,19 @@ def _cancel_if_asked(rt: WorkerRuntime, collector: BatchCollector, request: Chat
     except Exception as exc:  # noqa: BLE001 - still cancelled: never answered directly
         log.warning("could not cancel %s batch %s: %s", placed.provider, placed.batch_id, exc)
     return True
+
+
+def batch_state(rt: WorkerRuntime, request: ChatRequest, state: str) -> str:
+    """The claim state as the batch seam sees it: ``polling`` for a task back to poll its
+    pending provider batch (its live ``running`` claim is its own); for a run that took over a
+    dead one whose request sits in a provider batch, the dead run's attempt is adopted (it is
+    in flight, not lost). Other states pass through."""
+    if state not in ("running", "resumed") or not waiting_in_batch(rt, request):
+        return state
+    if state == "resumed":
+        adopt_sent(rt, request.request_id)
+        return state
+    return "polling"
 
 
 def waiting_in_batch(rt: WorkerRuntime, request: ChatRequest) -> bool:
