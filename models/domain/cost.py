@@ -69,7 +69,8 @@ def prompt_for(request: ChatRequest, models: Sequence[ModelSpec],
     prompt counted again in parts."""
     if prompt_tokens is not None and all(m.bound == TokenBound() for m in models):
         return PromptCount(tokens=prompt_tokens)
-    return prompt_count(request)
+    # Images count by the first (the routed) model's rule, as the envelope's count does.
+    return prompt_count(request, models[0] if models else None)
 
 
 def request_worst_case(request: ChatRequest, model: ModelSpec,

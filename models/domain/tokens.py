@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import tiktoken
 
-    from models.domain.request import ChatRequest
+    from models.domain.catalogue import ModelSpec
+    from models.domain.request import ChatRequest, Message
 
 _BASE = "https://openaipublic.blob.core.windows.net/encodings/"
 #: tiktoken's own SHA-256 of each encoding file bpe-openai ships.
@@ -83,18 +84,19 @@ def count_text(text: str) -> int:
     return len(enc.encode(text, disallowed_special=()))
 
 
-def count_request(request: ChatRequest) -> int:
-    """Prompt tokens of a whole request (o200k), static part and chat framing included."""
-    return prompt_count(request).tokens
+def count_request(request: ChatRequest, model: ModelSpec | None = None) -> int:
+    """Prompt tokens of a whole request (o200k), static part and chat framing included; images
+    by ``model``'s rule (without a model, OpenAI's tile rule)."""
+    return prompt_count(request, model).tokens
 
 
 @dataclass(frozen=True)
 class PromptCount:
     """A request's prompt counted once: our o200k total, and what a provider's bound needs."""
 
-    #: o200k tokens with our framing (what :func:`count_request` returns).
+    #: o200k tokens with our framing, images included (what :func:`count_request` returns).
     tokens: int
-    #: o200k tokens of the text pieces alone (tokens less framing).
+    #: o200k tokens of the text pieces alone (tokens less framing and images).
     text_tokens: int = 0
     #: Text pieces counted (each may cost a provider a few tokens more at its edges).
     pieces: int = 0
@@ -104,11 +106,13 @@ class PromptCount:
     non_ascii_bytes: int = 0
     #: Whether tools are declared (providers add a tool-use system prompt then).
     tools: bool = False
+    #: Image tokens by the model's own rule (models/domain/image_tokens.py), counted as is.
+    image_tokens: int = 0
 
 
 class _Counter:
     def __init__(self) -> None:
-        self.text_tokens = self.pieces = self.framed = self.non_ascii = 0
+        self.text_tokens = self.pieces = self.framed = self.non_ascii = self.images = 0
 
     def text(self, text: str) -> None:
         if not text:
@@ -118,16 +122,32 @@ class _Counter:
         if not text.isascii():
             self.non_ascii += len(text.encode("utf-8", "surrogatepass").translate(None, _ASCII))
 
+    def parts(self, msg: Message, model: ModelSpec | None) -> None:
+        """A turn's text parts (each on its own, as a provider counts them) and images."""
+        from models.domain.content import TextPart
+        from models.domain.image_tokens import ImageRule, image_tokens
 
-def prompt_count(request: ChatRequest) -> PromptCount:
-    """Count ``request``'s prompt in one pass (see :class:`PromptCount`)."""
+        rule = model.image_rule if model is not None else ImageRule(kind="tiles")
+        for p in msg.parts:
+            if isinstance(p, TextPart):
+                self.text(p.text)
+            else:
+                self.images += image_tokens(rule, p.width, p.height, p.detail)
+
+
+def prompt_count(request: ChatRequest, model: ModelSpec | None = None) -> PromptCount:
+    """Count ``request``'s prompt in one pass (see :class:`PromptCount`); images by
+    ``model``'s rule (without a model, OpenAI's tile rule)."""
     c = _Counter()
     if request.static.system:
         c.framed += 1
         c.text(request.static.system)
     for msg in (*request.static.few_shot, *request.messages):
         c.framed += 1
-        c.text(msg.content)
+        if msg.parts:
+            c.parts(msg, model)
+        else:
+            c.text(msg.content)
         for call in msg.tool_calls:
             c.text(call.name)
             c.text(call.arguments)
@@ -136,9 +156,17 @@ def prompt_count(request: ChatRequest) -> PromptCount:
         c.text(tool.name)
         c.text(tool.description)
         c.text(str(tool.parameters))
-    return PromptCount(tokens=PER_REPLY + PER_MESSAGE * c.framed + c.text_tokens,
+    return PromptCount(tokens=PER_REPLY + PER_MESSAGE * c.framed + c.text_tokens + c.images,
                        text_tokens=c.text_tokens, pieces=c.pieces, framed=c.framed,
-                       non_ascii_bytes=c.non_ascii, tools=bool(request.static.tools))
+                       non_ascii_bytes=c.non_ascii, tools=bool(request.static.tools),
+                       image_tokens=c.images)
+
+
+def count_parts(msg: Message, model: ModelSpec | None) -> int:
+    """Tokens of a turn's text parts (each on its own, as a provider counts them) and images."""
+    c = _Counter()
+    c.parts(msg, model)
+    return c.text_tokens + c.images
 
 
 @dataclass(frozen=True)
@@ -147,7 +175,8 @@ class TokenBound:
 
     ``factor`` and ``per_piece`` are measured (prices.toml says against what); non-ASCII text
     is bounded by its UTF-8 bytes, a hard limit for byte-level tokenizers; ``tool_prompt``
-    is the tool-use system prompt the provider adds when tools are declared.
+    is the tool-use system prompt the provider adds when tools are declared. Images count by
+    the provider's own rule, as they are.
     """
 
     factor: Decimal = Decimal(1)
@@ -162,6 +191,6 @@ def input_bound(prompt: PromptCount, bound: TokenBound) -> int:
         return prompt.tokens  # the provider counts as we do
     text = int((bound.factor * prompt.text_tokens).to_integral_value(rounding=ROUND_CEILING))
     found = (PER_REPLY + (PER_MESSAGE + bound.per_message) * prompt.framed + text
-             + bound.per_piece * prompt.pieces + prompt.non_ascii_bytes
+             + bound.per_piece * prompt.pieces + prompt.non_ascii_bytes + prompt.image_tokens
              + (bound.tool_prompt if prompt.tools else 0))
     return max(found, prompt.tokens)  # never below our own count (a bare total has no parts)
