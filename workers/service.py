@@ -17,9 +17,8 @@ from models.domain.catalogue import ModelSpec
 from models.domain.charges import reach_worst_case, reachable
 from models.domain.cost import baseline_cost, cost_of, list_cost, prompt_for
 from models.domain.errors import (BatchPending, Cancelled, DeadlineExceeded, LedgerError,
-                                  ProviderError,
-                                  ProviderPermanent, ProviderRetryable, SluiceError,
-                                  ValidationError)
+                                  ProviderError, ProviderPermanent, ProviderRetryable,
+                                  SluiceError, ValidationError)
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings

@@ -8,12 +8,13 @@ from typing import Any
 from celery import Task, shared_task
 from celery.signals import task_postrun, worker_init
 
+from models.domain.errors import BatchPending
 from queues.dead_letter import park
 from queues.envelope import STASH_SUFFIX
 from queues.gc_freeze import freeze_once
 from queues.names import TASK_API, TASK_GPU
 from workers import log_privacy
-from workers.batch.seam import BatchPending, max_visits
+from workers.batch.seam import max_visits
 from workers.gpu.runtime import install_gpu_signals
 from workers.runtime import get_runtime
 from workers.service import ClaimBusy, execute
