@@ -110,6 +110,22 @@ def reservations(sessions: Any, ids: list[str]) -> list[Any]:
         return list(s.scalars(select(ReservationRow).where(ReservationRow.request_id.in_(ids))))
 
 
+def wait_in_batch(door: str, key: str, ids: list[str], slow: Any, created_before: int) -> None:
+    """Until the jobs run and their provider batch exists (its placements are written just
+    after the batch is created), then past the task's first wait."""
+    deadline = time.monotonic() + 30
+    while (any(job(door, key, i)["status"] != "running" for i in ids)
+           or batches(slow) <= created_before):
+        assert time.monotonic() < deadline, "the batch was never submitted"
+        time.sleep(0.1)
+    time.sleep(MAX_WAIT_S + 0.5)
+
+
+def batches(slow: Any) -> int:
+    by = slow.stats()["by_path"]
+    return int(by.get("/v1/batches", 0)) + int(by.get("/v1/messages/batches", 0))
+
+
 def wait_done(door: str, key: str, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
@@ -163,12 +179,9 @@ def test_cancelling_every_caller_of_a_pending_batch_cancels_it_at_the_provider(
     auth = {"authorization": f"Bearer {key}"}
     cancels = "/cancel"
     before = slow.stats()
+    created = batches(slow)
     ids = submit(door, key, feature, model, 2)
-    deadline = time.monotonic() + 20
-    while any(job(door, key, i)["status"] != "running" for i in ids):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    time.sleep(MAX_WAIT_S + 0.5)  # in the provider's batch, past the task's first wait
+    wait_in_batch(door, key, ids, slow, created)
     for i in ids:
         gone = httpx.delete(f"{door}/v1/jobs/{i}", headers=auth, timeout=10)
         assert gone.status_code == 202, gone.text  # was 409 job_started
@@ -212,3 +225,25 @@ def test_a_gateway_handle_keeps_waiting_for_a_slow_batch(env: dict[str, str], wo
     with sessions() as s:
         row = ledger.get(s, result.request_id)
         assert row is not None and (row.outcome, row.batch, row.cost) == ("ok", True, result.cost)
+
+
+def test_a_batch_whose_other_callers_still_wait_runs_on_and_bills_the_cancelled_one(
+        door: str, pg_url: str, sessions: Any, slow: Any, feature: str) -> None:
+    key = mint(pg_url, "catalog")
+    cancels_before = sum(v for p, v in slow.stats()["by_path"].items() if p.endswith("/cancel"))
+    created = batches(slow)
+    ids = submit(door, key, feature, "gpt-4o-mini", 2)
+    wait_in_batch(door, key, ids, slow, created)
+    gone = httpx.delete(f"{door}/v1/jobs/{ids[0]}", timeout=10,
+                        headers={"authorization": f"Bearer {key}"})
+    assert gone.status_code == 202, gone.text
+    jobs = wait_done(door, key, ids)
+    # The provider cannot cancel one request of a batch: it answers and bills both, so both
+    # are answered and billed, at the batch price.
+    assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
+    assert sum(v for p, v in slow.stats()["by_path"].items()
+               if p.endswith("/cancel")) == cancels_before
+    with sessions() as s:
+        for i in ids:
+            row = ledger.get(s, i)
+            assert row is not None and (row.outcome, row.batch) == ("ok", True) and row.cost > 0
