@@ -14,12 +14,10 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from queues.batch_wait import placement_prefix
+from queues.batch_wait import PLACEMENT_TTL_S, placement_prefix
 
 log = logging.getLogger(__name__)
 
-#: How long a placement is kept: a provider batch may take up to 24 hours, plus a margin.
-PLACEMENT_TTL_S = 25 * 3600
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from models.db.budgets import ReservationRow
 from models.domain.errors import BatchPending, Cancelled, ConfigError, ProviderRetryable
 from models.domain.request import ChatRequest
 from models.domain.settings import Settings
+from queues.batch_wait import cancel_asked
 from queues.envelope import Envelope, error_reply, task_id_for
 from workers.batch.base import BATCH_PROVIDERS, BatchAPI
 from workers.batch.collector import BatchCollector
@@ -92,7 +93,10 @@ def _cancel_if_asked(rt: WorkerRuntime, collector: BatchCollector, request: Chat
     if placed is None:
         return False
     try:
-        if not rt.cancels.marked(key):
+        # Asked through the door or Gateway.cancel (queues/batch_wait.py); a plain cancel mark
+        # counts too (one set after the worker's "started" mark expired, hours into a batch).
+        if not (cancel_asked(rt.cancels.client, rt.cancels.key_prefix, key)
+                or rt.cancels.state(key) == "cancelled"):
             return False
     except Exception as exc:  # noqa: BLE001 - unreadable: the batch runs on, billed as usual
         log.warning("could not read the cancel mark of %s: %s", request.request_id, exc)
