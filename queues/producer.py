@@ -19,8 +19,9 @@ from models.domain.errors import BrokerError, ConfigError, QueuePaused, Validati
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
-from models.domain.tokens import count_request
+from models.domain.tokens import prompt_count
 from queues.app import create_app
+from queues.batch_wait import ask_cancel
 from queues.cancel import CancelMarks
 from queues.envelope import Envelope, task_id_for
 from queues.inflight import Inflight, InflightMessage
@@ -83,7 +84,8 @@ class Gateway:
             raise
 
     def _dispatch(self, request: ChatRequest, *, stream: bool = False) -> Handle:
-        prompt_tokens = count_request(request)
+        prompt = prompt_count(request)
+        prompt_tokens = prompt.tokens
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
                              prompt_tokens=prompt_tokens)
         if self.pauses is not None:
@@ -93,11 +95,12 @@ class Gateway:
                                   "an operator to run `sluice queues resume`", queue=route.queue)
         model = self.catalogue.get(route.model)
         if request.has_images:  # images count by the routed provider's rule
-            prompt_tokens = count_request(request, model)
+            prompt = prompt_count(request, model)
+            prompt_tokens = prompt.tokens
         reservation, reused = None, False
         if self.admission is not None:
             # The dearest model the request can reach: a fallback is sent only inside it.
-            amount = reach_worst_case(prompt_tokens, request.max_tokens, reachable(
+            amount = reach_worst_case(prompt, request.max_tokens, reachable(
                 self.catalogue, self.settings.providers.fallbacks, route.model))
             reservation, reused = self._reserve(request, route, amount)
         now = time.time()
@@ -185,7 +188,8 @@ class Gateway:
         """Cancel a queued async-lane request (its handle, or its task id): the worker that
         reaches it does not send it to a provider, writes a $0 row (``error_code``
         ``cancelled``) and releases its reservation; True. A request a worker already started
-        runs to the end and is billed; False. Raises ConfigError without a Redis broker,
+        runs to the end and is billed; False; except one waiting in a provider batch (True):
+        once every request of its batch is cancelled, the batch is cancelled at the provider. Raises ConfigError without a Redis broker,
         BrokerError when Redis cannot be reached."""
         task_id = handle if isinstance(handle, str) else getattr(handle, "task_id", None)
         if task_id is None:
@@ -195,7 +199,9 @@ class Gateway:
             raise ConfigError("cancelling a request needs a Redis broker "
                               "(SLUICE_BROKER__URL=redis://...); this one cannot hold the mark")
         try:
-            return self.cancels.mark(task_id)
+            # Started, but waiting in a provider batch: cancellable (queues/batch_wait.py).
+            return self.cancels.mark(task_id) or ask_cancel(self.cancels.client,
+                                                            self.cancels.key_prefix, task_id)
         except RedisError as exc:
             raise BrokerError(f"could not cancel {task_id}: the broker at {self._broker()} "
                               f"is unreachable ({exc}); retry") from exc

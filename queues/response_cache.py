@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -11,9 +12,10 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
-from models.domain.cache_key import CacheKey, cache_key, model_fingerprint
+from models.domain.cache_key import CacheKey, answering_policy, cache_key, model_fingerprint
 from models.domain.cache_policy import CompiledPolicy, PolicyBook
 from models.domain.errors import SluiceError, ValidationError
 from models.domain.normalize import NormalizationReport
@@ -48,6 +50,15 @@ def decode_value(raw: bytes) -> ChatResult:
     return ChatResult.model_validate_json(body)
 
 
+def artifact_version(path: str) -> str:
+    """A router artifact's identity in cache keys: the SHA-256 of its bytes (a retrained file
+    under the same path is another router), or ``missing:<path>`` when it cannot be read."""
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return f"missing:{path}"
+
+
 class ResponseCacheBase(ABC):
     """Policy, keys, single-flight and fail-open over a store's few primitives."""
 
@@ -69,7 +80,7 @@ class ResponseCacheBase(ABC):
         self.semantic = SemanticIndex(vectors, embedder)
         self.counters: Counter[str] = Counter()
         self._count_lock = threading.Lock()
-        self._models: dict[str, str] = {}
+        self._models: dict[tuple[str, str], str] = {}
         self._down_until = 0.0
         self._failures = 0
 
@@ -119,6 +130,12 @@ class ResponseCacheBase(ABC):
         if result.cache_hit or not policy.writable(request):
             return
         key = self.key(request, policy)
+        owner = answering_policy(request.model, self.routing, result.route.tier, result.model)
+        if owner != request.model:
+            # A fallback model answered: keep it under that model's identity, where only a
+            # request for that model finds it, and let followers of this key go on their own.
+            self._safe(self.flights.release, self.lock_key(key))
+            key = self.key(request.model_copy(update={"model": owner}), policy)
         value = encode_value(result)
         if len(value) > self.config.max_value_bytes:
             self._count("too_large")
@@ -144,9 +161,11 @@ class ResponseCacheBase(ABC):
             report: NormalizationReport | None = None) -> CacheKey:
         """The cache key of ``request`` under its feature's policy."""
         policy = policy or self.policies.get(request.feature)
-        model = self._models.get(request.model)
+        model = self._models.get((request.model, request.feature))
         if model is None:
-            model = self._models[request.model] = model_fingerprint(request.model, self.routing)
+            model = model_fingerprint(request.model, self.routing, request.feature,
+                                      artifact_version)
+            self._models[(request.model, request.feature)] = model
         # Similar is not the same for a tool's output ("12.50" and "13.50" embed alike): a turn
         # that ends with a tool result is matched exactly, never semantically.
         semantic = policy.policy.semantic and request.messages[-1].role == "user"

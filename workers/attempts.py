@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from models.db import attempts, ledger
 from models.domain.catalogue import ModelSpec
 from models.domain.charges import estimate, outcome_of
-from models.domain.cost import worst_case_cost
-from models.domain.errors import (LedgerError, ProviderError, ProviderRetryable,
-                                  TimeLimitExceeded)
+from models.domain.cost import prompt_for, worst_case_cost
+from models.domain.errors import (BatchPending, Cancelled, LedgerError, ProviderError,
+                                  ProviderRetryable, TimeLimitExceeded)
 from models.domain.tokens import count_text
 from queues.envelope import Envelope
+from workers.batch.pending import pend
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("sluice.attempts")
@@ -68,8 +69,10 @@ class RunMoney:
         return self.deadline - time.time()
 
     def attempt(self, model: ModelSpec, call: Callable[[float], T], *, stream: bool = False,
-                received: Callable[[], str] = lambda: "", batch: bool = False) -> T:
-        """Make one admitted, recorded attempt: ``call(seconds_left)``."""
+                received: Callable[[], str] = lambda: "", batch: bool = False,
+                pending: int | None = None) -> T:
+        """Make one admitted, recorded attempt: ``call(seconds_left)``; ``pending``: the id of
+        a batch attempt an earlier visit left pending (already admitted and recorded)."""
         req = self.env.request
         left = self.remaining()
         if left <= 0:
@@ -78,15 +81,30 @@ class RunMoney:
                 f"(SLUICE_LANES__{req.lane.upper()}__SOFT_TIME_LIMIT_S) after {self.count} "
                 "attempt(s); nothing more was sent; retry it, or raise the limit",
                 request_id=req.request_id, attempts=self.count)
-        worst = worst_case_cost(self.env.prompt_tokens, req.max_tokens, model)
-        self._admit(self.spent + worst)
-        kind = ("call" if self.count == 0 else
-                "retry" if model.name == self._last_model else "fallback")
-        aid = self._begin(model, kind, worst, stream=stream, batch=batch)
+        if pending is None:
+            worst = worst_case_cost(prompt_for(req, [model], self.env.prompt_tokens),
+                                    req.max_tokens, model)
+            self._admit(self.spent + worst)
+            kind = ("call" if self.count == 0 else
+                    "retry" if model.name == self._last_model else "fallback")
+            aid = self._begin(model, kind, worst, stream=stream, batch=batch)
+        else:
+            aid = pending
         self.count += 1
         self._last_model = model.name
         try:
             result = call(left)
+        except BatchPending:
+            # Still at the provider: neither lost nor charged; the next visit takes it up.
+            with self.rt.session() as s:
+                pend(s, aid)
+            raise
+        except Cancelled:
+            # Its provider batch was cancelled before answering it: nothing was billed.
+            with self.rt.session() as s:
+                attempts.end(s, aid, outcome="cancelled", billing="exact", cost=Decimal(0),
+                             error_code=Cancelled.code)
+            raise
         except ProviderError as err:
             self._charge_failed(aid, model, err, received())
             raise
@@ -140,7 +158,7 @@ class RunMoney:
         outcome = outcome_of(err.details.get("billed"), streamed_text=bool(text),
                              abandoned=isinstance(err, OutOfTime),
                              unparseable=bool(err.details.get("unparseable")))
-        usage, cost = estimate(outcome, prompt_tokens=self.env.prompt_tokens,
+        usage, cost = estimate(outcome, prompt=prompt_for(req, [model], self.env.prompt_tokens),
                                received_tokens=count_text(text) if text else 0,
                                max_tokens=req.max_tokens, model=model)
         self.spent += cost

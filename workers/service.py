@@ -15,10 +15,10 @@ from models.db import attempts as attempt_rows
 from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
 from models.domain.charges import reach_worst_case, reachable
-from models.domain.cost import baseline_cost, cost_of, list_cost
-from models.domain.errors import (Cancelled, DeadlineExceeded, LedgerError, ProviderError,
-                                  ProviderPermanent, ProviderRetryable, SluiceError,
-                                  ValidationError)
+from models.domain.cost import baseline_cost, cost_of, list_cost, prompt_for
+from models.domain.errors import (BatchPending, Cancelled, DeadlineExceeded, LedgerError,
+                                  ProviderError, ProviderPermanent, ProviderRetryable,
+                                  SluiceError, ValidationError)
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
@@ -26,7 +26,8 @@ from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from queues.token_stream import TokenWriter, token_key
 from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
-from workers.batch.seam import batch_reply, wants_batch
+from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
+                                wants_batch)
 from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
@@ -87,7 +88,9 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         return error_reply(req.request_id, ValidationError(
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
-    if state not in ("claimed", "resumed", "retried"):
+    # Seam (workers/batch): a task back to poll its pending provider batch owns its claim.
+    state = batch_state(rt, req, state)
+    if state not in ("claimed", "resumed", "retried", "polling"):
         if state == "done":
             # A retry of a finished request: whatever it reserved goes back at once.
             _release_copy(rt, env)
@@ -108,7 +111,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
          started: float, beat: Beat) -> dict[str, Any]:
     """The claimed part of a run: the heartbeat keeps its claim and reservation alive."""
     req, route = env.request, env.route
-    if state == "resumed":
+    if state in ("resumed", "polling"):
         # We took over the claim of a run that died. If it had answered before dying, its
         # answer is in the stash: bill that answer (and the reservation that run held) rather
         # than pay the provider again.
@@ -124,20 +127,24 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
             return kept_reply
     # A resumed run is never dropped: the dead run it takes over may have paid already (a
     # provider batch placed).
-    dropped = None if state == "resumed" else _not_wanted(rt, env, started)
+    dropped = None if state in ("resumed", "polling") else _not_wanted(rt, env, started)
     if dropped is not None:
         # Nobody waits for the answer: the row says why ($0), the reservation goes back.
         _fail(rt, env, dropped)
         return error_reply(req.request_id, dropped)
     money: RunMoney | None = None
     try:
-        env, held = _second_check(rt, env)
+        # A poll of a pending batch: its reservation is held since its first visit.
+        env, held = (env, Decimal(0)) if state == "polling" else _second_check(rt, env)
         beat.reservation_id = env.reservation_id
         money = RunMoney(rt, env, started=started, held=held)
         money.spent = _owed_before(rt, env, money, state)
         money.on_reservation = lambda rid: setattr(beat, "reservation_id", rid)
-        reply, model = _call(rt, money)
+        reply, model = _call(rt, money, polling=state == "polling")
         env = money.env
+    except BatchPending as pending:  # still in its provider batch: the task comes back
+        beat.reservation_id = None  # held for the batch's life from here, not renewed
+        return hold_pending(rt, money.env if money is not None else env, pending)
     except SluiceError as err:
         _fail(rt, money.env if money is not None else env, err)
         return error_reply(req.request_id, err)
@@ -281,7 +288,9 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> tuple[Envelope, Decimal]:
     """Refuse before paying when the queue was paused or the budgets, as they are now, do not
     hold the worst case of the dearest model the request can reach; returns the envelope (its
     reservation id may change) and the amount held."""
-    amount = reach_worst_case(env.prompt_tokens, env.request.max_tokens, _chain(rt, env))
+    chain = _chain(rt, env)
+    amount = reach_worst_case(prompt_for(env.request, chain, env.prompt_tokens),
+                              env.request.max_tokens, chain)
     if rt.admission is None:
         return env, amount
     rid = rt.admission.confirm(env.request, env.route, env.reservation_id, amount)
@@ -295,9 +304,10 @@ def _chain(rt: WorkerRuntime, env: Envelope) -> list[ModelSpec]:
     return reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model)
 
 
-def _call(rt: WorkerRuntime, money: RunMoney) -> tuple[ProviderReply, ModelSpec]:
+def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
+          ) -> tuple[ProviderReply, ModelSpec]:
     """One provider call under our retry policy, then each configured fallback in turn; each
-    attempt admitted and recorded by ``money``."""
+    attempt admitted and recorded by ``money``; ``polling``: a visit to a pending batch."""
     env = money.env
     chain = _chain(rt, env)
     primary = chain[0]
@@ -306,8 +316,10 @@ def _call(rt: WorkerRuntime, money: RunMoney) -> tuple[ProviderReply, ModelSpec]
     # Seam: an async request opted into provider Batch APIs waits here for its batch to answer
     # (this process's collector gathers it with others); it is one attempt, at the batch price.
     if wants_batch(env.request, primary.provider, rt.settings):
+        # A visit to a pending batch goes on with the attempt an earlier visit left pending.
         batched = money.attempt(primary, lambda _left: batch_reply(rt, ProviderCall(
-            request=env.request, model=primary, cache_scope=scope, cache_ttl=ttl)), batch=True)
+            request=env.request, model=primary, cache_scope=scope, cache_ttl=ttl)), batch=True,
+            pending=pending_attempt(rt, env.request, money.run, polling=polling))
         if batched is not None:
             return batched, primary
     last: ProviderError | None = None

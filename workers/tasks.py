@@ -8,11 +8,13 @@ from typing import Any
 from celery import Task, shared_task
 from celery.signals import task_postrun, worker_init
 
+from models.domain.errors import BatchPending
 from queues.dead_letter import park
 from queues.envelope import STASH_SUFFIX
 from queues.gc_freeze import freeze_once
 from queues.names import TASK_API, TASK_GPU
 from workers import log_privacy
+from workers.batch.seam import max_visits
 from workers.gpu.runtime import install_gpu_signals
 from workers.runtime import get_runtime
 from workers.service import ClaimBusy, execute
@@ -117,6 +119,13 @@ def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
                                message)
     error = reply.get("error") or {}
     details = error.get("details") or {}
+    if error.get("code") == BatchPending.code:
+        # Still in its provider batch: come back to poll it, claim and reservation kept, so
+        # the caller sees it running and it is billed when the batch answers.
+        if isinstance(message, dict):  # the reservation the next visit settles
+            message = {**message, "reservation_id": details.get("reservation_id")}
+        raise task.retry(args=[message], countdown=float(details.get("retry_in", 30)),
+                         max_retries=max_visits(get_runtime(task.app).settings))
     retries = int(details.get("retries", BUSY_RETRIES))
     if error.get("code") == ClaimBusy.code and task.request.retries < retries:
         # A live run renews its claim: wait for it (the answer is then the first run's). A

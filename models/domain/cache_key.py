@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -153,14 +154,47 @@ def scope_of(request: ChatRequest, scope: str) -> str:
                     for f in ("org", "team", "feature", "user"))
 
 
-def model_fingerprint(policy: str, routing: RoutingSettings) -> str:
-    """The model policy plus what the routing settings currently resolve it to."""
+def model_fingerprint(policy: str, routing: RoutingSettings, feature: str = "*",
+                      artifact_version: Callable[[str], str] = str) -> str:
+    """The model policy plus everything that decides which model answers it.
+
+    ``auto``: the tiers' models and the routing rule of ``feature`` (its own policy, else the
+    default router with its artifact, named by ``artifact_version``, and threshold), so a
+    change of router, policy or artifact never serves another tier's answers. A tier policy:
+    the tier's model. A named model: itself.
+    """
     if policy == "auto":
-        return (f"auto>{routing.cheap_model}/{routing.flagship_model}"
-                f"@{routing.cheap_threshold!r}")
+        rule = routing_rule(routing, feature)
+        if rule.get("artifact"):
+            rule["artifact"] = artifact_version(str(rule["artifact"]))
+        return (f"auto>{routing.cheap_model}/{routing.flagship_model}/"
+                f"{routing.self_hosted_model}@"
+                + json.dumps(rule, sort_keys=True, separators=(",", ":"), default=str))
     if policy in TIER_POLICIES:
         return f"{policy}>{routing.model_for(policy)}"
     return policy
+
+
+def routing_rule(routing: RoutingSettings, feature: str) -> dict[str, Any]:
+    """The routing rule ``auto`` follows for ``feature``: its policy as configured, else the
+    default router's (queues.wiring builds the same RouterSet from these settings)."""
+    for entry in routing.policies:
+        if entry.get("feature") == feature:
+            return dict(entry)
+    return {"router": routing.default_router, "artifact": routing.router_artifact,
+            "threshold": routing.cheap_threshold}
+
+
+def answering_policy(policy: str, routing: RoutingSettings, tier: str, model: str) -> str:
+    """The model policy whose key an answer by ``model`` belongs under: ``policy`` itself when
+    ``model`` is what it routes to for ``tier``, else the named model (a fallback answered)."""
+    if policy == "auto" or policy in TIER_POLICIES:
+        try:
+            routed = routing.model_for(tier if policy == "auto" else policy)
+        except KeyError:
+            return model
+        return policy if routed == model else model
+    return policy if policy == model else model
 
 
 def _ns(data: str) -> str:

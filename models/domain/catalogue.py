@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any
 from models.domain.errors import ConfigError, UnknownModelError
 from models.domain.generation import EFFORTS
 from models.domain.image_tokens import ImageRule
+from models.domain.tokens import TokenBound
 
 TIERS: tuple[str, ...] = ("cheap", "flagship", "self-hosted")
 PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "vllm")
@@ -64,6 +65,8 @@ class ModelSpec:
     max_output: int = 4096
     #: How it counts an image's tokens.
     image_rule: ImageRule = ImageRule()
+    #: How far the provider's own token count can exceed ours ([token_bounds.<provider>]).
+    bound: TokenBound = TokenBound()
 
     def can(self, capability: str) -> bool:
         """True when the model declares ``capability``."""
@@ -123,9 +126,15 @@ def parse_catalogue(data: dict[str, Any], where: str = "<data>") -> Catalogue:
         raise ConfigError(f"price file {where} has no 'version'; add one so ledger rows can "
                           "cite it")
     gpu = _gpu_prices(data.get("gpu_pool") or {}, where)
+    bounds = {p: _bound(entry, f"{where} [token_bounds.{p}]")
+              for p, entry in (data.get("token_bounds") or {}).items()}
     models: dict[str, ModelSpec] = {}
     for name, entry in (data.get("models") or {}).items():
-        models[name] = _model(name, entry, gpu, where)
+        model = _model(name, entry, gpu, where)
+        bound = bounds.get(model.provider, TokenBound())
+        if "tool_prompt_tokens" in entry:  # a model whose tool-use system prompt differs
+            bound = replace(bound, tool_prompt=int(entry["tool_prompt_tokens"]))
+        models[name] = replace(model, bound=bound)
     if not models:
         raise ConfigError(f"price file {where} lists no models under [models.*]")
     return Catalogue(version=version, models=models)
@@ -139,6 +148,15 @@ def _dec(value: Any, what: str, where: str) -> Decimal:
     if out < 0 or not out.is_finite():
         raise ConfigError(f"{where}: {what} must be a non-negative number, got {value!r}")
     return out
+
+
+def _bound(entry: dict[str, Any], at: str) -> TokenBound:
+    factor = _dec(entry.get("factor", "1"), "factor", at)
+    if factor < 1:
+        raise ConfigError(f"{at}: factor must be at least 1 (a bound, never below our count)")
+    return TokenBound(factor=factor, per_piece=int(entry.get("per_piece", 0)),
+                      per_message=int(entry.get("per_message", 0)),
+                      tool_prompt=int(entry.get("tool_prompt_tokens", 0)))
 
 
 def _gpu_prices(pool: dict[str, Any], where: str) -> ModelPrice | None:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from models.domain.catalogue import Catalogue, ModelSpec
 from models.domain.cost import cost_of, worst_case_cost
+from models.domain.tokens import PromptCount, input_bound
 from models.domain.usage import Usage
 
 #: Outcomes where the provider had the request and may have generated all of ``max_tokens``
@@ -16,19 +17,21 @@ BLIND = frozenset({"timeout", "unparseable", "lost", "abandoned"})
 PARTIAL = frozenset({"broken_stream"})
 
 
-def estimate(outcome: str, *, prompt_tokens: int, received_tokens: int, max_tokens: int,
+def estimate(outcome: str, *, prompt: PromptCount, received_tokens: int, max_tokens: int,
              model: ModelSpec) -> tuple[Usage, Decimal]:
     """Usage and cost charged for an attempt that ended in ``outcome`` with no usage of its own.
 
-    A stream that broke off (or was abandoned after text arrived) is charged the prompt as sent,
-    uncached, and the tokens received; anything blind is charged its worst case.
+    A stream that broke off (or was abandoned after text arrived) is charged the prompt as sent
+    (the provider's count at most), uncached, and the tokens received; anything blind is
+    charged its worst case.
     """
+    sent = input_bound(prompt, model.bound)
     if outcome in PARTIAL or (outcome == "abandoned" and received_tokens > 0):
-        usage = Usage(input_uncached=prompt_tokens, output=received_tokens)
+        usage = Usage(input_uncached=sent, output=received_tokens)
         return usage, cost_of(usage, model)
     if outcome in BLIND:
-        return (Usage(input_uncached=prompt_tokens, output=max_tokens),
-                worst_case_cost(prompt_tokens, max_tokens, model))
+        return (Usage(input_uncached=sent, output=max_tokens),
+                worst_case_cost(prompt, max_tokens, model))
     return Usage(), Decimal(0)
 
 
@@ -51,8 +54,8 @@ def reachable(catalogue: Catalogue, fallbacks: Mapping[str, Sequence[str]],
     return [primary] + [catalogue.get(n) for n in fallbacks.get(primary.name, [])]
 
 
-def reach_worst_case(prompt_tokens: int, max_tokens: int, models: Sequence[ModelSpec]
+def reach_worst_case(prompt: PromptCount, max_tokens: int, models: Sequence[ModelSpec]
                      ) -> Decimal:
     """The worst case of one attempt on the dearest of ``models``: what admission reserves,
     so a fallback to a dearer model is covered before it is sent."""
-    return max(worst_case_cost(prompt_tokens, max_tokens, m) for m in models)
+    return max(worst_case_cost(prompt, max_tokens, m) for m in models)

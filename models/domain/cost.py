@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 from models.domain.catalogue import ModelSpec
+from models.domain.request import ChatRequest
+from models.domain.tokens import PromptCount, TokenBound, input_bound, prompt_count
 from models.domain.usage import Usage
 
 _MILLION = Decimal(1_000_000)
@@ -43,14 +46,34 @@ def list_cost(usage: Usage, model: ModelSpec) -> Decimal:
     return cost_of(Usage(input_uncached=usage.input_total, output=usage.output), model)
 
 
-def worst_case_cost(prompt_tokens: int, max_tokens: int, model: ModelSpec) -> Decimal:
-    """Upper bound of a call's cost, for budget reservation.
+def worst_case_cost(prompt: PromptCount, max_tokens: int, model: ModelSpec) -> Decimal:
+    """Upper bound of one call's cost on ``model``, for budget reservation.
 
-    Every prompt token is priced at the dearest input class the model has (a cache write can
-    cost more than plain input), and the whole ``max_tokens`` at the output price.
+    The input is the provider's own count at most (``input_bound``: its tokenizer's excess
+    over ours and its tool-use system prompt included), every input token priced at the
+    dearest input class the model has (a cache write can cost more than plain input), and
+    the whole ``max_tokens`` at the output price.
     """
     p = model.price
     dearest_input = max(p.input, p.cache_read, p.cache_write_5m, p.cache_write_1h)
+    tokens = input_bound(prompt, model.bound)
     # Rounded up, so the reservation stays an upper bound of the settled cost.
-    return ((prompt_tokens * dearest_input + max_tokens * p.output) / _MILLION).quantize(
+    return ((tokens * dearest_input + max_tokens * p.output) / _MILLION).quantize(
         PLACES, rounding=ROUND_CEILING)
+
+
+def prompt_for(request: ChatRequest, models: Sequence[ModelSpec],
+               prompt_tokens: int | None = None) -> PromptCount:
+    """What pricing ``request``'s worst case on ``models`` needs: only ``prompt_tokens`` (our
+    o200k count, which the envelope carries) when every one of them counts as we do, else the
+    prompt counted again in parts."""
+    if prompt_tokens is not None and all(m.bound == TokenBound() for m in models):
+        return PromptCount(tokens=prompt_tokens)
+    # Images count by the first (the routed) model's rule, as the envelope's count does.
+    return prompt_count(request, models[0] if models else None)
+
+
+def request_worst_case(request: ChatRequest, model: ModelSpec,
+                       prompt_tokens: int | None = None) -> Decimal:
+    """:func:`worst_case_cost` of ``request`` on ``model``, a true bound for that one model."""
+    return worst_case_cost(prompt_for(request, [model], prompt_tokens), request.max_tokens, model)

@@ -178,6 +178,14 @@ class DeadlineExceeded(SluiceError):
     retryable = True
 
 
+class BatchPending(SluiceError):
+    """The request still waits in its provider batch; its task comes back to poll it (the
+    claim stays ``running`` and the reservation held), so its caller sees it running."""
+
+    code = "batch_pending"
+    retryable = True
+
+
 class TimeLimitExceeded(SluiceError):
     """The run used up its lane's time limit; the attempt in flight was abandoned and charged."""
 

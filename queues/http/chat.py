@@ -22,7 +22,7 @@ from queues.http.auth import AuthError, acting_org, bill_as_key_allows
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
 from queues.http.flight import Flight
-from queues.http.jobs import job_key
+from queues.http.jobs import job_key, waiting_in_batch
 from queues.http.relay import Relay
 from queues.http.stream import stream_response
 from queues.http.translate import (H_LANE, completion_body, param_for, sluice_headers,
@@ -255,11 +255,15 @@ async def cancel_job(request: Request) -> Response:
         return error_response(409, f"job {job_id} has already {done}: there is nothing left "
                               f"to cancel; GET /v1/jobs/{job_id} shows its outcome",
                               param="job_id", code="job_finished", retry=False)
-    if await run_in_threadpool(fd.started, job_id, record["org"], record["team"]):
+    task_id = record.get("task_id", job_id)
+    # A job waiting in a provider batch has started, and can still be cancelled (its worker
+    # cancels the batch at the provider once all its callers have): Gateway.cancel asks that.
+    if (await run_in_threadpool(fd.started, job_id, record["org"], record["team"])
+            and not await run_in_threadpool(waiting_in_batch, fd.gateway.cancels, task_id)):
         return _started(job_id)
     # The mark and the worker's start race for one Redis key: the loser is told (a worker
     # that claimed it since the ledger read above wins, and the job runs and is billed).
-    if not await run_in_threadpool(fd.gateway.cancel, record.get("task_id", job_id)):
+    if not await run_in_threadpool(fd.gateway.cancel, task_id):
         return _started(job_id)
     return JSONResponse(job_body(job_id, "cancelling"), status_code=202)
 

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from models.domain.settings import Settings
+from queues.batch_wait import in_provider_batch
 from queues.envelope import tenant_task_id
 
 
@@ -88,3 +89,12 @@ def build_jobs(settings: Settings) -> JobBook:
     if backend.startswith(("redis://", "rediss://")):
         return RedisJobs(backend, f"{settings.broker.key_prefix}sluice:job:", ttl)
     return MemoryJobs(float(ttl))
+
+
+def waiting_in_batch(cancels: Any, task_id: str) -> bool:
+    """Is a started job waiting in a provider batch? Such a job is still cancellable: the
+    worker polling it cancels the batch at the provider once all its callers have."""
+    try:
+        return in_provider_batch(cancels.client, cancels.key_prefix, task_id)
+    except Exception:  # noqa: BLE001 - unknown: treat it as running (409), the safe answer
+        return False

@@ -27,7 +27,7 @@ from models.domain.cost import worst_case_cost
 from models.domain.errors import BudgetExceeded, SluiceError
 from models.domain.request import parse_request
 from models.domain.settings import load_settings
-from models.domain.tokens import count_request
+from models.domain.tokens import count_request, prompt_count
 from queues.envelope import Envelope
 from queues.handle import TaskHandle
 from queues.producer import connect
@@ -93,7 +93,7 @@ def budget(sessions: Any, gateway: Any, feature: str, hard: Decimal) -> None:
 
 def worst(request: dict[str, Any], model: str) -> Decimal:
     req = parse_request(request)
-    return worst_case_cost(count_request(req), req.max_tokens, load_catalogue().get(model))
+    return worst_case_cost(prompt_count(req), req.max_tokens, load_catalogue().get(model))
 
 
 def calls(standin: Any, path: str = "/v1/chat/completions") -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import openai
 import pytest
 
 from models.domain.tokens import count_text
+from workers.providers.standin.prompt import TOOL_PROMPT, claude_text
 from workers.providers.standin import ManualClock, StandIn, StandInConfig
 from workers.providers.standin.replies import WORDS
 
@@ -82,10 +84,17 @@ def expected_total(system: Any, messages: list[dict[str, Any]], tools: list[dict
         content = m["content"]
         total += msg_tokens(content if isinstance(content, str)
                             else "".join(b["text"] for b in content))
+    if tools:
+        total += TOOL_PROMPT["auto"]  # Claude's tool-use system prompt
     for t in tools:
-        total += 4 + count_text(t["name"]) + count_text(t.get("description", ""))
-        total += count_text(str(t["input_schema"]))
+        total += claude_tool(t)
     return total
+
+
+def claude_tool(t: dict[str, Any]) -> int:
+    """A tool definition as the stand-in's Claude counts it: its schema as JSON."""
+    schema = json.dumps(t["input_schema"], sort_keys=True, separators=(",", ":"))
+    return 4 + claude_text(t["name"]) + claude_text(t.get("description", "")) + claude_text(schema)
 
 
 # --- Anthropic ---------------------------------------------------------------------------------
@@ -166,8 +175,8 @@ def test_small_tool_breakpoint_folds_into_the_next_eligible_one(ant: anthropic.A
               "input_schema": {"type": "object", "properties": {}}}]
     system = cached_system(long_text(1100, salt=6))
     first = ask(ant, system, tools=tools)
-    tool_tokens = 4 + count_text("lookup") + count_text("Find a thing.") + count_text(
-        str({"type": "object", "properties": {}}))
+    # The tool-use system prompt leads the prefix, so it is cached with the tools.
+    tool_tokens = TOOL_PROMPT["auto"] + claude_tool(tools[0])
     assert first.cache_creation_input_tokens == tool_tokens + msg_tokens(system[0]["text"])
 
 

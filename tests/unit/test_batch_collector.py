@@ -36,6 +36,7 @@ class FakeBatchAPI:
         self.refuse = refuse or set()
         self.batches: dict[str, list[tuple[str, ProviderCall]]] = {}
         self.seen_polls: dict[str, int] = {}
+        self.cancelled: list[str] = []
         self.lock = threading.Lock()
 
     def submit(self, calls: Sequence[tuple[str, ProviderCall]]) -> str:
@@ -62,6 +63,9 @@ class FakeBatchAPI:
                 out[cid] = ProviderReply(text=f"re: {text}", extra={"batch": True},
                                          usage=Usage(input_uncached=5, output=2))
         return out
+
+    def cancel(self, batch_id: str) -> None:
+        self.cancelled.append(batch_id)
 
     def close(self) -> None:
         pass
@@ -175,7 +179,8 @@ def test_a_redelivered_call_is_answered_from_its_earlier_batch_not_sent_again(ma
     first = make(api, max_wait_s=0.01, placements=placements)
     first.submit(call("linen towel"), key="task-1")
     _submitted(api)
-    assert placements.get("task-1") == Placement("openai", "gpt-4o-mini", "batch_0", "r0")
+    assert placements.get("task-1") == Placement("openai", "gpt-4o-mini", "batch_0", "r0",
+                                                 size=1)
     first.close()  # the worker dies with its request still in the provider's batch
     api.polls = 1  # ... which the provider then finishes
     second = make(api, max_wait_s=0.01, placements=placements)
@@ -198,3 +203,20 @@ def test_a_placement_store_that_fails_does_not_stop_batching(make: Any) -> None:
     api = FakeBatchAPI(polls=1)
     collector = make(api, max_wait_s=0.01, placements=Broken())
     assert collector.submit(call("item"), key="task-x").result(timeout=5).text == "re: item"
+
+
+def test_a_batch_is_cancelled_at_the_provider_only_once_all_its_callers_cancelled(
+        make: Any) -> None:
+    from workers.batch.placements import MemoryPlacements
+
+    api = FakeBatchAPI(polls=10**9)
+    placements = MemoryPlacements()
+    collector = make(api, max_size=2, placements=placements)
+    collector.submit(call("a"), key="task-a")
+    collector.submit(call("b"), key="task-b")
+    _submitted(api)
+    a, b = collector.placement("task-a"), collector.placement("task-b")
+    assert a is not None and b is not None and a.size == b.size == 2
+    assert collector.cancel(a) is False and api.cancelled == []  # "b" still wants its answer
+    assert collector.cancel(a) is False  # the same caller twice counts once
+    assert collector.cancel(b) is True and api.cancelled == ["batch_0"]

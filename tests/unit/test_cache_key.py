@@ -358,3 +358,39 @@ def test_tool_output_skips_the_features_normalizer() -> None:
     told = [_loop("c1", result=f"order {o} shipped on {d}")
             for o, d in (("A1234", "2026-11-27"), ("B9876", "2026-11-28"))]
     assert key_of(told[0], **policy) != key_of(told[1], **policy)
+
+
+def test_auto_is_keyed_with_the_features_routing_policy_and_the_default_router(
+        tmp_path: Any) -> None:
+    # A config change that can move "auto" to another tier must change the key: else the
+    # cache serves the old tier's answers (issue 16, must-have 8).
+    base = model_fingerprint("auto", ROUTING, "faq")
+    forced = RoutingSettings(policies=[{"feature": "faq", "forced_tier": "flagship"}])
+    assert model_fingerprint("auto", forced, "faq") != base
+    assert model_fingerprint("auto", forced, "other") == base  # another feature's policy
+    assert model_fingerprint("auto", RoutingSettings(default_router="random"), "faq") != base
+    assert model_fingerprint("auto", RoutingSettings(cheap_threshold=0.9), "faq") != base
+    assert model_fingerprint("auto", RoutingSettings(self_hosted_model="x"), "faq") != base
+
+
+def test_auto_is_keyed_with_the_router_artifacts_contents(tmp_path: Any) -> None:
+    from queues.response_cache import artifact_version
+
+    path = tmp_path / "router.npz"
+    routing = RoutingSettings(default_router="learned", router_artifact=str(path))
+    path.write_bytes(b"weights v1")
+    v1 = model_fingerprint("auto", routing, "faq", artifact_version)
+    path.write_bytes(b"weights v2")  # retrained in place: same path, another router
+    v2 = model_fingerprint("auto", routing, "faq", artifact_version)
+    assert v1 != v2 and "sha256:" in v1
+
+
+def test_an_answer_belongs_under_the_model_that_gave_it() -> None:
+    from models.domain.cache_key import answering_policy
+
+    assert answering_policy("cheap", ROUTING, "cheap", "gpt-4o-mini") == "cheap"
+    assert answering_policy("cheap", ROUTING, "cheap", "claude-haiku-4-5") == "claude-haiku-4-5"
+    assert answering_policy("auto", ROUTING, "flagship", "gpt-4o") == "auto"
+    assert answering_policy("auto", ROUTING, "cheap", "gpt-4o") == "gpt-4o"
+    assert answering_policy("gpt-4o-mini", ROUTING, "cheap", "gpt-4o") == "gpt-4o"
+    assert answering_policy("gpt-4o", ROUTING, "flagship", "gpt-4o") == "gpt-4o"

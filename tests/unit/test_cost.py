@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import baseline_cost, cost_of, worst_case_cost
+from models.domain.tokens import PromptCount
 from models.domain.usage import Usage, from_anthropic, from_openai
 
 CAT = load_catalogue()
@@ -79,7 +80,7 @@ def test_cost_is_monotone_in_every_token_class(u: Usage, name: str, field: str, 
 @given(usages, models)
 def test_worst_case_bounds_the_actual_cost(u: Usage, name: str) -> None:
     model = CAT.get(name)
-    assert worst_case_cost(u.input_total, u.output, model) >= cost_of(u, model)
+    assert worst_case_cost(PromptCount(tokens=u.input_total), u.output, model) >= cost_of(u, model)
 
 
 @given(usages, models)

@@ -31,7 +31,7 @@ from models.db.tables import LedgerRow
 from models.domain.errors import BudgetExceeded, ProviderRetryable
 from models.domain.request import parse_request
 from models.domain.settings import load_settings
-from models.domain.tokens import count_request
+from models.domain.tokens import prompt_count
 from models.domain.usage import Usage
 from ops.db import upgrade
 from queues.envelope import Envelope, task_id_for
@@ -145,9 +145,10 @@ def machine_for(url: str, home: Path) -> type[RuleBasedStateMachine]:
                                  "lane": lane, "model": model, "max_tokens": max_tokens,
                                  "messages": [{"role": "user", "content": "hello there"}]})
             route = decide_route(req, self.rt.catalogue, cfg.routing)
-            tokens = count_request(req)
+            prompt = prompt_count(req)
+            tokens = prompt.tokens
             from models.domain.charges import reach_worst_case, reachable
-            amount = reach_worst_case(tokens, req.max_tokens, reachable(
+            amount = reach_worst_case(prompt, req.max_tokens, reachable(
                 self.rt.catalogue, cfg.providers.fallbacks, route.model))
             try:
                 rid = self.admission.reserve(req, route, amount)

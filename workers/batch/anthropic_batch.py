@@ -82,6 +82,13 @@ class AnthropicBatchAPI:
         return ProviderRetryable(f"anthropic batch {batch_id}: request {kind}",
                                  provider=self.name)
 
+    def cancel(self, batch_id: str) -> None:
+        """``messages.batches.cancel``: requests not yet processed end as ``canceled``."""
+        try:
+            self._client.messages.batches.cancel(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise map_sdk_error(self.name, exc) from exc
+
     def close(self) -> None:
         """Close the SDK's HTTP client."""
         self._client.close()

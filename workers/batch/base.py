@@ -46,6 +46,10 @@ class BatchAPI(Protocol):
         """Outcome per custom id of an ended batch (ids missing from it got no answer)."""
         ...
 
+    def cancel(self, batch_id: str) -> None:
+        """Ask the provider to cancel the batch (answers already made are still billed)."""
+        ...
+
     def close(self) -> None:
         """Release the SDK client."""
         ...

@@ -106,6 +106,26 @@ class BatchCollector:
             log.warning("could not read the batch placement of %s: %s", key, exc)
             return None
 
+    def placement(self, key: str | None) -> Placement | None:
+        """Where the call of task ``key`` was placed, if it was submitted in a batch."""
+        return self._placed(key)
+
+    def cancel(self, placed: Placement) -> bool:
+        """The caller of ``placed`` cancelled: once every caller of its batch has, cancel the
+        batch at the provider (True then). Unanswered requests of a cancelled batch are not
+        billed; their callers' futures end with the provider's ``canceled`` outcome."""
+        if self._placements is None:
+            return False
+        count = self._placements.cancel(placed)
+        if not placed.size or count < placed.size:
+            return False
+        with self._cond:
+            api = self._api(placed.provider)
+        api.cancel(placed.batch_id)
+        log.info("every caller of %s batch %s cancelled: cancelled it at the provider",
+                 placed.provider, placed.batch_id)
+        return True
+
     def close(self) -> None:
         """Stop the loop; calls still gathering fail with a retryable error."""
         with self._cond:
@@ -216,7 +236,7 @@ class BatchCollector:
                                         next_poll=self._clock() + self.poll_interval_s))
 
     def _record(self, key: tuple[str, str], batch_id: str, numbered: dict[str, _Item]) -> None:
-        placed = {task: Placement(key[0], key[1], batch_id, cid)
+        placed = {task: Placement(key[0], key[1], batch_id, cid, size=len(numbered))
                   for cid, (_, _, task) in numbered.items() if task is not None}
         if not placed or self._placements is None:
             return

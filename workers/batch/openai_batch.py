@@ -96,6 +96,14 @@ class OpenAIBatchAPI:
             return ProviderRetryable(text, provider=self.name, status=status or None)
         return ProviderPermanent(text, provider=self.name, status=status)
 
+    def cancel(self, batch_id: str) -> None:
+        """``batches.cancel``: completed requests stay in the output file (billed), the rest
+        end in the error file as ``batch_cancelled``."""
+        try:
+            self._client.batches.cancel(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise map_sdk_error(self.name, exc) from exc
+
     def close(self) -> None:
         """Close the SDK's HTTP client."""
         self._client.close()

@@ -14,10 +14,10 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from queues.batch_wait import PLACEMENT_TTL_S, placement_prefix
+
 log = logging.getLogger(__name__)
 
-#: How long a placement is kept: a provider batch may take up to 24 hours, plus a margin.
-PLACEMENT_TTL_S = 25 * 3600
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Placement:
     model: str
     batch_id: str
     custom_id: str
+    #: Requests in the batch (0: unknown, a record of an older release): once as many of its
+    #: callers have cancelled, the batch itself is cancelled at the provider.
+    size: int = 0
 
 
 class Placements(Protocol):
@@ -41,6 +44,10 @@ class Placements(Protocol):
         """Record ``placed`` (one call per submitted batch)."""
         ...
 
+    def cancel(self, placed: Placement) -> int:
+        """Note that the caller of ``placed`` cancelled; how many of its batch's have."""
+        ...
+
 
 class MemoryPlacements:
     """Placements in this process only (the embedded default: no broker to outlive it)."""
@@ -48,6 +55,7 @@ class MemoryPlacements:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._data: dict[str, Placement] = {}
+        self._cancelled: dict[str, set[str]] = {}
 
     def get(self, key: str) -> Placement | None:
         with self._lock:
@@ -57,13 +65,20 @@ class MemoryPlacements:
         with self._lock:
             self._data.update(placed)
 
+    def cancel(self, placed: Placement) -> int:
+        with self._lock:
+            done = self._cancelled.setdefault(placed.batch_id, set())
+            done.add(placed.custom_id)
+            return len(done)
+
 
 class RedisPlacements:
     """Placements in Redis beside the broker, each kept for :data:`PLACEMENT_TTL_S`."""
 
     def __init__(self, client: Any, prefix: str = "", ttl_s: int = PLACEMENT_TTL_S) -> None:
         self.client = client
-        self.prefix = f"{prefix}sluice:batch-placement:"
+        self.prefix = placement_prefix(prefix)
+        self.cancelled_prefix = f"{prefix}sluice:batch-cancelled:"
         self.ttl_s = ttl_s
 
     def get(self, key: str) -> Placement | None:
@@ -75,6 +90,15 @@ class RedisPlacements:
         for key, placement in placed.items():
             pipe.set(self.prefix + key, json.dumps(asdict(placement)), ex=self.ttl_s)
         pipe.execute()
+
+    def cancel(self, placed: Placement) -> int:
+        # A set per batch: a caller cancelling twice (or a redelivery) counts once.
+        key = self.cancelled_prefix + placed.batch_id
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(key, placed.custom_id)
+        pipe.expire(key, self.ttl_s)
+        pipe.scard(key)
+        return int(pipe.execute()[-1])
 
 
 def placements_for(broker_url: str, key_prefix: str) -> Placements:

@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from workers.providers.standin.anthropic_api import api_key as anthropic_key
 from workers.providers.standin.batch_jobs import (OPENAI_ENDPOINT, BatchJob, anthropic_result_line,
-                                                  book, openai_output_files, parse_openai_input,
-                                                  run_one)
+                                                  book, cancel_outcomes, openai_output_files,
+                                                  parse_openai_input, run_one)
 from workers.providers.standin.errors import RequestInvalid, provider_error
 from workers.providers.standin.openai_api import bearer_key
 from workers.providers.standin.state import StandInState
@@ -178,7 +178,7 @@ async def cancel(request: Request, state: StandInState, key: str) -> Response:
     family = "anthropic" if "/messages/" in request.url.path else "openai"
     job = _job(request, family)
     if not _ended(state, job):
-        job.cancelled = True  # answers were computed at creation; cancelling just ends it now
+        cancel_outcomes(state, job)  # nothing answered yet: nothing of it is billed
     if family == "openai":
         return JSONResponse(_openai_batch(state, job, book(request.app.state)))
     return JSONResponse(_anthropic_batch(request, state, job))
@@ -189,7 +189,7 @@ def _openai_batch(state: StandInState, job: BatchJob, books: Any, *,
     ended = not created and _ended(state, job)
     if ended:
         openai_output_files(job, books)
-    failed = sum(1 for o in job.outcomes if o.body is None)
+    failed = sum(1 for o in job.outcomes if o.body is None)  # cancelled ones included
     stamp = int(datetime.now(timezone.utc).timestamp())
     status = ("cancelled" if job.cancelled else "completed") if ended else (
         "validating" if created else "in_progress")
@@ -251,6 +251,7 @@ def _anthropic_batch(request: Request, state: StandInState, job: BatchJob, *,
                      created: bool = False) -> dict[str, Any]:
     ended = not created and _ended(state, job)
     ok = sum(1 for o in job.outcomes if o.body is not None)
+    gone = sum(1 for o in job.outcomes if o.cancelled)
     now = datetime.now(timezone.utc)
     iso = now.isoformat().replace("+00:00", "Z")
     base = str(request.base_url).rstrip("/")
@@ -259,8 +260,8 @@ def _anthropic_batch(request: Request, state: StandInState, job: BatchJob, *,
         "processing_status": "ended" if ended else "in_progress",
         "request_counts": {"processing": 0 if ended else len(job.outcomes),
                            "succeeded": ok if ended else 0,
-                           "errored": len(job.outcomes) - ok if ended else 0,
-                           "canceled": 0, "expired": 0},
+                           "errored": len(job.outcomes) - ok - gone if ended else 0,
+                           "canceled": gone if ended else 0, "expired": 0},
         "ended_at": iso if ended else None, "created_at": iso,
         "expires_at": (now + timedelta(seconds=_WINDOW_S)).isoformat().replace("+00:00", "Z"),
         "archived_at": None, "cancel_initiated_at": iso if job.cancelled else None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.providers.standin import anthropic_api, openai_api
+from workers.providers.standin.caching import CacheUsage
 from workers.providers.standin.errors import RequestInvalid
 from workers.providers.standin.pipeline import Answer, Answerer
 from workers.providers.standin.state import StandInState
@@ -42,6 +43,23 @@ class Outcome:
     body: dict[str, Any] | None = None
     status: int = 200
     message: str = ""
+    #: What answering it billed (prompt, output, cache), taken back if the batch is cancelled.
+    billed: tuple[int, int, CacheUsage] | None = None
+    #: Cancelled before it was answered: no answer, not billed.
+    cancelled: bool = False
+
+
+def cancel_outcomes(state: StandInState, job: BatchJob) -> None:
+    """Cancel a batch still in progress: every request ends unanswered and unbilled (the
+    stand-in answers at creation, so it models a cancel that reached each request first)."""
+    job.cancelled = True
+    for o in job.outcomes:
+        if o.billed is not None:
+            prompt, output, cache = o.billed
+            state.record_usage(-prompt, -output, CacheUsage(-cache.read, -cache.write_5m,
+                                                            -cache.write_1h))
+        o.body, o.billed, o.cancelled = None, None, True
+        o.status, o.message = 0, "the batch was cancelled before this request was processed"
 
 
 @dataclass
@@ -105,7 +123,8 @@ def run_one(state: StandInState, family: str, custom_id: str, body: Any, key: st
         return Outcome(custom_id, status=exc.status, message=exc.message)
     state.record_status(200)
     state.record_usage(result.prompt_tokens, result.output_tokens, result.cache)
-    return Outcome(custom_id, body=result.payload)
+    return Outcome(custom_id, body=result.payload,
+                   billed=(result.prompt_tokens, result.output_tokens, result.cache))
 
 
 def parse_openai_input(content: bytes) -> list[tuple[str, Any]]:
@@ -139,7 +158,11 @@ def openai_output_files(job: BatchJob, books: BatchBook) -> None:
     ok, failed = [], []
     for o in job.outcomes:
         rid = uuid.uuid4().hex
-        if o.body is not None:
+        if o.cancelled:
+            failed.append(json.dumps({"id": f"batch_req_{rid[:24]}", "custom_id": o.custom_id,
+                                      "response": None, "error": {"code": "batch_cancelled",
+                                                                  "message": o.message}}))
+        elif o.body is not None:
             line = {"id": f"batch_req_{rid[:24]}", "custom_id": o.custom_id, "error": None,
                     "response": {"status_code": 200, "request_id": rid, "body": o.body}}
             ok.append(json.dumps(line))
@@ -160,6 +183,8 @@ def openai_output_files(job: BatchJob, books: BatchBook) -> None:
 
 def anthropic_result_line(o: Outcome) -> dict[str, Any]:
     """One line of an Anthropic Message Batch's results file."""
+    if o.cancelled:
+        return {"custom_id": o.custom_id, "result": {"type": "canceled"}}
     if o.body is not None:
         return {"custom_id": o.custom_id, "result": {"type": "succeeded", "message": o.body}}
     kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",

@@ -1,8 +1,11 @@
 """Both wire formats read into one prompt shape: token counts, cache breakpoints, prefix hashes.
 
-Token counting follows :func:`models.domain.tokens.count_request` (4 framing tokens per message,
-the system prompt counted as one, 3 for the reply primer, tools as name + description +
-``str(parameters)``) so the gateway's estimate of a prompt equals the stand-in's count of it.
+OpenAI counting follows :func:`models.domain.tokens.count_request` (o200k, 4 framing tokens per
+message, the system prompt counted as one, 3 for the reply primer, tools as name + description
++ ``str(parameters)``), so the gateway's estimate of an OpenAI prompt is its bill. Anthropic
+counting is Claude-shaped, so the gateway's upper bound is tested for real: another tokenizer
+(cl100k, which like Claude's spends more tokens than o200k on the same text), tool schemas as
+JSON, and the tool-use system prompt Claude 4.x models add whenever tools are declared.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.domain.image_tokens import ImageRule
-from models.domain.tokens import PER_MESSAGE, PER_REPLY, count_text
+from models.domain.tokens import PER_MESSAGE, PER_REPLY, count_text, encoding_named
 from workers.providers.standin.errors import RequestInvalid
 from workers.providers.standin.images import anthropic_image_tokens, openai_image_tokens
 
@@ -21,6 +24,19 @@ TTLS: tuple[str, ...] = ("5m", "1h")
 MAX_BREAKPOINTS = 4
 OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 ANTHROPIC_ROLES = frozenset({"user", "assistant"})
+#: Claude 4.x's tool-use system prompt: 346 tokens for tool_choice auto or none, 313 for any
+#: or a named tool (Anthropic's tool-use pricing page).
+TOOL_PROMPT = {"auto": 346, "none": 346, "any": 313, "tool": 313}
+
+
+def claude_text(text: str) -> int:
+    """Tokens of ``text`` as the stand-in's Claude counts them (cl100k: more than o200k)."""
+    if not text:
+        return 0
+    enc = encoding_named("cl100k_base")
+    if enc is None:  # pragma: no cover - bpe-openai ships it
+        return len(text.encode("utf-8")) // 2 + 1
+    return len(enc.encode(text, disallowed_special=()))
 
 
 @dataclass(frozen=True)
@@ -162,23 +178,29 @@ def _openai_content(content: Any, where: str, rule: ImageRule, prompt: Prompt
 def anthropic_prompt(body: dict[str, Any], vision: bool = True) -> Prompt:
     """Read an Anthropic messages body in cache layout order: tools, system, messages."""
     b = _Builder()
-    for i, tool in enumerate(body.get("tools") or []):
+    tools = body.get("tools") or []
+    if tools:  # the tool-use system prompt leads the prompt (and its cached prefix)
+        choice = body.get("tool_choice") or {}
+        b.add("tool-prompt", "", TOOL_PROMPT.get(str(choice.get("type", "auto")), 346))
+    for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not tool.get("name"):
             raise RequestInvalid(f"tools.{i}.name: Field required")
         b.add("tool", _strip(tool),
-              tool_tokens(tool.get("name"), tool.get("description"), tool.get("input_schema")))
+              PER_MESSAGE + claude_text(str(tool.get("name") or ""))
+              + claude_text(str(tool.get("description") or ""))
+              + claude_text(_canon(tool.get("input_schema") or {}).decode()))
         b.mark_breakpoint(tool.get("cache_control"), f"tools.{i}")
     system = body.get("system")
     if isinstance(system, str):
         if system:
-            b.add("system", system, PER_MESSAGE + count_text(system))
+            b.add("system", system, PER_MESSAGE + claude_text(system))
     elif isinstance(system, list):
         for j, block in enumerate(system):
             if not isinstance(block, dict) or block.get("type") != "text" \
                     or not isinstance(block.get("text"), str):
                 raise RequestInvalid(f"system.{j}: system blocks must be text blocks")
             frame = PER_MESSAGE if j == 0 else 0
-            b.add("system", _strip(block), frame + count_text(block["text"]))
+            b.add("system", _strip(block), frame + claude_text(block["text"]))
             b.mark_breakpoint(block.get("cache_control"), f"system.{j}")
     elif system is not None:
         raise RequestInvalid("system: must be a string or an array of text blocks")
@@ -199,7 +221,7 @@ def _anthropic_messages(b: _Builder, messages: Any, vision: bool) -> str:
             raise RequestInvalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         role, content = msg["role"], msg.get("content")
         if isinstance(content, str):
-            b.add(f"{role}>", content, PER_MESSAGE + count_text(content))
+            b.add(f"{role}>", content, PER_MESSAGE + claude_text(content))
             text = content
         elif isinstance(content, list) and content:
             texts = []
@@ -234,17 +256,18 @@ def _block(block: Any, where: str) -> tuple[int, str]:
     if kind == "text":
         if not isinstance(block.get("text"), str):
             raise RequestInvalid(f"{where}.text: Field required")
-        return count_text(block["text"]), block["text"]
+        return claude_text(block["text"]), block["text"]
     if kind == "tool_use":
-        return count_text(str(block.get("name", ""))) + count_text(_canon(block.get("input"))
-                                                                   .decode()), ""
+        return (claude_text(str(block.get("name", "")))
+                + claude_text(_canon(block.get("input")).decode()), "")
     if kind == "tool_result":
         inner = block.get("content")
         if isinstance(inner, str):
-            return count_text(inner), ""
+            return claude_text(inner), ""
         if isinstance(inner, list):
-            return sum(count_text(str(x.get("text", ""))) for x in inner if isinstance(x, dict)), ""
+            return sum(claude_text(str(x.get("text", ""))) for x in inner
+                       if isinstance(x, dict)), ""
         return 0, ""
     if kind == "thinking":
-        return count_text(str(block.get("thinking", ""))), ""
+        return claude_text(str(block.get("thinking", ""))), ""
     return 0, ""  # images are counted by the caller; documents are not modelled
