@@ -206,7 +206,7 @@ def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, 
                 else:
                     failed += 1
                     codes[err.code] += 1
-        readable = _reread(reread, gateway, done) if reread is not None else None
+        readable = _reread(reread, gateway, done, team) if reread is not None else None
     finally:
         stop_faults()
         sweeper.halt.set()
@@ -221,16 +221,38 @@ def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, 
                            "failed": failed, **counts, "resent_by_sweeper": sweeper.resent,
                            **{f"failed_{code}": k for code, k in sorted(codes.items())}}
     if readable is not None:
-        out["results_readable_after_restart"] = readable
+        out["results_readable_after_restart"] = readable[0]
+        out["async_jobs"], out["jobs_readable_after_restart"] = readable[1], readable[2]
     return out
 
 
-def _reread(store: Any, gateway: Any, done: list[Any]) -> int:
-    """Kill the result store's Redis once more, start it on its AOF, and count the answers of
-    ``done`` it still holds."""
+def _reread(store: Any, gateway: Any, done: list[Any], team: str) -> tuple[int, int, int]:
+    """Record each async answer as the front door records a job, kill the result store's
+    Redis once more, start it on its AOF, and count what a client could still read: answers
+    of ``done``, and async jobs whose record and answer are both there (``/v1/jobs/{id}``)."""
+    import asyncio
+
+    from queues.http.jobs import build_jobs
+
+    jobs = [h for h in done if h.request_id.rsplit("-", 1)[1].isdigit()
+            and int(h.request_id.rsplit("-", 1)[1]) % 2 == 0]  # even: the async lane
+
+    async def put_all() -> None:
+        book = build_jobs(gateway.settings)
+        for h in jobs:
+            await book.put(h.task_id, {"team": team, "org": None})
+        await book.close()
+
+    async def present() -> set[str]:
+        book = build_jobs(gateway.settings)
+        found = {h.task_id for h in jobs if await book.get(h.task_id) is not None}
+        await book.close()
+        return found
+
+    asyncio.run(put_all())
     store.restart(down_s=0.5)
     backend = gateway.app.backend
-    found = 0
+    answered: set[str] = set()
     for h in done:
         for _ in range(20):  # the client reconnects on the first commands after the restart
             try:
@@ -240,8 +262,22 @@ def _reread(store: Any, gateway: Any, done: list[Any]) -> int:
                 time.sleep(0.25)
         else:
             continue
-        found += meta.get("status") == "SUCCESS"
-    return found
+        if meta.get("status") == "SUCCESS":
+            answered.add(h.task_id)
+    records = present_with_retries(present)
+    return len(answered), len(jobs), len(records & answered)
+
+
+def present_with_retries(read: Any) -> set[str]:
+    """``read()`` once the store answers again."""
+    import asyncio
+
+    for _ in range(20):
+        try:
+            return set(asyncio.run(read()))
+        except Exception:  # noqa: BLE001 - reconnecting
+            time.sleep(0.25)
+    return set()
 
 
 def _ledger_counts(sessions: Any, prefix: str, no_result: list[str]) -> dict[str, int]:
@@ -293,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in counts.items():
             print(f"{key:>30}: {value}")
         readable = counts.get("results_readable_after_restart", counts["completed"])
-        failed = counts["lost"] or counts["billed_twice"] or readable < counts["completed"]
+        jobs_gone = counts.get("jobs_readable_after_restart", 0) < counts.get("async_jobs", 0)
+        failed = (counts["lost"] or counts["billed_twice"] or readable < counts["completed"]
+                  or jobs_gone)
         bad = bad or bool(failed)
         print("FAIL: requests lost, billed twice or answers gone" if failed
               else "OK: nothing lost, nothing billed twice")
