@@ -159,9 +159,9 @@ class Gateway:
             raise ValidationError("this request was answered from the response cache: nothing "
                                   "is queued to cancel", field="handle")
         if self.cancels is None:
-            raise ConfigError("cancelling a request needs a Redis beside the broker "
-                              "(SLUICE_BROKER__URL or __RESULT_BACKEND=redis://...); "
-                              "none holds the mark")
+            raise ConfigError("cancelling a request needs a Redis broker or result store "
+                              "(SLUICE_BROKER__URL or SLUICE_BROKER__RESULT_BACKEND="
+                              "redis://...); neither here can hold the mark")
         try:
             self.cancels.mark(task_id)
         except RedisError as exc:
