@@ -84,3 +84,32 @@ def test_a_busy_claim_comes_back_through_the_brokers_delayed_delivery(
     with sessions() as s:
         row = ledger.get(s, data["request_id"])
     assert row is not None and row.outcome == "ok" and row.cost == result.cost
+
+
+def test_a_poison_message_is_parked_on_the_quorum_dead_letter_queue(
+        rabbitmq_gateway: Any, rabbitmq_env: dict[str, str]) -> None:
+    """Parking declares the dead-letter queue as the app does: redeclaring the topic exchange
+    as direct (as on Redis) would fail every park with PRECONDITION_FAILED."""
+    from kombu import Connection, Exchange
+
+    from models.domain.settings import load_settings
+    from queues.app import create_app
+    from queues.dead_letter import drain
+
+    settings = load_settings(dict(rabbitmq_env))
+    app = create_app(settings, name="amqp-dead-letter")
+    marker = uuid.uuid4().hex[:8]
+    try:
+        drain(app, timeout=0.2)
+        with Connection(settings.broker.url) as conn:
+            conn.Producer().publish(f"{{not json {marker}".encode(), routing_key="interactive.api",
+                                    exchange=Exchange("sluice", type="topic"),
+                                    content_type="application/json", content_encoding="utf-8")
+        parked: list[dict[str, Any]] = []
+        deadline = time.time() + 30
+        while not parked and time.time() < deadline:
+            parked += [p for p in drain(app, timeout=0.5) if marker in str(p.get("body"))]
+        assert parked and parked[0]["reason"].startswith("undecodable message"), parked
+        assert rabbitmq_gateway.complete(req(), timeout=30).text  # the worker still serves
+    finally:
+        app.close()
