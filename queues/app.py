@@ -83,6 +83,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # the worker would block a slot); a routing key without wildcards matches as a direct one.
     exchange = Exchange("sluice", type="topic" if amqp else "direct")
     args = queue_arguments(settings) if amqp else None
+    # What RabbitMQ drops (past a quorum queue's delivery limit, 20 by default from RabbitMQ 4;
+    # rejected without requeue) goes to the dead letters instead.
+    lane_args = {**args, "x-dead-letter-exchange": "sluice",
+                 "x-dead-letter-routing-key": DEAD_LETTER} if args else None
     conf: dict[str, Any] = {
         "task_serializer": "json",
         "result_serializer": "json",
@@ -93,8 +97,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_queues": [Queue(q, exchange, routing_key=q, queue_arguments=args)
-                        for q in (*QUEUES, DEAD_LETTER)],
+        "task_queues": [Queue(q, exchange, routing_key=q, queue_arguments=lane_args)
+                        for q in QUEUES]
+        + [Queue(DEAD_LETTER, exchange, routing_key=DEAD_LETTER, queue_arguments=args)],
         "task_default_queue": "interactive.api",
         "task_default_exchange": "sluice",
         "task_default_routing_key": "interactive.api",

@@ -113,3 +113,33 @@ def test_a_poison_message_is_parked_on_the_quorum_dead_letter_queue(
         assert rabbitmq_gateway.complete(req(), timeout=30).text  # the worker still serves
     finally:
         app.close()
+
+
+def test_what_the_broker_would_drop_goes_to_the_dead_letters(
+        rabbitmq_gateway: Any, rabbitmq_env: dict[str, str]) -> None:
+    """A message rejected without requeue (or past a quorum queue's delivery limit) is
+    dead-lettered to ``sluice.dead``, not dropped. interactive.gpu has no consumer here."""
+    from kombu import Connection, Exchange
+
+    from models.domain.settings import load_settings
+    from queues.app import create_app
+    from queues.dead_letter import drain
+
+    settings = load_settings(dict(rabbitmq_env))
+    app = create_app(settings, name="amqp-dlx")
+    marker = uuid.uuid4().hex[:8]
+    try:
+        drain(app, timeout=0.2)
+        with Connection(settings.broker.url) as conn:
+            conn.Producer().publish({"marker": marker}, routing_key="interactive.gpu",
+                                    exchange=Exchange("sluice", type="topic"), serializer="json")
+            queue = conn.SimpleQueue(app.amqp.queues["interactive.gpu"])
+            queue.get(timeout=10).reject(requeue=False)
+            queue.close()
+        deadline = time.time() + 15
+        found: list[dict[str, Any]] = []
+        while not found and time.time() < deadline:
+            found = [p for p in drain(app, timeout=0.5) if p == {"marker": marker}]
+        assert found, "the rejected message was dropped"
+    finally:
+        app.close()

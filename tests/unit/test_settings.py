@@ -95,6 +95,8 @@ def test_rabbitmq_queues_are_quorum_with_confirms_and_a_topic_exchange() -> None
     assert conf["broker_transport_options"] == {"confirm_publish": True}
     assert {q.queue_arguments["x-queue-type"] for q in conf["task_queues"]} == {"quorum"}
     assert {q.exchange.type for q in conf["task_queues"]} == {"topic"}
+    lanes = [q for q in conf["task_queues"] if q.name != "sluice.dead"]
+    assert {q.queue_arguments["x-dead-letter-routing-key"] for q in lanes} == {"sluice.dead"}
     classic = celery_config(load_settings({"SLUICE_BROKER__URL": "amqp://r//",
                                            "SLUICE_BROKER__QUEUE_TYPE": "classic"}))
     assert {q.queue_arguments["x-max-priority"] for q in classic["task_queues"]} == {10}
