@@ -1,4 +1,4 @@
-"""The Celery app factory: JSON only, acks late, four lane/backend queues, per-lane limits."""
+"""The Celery app factory: JSON only, acks late, four lane/backend queues, on Redis or RabbitMQ."""
 
 from __future__ import annotations
 
@@ -26,11 +26,33 @@ def create_app(settings: Settings, *, name: str = "sluicegate") -> Celery:
     # Workers read their settings from the app they were started with, not from import time.
     app.sluice_settings = settings  # type: ignore[attr-defined]
     _redact_worker_logs(settings)
-    if settings.broker.url.startswith(("redis://", "rediss://")):
+    if settings.broker.is_redis():
         from queues.kombu_clients import install
 
         install()
+    if settings.broker.is_amqp():
+        _declare_all_queues_at_worker_start(app)
     return app
+
+
+def _declare_all_queues_at_worker_start(app: Celery) -> None:
+    """Declare every queue when a worker of ``app`` starts, not only those it consumes.
+
+    Celery binds each of the app's queues to its delayed-delivery exchange at consumer start,
+    and a queue no worker declared yet (a GPU queue on an API worker) fails that bind: its
+    retries with a countdown would then have nowhere to come back to.
+    """
+    from celery import signals
+
+    def on_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in app.amqp.queues.values():
+                queue.bind(channel).declare()
+
+    signals.worker_init.connect(on_init, weak=False)
 
 
 def _redact_worker_logs(settings: Settings) -> None:
@@ -55,7 +77,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration mapping for ``settings``."""
     lanes = settings.lanes
     longest = max(lanes.interactive.time_limit_s, lanes.async_.time_limit_s)
-    exchange = Exchange("sluice", type="direct")
+    amqp = settings.broker.is_amqp()
+    # RabbitMQ: a topic exchange, so Celery's native delayed delivery carries a retry's
+    # countdown in the broker (quorum queues fix a consumer's prefetch: a countdown held in
+    # the worker would block a slot); a routing key without wildcards matches as a direct one.
+    exchange = Exchange("sluice", type="topic" if amqp else "direct")
+    args = queue_arguments(settings) if amqp else None
+    # What RabbitMQ drops (past a quorum queue's delivery limit, 20 by default from RabbitMQ 4;
+    # rejected without requeue) goes to the dead letters instead.
+    lane_args = {**args, "x-dead-letter-exchange": "sluice",
+                 "x-dead-letter-routing-key": DEAD_LETTER} if args else None
     conf: dict[str, Any] = {
         "task_serializer": "json",
         "result_serializer": "json",
@@ -66,8 +97,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_queues": [Queue(q, exchange, routing_key=q) for q in QUEUES]
-        + [Queue(DEAD_LETTER, exchange, routing_key=DEAD_LETTER)],
+        "task_queues": [Queue(q, exchange, routing_key=q, queue_arguments=lane_args)
+                        for q in QUEUES]
+        + [Queue(DEAD_LETTER, exchange, routing_key=DEAD_LETTER, queue_arguments=args)],
         "task_default_queue": "interactive.api",
         "task_default_exchange": "sluice",
         "task_default_routing_key": "interactive.api",
@@ -106,7 +138,33 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         conf["broker_transport_options"]["polling_interval"] = 0.005
     if url.startswith("filesystem://"):
         conf["broker_transport_options"] = filesystem_options(settings.home / "broker")
+    if amqp:
+        conf["broker_transport_options"] = amqp_options()
     return conf
+
+
+def queue_arguments(settings: Settings) -> dict[str, Any]:
+    """Declaration arguments of the four queues (and the dead letters) on RabbitMQ.
+
+    Quorum queues are replicated and durable. RabbitMQ 4 honours two priorities in them
+    (above 4 is high: the interactive lane's 9; the async lane's 1 is normal); 3.x ignores
+    priorities there. Lanes never share a queue, so the lane split, not priority, is what
+    keeps a backlog of async work from delaying interactive requests. Classic queues take
+    ``x-max-priority`` and order by priority fully, on one node's disk.
+    """
+    if settings.broker.queue_type == "quorum":
+        return {"x-queue-type": "quorum"}
+    return {"x-max-priority": 10}
+
+
+def amqp_options() -> dict[str, Any]:
+    """py-amqp transport options: every publish waits for the broker's confirm.
+
+    Without confirms a message the broker dropped while restarting is gone with no error;
+    with them the publish raises (and kombu's retry policy sends it again), so a producer
+    either has its message on disk in the queue or a typed BrokerError.
+    """
+    return {"confirm_publish": True}
 
 
 def filesystem_options(folder: Path) -> dict[str, Any]:

@@ -78,8 +78,9 @@ class CancelMarks:
 
 
 def cancel_marks_for(settings: Settings) -> CancelMarks | None:
-    """Marks on ``settings``' Redis broker (None for other brokers: jobs cannot be cancelled)."""
-    url = settings.broker.url
+    """Marks on ``settings``' state Redis (the broker's or the result store's; None without
+    one: jobs cannot be cancelled)."""
+    url = settings.broker.state_url() or ""
     if not url.startswith(("redis://", "rediss://")):
         return None
     import redis

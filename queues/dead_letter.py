@@ -17,8 +17,12 @@ log = logging.getLogger("sluice.dead_letter")
 MAX_BODY_CHARS = 64_000
 
 
-def dead_queue() -> Queue:
-    """The dead-letter queue, bound to the same exchange as the lane queues (see queues.app)."""
+def dead_queue(app: Celery) -> Queue:
+    """The dead-letter queue as ``app`` declares it (queues.app: on RabbitMQ a quorum queue on
+    a topic exchange; redeclaring the exchange as direct there would fail the publish)."""
+    for queue in app.conf.task_queues or ():
+        if queue.name == DEAD_LETTER:
+            return queue
     return Queue(DEAD_LETTER, Exchange("sluice", type="direct"), routing_key=DEAD_LETTER)
 
 
@@ -33,7 +37,7 @@ def park(app: Celery, body: Any, reason: str, *, source: str = "", headers: Any 
                "body": body[:MAX_BODY_CHARS] if isinstance(body, str) else body}
     with app.producer_or_acquire() as producer:
         producer.publish(payload, exchange="sluice", routing_key=DEAD_LETTER, serializer="json",
-                         declare=[dead_queue()], retry=True,
+                         declare=[dead_queue(app)], retry=True,
                          retry_policy={"max_retries": 3, "interval_max": 1})
 
 
@@ -41,7 +45,7 @@ def drain(app: Celery, *, limit: int = 100, timeout: float = 1.0) -> list[dict[s
     """Take up to ``limit`` parked messages off the dead-letter queue (operators, tests)."""
     out: list[dict[str, Any]] = []
     with app.connection_for_read() as conn:
-        queue = conn.SimpleQueue(dead_queue())
+        queue = conn.SimpleQueue(dead_queue(app))
         try:
             while len(out) < limit:
                 try:

@@ -1,4 +1,4 @@
-"""Reuse one Redis client per kombu channel instead of building one per command.
+"""Reuse one Redis client per kombu channel, and survive a broker restart with messages unacked.
 
 kombu's Redis channel builds a fresh ``redis.Redis`` for every publish, ack, unacked record and
 event (``Channel._create_client``). The client is a thin handle on the channel's connection
@@ -32,6 +32,16 @@ def install() -> None:
         def create_client(self: Any, asynchronous: bool = False) -> Any:
             if asynchronous:
                 return _ORIGINAL(self, asynchronous=True)
+            if self._closing and self._pool is None:
+                # A broker gone while messages were unacked: kombu's close() drops the pools,
+                # then restores those messages through a new client, whose address comes from a
+                # connection already gone. The AttributeError killed the worker ("Unrecoverable
+                # error", seen in the broker-restart soak); a connection error is what close()
+                # ignores, so the worker reconnects. The messages stay in Redis's unacked
+                # hash, restored after their visibility timeout.
+                from redis.exceptions import ConnectionError as RedisConnectionError
+
+                raise RedisConnectionError("kombu channel closed with its broker gone")
             pool = self.pool
             cached = self.__dict__.get("_sluice_client")
             # A reconnect gives the channel a new pool: build a client on that one.

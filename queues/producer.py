@@ -196,8 +196,9 @@ class Gateway:
             raise ValidationError("this request was answered from the response cache: nothing "
                                   "is queued to cancel", field="handle")
         if self.cancels is None:
-            raise ConfigError("cancelling a request needs a Redis broker "
-                              "(SLUICE_BROKER__URL=redis://...); this one cannot hold the mark")
+            raise ConfigError("cancelling a request needs a Redis broker or result store "
+                              "(SLUICE_BROKER__URL or SLUICE_BROKER__RESULT_BACKEND="
+                              "redis://...); neither here can hold the mark")
         try:
             # Started, but waiting in a provider batch: cancellable (queues/batch_wait.py).
             return self.cancels.mark(task_id) or ask_cancel(self.cancels.client,

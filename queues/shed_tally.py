@@ -44,9 +44,9 @@ class ShedTally:
 
 
 def tally_for(settings: Settings) -> ShedTally | None:
-    """The shared tally of ``settings``' Redis broker (None for other brokers: nothing sums
-    refusals across processes there)."""
-    url = settings.broker.url
+    """The shared tally on ``settings``' state Redis (None without one: nothing sums refusals
+    across processes there)."""
+    url = settings.broker.state_url() or ""
     if not url.startswith(("redis://", "rediss://")):
         return None
     import redis

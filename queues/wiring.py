@@ -46,7 +46,7 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
     levers["cancels"] = _cancels(settings)
     from queues.token_stream import token_client_for
 
-    levers["tokens"] = token_client_for(settings.broker.url)
+    levers["tokens"] = token_client_for(settings.broker.state_url() or settings.broker.url)
     return levers
 
 

@@ -111,3 +111,37 @@ def gateway(integration_settings: Any, celery_worker_proc: Any) -> Iterator[Any]
     gw = connect(integration_settings)
     yield gw
     gw.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost_url() -> Iterator[str]:
+    """A RabbitMQ vhost of this run's own (skip locally, fail in CI, without a broker)."""
+    from tests.rabbitmq import scratch_vhost
+
+    with scratch_vhost() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_env(integration_env: dict[str, str], rabbitmq_vhost_url: str) -> dict[str, str]:
+    """The integration environment with RabbitMQ as the broker; Redis keeps the results (and
+    the side state beside them). Short interactive leases, so a busy-claim retry (a countdown
+    carried by the broker's delayed delivery) comes back in seconds."""
+    return {**integration_env, "SLUICE_BROKER__URL": rabbitmq_vhost_url,
+            "SLUICE_LANES__INTERACTIVE__SOFT_TIME_LIMIT_S": "4",
+            "SLUICE_LANES__INTERACTIVE__TIME_LIMIT_S": "5"}
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_gateway(rabbitmq_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Any]:
+    """A producer Gateway and one real Celery worker process on RabbitMQ."""
+    from models.domain.settings import load_settings
+    from queues.producer import connect
+    from tests.worker_proc import celery_worker
+
+    log = tmp_path_factory.mktemp("rabbit-worker") / "worker.log"
+    with celery_worker(rabbitmq_env, log, queues="interactive.api,async.api",
+                       name=f"test-amqp-{run_token()}"):
+        gw = connect(load_settings(dict(rabbitmq_env)))
+        yield gw
+        gw.close()

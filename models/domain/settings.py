@@ -41,6 +41,31 @@ class BrokerSettings(BaseModel):
     #: measured at ~1.7 ms of worker CPU per request (ops/bench); Flower switches events on in
     #: the workers it watches (its --enable_events, on by default), so it shows tasks anyway.
     task_events: bool = False
+    #: RabbitMQ only: "quorum" queues (replicated, survive a broker restart, need RabbitMQ
+    #: 3.8+) or "classic" ones (declared with ``x-max-priority``, so the interactive lane's
+    #: priority orders messages inside a shared queue; a single node's disk only).
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    #: The Redis for side state (cancel marks, token streams, shed tallies, batch placements)
+    #: when the broker is not Redis; None: the broker's URL if it is Redis, else the result
+    #: store's if that is Redis.
+    state_redis_url: str | None = None
+
+    def is_redis(self) -> bool:
+        """Whether the broker is a Redis server (not RabbitMQ, not embedded)."""
+        return self.url.startswith(("redis://", "rediss://"))
+
+    def is_amqp(self) -> bool:
+        """Whether the broker is RabbitMQ (kombu's py-amqp transport)."""
+        return self.url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+    def state_url(self) -> str | None:
+        """The Redis that holds side state next to the queue (None: none, in-process only)."""
+        if self.state_redis_url:
+            return self.state_redis_url
+        for url in (self.url, self.result_backend):
+            if url.startswith(("redis://", "rediss://")):
+                return url
+        return None
 
 
 class DatabaseSettings(BaseModel):
@@ -52,7 +77,12 @@ class DatabaseSettings(BaseModel):
 
 
 class CacheSettings(BaseModel):
-    """Response cache store; no ``redis_url`` means an in-process store."""
+    """Response cache store; no ``redis_url`` means an in-process store.
+
+    In production give the cache a Redis of its own with a memory limit and an eviction
+    policy (docker-compose's ``redis-cache``): on the broker's Redis (``noeviction``) a growing
+    cache would fill the memory the queue needs, and with eviction on it could drop messages.
+    """
 
     redis_url: str | None = None
     key_prefix: str = "sluice:rc:"

@@ -1,4 +1,4 @@
-"""Soak: N requests on both lanes while the worker is ``kill -9``-ed every K s; counts must hold."""
+"""Soak: N requests on both lanes while the worker (or the broker) is ``kill -9``-ed every K s."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ class Sweeper(threading.Thread):
     def run(self) -> None:
         from queues.inflight import sweep_once
 
+        if self.gateway.inflight is None:
+            return  # RabbitMQ requeues what a dead consumer held: nothing to sweep
         while not self.halt.wait(SWEEP_EVERY_S):
             try:
                 counts = sweep_once(self.gateway.inflight, self.gateway.app, self.sessions,
@@ -66,9 +68,13 @@ class Killer(threading.Thread):
     def __init__(self, env: dict[str, str], log: Path, every: float) -> None:
         super().__init__(daemon=True, name="soak-killer")
         self.env, self.log, self.every = env, log, every
-        self.proc = start_worker(env, log)
+        self.proc: Any = None
         self.kills = 0
         self.halt = threading.Event()
+
+    def start(self) -> None:
+        self.proc = start_worker(self.env, self.log)
+        super().start()
 
     def run(self) -> None:
         while not self.halt.wait(self.every):
@@ -78,90 +84,226 @@ class Killer(threading.Thread):
 
 
 def run(n: int, kill_every: float, rate: float, wait_s: float) -> dict[str, int]:
-    """Run the soak and return its counts."""
-    from models.db.budgets import ReservationRow, set_budget
+    """Run the soak with worker kills and return its counts."""
+    home = Path(tempfile.mkdtemp(prefix="sluice-soak-"))
+    with scratch_database() as db_url, standin_process() as standin_url:
+        env = soak_env(db_url, standin_url, home)
+        killer = Killer(env, home / "worker.log", kill_every)
+        counts = drive(env, db_url, n, rate, wait_s, start=killer.start,
+                       stop_faults=lambda: _halt(killer), worker=lambda: killer.proc)
+    return {**counts, "kills": killer.kills}
+
+
+def _halt(thread: Any) -> None:
+    thread.halt.set()
+    if thread.is_alive():
+        thread.join(timeout=180)
+
+
+class Restarter(threading.Thread):
+    """``kill -9``s the broker every ``every`` seconds and starts it again on its data."""
+
+    def __init__(self, broker: Any, every: float) -> None:
+        super().__init__(daemon=True, name="soak-broker-restarter")
+        self.broker, self.every = broker, every
+        self.halt = threading.Event()
+        self.down_s: list[float] = []
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            self.down_s.append(self.broker.restart())
+
+
+def run_broker_restarts(kind: str, n: int, every: float, rate: float, wait_s: float
+                        ) -> dict[str, Any]:
+    """The soak with the broker ``kill -9``-ed and restarted every ``every`` s (one worker, never
+    killed); after the run the result store's Redis is killed once more, and the answers are
+    read back from it: what a client polling its jobs would still find."""
+    from ops.bench.brokers import AofRedis, RabbitNode
+
+    home = Path(tempfile.mkdtemp(prefix=f"sluice-soak-{kind}-"))
+    # Results (and, on RabbitMQ, the side state) on a durable Redis of the benchmark's own.
+    store = AofRedis()
+    broker = store if kind == "redis" else RabbitNode()
+    store.start()
+    if broker is not store:
+        broker.start()
+    try:
+        with scratch_database() as db_url, standin_process() as standin_url:
+            env = {**soak_env(db_url, standin_url, home),
+                   **bench_redis(store.url), "SLUICE_BROKER__URL": broker.url}
+            worker: dict[str, Any] = {}
+            restarter = Restarter(broker, every)
+
+            def begin() -> None:
+                worker["proc"] = start_worker(env, home / "worker.log")
+                restarter.start()
+
+            counts = drive(env, db_url, n, rate, wait_s, start=begin,
+                           stop_faults=lambda: _halt(restarter),
+                           worker=lambda: worker.get("proc"), reread=store)
+    finally:
+        broker.close()
+        if broker is not store:
+            store.close()
+    return {"broker": kind, **counts, "broker_restarts": broker.restarts,
+            "broker_down_s_max": round(max(restarter.down_s, default=0.0), 1)}
+
+
+def bench_redis(url: str) -> dict[str, str]:
+    """Result store and response cache on ``url`` (the broker too, unless overridden)."""
+    return {"SLUICE_BROKER__URL": url, "SLUICE_BROKER__RESULT_BACKEND": url,
+            "SLUICE_CACHE__REDIS_URL": url}
+
+
+def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, *,
+          start: Any, stop_faults: Any, worker: Any, reread: Any = None) -> dict[str, Any]:
+    """Send ``n`` paced requests on both lanes while faults run, wait for every answer, and
+    count from the ledger what was lost or billed twice."""
+    from models.db.budgets import set_budget
     from models.db.engine import make_engine, session_factory
-    from models.db.tables import LedgerRow
     from models.domain.errors import SluiceError
     from models.domain.settings import load_settings
     from queues.producer import connect
 
-    home = Path(tempfile.mkdtemp(prefix="sluice-soak-"))
-    with scratch_database() as db_url, standin_process() as standin_url:
-        env = soak_env(db_url, standin_url, home)
-        engine = make_engine(db_url)
-        sessions = session_factory(engine)
-        team, prefix = f"soak{uuid.uuid4().hex[:6]}", f"soak-{uuid.uuid4().hex[:6]}-"
-        with sessions() as s:  # a budget, so every request holds a reservation to settle
-            set_budget(s, "team", team, "total", hard=Decimal("100000"))
-            s.commit()
-        killer = Killer(env, home / "worker.log", kill_every)
-        killer.start()
-        gateway = connect(load_settings(dict(env)))
-        sweeper = Sweeper(gateway, sessions)
-        sweeper.start()
-        handles: list[Any] = []
-        failed = 0
-        codes: Counter[str] = Counter()
-        try:
-            t0 = time.time()
-            for i in range(n):  # paced, so the kills land while requests flow
-                time.sleep(max(0.0, t0 + i / rate - time.time()))
-                try:
-                    handles.append(gateway.submit({
-                        "request_id": f"{prefix}{i}", "team": team, "feature": "soak",
-                        "lane": "interactive" if i % 2 else "async", "model": "cheap",
-                        "max_tokens": 16, "cache": {"mode": "bypass"},
-                        "messages": [{"role": "user", "content": f"Rephrase item {i}"}]}))
-                except SluiceError as err:
-                    failed += 1  # refused up front with a typed error: ended, not lost
+    engine = make_engine(db_url)
+    sessions = session_factory(engine)
+    team, prefix = f"soak{uuid.uuid4().hex[:6]}", f"soak-{uuid.uuid4().hex[:6]}-"
+    with sessions() as s:  # a budget, so every request holds a reservation to settle
+        set_budget(s, "team", team, "total", hard=Decimal("100000"))
+        s.commit()
+    start()
+    gateway = connect(load_settings(dict(env)))
+    sweeper = Sweeper(gateway, sessions)
+    sweeper.start()
+    handles: list[Any] = []
+    done: list[Any] = []
+    failed = 0
+    codes: Counter[str] = Counter()
+    no_result: list[str] = []
+    try:
+        t0 = time.time()
+        for i in range(n):  # paced, so the faults land while requests flow
+            time.sleep(max(0.0, t0 + i / rate - time.time()))
+            try:
+                handles.append(gateway.submit({
+                    "request_id": f"{prefix}{i}", "team": team, "feature": "soak",
+                    "lane": "interactive" if i % 2 else "async", "model": "cheap",
+                    "max_tokens": 16, "cache": {"mode": "bypass"},
+                    "messages": [{"role": "user", "content": f"Rephrase item {i}"}]}))
+            except SluiceError as err:
+                failed += 1  # refused up front with a typed error: ended, not lost
+                codes[err.code] += 1
+        stop_faults()  # faults stop with the last send: what is left drains
+        deadline = time.time() + wait_s
+        for h in handles:
+            try:
+                h.result(timeout=max(1.0, deadline - time.time()))
+                done.append(h)
+            except SluiceError as err:
+                if err.code == "result_timeout":
+                    no_result.append(h.request_id)
+                else:
+                    failed += 1
                     codes[err.code] += 1
-            # Kills stop with the last send: the last worker drains what is left.
-            killer.halt.set()
-            killer.join(timeout=120)
-            completed, no_result = 0, []
-            deadline = time.time() + wait_s
-            for h in handles:
-                try:
-                    h.result(timeout=max(1.0, deadline - time.time()))
-                    completed += 1
-                except SluiceError as err:
-                    if err.code == "result_timeout":
-                        no_result.append(h.request_id)
-                    else:
-                        failed += 1
-                        codes[err.code] += 1
-        finally:
-            killer.halt.set()
-            killer.join(timeout=120)
-            sweeper.halt.set()
-            sweeper.join(timeout=30)
-            gateway.close()
-            stop(killer.proc)
-        with sessions() as s:
-            outcome = dict(s.execute(select(LedgerRow.request_id, LedgerRow.outcome)
-                                     .where(LedgerRow.request_id.in_(no_result or [""]))).all())
-            per_id = dict(s.execute(select(LedgerRow.request_id, func.count())
-                                    .where(LedgerRow.request_id.startswith(prefix))
-                                    .group_by(LedgerRow.request_id)).all())
-            settles = dict(s.execute(select(ReservationRow.request_id, func.count())
-                                     .where(ReservationRow.request_id.startswith(prefix),
-                                            ReservationRow.state == "settled")
-                                     .group_by(ReservationRow.request_id)).all())
-            still_open = s.execute(select(func.count()).select_from(ReservationRow).where(
-                ReservationRow.request_id.startswith(prefix),
-                ReservationRow.state == "open")).scalar_one()
-        engine.dispose()
-    return {"sent": n, "queued": len(handles), "completed": completed, "failed": failed,
-            # Timed out waiting, yet the ledger says how it ended (or that a claim is stuck).
-            **{f"no_result_ledger_{o}": sum(1 for r in no_result if outcome.get(r) == o)
+        readable = _reread(reread, gateway, done, team) if reread is not None else None
+    finally:
+        stop_faults()
+        sweeper.halt.set()
+        sweeper.join(timeout=30)
+        gateway.close()
+        proc = worker()
+        if proc is not None:
+            stop(proc)
+    counts = _ledger_counts(sessions, prefix, no_result)
+    engine.dispose()
+    out: dict[str, Any] = {"sent": n, "queued": len(handles), "completed": len(done),
+                           "failed": failed, **counts, "resent_by_sweeper": sweeper.resent,
+                           **{f"failed_{code}": k for code, k in sorted(codes.items())}}
+    if readable is not None:
+        out["results_readable_after_restart"] = readable[0]
+        out["async_jobs"], out["jobs_readable_after_restart"] = readable[1], readable[2]
+    return out
+
+
+def _reread(store: Any, gateway: Any, done: list[Any], team: str) -> tuple[int, int, int]:
+    """Record each async answer as the front door records a job, kill the result store's
+    Redis once more, start it on its AOF, and count what a client could still read: answers
+    of ``done``, and async jobs whose record and answer are both there (``/v1/jobs/{id}``)."""
+    import asyncio
+
+    from queues.http.jobs import build_jobs
+
+    jobs = [h for h in done if h.request_id.rsplit("-", 1)[1].isdigit()
+            and int(h.request_id.rsplit("-", 1)[1]) % 2 == 0]  # even: the async lane
+
+    async def put_all() -> None:
+        book = build_jobs(gateway.settings)
+        for h in jobs:
+            await book.put(h.task_id, {"team": team, "org": None})
+        await book.close()
+
+    async def present() -> set[str]:
+        book = build_jobs(gateway.settings)
+        found = {h.task_id for h in jobs if await book.get(h.task_id) is not None}
+        await book.close()
+        return found
+
+    asyncio.run(put_all())
+    store.restart(down_s=0.5)
+    backend = gateway.app.backend
+    answered: set[str] = set()
+    for h in done:
+        for _ in range(20):  # the client reconnects on the first commands after the restart
+            try:
+                meta = backend.get_task_meta(h.task_id)
+                break
+            except Exception:  # noqa: BLE001 - reconnecting
+                time.sleep(0.25)
+        else:
+            continue
+        if meta.get("status") == "SUCCESS":
+            answered.add(h.task_id)
+    records = present_with_retries(present)
+    return len(answered), len(jobs), len(records & answered)
+
+
+def present_with_retries(read: Any) -> set[str]:
+    """``read()`` once the store answers again."""
+    import asyncio
+
+    for _ in range(20):
+        try:
+            return set(asyncio.run(read()))
+        except Exception:  # noqa: BLE001 - reconnecting
+            time.sleep(0.25)
+    return set()
+
+
+def _ledger_counts(sessions: Any, prefix: str, no_result: list[str]) -> dict[str, int]:
+    from models.db.budgets import ReservationRow
+    from models.db.tables import LedgerRow
+
+    with sessions() as s:
+        outcome = dict(s.execute(select(LedgerRow.request_id, LedgerRow.outcome)
+                                 .where(LedgerRow.request_id.in_(no_result or [""]))).all())
+        per_id = dict(s.execute(select(LedgerRow.request_id, func.count())
+                                .where(LedgerRow.request_id.startswith(prefix))
+                                .group_by(LedgerRow.request_id)).all())
+        settles = dict(s.execute(select(ReservationRow.request_id, func.count())
+                                 .where(ReservationRow.request_id.startswith(prefix),
+                                        ReservationRow.state == "settled")
+                                 .group_by(ReservationRow.request_id)).all())
+        still_open = s.execute(select(func.count()).select_from(ReservationRow).where(
+            ReservationRow.request_id.startswith(prefix),
+            ReservationRow.state == "open")).scalar_one()
+    # Timed out waiting, yet the ledger says how it ended (or that a claim is stuck).
+    return {**{f"no_result_ledger_{o}": sum(1 for r in no_result if outcome.get(r) == o)
                for o in sorted(set(outcome.values()))},
             "lost": sum(1 for r in no_result if r not in per_id),
             "billed_twice": sum(1 for c in per_id.values() if c > 1)
             + sum(1 for c in settles.values() if c > 1),
-            "reservations_open": int(still_open), "kills": killer.kills,
-            "resent_by_sweeper": sweeper.resent,
-            **{f"failed_{code}": k for code, k in sorted(codes.items())}}
+            "reservations_open": int(still_open)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,13 +313,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="requests sent per second")
     parser.add_argument("--wait", type=float, default=180.0,
                         help="seconds to wait for results after the last send")
+    parser.add_argument("--broker-restart", default="", metavar="redis,rabbitmq",
+                        help="instead of killing workers, kill -9 and restart each named broker "
+                             "(one the benchmark starts itself) every --restart-every s")
+    parser.add_argument("--restart-every", type=float, default=15.0,
+                        help="seconds between broker restarts")
     args = parser.parse_args(argv)
-    counts = run(args.n, args.kill_every, args.rate, args.wait)
-    for key, value in counts.items():
-        print(f"{key:>26}: {value}")
-    bad = counts["lost"] or counts["billed_twice"]
-    print("FAIL: requests lost or billed twice" if bad
-          else "OK: nothing lost, nothing billed twice")
+    if args.broker_restart:
+        runs = [run_broker_restarts(kind.strip(), args.n, args.restart_every, args.rate,
+                                    args.wait) for kind in args.broker_restart.split(",")]
+    else:
+        runs = [run(args.n, args.kill_every, args.rate, args.wait)]
+    bad = False
+    for counts in runs:
+        for key, value in counts.items():
+            print(f"{key:>30}: {value}")
+        readable = counts.get("results_readable_after_restart", counts["completed"])
+        jobs_gone = counts.get("jobs_readable_after_restart", 0) < counts.get("async_jobs", 0)
+        failed = (counts["lost"] or counts["billed_twice"] or readable < counts["completed"]
+                  or jobs_gone)
+        bad = bad or bool(failed)
+        print("FAIL: requests lost, billed twice or answers gone" if failed
+              else "OK: nothing lost, nothing billed twice")
+        print()
     return 1 if bad else 0
 
 

@@ -57,7 +57,8 @@ class FrontDoor:
         return cls(settings=settings, gateway=gateway, keys=KeyBook(sessions),
                    waiter=ResultWaiter(app), jobs=build_jobs(settings), sessions=sessions,
                    shedder=shedder_for(settings), tally=tally_for(settings),
-                   tokens=token_reader_for(settings.broker.url, settings.broker.key_prefix))
+                   tokens=token_reader_for(settings.broker.state_url() or settings.broker.url,
+                                                  settings.broker.key_prefix))
 
     @property
     def catalogue(self) -> Catalogue:

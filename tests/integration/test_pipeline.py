@@ -1,4 +1,5 @@
-"""One request end to end: producer → Redis → real Celery worker → provider SDK → PostgreSQL ledger."""
+"""One request end to end: producer → Redis or RabbitMQ → real Celery worker → provider SDK →
+PostgreSQL ledger."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ from models.domain.request import parse_request
 
 pytestmark = pytest.mark.integration
 CAT = load_catalogue()
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def gateway(request: Any) -> Any:
+    """Every test here runs on both brokers: the session's Redis gateway, then RabbitMQ's."""
+    return request.getfixturevalue("gateway" if request.param == "redis"
+                                   else "rabbitmq_gateway")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,9 @@ def test_openai_request_is_priced_exactly_in_the_ledger(gateway: Any, sessions: 
 
 
 def test_anthropic_request_bills_cache_writes_then_reads(gateway: Any, sessions: Any) -> None:
-    system = "Support policy. " + " ".join(f"Clause {i}: answer kindly." for i in range(500))
+    # A prefix of this test's own: the stand-in keeps its prompt cache across brokers' runs.
+    system = f"Support policy {uuid.uuid4().hex}. " + " ".join(
+        f"Clause {i}: answer kindly." for i in range(500))
     first = gateway.complete(req(model="claude-sonnet-4-6", static={"system": system}), 30)
     second = gateway.complete(req(model="claude-sonnet-4-6", static={"system": system},
                                   messages=[{"role": "user", "content": "Other question"}]), 30)

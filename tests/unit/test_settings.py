@@ -71,3 +71,35 @@ def test_a_dead_workers_messages_come_back_soon_after_the_visibility_timeout() -
     longest = celery_config(Settings())["broker_transport_options"]
     assert longest["unacked_restore_interval"] * longest["unacked_restore_throttle"] <= 10
     assert longest["visibility_timeout"] > Settings().lanes.get("async").time_limit_s
+
+
+def test_side_state_lives_on_a_redis_beside_any_broker() -> None:
+    """Cancel marks, token streams and tallies need a Redis: the broker's, else the result
+    store's (RabbitMQ), else none; an explicit one wins."""
+    redis = load_settings({"SLUICE_BROKER__URL": "redis://b:6379/0"}).broker
+    assert redis.is_redis() and redis.state_url() == "redis://b:6379/0"
+    rabbit = load_settings({"SLUICE_BROKER__URL": "amqp://u:p@r:5672/v",
+                            "SLUICE_BROKER__RESULT_BACKEND": "redis://res:6379/0"}).broker
+    assert rabbit.is_amqp() and not rabbit.is_redis()
+    assert rabbit.state_url() == "redis://res:6379/0"
+    assert load_settings({}).broker.state_url() is None
+    pinned = load_settings({"SLUICE_BROKER__URL": "amqp://r//",
+                            "SLUICE_BROKER__STATE_REDIS_URL": "redis://state:6379/2"}).broker
+    assert pinned.state_url() == "redis://state:6379/2"
+
+
+def test_rabbitmq_queues_are_quorum_with_confirms_and_a_topic_exchange() -> None:
+    from queues.app import celery_config
+
+    conf = celery_config(load_settings({"SLUICE_BROKER__URL": "amqp://r//"}))
+    assert conf["broker_transport_options"] == {"confirm_publish": True}
+    assert {q.queue_arguments["x-queue-type"] for q in conf["task_queues"]} == {"quorum"}
+    assert {q.exchange.type for q in conf["task_queues"]} == {"topic"}
+    lanes = [q for q in conf["task_queues"] if q.name != "sluice.dead"]
+    assert {q.queue_arguments["x-dead-letter-routing-key"] for q in lanes} == {"sluice.dead"}
+    classic = celery_config(load_settings({"SLUICE_BROKER__URL": "amqp://r//",
+                                           "SLUICE_BROKER__QUEUE_TYPE": "classic"}))
+    assert {q.queue_arguments["x-max-priority"] for q in classic["task_queues"]} == {10}
+    redis = celery_config(load_settings({"SLUICE_BROKER__URL": "redis://b:6379/0"}))
+    assert {q.exchange.type for q in redis["task_queues"]} == {"direct"}
+    assert "visibility_timeout" in redis["broker_transport_options"]

@@ -188,8 +188,9 @@ def collector_for(rt: WorkerRuntime) -> BatchCollector:
                                        max_wait_s=lane.batch_timeout_ms / 1000.0,
                                        poll_interval_s=rt.settings.batch.poll_interval_s,
                                        retry=rt.retry,
-                                       placements=placements_for(rt.settings.broker.url,
-                                                                 rt.settings.broker.key_prefix))
+                                       placements=placements_for(
+                                           rt.settings.broker.state_url() or "memory://",
+                                           rt.settings.broker.key_prefix))
                 # One per worker process, like the runtime it hangs on.
                 rt._batch_collector = found  # type: ignore[attr-defined]
     return found
