@@ -49,6 +49,9 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "cache": (Role.EXCLUDED, "how the cache treats the request, not what is asked"),
         "tags": (Role.EXCLUDED, "attribution carried to the ledger"),
         "timeout_s": (Role.EXCLUDED, "how long the caller waits, not what it asks"),
+        "cache_marks": (Role.EXCLUDED, "where the provider caches the prompt, not what it says"),
+        "provider_headers": (Role.EXCLUDED, "protocol version and beta flags: features that "
+                                            "change the answer have fields of their own"),
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},

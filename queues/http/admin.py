@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from models.db.api_keys import ROLES, ApiKeyRow, create_key, list_keys, revoke_key
 from models.domain.errors import ValidationError
-from queues.http.chat import door, guarded, read_json
+from queues.http.pipeline import door, guarded, read_json
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response
 

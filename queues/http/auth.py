@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,14 @@ class AuthError(SluiceError):
         self.status = status
         if status == 403:
             self.code = "operator_key_required"
+
+
+def bearer_or_api_key(headers: Any) -> str:
+    """The key a request carries: ``Authorization: Bearer`` first, else ``x-api-key``."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return str(token.strip())
+    return str(headers.get("x-api-key", "").strip())
 
 
 class KeyBook:
@@ -48,13 +57,13 @@ class KeyBook:
             return verify_key(s, token)
 
     async def principal(self, request: Request, *, operator: bool = False) -> KeyInfo:
-        """Who is calling, from ``Authorization: Bearer``; AuthError (401/403) otherwise."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        """Who is calling, from ``Authorization: Bearer`` or ``x-api-key`` (the anthropic
+        SDK and agents send either); AuthError (401/403) otherwise."""
+        token = bearer_or_api_key(request.headers)
+        if not token:
             raise AuthError("You didn't provide an API key. Send it as 'Authorization: Bearer "
-                            "<key>' (the openai SDK's api_key); an operator mints keys with "
-                            "`sluice keys create --team <team>`.")
+                            "<key>' or 'x-api-key: <key>' (the SDKs' api_key); an operator "
+                            "mints keys with `sluice keys create --team <team>`.")
         # Keys are high-entropy, so a plain digest is a safe name for the memo.
         memo = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
         now = time.monotonic()

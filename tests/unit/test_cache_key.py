@@ -78,6 +78,8 @@ EXCLUDED_CHANGES: dict[str, dict[str, Any]] = {
     "cache": {"cache": {"mode": "refresh", "allow_nondeterministic": True}},
     "tags": {"tags": {"campaign": "x"}},
     "timeout_s": {"timeout_s": 3.5},
+    "cache_marks": {"cache_marks": [{"at": "messages", "index": 0, "ttl": "1h"}]},
+    "provider_headers": {"provider_headers": {"anthropic-beta": "context-1m-2025-08-07"}},
 }
 
 

@@ -31,6 +31,7 @@ class AnthropicMessagesProvider:
         kwargs = anthropic_message_params(call)
         # SDK 2.x dropped the typed `temperature` argument; the API still takes it.
         kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
+        _forward_headers(call, kwargs)
         try:
             resp = self._client.messages.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
@@ -46,6 +47,7 @@ class AnthropicMessagesProvider:
         arrives; usage is the start event's, with the output tokens of the last delta."""
         kwargs = anthropic_message_params(call)
         kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
+        _forward_headers(call, kwargs)
         text: list[str] = []
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
@@ -80,3 +82,9 @@ class AnthropicMessagesProvider:
         """Close the SDK's HTTP client."""
         self._client.close()
 
+
+def _forward_headers(call: ProviderCall, kwargs: dict[str, Any]) -> None:
+    """The caller's ``anthropic-beta`` / ``anthropic-version`` (the Messages door's client
+    sent them) go on as sent; the SDK's own version header applies otherwise."""
+    if call.request.provider_headers:
+        kwargs["extra_headers"] = dict(call.request.provider_headers)
