@@ -15,7 +15,8 @@ _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 #: Anthropic's error types by status; its SDK raises the matching class and retries by status.
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 409: "invalid_request_error", 410: "not_found_error",
-          413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
+          413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error",
+          529: "overloaded_error"}
 
 
 def usage_body(u: Usage) -> dict[str, Any]:
