@@ -41,6 +41,9 @@ class Envelope(BaseModel):
         # know is left out while unset, so a rolling deploy can put workers last.
         if message["request"].get("timeout_s") is None:
             message["request"].pop("timeout_s", None)
+        for name in ("cache_marks", "provider_headers"):  # the Messages door's, when sent
+            if not message["request"].get(name):
+                message["request"].pop(name, None)
         for turn in (*message["request"]["messages"],
                      *message["request"].get("static", {}).get("few_shot", ())):
             if not turn.get("tool_calls"):
