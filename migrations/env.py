@@ -9,6 +9,7 @@ from alembic import context
 from models.db.engine import make_engine
 # Every module that defines tables, so autogenerate sees the whole schema on Base.metadata.
 import models.db.api_keys  # noqa: F401
+import models.db.attempts  # noqa: F401
 import models.db.audit  # noqa: F401
 import models.db.budgets  # noqa: F401
 import models.db.stored_text  # noqa: F401

@@ -80,9 +80,10 @@ class Inflight:
               now: float | None = None) -> dict[str, int]:
         """Re-send stale messages that never finished; forget finished ones.
 
-        ``state_of(request_id)`` is the ledger outcome (None: no row, nobody started it).
+        ``state_of(request_id)`` is the ledger outcome (None: no row, nobody started it;
+        ``live``: running with a fresh heartbeat, never re-sent).
         """
-        counts = {"resent": 0, "finished": 0, "running": 0, "failed": 0}
+        counts = {"resent": 0, "finished": 0, "running": 0, "live": 0, "failed": 0}
         t = time.time() if now is None else now
         failed_in_a_row = 0
         for msg in self.stale(older_than_s, now=t):
@@ -96,6 +97,10 @@ class Inflight:
                 failed_in_a_row += 1
                 if failed_in_a_row >= MAX_FAILED_LOOKUPS:
                     break  # the ledger is away, not one row: the next sweep tries again
+                continue
+            if state == "live":
+                # A run that renews its heartbeat holds it: a copy would only wait for it.
+                counts["live"] += 1
                 continue
             if state in (None, "running"):
                 # Never claimed, or claimed by a run whose worker may have died with the
@@ -120,15 +125,27 @@ def inflight_for(broker_url: str, prefix: str) -> Inflight | None:
                     prefix=prefix or "sluice:")
 
 
-def sweep_once(inflight: Inflight, app: Any, sessions: Any, *, older_than_s: float
-               ) -> dict[str, int]:
-    """One sweep against the ledger, re-sending through ``app``: the beat job's whole work."""
+def sweep_once(inflight: Inflight, app: Any, sessions: Any, *, older_than_s: float,
+               claim_ttl_s: float = 30.0) -> dict[str, int]:
+    """One sweep against the ledger, re-sending through ``app``: the beat job's whole work.
+
+    A running row whose heartbeat is younger than ``claim_ttl_s`` is a live run: not re-sent.
+    """
+    from datetime import datetime, timezone
+
     from models.db import ledger
 
     def state_of(request_id: str) -> str | None:
         with sessions() as s:
             row = ledger.get(s, request_id)
-        return None if row is None else row.outcome
+        if row is None:
+            return None
+        beat = row.heartbeat_at
+        if row.outcome == "running" and beat is not None:
+            beat = beat if beat.tzinfo else beat.replace(tzinfo=timezone.utc)
+            if (datetime.now(timezone.utc) - beat).total_seconds() < claim_ttl_s:
+                return "live"
+        return row.outcome
 
     def send(msg: InflightMessage) -> None:
         app.send_task(msg.task, args=msg.args, task_id=msg.task_id, queue=msg.queue,

@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from models.domain.catalogue import Catalogue, load_catalogue
-from models.domain.cost import worst_case_cost
+from models.domain.charges import reach_worst_case, reachable
 from models.domain.errors import BrokerError, ConfigError, QueuePaused, ValidationError
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
@@ -88,10 +88,11 @@ class Gateway:
             if reason:
                 raise QueuePaused(f"queue {route.queue} is paused ({reason}); retry later or ask "
                                   "an operator to run `sluice queues resume`", queue=route.queue)
-        model = self.catalogue.get(route.model)
         reservation = None
         if self.admission is not None:
-            amount = worst_case_cost(prompt_tokens, request.max_tokens, model)
+            # The dearest model the request can reach: a fallback is sent only inside it.
+            amount = reach_worst_case(prompt_tokens, request.max_tokens, reachable(
+                self.catalogue, self.settings.providers.fallbacks, route.model))
             reservation = self.admission.reserve(request, route, amount)
         now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,

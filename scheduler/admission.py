@@ -92,7 +92,11 @@ class SqlAdmission:
             if not ids:
                 return None
             rid = uuid.uuid4().hex
-            fits, budgets = self._try_reserve(rid, ids, request, route, amount)
+            fits, budgets, prior = self._try_reserve(rid, ids, request, route, amount)
+            if prior is not None:
+                # A retry of the same request (same id, same budgets) while its first
+                # reservation is open: one request holds one reservation.
+                return prior
             if fits:
                 return rid
             full = sorted((b for b in budgets if not b.fits(amount)), key=_widest_first)
@@ -102,12 +106,16 @@ class SqlAdmission:
             self.invalidate()  # a budget was deleted or added meanwhile: look again
         raise unreachable(RuntimeError("the budget list kept changing"), "reserve")
 
-    def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None) -> bool:
+    def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None,
+               request: ChatRequest | None = None) -> bool:
         """Turn the reservation into a spend of ``actual``; True exactly once.
 
         A reservation the governor already expired still records its spend (the call did
         happen), without releasing its amount a second time. With ``session`` the change joins
         the caller's transaction (the worker's ledger write), so both commit or neither does.
+        With ``request``, a budget that started to apply after the reservation was made (set
+        while the call ran) is charged the spend too: it counts what the ledger already held
+        when it was set, and this row lands after that.
         """
         now = self.clock()
         with self._tx(session, "settle a reservation") as s:
@@ -121,11 +129,35 @@ class SqlAdmission:
                 if row is None:
                     return False
             amount, ids = row
-            rows = s.scalars(change_budgets(parse_ids(ids), spent=actual,
-                                            reserved=-amount if held else Decimal(0),
-                                            now=now)).all()
+            listed = parse_ids(ids)
+            rows = list(s.scalars(change_budgets(listed, spent=actual,
+                                                 reserved=-amount if held else Decimal(0),
+                                                 now=now)).all())
+            extra = self._unlisted(request, listed)
+            if extra and actual:
+                rows += s.scalars(change_budgets(extra, spent=actual, now=now)).all()
             self._soft_check(s, [to_budget(r) for r in rows], now)
         return True
+
+    def charge(self, request: ChatRequest, actual: Decimal, session: Session | None = None
+               ) -> None:
+        """Spend ``actual`` on every budget of ``request`` that holds no reservation of it (one
+        set after admission, when none applied then); nothing when none applies."""
+        if not actual:
+            return
+        ids = self._ids(request)
+        if not ids:
+            return
+        now = self.clock()
+        with self._tx(session, "charge budgets") as s:
+            rows = s.scalars(change_budgets(ids, spent=actual, now=now)).all()
+            self._soft_check(s, [to_budget(r) for r in rows], now)
+
+    def _unlisted(self, request: ChatRequest | None, listed: list[int]) -> list[int]:
+        """Budgets of ``request`` that apply now but are not among ``listed``."""
+        if request is None:
+            return []
+        return sorted(set(self._ids(request)) - set(listed))
 
     def release(self, reservation_id: str, session: Session | None = None) -> bool:
         """Drop the reservation without spending; True exactly once (never after a settle)."""
@@ -144,9 +176,10 @@ class SqlAdmission:
         """The worker's second check, just before the provider call.
 
         Refuses (QueuePaused) when the route's queue is paused; renews an open reservation's
-        expiry, refusing (BudgetExceeded) if an operator lowered a limit below what is already
-        committed; holds the money again when the reservation expired meanwhile, or when a
-        budget was set after admission. Returns the reservation id to settle.
+        expiry and makes it cover ``amount`` on every budget that applies now (see
+        :meth:`cover`), refusing (BudgetExceeded) when one lacks the room, an operator lowered
+        a limit below what is committed, or a budget set after admission is full; holds the
+        money again when the reservation expired meanwhile. Returns the reservation id.
         """
         if self.pauses is not None:
             reason = self.pauses.paused(route.queue)
@@ -156,6 +189,20 @@ class SqlAdmission:
                                   "resume` or the budget's window rollover", queue=route.queue)
         if reservation_id is None:
             return self.reserve(request, route, amount)
+        if self.cover(reservation_id, amount, request, route):
+            return reservation_id
+        return self.reserve(request, route, amount)
+
+    def cover(self, reservation_id: str, amount: Decimal, request: ChatRequest,
+              route: Route) -> bool:
+        """Make the open reservation hold at least ``amount`` on every budget of ``request``
+        that applies now, and renew its expiry; False when it is no longer open.
+
+        Before a retry or a fallback the worker asks for what was charged so far plus the next
+        attempt's worst case: nothing is sent that the reservation does not cover. Budgets set
+        after admission join the reservation with the whole amount; a listed budget whose limit
+        was lowered below what is committed refuses. Raises BudgetExceeded naming the budget.
+        """
         now = self.clock()
         with self._tx(None, "renew a reservation", refusing=True) as s:
             row = s.execute(update(ReservationRow)
@@ -163,14 +210,38 @@ class SqlAdmission:
                                    ReservationRow.state == "open")
                             .values(expires_at=now + self._lease(route.lane))
                             .returning(ReservationRow.budget_ids, ReservationRow.amount)).first()
-            if row is not None:
+            if row is None:
+                return False
+            listed, held = parse_ids(row[0]), row[1]
+            added = self._unlisted(request, listed)
+            target = max(held, amount)
+            if not added and target == held:
                 over = s.scalars(select(BudgetRow).where(
-                    BudgetRow.id.in_(parse_ids(row[0])),
+                    BudgetRow.id.in_(listed),
                     BudgetRow.spent + BudgetRow.reserved > BudgetRow.hard_limit)).first()
                 if over is not None:
-                    raise refusal(to_budget(over), row[1])
-                return reservation_id
-        return self.reserve(request, route, amount)
+                    raise refusal(to_budget(over), held)
+                return True
+            # Lock every budget involved in id order (the order reservations and settles use).
+            locked = s.scalars(select(BudgetRow).where(BudgetRow.id.in_(listed + added))
+                               .order_by(BudgetRow.id).with_for_update()).all()
+            if len(locked) < len(listed) + len(added):
+                self.invalidate()  # one was deleted meanwhile: what remains still holds it
+            for b in locked:
+                more = target if b.id in added else target - held
+                if b.spent + b.reserved + more > b.hard_limit:
+                    raise refusal(to_budget(b), more)
+            present = {b.id for b in locked}
+            if target > held:
+                s.execute(change_budgets([i for i in listed if i in present],
+                                         reserved=target - held, now=now))
+            if added:
+                s.execute(change_budgets([i for i in added if i in present], reserved=target,
+                                         now=now))
+            s.execute(update(ReservationRow).where(ReservationRow.id == reservation_id)
+                      .values(amount=target,
+                              budget_ids=",".join(map(str, sorted(set(listed) | present)))))
+        return True
 
     def invalidate(self) -> None:
         """Forget the cached budget list (after setting budgets in this process)."""
@@ -223,7 +294,7 @@ class SqlAdmission:
             self.pauses.invalidate()
 
     def _try_reserve(self, rid: str, ids: list[int], request: ChatRequest, route: Route,
-                     amount: Decimal) -> tuple[bool, list[Budget]]:
+                     amount: Decimal) -> tuple[bool, list[Budget], str | None]:
         now = self.clock()
         params = {"rid": rid, "ids": ids, "n": len(ids), "amount": amount,
                   "request_id": request.request_id, "budget_ids": ",".join(map(str, ids)),
@@ -232,7 +303,7 @@ class SqlAdmission:
             return self._reserve_pg(params)
         return self._reserve_portable(params)
 
-    def _reserve_pg(self, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
+    def _reserve_pg(self, params: dict[str, Any]) -> tuple[bool, list[Budget], str | None]:
         assert self._fast is not None
         for attempt in (0, 1):
             try:
@@ -247,7 +318,7 @@ class SqlAdmission:
                 raise unreachable(exc, "reserve budget") from exc
         raise AssertionError("unreachable")
 
-    def _reserve_portable(self, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
+    def _reserve_portable(self, params: dict[str, Any]) -> tuple[bool, list[Budget], str | None]:
         with self._tx(None, "reserve budget", refusing=True) as s:
             return reserve_portable(s, params)
 

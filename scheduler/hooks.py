@@ -22,11 +22,24 @@ class Admission(Protocol):
         """
         ...
 
-    def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None) -> bool:
+    def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None,
+               request: ChatRequest | None = None) -> bool:
         """Turn the reservation into spend of ``actual``; exactly once (False if already done).
 
-        With ``session`` the change joins that transaction (the worker's ledger write).
+        With ``session`` the change joins that transaction (the worker's ledger write); with
+        ``request``, budgets set after the reservation are charged too.
         """
+        ...
+
+    def charge(self, request: ChatRequest, actual: Decimal, session: Session | None = None
+               ) -> None:
+        """Spend ``actual`` on the budgets of a request that holds no reservation."""
+        ...
+
+    def cover(self, reservation_id: str, amount: Decimal, request: ChatRequest,
+              route: Route) -> bool:
+        """Make the open reservation hold ``amount`` on every budget that applies now (False:
+        it is no longer open); raises BudgetExceeded naming the budget without room."""
         ...
 
     def release(self, reservation_id: str, session: Session | None = None) -> bool:

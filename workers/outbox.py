@@ -28,7 +28,7 @@ from models.domain.errors import LedgerError
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("sluice.outbox")
-_MONEY = ("cost", "baseline_cost", "list_cost")
+_MONEY = ("cost", "baseline_cost", "list_cost", "estimated_cost")
 #: Seconds between replay attempts while entries are pending (one per worker process).
 REPLAY_EVERY_S = 1.0
 _LOCK = threading.Lock()
@@ -52,12 +52,14 @@ class Outbox:
         return sqlite3.connect(self.path, timeout=30, isolation_level=None)
 
     def keep(self, rt: WorkerRuntime, kind: str, row: dict[str, Any],
-             reservation_id: str | None, cost: Decimal | None) -> None:
-        """Keep a final write (``ok``: settle ``cost``; ``error``: release) for a later replay."""
+             reservation_id: str | None, final: dict[str, Any] | None) -> None:
+        """Keep a final write (the row, the reservation and the successful attempt's end, if
+        any: workers.attempts.finalize) for a later replay."""
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?)",
                        (row["request_id"], kind, json.dumps(row, default=str), reservation_id,
-                        None if cost is None else str(cost), time.time()))
+                        None if final is None else json.dumps(final, default=str),
+                        time.time()))
         self._pending += 1
         self._start_replayer(rt)
         log.warning("ledger unreachable: kept the final row of %s in %s", row["request_id"],
@@ -125,14 +127,11 @@ def _load_row(raw: str) -> dict[str, Any]:
 
 
 def _apply(rt: WorkerRuntime, kind: str, row: dict[str, Any], reservation: str | None,
-           cost: str | None) -> None:
+           final: str | None) -> None:
+    from workers.attempts import finalize
+
     with rt.session() as s:
-        first = ledger.finish(s, row)
-        if first and reservation and rt.admission is not None:
-            if kind == "ok":
-                rt.admission.settle(reservation, Decimal(cost or 0), session=s)
-            else:
-                rt.admission.release(reservation, session=s)
+        finalize(s, rt, kind, row, reservation, json.loads(final) if final else None)
 
 
 def outbox_of(rt: WorkerRuntime) -> Outbox:
@@ -149,7 +148,7 @@ def outbox_of(rt: WorkerRuntime) -> Outbox:
 
 @contextmanager
 def final_write(rt: WorkerRuntime, kind: str, row: dict[str, Any], reservation_id: str | None,
-                cost: Decimal | None) -> Iterator[Session]:
+                final: dict[str, Any] | None) -> Iterator[Session]:
     """A ledger session for a final write; if the database is unreachable, keep it instead.
 
     The body's error is swallowed only once the write is safe in the outbox: the caller goes
@@ -161,4 +160,4 @@ def final_write(rt: WorkerRuntime, kind: str, row: dict[str, Any], reservation_i
     except (LedgerError, SQLAlchemyError) as exc:
         log.warning("final ledger write of %s failed (%s); keeping it in the outbox",
                     row["request_id"], str(exc).splitlines()[0] if str(exc) else exc)
-        outbox_of(rt).keep(rt, kind, row, reservation_id, cost)
+        outbox_of(rt).keep(rt, kind, row, reservation_id, final)

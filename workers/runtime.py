@@ -41,6 +41,25 @@ class WorkerRuntime:
     tokens: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
     _claimer: Any = field(default=None, repr=False)
+    _heartbeat: Any = field(default=None, repr=False)
+
+    def heartbeat(self) -> Any:
+        """This process's heartbeat (workers.heartbeat.Heartbeat), built on first use."""
+        if self._heartbeat is None:
+            with _LOCK:
+                if self._heartbeat is None:
+                    from datetime import timedelta
+
+                    from workers.heartbeat import Heartbeat
+
+                    lanes = self.settings.lanes
+                    # A live run's reservation is renewed to outlast a missed beat or two and
+                    # the lane's time limit, as the admission lease does.
+                    self._heartbeat = Heartbeat(
+                        self.sessions, interval_s=self.settings.broker.heartbeat_s,
+                        lease=lambda lane: timedelta(
+                            seconds=lanes.get(lane).time_limit_s + 60.0))
+        return self._heartbeat
 
     @property
     def baseline(self) -> ModelSpec:
@@ -80,7 +99,7 @@ class WorkerRuntime:
             if ledger.claim_fast(self._claimer, row):
                 return "claimed"
         with self.session() as s:
-            return ledger.claim(s, row, lease_s=lease_s)
+            return ledger.claim(s, row, lease_s=lease_s, claim_ttl_s=self.heartbeat().claim_ttl_s)
 
     def provider(self, name: str) -> Provider:
         """The adapter for ``name``, built on first use (thread-safe)."""
@@ -96,6 +115,8 @@ class WorkerRuntime:
         for prov in self.providers.values():
             prov.close()
         self.providers.clear()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._claimer is not None:
             self._claimer.dispose()
 

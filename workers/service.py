@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pydantic
 from sqlalchemy.exc import SQLAlchemyError
 
+from models.db import attempts as attempt_rows
 from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
-from models.domain.cost import baseline_cost, cost_of, list_cost, worst_case_cost
+from models.domain.charges import reach_worst_case, reachable
+from models.domain.cost import baseline_cost, cost_of, list_cost
 from models.domain.errors import (Cancelled, DeadlineExceeded, LedgerError, ProviderError,
                                   ProviderPermanent, ProviderRetryable, SluiceError,
                                   ValidationError)
@@ -21,7 +25,9 @@ from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from queues.token_stream import TokenWriter, token_key
-from workers.batch.seam import batch_reply
+from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
+from workers.batch.seam import batch_reply, wants_batch
+from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
@@ -67,6 +73,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     req, route = env.request, env.route
     base_row = _row(env, route, outcome="running")
     outbox_of(rt).maybe_replay(rt)  # rows kept while the database was away land first
+    heart = rt.heartbeat()
     try:
         state = rt.claim(base_row, lease_s=rt.settings.lanes.get(req.lane).time_limit_s)
     except (LedgerError, SQLAlchemyError) as exc:
@@ -76,23 +83,43 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); nothing was "
             "sent to a provider; retry once the database is back", request_id=req.request_id))
     if state == "foreign":
+        _release_copy(rt, env)
         return error_reply(req.request_id, ValidationError(
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
     if state not in ("claimed", "resumed", "retried"):
-        # A live claim may belong to a worker that died mid-call: retry after its lease.
-        lease = rt.settings.lanes.get(req.lane).time_limit_s
-        return _duplicate(req.request_id, state, previous, stash,
-                          retry_in=min(lease + 1.0, 300.0))
+        if state == "done":
+            # A retry of a finished request: whatever it reserved goes back at once.
+            _release_copy(rt, env)
+        # A live claim renews its heartbeat: come back when it would have lapsed, were its
+        # worker dead, and wait as long as a live run can take.
+        lane = rt.settings.lanes.get(req.lane)
+        return _duplicate(req.request_id, state, previous, stash, retry_in=heart.claim_ttl_s,
+                          retries=int(lane.soft_time_limit_s // heart.claim_ttl_s) + 3)
+    beat = heart.hold(req.request_id, req.lane, env.reservation_id)
+    try:
+        return _run(rt, env, state, stash, started, beat)
+    finally:
+        heart.drop(beat)
+
+
+def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None,
+         started: float, beat: Beat) -> dict[str, Any]:
+    """The claimed part of a run: the heartbeat keeps its claim and reservation alive."""
+    req, route = env.request, env.route
     if state == "resumed":
         # We took over the claim of a run that died. If it had answered before dying, its
         # answer is in the stash: bill that answer (and the reservation that run held) rather
         # than pay the provider again.
         kept = _kept(stash)
         if kept is not None:
-            kept_reply, rid = kept
-            _bill(rt, env, ChatResult.model_validate(kept_reply["result"]),
-                  batch=bool(kept_reply.get("batch")), reservation_id=rid)
+            kept_reply, rid, final = kept
+            result = ChatResult.model_validate(kept_reply["result"])
+            if final is None:
+                # Stashed by a worker of the previous release: no attempt row names it.
+                final = record_answer(rt, env, result, batch=bool(kept_reply.get("batch")))
+            _bill(rt, env, result, batch=bool(kept_reply.get("batch")), reservation_id=rid,
+                  final=final)
             return kept_reply
     # A resumed run is never dropped: the dead run it takes over may have paid already (a
     # provider batch placed).
@@ -101,22 +128,30 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         # Nobody waits for the answer: the row says why ($0), the reservation goes back.
         _fail(rt, env, dropped)
         return error_reply(req.request_id, dropped)
+    money: RunMoney | None = None
     try:
-        env = _second_check(rt, env)
-        reply, model = _call(rt, env)
+        env, held = _second_check(rt, env)
+        beat.reservation_id = env.reservation_id
+        money = RunMoney(rt, env, started=started, held=held)
+        money.spent = _owed_before(rt, env, money, state)
+        money.on_reservation = lambda rid: setattr(beat, "reservation_id", rid)
+        reply, model = _call(rt, money)
+        env = money.env
     except SluiceError as err:
-        _fail(rt, env, err)
+        _fail(rt, money.env if money is not None else env, err)
         return error_reply(req.request_id, err)
     finished = time.time()
     # An answer from a provider Batch API (workers/batch) is billed at the batch discount.
     batch = bool(reply.extra.get("batch"))
     cost = cost_of(reply.usage, model, batch=batch)
+    final = money.final_values(cost, reply.usage.input_total, reply.usage.output, batch)
     result = ChatResult(
         request_id=req.request_id, text=reply.text, provider=model.provider, model=model.name,
         route=route if model.name == route.model else route.model_copy(
             update={"model": model.name, "provider": model.provider,
                     "reason": f"{route.reason}; fallback to {model.name}"}),
-        usage=reply.usage, cost=cost, baseline_cost=baseline_cost(reply.usage, rt.baseline),
+        usage=reply.usage, cost=cost + money.spent,
+        baseline_cost=baseline_cost(reply.usage, rt.baseline),
         list_cost=list_cost(reply.usage, model),
         finish_reason=reply.finish_reason, price_version=rt.catalogue.version,
         tool_calls=reply.tool_calls,
@@ -126,44 +161,72 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     answer = ok_reply(result)
     if batch:
         answer["batch"] = True  # so a run that adopts this answer bills it at the batch price
-    _keep(stash, answer, env)
-    _bill(rt, env, result, batch=batch, reservation_id=env.reservation_id)
+    _keep(stash, answer, env, final)
+    _bill(rt, env, result, batch=batch, reservation_id=env.reservation_id, final=final)
     return answer
 
 
-def _keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope) -> None:
-    """Stash the answer, and the reservation it settles, ahead of the ledger write (best
-    effort: the ledger write must happen either way)."""
+def _owed_before(rt: WorkerRuntime, env: Envelope, money: RunMoney, state: str) -> Decimal:
+    """What earlier runs of this request were charged and not yet settled (a dead run's
+    attempts, charged at their worst case now): the reservation must cover it too."""
+    if state != "resumed":
+        return Decimal(0)
+    try:
+        with rt.session() as s:
+            attempt_rows.charge_lost(s, env.request.request_id, not_run=money.run)
+            return attempt_rows.unsettled(s, env.request.request_id)
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"request {env.request.request_id}: could not read what earlier runs "
+                          "were charged; nothing was sent; retry once the database is back",
+                          request_id=env.request.request_id) from exc
+
+
+def _release_copy(rt: WorkerRuntime, env: Envelope) -> None:
+    """Release the reservation a duplicate delivery brought (a retry under the same request
+    id): it is not the one the request's own run holds or settled. Idempotent."""
+    if env.reservation_id is None or rt.admission is None:
+        return
+    try:
+        rt.admission.release(env.reservation_id)
+    except SluiceError as exc:
+        log.warning("could not release the duplicate's reservation %s (it expires): %s",
+                    env.reservation_id, exc)
+
+
+def _keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope,
+          final: dict[str, Any] | None) -> None:
+    """Stash the answer, the reservation it settles and its attempt, ahead of the ledger write
+    (best effort: the ledger write must happen either way)."""
     if stash is None:
         return
     try:
-        stash.keep({"reply": reply, "reservation_id": env.reservation_id})
+        stash.keep({"reply": reply, "reservation_id": env.reservation_id, "attempt": final})
     except Exception as exc:  # noqa: BLE001 - the ledger write must still happen
         log.warning("could not keep the answer of %s before billing it: %s",
                     env.request.request_id, exc)
 
 
-def _kept(stash: AnswerStash | None) -> tuple[dict[str, Any], str | None] | None:
-    """The answer (and its reservation id) an earlier run of this task stashed, if any."""
+def _kept(stash: AnswerStash | None
+          ) -> tuple[dict[str, Any], str | None, dict[str, Any] | None] | None:
+    """The answer, its reservation id and its attempt an earlier run of this task stashed."""
     record = (stash.read() if stash is not None else None) or {}
-    reply, rid = record.get("reply"), record.get("reservation_id")
+    reply, rid, final = record.get("reply"), record.get("reservation_id"), record.get("attempt")
     if not (isinstance(reply, dict) and reply.get("ok")):
         return None
-    return reply, rid if isinstance(rid, str) else None
+    return reply, rid if isinstance(rid, str) else None, final if isinstance(final, dict) else None
 
 
 def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool,
-          reservation_id: str | None) -> None:
-    """Finish the claimed ledger row with ``result`` and settle ``reservation_id``, once."""
+          reservation_id: str | None, final: dict[str, Any] | None) -> None:
+    """Finish the claimed ledger row with ``result`` (its cost: the sum of the request's
+    attempts) and settle ``reservation_id``, once."""
     req = env.request
     row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
     row["volatile_prefix"] = _volatile_prefix(req)
     # The provider was paid: if the database is away, the row waits in the outbox.
-    with final_write(rt, "ok", row, reservation_id, result.cost) as s:
-        first = ledger.finish(s, row)
-        if first and reservation_id and rt.admission is not None:
-            rt.admission.settle(reservation_id, result.cost, session=s)
+    with final_write(rt, "ok", row, reservation_id, final) as s:
+        first = finalize(s, rt, "ok", row, reservation_id, final)
         if first:
             # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
             stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
@@ -213,39 +276,60 @@ def _cancelled(rt: WorkerRuntime, req: ChatRequest) -> bool:
         return False
 
 
-def _second_check(rt: WorkerRuntime, env: Envelope) -> Envelope:
-    """Refuse before paying when the queue was paused or the budget no longer holds the money."""
+def _second_check(rt: WorkerRuntime, env: Envelope) -> tuple[Envelope, Decimal]:
+    """Refuse before paying when the queue was paused or the budgets, as they are now, do not
+    hold the worst case of the dearest model the request can reach; returns the envelope (its
+    reservation id may change) and the amount held."""
+    amount = reach_worst_case(env.prompt_tokens, env.request.max_tokens, _chain(rt, env))
     if rt.admission is None:
-        return env
-    amount = worst_case_cost(env.prompt_tokens, env.request.max_tokens,
-                             rt.catalogue.get(env.route.model))
+        return env, amount
     rid = rt.admission.confirm(env.request, env.route, env.reservation_id, amount)
-    return env if rid == env.reservation_id else env.model_copy(update={"reservation_id": rid})
+    held = amount if rid is not None else Decimal(0)
+    env = env if rid == env.reservation_id else env.model_copy(update={"reservation_id": rid})
+    return env, held
 
 
-def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
-    """One provider call under our retry policy, then each configured fallback in turn."""
-    primary = rt.catalogue.get(env.route.model)
-    chain = [primary] + [rt.catalogue.get(n)
-                         for n in rt.settings.providers.fallbacks.get(primary.name, [])]
+def _chain(rt: WorkerRuntime, env: Envelope) -> list[ModelSpec]:
+    """The routed model, then its configured fallbacks."""
+    return reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model)
+
+
+def _call(rt: WorkerRuntime, money: RunMoney) -> tuple[ProviderReply, ModelSpec]:
+    """One provider call under our retry policy, then each configured fallback in turn; each
+    attempt admitted and recorded by ``money``."""
+    env = money.env
+    chain = _chain(rt, env)
+    primary = chain[0]
     scope = f"{env.request.org}/{env.request.team}/{env.request.feature}"
+    ttl = rt.settings.providers.ttl_for(env.request.feature)
     # Seam: an async request opted into provider Batch APIs waits here for its batch to answer
-    # (this process's collector gathers it with others); None means call the provider directly.
-    batched = batch_reply(rt, ProviderCall(request=env.request, model=primary, cache_scope=scope,
-                                           cache_ttl=rt.settings.providers.ttl_for(
-                                               env.request.feature)))
-    if batched is not None:
-        return batched, primary
+    # (this process's collector gathers it with others); it is one attempt, at the batch price.
+    if wants_batch(env.request, primary.provider, rt.settings):
+        batched = money.attempt(primary, lambda _left: batch_reply(rt, ProviderCall(
+            request=env.request, model=primary, cache_scope=scope, cache_ttl=ttl)), batch=True)
+        if batched is not None:
+            return batched, primary
     last: ProviderError | None = None
     tokens = _writer(rt, env)
+    seen: list[str] = []  # text the current attempt received: a broken stream bills it
+
+    def attempt_on(provider: Any, model: ModelSpec) -> Callable[[float], ProviderReply]:
+        def send(left: float) -> ProviderReply:
+            seen.clear()
+            call = ProviderCall(request=env.request, model=model, cache_scope=scope,
+                                cache_ttl=ttl,
+                                timeout_s=min(left, rt.settings.providers.timeout_s))
+            return _attempt(provider, call, tokens, money.deadline, seen)
+        return send
+
     try:
         for model in chain:
-            call = ProviderCall(request=env.request, model=model, cache_scope=scope,
-                                cache_ttl=rt.settings.providers.ttl_for(env.request.feature))
-            provider = rt.provider(model.provider)
+            send = attempt_on(rt.provider(model.provider), model)
             try:
-                return with_retries(lambda p=provider, c=call: _attempt(p, c, tokens),
-                                    rt.retry), model
+                return with_retries(
+                    lambda m=model, f=send: money.attempt(m, f, stream=tokens is not None,
+                                                          received=lambda: "".join(seen)),
+                    rt.retry), model
             except ProviderRetryable as err:
                 last = err  # exhausted: try the next model in the chain
     finally:
@@ -254,9 +338,11 @@ def _call(rt: WorkerRuntime, env: Envelope) -> tuple[ProviderReply, ModelSpec]:
     assert last is not None
     # Say what was tried: the caller sees the whole chain, not only the last model's status.
     tried = ", ".join(m.name for m in chain)
+    charged = (f"; {money.spent} USD of it charged as the provider may have billed it "
+               "(estimated)" if money.spent else "; nothing was billed")
     raise ProviderRetryable(
         f"{last.message}; gave up after {rt.retry.max_attempts} attempts on each of {tried} "
-        "(SLUICE_PROVIDERS__MAX_ATTEMPTS / __FALLBACKS); nothing was billed; retry later",
+        f"(SLUICE_PROVIDERS__MAX_ATTEMPTS / __FALLBACKS){charged}; retry later",
         provider=last.provider, status=last.status,
         retry_after=getattr(last, "retry_after", None), tried=tried)
 
@@ -269,20 +355,34 @@ def _writer(rt: WorkerRuntime, env: Envelope) -> TokenWriter | None:
                                             task_id_for(env.request)))
 
 
-def _attempt(provider: Any, call: ProviderCall, tokens: TokenWriter | None) -> ProviderReply:
-    """One call: streamed when the caller streams and the adapter can, else whole."""
+def _attempt(provider: Any, call: ProviderCall, tokens: TokenWriter | None,
+             deadline: float = float("inf"), seen: list[str] | None = None) -> ProviderReply:
+    """One call: streamed when the caller streams and the adapter can, else whole. A stream
+    past the run's time limit is abandoned (``seen`` keeps what it received: it is billed)."""
     stream = getattr(provider, "stream", None)
     if tokens is None or stream is None:
         return provider.complete(call)
+
+    received = seen if seen is not None else []
+
+    def sink(piece: str) -> None:
+        received.append(piece)
+        if time.time() > deadline:
+            raise OutOfTime(f"{call.model.provider}: the answer was still streaming when the "
+                            "run's time limit passed; abandoned", provider=call.model.provider,
+                            billed="unknown")
+        tokens(piece)
+
     try:
-        reply: ProviderReply = stream(call, tokens)
+        reply: ProviderReply = stream(call, sink)
     except ProviderRetryable as err:
-        if tokens.sent:
+        if tokens.sent and not isinstance(err, OutOfTime):  # out of time: no retry follows
             # The caller already read part of an answer: another attempt would write a
-            # second one after it. End here; nothing of this attempt is billed.
+            # second one after it. End here; what was received is charged (workers.attempts).
             raise ProviderPermanent(f"{err.message}; the answer broke off after it had begun "
                                     "streaming, so it was not retried: retry the request",
-                                    provider=err.provider, status=err.status) from err
+                                    provider=err.provider, status=err.status,
+                                    billed=err.details.get("billed", "unknown")) from err
         raise
     finally:
         tokens.flush()  # never raises: a broken writer leaves the text to the result
@@ -315,13 +415,13 @@ def _volatile_prefix(req: ChatRequest) -> bool:
 
 
 def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
+    """End the request in an error: its row costs what its attempts were charged (estimates
+    for those the provider may have billed), settled; with nothing charged, released."""
     row = _row(env, env.route, outcome="error")
     row.pop("created_at")
     row["error_code"] = err.code
     with final_write(rt, "error", row, env.reservation_id, None) as s:
-        first = ledger.finish(s, row)
-        if first and env.reservation_id and rt.admission is not None:
-            rt.admission.release(env.reservation_id, session=s)
+        finalize(s, rt, "error", row, env.reservation_id, None)
     _forget(rt, env.request)
 
 
@@ -333,7 +433,7 @@ class ClaimBusy(SluiceError):
 
 
 def _duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | None,
-               retry_in: float = 60.0) -> dict[str, Any]:
+               retry_in: float = 60.0, retries: int = 3) -> dict[str, Any]:
     if state == "done":
         earlier = previous() if callable(previous) else previous
         if isinstance(earlier, dict) and earlier.get("ok"):
@@ -345,8 +445,8 @@ def _duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | 
     if state == "running":
         return error_reply(request_id, ClaimBusy(
             f"request {request_id} is being executed by another run (or by a worker that "
-            "died: its claim expires after the lane's time limit); wait for its handle",
-            request_id=request_id, retry_in=retry_in))
+            "died: its claim lapses when its heartbeat stops); wait for its handle",
+            request_id=request_id, retry_in=retry_in, retries=retries))
     return error_reply(request_id, ResultLost(
         f"request {request_id} was completed and billed by an earlier run, but its answer was "
         "not kept (the worker stopped before storing it); submit it again with a new request_id",

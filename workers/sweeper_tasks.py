@@ -16,4 +16,5 @@ def sweep_inflight(self: Task) -> dict[str, int]:
     if rt.inflight is None:
         return {}
     return sweep_once(rt.inflight, self.app, rt.sessions,
-                      older_than_s=rt.settings.broker.resend_after_s)
+                      older_than_s=rt.settings.broker.resend_after_s,
+                      claim_ttl_s=rt.heartbeat().claim_ttl_s)

@@ -58,7 +58,8 @@ def _parked_if_invalid(task: Task, reply: dict[str, Any], message: Any) -> dict[
     return reply
 
 
-#: A busy claim is retried this many times, each after the claim's lease could have expired.
+#: A busy claim is retried this many times unless its reply says how often (as long as a live
+#: run can take, in steps of the claim's heartbeat lease).
 BUSY_RETRIES = 3
 
 
@@ -115,11 +116,12 @@ def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
                                              previous=_previous(task), stash=_Stash(task)),
                                message)
     error = reply.get("error") or {}
-    if error.get("code") == ClaimBusy.code and task.request.retries < BUSY_RETRIES:
-        # Usually the run holding the claim died with its worker (kill -9): come back when
-        # its lease has run out and take the request over, instead of ending it in an error.
-        raise task.retry(countdown=float((error.get("details") or {}).get("retry_in", 60)),
-                         max_retries=BUSY_RETRIES)
+    details = error.get("details") or {}
+    retries = int(details.get("retries", BUSY_RETRIES))
+    if error.get("code") == ClaimBusy.code and task.request.retries < retries:
+        # A live run renews its claim: wait for it (the answer is then the first run's). A
+        # dead one stops renewing, and a later try takes the request over.
+        raise task.retry(countdown=float(details.get("retry_in", 60)), max_retries=retries)
     return reply
 
 

@@ -94,7 +94,8 @@ def claim_fast(engine: Any, row: dict[str, Any]) -> bool:
     ``engine`` is an autocommit engine (models.db.engine.autocommit_engine), so the INSERT is
     its own transaction. False means a row exists: ``claim`` in a session decides what it is.
     """
-    values = _columns(dict(row, outcome="running", created_at=datetime.now(timezone.utc)))
+    now = datetime.now(timezone.utc)
+    values = _columns(dict(row, outcome="running", created_at=now, heartbeat_at=now))
     try:
         with engine.connect() as conn:
             return conn.execute(_insert_once(engine.dialect.name), values).first() is not None
@@ -124,6 +125,10 @@ class SpendLine:
     cache_read_tokens: int = 0
     #: Requests whose static part carried volatile content (uncacheable prefix).
     volatile_prefix: int = 0
+    #: The part of ``cost`` charged at an estimate (attempts whose bill is unknown).
+    estimated_cost: Decimal = Decimal(0)
+    #: Provider attempts behind these requests (retries, fallbacks, runs).
+    attempts: int = 0
 
     @property
     def saved(self) -> Decimal:
@@ -164,15 +169,17 @@ def _int_type() -> Any:
 
 
 def claim(session: Session, row: dict[str, Any], *, lease_s: float,
-          now: datetime | None = None) -> str:
+          now: datetime | None = None, claim_ttl_s: float | None = None) -> str:
     """Claim ``row['request_id']`` for execution before the provider is called.
 
     Returns ``claimed`` (go ahead), ``resumed`` (go ahead: this call took over the expired
     claim of a dead run, which may have paid a provider already), ``retried`` (go ahead, as a
     first run: the request had ended in an error), ``done`` (a previous run finished it:
     do not call the provider again), ``running`` (another run holds a live claim) or
-    ``foreign`` (another tenant already used this request id). A claim left by a dead
-    worker expires after ``lease_s`` and can be taken over; an errored request can be retried.
+    ``foreign`` (another tenant already used this request id). A claim whose heartbeat
+    stopped ``claim_ttl_s`` ago belongs to a dead worker and can be taken over (a live run
+    renews it: workers.heartbeat); one written by a worker that sends no heartbeat (the
+    previous release) expires after ``lease_s``. An errored request can be retried.
     The caller commits.
     """
     now = now or datetime.now(timezone.utc)
@@ -180,7 +187,7 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
         # A claim lost in a server crash only means the request may run again, which the
         # final write tolerates; so it need not wait for the WAL flush. The final row does.
         session.execute(text("SET LOCAL synchronous_commit = off"))
-    skeleton = dict(row, outcome="running", created_at=now)
+    skeleton = dict(row, outcome="running", created_at=now, heartbeat_at=now)
     if record(session, skeleton):
         return "claimed"
     existing = get(session, row["request_id"])
@@ -191,12 +198,15 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
         return "foreign"
     if existing.outcome in ("ok", "cache_hit"):
         return "done"
-    stale = now.timestamp() - _aware(existing.created_at).timestamp() > lease_s
+    if existing.heartbeat_at is not None and claim_ttl_s is not None:
+        stale = now.timestamp() - _aware(existing.heartbeat_at).timestamp() > claim_ttl_s
+    else:
+        stale = now.timestamp() - _aware(existing.created_at).timestamp() > lease_s
     if existing.outcome == "error" or (existing.outcome == "running" and stale):
         stmt = (update(LedgerRow).where(LedgerRow.request_id == row["request_id"],
                                         LedgerRow.outcome == existing.outcome,
                                         LedgerRow.created_at == existing.created_at)
-                .values(outcome="running", created_at=now))
+                .values(outcome="running", created_at=now, heartbeat_at=now))
         if session.execute(stmt).rowcount:
             return "retried" if existing.outcome == "error" else "resumed"
     return "running"
@@ -257,7 +267,9 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                   func.coalesce(func.sum(LedgerRow.list_cost), 0),
                   func.coalesce(func.sum(hit_base), 0),
                   func.coalesce(func.sum(LedgerRow.cache_read), 0),
-                  func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())))
+                  func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())),
+                  func.coalesce(func.sum(LedgerRow.estimated_cost), 0),
+                  func.coalesce(func.sum(LedgerRow.attempts), 0))
     stmt = _filtered(stmt, since=since, until=until, team=team, prefix=request_id_prefix)
     if cols:
         timed = [c for g, c in zip(groups, cols) if g in TIME_GROUPS]
@@ -268,7 +280,8 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                       baseline_cost=Decimal(row[n + 3]), input_tokens=int(row[n + 4]),
                       output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
                       hit_baseline=Decimal(row[n + 7] or 0), cache_read_tokens=int(row[n + 8]),
-                      volatile_prefix=int(row[n + 9] or 0))
+                      volatile_prefix=int(row[n + 9] or 0),
+                      estimated_cost=Decimal(row[n + 10]), attempts=int(row[n + 11]))
             for row in session.execute(stmt)]
 
 

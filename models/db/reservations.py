@@ -16,14 +16,20 @@ from models.domain.budget import Budget
 # One statement, one round trip, autocommit: lock the applicable budgets in id order (so two
 # requests never deadlock), decide on the locked (newest) values, then add the reservation to
 # every budget and write its row only if all of them fit. Nothing changes when one does not.
+# A retry of a request whose reservation on the same budgets is still open holds nothing more
+# (``prior``): one request, one reservation, however often its caller retries it.
 RESERVE_PG = text("""
-WITH locked AS (
+WITH prior AS (
+    SELECT id FROM reservations
+    WHERE request_id = :request_id AND budget_ids = :budget_ids AND state = 'open'
+    LIMIT 1
+), locked AS (
     SELECT id, scope, key, "window", hard_limit, soft_limit, spent, reserved, window_start,
            resets_at, webhook_url
     FROM budgets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
 ), verdict AS (
-    SELECT count(*) = :n AND coalesce(bool_and(spent + reserved + :amount <= hard_limit), false)
-           AS fits
+    SELECT NOT EXISTS (SELECT 1 FROM prior) AND count(*) = :n
+           AND coalesce(bool_and(spent + reserved + :amount <= hard_limit), false) AS fits
     FROM locked
 ), upd AS (
     UPDATE budgets SET reserved = budgets.reserved + :amount
@@ -37,23 +43,33 @@ WITH locked AS (
     RETURNING id
 )
 SELECT verdict.fits, (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM ins) AS written,
-       locked.*
+       (SELECT id FROM prior) AS prior_id, locked.*
 FROM verdict LEFT JOIN locked ON true
 """)
 
 
-def reserve_on_postgres(conn: Connection, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
-    """Run RESERVE_PG on an autocommit connection: (True, []) when held, else (False, budgets
-    as they were, locked, when the decision was made)."""
+def reserve_on_postgres(conn: Connection, params: dict[str, Any]
+                        ) -> tuple[bool, list[Budget], str | None]:
+    """Run RESERVE_PG on an autocommit connection: (True, [], None) when held, (False, [],
+    prior id) when the request already holds one, else (False, budgets as they were, locked,
+    when the decision was made, None)."""
     rows = conn.execute(RESERVE_PG, params).all()
+    if rows[0].prior_id is not None:
+        return False, [], str(rows[0].prior_id)
     if rows[0].fits:
-        return True, []
-    return False, [budget_of(r) for r in rows if r.id is not None]
+        return True, [], None
+    return False, [budget_of(r) for r in rows if r.id is not None], None
 
 
-def reserve_portable(s: Session, params: dict[str, Any]) -> tuple[bool, list[Budget]]:
+def reserve_portable(s: Session, params: dict[str, Any]) -> tuple[bool, list[Budget], str | None]:
     """The same decision with portable statements (SQLite); the caller commits."""
     amount, ids = params["amount"], params["ids"]
+    prior = s.scalars(select(ReservationRow.id).where(
+        ReservationRow.request_id == params["request_id"],
+        ReservationRow.budget_ids == params["budget_ids"], ReservationRow.state == "open")
+        .limit(1)).first()
+    if prior is not None:
+        return False, [], prior
     # The UPDATE takes SQLite's write lock first and re-checks each limit itself.
     got = s.scalars(update(BudgetRow)
                     .where(BudgetRow.id.in_(ids),
@@ -65,13 +81,13 @@ def reserve_portable(s: Session, params: dict[str, Any]) -> tuple[bool, list[Bud
             id=params["rid"], request_id=params["request_id"], amount=amount,
             budget_ids=params["budget_ids"], state="open", queue=params["queue"],
             created_at=params["now"], expires_at=params["expires"]))
-        return True, []
+        return True, [], None
     # Read the others under the same lock, then undo the partial reservation.
     rows = [to_budget(r) for r in s.scalars(select(BudgetRow).where(BudgetRow.id.in_(ids)))]
     s.rollback()
     mine = set(got)
     return False, [b if b.id not in mine else replace(b, reserved=b.reserved - amount)
-                   for b in rows]
+                   for b in rows], None
 
 
 def close_reservation(rid: str, before: str, after: str, now: datetime,

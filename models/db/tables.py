@@ -73,6 +73,13 @@ class LedgerRow(Base):
     #: The routed model's list price for these tokens: no prompt caching, no batch discount.
     #: baseline - list = saved by routing; list - cost = saved by prompt caching and batching.
     list_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
+    #: The part of ``cost`` we estimated: attempts whose bill is unknown (a timeout, a broken
+    #: stream, a worker lost mid-call), charged at their best estimate (models.db.attempts).
+    estimated_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
+    #: Provider attempts this request made (retries, fallbacks, runs); their sum is ``cost``.
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: While ``running``: the live run's last heartbeat; a claim is stale only when it stops.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     price_version: Mapped[str] = mapped_column(String(32), nullable=False)
     latency_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     queued_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)

@@ -172,6 +172,13 @@ class DeadlineExceeded(SluiceError):
     retryable = True
 
 
+class TimeLimitExceeded(SluiceError):
+    """The run used up its lane's time limit; the attempt in flight was abandoned and charged."""
+
+    code = "time_limit"
+    retryable = True
+
+
 class Cancelled(SluiceError):
     """Its caller cancelled the request before a worker started it: not run, not billed."""
 

@@ -23,6 +23,10 @@ class BrokerSettings(BaseModel):
     #: A message unclaimed this long after it was sent is re-sent (a Redis broker can lose a
     #: message popped by a worker killed at the wrong moment; the ledger claim dedupes).
     resend_after_s: float = 300.0
+    #: Seconds between a worker's renewals of the claims and reservations of its live runs. A
+    #: claim whose heartbeat is older than CLAIM_TTL_BEATS of these belongs to a dead worker
+    #: and may be taken over; a live run's never is, however long its call takes.
+    heartbeat_s: float = Field(default=5.0, gt=0)
     #: Seconds before Redis redelivers an unacked message (a killed worker's); None: derived
     #: from the longest lane time limit, so a running task is never delivered twice.
     visibility_timeout_s: int | None = None

@@ -25,21 +25,23 @@ def spend_table(title: str, headers: list[str], lines: list[Any]) -> Table:
     table = Table(title=title, title_justify="left")
     for h in headers:
         table.add_column(h)
-    for col in ("requests", "cache hits", "cost", "no-lever cost", "saved"):
+    for col in ("requests", "cache hits", "cost", "of it estimated", "no-lever cost", "saved"):
         table.add_column(col, justify="right")
-    tot_cost = tot_base = Decimal(0)
+    tot_cost = tot_base = tot_est = Decimal(0)
     tot_n = tot_hits = 0
     for line in lines:
         table.add_row(*line.key, str(line.requests), str(line.cache_hits), money(line.cost),
-                      money(line.baseline_cost), pct(line.saved, line.baseline_cost))
+                      money(line.estimated_cost), money(line.baseline_cost),
+                      pct(line.saved, line.baseline_cost))
         tot_cost += line.cost
+        tot_est += line.estimated_cost
         tot_base += line.baseline_cost
         tot_n += line.requests
         tot_hits += line.cache_hits
     table.add_section()
     table.add_row("total", *[""] * (len(headers) - 1), str(tot_n), str(tot_hits),
-                  money(tot_cost), money(tot_base), pct(tot_base - tot_cost, tot_base),
-                  style="bold")
+                  money(tot_cost), money(tot_est), money(tot_base),
+                  pct(tot_base - tot_cost, tot_base), style="bold")
     return table
 
 
@@ -51,6 +53,7 @@ def spend_json(lines: list[Any], headers: list[str]) -> list[dict[str, Any]]:
                  prompt_cache_hit_rate=(round(line.cache_read_tokens / line.input_tokens, 4)
                                         if line.input_tokens else 0.0),
                  volatile_prefix_requests=line.volatile_prefix, cost=str(line.cost),
+                 estimated_cost=str(line.estimated_cost), attempts=line.attempts,
                  list_cost=str(line.list_cost), baseline_cost=str(line.baseline_cost),
                  saved=str(line.saved), saved_by_response_cache=str(line.saved_by_response_cache),
                  saved_by_routing=str(line.saved_by_routing),

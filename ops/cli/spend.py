@@ -144,6 +144,10 @@ def spend(
                   f"${total.cost:,.6f} against ${total.baseline_cost:,.6f} all-flagship "
                   f"with no cache ({_share(total.saved, total.baseline_cost)} saved)",
                   highlight=False)
+    if total.estimated_cost:
+        console.print(f"[bold]estimated[/]: ${total.estimated_cost:,.6f} of it is charged at "
+                      "an estimate: attempts a provider may have billed with no bill we could "
+                      "read (timeouts, broken streams, workers lost mid-call)", highlight=False)
 
 
 def _total_line(line: Any, width: int) -> Any:

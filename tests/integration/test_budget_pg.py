@@ -85,8 +85,9 @@ def test_64_threads_never_overshoot_and_refuse_only_when_full(sessions: Any) -> 
 
     def producer(i: int) -> None:
         for j in range(12):
-            try:
-                rid = adm.reserve(req, ROUTE, amount)
+            try:  # distinct requests (one request id holds one reservation)
+                rid = adm.reserve(req.model_copy(update={"request_id": f"r{i}-{j}"}), ROUTE,
+                                  amount)
             except BudgetExceeded as err:
                 with lock:
                     refusals.append(err.details)

@@ -285,7 +285,8 @@ def test_expired_reservation_is_held_again_or_refused_by_the_worker(gateway: Any
         s.execute(update(ReservationRow).where(ReservationRow.id == rid).values(expires_at=past))
         assert governor.release_expired(s, datetime.now(timezone.utc)) >= 1
         s.commit()
-    other = gateway.admission.reserve(env.request, env.route, Decimal("0.01"))  # all the room
+    another = env.request.model_copy(update={"request_id": uuid.uuid4().hex})
+    other = gateway.admission.reserve(another, env.route, Decimal("0.01"))  # all the room
     try:
         time.sleep(1.1)  # the workers' budget list
         with pytest.raises(BudgetExceeded):

@@ -38,11 +38,11 @@ def test_sweep_resends_only_unclaimed_old_messages(inflight: Inflight) -> None:
                             now=now)
     # r0 never claimed and r1 claimed by a run that may be dead are sent again; done ones go
     assert sorted(sent) == ["t0~x", "t1~x"]
-    assert counts == {"resent": 1, "finished": 2, "running": 1, "failed": 0}
+    assert counts == {"resent": 1, "finished": 2, "running": 1, "live": 0, "failed": 0}
     # a re-sent message waits a full period before it could be re-sent again
     assert inflight.sweep(lambda m: sent.append(m.task_id), states.get, older_than_s=300,
                           now=now + 10) == {"resent": 0, "finished": 0, "running": 0,
-                                              "failed": 0}
+                                              "live": 0, "failed": 0}
     assert {m.task_id for m in inflight.stale(0, now=now + 1)} == {"t0~x", "t1~x", "t9~x"}
 
 

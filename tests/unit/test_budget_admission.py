@@ -180,8 +180,9 @@ def test_refusal_carries_the_numbers_it_was_refused_on(sqlite_sessions: Any) -> 
     route = Route(tier="cheap", model="m", provider="openai", backend="api", lane="interactive")
     first = adm.reserve(req, route, Decimal("0.2"))
     assert first is not None
+    other = req.model_copy(update={"request_id": "second"})
     with pytest.raises(BudgetExceeded) as err:
-        adm.reserve(req, route, Decimal("0.15"))
+        adm.reserve(other, route, Decimal("0.15"))
     d = err.value.details
     assert d["budget"] == "feature:f1:total" and d["reserved"] == "0.2" and d["limit"] == "0.3"
     assert Decimal(d["spent"]) + Decimal(d["reserved"]) + Decimal(d["requested"]) \
@@ -190,6 +191,6 @@ def test_refusal_carries_the_numbers_it_was_refused_on(sqlite_sessions: Any) -> 
     with sqlite_sessions() as s:
         assert {b.name: b.reserved for b in list_budgets(s) if b.reserved} == {
             "org:o1:total": Decimal("0.2"), "feature:f1:total": Decimal("0.2")}
-    assert adm.reserve(req, route, Decimal("0.1")) is not None  # exactly the room left fits
+    assert adm.reserve(other, route, Decimal("0.1")) is not None  # exactly the room left fits
     nobody = req.model_copy(update={"feature": "f7", "org": "nobody"})
     assert adm.reserve(nobody, route, Decimal(5)) is None  # no budget applies: nothing held

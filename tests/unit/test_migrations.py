@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import models.db.api_keys  # noqa: F401
+import models.db.attempts  # noqa: F401
 import models.db.audit  # noqa: F401
 import models.db.budgets  # noqa: F401
 import models.db.stored_text  # noqa: F401

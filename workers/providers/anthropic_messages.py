@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.domain.usage import from_anthropic
-from workers.providers.base import ProviderCall, ProviderReply, TextSink
+from workers.providers.base import ProviderCall, ProviderReply, TextSink, sdk_options
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
 from workers.providers.tool_calls import anthropic_streamed_call, calls_in_anthropic_content
@@ -28,7 +28,7 @@ class AnthropicMessagesProvider:
 
     def complete(self, call: ProviderCall) -> ProviderReply:
         """Call messages.create once and normalize its usage (input_tokens excludes cache)."""
-        kwargs = anthropic_message_params(call)
+        kwargs = {**anthropic_message_params(call), **sdk_options(call)}
         # SDK 2.x dropped the typed `temperature` argument; the API still takes it.
         kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
         _forward_headers(call, kwargs)
@@ -45,7 +45,7 @@ class AnthropicMessagesProvider:
     def stream(self, call: ProviderCall, on_text: TextSink) -> ProviderReply:
         """The same call with ``stream=True``: each text delta goes to ``on_text`` as it
         arrives; usage is the start event's, with the output tokens of the last delta."""
-        kwargs = anthropic_message_params(call)
+        kwargs = {**anthropic_message_params(call), **sdk_options(call)}
         kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
         _forward_headers(call, kwargs)
         text: list[str] = []

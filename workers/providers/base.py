@@ -21,6 +21,14 @@ class ProviderCall:
     cache_scope: str = ""
     #: Anthropic cache TTL for the static prefix: "5m" or "1h".
     cache_ttl: str = "5m"
+    #: Seconds this attempt may take at most (what is left of the run's time limit).
+    timeout_s: float | None = None
+
+
+def sdk_options(call: ProviderCall) -> dict[str, object]:
+    """Per-call SDK options: the attempt's timeout, when the run's time limit is closer than
+    the client's own."""
+    return {} if call.timeout_s is None else {"timeout": max(call.timeout_s, 0.1)}
 
 
 @dataclass(frozen=True)

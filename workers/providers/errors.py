@@ -28,8 +28,23 @@ def retry_after_seconds(headers: Any) -> float | None:
     return None
 
 
+#: ``billed`` of an error: the provider may have billed the attempt (it had the request and
+#: may have generated), so the ledger charges it at an estimate (workers.attempts).
+MAY_BILL = "unknown"
+#: httpx errors raised before the request left this host: nothing can have been billed.
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout", "UnsupportedProtocol",
+                       "ProxyError", "LocalProtocolError"})
+
+
 def map_sdk_error(provider: str, exc: Exception) -> ProviderError:
-    """Our typed error for an exception raised by the ``openai`` or ``anthropic`` SDK."""
+    """Our typed error for an exception raised by the ``openai`` or ``anthropic`` SDK.
+
+    Errors the provider may have billed (a timeout after sending, a dropped connection, an
+    unparseable 200, an error inside a stream that had begun) carry ``billed="unknown"``;
+    an HTTP error status is not billed.
+    """
+    if isinstance(exc, ProviderError):
+        return exc  # ours, raised inside a stream (the run's time limit)
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     name = type(exc).__name__
@@ -41,16 +56,22 @@ def map_sdk_error(provider: str, exc: Exception) -> ProviderError:
         kind = err.get("type") if isinstance(err, dict) else None
         if kind is None or kind in RETRYABLE_TYPES:
             return ProviderRetryable(f"{provider}: the stream ended in an error ({kind or name}): "
-                                     f"{_message(exc)}; retried", provider=provider)
+                                     f"{_message(exc)}; retried", provider=provider,
+                                     billed=MAY_BILL)
         return ProviderPermanent(f"{provider}: the stream ended in an error ({kind}): "
-                                 f"{_message(exc)}", provider=provider)
+                                 f"{_message(exc)}", provider=provider, billed=MAY_BILL)
     if status is None:
         if name in ("APITimeoutError", "APIConnectionError", "TimeoutException", "ConnectError"):
             return ProviderRetryable(f"{provider}: {name}: could not get an answer in time; "
-                                     "the call will be retried", provider=provider)
+                                     "the call will be retried", provider=provider,
+                                     billed=_billed_by_cause(exc))
+        if name in ("RemoteProtocolError", "ReadError", "ReadTimeout"):
+            # httpx, raised while a stream was being read: the answer broke off mid-body.
+            return ProviderRetryable(f"{provider}: the connection broke off mid-answer "
+                                     f"({name}); retried", provider=provider, billed=MAY_BILL)
         if name in ("APIResponseValidationError", "JSONDecodeError", "ValueError"):
             return ProviderRetryable(f"{provider}: the response was not valid ({name}); retried",
-                                     provider=provider)
+                                     provider=provider, billed=MAY_BILL, unparseable=True)
         return ProviderPermanent(f"{provider}: {name}: {exc}", provider=provider)
     message = _message(exc)
     if status in RETRYABLE_STATUS or status >= 500:
@@ -61,6 +82,18 @@ def map_sdk_error(provider: str, exc: Exception) -> ProviderError:
             404: "check the model name in the price file", 400: "the request was refused"}
     return ProviderPermanent(f"{provider} answered {status}: {message} ({hint.get(status, '')})",
                              provider=provider, status=status)
+
+
+def _billed_by_cause(exc: Exception) -> str:
+    """``none`` when the underlying httpx error shows the request never left; else unknown."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if type(cause).__name__ in _NOT_SENT:
+            return "none"
+        cause = cause.__cause__ or cause.__context__
+        if cause is exc:
+            break
+    return MAY_BILL
 
 
 def _message(exc: Exception) -> str:

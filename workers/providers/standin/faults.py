@@ -2,8 +2,9 @@
 
 A spec is ``<kind>[;key=value...]``: a status code (``429;retry-after=1``, ``500``, ``529``),
 ``timeout=<seconds>`` (answer only after that long), ``slow=<ms per token>`` (generate that
-slowly: a streamed answer arrives piece by piece), ``malformed`` (200 with a broken body) or
-``incomplete`` (200 with valid JSON that lacks the answer).
+slowly: a streamed answer arrives piece by piece), ``cut=<events>`` (a streamed answer breaks
+off after that many events: the connection drops mid-body), ``malformed`` (200 with a broken
+body) or ``incomplete`` (200 with valid JSON that lacks the answer).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ _MESSAGES = {
 class Fault:
     """One injected failure."""
 
-    kind: str  # "status" | "timeout" | "slow" | "malformed" | "incomplete"
+    kind: str  # "status" | "timeout" | "slow" | "cut" | "malformed" | "incomplete"
     status: int = 200
     retry_after: float | None = None
     delay_s: float = 0.0
+    #: ``cut``: events sent before the connection drops.
+    events: int = 0
 
 
 def parse_fault(spec: str) -> Fault:
@@ -46,6 +49,8 @@ def parse_fault(spec: str) -> Fault:
     retry_after = float(options["retry-after"]) if "retry-after" in options else None
     if head in ("malformed", "incomplete"):
         return Fault(head)
+    if head.startswith("cut="):
+        return Fault("cut", events=int(head.partition("=")[2]))
     if head.startswith("slow="):
         return Fault("slow", delay_s=float(head.partition("=")[2]) / 1000)
     if head == "timeout" or head.startswith("timeout="):
@@ -58,7 +63,7 @@ def parse_fault(spec: str) -> Fault:
             retry_after = 1.0
         return Fault("status", status=status, retry_after=retry_after)
     raise ValueError(f"fault {spec!r}: expected a 4xx/5xx status, 'timeout=<s>', "
-                     "'slow=<ms per token>', 'malformed' or 'incomplete'")
+                     "'slow=<ms per token>', 'cut=<events>', 'malformed' or 'incomplete'")
 
 
 def fault_response(fault: Fault, family: str) -> Response:

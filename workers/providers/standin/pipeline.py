@@ -79,6 +79,8 @@ async def _serve(request: Request, state: StandInState, family: str,
         state.faults_injected += 1
         if fault.kind == "slow":
             per_token_ms = fault.delay_s * 1000
+        elif fault.kind == "cut":
+            pass  # applied to the stream below
         elif fault.kind != "timeout":
             return fault_response(fault, family)
         else:
@@ -90,6 +92,8 @@ async def _serve(request: Request, state: StandInState, family: str,
         first_ms = _number(override, LATENCY_HEADER) if override is not None else cfg.latency_ms
         events = (openai_events(result.payload, _include_usage(body)) if family == "openai"
                   else anthropic_events(result.payload))
+        if fault is not None and fault.kind == "cut":
+            events = _cut(events, fault.events)
         return StreamingResponse(
             paced(events, first_ms / 1000, per_token_ms / 1000,
                   lambda s: pause(request, s)), media_type="text/event-stream")
@@ -97,6 +101,18 @@ async def _serve(request: Request, state: StandInState, family: str,
                 else cfg.latency_ms + per_token_ms * result.output_tokens)
     await pause(request, delay_ms / 1000)
     return JSONResponse(result.payload)
+
+
+class ConnectionCut(Exception):
+    """Raised mid-body: the server drops the connection, as a provider's proxy may."""
+
+
+def _cut(events: Any, n: int) -> Any:
+    """The first ``n`` events, then a dropped connection (no final event, no usage)."""
+    for i, event in enumerate(events):
+        if i >= n:
+            raise ConnectionCut(f"stand-in: connection cut after {n} events (injected)")
+        yield event
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
