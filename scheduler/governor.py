@@ -14,6 +14,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.db.attempts import AttemptRow
 from models.db.budgets import (
     BudgetRow,
     PauseRow,
@@ -212,9 +213,18 @@ def roll_windows(session: Session, now: datetime) -> int:
 
 
 def release_expired(session: Session, now: datetime) -> int:
-    """Release reservations whose worker never settled them (crashed); the caller commits."""
+    """Release reservations whose worker never settled them (crashed); the caller commits.
+
+    Not one whose request has an attempt not yet settled (still ``sent``, or charged): its
+    worker died mid-request, the provider may bill those calls, and the run that takes the
+    request over charges them against this very reservation. Freed now, the money could be
+    reserved by others and then spent twice over the limit.
+    """
+    in_flight = (select(AttemptRow.id).where(AttemptRow.request_id == ReservationRow.request_id,
+                                             AttemptRow.settled.is_(False)).exists())
     rows = session.execute(update(ReservationRow)
-                           .where(ReservationRow.state == "open", ReservationRow.expires_at < now)
+                           .where(ReservationRow.state == "open", ReservationRow.expires_at < now,
+                                  ~in_flight)
                            .values(state="expired", closed_at=now)
                            .returning(ReservationRow.amount, ReservationRow.budget_ids)).all()
     freed: dict[int, Decimal] = {}

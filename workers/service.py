@@ -94,8 +94,9 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         # A live claim renews its heartbeat: come back when it would have lapsed, were its
         # worker dead, and wait as long as a live run can take.
         lane = rt.settings.lanes.get(req.lane)
-        return _duplicate(req.request_id, state, previous, stash, retry_in=heart.claim_ttl_s,
-                          retries=int(lane.soft_time_limit_s // heart.claim_ttl_s) + 3)
+        ttl = max(heart.claim_ttl_s, 0.5)
+        return _duplicate(req.request_id, state, previous, stash, retry_in=ttl,
+                          retries=int(lane.soft_time_limit_s // ttl) + 3)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, stash, started, beat)
@@ -154,7 +155,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         baseline_cost=baseline_cost(reply.usage, rt.baseline),
         list_cost=list_cost(reply.usage, model),
         finish_reason=reply.finish_reason, price_version=rt.catalogue.version,
-        tool_calls=reply.tool_calls,
+        tool_calls=reply.tool_calls, logprobs=reply.logprobs,
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))

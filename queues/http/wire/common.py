@@ -13,6 +13,9 @@ from models.domain.result import ChatResult
 H_FEATURE, H_USER, H_LANE = "x-sluice-feature", "x-sluice-user", "x-sluice-lane"
 H_REQUEST_ID, H_CACHE, H_BATCH = "x-sluice-request-id", "x-sluice-cache-mode", "x-sluice-batch"
 H_TIMEOUT = "x-sluice-timeout"
+#: Opt-in: drop what the routed model cannot honour instead of refusing (LiteLLM's
+#: drop_params); the answer's x-sluice-dropped-params header lists what was dropped.
+H_DROP, H_DROPPED = "x-sluice-drop-params", "x-sluice-dropped-params"
 #: Timeouts the official SDKs announce on each request (openai: read timeout; anthropic: the
 #: whole call). A request still queued when its client has given up is not worth running.
 SDK_TIMEOUT_HEADERS = ("x-stainless-timeout", "x-stainless-read-timeout")
@@ -30,7 +33,8 @@ def base_request(headers: Any, *, team: str, org: str, key_id: str, model: Any,
 
     ``default_feature`` is the key's own feature: ``x-sluice-feature`` wins when sent.
     """
-    origin: dict[str, str] = {"feature": H_FEATURE, "lane": H_LANE, "request_id": H_REQUEST_ID}
+    origin: dict[str, str] = {"feature": H_FEATURE, "lane": H_LANE, "request_id": H_REQUEST_ID,
+                              "drop_params": H_DROP}
     data: dict[str, Any] = {"team": team, "org": org, "model": model,
                             "feature": headers.get(H_FEATURE) or default_feature or "default",
                             "lane": headers.get(H_LANE) or "interactive",
@@ -44,10 +48,20 @@ def base_request(headers: Any, *, team: str, org: str, key_id: str, model: Any,
         origin["cache"] = H_CACHE
     if headers.get(H_BATCH):
         data["tags"]["batch"] = headers[H_BATCH].strip().lower()
+    if headers.get(H_DROP) is not None:
+        data["drop_params"] = flag(headers[H_DROP], H_DROP)
     timeout = caller_timeout(headers, sdk=data["lane"] != "async")
     if timeout is not None:
         data["timeout_s"], origin["timeout_s"] = timeout, H_TIMEOUT
     return data, origin
+
+
+def flag(value: str, name: str) -> bool:
+    """A true/false header's value; a 400 naming it otherwise."""
+    text = value.strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        bad(name, f"{name} must be true or false")
+    return text in ("true", "1", "yes")
 
 
 def caller_timeout(headers: Any, *, sdk: bool) -> float | None:
@@ -92,6 +106,8 @@ def sluice_headers(result: ChatResult) -> dict[str, str]:
                "x-sluice-baseline-cost": format(result.baseline_cost, "f"),
                "x-sluice-route": f"tier={r.tier}; model={result.model}; queue={r.queue}",
                "x-sluice-cache": "hit" if result.cache_hit else "miss"}
+    if r.dropped:
+        headers[H_DROPPED] = ", ".join(r.dropped)
     t = result.timings
     # The W3C Server-Timing header: browsers' dev tools and tracing proxies show it, so a
     # slow answer says whether it waited in the queue or at the provider.

@@ -11,13 +11,24 @@ from queues.http.wire import openai_chat_render as render
 from queues.http.wire.base import Parsed
 from queues.http.wire.common import H_USER, bad, base_request
 
-#: Accepted and ignored: they tune sampling or bookkeeping we do not model, not the answer's shape.
-IGNORED = frozenset({"top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias",
-                     "parallel_tool_calls", "store", "metadata", "service_tier",
-                     "prompt_cache_key", "safety_identifier"})
+#: Body parameters copied onto the request as they are (ChatRequest checks their values;
+#: models/domain/params.py decides, per routed model, what each provider gets).
+AS_IS = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+         "top_logprobs", "parallel_tool_calls", "reasoning_effort", "verbosity",
+         "service_tier", "metadata", "store", "safety_identifier", "prompt_cache_key")
 HANDLED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens",
                      "max_completion_tokens", "temperature", "stop", "response_format", "user",
-                     "stream", "stream_options", "n", "logprobs", "modalities"})
+                     "stream", "stream_options", "n", "modalities", "prediction", *AS_IS})
+#: Parameters no model behind sluicegate takes: always a 400 that says so.
+REFUSED = {"audio": "audio output is not supported: ask for text (leave out audio)",
+           "functions": "functions is deprecated: send tools instead",
+           "function_call": "function_call is deprecated: send tool_choice instead",
+           "web_search_options": "no model behind sluicegate searches the web",
+           "moderation": "moderation is not supported: moderate before or after the call",
+           "prompt_cache_options": "prompt_cache_options is not supported: sluicegate sets "
+                                   "the provider's prompt caching itself",
+           "prompt_cache_retention": "prompt_cache_retention is not supported: sluicegate "
+                                     "sets the provider's prompt caching itself"}
 
 
 class OpenAIChat:
@@ -50,7 +61,9 @@ def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str, key_i
     Raises ValidationError naming the OpenAI parameter (or sluicegate header) at fault.
     """
     for name in body:
-        if name not in HANDLED and name not in IGNORED:
+        if name in REFUSED and body[name] is not None:
+            bad(name, REFUSED[name])
+        if name not in HANDLED and name not in REFUSED:
             bad(name, f"unrecognized request argument supplied: {name}")
     _check_unsupported(body)
     if "model" not in body:
@@ -58,7 +71,8 @@ def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str, key_i
     system, messages = _messages(body.get("messages"))
     data, origin = base_request(headers, team=team, org=org, key_id=key_id, model=body["model"],
                                 default_feature=default_feature)
-    origin.update({"static": "messages", "messages": "messages", "tools": "tools"})
+    origin.update({"static": "messages", "messages": "messages", "tools": "tools",
+                   "response_schema": "response_format"})
     data["messages"] = messages
     static: dict[str, Any] = {}
     if system:
@@ -76,11 +90,20 @@ def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str, key_i
     if body.get("stop") is not None:
         data["stop"] = [body["stop"]] if isinstance(body["stop"], str) else body["stop"]
     if body.get("response_format") is not None:
-        data["response_format"] = _response_format(body["response_format"])
-    if "user" not in data and body.get("user") is not None:
-        data["user"], origin["user"] = body["user"], "user"
-    elif "user" in data:
+        data["response_format"], schema = _response_format(body["response_format"])
+        if schema is not None:
+            data["response_schema"] = schema
+    for name in AS_IS:
+        if body.get(name) is not None:
+            data[name] = body[name]
+    if body.get("tool_choice") is not None:
+        data["tool_choice"] = _tool_choice(body["tool_choice"])
+    if body.get("prediction") is not None:
+        data["prediction"] = {"content": _prediction(body["prediction"])}
+    if "user" in data:  # x-sluice-user wins over the body's
         origin["user"] = H_USER
+    elif body.get("user") is not None:
+        data["user"], origin["user"] = body["user"], "user"
     return data, origin
 
 
@@ -105,13 +128,31 @@ def stream_mode(body: dict[str, Any]) -> tuple[bool, bool]:
 
 def _check_unsupported(body: dict[str, Any]) -> None:
     if body.get("n") not in (None, 1):
-        bad("n", "only n=1 is supported")
-    if body.get("logprobs"):
-        bad("logprobs", "logprobs are not supported")
+        bad("n", "only n=1 is supported: send one request per answer you want")
     if body.get("modalities") not in (None, ["text"]):
-        bad("modalities", "only text output is supported")
-    if body.get("tool_choice") not in (None, "auto"):
-        bad("tool_choice", "only tool_choice='auto' is supported")
+        bad("modalities", "only text output is supported (modalities=['text'])")
+    if body.get("logprobs") and body.get("stream"):
+        bad("logprobs", "logprobs are returned with whole answers only: drop stream or "
+                         "logprobs")
+
+
+def _tool_choice(raw: Any) -> dict[str, Any]:
+    """OpenAI's tool_choice (none, auto, required, or a named function) as a ToolChoice."""
+    if raw in ("none", "auto", "required"):
+        return {"mode": raw}
+    fn = raw.get("function") if isinstance(raw, dict) and raw.get("type") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        bad("tool_choice", "tool_choice must be 'none', 'auto', 'required' or "
+                            "{'type': 'function', 'function': {'name': ...}}")
+    return {"mode": "function", "name": fn["name"]}
+
+
+def _prediction(raw: Any) -> str:
+    content = raw.get("content") if isinstance(raw, dict) and raw.get("type") == "content" \
+        else None
+    if content is None:
+        bad("prediction", "prediction must be {'type': 'content', 'content': ...}")
+    return _text(content, "prediction")
 
 
 def _text(content: Any, where: str) -> str:
@@ -122,10 +163,33 @@ def _text(content: Any, where: str) -> str:
         for part in content:
             if not (isinstance(part, dict) and part.get("type") == "text"
                     and isinstance(part.get("text"), str)):
-                bad("messages", f"{where}: only text content parts are supported")
+                bad("messages", f"{where}: only text content parts are allowed here (images "
+                                 "go in user messages)")
             parts.append(part["text"])
         return "\n".join(parts)
     bad("messages", f"{where}: content must be a string or an array of text parts")
+
+
+def _user_content(content: Any, where: str) -> dict[str, Any]:
+    """A user turn's content: text, or text and image parts in order."""
+    if not isinstance(content, list) or all(isinstance(p, dict) and p.get("type") == "text"
+                                            for p in content):
+        return {"content": _text(content, where)}
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict):
+            image = part["image_url"]
+            parts.append({"type": "image", "url": image.get("url"),
+                          "detail": image.get("detail") or "auto"})
+        elif kind in ("input_audio", "file"):
+            bad("messages", f"{where}.content[{j}]: {kind} parts are not supported: send "
+                             "text and images")
+        else:
+            bad("messages", f"{where}.content[{j}] must be a text or image_url part")
+    return {"parts": parts}
 
 
 def _messages(raw: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -142,10 +206,10 @@ def _messages(raw: Any) -> tuple[str, list[dict[str, Any]]]:
         if role in ("system", "developer"):
             if turns:
                 bad("messages", f"{where}: system messages must come before the conversation "
-                                "(sluicegate sends them first, as the cacheable prefix)")
+                                 "(sluicegate sends them first, as the cacheable prefix)")
             system.append(_text(msg.get("content"), where))
         elif role == "user":
-            turns.append({"role": role, "content": _text(msg.get("content"), where)})
+            turns.append({"role": role, **_user_content(msg.get("content"), where)})
         elif role == "assistant":
             content = msg.get("content")
             turn: dict[str, Any] = {"role": role,
@@ -173,7 +237,7 @@ def _history_calls(raw: Any, where: str) -> list[dict[str, Any]]:
         if not (isinstance(call, dict) and call.get("type", "function") == "function"
                 and isinstance(fn, dict)):
             bad("messages", f"{where}.tool_calls[{i}] must be {{'id': ..., 'type': "
-                            "'function', 'function': {'name': ..., 'arguments': ...}}")
+                             "'function', 'function': {'name': ..., 'arguments': ...}}")
         out.append({"id": call.get("id"), "name": fn.get("name"),
                     "arguments": fn.get("arguments", "{}")})
     return out
@@ -196,10 +260,19 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _response_format(raw: Any) -> str:
+def _response_format(raw: Any) -> tuple[str, dict[str, Any] | None]:
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "text":
-        return "text"
+        return "text", None
     if kind == "json_object":
-        return "json"
-    bad("response_format", "response_format.type must be 'text' or 'json_object'")
+        return "json", None
+    if kind == "json_schema":
+        spec = raw.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            bad("response_format", "response_format json_schema needs json_schema: "
+                                    "{'name': ..., 'schema': {...}, 'strict': ...}")
+        schema = {k: spec[k] for k in ("name", "description", "schema", "strict")
+                  if spec.get(k) is not None}
+        return "json_schema", schema
+    bad("response_format", "response_format.type must be 'text', 'json_object' or "
+                            "'json_schema'")

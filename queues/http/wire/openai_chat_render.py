@@ -27,7 +27,8 @@ def completion_body(result: ChatResult, *, created: int | None = None) -> dict[s
         "object": "chat.completion",
         "created": created or int(time.time()),
         "model": result.model,
-        "choices": [{"index": 0, "logprobs": None,
+        "choices": [{"index": 0, "logprobs": None if result.logprobs is None else {
+                         "content": list(result.logprobs), "refusal": None},
                      "finish_reason": result.finish_reason if result.finish_reason in _FINISH
                      else "stop",
                      "message": message}],
