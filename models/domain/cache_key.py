@@ -53,6 +53,7 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "timeout_s": (Role.EXCLUDED, "how long the caller waits, not what it asks"),
         "response_schema": (Role.KEYED, "the shape the answer must take"),
         "top_p": (Role.KEYED, "sampling"),
+        "top_k": (Role.KEYED, "sampling"),
         "seed": (Role.KEYED, "sampling"),
         "presence_penalty": (Role.KEYED, "sampling"),
         "frequency_penalty": (Role.KEYED, "sampling"),

@@ -211,7 +211,7 @@ PROVIDER_HEADERS = frozenset({"anthropic-beta", "anthropic-version"})
 #: Request fields added after the first release, all unset by default: a message leaves them
 #: out while unset, so workers of an older release still read it (queues/envelope.py).
 LATE_FIELDS: tuple[str, ...] = (
-    "response_schema", "top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+    "response_schema", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
     "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls", "reasoning_effort",
     "thinking_budget", "verbosity", "prediction", "service_tier", "metadata", "store",
     "safety_identifier", "prompt_cache_key", "drop_params")
@@ -244,6 +244,8 @@ class ChatRequest(BaseModel):
     # what each provider gets for each of them, and refuses what the routed model cannot do.
     response_schema: ResponseSchema | None = None
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: Sample from the k likeliest tokens only (Anthropic's ``top_k``; OpenAI has none).
+    top_k: int | None = Field(default=None, ge=1, le=1000)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)

@@ -34,10 +34,10 @@ async def _count_tokens(request: Request) -> Response:
     fd = door(request)
     key = await fd.keys.principal(request)
     data, origin = to_request(await read_json(request), request.headers, key, counting=True)
-    if data["model"] not in TIER_POLICIES:
-        fd.catalogue.get(data["model"])  # UnknownModelError: a 404 naming the model
+    # A named model counts images by its own rule; UnknownModelError is a 404 naming it.
+    spec = None if data["model"] in TIER_POLICIES else fd.catalogue.get(data["model"])
     try:
-        counted = count_request(parse_request(data))
+        counted = count_request(parse_request(data), spec)
     except ValidationError as err:
         err.field = err.details["field"] = param_for(err.field, origin)
         raise

@@ -157,11 +157,12 @@ def test_count_tokens_is_the_count_the_request_is_billed_and_reserved_by(
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"max_tokens": 0}, "max_tokens"),
     ({"extra_body": {"temperature": 1.5}}, "temperature"),
-    ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "thinking"),
-    ({"extra_body": {"top_k": 5}}, "top_k"),
-    ({"tool_choice": {"type": "any"}}, "tool_choice"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 100}}, "thinking"),
+    ({"model": "gpt-4o-mini", "extra_body": {"top_k": 5}}, "top_k"),  # OpenAI has none
+    ({"tool_choice": {"type": "any"}}, "tool_choice"),  # no tools to call
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
-        "type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]}, "messages"),
+        "type": "base64", "media_type": "image/png", "data": "bm90IGFuIGltYWdl"}}]}]},
+     "messages"),
     ({"messages": [{"role": "assistant", "content": "prefill"}]}, "messages"),
     ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences"),
 ])

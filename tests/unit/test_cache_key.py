@@ -67,6 +67,7 @@ KEYED_CHANGES: dict[str, dict[str, Any]] = {
     "response_schema": {"response_format": "json_schema",
                         "response_schema": {"name": "item", "schema": {"type": "object"}}},
     "top_p": {"top_p": 0.5},
+    "top_k": {"top_k": 5},
     "seed": {"seed": 7},
     "presence_penalty": {"presence_penalty": 0.5},
     "frequency_penalty": {"frequency_penalty": -0.5},

@@ -54,9 +54,33 @@ def test_blocks_become_the_static_part_and_tool_loop_turns() -> None:
     assert req.user is not None and req.user.startswith("u-") and len(req.user) <= 64
 
 
+def test_thinking_tool_choice_sampling_and_images_map_to_the_neutral_fields() -> None:
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9a"
+           "wAAAABJRU5ErkJggg==")
+    parsed = parse({
+        "max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "tools": [{"name": "find", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "find", "disable_parallel_tool_use": True},
+        "top_p": 0.97, "top_k": 40,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is it?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": png}}]}]})
+    req = parse_request(parsed.data)
+    assert req.thinking_budget == 2048 and (req.top_p, req.top_k) == (0.97, 40)
+    assert req.tool_choice is not None and (req.tool_choice.mode, req.tool_choice.name) == (
+        "function", "find")
+    assert req.parallel_tool_calls is False
+    assert req.messages[0].content == "what is it?" and len(req.messages[0].images) == 1
+    assert parse_request(parse({"tool_choice": {"type": "any"}, "tools": [
+        {"name": "f", "input_schema": {}}], "messages": [{"role": "user", "content": "x"}]}
+    ).data).tool_choice.mode == "required"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"max_tokens": None}, "max_tokens"),
-    ({"top_p": 0.9}, "top_p"),
+    ({"thinking": {"type": "enabled"}}, "thinking"),
+    ({"tool_choice": {"type": "tool"}}, "tool_choice"),
     ({"container": "x"}, "container"),
     ({"tools": [{"type": "web_search_20250305", "name": "web"}]}, "tools"),
     ({"system": [{"type": "image"}]}, "system"),

@@ -98,7 +98,7 @@ def _forward_headers(call: ProviderCall, kwargs: dict[str, Any]) -> None:
 
 
 #: Parameters the SDK (2.x) no longer types but the API takes: sent in ``extra_body``.
-_UNTYPED = ("temperature", "top_p")
+_UNTYPED = ("temperature", "top_p", "top_k")
 
 
 def _untyped_in_extra_body(params: dict[str, Any]) -> dict[str, Any]:

@@ -270,6 +270,8 @@ def anthropic_message_params(call: ProviderCall) -> dict[str, Any]:
         params["temperature"] = min(req.temperature, 1.0)
     if "thinking" in params and req.top_p is not None and "top_p" not in dropped:
         params["top_p"] = req.top_p
+    if req.top_k is not None and "top_k" not in dropped:
+        params["top_k"] = req.top_k
     if req.stop:
         params["stop_sequences"] = list(req.stop)
     if req.static.tools:

@@ -32,7 +32,8 @@ _USER = re.compile(r"^[A-Za-z0-9._:\-/]{1,64}$")
 #: Where the fields of a count_tokens body or a messages body came from.
 _ORIGIN = {"static": "system", "system": "system", "messages": "messages", "tools": "tools",
            "max_tokens": "max_tokens", "temperature": "temperature", "stop": "stop_sequences",
-           "user": "metadata.user_id", "cache_marks": "cache_control"}
+           "user": "metadata.user_id", "cache_marks": "cache_control",
+           "thinking_budget": "thinking", "parallel_tool_calls": "tool_choice"}
 
 
 class AnthropicMessages:
@@ -92,7 +93,7 @@ def to_request(body: dict[str, Any], headers: Any, key: KeyInfo, *,
                              f"provided. Found {len(marks)}.")
     if marks:
         data["cache_marks"] = marks
-    _unsupported(body)
+    _generation(body, data)
     if not counting:
         _sampling(body, data)
     sent = {h: headers[h] for h in FORWARDED if headers.get(h)}
@@ -133,22 +134,34 @@ def _sampling(body: dict[str, Any], data: dict[str, Any]) -> None:
         bad("service_tier", "service_tier: must be 'auto' or 'standard_only'")
 
 
-def _unsupported(body: dict[str, Any]) -> None:
-    """Fields ChatRequest cannot carry yet: refused by name, never silently dropped."""
+def _generation(body: dict[str, Any], data: dict[str, Any]) -> None:
+    """Tool choice, extended thinking and sampling, as ChatRequest's provider-neutral fields
+    (models/domain/params.py then says what the routed model gets, or refuses by name)."""
     choice = body.get("tool_choice")
-    if choice is not None and not (isinstance(choice, dict) and choice.get("type") == "auto"
-                                   and not choice.get("disable_parallel_tool_use")):
-        bad("tool_choice", "tool_choice: only {'type': 'auto'} is supported for now (forced "
-                           "and disabled tool choice are not carried to providers yet)")
+    if choice is not None:
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        if kind not in _CHOICES or (kind == "tool") != isinstance(choice.get("name"), str):
+            bad("tool_choice", "tool_choice: must be {'type': 'auto' | 'any' | 'none'} or "
+                               "{'type': 'tool', 'name': ...}")
+        data["tool_choice"] = {"mode": _CHOICES[kind],
+                               **({"name": choice["name"]} if kind == "tool" else {})}
+        if choice.get("disable_parallel_tool_use"):
+            data["parallel_tool_calls"] = False
     thinking = body.get("thinking")
-    if thinking is not None and not (isinstance(thinking, dict)
-                                     and thinking.get("type") == "disabled"):
-        bad("thinking", "thinking: extended thinking is not carried to providers yet; send "
-                        "no thinking (or {'type': 'disabled'})")
+    if thinking is not None:
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        budget = thinking.get("budget_tokens") if kind == "enabled" else None
+        if kind == "enabled" and isinstance(budget, int) and not isinstance(budget, bool):
+            data["thinking_budget"] = budget  # billed as output, within max_tokens
+        elif kind != "disabled":
+            bad("thinking", "thinking: must be {'type': 'enabled', 'budget_tokens': N} (N at "
+                            "least 1024, below max_tokens) or {'type': 'disabled'}")
     for name in ("top_p", "top_k"):
         if body.get(name) is not None:
-            bad(name, f"{name}: not carried to providers yet; leave it out (the model's "
-                      "default sampling applies)")
+            data[name] = body[name]
+
+
+_CHOICES = {"auto": "auto", "any": "required", "tool": "function", "none": "none"}
 
 
 def _mark(block: dict[str, Any], where: str, at: str, index: int,
@@ -229,8 +242,10 @@ def _messages(raw: Any, marks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _user_blocks(blocks: list[Any], where: str, turns: list[dict[str, Any]],
                  marks: list[dict[str, Any]]) -> None:
-    """Tool results first (each a ``tool`` turn), then the turn's text as one user turn."""
+    """Tool results first (each a ``tool`` turn), then the turn's text (and images, in
+    order) as one user turn."""
     texts: list[str] = []
+    parts: list[dict[str, Any]] = []
     marked_text: dict[str, Any] | None = None
     for j, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
@@ -243,13 +258,31 @@ def _user_blocks(blocks: list[Any], where: str, turns: list[dict[str, Any]],
                           "content": _result_text(block, at)})
             _mark(block, at, "messages", len(turns) - 1, marks)
         elif kind == "image":
-            bad("messages", f"{at}: image blocks are not carried to providers yet")
+            parts.append(_image(block, at))
+            marked_text = block if block.get("cache_control") is not None else marked_text
+            continue
         else:
-            bad("messages", f"{at}: a user turn holds text and tool_result blocks")
-    if texts:
+            bad("messages", f"{at}: a user turn holds text, image and tool_result blocks")
+        if kind == "text":
+            parts.append({"type": "text", "text": block["text"]})
+    if parts and len(parts) > len(texts):  # images: the turn keeps its parts in order
+        turns.append({"role": "user", "parts": parts})
+    elif texts:
         turns.append({"role": "user", "content": "\n".join(texts)})
-        if marked_text is not None:
-            _mark(marked_text, where, "messages", len(turns) - 1, marks)
+    if (parts or texts) and marked_text is not None:
+        _mark(marked_text, where, "messages", len(turns) - 1, marks)
+
+
+def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """An image block as an ImagePart's fields: bytes with their media type, or a URL."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64" and isinstance(source.get("data"), str):
+        return {"type": "image", "data": source["data"], "media_type": source.get("media_type")}
+    if kind == "url" and isinstance(source.get("url"), str):
+        return {"type": "image", "url": source["url"]}
+    bad("messages", f"{where}.source: must be {{'type': 'base64', 'media_type': ..., "
+                    "'data': ...}} or {'type': 'url', 'url': 'https://...'}")
 
 
 def _result_text(block: dict[str, Any], where: str) -> str:
