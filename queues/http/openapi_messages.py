@@ -24,6 +24,15 @@ _TOOL_RESULT = {"type": "object", "required": ["type", "tool_use_id"], "properti
     "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"$ref": _REF +
                                                                           "TextBlock"}}]},
     "is_error": {"type": "boolean"}, "cache_control": {"$ref": _REF + "CacheControl"}}}
+_IMAGE = {"type": "object", "required": ["type", "source"], "properties": {
+    "type": {"const": "image"}, "cache_control": {"$ref": _REF + "CacheControl"},
+    "source": {"anyOf": [
+        {"type": "object", "required": ["type", "media_type", "data"], "properties": {
+            "type": {"const": "base64"},
+            "media_type": {"enum": ["image/png", "image/jpeg", "image/gif", "image/webp"]},
+            "data": {"type": "string", "contentEncoding": "base64"}}},
+        {"type": "object", "required": ["type", "url"], "properties": {
+            "type": {"const": "url"}, "url": {"type": "string", "pattern": "^https://"}}}]}}}
 _USAGE = {"type": "object", "required": ["input_tokens", "output_tokens"], "properties": {
     "input_tokens": {"type": "integer", "description": "Uncached input only."},
     "output_tokens": {"type": "integer"},
@@ -36,10 +45,15 @@ _COMMON = {
     "system": {"anyOf": [{"type": "string"},
                          {"type": "array", "items": {"$ref": _REF + "TextBlock"}}]},
     "tools": {"type": "array", "items": {"$ref": _REF + "AnthropicTool"}},
-    "tool_choice": {"type": "object", "required": ["type"],
-                    "properties": {"type": {"const": "auto"}}},
-    "thinking": {"type": "object", "required": ["type"],
-                 "properties": {"type": {"const": "disabled"}}},
+    "tool_choice": {"type": "object", "required": ["type"], "properties": {
+        "type": {"enum": ["auto", "any", "tool", "none"]},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        "disable_parallel_tool_use": {"type": "boolean"}}},
+    "thinking": {"anyOf": [
+        {"type": "object", "required": ["type"], "properties": {"type": {"const": "disabled"}}},
+        {"type": "object", "required": ["type", "budget_tokens"], "properties": {
+            "type": {"const": "enabled"},
+            "budget_tokens": {"type": "integer", "minimum": 1024, "maximum": 200000}}}]},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -49,7 +63,8 @@ SCHEMAS: dict[str, Any] = {
         "role": {"enum": ["user", "assistant"]},
         "content": {"anyOf": [{"type": "string", "minLength": 1},
                               {"type": "array", "minItems": 1, "items": {"anyOf": [
-                                  {"$ref": _REF + "TextBlock"}, _TOOL_USE, _TOOL_RESULT]}}]}}},
+                                  {"$ref": _REF + "TextBlock"}, _IMAGE, _TOOL_USE,
+                                  _TOOL_RESULT]}}]}}},
     "AnthropicTool": {"type": "object", "required": ["name", "input_schema"], "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
         "description": {"type": "string"}, "input_schema": {"type": "object"},
@@ -62,6 +77,8 @@ SCHEMAS: dict[str, Any] = {
             "stop_sequences": {"type": "array", "maxItems": 4,
                                "items": {"type": "string", "minLength": 1}},
             "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "top_k": {"type": "integer", "minimum": 1, "maximum": 1000},
             "metadata": {"type": "object", "properties": {"user_id": {"type": "string"}}},
             "stream": {"type": "boolean", "description": "true: Anthropic's event stream, as "
                                                          "the answer is generated."},

@@ -77,6 +77,14 @@ def test_thinking_tool_choice_sampling_and_images_map_to_the_neutral_fields() ->
     ).data).tool_choice.mode == "required"  # type: ignore[union-attr]
 
 
+def test_dated_claude_ids_are_their_catalogue_alias() -> None:
+    for sent, model in (("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+                        ("claude-haiku-4-5-latest", "claude-haiku-4-5"),
+                        ("claude-haiku-4-5", "claude-haiku-4-5"), ("gpt-4o-mini", "gpt-4o-mini")):
+        assert parse({"model": sent, "messages": [{"role": "user", "content": "x"}]}
+                     ).data["model"] == model
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"max_tokens": None}, "max_tokens"),
     ({"thinking": {"type": "enabled"}}, "thinking"),

@@ -27,6 +27,8 @@ HANDLED = frozenset({"model", "messages", "max_tokens", "system", "tools", "tool
 FORWARDED = ("anthropic-version", "anthropic-beta")
 #: Anthropic accepts at most this many cache_control breakpoints per request.
 MAX_MARKS = 4
+#: A dated model id (``claude-sonnet-4-5-20250929``), as agents send: its catalogue alias.
+_DATED = re.compile(r"^(claude-[a-z0-9.-]+?)-(?:\d{8}|latest)$")
 #: What ChatRequest takes as a user id; other ``metadata.user_id`` values are digested.
 _USER = re.compile(r"^[A-Za-z0-9._:\-/]{1,64}$")
 #: Where the fields of a count_tokens body or a messages body came from.
@@ -73,8 +75,9 @@ def to_request(body: dict[str, Any], headers: Any, key: KeyInfo, *,
                 bad(name, f"{name}: Extra inputs are not permitted")
     if not isinstance(body.get("model"), str) or not body["model"]:
         bad("model", "model: Field required")
+    dated = _DATED.match(body["model"])
     data, origin = base_request(headers, team=key.team, org=key.org, key_id=key.id,
-                                model=body["model"],
+                                model=dated.group(1) if dated else body["model"],
                                 default_feature=getattr(key, "feature", None))
     origin.update(_ORIGIN)
     marks: list[dict[str, Any]] = []
