@@ -14,22 +14,30 @@ from models.domain.errors import Cancelled, SluiceError
 from models.domain.request import TIER_POLICIES
 from models.domain.result import ChatResult
 from queues.handle import decode_reply
+from queues.http.auth import acting_org
 from queues.http.context import FrontDoor
 from queues.http.doors import wire_named
 from queues.http.errors import error_response, problem_of
+from queues.http.jobs import job_key
 from queues.http.pipeline import door, guarded, job_body
 from queues.http.wire.common import sluice_headers
 
 
 async def _job(request: Request) -> tuple[FrontDoor, str, dict[str, Any] | None]:
-    """The door, the job id and its record: None unless the key's team owns it (operators
-    see every team's)."""
+    """The door, the job id and its record: None unless it is the key's team's job. An
+    operator key names another team of its org with ``?team=`` (and, deployment-wide, another
+    org with ``?org=``)."""
     fd = door(request)
     key = await fd.keys.principal(request)
     job_id = request.path_params["job_id"]
-    record = await fd.jobs.get(job_id)
-    if record is None or (not key.is_operator and (record.get("team"), record.get("org"))
-                          != (key.team, key.org)):
+    org, team = key.org, key.team
+    if key.is_operator:
+        org = acting_org(key, request.query_params.get("org"))
+        team = request.query_params.get("team") or team
+    record = await fd.jobs.get(job_key(job_id, org, team))
+    if record is None:  # a record written by the previous release, under the bare id
+        record = await fd.jobs.get(job_id)
+    if record is None or (record.get("team"), record.get("org")) != (team, org):
         return fd, job_id, None
     return fd, job_id, record
 
@@ -65,7 +73,8 @@ async def get_job(request: Request) -> Response:
         return JSONResponse(job_body(job_id, status, error=err))
     # Celery does not track STARTED here (one more write per task): a worker's claim, the
     # ledger row, says the job runs; a cancel mark on a job not yet claimed, that it will not.
-    if state in ("STARTED", "RETRY") or await run_in_threadpool(fd.started, job_id):
+    if state in ("STARTED", "RETRY") or await run_in_threadpool(fd.started, job_id,
+                                                                  record["org"], record["team"]):
         return JSONResponse(job_body(job_id, "running"))
     cancelling = await run_in_threadpool(fd.cancelling, record.get("task_id", job_id))
     return JSONResponse(job_body(job_id, "cancelling" if cancelling else "queued"))
@@ -87,12 +96,19 @@ async def cancel_job(request: Request) -> Response:
         return error_response(409, f"job {job_id} has already {done}: there is nothing left "
                               f"to cancel; GET /v1/jobs/{job_id} shows its outcome",
                               param="job_id", code="job_finished", retry=False)
-    if await run_in_threadpool(fd.started, job_id):
-        return error_response(409, f"job {job_id} has already started: a worker is running "
-                              "it and it will be billed; GET /v1/jobs/{id} shows its outcome",
-                              param="job_id", code="job_started", retry=False)
-    await run_in_threadpool(fd.gateway.cancel, record.get("task_id", job_id))
+    if await run_in_threadpool(fd.started, job_id, record["org"], record["team"]):
+        return _started(job_id)
+    # The mark and the worker's start race for one Redis key: the loser is told (a worker
+    # that claimed it since the ledger read above wins, and the job runs and is billed).
+    if not await run_in_threadpool(fd.gateway.cancel, record.get("task_id", job_id)):
+        return _started(job_id)
     return JSONResponse(job_body(job_id, "cancelling"), status_code=202)
+
+
+def _started(job_id: str) -> Response:
+    return error_response(409, f"job {job_id} has already started: a worker is running it and "
+                          f"it will be billed; GET /v1/jobs/{job_id} shows its outcome",
+                          param="job_id", code="job_started", retry=False)
 
 
 @guarded

@@ -23,10 +23,11 @@ from models.domain.request import ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
 from queues.handle import Handle, ReadyHandle
-from queues.http.auth import AuthError
+from queues.http.auth import AuthError, bill_as_key_allows
 from queues.http.context import FrontDoor
 from queues.http.errors import Problem, problem_of
 from queues.http.flight import Flight
+from queues.http.jobs import job_key
 from queues.http.relay import Relay
 from queues.http.stream import stream_response
 from queues.http.waiter import Watch
@@ -54,7 +55,7 @@ def guarded(handler: Endpoint, wire: Wire = OPENAI_CHAT) -> Endpoint:
         try:
             return await handler(request)
         except AuthError as err:
-            return wire.error(Problem(err.status, err.message, code=err.code))
+            return wire.error(Problem(err.status, err.message, param=err.param, code=err.code))
         except SluiceError as err:
             param = getattr(err, "field", None)
             return wire.error(problem_of(err, param=param if isinstance(param, str) else None))
@@ -99,6 +100,8 @@ def door_endpoint(wire: Wire) -> Endpoint:
             # costs is CPU the workers do not get (a cache hit is refused too while this holds).
             fd.shedder.check()
         parsed = wire.parse(await read_json(request), request.headers, key)
+        # What the key may bill (its features and users): a 403 naming the header otherwise.
+        bill_as_key_allows(key, parsed.data, request.headers)
         data = parsed.data
         fresh = "request_id" not in data  # minted here: no earlier run can have answered it
         data.setdefault("request_id", uuid.uuid4().hex)
@@ -127,7 +130,7 @@ async def _job(fd: FrontDoor, wire: Wire, parsed: Parsed, key: Any) -> Response:
                               "task_id": getattr(handle, "task_id", handle.request_id)}
     if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued
         record["reply"] = ok_reply(handle.result())
-    await fd.jobs.put(handle.request_id, record)
+    await fd.jobs.put(job_key(handle.request_id, key.org, key.team), record)
     return JSONResponse(job_body(handle.request_id, "completed" if "reply" in record
                                  else "queued"),
                         status_code=202, headers={"x-sluice-request-id": handle.request_id,

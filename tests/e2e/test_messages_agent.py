@@ -42,7 +42,8 @@ def deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def test_an_agent_session_reads_its_prefix_from_cache_and_is_billed_exactly(
         door: str, pg_url: str, sessions: Any, standin: Any) -> None:
-    key = mint(pg_url, "agents")
+    # The agent sends no attribution header: its key's feature bills the session.
+    key = mint(pg_url, "agents", feature=FEATURE)
     system = [{"type": "text", "text": system_prompt(12_000),
                "cache_control": {"type": "ephemeral"}}]
     defs = tools(15)
@@ -51,8 +52,7 @@ def test_an_agent_session_reads_its_prefix_from_cache_and_is_billed_exactly(
     ids: list[str] = []
     read = 0
     spec = load_catalogue().get(CLAUDE)
-    with anthropic.Anthropic(api_key=key, base_url=door, max_retries=0, timeout=60,
-                             default_headers={"x-sluice-feature": FEATURE}) as agent:
+    with anthropic.Anthropic(api_key=key, base_url=door, max_retries=0, timeout=60) as agent:
         for turn in range(TURNS + 1):
             ask = [] if turn == TURNS else [{"type": "text",
                                              "text": said(f"Next: use tool tool_{turn}")}]

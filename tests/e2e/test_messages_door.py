@@ -221,3 +221,22 @@ def test_the_async_lane_answers_with_a_job_polled_in_anthropic_shape(
         time.sleep(0.1)
     assert polled["result"]["type"] == "message" and polled["result"]["content"][0]["text"]
     assert row(sessions, job).lane == "async"
+
+
+def test_a_keys_feature_bills_without_a_header_and_a_feature_it_may_not_bill_is_403(
+        door: str, pg_url: str, sessions: Any) -> None:
+    key = mint(pg_url, "agents", feature="coding-agent", allow_features=["review"])
+    with anthropic.Anthropic(api_key=key, base_url=door, max_retries=0) as sdk:
+        plain = sdk.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=8, messages=[{"role": "user", "content": said("Hi")}])
+        named = sdk.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=8, messages=[{"role": "user", "content": said("Hi")}],
+            extra_headers={"x-sluice-feature": "review"})  # the header still wins
+        with pytest.raises(anthropic.PermissionDeniedError) as exc:
+            sdk.messages.create(model=CLAUDE, max_tokens=8,
+                                messages=[{"role": "user", "content": said("Hi")}],
+                                extra_headers={"x-sluice-feature": "checkout"})
+    assert row(sessions, plain.headers["x-sluice-request-id"]).feature == "coding-agent"
+    assert row(sessions, named.headers["x-sluice-request-id"]).feature == "review"
+    error = exc.value.body["error"]
+    assert error["type"] == "permission_error" and error["param"] == "x-sluice-feature"

@@ -78,7 +78,7 @@ def to_request(body: dict[str, Any], headers: Any, key: KeyInfo, *,
     dated = _DATED.match(body["model"])
     data, origin = base_request(headers, team=key.team, org=key.org, key_id=key.id,
                                 model=dated.group(1) if dated else body["model"],
-                                default_feature=getattr(key, "feature", None))
+                                default_feature=key.feature)
     origin.update(_ORIGIN)
     marks: list[dict[str, Any]] = []
     static: dict[str, Any] = {}

@@ -39,7 +39,7 @@ class OpenAIChat:
     def parse(self, body: dict[str, Any], headers: Any, key: KeyInfo) -> Parsed:
         """ChatRequest fields for an OpenAI body (see :func:`to_request`)."""
         data, origin = to_request(body, headers, team=key.team, org=key.org, key_id=key.id,
-                                  default_feature=getattr(key, "feature", None))
+                                  default_feature=key.feature)
         stream, include_usage = stream_mode(body)
         return Parsed(data, origin, stream, {"include_usage": include_usage})
 
