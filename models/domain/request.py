@@ -211,10 +211,10 @@ PROVIDER_HEADERS = frozenset({"anthropic-beta", "anthropic-version"})
 #: Request fields added after the first release, all unset by default: a message leaves them
 #: out while unset, so workers of an older release still read it (queues/envelope.py).
 LATE_FIELDS: tuple[str, ...] = (
-    "response_schema", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
-    "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls", "reasoning_effort",
-    "thinking_budget", "verbosity", "prediction", "service_tier", "metadata", "store",
-    "safety_identifier", "prompt_cache_key", "drop_params")
+    "response_schema", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
+    "reasoning_effort", "thinking_budget", "verbosity", "prediction", "service_tier",
+    "metadata", "store", "safety_identifier", "prompt_cache_key", "drop_params")
 
 #: The longest a caller may say it waits (``timeout_s``, ``x-sluice-timeout``): a day.
 MAX_TIMEOUT_S = 86_400.0

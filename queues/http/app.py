@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, *,
                on_start: Callable[[FrontDoor], AbstractContextManager[Any]] | None = None,
                **gateway_overrides: Any) -> Starlette:
-    """An app serving the OpenAI-compatible and Anthropic Messages APIs; its parts are built when it starts up.
+    """An app serving the OpenAI chat and Anthropic Messages APIs; its parts are built when it
+    starts up.
 
     ``on_start`` gets the built front door and returns a context held while the app serves
     (the embedded default runs its in-process worker this way). ``gateway_overrides`` replace

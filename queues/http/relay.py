@@ -3,9 +3,9 @@
 Every door streams through here; only the encoder (its wire format's events) differs. The
 response starts with the first piece, so an error before it (a refusal, a provider's 4xx) is
 still an ordinary HTTP error. After it, an error ends the stream with the format's ``error``
-event, as OpenAI's and Anthropic's do. The task's result stays the source of truth: what the stream missed (Redis
-away, pieces written after the last read) is sent from it, and the finish reason, tool calls
-and usage come from it.
+event, as OpenAI's and Anthropic's do. The task's result stays the source of truth: what the
+stream missed (Redis away, pieces written after the last read) is sent from it, and the
+finish reason, tool calls and usage come from it.
 """
 
 from __future__ import annotations
