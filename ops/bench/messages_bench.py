@@ -122,7 +122,15 @@ def main() -> None:
                   f"per run after {args.warmup:g} s warm-up; {args.server_workers} server "
                   f"workers each; {args.celery_workers} Celery worker process(es); "
                   f"{max(1, args.repeats)} repeat(s)")
-    report(pooled(results), console)
+    merged = pooled(results)
+    report(merged, console)
+    for rate in rates:
+        runs = {r.target: r for r in merged if r.rate == rate}
+        ours, theirs = runs.get(DOOR), runs.get("litellm proxy")
+        if ours and theirs and ours.ok and theirs.ok:
+            a, b = ours.cpu_s * 1000 / ours.ok, theirs.cpu_s * 1000 / theirs.ok
+            console.print(f"CPU per answered request @ {rate:g}/s: sluicegate {a:.2f} ms "
+                          f"(door + workers), litellm {b:.2f} ms: {a / b:.2f}x")
 
 
 if __name__ == "__main__":
