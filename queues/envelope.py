@@ -48,6 +48,9 @@ class Envelope(BaseModel):
             # Left out, the worker sees the same default, and knows the caller did not set
             # it (models/domain/params.py: a reasoning model takes no temperature).
             req.pop("temperature", None)
+        for name in ("cache_marks", "provider_headers"):  # the Messages door's, when sent
+            if not req.get(name):
+                req.pop(name, None)
         for turn in (*req["messages"], *req.get("static", {}).get("few_shot", ())):
             if not turn.get("tool_calls"):
                 turn.pop("tool_calls", None)

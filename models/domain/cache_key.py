@@ -54,6 +54,7 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "timeout_s": (Role.EXCLUDED, "how long the caller waits, not what it asks"),
         "response_schema": (Role.KEYED, "the shape the answer must take"),
         "top_p": (Role.KEYED, "sampling"),
+        "top_k": (Role.KEYED, "sampling"),
         "seed": (Role.KEYED, "sampling"),
         "presence_penalty": (Role.KEYED, "sampling"),
         "frequency_penalty": (Role.KEYED, "sampling"),
@@ -72,6 +73,9 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "safety_identifier": (Role.EXCLUDED, "abuse monitoring at the provider"),
         "prompt_cache_key": (Role.EXCLUDED, "routes the provider's prompt cache, same answer"),
         "drop_params": (Role.EXCLUDED, "refuse or drop: what is sent is keyed already"),
+        "cache_marks": (Role.EXCLUDED, "where the provider caches the prompt, not what it says"),
+        "provider_headers": (Role.EXCLUDED, "protocol version and beta flags: features that "
+                                            "change the answer have fields of their own"),
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},

@@ -144,6 +144,8 @@ def _openai(request: ChatRequest, model: ModelSpec, out: list[Refusal]) -> None:
         out.append(Refusal("temperature", "takes only its default temperature (1)"))
     if request.top_p is not None and not sampling:
         out.append(Refusal("top_p", "takes no top_p"))
+    if request.top_k is not None:
+        out.append(Refusal("top_k", "takes no top_k (OpenAI's API has none)"))
     for name in ("presence_penalty", "frequency_penalty", "logit_bias"):
         if getattr(request, name) is not None and not model.can("penalties"):
             out.append(Refusal(name, f"takes no {name}"))
@@ -161,6 +163,8 @@ def _anthropic(request: ChatRequest, model: ModelSpec, out: list[Refusal]) -> No
             out.append(Refusal("top_p", "takes temperature or top_p, not both"))
         elif thinking and request.top_p < 0.95:
             out.append(Refusal("top_p", "takes a top_p from 0.95 to 1 while it thinks"))
+    if thinking and request.top_k is not None:
+        out.append(Refusal("top_k", "takes no top_k while it thinks"))
     for name in ("seed", "presence_penalty", "frequency_penalty", "logit_bias", "prediction"):
         if getattr(request, name) is not None:
             out.append(Refusal(name, f"has no {name} (Anthropic's API has no equivalent)"))
@@ -173,8 +177,8 @@ def _anthropic(request: ChatRequest, model: ModelSpec, out: list[Refusal]) -> No
 
 
 def _self_hosted(request: ChatRequest, out: list[Refusal]) -> None:
-    for name in ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
-                 "store", "metadata"):
+    for name in ("top_p", "top_k", "seed", "presence_penalty", "frequency_penalty",
+                 "logit_bias", "store", "metadata"):
         if getattr(request, name):
             out.append(Refusal(name, f"(self-hosted) takes no {name}"))
     choice = request.tool_choice

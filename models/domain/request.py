@@ -190,13 +190,31 @@ class CachePolicy(BaseModel):
     allow_nondeterministic: bool = False
 
 
+class CacheMark(BaseModel):
+    """A caller's own prompt-cache breakpoint (Anthropic's ``cache_control``), kept as sent.
+
+    ``at`` names the part it closes and ``index`` the place in it: tools, after tool
+    ``index``; system, after the system prompt's first ``index`` characters (a block's end);
+    messages, at the end of turn ``index``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: Literal["tools", "system", "messages"]
+    index: int = Field(ge=0)
+    ttl: Literal["5m", "1h"] = "5m"
+
+
+#: Headers a caller may send on to the provider (a door forwards what its client sent).
+PROVIDER_HEADERS = frozenset({"anthropic-beta", "anthropic-version"})
+
 #: Request fields added after the first release, all unset by default: a message leaves them
 #: out while unset, so workers of an older release still read it (queues/envelope.py).
 LATE_FIELDS: tuple[str, ...] = (
-    "response_schema", "top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
-    "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls", "reasoning_effort",
-    "thinking_budget", "verbosity", "prediction", "service_tier", "metadata", "store",
-    "safety_identifier", "prompt_cache_key", "drop_params")
+    "response_schema", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
+    "reasoning_effort", "thinking_budget", "verbosity", "prediction", "service_tier",
+    "metadata", "store", "safety_identifier", "prompt_cache_key", "drop_params")
 
 #: The longest a caller may say it waits (``timeout_s``, ``x-sluice-timeout``): a day.
 MAX_TIMEOUT_S = 86_400.0
@@ -226,6 +244,8 @@ class ChatRequest(BaseModel):
     # what each provider gets for each of them, and refuses what the routed model cannot do.
     response_schema: ResponseSchema | None = None
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: Sample from the k likeliest tokens only (Anthropic's ``top_k``; OpenAI has none).
+    top_k: int | None = Field(default=None, ge=1, le=1000)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -256,6 +276,18 @@ class ChatRequest(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
     #: Free-form tags carried to the ledger; never part of the cache key.
     tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+    #: The caller's own cache breakpoints (Anthropic allows four); ours fill in around them.
+    cache_marks: tuple[CacheMark, ...] = Field(default=(), max_length=4)
+    #: Headers for the provider the caller sent (``anthropic-beta``, ``anthropic-version``).
+    provider_headers: dict[str, str] = Field(default_factory=dict, max_length=2)
+
+    @field_validator("provider_headers")
+    @classmethod
+    def _known_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - PROVIDER_HEADERS
+        if unknown:
+            raise ValueError(f"only {sorted(PROVIDER_HEADERS)} are sent on, not {sorted(unknown)}")
+        return value
 
     @field_validator("messages")
     @classmethod

@@ -31,12 +31,14 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
     return exe
 
 
-def _config(standin_url: str, model: str) -> str:
+def _config(standin_url: str, model: str, provider: str = "openai") -> str:
+    # LiteLLM's Anthropic route appends /v1/messages to the base itself.
+    base = standin_url if provider == "anthropic" else f"{standin_url}/v1"
     return (f"model_list:\n"
             f"  - model_name: {model}\n"
             f"    litellm_params:\n"
-            f"      model: openai/{model}\n"
-            f"      api_base: {standin_url}/v1\n"
+            f"      model: {provider}/{model}\n"
+            f"      api_base: {base}\n"
             f"      api_key: sk-standin\n"
             f"litellm_settings:\n"
             f"  drop_params: true\n"
@@ -47,13 +49,14 @@ def _config(standin_url: str, model: str) -> str:
 
 @contextmanager
 def litellm_process(standin_url: str, port: int, *, model: str = "gpt-4o-mini",
-                    workers: int = 1, venv: Path = DEFAULT_VENV
+                    workers: int = 1, venv: Path = DEFAULT_VENV, provider: str = "openai"
                     ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``litellm --config ...`` on ``127.0.0.1:port``; yields its URL and process once up."""
+    """``litellm --config ...`` on ``127.0.0.1:port``; yields its URL and process once up
+    (``provider``: the stand-in API LiteLLM calls, ``openai`` or ``anthropic``)."""
     exe = ensure_venv(venv)
     folder = Path(tempfile.mkdtemp(prefix="sluice-litellm-"))
     cfg = folder / "config.yaml"
-    cfg.write_text(_config(standin_url, model))
+    cfg.write_text(_config(standin_url, model, provider))
     log = folder / "litellm.log"
     # The local cost map: no fetch from the internet at start-up (there is no route to it here).
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",

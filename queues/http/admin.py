@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from models.db.api_keys import ROLES, ApiKeyRow, create_key, info_of, list_keys, revoke_key
 from models.domain.errors import ValidationError
 from queues.http.auth import AuthError, acting_org
-from queues.http.chat import door, guarded, read_json
+from queues.http.pipeline import door, guarded, read_json
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response
 

@@ -18,9 +18,9 @@ from starlette.routing import Route
 from models.domain.request import TIER_POLICIES
 from models.domain.settings import Settings
 from queues.gc_freeze import freeze_once
-from queues.http import admin, chat
+from queues.http import admin, chat, doors
 from queues.http.context import FrontDoor
-from queues.http.errors import error_response
+from queues.http.errors import Problem, error_response
 from queues.http.openapi import openapi_schema
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, *,
                on_start: Callable[[FrontDoor], AbstractContextManager[Any]] | None = None,
                **gateway_overrides: Any) -> Starlette:
-    """An app serving the OpenAI-compatible API; its parts are built when it starts up.
+    """An app serving the OpenAI chat and Anthropic Messages APIs; its parts are built when it
+    starts up.
 
     ``on_start`` gets the built front door and returns a context held while the app serves
     (the embedded default runs its in-process worker this way). ``gateway_overrides`` replace
@@ -64,7 +65,9 @@ def create_app(settings: Settings, *,
         return JSONResponse(schema)
 
     routes = [
-        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/chat/completions", doors.chat_completions, methods=["POST"]),
+        Route("/v1/messages", doors.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", doors.count_tokens, methods=["POST"]),
         Route("/v1/jobs/{job_id}", chat.get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}", chat.cancel_job, methods=["DELETE"]),
         Route("/v1/models", chat.list_models, methods=["GET"]),
@@ -102,13 +105,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's 404 / 405 and friends, in OpenAI's error shape."""
+    """Starlette's 404 / 405 and friends, in the shape of the door the path belongs to."""
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", "") or "error"
     if status == 404:
         detail = f"no route {request.method} {request.url.path}; see /openapi.json"
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
+    if request.url.path.startswith("/v1/messages"):
+        return doors.ANTHROPIC_MESSAGES.error(Problem(status, str(detail),
+                                                      headers=getattr(exc, "headers", None)))
     return error_response(status, str(detail), headers=getattr(exc, "headers", None))
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from models.db.api_keys import KeyInfo, verify_key
 from models.domain.errors import SluiceError
-from queues.http.translate import H_FEATURE, H_USER
+from queues.http.wire.common import H_FEATURE, H_USER
 
 
 class AuthError(SluiceError):
@@ -31,6 +31,14 @@ class AuthError(SluiceError):
             self.code = code
         elif status == 403:
             self.code = "operator_key_required"
+
+
+def bearer_or_api_key(headers: Any) -> str:
+    """The key a request carries: ``Authorization: Bearer`` first, else ``x-api-key``."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return str(token.strip())
+    return str(headers.get("x-api-key", "").strip())
 
 
 def bill_as_key_allows(key: KeyInfo, data: dict[str, Any], headers: Any) -> None:
@@ -98,13 +106,13 @@ class KeyBook:
             return verify_key(s, token)
 
     async def principal(self, request: Request, *, operator: bool = False) -> KeyInfo:
-        """Who is calling, from ``Authorization: Bearer``; AuthError (401/403) otherwise."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        """Who is calling, from ``Authorization: Bearer`` or ``x-api-key`` (the anthropic
+        SDK and agents send either); AuthError (401/403) otherwise."""
+        token = bearer_or_api_key(request.headers)
+        if not token:
             raise AuthError("You didn't provide an API key. Send it as 'Authorization: Bearer "
-                            "<key>' (the openai SDK's api_key); an operator mints keys with "
-                            "`sluice keys create --team <team>`.")
+                            "<key>' or 'x-api-key: <key>' (the SDKs' api_key); an operator "
+                            "mints keys with `sluice keys create --team <team>`.")
         # Keys are high-entropy, so a plain digest is a safe name for the memo.
         memo = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
         now = time.monotonic()

@@ -1,7 +1,12 @@
-"""Errors as OpenAI-shaped responses: ``{"error": {"message", "type", "param", "code"}}``."""
+"""Errors as problems (status, message, param, code, retry advice) and OpenAI's shape of them.
+
+Each door renders a :class:`Problem` in its own wire format (``queues/http/wire``); the status,
+the retry advice and the budget details are decided here, once, for every door.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -21,7 +26,52 @@ _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "perm
           410: "invalid_request_error", 413: "invalid_request_error",
           429: "insufficient_quota"}
 #: Statuses the official SDKs would retry on their own; we say when that is pointless.
-_SDK_RETRIES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_SDK_RETRIES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error answer, before a wire format gives it its shape."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+    #: More fields of the error object (a budget refusal names its budget).
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Whether retrying helps (``x-should-retry``, which both SDKs obey); None: by status.
+    retry: bool | None = None
+    retry_after: float | None = None
+    headers: dict[str, str] | None = None
+
+    def response_headers(self) -> dict[str, str]:
+        """``x-should-retry`` and ``retry-after`` as the SDKs read them, and any others."""
+        out = dict(self.headers or {})
+        retry = self.retry
+        if retry is None:
+            retry = self.status == 503 and self.retry_after is not None
+        if self.status in _SDK_RETRIES or retry:
+            out["x-should-retry"] = "true" if retry else "false"
+        if self.retry_after is not None:
+            out["retry-after"] = f"{max(self.retry_after, 0):g}"
+        return out
+
+
+def openai_error(problem: Problem) -> dict[str, Any]:
+    """The ``error`` object in OpenAI's shape."""
+    error: dict[str, Any] = {"message": problem.message,
+                             "type": _TYPES.get(problem.status, "server_error"
+                                                if problem.status >= 500
+                                                else "invalid_request_error"),
+                             "param": problem.param, "code": problem.code}
+    error.update(problem.extra)
+    return error
+
+
+def openai_response(problem: Problem) -> JSONResponse:
+    """``problem`` as an OpenAI-shaped error response."""
+    return JSONResponse({"error": openai_error(problem)}, status_code=problem.status,
+                        headers=problem.response_headers())
 
 
 def error_response(status: int, message: str, *, param: str | None = None,
@@ -29,20 +79,8 @@ def error_response(status: int, message: str, *, param: str | None = None,
                    retry: bool | None = None, retry_after: float | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """An error in OpenAI's shape; ``retry`` sets ``x-should-retry``, which the SDKs obey."""
-    error: dict[str, Any] = {"message": message,
-                             "type": _TYPES.get(status, "server_error" if status >= 500
-                                                else "invalid_request_error"),
-                             "param": param, "code": code}
-    if extra:
-        error.update(extra)
-    out = dict(headers or {})
-    if retry is None:
-        retry = status in (503,) and retry_after is not None
-    if status in _SDK_RETRIES or retry:
-        out["x-should-retry"] = "true" if retry else "false"
-    if retry_after is not None:
-        out["retry-after"] = f"{max(retry_after, 0):g}"
-    return JSONResponse({"error": error}, status_code=status, headers=out)
+    return openai_response(Problem(status, message, param, code, dict(extra or {}), retry,
+                                   retry_after, headers))
 
 
 def status_of(err: SluiceError) -> int:
@@ -52,8 +90,8 @@ def status_of(err: SluiceError) -> int:
     return STATUS_BY_CODE.get(err.code, 500)
 
 
-def sluice_error_response(err: SluiceError, *, param: str | None = None) -> JSONResponse:
-    """The response for a typed sluicegate error (budget refusals name their budget)."""
+def problem_of(err: SluiceError, *, param: str | None = None) -> Problem:
+    """The problem a typed sluicegate error answers with (budget refusals name their budget)."""
     status = status_of(err)
     extra: dict[str, Any] = {}
     if err.code == "budget_exceeded":
@@ -66,6 +104,11 @@ def sluice_error_response(err: SluiceError, *, param: str | None = None) -> JSON
     after = err.details.get("retry_after") if err.retryable else None
     if err.retryable and after is None and status == 503:
         after = 1.0
-    return error_response(status, err.message, param=param, code=err.code, extra=extra,
-                          retry=bool(err.retryable and status == 503),
-                          retry_after=after if isinstance(after, (int, float)) else None)
+    return Problem(status, err.message, param, err.code, extra,
+                   retry=bool(err.retryable and status == 503),
+                   retry_after=after if isinstance(after, (int, float)) else None)
+
+
+def sluice_error_response(err: SluiceError, *, param: str | None = None) -> JSONResponse:
+    """The OpenAI-shaped response for a typed sluicegate error."""
+    return openai_response(problem_of(err, param=param))

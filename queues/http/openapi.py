@@ -6,6 +6,8 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from queues.http import openapi_messages
+
 _REF = "#/components/schemas/"
 #: The rules ChatRequest applies (models/domain/request.py), so valid examples reach the pipeline.
 NAME_PATTERN = r"^[A-Za-z0-9._:\-/]{1,64}$"
@@ -113,7 +115,9 @@ _SCHEMAS: dict[str, Any] = {
         "id": {"type": "string"}, "object": {"const": "sluice.job"},
         "status": {"enum": ["queued", "running", "completed", "failed", "cancelling",
                             "cancelled"]},
-        "poll": {"type": "string"}, "result": {"$ref": _REF + "ChatCompletion"},
+        "poll": {"type": "string"},
+        "result": {"description": "In the format of the door that took the job.",
+                   "anyOf": [{"$ref": _REF + "ChatCompletion"}, {"$ref": _REF + "Message"}]},
         "error": {"type": "object"}}},
     "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
         "object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}}},
@@ -176,16 +180,18 @@ _CHAT_PARAMS = [
 def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
     """The whole document; ``models`` (policies and catalogue names) become the model enum."""
     bearer = [{"bearer": []}]
-    schemas = copy.deepcopy(_SCHEMAS)
+    schemas = copy.deepcopy({**_SCHEMAS, **openapi_messages.SCHEMAS})
     if models:
-        schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = list(models)
+        for name in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest"):
+            schemas[name]["properties"]["model"]["enum"] = list(models)
     return {
         "openapi": "3.1.0",
         "info": {"title": "sluicegate front door", "version": "1",
-                 "description": "OpenAI-compatible chat completions through sluicegate's "
-                                "cache, routing, budgets, queues and ledger."},
+                 "description": "OpenAI chat completions and Anthropic messages through "
+                                "sluicegate's cache, routing, budgets, queues and ledger."},
         "components": {"schemas": schemas, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
         "security": bearer,
         "paths": {
             "/v1/chat/completions": {"post": {
@@ -197,6 +203,7 @@ def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
                                                   "text/event-stream": _EVENTS}},
                               "202": {"description": "Accepted on the async lane: poll the job.",
                                       "content": _json("Job")}, **_ERRORS}}},
+            **openapi_messages.paths(copy.deepcopy(_CHAT_PARAMS), _SLUICE_HEADERS),
             "/v1/jobs/{job_id}": {
                 "get": {"operationId": "getJob", "parameters": _JOB_PARAMS,
                         "responses": {"200": {"description": "The job.", "content": _json("Job")},

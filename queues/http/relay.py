@@ -1,16 +1,16 @@
-"""``stream=true`` relayed as the worker generates it: its pieces first, then the result.
+"""A streamed answer relayed as the worker generates it: its pieces first, then the result.
 
-The response starts with the first piece, so an error before it (a refusal, a provider's 4xx)
-is still an ordinary HTTP error. After it, an error ends the stream with an ``error`` event,
-as OpenAI's does. The task's result stays the source of truth: what the stream missed (Redis
-away, pieces written after the last read) is sent from it, and the finish reason, tool calls
-and usage come from it.
+Every door streams through here; only the encoder (its wire format's events) differs. The
+response starts with the first piece, so an error before it (a refusal, a provider's 4xx) is
+still an ordinary HTTP error. After it, an error ends the stream with the format's ``error``
+event, as OpenAI's and Anthropic's do. The task's result stays the source of truth: what the
+stream missed (Redis away, pieces written after the last read) is sent from it, and the
+finish reason, tool calls and usage come from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,9 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 from models.domain.errors import SluiceError
 from models.domain.result import ChatResult
-from queues.http.errors import sluice_error_response
+from queues.http.errors import problem_of
 from queues.http.flight import Flight
-from queues.http.stream import DONE, Chunks, event, stream_response
+from queues.http.stream import stream_response
+from queues.http.wire.base import Encoder
 from queues.http.waiter import ResultWaiter, Watch
 from queues.token_stream import TokenReader
 
@@ -59,7 +60,7 @@ class Relay:
         self._after = "0"
         self._ended = False  # the end mark came, or the stream cannot be read
 
-    async def start(self, request_id: str, model: str, include_usage: bool) -> Response:
+    async def start(self, request_id: str, encoder: Encoder) -> Response:
         """Wait for the first piece (or the result) and answer from there; the flight ends
         when the answer does."""
         try:
@@ -69,12 +70,11 @@ class Relay:
                     result = await self.flight.wait(self.waiter, self.watch, self._left())
                 finally:
                     self.flight.end()
-                return stream_response(result, include_usage=include_usage)
+                return stream_response(result, encoder)
         except BaseException:
             self.flight.end()
             raise
-        chunks = Chunks(request_id, model, include_usage=include_usage)
-        return FlightResponse(self._events(first, chunks), self.flight,
+        return FlightResponse(self._events(first, encoder), self.flight,
                               media_type="text/event-stream",
                               headers={"x-sluice-request-id": request_id,
                                        "x-sluice-cache": "miss", "cache-control": "no-cache"})
@@ -106,26 +106,24 @@ class Relay:
                 return text
         return None
 
-    async def _events(self, first: str, chunks: Chunks) -> AsyncIterator[bytes]:
+    async def _events(self, first: str, encoder: Encoder) -> AsyncIterator[bytes]:
         sent = [first]
-        yield event(chunks.opening())
-        yield event(chunks.text(first))
+        yield encoder.opening()
+        yield encoder.text(first)
         while (piece := await self._piece()) is not None:
             sent.append(piece)
-            yield event(chunks.text(piece))
+            yield encoder.text(piece)
         try:
             result: ChatResult = await self.flight.wait(self.waiter, self.watch, self._left())
         except SluiceError as err:
-            yield event(json.loads(sluice_error_response(err).body))  # {"error": ...}
+            yield encoder.error(problem_of(err))
             return
         streamed = "".join(sent) + await self._read(None)  # written after the last read
         if result.text.startswith(streamed):
             tail = result.text[len("".join(sent)):]  # that, and anything the stream missed
             if tail:
-                yield event(chunks.text(tail))
+                yield encoder.text(tail)
         else:
             log.warning("streamed text of %s differs from its result (a redelivered run "
                         "streamed again?); the client keeps what it got", self.task_id)
-        for chunk in chunks.ending(result):
-            yield event(chunk)
-        yield DONE
+        yield encoder.ending(result)

@@ -169,6 +169,27 @@ def test_conversation_breakpoints_grow_the_cached_prefix(ant: anthropic.Anthropi
     assert second.input_tokens == 3
 
 
+def test_a_breakpoint_that_moved_on_reads_the_previous_one_by_looking_back(
+        ant: anthropic.Anthropic) -> None:
+    # An agent keeps one breakpoint on its newest turn: Anthropic finds the entry the last
+    # turn wrote within 20 blocks before the new breakpoint.
+    turn1 = long_text(1300, salt=9)
+    msgs: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "text", "text": turn1,
+                                      "cache_control": {"type": "ephemeral"}}]}]
+    system = "You are a coding agent."
+    first = ask(ant, system, messages=msgs)
+    bp1 = msg_tokens(system) + msg_tokens(turn1)
+    assert first.cache_creation_input_tokens == bp1
+    msgs[0] = {"role": "user", "content": [{"type": "text", "text": turn1}]}  # mark moved on
+    msgs += [{"role": "assistant", "content": "Noted."},
+             {"role": "user", "content": [{"type": "text", "text": "And then?",
+                                           "cache_control": {"type": "ephemeral"}}]}]
+    second = ask(ant, system, messages=msgs)
+    assert second.cache_read_input_tokens == bp1
+    assert second.cache_creation_input_tokens == msg_tokens("Noted.") + msg_tokens("And then?")
+
+
 def test_small_tool_breakpoint_folds_into_the_next_eligible_one(ant: anthropic.Anthropic) -> None:
     tools = [{"name": "lookup", "description": "Find a thing.",
               "cache_control": {"type": "ephemeral"},

@@ -67,6 +67,7 @@ KEYED_CHANGES: dict[str, dict[str, Any]] = {
     "response_schema": {"response_format": "json_schema",
                         "response_schema": {"name": "item", "schema": {"type": "object"}}},
     "top_p": {"top_p": 0.5},
+    "top_k": {"top_k": 5},
     "seed": {"seed": 7},
     "presence_penalty": {"presence_penalty": 0.5},
     "frequency_penalty": {"frequency_penalty": -0.5},
@@ -100,6 +101,8 @@ EXCLUDED_CHANGES: dict[str, dict[str, Any]] = {
     "safety_identifier": {"safety_identifier": "hash-of-u42"},
     "prompt_cache_key": {"prompt_cache_key": "callers-own"},
     "drop_params": {"drop_params": True},
+    "cache_marks": {"cache_marks": [{"at": "messages", "index": 0, "ttl": "1h"}]},
+    "provider_headers": {"provider_headers": {"anthropic-beta": "context-1m-2025-08-07"}},
 }
 
 

@@ -28,6 +28,18 @@ def test_plain_turns_carry_no_tool_fields_and_tool_turns_round_trip() -> None:
     assert Envelope.model_validate(message).request == loop
 
 
+def test_the_messages_doors_fields_are_left_out_unless_sent() -> None:
+    plain = Envelope(request=parse_request({"team": "t", "feature": "f", "messages": [
+        {"role": "user", "content": "hi"}]}), route=ROUTE).to_message()
+    assert not {"cache_marks", "provider_headers"} & set(plain["request"])
+    marked = parse_request({"team": "t", "feature": "f",
+                            "messages": [{"role": "user", "content": "hi"}],
+                            "cache_marks": [{"at": "messages", "index": 0, "ttl": "1h"}],
+                            "provider_headers": {"anthropic-beta": "x"}})
+    assert Envelope.model_validate(Envelope(request=marked, route=ROUTE).to_message()
+                                   ).request == marked
+
+
 def test_new_fields_leave_the_message_while_unset_and_falsy_values_survive() -> None:
     from queues.envelope import LATE_FIELDS
 

@@ -9,8 +9,13 @@ from typing import Any
 from models.domain.request import ToolCall
 from models.domain.result import ChatResult, Route
 from models.domain.usage import Usage
-from queues.http.stream import completion_chunks, event_stream, stream_response
-from queues.http.translate import completion_body
+from queues.http.stream import stream_response
+from queues.http.wire.openai_chat_render import (DONE, Chunks, completion_body,
+                                                 completion_chunks, event)
+
+
+def event_stream(chunks: list[dict[str, Any]]) -> bytes:
+    return b"".join(event(c) for c in chunks) + DONE
 
 
 def result(text: str, finish: str = "stop") -> ChatResult:
@@ -60,7 +65,7 @@ def test_without_include_usage_no_usage_key_and_an_empty_answer_has_no_content_c
 
 
 def test_the_response_is_an_event_stream_with_the_sluice_headers() -> None:
-    resp = stream_response(result("ok"), include_usage=False)
+    resp = stream_response(result("ok"), Chunks("r9", "gpt-4o-mini", include_usage=False))
     assert resp.media_type == "text/event-stream"
     assert resp.headers["x-sluice-cost"] == "0.00042" and resp.headers["x-sluice-cache"] == "miss"
     assert resp.headers["cache-control"] == "no-cache"

@@ -11,8 +11,9 @@ from models.domain.errors import ValidationError
 from models.domain.request import parse_request
 from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
-from queues.http.translate import (completion_body, param_for, sluice_headers, stream_mode,
-                                   to_request)
+from queues.http.wire.common import param_for, sluice_headers
+from queues.http.wire.openai_chat import stream_mode, to_request
+from queues.http.wire.openai_chat_render import completion_body
 
 
 def translate(body: dict[str, Any], **headers: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -30,6 +30,7 @@ class AnthropicMessagesProvider:
     def complete(self, call: ProviderCall) -> ProviderReply:
         """Call messages.create once and normalize its usage (input_tokens excludes cache)."""
         kwargs = {**_untyped_in_extra_body(anthropic_message_params(call)), **sdk_options(call)}
+        _forward_headers(call, kwargs)
         try:
             resp = self._client.messages.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
@@ -47,6 +48,7 @@ class AnthropicMessagesProvider:
         """The same call with ``stream=True``: each text delta goes to ``on_text`` as it
         arrives; usage is the start event's, with the output tokens of the last delta."""
         kwargs = {**_untyped_in_extra_body(anthropic_message_params(call)), **sdk_options(call)}
+        _forward_headers(call, kwargs)
         text: list[str] = []
         thought = False
         blocks: dict[int, dict[str, Any]] = {}
@@ -88,9 +90,15 @@ class AnthropicMessagesProvider:
         self._client.close()
 
 
+def _forward_headers(call: ProviderCall, kwargs: dict[str, Any]) -> None:
+    """The caller's ``anthropic-beta`` / ``anthropic-version`` (the Messages door's client
+    sent them) go on as sent; the SDK's own version header applies otherwise."""
+    if call.request.provider_headers:
+        kwargs["extra_headers"] = dict(call.request.provider_headers)
+
 
 #: Parameters the SDK (2.x) no longer types but the API takes: sent in ``extra_body``.
-_UNTYPED = ("temperature", "top_p")
+_UNTYPED = ("temperature", "top_p", "top_k")
 
 
 def _untyped_in_extra_body(params: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from models.domain.content import ImagePart
 from models.domain.params import dropped_params, openai_effort, thinking_budget
 from models.domain.request import ChatRequest, Message, StaticPart
 from models.domain.tokens import PER_MESSAGE, count_text
+from workers.providers.client_marks import apply_client_marks
 
 if TYPE_CHECKING:
     from workers.providers.base import ProviderCall
@@ -86,11 +87,13 @@ def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -
     system = [{"type": "text", "text": static.system}] if static.system else []
     few_shot = [{"role": m.role, "content": [{"type": "text", "text": m.content}]}
                 for m in static.few_shot]
-    dynamic = anthropic_turns(request.messages)
+    positions: list[tuple[int, int]] = []
+    dynamic = anthropic_turns(request.messages, positions, offset=len(few_shot))
     marker: dict[str, Any] = {"type": "ephemeral"}
     if ttl == "1h":
         marker["ttl"] = "1h"
     prefix = 0
+    ours: list[dict[str, Any]] = []
     segments: list[tuple[int, dict[str, Any] | None]] = [
         (sum(PER_MESSAGE + count_text(t.name) + count_text(t.description)
              + count_text(str(t.parameters)) for t in static.tools), tools[-1] if tools else None),
@@ -103,40 +106,54 @@ def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -
         prefix += tokens
         if last_block is not None and prefix >= model.min_cacheable_tokens:
             last_block["cache_control"] = dict(marker)
+            ours.append(last_block)
     payload: dict[str, Any] = {"messages": few_shot + dynamic}
     if system:
         payload["system"] = system
     if tools:
         payload["tools"] = tools
+    # The caller's own breakpoints (the Messages door) are kept as sent; ours fit around them.
+    apply_client_marks(payload, request, ours, positions)
     assert count_breakpoints(payload) <= MAX_BREAKPOINTS
     return payload
 
 
-def anthropic_turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
+def anthropic_turns(messages: Sequence[Message], positions: list[tuple[int, int]] | None = None,
+                    *, offset: int = 0) -> list[dict[str, Any]]:
     """The dynamic turns in Anthropic's shape: a call is a ``tool_use`` block of the assistant
     turn, and results (with any user text after them) are ``tool_result`` blocks of one user
-    turn, as the Messages API wants them."""
+    turn, as the Messages API wants them. ``positions`` gets, per message, the (turn + offset,
+    block) of the last block it became (where a caller's cache mark on it goes)."""
     out: list[dict[str, Any]] = []
     for m in messages:
-        if m.role == "assistant" and m.tool_calls:
-            blocks: list[dict[str, Any]] = ([{"type": "text", "text": m.content}]
-                                            if m.content else [])
-            blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
-                        "input": json.loads(c.arguments)} for c in m.tool_calls]
-            out.append({"role": "assistant", "content": blocks})
-        elif m.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
-            if out and out[-1]["role"] == "user" and _holds_results(out[-1]):
-                out[-1]["content"].append(block)
-            else:
-                out.append({"role": "user", "content": [block]})
-        elif m.role == "user" and out and _holds_results(out[-1]):
-            out[-1]["content"] += _user_blocks(m)
-        elif m.parts:
-            out.append({"role": "user", "content": _user_blocks(m)})
-        else:
-            out.append({"role": m.role, "content": m.content})
+        _turn(out, m)
+        if positions is not None:
+            last = out[-1]["content"]
+            positions.append((len(out) - 1 + offset,
+                              len(last) - 1 if isinstance(last, list) else 0))
     return out
+
+
+def _turn(out: list[dict[str, Any]], m: Message) -> None:
+    """Add message ``m`` to the Anthropic turns ``out``."""
+    if m.role == "assistant" and m.tool_calls:
+        blocks: list[dict[str, Any]] = ([{"type": "text", "text": m.content}]
+                                        if m.content else [])
+        blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
+                    "input": json.loads(c.arguments)} for c in m.tool_calls]
+        out.append({"role": "assistant", "content": blocks})
+    elif m.role == "tool":
+        block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+        if out and out[-1]["role"] == "user" and _holds_results(out[-1]):
+            out[-1]["content"].append(block)
+        else:
+            out.append({"role": "user", "content": [block]})
+    elif m.role == "user" and out and _holds_results(out[-1]):
+        out[-1]["content"] += _user_blocks(m)
+    elif m.parts:
+        out.append({"role": "user", "content": _user_blocks(m)})
+    else:
+        out.append({"role": m.role, "content": m.content})
 
 
 def _user_blocks(m: Message) -> list[dict[str, Any]]:
@@ -253,6 +270,8 @@ def anthropic_message_params(call: ProviderCall) -> dict[str, Any]:
         params["temperature"] = min(req.temperature, 1.0)
     if "thinking" in params and req.top_p is not None and "top_p" not in dropped:
         params["top_p"] = req.top_p
+    if req.top_k is not None and "top_k" not in dropped:
+        params["top_k"] = req.top_k
     if req.stop:
         params["stop_sequences"] = list(req.stop)
     if req.static.tools:

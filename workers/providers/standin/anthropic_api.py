@@ -7,12 +7,12 @@ import uuid
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from models.domain.catalogue import ModelSpec
 from models.domain.tokens import count_text
 from workers.providers.standin.caching import anthropic_cache
-from workers.providers.standin.errors import RequestInvalid
+from workers.providers.standin.errors import RequestInvalid, provider_error
 from workers.providers.standin.pipeline import Answer, serve_call
 from workers.providers.standin.prompt import anthropic_prompt
 from workers.providers.standin.options import (ANTHROPIC_PARAMS, check_range, choose_call, fit,
@@ -25,7 +25,32 @@ _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "s
 
 async def messages(request: Request) -> Response:
     """Answer a messages call the way api.anthropic.com would, minus the model."""
+    beta = request.headers.get("anthropic-beta")
+    if beta:  # what a gateway forwarded, for tests to check
+        request.app.state.standin.record_beta(beta)
     return await serve_call(request, "anthropic", api_key, answer)
+
+
+async def count_tokens(request: Request) -> Response:
+    """``POST /v1/messages/count_tokens``: the prompt's tokens as this stand-in bills them."""
+    state: StandInState = request.app.state.standin
+    state.record_request(request.url.path)
+    try:
+        api_key(request)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise RequestInvalid("the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise RequestInvalid("the request body must be a JSON object")
+        if state.model(body.get("model"), "anthropic") is None:
+            raise RequestInvalid(f"model: {body.get('model')!r} does not exist",
+                                 param="model", status=404)
+        response: Response = JSONResponse({"input_tokens": anthropic_prompt(body).total})
+    except RequestInvalid as exc:
+        response = provider_error("anthropic", exc.status, exc.message, param=exc.param)
+    state.record_status(response.status_code)
+    return response
 
 
 def api_key(request: Request) -> str:

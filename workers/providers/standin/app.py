@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from models.domain.tokens import encoding
-from workers.providers.standin.anthropic_api import messages
+from workers.providers.standin.anthropic_api import count_tokens, messages
 from workers.providers.standin.batch_api import batch_routes
 from workers.providers.standin.config import StandInConfig
 from workers.providers.standin.errors import openai_error
@@ -25,6 +25,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/_standin/stats", stats, methods=["GET"]),
         Route("/_standin/received", received, methods=["GET"]),

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from workers.providers.standin.prompt import Prompt
 
+#: Blocks before a breakpoint Anthropic checks for an earlier cache entry.
+LOOKBACK = 20
 #: OpenAI caches the first ``min_cacheable_tokens`` (1,024) and then grows in 128-token steps.
 OPENAI_STEP = 128
 
@@ -61,7 +63,9 @@ class TTLStore:
 
 def anthropic_cache(prompt: Prompt, store: TTLStore, scope: str, min_tokens: int,
                     ttl_s: Mapping[str, float]) -> CacheUsage:
-    """Read the longest live breakpoint prefix, then write every eligible breakpoint after it.
+    """Read the longest live prefix at a breakpoint or up to :data:`LOOKBACK` blocks before
+    one (as Anthropic looks back: an agent's breakpoint moves on each turn, and the previous
+    turn's is found again this way), then write every eligible breakpoint after it.
 
     A breakpoint is eligible when its prefix holds at least ``min_tokens``; the tokens between
     the read point and each later eligible breakpoint are written at that breakpoint's ttl.
@@ -70,9 +74,14 @@ def anthropic_cache(prompt: Prompt, store: TTLStore, scope: str, min_tokens: int
     read, start = 0, 0
     for index in range(len(eligible) - 1, -1, -1):
         bp = eligible[index]
-        if store.alive(f"{scope}|{bp.digest}"):
-            read, start = bp.tokens, index + 1
-            store.put(f"{scope}|{bp.digest}", ttl_s[bp.ttl])  # a hit refreshes the entry
+        before = [b for b in prompt.boundaries if b[0] <= bp.tokens and b[1] != bp.digest]
+        for tokens, digest in [(bp.tokens, bp.digest), *reversed(before[-LOOKBACK:])]:
+            if tokens >= min_tokens and store.alive(f"{scope}|{digest}"):
+                read = tokens
+                start = index + 1 if digest == bp.digest else index
+                store.put(f"{scope}|{digest}", ttl_s[bp.ttl])  # a hit refreshes the entry
+                break
+        if read:
             break
     position, written = read, {"5m": 0, "1h": 0}
     for bp in eligible[start:]:

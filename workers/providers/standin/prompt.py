@@ -61,6 +61,8 @@ class Prompt:
     prefixes: list[tuple[int, str]] = field(default_factory=list)
     #: Anthropic ``cache_control`` marks in layout order (tools, system, messages).
     breakpoints: list[Breakpoint] = field(default_factory=list)
+    #: ``(tokens, digest)`` after every block: where Anthropic looks back for a cache hit.
+    boundaries: list[tuple[int, str]] = field(default_factory=list)
     #: Images seen, and the tokens they were counted at.
     images: int = 0
     image_tokens: int = 0
@@ -78,6 +80,7 @@ class _Builder:
         # The tag carries roles and turn boundaries: moving text between turns changes the hash.
         self._hash.update(tag.encode() + b"\x1f" + _canon(content) + b"\x1e")
         self.tokens += tokens
+        self.prompt.boundaries.append((self.tokens, self._hash.copy().hexdigest()))
 
     def mark_prefix(self) -> None:
         self.prompt.prefixes.append((self.tokens, self._hash.copy().hexdigest()))

@@ -53,6 +53,8 @@ class StandInState:
         self.by_model: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
         self.tokens: Counter[str] = Counter()
+        #: ``anthropic-beta`` header values received (a gateway forwards its client's).
+        self.by_beta: Counter[str] = Counter()
         self.faults_injected = 0
 
     def reset(self) -> None:
@@ -66,6 +68,10 @@ class StandInState:
     def record_request(self, path: str) -> None:
         """Count a request as it arrives."""
         self.by_path[path] += 1
+
+    def record_beta(self, value: str) -> None:
+        """Count an ``anthropic-beta`` header as received."""
+        self.by_beta[value] += 1
 
     def record_body(self, family: str, body: dict[str, Any]) -> None:
         """Keep a model-call body (its images as hashes) for ``GET /_standin/received``."""
@@ -103,6 +109,7 @@ class StandInState:
             "by_status": dict(self.by_status),
             "tokens": {k: self.tokens[k] for k in ("prompt", "output", "cache_read",
                                                    "cache_write_5m", "cache_write_1h")},
+            "anthropic_beta": dict(self.by_beta),
             "faults_injected": self.faults_injected,
             "faults_pending": self.faults.pending(),
             "cache_entries": {"anthropic": len(self.anthropic_cache),

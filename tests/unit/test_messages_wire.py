@@ -1,0 +1,154 @@
+"""Anthropic Messages bodies to ChatRequest fields and ChatResults back, errors and events."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from models.db.api_keys import KeyInfo
+from models.domain.errors import ValidationError
+from models.domain.request import ToolCall, parse_request
+from models.domain.result import ChatResult, Route
+from models.domain.usage import Usage
+from queues.http.errors import Problem
+from queues.http.wire.anthropic_messages import AnthropicMessages
+from queues.http.wire.anthropic_messages_render import Events, error_response, message_body
+
+KEY = KeyInfo(id="k1", org="o", team="t", role="team")
+WIRE = AnthropicMessages()
+
+
+def parse(body: dict[str, Any], **headers: str) -> Any:
+    full = {"model": "claude-haiku-4-5", "max_tokens": 16, **body}
+    return WIRE.parse(full, {k.replace("_", "-"): v for k, v in headers.items()}, KEY)
+
+
+def test_blocks_become_the_static_part_and_tool_loop_turns() -> None:
+    parsed = parse({
+        "system": [{"type": "text", "text": "A"}, {"type": "text", "text": "B",
+                                                   "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "find", "input_schema": {"type": "object"},
+                   "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        "metadata": {"user_id": "user_" + "x" * 80},
+        "messages": [
+            {"role": "user", "content": "find 42"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hm", "signature": "s"},
+                {"type": "tool_use", "id": "toolu_1", "name": "find", "input": {"q": 42}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "gone",
+                 "is_error": True},
+                {"type": "text", "text": "go on", "cache_control": {"type": "ephemeral"}}]}]},
+        anthropic_beta="b1", anthropic_version="2023-06-01")
+    req = parse_request(parsed.data)
+    assert req.static.system == "A\n\nB" and req.static.tools[0].name == "find"
+    assert [m.role for m in req.messages] == ["user", "assistant", "tool", "user"]
+    assert req.messages[1].tool_calls[0].arguments == '{"q":42}'
+    assert req.messages[2].content == "Error: gone"
+    assert [(m.at, m.index, m.ttl) for m in req.cache_marks] == [
+        ("tools", 0, "1h"), ("system", len("A\n\nB"), "5m"), ("messages", 3, "5m")]
+    assert req.provider_headers == {"anthropic-beta": "b1", "anthropic-version": "2023-06-01"}
+    assert req.user is not None and req.user.startswith("u-") and len(req.user) <= 64
+
+
+def test_thinking_tool_choice_sampling_and_images_map_to_the_neutral_fields() -> None:
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9a"
+           "wAAAABJRU5ErkJggg==")
+    parsed = parse({
+        "max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "tools": [{"name": "find", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "find", "disable_parallel_tool_use": True},
+        "top_p": 0.97, "top_k": 40,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is it?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": png}}]}]})
+    req = parse_request(parsed.data)
+    assert req.thinking_budget == 2048 and (req.top_p, req.top_k) == (0.97, 40)
+    assert req.tool_choice is not None and (req.tool_choice.mode, req.tool_choice.name) == (
+        "function", "find")
+    assert req.parallel_tool_calls is False
+    assert req.messages[0].content == "what is it?" and len(req.messages[0].images) == 1
+    assert parse_request(parse({"tool_choice": {"type": "any"}, "tools": [
+        {"name": "f", "input_schema": {}}], "messages": [{"role": "user", "content": "x"}]}
+    ).data).tool_choice.mode == "required"  # type: ignore[union-attr]
+
+
+def test_dated_claude_ids_are_their_catalogue_alias() -> None:
+    for sent, model in (("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+                        ("claude-haiku-4-5-latest", "claude-haiku-4-5"),
+                        ("claude-haiku-4-5", "claude-haiku-4-5"), ("gpt-4o-mini", "gpt-4o-mini")):
+        assert parse({"model": sent, "messages": [{"role": "user", "content": "x"}]}
+                     ).data["model"] == model
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"max_tokens": None}, "max_tokens"),
+    ({"thinking": {"type": "enabled"}}, "thinking"),
+    ({"tool_choice": {"type": "tool"}}, "tool_choice"),
+    ({"container": "x"}, "container"),
+    ({"tools": [{"type": "web_search_20250305", "name": "web"}]}, "tools"),
+    ({"system": [{"type": "image"}]}, "system"),
+])
+def test_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse({"messages": [{"role": "user", "content": "hi"}], **body})
+    assert exc.value.field == field
+
+
+def result(text: str, calls: tuple[ToolCall, ...] = (), finish: str = "stop") -> ChatResult:
+    route = Route(tier="cheap", model="gpt-4o-mini", provider="openai", backend="api",
+                  lane="interactive")
+    return ChatResult(request_id="r1", text=text, provider="openai", model="gpt-4o-mini",
+                      route=route, usage=Usage(input_uncached=10, cache_read=100,
+                                               cache_write_5m=5, output=7),
+                      cost=Decimal("0.001"), tool_calls=calls, finish_reason=finish)
+
+
+def test_a_result_renders_as_a_message_with_anthropics_usage() -> None:
+    body = message_body(result("hi", (ToolCall(id="c1", name="f", arguments='{"a":1}'),),
+                               "tool_calls"))
+    assert body["content"] == [{"type": "text", "text": "hi"},
+                               {"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 1}}]
+    assert body["stop_reason"] == "tool_use"
+    assert body["usage"]["input_tokens"] == 10  # cached tokens excluded, as Anthropic's
+    assert body["usage"]["cache_read_input_tokens"] == 100
+    assert body["usage"]["cache_creation_input_tokens"] == 5
+
+
+def events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for block in raw.decode().split("\n\n")[:-1]:
+        head, data = block.split("\n")
+        out.append((head.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return out
+
+
+def test_a_whole_answer_streams_as_anthropics_sequence() -> None:
+    got = events(Events("r1", "m").whole(result("hi")))
+    assert [k for k, _ in got] == ["message_start", "content_block_start", "ping",
+                                   "content_block_delta", "content_block_stop",
+                                   "message_delta", "message_stop"]
+    only_call = events(Events("r1", "m").whole(result("", (ToolCall(id="c", name="f"),),
+                                                      "tool_calls")))
+    starts = [d for k, d in only_call if k == "content_block_start"]
+    assert starts == [{"type": "content_block_start", "index": 0, "content_block": {
+        "type": "tool_use", "id": "c", "name": "f", "input": {}}}]
+
+
+def test_errors_take_anthropics_types_and_shedding_is_529() -> None:
+    shed = error_response(Problem(503, "busy", code="overloaded", retry=True, retry_after=1))
+    assert shed.status_code == 529 and shed.headers["x-should-retry"] == "true"
+    assert json.loads(bytes(shed.body))["error"]["type"] == "overloaded_error"
+    for status, kind in ((400, "invalid_request_error"), (401, "authentication_error"),
+                         (403, "permission_error"), (404, "not_found_error"),
+                         (429, "rate_limit_error"), (500, "api_error")):
+        body = json.loads(bytes(error_response(Problem(status, "x")).body))
+        assert body == {"type": "error", "error": {"type": kind, "message": "x"}}
+    event = events(Events("r", "m").error(Problem(503, "busy", code="overloaded")))
+    assert event == [("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                           "message": "busy",
+                                                           "code": "overloaded"}})]
