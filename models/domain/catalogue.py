@@ -12,7 +12,7 @@ from typing import Any
 from models.domain.errors import ConfigError, UnknownModelError
 
 TIERS: tuple[str, ...] = ("cheap", "flagship", "self-hosted")
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "vllm")
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "vllm")
 _MILLION = Decimal(1_000_000)
 _PLACES = Decimal("1e-12")
 
@@ -27,6 +27,8 @@ class ModelPrice:
     cache_write_1h: Decimal
     output: Decimal
     batch_discount: Decimal = Decimal("0")
+    #: Explicit context-cache storage, USD per 1M tokens per hour (Gemini ``cachedContents``).
+    storage_per_hour: Decimal = Decimal("0")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,15 @@ class ModelSpec:
     price: ModelPrice
     min_cacheable_tokens: int = 1024
     api_name: str = ""
+    #: Prompts of more than this many tokens are billed at ``long_price`` (0: one tier only).
+    long_above: int = 0
+    long_price: ModelPrice | None = None
+
+    def price_for(self, prompt_tokens: int) -> ModelPrice:
+        """The price tier a prompt of ``prompt_tokens`` is billed at (Gemini's >200k tier)."""
+        if self.long_price is not None and prompt_tokens > self.long_above:
+            return self.long_price
+        return self.price
 
     @property
     def backend(self) -> str:
@@ -145,15 +156,32 @@ def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str)
             raise ConfigError(f"{at}: a self-hosted model needs [gpu_pool] prices or its own")
         price = gpu
     else:
-        inp = _dec(entry.get("input"), "input", at)
-        price = ModelPrice(
-            input=inp,
-            cache_read=_dec(entry.get("cache_read", inp), "cache_read", at),
-            cache_write_5m=_dec(entry.get("cache_write_5m", inp), "cache_write_5m", at),
-            cache_write_1h=_dec(entry.get("cache_write_1h", inp), "cache_write_1h", at),
-            output=_dec(entry.get("output"), "output", at),
-            batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount", at),
-        )
+        price = _price(entry, at)
+    long_price, long_above = None, 0
+    long = entry.get("long_context")
+    if long is not None:
+        long_above = int(long.get("above", 0))
+        if not 0 < long_above < context:
+            raise ConfigError(f"{at}: long_context.above must be a token count within context")
+        # Unset classes of the long tier keep the short tier's batch discount and storage.
+        long_price = _price({"batch_discount": entry.get("batch_discount", "0"),
+                             "cache_storage_per_hour": entry.get("cache_storage_per_hour", "0"),
+                             **long}, f"{at} long_context")
     return ModelSpec(name=name, provider=provider, tier=tier, context=context, price=price,
                      min_cacheable_tokens=int(entry.get("min_cacheable_tokens", 1024)),
-                     api_name=str(entry.get("api_name", name)))
+                     api_name=str(entry.get("api_name", name)), long_above=long_above,
+                     long_price=long_price)
+
+
+def _price(entry: dict[str, Any], at: str) -> ModelPrice:
+    inp = _dec(entry.get("input"), "input", at)
+    return ModelPrice(
+        input=inp,
+        cache_read=_dec(entry.get("cache_read", inp), "cache_read", at),
+        cache_write_5m=_dec(entry.get("cache_write_5m", inp), "cache_write_5m", at),
+        cache_write_1h=_dec(entry.get("cache_write_1h", inp), "cache_write_1h", at),
+        output=_dec(entry.get("output"), "output", at),
+        batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount", at),
+        storage_per_hour=_dec(entry.get("cache_storage_per_hour", "0"),
+                              "cache_storage_per_hour", at),
+    )

@@ -8,6 +8,9 @@ from models.domain.catalogue import ModelSpec
 from models.domain.usage import Usage
 
 _MILLION = Decimal(1_000_000)
+#: How far a provider's count of a prompt may exceed ours when deciding a reservation's price
+#: tier (Gemini counts with its own tokenizer; 1.25x covers the excess measured for others).
+LONG_TIER_MARGIN = Decimal("1.25")
 #: The ledger's precision (NUMERIC(24, 12)): every amount is rounded to it once, here, so what
 #: a result reports and what the ledger stores are the same number.
 PLACES = Decimal("1e-12")
@@ -19,8 +22,12 @@ def to_ledger(amount: Decimal) -> Decimal:
 
 
 def cost_of(usage: Usage, model: ModelSpec, *, batch: bool = False) -> Decimal:
-    """Exact USD cost of ``usage`` on ``model``; ``batch`` applies the provider's batch discount."""
-    p = model.price
+    """Exact USD cost of ``usage`` on ``model``; ``batch`` applies the provider's batch discount.
+
+    A model with a long-context tier bills every token of a prompt above its threshold at the
+    long tier's prices (Gemini: more than 200k prompt tokens, cached ones included).
+    """
+    p = model.price_for(usage.input_total)
     total = (
         usage.input_uncached * p.input
         + usage.cache_read * p.cache_read
@@ -47,10 +54,18 @@ def worst_case_cost(prompt_tokens: int, max_tokens: int, model: ModelSpec) -> De
     """Upper bound of a call's cost, for budget reservation.
 
     Every prompt token is priced at the dearest input class the model has (a cache write can
-    cost more than plain input), and the whole ``max_tokens`` at the output price.
+    cost more than plain input), and the whole ``max_tokens`` at the output price. A prompt
+    that the provider's own count could put above a long-context threshold (ours times
+    :data:`LONG_TIER_MARGIN`) is priced at the long tier: the bound holds across the boundary.
     """
-    p = model.price
+    p = model.price_for(int(prompt_tokens * LONG_TIER_MARGIN))
     dearest_input = max(p.input, p.cache_read, p.cache_write_5m, p.cache_write_1h)
     # Rounded up, so the reservation stays an upper bound of the settled cost.
     return ((prompt_tokens * dearest_input + max_tokens * p.output) / _MILLION).quantize(
         PLACES, rounding=ROUND_CEILING)
+
+
+def storage_cost(tokens: int, seconds: float, model: ModelSpec) -> Decimal:
+    """Explicit context-cache storage of ``tokens`` for ``seconds`` (per token-hour price)."""
+    hours = Decimal(str(round(max(seconds, 0.0), 3))) / 3600
+    return to_ledger(tokens * model.price.storage_per_hour * hours / _MILLION)

@@ -11,7 +11,7 @@ from workers.providers.standin.config import StandInConfig
 from workers.providers.standin.faults import FaultScripts
 
 #: Which catalogue providers each wire format serves (vLLM speaks the OpenAI format).
-_SERVES = {"openai": ("openai", "vllm"), "anthropic": ("anthropic",)}
+_SERVES = {"openai": ("openai", "vllm"), "anthropic": ("anthropic",), "gemini": ("google",)}
 
 
 class StandInState:
@@ -21,6 +21,10 @@ class StandInState:
         self.config = config
         self.anthropic_cache = TTLStore(config.clock, config.max_cache_entries)
         self.openai_cache = TTLStore(config.clock, config.max_cache_entries)
+        self.gemini_cache = TTLStore(config.clock, config.max_cache_entries)
+        from workers.providers.standin.gemini_caches import GeminiCaches
+
+        self.gemini_caches = GeminiCaches(config.clock)
         self.faults = FaultScripts()
         #: Set by the runner when stopping, so delayed answers end at once.
         self.closing = False
@@ -55,6 +59,8 @@ class StandInState:
         self.reset_stats()
         self.anthropic_cache.clear()
         self.openai_cache.clear()
+        self.gemini_cache.clear()
+        self.gemini_caches.clear()
         self.faults.clear()
 
     def record_request(self, path: str) -> None:
@@ -89,5 +95,14 @@ class StandInState:
             "faults_injected": self.faults_injected,
             "faults_pending": self.faults.pending(),
             "cache_entries": {"anthropic": len(self.anthropic_cache),
-                              "openai": len(self.openai_cache)},
+                              "openai": len(self.openai_cache),
+                              "gemini": len(self.gemini_cache)},
+            "gemini_caches": {"created": self.gemini_caches.created,
+                              "deleted": self.gemini_caches.deleted,
+                              "live": sum(1 for n in self.gemini_caches.entries
+                                          if self.gemini_caches.live(
+                                              n, self.gemini_caches.entries[n].key)),
+                              "created_tokens": self.tokens["gemini_cache_created"],
+                              "storage_token_seconds":
+                                  self.gemini_caches.storage_token_seconds()},
         }
