@@ -38,9 +38,11 @@ _FAMILY = "gemini"
 
 
 def gemini_routes() -> list[Route]:
-    """The Gemini API's routes (v1beta, and v1 which the SDK uses with a custom base URL)."""
-    out = []
-    for version in ("v1beta", "v1"):
+    """The Gemini API's routes (v1beta, and v1 which the SDK uses with a custom base URL), and
+    Vertex AI's express-mode paths (v1beta1, publisher models, keyed by an API key)."""
+    out = [Route("/v1beta1/publishers/google/models/{target:path}", models_call,
+                 methods=["POST"])]
+    for version in ("v1beta", "v1", "v1beta1"):
         out += [Route(f"/{version}/models/{{target:path}}", models_call, methods=["POST"]),
                 Route(f"/{version}/cachedContents", cache_create, methods=["POST"]),
                 Route(f"/{version}/cachedContents/{{cid}}", cache_one,

@@ -96,7 +96,8 @@ def _view(entry: CachedContent, clock_now: float) -> dict[str, Any]:
 async def create(request: Request, state: StandInState, key: str) -> Response:
     """``POST /v1beta/cachedContents``: store the prefix; below the model's minimum, a 400."""
     body = _body(await request.body())
-    model = str(body.get("model", "")).removeprefix("models/")
+    # "models/x" on the Gemini API, "publishers/google/models/x" (or a full path) on Vertex.
+    model = str(body.get("model", "")).rsplit("/", 1)[-1]
     spec = state.model(model, "gemini")
     if spec is None:
         raise RequestInvalid(f"models/{model} is not found for API version v1beta", status=404)
