@@ -138,7 +138,8 @@ def caches_of(rt: WorkerRuntime) -> ExplicitCaches | None:
         client = rt.provider("google").client  # type: ignore[attr-defined]
         rt.context_caches = ExplicitCaches(rt.tokens, client, LedgerBooks(rt), rt.catalogue,
                                            ttl_s=p.gemini_cache_ttl_s,
-                                           key_prefix=rt.settings.broker.key_prefix)
+                                           key_prefix=rt.settings.broker.key_prefix,
+                                           cold_after_s=p.gemini_cache_cold_after_s)
     return rt.context_caches  # type: ignore[no-any-return]
 
 

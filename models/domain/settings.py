@@ -88,6 +88,8 @@ class ProviderSettings(BaseModel):
     #: create them at all (the reuse rule decides per prefix; off: implicit caching only).
     gemini_cache_ttl_s: float = Field(default=3600.0, gt=60)
     gemini_explicit_caching: bool = True
+    #: A prefix with no request for this long is cold: its cache is deleted (default TTL/4).
+    gemini_cache_cold_after_s: float | None = Field(default=None, gt=0)
     #: Seconds before one provider call is abandoned (then retried per policy).
     timeout_s: float = 60.0
     #: Attempts per call, the first included; the SDKs' own retries are always off.

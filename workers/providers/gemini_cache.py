@@ -148,7 +148,8 @@ class ExplicitCaches:
                     continue
                 finally:
                     self._unlock(fp)
-                self._book(fp, entry, model, "delete", -(expires - now))
+                # Storage stopped when the provider deleted it: credit the rest from then.
+                self._book(fp, entry, model, "delete", -max(expires - self.clock(), 0.0))
                 self._forget(fp)
                 deleted += 1
         return deleted
@@ -209,7 +210,9 @@ class ExplicitCaches:
             self._unlock(fp)
             log.warning("could not create an explicit cache for %s: %s", request.feature, exc)
             return ""
-        entry = {"name": made.name, "model": model.name, "expires": repr(now + self.ttl_s),
+        # The provider's TTL runs from its answer, not from before the budget hold.
+        entry = {"name": made.name, "model": model.name,
+                 "expires": repr(self.clock() + self.ttl_s),
                  "tokens": str(tokens), "seq": "0", **owner}
         try:
             self.books.book(Period(made.name, 0, "create", model, tokens, self.ttl_s, owner, fp),
@@ -246,7 +249,8 @@ class ExplicitCaches:
                 return
             self.books.book(period, hold)
             self.redis.hset(f"{self.prefix}{fp}",
-                            mapping={"expires": repr(now + self.ttl_s), "seq": str(seq)})
+                            mapping={"expires": repr(self.clock() + self.ttl_s),
+                                     "seq": str(seq)})
         finally:
             self._unlock(fp)
 
