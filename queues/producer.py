@@ -88,6 +88,9 @@ class Gateway:
             if reason:
                 raise QueuePaused(f"queue {route.queue} is paused ({reason}); retry later or ask "
                                   "an operator to run `sluice queues resume`", queue=route.queue)
+        model = self.catalogue.get(route.model)
+        if request.has_images:  # images count by the routed provider's rule
+            prompt_tokens = count_request(request, model)
         reservation = None
         if self.admission is not None:
             # The dearest model the request can reach: a fallback is sent only inside it.

@@ -100,7 +100,7 @@ def test_count_tokens_agrees_with_our_count(gemini: GeminiProvider) -> None:
     c = call(static={"system": "Be brief."})
     from workers.providers.gemini_shaping import gemini_request
 
-    contents, cfg = gemini_request(c.request, "gemini-2.5-flash")
+    contents, cfg = gemini_request(c.request, FLASH)
     counted = gemini.client.models.count_tokens(model="gemini-2.5-flash", contents=contents)
     # countTokens of the contents alone: what generateContent bills for them (our count
     # less the system instruction, which the Gemini API's countTokens does not take).

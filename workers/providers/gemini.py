@@ -50,7 +50,7 @@ class GeminiProvider:
 
     def _args(self, call: ProviderCall) -> dict[str, Any]:
         name = call.model.api_name or call.model.name
-        contents, cfg = gemini_request(call.request, name, call.cached_content)
+        contents, cfg = gemini_request(call.request, call.model, call.cached_content)
         if call.timeout_s is not None:
             cfg["http_options"] = {"timeout": int(max(call.timeout_s, 0.1) * 1000),
                                    "retry_options": {"attempts": 1}}
