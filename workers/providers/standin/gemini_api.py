@@ -30,6 +30,7 @@ from workers.providers.standin.gemini_prompt import gemini_prompt, pick
 from workers.providers.standin.pipeline import (FAULT_HEADER, LATENCY_HEADER, _cut, _fault,
                                                 _number, pause)
 from workers.providers.standin.prompt import Prompt
+from workers.providers.standin.options import json_text
 from workers.providers.standin.replies import make_reply, tool_use
 from workers.providers.standin.state import StandInState
 from workers.providers.standin.streaming import paced, pieces
@@ -111,6 +112,8 @@ async def models_call(request: Request) -> Response:
         if method not in ("generateContent", "streamGenerateContent"):
             raise RequestInvalid(f"unknown method {method!r}", status=404)
         state.record_model(spec.name)
+        body_with_model = {**body, "model": spec.name}  # the path names it, not the body
+        state.record_body(_FAMILY, body_with_model)
         return await _generate(request, state, body, spec, key, stream=method.startswith("s"))
 
     return await _guarded(request, handle)
@@ -179,7 +182,9 @@ def answer(state: StandInState, body: dict[str, Any], spec: Any, key: str
                        list(pick(config, "stopSequences") or []))
     text, out, finish = reply.text, reply.tokens, "MAX_TOKENS" if reply.finish == "length" else "STOP"
     if pick(config, "responseMimeType") == "application/json":
-        text = json.dumps({"answer": text[:200]})
+        schema = pick(config, "responseJsonSchema") or pick(config, "responseSchema")
+        text = (json_text(f"{spec.name}|{prompt.digest}", schema) if schema
+                else json.dumps({"answer": text[:200]}))
         out = count_text(text)
     parts: list[dict[str, Any]] = []
     if thoughts and pick(thinking, "includeThoughts"):

@@ -3,12 +3,13 @@
 Counting follows :func:`models.domain.tokens.count_request`, as the other wire formats do: the
 system instruction and each content count 4 framing tokens, tools count name + description +
 ``str(parameters)``, a function call its name and compact JSON arguments, a function response
-its ``content`` text; 3 for the reply primer. Images count 258 tokens each, Gemini's published
-figure for an image of up to 384 px a side (larger ones tile; not modelled here).
+its ``content`` text; 3 for the reply primer. Images by Gemini's published rule: 258 tokens
+up to 384 px a side, else 258 for each 768 px crop (a URL, not fetched, at the rule's bound).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -92,9 +93,26 @@ def _part(part: Any, where: str) -> tuple[int, str]:
         if not isinstance(inner, str):
             inner = json.dumps(response, separators=(",", ":"))
         return count_text(inner), ""
-    if pick(part, "inlineData") is not None or pick(part, "fileData") is not None:
-        return IMAGE_TOKENS, ""
+    inline = pick(part, "inlineData")
+    if isinstance(inline, dict):
+        return _image_tokens(inline.get("data")), ""
+    if pick(part, "fileData") is not None:
+        return _image_tokens(None), ""  # a URL is not fetched: counted at the bound
     raise RequestInvalid(f"{where}: a part needs text, functionCall, functionResponse or data")
+
+
+def _image_tokens(data: Any) -> int:
+    """Gemini's rule: 258 tokens up to 384 px a side, else 258 per 768 px crop."""
+    from models.domain.image_tokens import ImageRule, image_tokens, sniff
+
+    size = None
+    if isinstance(data, str):
+        try:
+            size = sniff(base64.b64decode(data))
+        except ValueError:
+            raise RequestInvalid("inline_data.data is not valid base64") from None
+    width, height = (size[1], size[2]) if size else (None, None)
+    return image_tokens(ImageRule(kind="crops", tile=IMAGE_TOKENS), width, height)
 
 
 def gemini_prompt(body: dict[str, Any], cached: Prompt | None = None) -> Prompt:

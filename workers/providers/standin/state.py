@@ -129,7 +129,9 @@ def _scrubbed(value: Any) -> Any:
     """``value`` with base64 image data (and data URLs) replaced by their SHA-256."""
     if isinstance(value, dict):
         out = {k: _scrubbed(v) for k, v in value.items()}
-        if value.get("type") == "base64" and isinstance(value.get("data"), str):
+        gemini_inline = "mimeType" in value or "mime_type" in value
+        if (value.get("type") == "base64" or gemini_inline) and isinstance(value.get("data"),
+                                                                           str):
             out["data"] = "sha256:" + hashlib.sha256(value["data"].encode()).hexdigest()
         if isinstance(value.get("url"), str) and value["url"].startswith("data:"):
             head, _, data = value["url"].partition(",")
