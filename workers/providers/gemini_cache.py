@@ -71,6 +71,8 @@ class ExplicitCaches:
         self.clock = clock
         #: No request for this long and the prefix is cold (default: a quarter of the TTL).
         self.cold_after_s = ttl_s / 4 if cold_after_s is None else cold_after_s
+        #: The decision (models.domain.context_cache.pays); a benchmark may force it.
+        self.rule = pays
 
     # --- the per-request path ---
 
@@ -94,10 +96,11 @@ class ExplicitCaches:
         entry = self._entry(fp)
         if entry and float(entry["expires"]) > now + 5:
             left = float(entry["expires"]) - now
-            if left < self.ttl_s / 2 and pays(model, tokens, n, self.ttl_s, hit, creating=False):
+            if left < self.ttl_s / 2 and self.rule(model, tokens, n, self.ttl_s, hit,
+                                                   creating=False):
                 self._renew(fp, entry, model, now)
             return str(entry["name"])
-        if pays(model, tokens, n, self.ttl_s, hit, creating=True):
+        if self.rule(model, tokens, n, self.ttl_s, hit, creating=True):
             return self._create(fp, request, model, tokens, now)
         return ""
 
@@ -135,7 +138,7 @@ class ExplicitCaches:
             expires = float(entry["expires"])
             last, n = self._recent(fp, now)
             model = self._model_of(entry)
-            cold = (now - last > self.cold_after_s or not pays(
+            cold = (now - last > self.cold_after_s or not self.rule(
                 model, int(entry["tokens"]), n, self.ttl_s, self.implicit_rate(fp),
                 creating=False))
             if expires <= now:
