@@ -1,6 +1,6 @@
 """Replay: a 4,000-token static system prompt shared by every request of one feature.
 
-    python -m ops.bench.prompt_cache [--n 50] [--model claude-sonnet-4-6] [--gemini-scale 1]
+    python -m ops.bench.prompt_cache [--n 50] [--model claude-sonnet-4-6] [--gemini-scale 0.25]
 
 Sends the same feature's requests through the real Anthropic and OpenAI adapters (official SDKs)
 against the stand-in, which emulates both providers' prompt caching, and prints what the static
@@ -115,8 +115,9 @@ def main() -> None:
     parser.add_argument("--openai-model", default="gpt-4o")
     parser.add_argument("--gemini-models", default="gemini-2.5-flash,gemini-2.5-pro",
                         help="comma-separated; empty for none")
-    parser.add_argument("--gemini-scale", type=float, default=1.0,
-                        help="fraction of each Gemini run's requests (1: 600 / 240 / 48)")
+    parser.add_argument("--gemini-scale", type=float, default=0.25,
+                        help="fraction of each Gemini run's requests (1: 600 / 240 / 48, "
+                             "about 5 minutes here; 0.25: about 1 minute)")
     args = parser.parse_args()
     rows = run(args.n, args.model, args.openai_model)
     table = Table(title=f"static-prefix input cost, {args.n} requests per run "

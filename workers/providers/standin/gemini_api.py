@@ -180,7 +180,8 @@ def answer(state: StandInState, body: dict[str, Any], spec: Any, key: str
                                          else 10_000, limit // 2)
     reply = make_reply(f"{spec.name}|{prompt.digest}", prompt.last_user, limit - thoughts,
                        list(pick(config, "stopSequences") or []))
-    text, out, finish = reply.text, reply.tokens, "MAX_TOKENS" if reply.finish == "length" else "STOP"
+    text, out = reply.text, reply.tokens
+    finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
     if pick(config, "responseMimeType") == "application/json":
         schema = pick(config, "responseJsonSchema") or pick(config, "responseSchema")
         text = (json_text(f"{spec.name}|{prompt.digest}", schema) if schema
