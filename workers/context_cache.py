@@ -41,11 +41,13 @@ class Hold:
     attempt_id: int | None = None
 
 
-def _scope(period: Period) -> Any:
+def _scope(period: Period, row_id: str) -> Any:
     # Storage belongs to the feature that owns the prefix, not to the user who triggered it.
+    # The reservation names the storage row, as a request's names the request: the governor
+    # keeps it while that row's attempt is unsettled.
     o = period.owner
     return SimpleNamespace(org=o["org"], lane=o["lane"], team=o["team"], feature=o["feature"],
-                           user=None, request_id=f"gcache-{period.fingerprint}")
+                           user=None, request_id=row_id)
 
 
 def _route(period: Period) -> Route:
@@ -66,7 +68,8 @@ class LedgerBooks:
         rt, amount = self.rt, storage_amount(period)
         hold = Hold(row_id=f"gcache-{uuid.uuid4().hex}", amount=amount)
         if rt.admission is not None and amount > 0:
-            hold.reservation_id = rt.admission.reserve(_scope(period), _route(period), amount)
+            hold.reservation_id = rt.admission.reserve(_scope(period, hold.row_id),
+                                                       _route(period), amount)
         o = period.owner
         try:
             with rt.session() as s:
@@ -96,9 +99,9 @@ class LedgerBooks:
                 return
             if hold is not None and hold.reservation_id is not None:
                 rt.admission.settle(hold.reservation_id, amount, session=s,
-                                    request=_scope(period))
+                                    request=_scope(period, row_id))
             elif amount:
-                rt.admission.charge(_scope(period), amount, session=s)
+                rt.admission.charge(_scope(period, row_id), amount, session=s)
 
     def drop(self, hold: Hold) -> None:
         """The provider call was refused: the attempt costs nothing, the hold goes back."""

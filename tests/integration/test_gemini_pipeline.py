@@ -135,3 +135,29 @@ def test_explicit_cache_created_past_break_even_reused_by_another_worker_billed_
         budget = get_budget(s, "team", TEAM, "total")
     assert budget is not None and budget.reserved == 0
     assert budget.spent == sum(r.cost for r in rows(sessions))
+
+
+def test_a_budget_that_cannot_take_the_storage_keeps_the_prefix_on_implicit_caching(
+        env: dict[str, str], gemini_standin: Any, sessions: Any, tmp_path: Any) -> None:
+    team = "gemtight"
+    # Room for the requests (about $0.0009 each at worst) but not for a cache's storage hold
+    # on top of them (about $0.00095 to create one).
+    with sessions() as s:
+        set_budget(s, "team", team, "total", hard=Decimal("0.0025"))
+        s.commit()
+    created = gemini_standin.stats()["gemini_caches"]["created"]
+    with celery_worker(env, tmp_path / "c.log", queues="interactive.api",
+                       name=f"gem-c-{run_token()}", concurrency=2):
+        gw = connect(load_settings(dict(env)))
+        answers = [gw.complete({**ask(i), "team": team}, timeout=60) for i in range(2)]
+        gw.close()
+    assert [a.usage.cache_read for a in answers] == [0, 0]  # no cache: implicit only
+    # The second request passed break-even: the budget refused the storage, by name.
+    assert f"no explicit cache for {FEATURE}" in (tmp_path / "c.log").read_text()
+    assert gemini_standin.stats()["gemini_caches"]["created"] == created
+    with sessions() as s:
+        found = list(s.scalars(select(LedgerRow).where(LedgerRow.team == team)))
+        budget = get_budget(s, "team", team, "total")
+    assert [r.outcome for r in found] == ["ok", "ok"]
+    assert budget is not None and budget.reserved == 0
+    assert budget.spent == sum(r.cost for r in found) <= Decimal("0.0025")
