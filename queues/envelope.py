@@ -64,10 +64,15 @@ def task_id_for(request: ChatRequest) -> str:
     Request ids come from callers; two teams may pick the same one. Scoping the task id keeps
     one team's handle from ever reading another team's stored result.
     """
+    return tenant_task_id(request.request_id, request.org, request.team)
+
+
+def tenant_task_id(request_id: str, org: str, team: str) -> str:
+    """``request_id`` scoped to ``org``/``team``: the task id, and the name of its job record."""
     import hashlib
 
-    tenant = hashlib.sha256(f"{request.org}/{request.team}".encode()).hexdigest()[:12]
-    return f"{request.request_id}~{tenant}"
+    tenant = hashlib.sha256(f"{org}/{team}".encode()).hexdigest()[:12]
+    return f"{request_id}~{tenant}"
 
 
 #: A task's stash key is its result key plus this (workers.tasks._Stash).
