@@ -33,7 +33,7 @@ class CachedContent:
     created: float
     expires: float
     display_name: str = ""
-    #: Storage settled so far (token-seconds), for the parts of its life already ended.
+    #: Deleted by its owner: storage stopped at ``expires`` (set to the deletion time).
     deleted: bool = False
 
 
