@@ -48,7 +48,8 @@ def provider_endpoints(settings: Settings) -> Iterator[tuple[Settings, dict[str,
     """Real providers where a key is set; the local stand-in for the others."""
     p = settings.providers
     where = {"openai": "api.openai.com" if p.openai_api_key else "",
-             "anthropic": "api.anthropic.com" if p.anthropic_api_key else ""}
+             "anthropic": "api.anthropic.com" if p.anthropic_api_key else "",
+             "google": "generativelanguage.googleapis.com" if p.google_api_key else ""}
     if all(where.values()):
         yield settings, where
         return
@@ -62,6 +63,9 @@ def provider_endpoints(settings: Settings) -> Iterator[tuple[Settings, dict[str,
         if not where["anthropic"]:
             updates["anthropic_base_url"] = standin.anthropic_base_url
             where["anthropic"] = f"stand-in {standin.url}"
+        if not where["google"]:
+            updates["google_base_url"] = standin.gemini_base_url
+            where["google"] = f"stand-in {standin.url}"
         yield settings.model_copy(update={"providers": p.model_copy(update=updates)}), where
 
 

@@ -16,6 +16,9 @@ TICK_SECONDS = 5.0
 #: Re-sends messages a broker lost (queues.inflight); runs on the governor queue too.
 SWEEP_TASK = "sluice.inflight.sweep"
 SWEEP_SECONDS = 30.0
+#: Deletes Gemini explicit context caches whose prefix went cold (their storage stops).
+CONTEXT_CACHE_TASK = "sluice.context_cache.sweep"
+CONTEXT_CACHE_SECONDS = 60.0
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -33,5 +36,11 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "schedule": SWEEP_SECONDS,
             "options": {"queue": GOVERNOR_QUEUE, "routing_key": GOVERNOR_QUEUE,
                         "expires": SWEEP_SECONDS},
+        },
+        "sluice-context-cache-sweep": {
+            "task": CONTEXT_CACHE_TASK,
+            "schedule": CONTEXT_CACHE_SECONDS,
+            "options": {"queue": GOVERNOR_QUEUE, "routing_key": GOVERNOR_QUEUE,
+                        "expires": CONTEXT_CACHE_SECONDS},
         },
     }

@@ -76,6 +76,7 @@ def integration_env(pg_url: str, redis_db_url: str, standin: Any, tmp_path_facto
         "SLUICE_CACHE__KEY_PREFIX": prefix + "rc:",
         "SLUICE_PROVIDERS__OPENAI_BASE_URL": standin.openai_base_url,
         "SLUICE_PROVIDERS__ANTHROPIC_BASE_URL": standin.anthropic_base_url,
+        "SLUICE_PROVIDERS__GOOGLE_BASE_URL": standin.gemini_base_url,
         "SLUICE_PROVIDERS__BACKOFF_BASE_S": "0.01",
         "SLUICE_HOME": str(home),
         "SLUICE_TEST_KEY_PREFIX": prefix,

@@ -39,6 +39,8 @@ class WorkerRuntime:
     cancels: Any = None
     #: Redis client streamed answers are written with (queues.token_stream), or None.
     tokens: Any = None
+    #: Gemini explicit context caches of this process (workers.context_cache), built on use.
+    context_caches: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
     _claimer: Any = field(default=None, repr=False)
     _heartbeat: Any = field(default=None, repr=False)
@@ -173,12 +175,20 @@ def build_provider(name: str, settings: Settings) -> Provider:
         return AnthropicMessagesProvider(
             api_key=provider_key(p.anthropic_api_key, p.anthropic_base_url, "ANTHROPIC"),
             base_url=p.anthropic_base_url, timeout=p.timeout_s)
+    if name == "google":
+        from workers.providers.gemini import GeminiProvider
+
+        key = (None if p.google_vertex and p.google_project and p.google_api_key is None
+               else provider_key(p.google_api_key, p.google_base_url, "GEMINI"))
+        return GeminiProvider(api_key=key, base_url=p.google_base_url, timeout=p.timeout_s,
+                              vertex=p.google_vertex, project=p.google_project,
+                              location=p.google_location)
     if name == "vllm":
         from workers.gpu.runtime import gpu_provider
 
         return gpu_provider(settings)
     raise ConfigError(f"no adapter for provider {name!r}; the price file names openai, "
-                      "anthropic or vllm")
+                      "anthropic, google or vllm")
 
 
 def provider_key(secret: Any, base_url: str | None, env: str) -> str:
@@ -187,8 +197,10 @@ def provider_key(secret: Any, base_url: str | None, env: str) -> str:
         return str(secret.get_secret_value())
     if base_url:
         return STANDIN_KEY
-    raise ConfigError(f"no {env}_API_KEY is set; set it (or SLUICE_PROVIDERS__{env}_API_KEY), or "
-                      f"point SLUICE_PROVIDERS__{env}_BASE_URL at the local stand-in")
+    # Settings name Gemini's group "google"; its SDK reads GEMINI_API_KEY.
+    group = "GOOGLE" if env == "GEMINI" else env
+    raise ConfigError(f"no {env}_API_KEY is set; set it (or SLUICE_PROVIDERS__{group}_API_KEY), "
+                      f"or point SLUICE_PROVIDERS__{group}_BASE_URL at the local stand-in")
 
 
 def get_runtime(app: Any) -> WorkerRuntime:

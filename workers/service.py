@@ -28,6 +28,7 @@ from queues.token_stream import TokenWriter, token_key
 from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
 from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
                                 wants_batch)
+from workers.context_cache import explicit_cache_for, note_reply
 from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
@@ -326,23 +327,28 @@ def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
     tokens = _writer(rt, env)
     seen: list[str] = []  # text the current attempt received: a broken stream bills it
 
-    def attempt_on(provider: Any, model: ModelSpec) -> Callable[[float], ProviderReply]:
+    def attempt_on(provider: Any, model: ModelSpec,
+                   cached: str = "") -> Callable[[float], ProviderReply]:
         def send(left: float) -> ProviderReply:
             seen.clear()
             call = ProviderCall(request=env.request, model=model, cache_scope=scope,
-                                cache_ttl=ttl,
+                                cache_ttl=ttl, cached_content=cached,
                                 timeout_s=min(left, rt.settings.providers.timeout_s))
             return _attempt(provider, call, tokens, money.deadline, seen)
         return send
 
     try:
         for model in chain:
-            send = attempt_on(rt.provider(model.provider), model)
+            # Gemini: an explicit context cache for the static part, when its reuse pays.
+            cached = explicit_cache_for(rt, env, model)
+            send = attempt_on(rt.provider(model.provider), model, cached)
             try:
-                return with_retries(
+                reply = with_retries(
                     lambda m=model, f=send: money.attempt(m, f, stream=tokens is not None,
                                                           received=lambda: "".join(seen)),
-                    rt.retry), model
+                    rt.retry)
+                note_reply(rt, env, model, reply, cached)
+                return reply, model
             except ProviderRetryable as err:
                 last = err  # exhausted: try the next model in the chain
     finally:

@@ -15,7 +15,7 @@ from models.domain.image_tokens import ImageRule
 from models.domain.tokens import TokenBound
 
 TIERS: tuple[str, ...] = ("cheap", "flagship", "self-hosted")
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "vllm")
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "vllm")
 #: What a model may declare it accepts (``capabilities = [...]`` in prices.toml).
 CAPABILITIES: tuple[str, ...] = (
     "vision",              # image parts
@@ -44,6 +44,8 @@ class ModelPrice:
     cache_write_1h: Decimal
     output: Decimal
     batch_discount: Decimal = Decimal("0")
+    #: Explicit context-cache storage, USD per 1M tokens per hour (Gemini ``cachedContents``).
+    storage_per_hour: Decimal = Decimal("0")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,16 @@ class ModelSpec:
     def can(self, capability: str) -> bool:
         """True when the model declares ``capability``."""
         return capability in self.capabilities
+
+    #: Prompts of more than this many tokens are billed at ``long_price`` (0: one tier only).
+    long_above: int = 0
+    long_price: ModelPrice | None = None
+
+    def price_for(self, prompt_tokens: int) -> ModelPrice:
+        """The price tier a prompt of ``prompt_tokens`` is billed at (Gemini's >200k tier)."""
+        if self.long_price is not None and prompt_tokens > self.long_above:
+            return self.long_price
+        return self.price
 
     @property
     def backend(self) -> str:
@@ -191,15 +203,17 @@ def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str)
             raise ConfigError(f"{at}: a self-hosted model needs [gpu_pool] prices or its own")
         price = gpu
     else:
-        inp = _dec(entry.get("input"), "input", at)
-        price = ModelPrice(
-            input=inp,
-            cache_read=_dec(entry.get("cache_read", inp), "cache_read", at),
-            cache_write_5m=_dec(entry.get("cache_write_5m", inp), "cache_write_5m", at),
-            cache_write_1h=_dec(entry.get("cache_write_1h", inp), "cache_write_1h", at),
-            output=_dec(entry.get("output"), "output", at),
-            batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount", at),
-        )
+        price = _price(entry, at)
+    long_price, long_above = None, 0
+    long = entry.get("long_context")
+    if long is not None:
+        long_above = int(long.get("above", 0))
+        if not 0 < long_above < context:
+            raise ConfigError(f"{at}: long_context.above must be a token count within context")
+        # Unset classes of the long tier keep the short tier's batch discount and storage.
+        long_price = _price({"batch_discount": entry.get("batch_discount", "0"),
+                             "cache_storage_per_hour": entry.get("cache_storage_per_hour", "0"),
+                             **long}, f"{at} long_context")
     caps = frozenset(str(c) for c in entry.get("capabilities", ()))
     if caps - set(CAPABILITIES):
         raise ConfigError(f"{at}: unknown capabilities {sorted(caps - set(CAPABILITIES))}; "
@@ -215,16 +229,32 @@ def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str)
                      min_cacheable_tokens=int(entry.get("min_cacheable_tokens", 1024)),
                      api_name=str(entry.get("api_name", name)), capabilities=caps,
                      reasoning_efforts=efforts, max_output=max_output,
-                     image_rule=_image_rule(entry.get("images"), "vision" in caps, at))
+                     image_rule=_image_rule(entry.get("images"), "vision" in caps, at),
+                     long_above=long_above, long_price=long_price)
 
 
 def _image_rule(raw: Any, vision: bool, at: str) -> ImageRule:
     """``images = {rule = "tiles", base = 85, tile = 170}`` (or patches / area)."""
     if not vision:
         return ImageRule()
-    if not isinstance(raw, dict) or raw.get("rule") not in ("tiles", "patches", "area"):
+    if not isinstance(raw, dict) or raw.get("rule") not in ("tiles", "patches", "area", "crops"):
         raise ConfigError(f"{at}: a vision model needs images = {{rule = \"tiles\" | "
-                          "\"patches\" | \"area\", ...}}: how it counts an image's tokens")
+                          "\"patches\" | \"area\" | \"crops\", ...}}: how it counts an "
+                          "image's tokens")
     return ImageRule(kind=str(raw["rule"]), base=int(raw.get("base", 85)),
                      tile=int(raw.get("tile", 170)),
                      multiplier=float(raw.get("multiplier", 1.0)))
+
+
+def _price(entry: dict[str, Any], at: str) -> ModelPrice:
+    inp = _dec(entry.get("input"), "input", at)
+    return ModelPrice(
+        input=inp,
+        cache_read=_dec(entry.get("cache_read", inp), "cache_read", at),
+        cache_write_5m=_dec(entry.get("cache_write_5m", inp), "cache_write_5m", at),
+        cache_write_1h=_dec(entry.get("cache_write_1h", inp), "cache_write_1h", at),
+        output=_dec(entry.get("output"), "output", at),
+        batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount", at),
+        storage_per_hour=_dec(entry.get("cache_storage_per_hour", "0"),
+                              "cache_storage_per_hour", at),
+    )

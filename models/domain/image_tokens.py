@@ -67,7 +67,7 @@ def _jpeg(data: bytes) -> tuple[str, int, int] | None:
 class ImageRule:
     """How one model counts an image: OpenAI's tiles or patches, or Anthropic's area rule."""
 
-    kind: str = "none"  # tiles | patches | area | none (the model sees no images)
+    kind: str = "none"  # tiles | patches | area | crops | none (the model sees no images)
     base: int = 85  # tiles: tokens every image costs (and all a detail=low image costs)
     tile: int = 170  # tiles: tokens per 512 px tile
     multiplier: float = 1.0  # patches: billed tokens per 32 px patch
@@ -77,6 +77,7 @@ class ImageRule:
 #: tokens (1.2 megapixels: 1092 x 1092 is their largest square, ~1590 tokens).
 _ANTHROPIC_EDGE, _ANTHROPIC_PIXELS = 1568, 1_200_000
 _PATCH, _MAX_PATCHES = 32, 1536
+_GEMINI_SMALL, _GEMINI_CROP = 384, 768
 
 
 def image_tokens(rule: ImageRule, width: int | None, height: int | None,
@@ -91,6 +92,13 @@ def image_tokens(rule: ImageRule, width: int | None, height: int | None,
     if rule.kind == "patches":
         patches = _patches(width, height) if width and height else _MAX_PATCHES
         return math.ceil(patches * rule.multiplier)
+    if rule.kind == "crops":
+        # Gemini: an image up to 384 px a side is one tile; larger ones are cut into 768 px
+        # crops of a tile each. Unknown size: a 3072 px square (16 crops) bounds it.
+        w, h = (width, height) if width and height else (3072, 3072)
+        if w <= _GEMINI_SMALL and h <= _GEMINI_SMALL:
+            return rule.tile
+        return rule.tile * math.ceil(w / _GEMINI_CROP) * math.ceil(h / _GEMINI_CROP)
     if rule.kind == "area":
         if not (width and height):
             return _ANTHROPIC_PIXELS // 750

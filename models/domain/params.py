@@ -78,6 +78,8 @@ def refusals(request: ChatRequest, model: ModelSpec) -> list[Refusal]:
         _openai(request, model, out)
     elif model.provider == "anthropic":
         _anthropic(request, model, out)
+    elif model.provider == "google":
+        _gemini(request, out)
     else:
         _self_hosted(request, out)
     _common(request, model, out)
@@ -114,7 +116,7 @@ def _reasoning(request: ChatRequest, model: ModelSpec, out: list[Refusal]) -> No
     param = "reasoning_effort" if effort is not None else "thinking_budget"
     if effort == "none" and "none" not in model.reasoning_efforts:
         # Claude thinks only when asked to; an OpenAI reasoning model always reasons.
-        if model.can("reasoning") and model.provider == "openai":
+        if model.can("reasoning") and model.provider in ("openai", "google"):
             out.append(Refusal(param, "always reasons (efforts "
                                       f"{', '.join(model.reasoning_efforts)})"))
         return  # a model that does not reason already thinks "none"
@@ -174,6 +176,15 @@ def _anthropic(request: ChatRequest, model: ModelSpec, out: list[Refusal]) -> No
         out.append(Refusal("store", "does not store completions"))
     if request.metadata and set(request.metadata) - {"user_id"}:
         out.append(Refusal("metadata", "takes metadata.user_id only"))
+
+
+def _gemini(request: ChatRequest, out: list[Refusal]) -> None:
+    """Gemini takes temperature (0-2), top_p, seed and both penalties in generationConfig."""
+    for name in ("logit_bias", "prediction", "store", "metadata"):
+        if getattr(request, name):
+            out.append(Refusal(name, f"has no {name} (the Gemini API has no equivalent)"))
+    if request.parallel_tool_calls is False:
+        out.append(Refusal("parallel_tool_calls", "has no switch for parallel function calls"))
 
 
 def _self_hosted(request: ChatRequest, out: list[Refusal]) -> None:

@@ -107,6 +107,19 @@ class ProviderSettings(BaseModel):
     anthropic_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     anthropic_base_url: str | None = None
+    #: Google Gemini: a Gemini API key (or a Vertex AI express key), or the stand-in's URL.
+    google_api_key: SecretStr | None = None
+    google_base_url: str | None = None
+    #: Vertex AI instead of the Gemini API: the project and region (Google credentials).
+    google_vertex: bool = False
+    google_project: str | None = None
+    google_location: str | None = None
+    #: Gemini explicit context caches (cachedContents): their TTL, and whether the worker may
+    #: create them at all (the reuse rule decides per prefix; off: implicit caching only).
+    gemini_cache_ttl_s: float = Field(default=3600.0, gt=60)
+    gemini_explicit_caching: bool = True
+    #: A prefix with no request for this long is cold: its cache is deleted (default TTL/4).
+    gemini_cache_cold_after_s: float | None = Field(default=None, gt=0)
     #: Seconds before one provider call is abandoned (then retried per policy).
     timeout_s: float = 60.0
     #: Attempts per call, the first included; the SDKs' own retries are always off.
@@ -295,6 +308,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         updates["openai_api_key"] = SecretStr(source["OPENAI_API_KEY"])
     if prov.anthropic_api_key is None and source.get("ANTHROPIC_API_KEY"):
         updates["anthropic_api_key"] = SecretStr(source["ANTHROPIC_API_KEY"])
+    google = source.get("GEMINI_API_KEY") or source.get("GOOGLE_API_KEY")
+    if prov.google_api_key is None and google:
+        updates["google_api_key"] = SecretStr(google)
     if updates:
         settings = settings.model_copy(update={"providers": prov.model_copy(update=updates)})
     return settings

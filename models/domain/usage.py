@@ -63,6 +63,29 @@ def from_anthropic(usage: Any) -> Usage:
     )
 
 
+def from_gemini(usage: Any) -> Usage:
+    """Normalize Gemini ``usageMetadata``: ``promptTokenCount`` INCLUDES
+    ``cachedContentTokenCount`` (implicit and explicit cache hits alike), and thinking tokens
+    (``thoughtsTokenCount``) are billed as output beside ``candidatesTokenCount``. Accepts the
+    wire's camelCase or the SDK's snake_case."""
+    data = _as_dict(usage)
+
+    def field(snake: str) -> int:
+        camel = snake.split("_")[0] + "".join(w.title() for w in snake.split("_")[1:])
+        return int(data.get(snake) or data.get(camel) or 0)
+
+    prompt = field("prompt_token_count")
+    cached = min(field("cached_content_token_count"), prompt)
+    thoughts = field("thoughts_token_count")
+    return Usage(
+        # Tokens a tool (search, code execution) put into the prompt are input too.
+        input_uncached=prompt - cached + field("tool_use_prompt_token_count"),
+        cache_read=cached,
+        output=field("candidates_token_count") + thoughts,
+        reasoning=thoughts,
+    )
+
+
 def _as_dict(obj: Any) -> dict[str, Any]:
     if obj is None:
         return {}

@@ -1,10 +1,13 @@
 """Replay: a 4,000-token static system prompt shared by every request of one feature.
 
-    python -m ops.bench.prompt_cache [--n 50] [--model claude-sonnet-4-6]
+    python -m ops.bench.prompt_cache [--n 50] [--model claude-sonnet-4-6] [--gemini-scale 0.25]
 
 Sends the same feature's requests through the real Anthropic and OpenAI adapters (official SDKs)
 against the stand-in, which emulates both providers' prompt caching, and prints what the static
 part's input cost per request, against the same requests sent with no caching (the floor).
+Gemini rows (ops/bench/prompt_cache_gemini.py) send the prefix every second, minute and ten
+minutes of simulated time with implicit caching, an explicit cache (its storage included) and
+the worker's rule choosing; they need Redis (SLUICE_BENCH_REDIS_URL, default db 15 locally).
 """
 
 from __future__ import annotations
@@ -110,6 +113,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--model", default="claude-sonnet-4-6")
     parser.add_argument("--openai-model", default="gpt-4o")
+    parser.add_argument("--gemini-models", default="gemini-2.5-flash,gemini-2.5-pro",
+                        help="comma-separated; empty for none")
+    parser.add_argument("--gemini-scale", type=float, default=0.25,
+                        help="fraction of each Gemini run's requests (1: 600 / 240 / 48, "
+                             "about 5 minutes here; 0.25: about 1 minute)")
     args = parser.parse_args()
     rows = run(args.n, args.model, args.openai_model)
     table = Table(title=f"static-prefix input cost, {args.n} requests per run "
@@ -126,6 +134,33 @@ def main() -> None:
     print("steady state = mean of the second half; volatile prefix = the same requests with a "
           "per-request id placed before the static part (the anti-pattern), which defeats "
           "caching and, on Anthropic, pays the 1.25x write on every request")
+    if args.gemini_models:
+        gemini_table(args.gemini_models.split(","), args.gemini_scale)
+
+
+def gemini_table(names: list[str], scale: float) -> None:
+    """Print the Gemini rows: per reuse interval, implicit vs explicit (storage in) vs rule."""
+    from ops.bench.prompt_cache_gemini import rows as gemini_rows
+
+    cat = load_catalogue()
+    found = gemini_rows([cat.get(n) for n in names], component_prompt(), scale)
+    table = Table(title="Gemini static-prefix cost per request at steady state (1.00 = "
+                        "uncached), by reuse interval")
+    for col in ("model", "reused every", "mode", "static tokens", "steady state",
+                "whole run", "storage share", "explicit from request"):
+        table.add_column(col, justify="left" if col in ("model", "reused every", "mode")
+                         else "right")
+    for r in found:
+        table.add_row(r["model"], r["interval"], r["mode"], str(r["static_tokens"]),
+                      f"{r['steady_vs_uncached']:.3f}x", f"{r['run_vs_uncached']:.3f}x",
+                      f"{r['storage_share'] * 100:.1f}%",
+                      "-" if r["explicit_from"] is None else str(r["explicit_from"] + 1))
+    Console(width=140).print(table)
+    print("implicit = Gemini's automatic caching only (the stand-in keeps an implicit entry "
+          "300 s, an assumption: Google publishes no lifetime); explicit = a cachedContents "
+          "entry from the first request (1 h TTL, renewed), its storage per token-hour "
+          "included; rule = the worker's decision from the reuse it sees (README: explicit "
+          "context caching); whole run = every request, creation and storage included")
 
 
 if __name__ == "__main__":

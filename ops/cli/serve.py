@@ -49,8 +49,9 @@ def embedded_from_env() -> Any:
     settings = load_settings()
     upgrade(settings.database.url)
     p = settings.providers
-    if not (p.openai_api_key or p.openai_base_url) or not (p.anthropic_api_key
-                                                           or p.anthropic_base_url):
+    if not all(key or url for key, url in ((p.openai_api_key, p.openai_base_url),
+                                           (p.anthropic_api_key, p.anthropic_base_url),
+                                           (p.google_api_key, p.google_base_url))):
         from workers.providers.standin import StandIn
 
         # Lives as long as the process: a daemon thread, like the worker below.
@@ -60,6 +61,8 @@ def embedded_from_env() -> Any:
             updates["openai_base_url"] = standin.openai_base_url
         if not (p.anthropic_api_key or p.anthropic_base_url):
             updates["anthropic_base_url"] = standin.anthropic_base_url
+        if not (p.google_api_key or p.google_base_url):
+            updates["google_base_url"] = standin.gemini_base_url
         settings = settings.model_copy(update={"providers": p.model_copy(update=updates)})
     return create_app(settings, on_start=lambda door: embedded_worker(
         door.gateway.app, queues_of(backend="api")))

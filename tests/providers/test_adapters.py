@@ -1,4 +1,4 @@
-"""One contract suite over both provider adapters, through the official SDKs, against the stand-in."""
+"""One contract suite over every provider adapter, through the official SDKs, against the stand-in."""
 
 from __future__ import annotations
 
@@ -14,21 +14,27 @@ from models.domain.request import parse_request
 from models.domain.tokens import count_request, input_bound, prompt_count
 from workers.providers.anthropic_messages import AnthropicMessagesProvider
 from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.gemini import GeminiProvider
 from workers.providers.openai_chat import OpenAIChatProvider
 from workers.providers.retry import RetryPolicy, with_retries
 
 CAT = load_catalogue()
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6"}
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6",
+          "google": "gemini-2.5-flash"}
+#: The stand-in's fault scripts are keyed by wire format.
+WIRE = {"openai": "openai", "anthropic": "anthropic", "google": "gemini"}
 LONG_SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: be concise."
                                                         for i in range(400))
 
 
-@pytest.fixture(params=["openai", "anthropic"])
+@pytest.fixture(params=["openai", "anthropic", "google"])
 def adapter(request: Any, standin: Any) -> Iterator[tuple[str, Any]]:
     name = request.param
     if name == "openai":
         prov: Any = OpenAIChatProvider(api_key="sk-test", base_url=standin.openai_base_url,
                                        timeout=5)
+    elif name == "google":
+        prov = GeminiProvider(api_key="gm-test", base_url=standin.gemini_base_url, timeout=5)
     else:
         prov = AnthropicMessagesProvider(api_key="sk-ant-test",
                                          base_url=standin.anthropic_base_url, timeout=5)
@@ -145,7 +151,7 @@ def test_static_prefix_is_cached_on_repeat(adapter: tuple[str, Any]) -> None:
 def test_transient_faults_are_retryable(adapter: tuple[str, Any], standin: Any, fault: str,
                                         retry_after: float | None) -> None:
     name, prov = adapter
-    standin.script_faults([fault], path=name)
+    standin.script_faults([fault], path=WIRE[name])
     with pytest.raises(ProviderRetryable) as exc:
         prov.complete(call(name))
     assert exc.value.provider == name and exc.value.status == int(fault[:3])
@@ -163,7 +169,7 @@ def test_overloaded_529_is_retryable(standin: Any) -> None:
 
 def test_malformed_json_is_retryable(adapter: tuple[str, Any], standin: Any) -> None:
     name, prov = adapter
-    standin.script_faults(["malformed"], path=name)
+    standin.script_faults(["malformed"], path=WIRE[name])
     with pytest.raises(ProviderRetryable):
         prov.complete(call(name))
 
@@ -196,14 +202,14 @@ def test_unknown_model_is_permanent(adapter: tuple[str, Any]) -> None:
 
 def test_bad_request_is_permanent(adapter: tuple[str, Any], standin: Any) -> None:
     name, prov = adapter
-    standin.script_faults(["400"], path=name)
+    standin.script_faults(["400"], path=WIRE[name])
     with pytest.raises(ProviderPermanent):
         prov.complete(call(name))
 
 
 def test_our_retry_policy_recovers_after_faults(adapter: tuple[str, Any], standin: Any) -> None:
     name, prov = adapter
-    standin.script_faults(["429;retry-after=0", "500"], path=name)
+    standin.script_faults(["429;retry-after=0", "500"], path=WIRE[name])
     waits: list[float] = []
     reply = with_retries(lambda: prov.complete(call(name)), RetryPolicy(max_attempts=3),
                          sleep=waits.append, rand=lambda: 0.5)

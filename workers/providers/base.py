@@ -23,6 +23,8 @@ class ProviderCall:
     cache_ttl: str = "5m"
     #: Seconds this attempt may take at most (what is left of the run's time limit).
     timeout_s: float | None = None
+    #: Gemini: the explicit context cache holding the static part (``cachedContents/...``).
+    cached_content: str = ""
 
 
 def sdk_options(call: ProviderCall) -> dict[str, object]:

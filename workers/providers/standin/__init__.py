@@ -1,4 +1,4 @@
-"""A local HTTP stand-in for the OpenAI and Anthropic APIs, prompt-cache accounting included."""
+"""A local HTTP stand-in for the OpenAI, Anthropic and Gemini APIs, prompt caches included."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = StandInConfig(latency_ms=args.latency_ms, per_token_latency_ms=args.per_token_ms)
     print(f"stand-in: OpenAI base_url http://{args.host}:{args.port}/v1, "
-          f"Anthropic base_url http://{args.host}:{args.port}", flush=True)
+          f"Anthropic and Gemini base_url http://{args.host}:{args.port}", flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, http="h11",
                 lifespan="off", access_log=False, log_level="warning")
 

@@ -16,6 +16,7 @@ from workers.providers.standin.batch_api import batch_routes
 from workers.providers.standin.config import StandInConfig
 from workers.providers.standin.errors import openai_error
 from workers.providers.standin.faults import parse_fault
+from workers.providers.standin.gemini_api import gemini_routes
 from workers.providers.standin.openai_api import chat_completions
 from workers.providers.standin.state import StandInState
 
@@ -34,6 +35,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
     ]
     routes += batch_routes()  # OpenAI Batch and Anthropic Message Batches
+    routes += gemini_routes()  # generateContent, streamGenerateContent, countTokens, caches
     # Load the tokenizer now (about 0.5 s, once per process) rather than in the first request.
     encoding()
     app = Starlette(routes=routes)
@@ -82,7 +84,7 @@ async def reset(request: Request) -> Response:
 
 
 async def script_faults(request: Request) -> Response:
-    """Queue faults: ``{"model"?, "path"?: "openai"|"anthropic", "faults": [spec, ...]}``."""
+    """Queue faults: ``{"model"?, "path"?: "openai"|"anthropic"|"gemini", "faults": [...]}``."""
     state = _state(request)
     try:
         body: Any = json.loads(await request.body())

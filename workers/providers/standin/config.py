@@ -22,6 +22,8 @@ class StandInConfig:
     anthropic_ttl_1h_s: float = 3600.0
     #: Lifetime of an OpenAI automatic prefix-cache entry.
     openai_cache_ttl_s: float = 600.0
+    #: Lifetime of a Gemini implicit-cache entry (not published; hits are not guaranteed).
+    gemini_implicit_ttl_s: float = 300.0
     #: Models served; each one's ``min_cacheable_tokens`` drives the prompt-cache emulation.
     catalogue: Catalogue = field(default_factory=load_catalogue)
     #: Seconds, monotonic; inject a :class:`ManualClock` to test expiry without sleeping.

@@ -46,9 +46,25 @@ def anthropic_error(status: int, message: str, *,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+#: Google's ``error.status`` per HTTP status (google.rpc.Code names).
+_GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                  404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+                  503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def gemini_error(status: int, message: str, *,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    """``{"error": {"code", "message", "status"}}`` with ``status``, as the Gemini API sends."""
+    kind = _GOOGLE_STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+    body = {"error": {"code": status, "message": message, "status": kind}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def provider_error(family: str, status: int, message: str, *, param: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    """An error response for ``family`` ("openai" or "anthropic")."""
+    """An error response for ``family`` ("openai", "anthropic" or "gemini")."""
+    if family == "gemini":
+        return gemini_error(status, message, headers=headers)
     if family == "anthropic":
         return anthropic_error(status, message, headers=headers)
     return openai_error(status, message, param=param, headers=headers)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from workers.providers.standin.errors import provider_error
 
-FAMILIES: tuple[str, ...] = ("openai", "anthropic")
+FAMILIES: tuple[str, ...] = ("openai", "anthropic", "gemini")
 _MESSAGES = {
     429: "Rate limit reached for requests (injected by the stand-in). Please try again later.",
     500: "Internal server error (injected by the stand-in).",

@@ -50,6 +50,11 @@ class StandIn:
         """``base_url`` for ``anthropic.Anthropic`` (its paths already start with ``/v1``)."""
         return self.url
 
+    @property
+    def gemini_base_url(self) -> str:
+        """``HttpOptions(base_url=...)`` for ``google.genai.Client`` (paths carry the version)."""
+        return self.url
+
     def start(self, timeout_s: float = 10.0) -> StandIn:
         """Serve in a daemon thread and return once ``/healthz`` answers."""
         if self._thread is not None:

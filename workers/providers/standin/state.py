@@ -13,7 +13,7 @@ from workers.providers.standin.config import StandInConfig
 from workers.providers.standin.faults import FaultScripts
 
 #: Which catalogue providers each wire format serves (vLLM speaks the OpenAI format).
-_SERVES = {"openai": ("openai", "vllm"), "anthropic": ("anthropic",)}
+_SERVES = {"openai": ("openai", "vllm"), "anthropic": ("anthropic",), "gemini": ("google",)}
 
 
 class StandInState:
@@ -23,6 +23,10 @@ class StandInState:
         self.config = config
         self.anthropic_cache = TTLStore(config.clock, config.max_cache_entries)
         self.openai_cache = TTLStore(config.clock, config.max_cache_entries)
+        self.gemini_cache = TTLStore(config.clock, config.max_cache_entries)
+        from workers.providers.standin.gemini_caches import GeminiCaches
+
+        self.gemini_caches = GeminiCaches(config.clock)
         self.faults = FaultScripts()
         #: The last model-call bodies, as received (image bytes replaced by their hash), so
         #: tests can assert what a provider was sent.
@@ -63,6 +67,8 @@ class StandInState:
         self.received.clear()
         self.anthropic_cache.clear()
         self.openai_cache.clear()
+        self.gemini_cache.clear()
+        self.gemini_caches.clear()
         self.faults.clear()
 
     def record_request(self, path: str) -> None:
@@ -113,7 +119,16 @@ class StandInState:
             "faults_injected": self.faults_injected,
             "faults_pending": self.faults.pending(),
             "cache_entries": {"anthropic": len(self.anthropic_cache),
-                              "openai": len(self.openai_cache)},
+                              "openai": len(self.openai_cache),
+                              "gemini": len(self.gemini_cache)},
+            "gemini_caches": {"created": self.gemini_caches.created,
+                              "deleted": self.gemini_caches.deleted,
+                              "live": sum(1 for n in self.gemini_caches.entries
+                                          if self.gemini_caches.live(
+                                              n, self.gemini_caches.entries[n].key)),
+                              "created_tokens": self.tokens["gemini_cache_created"],
+                              "storage_token_seconds":
+                                  self.gemini_caches.storage_token_seconds()},
         }
 
 
@@ -121,7 +136,9 @@ def _scrubbed(value: Any) -> Any:
     """``value`` with base64 image data (and data URLs) replaced by their SHA-256."""
     if isinstance(value, dict):
         out = {k: _scrubbed(v) for k, v in value.items()}
-        if value.get("type") == "base64" and isinstance(value.get("data"), str):
+        gemini_inline = "mimeType" in value or "mime_type" in value
+        if (value.get("type") == "base64" or gemini_inline) and isinstance(value.get("data"),
+                                                                           str):
             out["data"] = "sha256:" + hashlib.sha256(value["data"].encode()).hexdigest()
         if isinstance(value.get("url"), str) and value["url"].startswith("data:"):
             head, _, data = value["url"].partition(",")
