@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from models.domain.catalogue import Catalogue, ModelSpec
-from models.domain.errors import ContextLengthError, ValidationError
+from models.domain.errors import ContextLengthError, UnknownModelError, ValidationError
 from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import Route
 from models.domain.settings import RoutingSettings
@@ -59,6 +59,10 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
         model = catalogue.get(routing.model_for(tier))
     else:
         model = catalogue.get(policy_name)
+        if model.kind != "chat":
+            raise UnknownModelError(f"{policy_name} is an embedding model: send it to "
+                                    "/v1/embeddings (Gateway.embed), or name a chat model",
+                                    field="model", model=policy_name)
         tier, reason = model.tier, f"named model {policy_name}"
     check_fits(request, model, prompt_tokens)
     return Route(tier=tier, model=model.name,

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from models.domain.request import TIER_POLICIES
 from models.domain.settings import Settings
 from queues.gc_freeze import freeze_once
-from queues.http import admin, chat
+from queues.http import admin, chat, embeddings
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response
 from queues.http.openapi import openapi_schema
@@ -65,6 +65,7 @@ def create_app(settings: Settings, *,
 
     routes = [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/jobs/{job_id}", chat.get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}", chat.cancel_job, methods=["DELETE"]),
         Route("/v1/models", chat.list_models, methods=["GET"]),

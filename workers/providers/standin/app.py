@@ -14,6 +14,7 @@ from models.domain.tokens import encoding
 from workers.providers.standin.anthropic_api import messages
 from workers.providers.standin.batch_api import batch_routes
 from workers.providers.standin.config import StandInConfig
+from workers.providers.standin.embeddings_api import embeddings
 from workers.providers.standin.errors import openai_error
 from workers.providers.standin.faults import parse_fault
 from workers.providers.standin.openai_api import chat_completions
@@ -25,6 +26,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/_standin/stats", stats, methods=["GET"]),
         Route("/_standin/reset", reset, methods=["POST"]),

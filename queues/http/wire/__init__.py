@@ -1,0 +1,1 @@
+"""Wire formats: each door's translation between its bodies and ChatRequest / ChatResult."""
