@@ -183,3 +183,34 @@ def test_models_that_cannot_embed_here_are_refused(client: openai.OpenAI) -> Non
     with pytest.raises(openai.BadRequestError) as dims:
         client.embeddings.create(model="text-embedding-ada-002", input="x", dimensions=256)
     assert dims.value.param == "dimensions"
+
+
+def test_spend_by_kind_and_the_item_cache_per_feature(client: openai.OpenAI, pg_url: str,
+                                                      integration_env: dict[str, str],
+                                                      sessions: Any) -> None:
+    from sqlalchemy import func, select
+
+    from models.db.tables import LedgerRow
+    from tests.e2e.cli_support import sluice, sluice_json
+
+    texts = _texts(4)
+    feature = f"cli-{uuid.uuid4().hex[:6]}"
+    for batch in (texts[:2], texts):  # the second request finds two of its four cached
+        client.embeddings.create(model=MODEL, input=batch,
+                                 extra_headers={"x-sluice-feature": feature})
+    time.sleep(0.3)
+    env = {**integration_env, "SLUICE_DATABASE__URL": pg_url}
+    out = sluice_json(["spend", "--by", "kind"], env)
+    kinds = {line["kind"]: line for line in out["lines"]}
+    with sessions() as s:
+        want = s.execute(select(func.sum(LedgerRow.cost), func.count())
+                         .where(LedgerRow.kind == "embedding")).one()
+    assert Decimal(kinds["embedding"]["cost"]) == want[0]
+    assert kinds["embedding"]["requests"] == want[1]
+    stats = sluice_json(["cache", "stats"], env)
+    mine = [r for r in stats if r.get("kind") == "embedding" and r["feature"] == feature]
+    assert len(mine) == 1
+    assert (mine[0]["items"], mine[0]["cached"], mine[0]["hit_rate"]) == (6, 2, 0.3333)
+    assert Decimal(mine[0]["saved"]) == sum(count_text(t) for t in texts[:2]) * PRICE / 1_000_000
+    table = sluice(["cache", "stats"], env)
+    assert table.returncode == 0 and "Embedding item cache by feature" in table.stdout
