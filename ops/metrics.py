@@ -213,13 +213,14 @@ def _le(bound: float) -> str:
 def _budget_families(snap: Snapshot) -> Iterator[Any]:
     if snap.budgets is None:
         return
-    labels = ["scope", "key", "window"]
+    # The org is part of a budget's identity: team "catalog" of two orgs is two series.
+    labels = ["org", "scope", "key", "window"]
     fams = {name: GaugeMetricFamily(f"sluice_budget_{name}_usd", text, labels=labels)
             for name, text in (("limit", "Hard limit"), ("spent", "Settled spend this window"),
                                ("reserved", "Held by open reservations"),
                                ("remaining", "Hard limit minus spent and reserved"))}
     for b in snap.budgets:
-        key = [b.scope, b.key, b.window]
+        key = [b.org, b.scope, b.key, b.window]
         fams["limit"].add_metric(key, float(b.hard_limit))
         fams["spent"].add_metric(key, float(b.spent))
         fams["reserved"].add_metric(key, float(b.reserved))

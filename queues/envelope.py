@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.domain.errors import SluiceError
-from models.domain.request import ChatRequest
+from models.domain.request import LATE_FIELDS, ChatRequest
 from models.domain.result import ChatResult, Route
 
 #: Bumped when the envelope changes shape, so old workers refuse new messages clearly.
@@ -39,14 +39,22 @@ class Envelope(BaseModel):
         message = self.model_dump(mode="json")
         # Workers of the previous release refuse unknown request fields: a field they do not
         # know is left out while unset, so a rolling deploy can put workers last.
-        if message["request"].get("timeout_s") is None:
-            message["request"].pop("timeout_s", None)
-        for turn in (*message["request"]["messages"],
-                     *message["request"].get("static", {}).get("few_shot", ())):
+        req = message["request"]
+        for name in ("timeout_s", *LATE_FIELDS):
+            # Unset is None (drop_params: False); a False or 0 the caller set is kept.
+            if req.get(name) is None or (name == "drop_params" and req[name] is False):
+                req.pop(name, None)
+        if "temperature" not in self.request.model_fields_set:
+            # Left out, the worker sees the same default, and knows the caller did not set
+            # it (models/domain/params.py: a reasoning model takes no temperature).
+            req.pop("temperature", None)
+        for turn in (*req["messages"], *req.get("static", {}).get("few_shot", ())):
             if not turn.get("tool_calls"):
                 turn.pop("tool_calls", None)
             if turn.get("tool_call_id") is None:
                 turn.pop("tool_call_id", None)
+            if not turn.get("parts"):
+                turn.pop("parts", None)
         return message
 
 
@@ -56,10 +64,15 @@ def task_id_for(request: ChatRequest) -> str:
     Request ids come from callers; two teams may pick the same one. Scoping the task id keeps
     one team's handle from ever reading another team's stored result.
     """
+    return tenant_task_id(request.request_id, request.org, request.team)
+
+
+def tenant_task_id(request_id: str, org: str, team: str) -> str:
+    """``request_id`` scoped to ``org``/``team``: the task id, and the name of its job record."""
     import hashlib
 
-    tenant = hashlib.sha256(f"{request.org}/{request.team}".encode()).hexdigest()[:12]
-    return f"{request.request_id}~{tenant}"
+    tenant = hashlib.sha256(f"{org}/{team}".encode()).hexdigest()[:12]
+    return f"{request_id}~{tenant}"
 
 
 #: A task's stash key is its result key plus this (workers.tasks._Stash).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ from queues.handle import Handle, ReadyHandle, TaskHandle
 from queues.names import task_for
 from scheduler.hooks import Admission, PauseBook, ResponseCache
 from scheduler.route import Scorer, decide_route
+
+log = logging.getLogger(__name__)
 
 
 class Gateway:
@@ -88,6 +91,9 @@ class Gateway:
             if reason:
                 raise QueuePaused(f"queue {route.queue} is paused ({reason}); retry later or ask "
                                   "an operator to run `sluice queues resume`", queue=route.queue)
+        model = self.catalogue.get(route.model)
+        if request.has_images:  # images count by the routed provider's rule
+            prompt_tokens = count_request(request, model)
         reservation = None
         if self.admission is not None:
             # The dearest model the request can reach: a fallback is sent only inside it.
@@ -156,19 +162,35 @@ class Gateway:
                     task_id=task_id, request_id=envelope.request.request_id,
                     task=task_for(envelope.route.backend), queue=envelope.route.queue,
                     args=args, options=options))
-            return self.app.send_task(task_for(envelope.route.backend), args=args,
-                                      task_id=task_id, queue=envelope.route.queue,
-                                      routing_key=envelope.route.queue, **options)
+            try:
+                return self.app.send_task(task_for(envelope.route.backend), args=args,
+                                          task_id=task_id, queue=envelope.route.queue,
+                                          routing_key=envelope.route.queue, **options)
+            except BaseException:
+                # The caller is told the request failed (and its reservation is released): the
+                # sweeper must not send it later, to be run and paid for behind its back.
+                self._unrecord(task_id)
+                raise
         except (OperationalError, RedisError) as exc:
             raise BrokerError(f"the broker at {self._broker()} refused the request: {exc}; "
                               "check that it runs (SLUICE_BROKER__URL) and retry") from exc
 
-    def cancel(self, handle: Handle | str) -> None:
+    def _unrecord(self, task_id: str) -> None:
+        """Forget the in-flight record of a message that was never published (best effort)."""
+        if self.inflight is None:
+            return
+        try:
+            self.inflight.done(task_id)
+        except Exception as exc:  # noqa: BLE001 - the publish error is the one to report
+            log.error("could not forget the in-flight record of unsent %s (the sweeper may send "
+                      "it later): %s", task_id, exc)
+
+    def cancel(self, handle: Handle | str) -> bool:
         """Cancel a queued async-lane request (its handle, or its task id): the worker that
         reaches it does not send it to a provider, writes a $0 row (``error_code``
-        ``cancelled``) and releases its reservation. A request a worker already started runs
-        to the end and is billed. Raises ConfigError without a Redis broker, BrokerError when
-        Redis cannot be reached."""
+        ``cancelled``) and releases its reservation; True. A request a worker already started
+        runs to the end and is billed; False. Raises ConfigError without a Redis broker,
+        BrokerError when Redis cannot be reached."""
         task_id = handle if isinstance(handle, str) else getattr(handle, "task_id", None)
         if task_id is None:
             raise ValidationError("this request was answered from the response cache: nothing "
@@ -177,7 +199,7 @@ class Gateway:
             raise ConfigError("cancelling a request needs a Redis broker "
                               "(SLUICE_BROKER__URL=redis://...); this one cannot hold the mark")
         try:
-            self.cancels.mark(task_id)
+            return self.cancels.mark(task_id)
         except RedisError as exc:
             raise BrokerError(f"could not cancel {task_id}: the broker at {self._broker()} "
                               f"is unreachable ({exc}); retry") from exc

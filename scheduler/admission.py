@@ -21,7 +21,6 @@ from models.db.budgets import BudgetRow, ReservationRow, change_budgets, to_budg
 from models.db.engine import autocommit_engine
 from models.db.reservations import close_reservation, reserve_on_postgres, reserve_portable
 from models.domain.budget import (
-    PAUSING_SCOPES,
     SCOPES,
     WINDOWS,
     Budget,
@@ -74,7 +73,7 @@ class SqlAdmission:
         # the money again, or refuses, before anything is sent. Settles stay synchronous.
         self._fast = autocommit_engine(engine, config.pool_size) if self._pg else None
         self._lock = threading.Lock()
-        self._index: dict[tuple[str, str], list[tuple[int, datetime | None]]] = {}
+        self._index: dict[tuple[str, str, str], list[tuple[int, datetime | None]]] = {}
         self._loaded_at = float("-inf")
         self._ever_loaded = False
         self._hard_seen: set[tuple[int, datetime, Decimal]] = set()
@@ -281,18 +280,19 @@ class SqlAdmission:
             return self._ids(request, rolled=True)
         return sorted(i for i, _ in found)
 
-    def _load_index(self) -> dict[tuple[str, str], list[tuple[int, datetime | None]]]:
+    def _load_index(self) -> dict[tuple[str, str, str], list[tuple[int, datetime | None]]]:
         try:
             with self.sessions() as s:
-                rows = s.execute(select(BudgetRow.id, BudgetRow.scope, BudgetRow.key,
-                                        BudgetRow.resets_at)).all()
+                rows = s.execute(select(BudgetRow.id, BudgetRow.org, BudgetRow.scope,
+                                        BudgetRow.key, BudgetRow.resets_at)).all()
         except SQLAlchemyError as exc:
             raise unreachable(exc, "read the budgets") from exc
-        index: dict[tuple[str, str], list[tuple[int, datetime | None]]] = {}
-        for bid, scope, key, resets in rows:
+        # Keyed by (org, scope, key), as request_keys() names a request's budgets.
+        index: dict[tuple[str, str, str], list[tuple[int, datetime | None]]] = {}
+        for bid, org, scope, key, resets in rows:
             resets = None if resets is None else (resets if resets.tzinfo
                                                   else resets.replace(tzinfo=timezone.utc))
-            index.setdefault((scope, key), []).append((bid, resets))
+            index.setdefault((org, scope, key), []).append((bid, resets))
         return index
 
     def _roll(self, now: datetime) -> None:
@@ -333,10 +333,11 @@ class SqlAdmission:
             return reserve_portable(s, params)
 
     def _on_refusal(self, budget: Budget, amount: Decimal) -> None:
-        """A hard-limit alert once per window, and for lane/org budgets, the queue pause."""
+        """A hard-limit alert once per window, and for a deployment-wide lane budget, the queue
+        pause (an org's own budget never pauses the queues every org shares)."""
         log.info("refused %s: needs %s, room %s", budget.name, amount, budget.room)
         key = (budget.id, budget.window_start, budget.hard_limit)
-        pausing = budget.scope in PAUSING_SCOPES
+        pausing = budget.pauses
         if key in self._hard_seen and not (pausing and self._pause_missing(budget)):
             return
         try:
@@ -355,8 +356,7 @@ class SqlAdmission:
         if self.pauses is None:
             return True
         try:
-            return any(self.pauses.paused(q) is None for q in pause_queues(budget.scope,
-                                                                            budget.key))
+            return any(self.pauses.paused(q) is None for q in pause_queues(budget))
         except Exception:  # noqa: BLE001 - unknown: try to record it again
             return True
 

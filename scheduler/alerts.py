@@ -48,7 +48,9 @@ def deliver_alerts(session: Session, post: Callable[[str, dict[str, Any]], Any],
                                   AlertRow.attempts < max_attempts)).all()
     sent = 0
     for alert, budget in rows:
-        payload = {"budget": f"{budget.scope}:{budget.key}:{budget.window}", "kind": alert.kind,
+        # "org" added for tenancy: team "catalog" of two orgs is two budgets of one name.
+        payload = {"budget": f"{budget.scope}:{budget.key}:{budget.window}", "org": budget.org,
+                   "kind": alert.kind,
                    "message": alert.message, "spent": plain(budget.spent),
                    "hard_limit": plain(budget.hard_limit),
                    "soft_limit": None if budget.soft_limit is None else plain(budget.soft_limit),

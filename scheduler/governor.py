@@ -22,6 +22,7 @@ from models.db.budgets import (
     aware,
     change_budgets,
     insert_ignore,
+    to_budget,
 )
 from models.domain.budget import WINDOWS, Budget, pause_queues, usd, window_bounds
 from models.domain.errors import LedgerError
@@ -151,13 +152,14 @@ def resume(sessions: sessionmaker[Session], queues: Iterable[str], *, cause: str
 
 
 def record_budget_pause(session: Session, budget: Budget, now: datetime) -> list[str]:
-    """Pause the queues an exhausted lane- or org-wide budget covers; the caller commits."""
+    """Pause the queues an exhausted deployment-wide lane budget covers (an org's own budget
+    pauses nothing: queues are shared by every org); the caller commits."""
     reason = (f"budget {budget.name} reached its hard limit {usd(budget.hard_limit)} (spent "
               f"{usd(budget.spent)}, reserved {usd(budget.reserved)}); it resumes "
               + (f"at {budget.resets_at.isoformat()}" if budget.resets_at else "when raised")
               + " or with `sluice queues resume`")
     added = []
-    for q in pause_queues(budget.scope, budget.key):
+    for q in pause_queues(budget):
         values = {"queue": q, "cause": f"budget:{budget.id}", "reason": reason[:300],
                   "budget_id": budget.id, "window_start": budget.window_start,
                   "hard_limit": budget.hard_limit, "created_at": now}
@@ -177,14 +179,16 @@ def sync_consumers(control: Any, paused: Iterable[str], queues: Sequence[str]) -
 
 
 def resume_finished_budget_pauses(session: Session) -> list[str]:
-    """Drop budget pauses whose budget rolled over, was raised or is gone; the caller commits."""
+    """Drop budget pauses whose budget rolled over, was raised, is gone or no longer pauses
+    shared queues (an org's own budget, paused by an older release); the caller commits."""
     rows = session.execute(select(PauseRow, BudgetRow)
                            .outerjoin(BudgetRow, PauseRow.budget_id == BudgetRow.id)
                            .where(PauseRow.budget_id.is_not(None))).all()
     done = []
     for p, b in rows:
         if (b is None or p.window_start is None or aware(b.window_start) != aware(p.window_start)
-                or (p.hard_limit is not None and b.hard_limit > p.hard_limit)):
+                or (p.hard_limit is not None and b.hard_limit > p.hard_limit)
+                or p.queue not in pause_queues(to_budget(b))):
             session.execute(delete(PauseRow).where(PauseRow.id == p.id))
             done.append(p.queue)
     return done

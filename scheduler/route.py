@@ -6,6 +6,7 @@ from typing import Protocol
 
 from models.domain.catalogue import Catalogue, ModelSpec
 from models.domain.errors import ContextLengthError, UnknownModelError, ValidationError
+from models.domain.params import dropped_params, refusals
 from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import Route
 from models.domain.settings import RoutingSettings
@@ -64,10 +65,37 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
                                     "/v1/embeddings (Gateway.embed), or name a chat model",
                                     field="model", model=policy_name)
         tier, reason = model.tier, f"named model {policy_name}"
+    if policy_name in TIER_POLICIES and refusals(request, model):
+        # The decision would break what the request needs: override it, and say so.
+        better = capable_model(request, catalogue, routing)
+        if better is not None:
+            lacking = ", ".join(dict.fromkeys(r.param for r in refusals(request, model)))
+            reason = (f"{reason}; overridden: {model.name} cannot honour {lacking}, "
+                      f"{better.name} can")
+            model, tier = better, better.tier
+    dropped = dropped_params(request, model, catalogue)
+    if dropped:
+        reason = f"{reason}; dropped {', '.join(dropped)}"
+    if request.has_images:
+        prompt_tokens = count_request(request, model)  # each provider counts images its way
     check_fits(request, model, prompt_tokens)
     return Route(tier=tier, model=model.name,
                  provider=model.provider, backend="gpu" if model.provider == "vllm" else "api",
-                 lane=request.lane, reason=reason, score=score)
+                 lane=request.lane, reason=reason[:200], score=score, dropped=dropped)
+
+
+def capable_model(request: ChatRequest, catalogue: Catalogue,
+                  routing: RoutingSettings) -> ModelSpec | None:
+    """The cheapest model that honours all of ``request``: the configured cheap tier, then
+    the flagship, then any hosted catalogue model by list price; None when there is none."""
+    tiers = [catalogue.models.get(routing.model_for(t)) for t in ("cheap", "flagship")]
+    hosted = sorted((m for m in catalogue.models.values()
+                     if m.backend == "api" and m.kind == "chat"),
+                    key=lambda m: (m.price.input + m.price.output, m.name))
+    for model in [m for m in tiers if m is not None] + hosted:
+        if not refusals(request, model):
+            return model
+    return None
 
 
 def _tier_for(score: float, policy: TierPolicy | None, threshold: float,
@@ -81,7 +109,7 @@ def _tier_for(score: float, policy: TierPolicy | None, threshold: float,
 
 def check_fits(request: ChatRequest, model: ModelSpec, prompt_tokens: int | None = None) -> int:
     """Prompt tokens of ``request``; raises ContextLengthError when it cannot fit ``model``."""
-    tokens = count_request(request) if prompt_tokens is None else prompt_tokens
+    tokens = count_request(request, model) if prompt_tokens is None else prompt_tokens
     if tokens >= model.context:
         raise ContextLengthError(
             f"the prompt has about {tokens} tokens but {model.name} holds {model.context}; "

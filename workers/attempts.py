@@ -109,12 +109,11 @@ class RunMoney:
                batch: bool) -> int:
         req = self.env.request
         try:
-            with self.rt.session() as s:
-                return attempts.begin(s, {
-                    "request_id": req.request_id, "run": self.run, "org": req.org,
-                    "team": req.team, "feature": req.feature, "provider": model.provider,
-                    "model": model.name, "kind": kind, "stream": stream, "batch": batch,
-                    "worst_case": worst})
+            return self.rt.begin_attempt({
+                "request_id": req.request_id, "run": self.run, "org": req.org,
+                "team": req.team, "feature": req.feature, "provider": model.provider,
+                "model": model.name, "kind": kind, "stream": stream, "batch": batch,
+                "worst_case": worst})
         except SQLAlchemyError as exc:
             # Not recorded, so not sent: a provider bill the ledger cannot see is the one
             # thing this must never allow.

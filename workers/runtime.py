@@ -42,6 +42,26 @@ class WorkerRuntime:
     providers: dict[str, Provider] = field(default_factory=dict)
     _claimer: Any = field(default=None, repr=False)
     _heartbeat: Any = field(default=None, repr=False)
+    _attempter: Any = field(default=None, repr=False)
+
+    def begin_attempt(self, values: dict[str, Any]) -> int:
+        """Write a provider attempt as ``sent`` and return its id: on PostgreSQL one durable
+        autocommit round trip (no BEGIN / COMMIT), elsewhere a short transaction."""
+        from models.db import attempts
+
+        engine = self.sessions.kw.get("bind")
+        if engine is None or engine.dialect.name != "postgresql":
+            with self.session() as s:
+                return attempts.begin(s, values)
+        if self._attempter is None:
+            with _LOCK:
+                if self._attempter is None:
+                    from models.db.engine import autocommit_engine
+
+                    self._attempter = autocommit_engine(
+                        engine, self.settings.database.pool_size, durable=True)
+        with self._attempter.connect() as conn:
+            return attempts.begin(conn, values)
 
     def heartbeat(self) -> Any:
         """This process's heartbeat (workers.heartbeat.Heartbeat), built on first use."""
@@ -119,6 +139,8 @@ class WorkerRuntime:
             self._heartbeat.stop()
         if self._claimer is not None:
             self._claimer.dispose()
+        if self._attempter is not None:
+            self._attempter.dispose()
 
 
 def build_runtime(settings: Settings, **levers: Any) -> WorkerRuntime:

@@ -2,6 +2,8 @@
 
 A key reads ``sk-sluice-<id>-<secret>``. Only ``id`` is stored in clear (it finds the row); the
 secret is stored as HMAC-SHA256 under a random per-key salt, so a leaked table yields no key.
+A key bills one org and team, and may be bound to the features and users it can bill, so a
+request header cannot move its spend under another feature's or user's cap.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, Index, String, select, update
+from sqlalchemy import Boolean, DateTime, Index, String, Text, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db.tables import Base
@@ -33,6 +36,16 @@ class ApiKeyRow(Base):
     #: ``team`` keys call the model endpoints; ``operator`` keys may also call ``/admin``.
     role: Mapped[str] = mapped_column(String(16), nullable=False, default="team")
     name: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    #: The feature a request bills when it names none.
+    feature: Mapped[str] = mapped_column(String(64), nullable=False, default="default",
+                                         server_default="default")
+    #: The other features it may bill, comma-separated; NULL: any feature (an unbound key).
+    features: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The users it may bill, comma-separated; NULL: any user.
+    users: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: An operator key that acts in every org (minted so explicitly); others act in their own.
+    all_orgs: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                           server_default="0")
     salt: Mapped[str] = mapped_column(String(32), nullable=False)
     digest: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -50,11 +63,43 @@ class KeyInfo:
     team: str
     role: str
     name: str = ""
+    #: The feature billed when a request names none.
+    feature: str = "default"
+    #: Every feature it may bill (the default one included); None: any.
+    features: tuple[str, ...] | None = None
+    #: The users it may bill; None: any.
+    users: tuple[str, ...] | None = None
+    #: An operator key acting in every org.
+    all_orgs: bool = False
 
     @property
     def is_operator(self) -> bool:
         """Whether this key may call the operator endpoints."""
         return self.role == "operator"
+
+    def may_bill_feature(self, feature: str) -> bool:
+        """Whether a request of this key may be billed to ``feature``."""
+        return self.features is None or feature in self.features
+
+    def may_bill_user(self, user: str) -> bool:
+        """Whether a request of this key may be billed to ``user``."""
+        return self.users is None or user in self.users
+
+    def acts_in(self, org: str) -> bool:
+        """Whether this (operator) key may act on ``org``'s keys and jobs."""
+        return self.all_orgs or org == self.org
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(n for n in text.split(",") if n)
+
+
+def info_of(row: ApiKeyRow) -> KeyInfo:
+    """The KeyInfo of a row."""
+    others = _names(row.features)
+    features = None if others is None else tuple(dict.fromkeys((row.feature, *others)))
+    return KeyInfo(row.id, row.org, row.team, row.role, row.name, feature=row.feature,
+                   features=features, users=_names(row.users), all_orgs=bool(row.all_orgs))
 
 
 def digest_of(salt_hex: str, secret: str) -> str:
@@ -74,18 +119,32 @@ def split_key(token: str) -> tuple[str, str] | None:
 
 
 def create_key(session: Session, *, team: str, org: str = "default", role: str = "team",
-               name: str = "", now: datetime | None = None) -> tuple[str, KeyInfo]:
-    """Mint a key; returns the full key (shown once, never stored) and its info. Caller commits."""
+               name: str = "", feature: str | None = None,
+               allow_features: Sequence[str] = (), allow_users: Sequence[str] | None = None,
+               all_orgs: bool = False, now: datetime | None = None) -> tuple[str, KeyInfo]:
+    """Mint a key; returns the full key (shown once, never stored) and its info. Caller commits.
+
+    With ``feature`` the key bills that feature by default and may bill only it and
+    ``allow_features``; without, it bills ``default`` unless a request names any other.
+    ``allow_users`` (None: any) are the only users its requests may name.
+    """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if all_orgs and role != "operator":
+        raise ValueError("only an operator key can act in every org")
+    if feature is None and allow_features:
+        raise ValueError("name the key's default feature (--feature) to bind it to features")
     key_id = secrets.token_hex(ID_LENGTH // 2)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
-    session.add(ApiKeyRow(id=key_id, org=org, team=team, role=role, name=name[:100], salt=salt,
-                          digest=digest_of(salt, secret),
-                          created_at=now or datetime.now(timezone.utc)))
+    row = ApiKeyRow(id=key_id, org=org, team=team, role=role, name=name[:100], salt=salt,
+                    digest=digest_of(salt, secret), feature=feature or "default",
+                    features=None if feature is None else ",".join(allow_features),
+                    users=None if allow_users is None else ",".join(allow_users),
+                    all_orgs=all_orgs, created_at=now or datetime.now(timezone.utc))
+    session.add(row)
     session.flush()
-    return f"{PREFIX}{key_id}-{secret}", KeyInfo(key_id, org, team, role, name[:100])
+    return f"{PREFIX}{key_id}-{secret}", info_of(row)
 
 
 def verify_key(session: Session, token: str) -> KeyInfo | None:
@@ -100,19 +159,26 @@ def verify_key(session: Session, token: str) -> KeyInfo | None:
     # compare_digest: the time taken must not tell how much of the digest matched.
     if not hmac.compare_digest(row.digest, digest_of(row.salt, secret)):
         return None
-    return KeyInfo(row.id, row.org, row.team, row.role, row.name)
+    return info_of(row)
 
 
-def revoke_key(session: Session, key_id: str, now: datetime | None = None) -> bool:
-    """Revoke ``key_id``; True if it was live. Caller commits."""
+def revoke_key(session: Session, key_id: str, now: datetime | None = None, *,
+               org: str | None = None) -> bool:
+    """Revoke ``key_id`` (only if it is of ``org``, when given); True if it was live. Caller
+    commits."""
     stmt = (update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
             .values(revoked_at=now or datetime.now(timezone.utc)))
+    if org is not None:
+        stmt = stmt.where(ApiKeyRow.org == org)
     return bool(session.execute(stmt).rowcount)
 
 
-def list_keys(session: Session, team: str | None = None) -> list[ApiKeyRow]:
-    """Every key (optionally of one team), newest first; rows carry no secret."""
+def list_keys(session: Session, team: str | None = None, *,
+              org: str | None = None) -> list[ApiKeyRow]:
+    """Every key (optionally of one team, of one org), newest first; rows carry no secret."""
     stmt = select(ApiKeyRow).order_by(ApiKeyRow.created_at.desc())
     if team is not None:
         stmt = stmt.where(ApiKeyRow.team == team)
+    if org is not None:
+        stmt = stmt.where(ApiKeyRow.org == org)
     return list(session.scalars(stmt))

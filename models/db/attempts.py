@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (BigInteger, Boolean, DateTime, Index, Integer, String, case, func,
                         insert, select, update)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db.tables import MONEY, Base
@@ -55,8 +56,9 @@ class AttemptRow(Base):
     __table_args__ = (Index("ix_attempts_request_id", "request_id"),)
 
 
-def begin(session: Session, values: dict[str, Any]) -> int:
-    """Write an attempt as ``sent`` (before the call) and return its id; the caller commits."""
+def begin(session: Session | Connection, values: dict[str, Any]) -> int:
+    """Write an attempt as ``sent`` (before the call) and return its id; the caller commits
+    (an autocommit connection commits it at once)."""
     row = dict(values, outcome="sent", billing="estimated", settled=False,
                created_at=values.get("created_at") or datetime.now(timezone.utc))
     return int(session.execute(insert(AttemptRow).values(**row)

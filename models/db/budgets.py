@@ -24,7 +24,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db.tables import MONEY, Base, LedgerRow
-from models.domain.budget import SCOPES, WINDOWS, Budget, check_scope, check_window, window_bounds
+from models.domain.budget import (
+    DEPLOYMENT,
+    SCOPES,
+    WINDOWS,
+    Budget,
+    check_scope,
+    check_window,
+    default_org,
+    window_bounds,
+)
 
 
 class BudgetRow(Base):
@@ -33,6 +42,10 @@ class BudgetRow(Base):
     __tablename__ = "budgets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: Whose budget it is (part of its identity and of matching): an org name, or ``*`` for a
+    #: deployment-wide lane budget (models.domain.budget.DEPLOYMENT).
+    org: Mapped[str] = mapped_column(String(64), nullable=False, default="default",
+                                     server_default="default")
     scope: Mapped[str] = mapped_column(String(16), nullable=False)
     key: Mapped[str] = mapped_column(String(64), nullable=False)
     window: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -49,7 +62,7 @@ class BudgetRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (
-        UniqueConstraint("scope", "key", "window", name="uq_budgets_scope_key_window"),
+        UniqueConstraint("org", "scope", "key", "window", name="uq_budgets_org_scope_key_window"),
         # A bug in reserve/settle arithmetic fails loudly here instead of drifting silently.
         CheckConstraint("spent >= 0", name="ck_budgets_spent_nonneg"),
         CheckConstraint("reserved >= 0", name="ck_budgets_reserved_nonneg"),
@@ -129,7 +142,7 @@ def to_budget(row: BudgetRow) -> Budget:
                   soft_limit=row.soft_limit, spent=row.spent, reserved=row.reserved,
                   window_start=aware(row.window_start),
                   resets_at=None if row.resets_at is None else aware(row.resets_at), id=row.id,
-                  webhook_url=row.webhook_url)
+                  webhook_url=row.webhook_url, org=row.org)
 
 
 def aware(ts: datetime) -> datetime:
@@ -169,25 +182,25 @@ def change_budgets(ids: list[int], *, spent: Decimal = Decimal(0),
 
 def set_budget(session: Session, scope: str, key: str, window: str, *, hard: Decimal,
                soft: Decimal | None = None, webhook_url: str | None = None,
-               now: datetime | None = None) -> Budget:
-    """Create or change a budget; the caller commits.
+               org: str | None = None, now: datetime | None = None) -> Budget:
+    """Create or change a budget of ``org`` (None: the scope's default, see
+    :func:`models.domain.budget.default_org`); the caller commits.
 
-    A new budget starts from what the ledger already shows for its scope in the current
-    window, so a daily budget set at 15:00 counts the morning's spend too. Changing a budget
-    keeps its usage.
+    A new budget starts from what the ledger already shows for its scope (in its org) in the
+    current window, so a daily budget set at 15:00 counts the morning's spend too. Changing a
+    budget keeps its usage.
     """
-    check_scope(scope, key)
+    org = default_org(scope, key) if org is None else org
+    check_scope(scope, key, org)
     check_window(window)
     now = now or datetime.now(timezone.utc)
-    row = session.scalars(select(BudgetRow).where(
-        BudgetRow.scope == scope, BudgetRow.key == key, BudgetRow.window == window)
-        .with_for_update()).first()
+    row = session.scalars(_one(org, scope, key, window).with_for_update()).first()
     if row is None:
         start, resets = window_bounds(window, now)
-        spent = ledger_spend(session, scope, key, None if window == "total" else start)
-        row = BudgetRow(scope=scope, key=key, window=window, hard_limit=hard, soft_limit=soft,
-                        spent=spent, reserved=Decimal(0), window_start=start, resets_at=resets,
-                        webhook_url=webhook_url, updated_at=now)
+        spent = ledger_spend(session, scope, key, None if window == "total" else start, org=org)
+        row = BudgetRow(org=org, scope=scope, key=key, window=window, hard_limit=hard,
+                        soft_limit=soft, spent=spent, reserved=Decimal(0), window_start=start,
+                        resets_at=resets, webhook_url=webhook_url, updated_at=now)
         session.add(row)
     else:
         row.hard_limit, row.soft_limit, row.updated_at = hard, soft, now
@@ -197,39 +210,54 @@ def set_budget(session: Session, scope: str, key: str, window: str, *, hard: Dec
     return to_budget(row)
 
 
-def ledger_spend(session: Session, scope: str, key: str, since: datetime | None) -> Decimal:
-    """What the ledger records as spent by ``scope``/``key`` since ``since`` (all time if None)."""
+def _one(org: str, scope: str, key: str, window: str) -> Any:
+    return select(BudgetRow).where(BudgetRow.org == org, BudgetRow.scope == scope,
+                                   BudgetRow.key == key, BudgetRow.window == window)
+
+
+def ledger_spend(session: Session, scope: str, key: str, since: datetime | None, *,
+                 org: str = DEPLOYMENT) -> Decimal:
+    """What the ledger records as spent by ``scope``/``key`` of ``org`` (DEPLOYMENT: of
+    every org) since ``since`` (all time if None)."""
     column = {"org": LedgerRow.org, "lane": LedgerRow.lane, "team": LedgerRow.team,
               "feature": LedgerRow.feature, "user": LedgerRow.user}[scope]
     stmt = select(func.coalesce(func.sum(LedgerRow.cost), 0)).where(column == key)
+    if org != DEPLOYMENT:
+        stmt = stmt.where(LedgerRow.org == org)
     if since is not None:
         stmt = stmt.where(LedgerRow.created_at >= since)
     return Decimal(session.scalar(stmt) or 0)
 
 
-def get_budget(session: Session, scope: str, key: str, window: str) -> Budget | None:
-    """The budget ``scope``/``key``/``window``, if set."""
-    row = session.scalars(select(BudgetRow).where(
-        BudgetRow.scope == scope, BudgetRow.key == key, BudgetRow.window == window)).first()
+def get_budget(session: Session, scope: str, key: str, window: str,
+               org: str | None = None) -> Budget | None:
+    """The budget ``scope``/``key``/``window`` of ``org`` (None: the scope's default), if set."""
+    org = default_org(scope, key) if org is None else org
+    row = session.scalars(_one(org, scope, key, window)).first()
     return None if row is None else to_budget(row)
 
 
-def list_budgets(session: Session, scope: str | None = None,
-                 key: str | None = None) -> list[Budget]:
-    """Every budget (optionally of one scope and key), ordered by scope, key and window."""
+def list_budgets(session: Session, scope: str | None = None, key: str | None = None,
+                 org: str | None = None) -> list[Budget]:
+    """Every budget (optionally of one scope, key and org), ordered by org, scope, key, window."""
     stmt = select(BudgetRow)
     if scope is not None:
         stmt = stmt.where(BudgetRow.scope == scope)
     if key is not None:
         stmt = stmt.where(BudgetRow.key == key)
+    if org is not None:
+        stmt = stmt.where(BudgetRow.org == org)
     rows = [to_budget(r) for r in session.scalars(stmt)]
-    return sorted(rows, key=lambda b: (SCOPES.index(b.scope), b.key, WINDOWS.index(b.window)))
+    return sorted(rows, key=lambda b: (b.org != DEPLOYMENT, b.org, SCOPES.index(b.scope), b.key,
+                                       WINDOWS.index(b.window)))
 
 
-def delete_budget(session: Session, scope: str, key: str, window: str) -> bool:
-    """Remove a budget (its pauses and alerts go with it); True if it existed."""
-    found = session.scalars(select(BudgetRow.id).where(
-        BudgetRow.scope == scope, BudgetRow.key == key, BudgetRow.window == window)).first()
+def delete_budget(session: Session, scope: str, key: str, window: str,
+                  org: str | None = None) -> bool:
+    """Remove a budget of ``org`` (None: the scope's default; its pauses and alerts go with
+    it); True if it existed."""
+    org = default_org(scope, key) if org is None else org
+    found = session.scalars(_one(org, scope, key, window).with_only_columns(BudgetRow.id)).first()
     if found is None:
         return False
     session.execute(delete(PauseRow).where(PauseRow.budget_id == found))

@@ -26,16 +26,18 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     return engine
 
 
-def autocommit_engine(engine: Engine, pool_size: int) -> Engine:
+def autocommit_engine(engine: Engine, pool_size: int, *, durable: bool = False) -> Engine:
     """A small PostgreSQL engine beside ``engine`` for one-statement writes on the hot path.
 
     Autocommit (the statement is the transaction: no BEGIN / COMMIT round trips), no pre-ping,
-    and asynchronous commit: callers use it only for writes whose loss in a server crash is
-    harmless (a reservation a worker re-checks, a claim the final write tolerates).
+    and asynchronous commit unless ``durable``: callers use that only for writes whose loss
+    in a server crash is harmless (a reservation a worker re-checks, a claim the final write
+    tolerates). A provider attempt's row is durable: it is what bills a call a crash hid.
     """
     fast = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
                          max_overflow=pool_size, pool_pre_ping=False)
-    event.listen(fast, "connect", _async_commit)
+    if not durable:
+        event.listen(fast, "connect", _async_commit)
     return fast
 
 

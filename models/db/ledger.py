@@ -129,6 +129,8 @@ class SpendLine:
     estimated_cost: Decimal = Decimal(0)
     #: Provider attempts behind these requests (retries, fallbacks, runs).
     attempts: int = 0
+    #: Reasoning tokens (already inside ``output_tokens``, billed at the output price).
+    reasoning_tokens: int = 0
 
     @property
     def saved(self) -> Decimal:
@@ -271,7 +273,8 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                   func.coalesce(func.sum(LedgerRow.cache_read), 0),
                   func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())),
                   func.coalesce(func.sum(LedgerRow.estimated_cost), 0),
-                  func.coalesce(func.sum(LedgerRow.attempts), 0))
+                  func.coalesce(func.sum(LedgerRow.attempts), 0),
+                  func.coalesce(func.sum(LedgerRow.reasoning), 0))
     stmt = _filtered(stmt, since=since, until=until, team=team, prefix=request_id_prefix)
     if cols:
         timed = [c for g, c in zip(groups, cols) if g in TIME_GROUPS]
@@ -283,7 +286,8 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                       output_tokens=int(row[n + 5]), list_cost=Decimal(row[n + 6]),
                       hit_baseline=Decimal(row[n + 7] or 0), cache_read_tokens=int(row[n + 8]),
                       volatile_prefix=int(row[n + 9] or 0),
-                      estimated_cost=Decimal(row[n + 10]), attempts=int(row[n + 11]))
+                      estimated_cost=Decimal(row[n + 10]), attempts=int(row[n + 11]),
+                      reasoning_tokens=int(row[n + 12]))
             for row in session.execute(stmt)]
 
 

@@ -24,8 +24,8 @@ WITH prior AS (
     WHERE request_id = :request_id AND budget_ids = :budget_ids AND state = 'open'
     LIMIT 1
 ), locked AS (
-    SELECT id, scope, key, "window", hard_limit, soft_limit, spent, reserved, window_start,
-           resets_at, webhook_url
+    SELECT id, org, scope, key, "window", hard_limit, soft_limit, spent, reserved,
+           window_start, resets_at, webhook_url
     FROM budgets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
 ), verdict AS (
     SELECT NOT EXISTS (SELECT 1 FROM prior) AND count(*) = :n
@@ -106,4 +106,4 @@ def budget_of(row: Any) -> Budget:
     return Budget(scope=row.scope, key=row.key, window=row.window, hard_limit=row.hard_limit,
                   soft_limit=row.soft_limit, spent=row.spent, reserved=row.reserved,
                   window_start=row.window_start, resets_at=row.resets_at, id=row.id,
-                  webhook_url=row.webhook_url)
+                  webhook_url=row.webhook_url, org=row.org)

@@ -1,7 +1,8 @@
-"""Budget arithmetic: scopes, windows and resets, which budgets apply, soft and hard limits."""
+"""Budget arithmetic: scopes and orgs, windows and resets, which budgets apply, hard limits."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -16,10 +17,15 @@ if TYPE_CHECKING:
 #: What a budget can be attached to, in the order a refusal names them (widest first).
 SCOPES: tuple[str, ...] = ("org", "lane", "team", "feature", "user")
 WINDOWS: tuple[str, ...] = ("hourly", "daily", "monthly", "total")
-#: Scopes whose exhaustion pauses shared queues; narrower ones only refuse at admission.
-PAUSING_SCOPES: tuple[str, ...] = ("org", "lane")
+#: The org of a deployment-wide budget (a lane budget set without ``--org``): it applies to
+#: every org, and only its exhaustion pauses the shared queues. No org name can be ``*``.
+DEPLOYMENT = "*"
+#: The org of requests and keys that name none.
+DEFAULT_ORG = "default"
 _BACKENDS: tuple[str, ...] = ("api", "gpu")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: The rule ChatRequest applies to org names (so ``*`` is never one).
+_ORG_NAME = re.compile(r"^[A-Za-z0-9._:\-/]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,28 @@ class Budget:
     resets_at: datetime | None = None
     id: int = 0
     webhook_url: str | None = None
+    #: Whose budget it is: an org name, or DEPLOYMENT; "" takes the scope's default
+    #: (:func:`default_org`). An org budget's org is its key.
+    org: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scope == "org" or not self.org:
+            object.__setattr__(self, "org", default_org(self.scope, self.key))
 
     @property
     def name(self) -> str:
-        """``scope:key:window``, how logs, errors and the CLI name a budget."""
-        return f"{self.scope}:{self.key}:{self.window}"
+        """``scope:key:window``, prefixed ``org/`` unless the org is the scope's default
+        (``default`` for team, feature and user; every org for a lane): how logs, errors and
+        the CLI name a budget."""
+        base = f"{self.scope}:{self.key}:{self.window}"
+        return base if self.org == default_org(self.scope, self.key) else f"{self.org}/{base}"
+
+    @property
+    def pauses(self) -> bool:
+        """Whether reaching this budget's hard limit pauses shared queues: only a
+        deployment-wide lane budget does; any other stops its own scope at admission and at
+        the worker's second check, never another org's work."""
+        return self.scope == "lane" and self.org == DEPLOYMENT
 
     @property
     def room(self) -> Decimal:
@@ -57,8 +80,17 @@ class Budget:
         return self.soft_limit is not None and self.spent >= self.soft_limit
 
 
-def check_scope(scope: str, key: str) -> None:
-    """Raise a ValidationError unless ``scope``/``key`` name something a request can carry."""
+def default_org(scope: str, key: str) -> str:
+    """The org a budget set without one belongs to: an org budget's own key, every org
+    (DEPLOYMENT) for a lane, the ``default`` org for team, feature and user."""
+    if scope == "org":
+        return key
+    return DEPLOYMENT if scope == "lane" else DEFAULT_ORG
+
+
+def check_scope(scope: str, key: str, org: str | None = None) -> None:
+    """Raise a ValidationError unless ``scope``/``key`` (in ``org``) name something a request
+    can carry."""
     if scope not in SCOPES:
         raise ValidationError(f"unknown budget scope {scope!r}; use one of {', '.join(SCOPES)}",
                               field="scope")
@@ -67,6 +99,18 @@ def check_scope(scope: str, key: str) -> None:
                               "(1-64 characters)", field="key")
     if scope == "lane" and key not in LANES:
         raise ValidationError(f"unknown lane {key!r}; use one of {', '.join(LANES)}", field="key")
+    if org is None:
+        return
+    if scope == "org" and org != key:
+        raise ValidationError(f"an org budget belongs to its own org: drop --org, or set it on "
+                              f"org {org!r} with `sluice budget set org {org} ...`", field="org")
+    if org == DEPLOYMENT and scope != "lane":
+        raise ValidationError(f"a {scope} budget belongs to one org (team, feature and user "
+                              "names are chosen per org); name it with --org, or cap the whole "
+                              "deployment with a lane budget", field="org")
+    if org != DEPLOYMENT and not _ORG_NAME.match(org):
+        raise ValidationError(f"org {org!r} is not an org name (1-64 letters, digits or ._:-/)",
+                              field="org")
 
 
 def check_window(window: str) -> None:
@@ -82,20 +126,22 @@ def scope_value(request: ChatRequest, scope: str) -> str | None:
             "feature": request.feature, "user": request.user}.get(scope)
 
 
-def request_keys(request: ChatRequest) -> list[tuple[str, str]]:
-    """Every (scope, key) pair of ``request``: the budgets with these pairs apply to it."""
-    pairs = []
+def request_keys(request: ChatRequest) -> list[tuple[str, str, str]]:
+    """Every (org, scope, key) a budget of ``request`` has: its own org's, and the
+    deployment-wide ones of its lane. Nothing of another org ever matches."""
+    refs = []
     for scope in SCOPES:
         value = scope_value(request, scope)
         if value is not None:
-            pairs.append((scope, value))
-    return pairs
+            refs.append((request.org, scope, value))
+    refs.append((DEPLOYMENT, "lane", request.lane))
+    return refs
 
 
 def applicable(budgets: Sequence[Budget], request: ChatRequest) -> list[Budget]:
     """The budgets that apply to ``request``, widest scope first."""
     keys = set(request_keys(request))
-    found = [b for b in budgets if (b.scope, b.key) in keys]
+    found = [b for b in budgets if (b.org, b.scope, b.key) in keys]
     return sorted(found, key=lambda b: (SCOPES.index(b.scope), WINDOWS.index(b.window), b.id))
 
 
@@ -125,15 +171,16 @@ def rolled(budget: Budget, now: datetime) -> Budget:
     return replace(budget, spent=Decimal(0), window_start=start, resets_at=resets)
 
 
-def pause_queues(scope: str, key: str) -> tuple[str, ...]:
-    """Queues to pause when the budget ``scope``/``key`` hits its hard limit (may be none)."""
-    if scope == "lane":
-        return tuple(f"{key}.{b}" for b in _BACKENDS)
-    if scope == "org":
-        # Queues are shared by every org, split by lane and backend only: an exhausted org
-        # budget stops all of them (the worker's second check refuses other orgs' work too).
-        return tuple(f"{lane}.{b}" for lane in LANES for b in _BACKENDS)
-    return ()
+def pause_queues(budget: Budget) -> tuple[str, ...]:
+    """Queues to pause when ``budget`` hits its hard limit (may be none).
+
+    Queues are shared by every org, split by lane and backend only, so only a deployment-wide
+    lane budget pauses them; an org's own limit (its org, lane, team, feature or user budget)
+    refuses that org's requests at admission and at the worker's second check instead.
+    """
+    if not budget.pauses:
+        return ()
+    return tuple(f"{budget.key}.{b}" for b in _BACKENDS)
 
 
 # --- pure transitions: the reference model the SQL implementations are tested against ---
@@ -174,11 +221,17 @@ def refusal(budget: Budget, amount: Decimal) -> BudgetExceeded:
         f"hard limit is {usd(budget.hard_limit)} with {usd(budget.spent)} spent and "
         f"{usd(budget.reserved)} reserved; {when}. Nothing was sent. Lower max_tokens, pick a "
         f"cheaper model, or raise the limit: `sluice budget set {budget.scope} {budget.key} "
-        f"--window {budget.window} --hard <usd>`",
+        f"--window {budget.window}{org_option(budget)} --hard <usd>`",
         budget=budget.name, scope=budget.scope, key=budget.key, window=budget.window,
+        org=budget.org,
         limit=plain(budget.hard_limit), spent=plain(budget.spent),
         reserved=plain(budget.reserved), requested=plain(amount),
         resets_at=None if budget.resets_at is None else budget.resets_at.isoformat())
+
+
+def org_option(budget: Budget) -> str:
+    """`` --org X`` when the CLI needs it to name ``budget`` (empty for the scope's default)."""
+    return "" if budget.org == default_org(budget.scope, budget.key) else f" --org {budget.org}"
 
 
 def _fmt(value: Decimal) -> str:

@@ -10,9 +10,11 @@ from enum import Enum
 from pydantic import BaseModel
 
 from models.domain.cache_policy import CompiledPolicy
+from models.domain.content import ImagePart, TextPart
+from models.domain.generation import Prediction, ResponseSchema, ToolChoice
 from models.domain.normalize import NormalizationReport
-from models.domain.request import (TIER_POLICIES, CachePolicy, ChatRequest, Message, StaticPart,
-                                   ToolCall, ToolDef)
+from models.domain.request import (LATE_FIELDS, TIER_POLICIES, CachePolicy, ChatRequest, Message,
+                                   StaticPart, ToolCall, ToolDef)
 from models.domain.settings import RoutingSettings
 
 #: Bump when the encoding changes: old entries then simply stop matching.
@@ -49,10 +51,31 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "cache": (Role.EXCLUDED, "how the cache treats the request, not what is asked"),
         "tags": (Role.EXCLUDED, "attribution carried to the ledger"),
         "timeout_s": (Role.EXCLUDED, "how long the caller waits, not what it asks"),
+        "response_schema": (Role.KEYED, "the shape the answer must take"),
+        "top_p": (Role.KEYED, "sampling"),
+        "seed": (Role.KEYED, "sampling"),
+        "presence_penalty": (Role.KEYED, "sampling"),
+        "frequency_penalty": (Role.KEYED, "sampling"),
+        "logit_bias": (Role.KEYED, "sampling"),
+        "logprobs": (Role.KEYED, "part of the answer"),
+        "top_logprobs": (Role.KEYED, "part of the answer"),
+        "tool_choice": (Role.KEYED, "whether and which tool the model calls"),
+        "parallel_tool_calls": (Role.KEYED, "how many calls one answer may hold"),
+        "reasoning_effort": (Role.KEYED, "how hard the model thinks"),
+        "thinking_budget": (Role.KEYED, "how hard the model thinks"),
+        "verbosity": (Role.KEYED, "how long the answer is"),
+        "prediction": (Role.KEYED, "predicted output steers the answer"),
+        "service_tier": (Role.EXCLUDED, "latency class at the provider, same answer"),
+        "metadata": (Role.EXCLUDED, "the caller's bookkeeping at the provider"),
+        "store": (Role.EXCLUDED, "whether the provider keeps the completion"),
+        "safety_identifier": (Role.EXCLUDED, "abuse monitoring at the provider"),
+        "prompt_cache_key": (Role.EXCLUDED, "routes the provider's prompt cache, same answer"),
+        "drop_params": (Role.EXCLUDED, "refuse or drop: what is sent is keyed already"),
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},
     Message: {"role": (Role.KEYED, ""), "content": (Role.KEYED, "normalized"),
+              "parts": (Role.KEYED, "images by content hash, in order with the text"),
               "tool_calls": (Role.KEYED, "names and arguments, with the role"),
               "tool_call_id": (Role.EXCLUDED, "an opaque handle, fresh on every call: the "
                                               "position of the call it answers is keyed")},
@@ -60,6 +83,18 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
                "name": (Role.KEYED, ""), "arguments": (Role.KEYED, "as sent")},
     ToolDef: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),
               "parameters": (Role.KEYED, "canonical JSON")},
+    TextPart: {"type": (Role.KEYED, ""), "text": (Role.KEYED, "normalized, as content")},
+    ImagePart: {"type": (Role.KEYED, ""), "sha256": (Role.KEYED, "of the bytes, or of the URL"),
+                "detail": (Role.KEYED, "the resolution the model sees"),
+                "url": (Role.EXCLUDED, "keyed by its hash"),
+                "data": (Role.EXCLUDED, "keyed by its hash; never stored"),
+                "media_type": (Role.EXCLUDED, "read from the bytes the hash covers"),
+                "width": (Role.EXCLUDED, "read from the bytes the hash covers"),
+                "height": (Role.EXCLUDED, "read from the bytes the hash covers")},
+    ToolChoice: {"mode": (Role.KEYED, ""), "name": (Role.KEYED, "")},
+    ResponseSchema: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),
+                     "schema_": (Role.KEYED, "canonical JSON"), "strict": (Role.KEYED, "")},
+    Prediction: {"content": (Role.KEYED, "as sent")},
     CachePolicy: {"mode": (Role.EXCLUDED, "read/write control"),
                   "allow_nondeterministic": (Role.EXCLUDED, "cacheability, see cache_policy")},
 }
@@ -146,6 +181,7 @@ def encode_request(request: ChatRequest, policy: CompiledPolicy, model: str,
              "max_tokens", _ns(str(request.max_tokens)),
              "stop", _ns(str(len(stops))), *[_ns(x) for x in stops],
              "format", _ns(request.response_format),
+             *_params(request),
              "system", _ns(norm(static.system, report) if static.system else ""),
              "tools", _ns(str(len(static.tools))), *[_ns(_tool_json(t)) for t in static.tools],
              "few_shot", _ns(str(len(static.few_shot)))]
@@ -167,9 +203,31 @@ def encode_request(request: ChatRequest, policy: CompiledPolicy, model: str,
     return parts
 
 
+def keyed_params(request: ChatRequest) -> dict[str, object]:
+    """The generation parameters the caller set that take part in the key, as JSON values."""
+    roles = DECLARED[ChatRequest]
+    data = request.model_dump(mode="json", include=set(LATE_FIELDS))
+    return {name: data[name] for name in LATE_FIELDS
+            if roles[name][0] is Role.KEYED and data.get(name) is not None}
+
+
+def _params(request: ChatRequest) -> list[str]:
+    # Only when some are set, so the key of a request that sets none stays what it was. The
+    # tag cannot be mistaken for the "system" tag that otherwise follows "format".
+    found = keyed_params(request)
+    if not found:
+        return []
+    return ["params", _ns(json.dumps(found, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False))]
+
+
 def _role(m: Message) -> str:
-    """The role, with the calls an assistant turn made: a plain turn encodes as before, and no
-    plain role contains ':' so no tool turn can encode like a plain one."""
+    """The role, with the calls an assistant turn made or the images a user turn holds: a
+    plain turn encodes as before, and no plain role contains ':' or '|' so no tool or image
+    turn can encode like a plain one."""
+    if m.parts:
+        parts = ["t" if isinstance(p, TextPart) else [p.sha256, p.detail] for p in m.parts]
+        return f"{m.role}|img:" + json.dumps(parts, separators=(",", ":"))
     if not m.tool_calls:
         return m.role
     calls = [[c.name, c.arguments] for c in m.tool_calls]
@@ -185,7 +243,8 @@ def cache_key(request: ChatRequest, policy: CompiledPolicy, model: str, *,
     """The key of ``request`` under ``policy``; ``model`` comes from :func:`model_fingerprint`."""
     scope = scope_of(request, policy.policy.scope)
     parts = encode_request(request, policy, model, report, scope)
-    if not semantic:
+    # A turn's images are not in what the semantic cache embeds: such a turn matches exactly.
+    if not semantic or request.messages[-1].parts:
         return CacheKey(scope, _digest(parts), report=report)
     # The last netstring is the last user turn; everything before it must match exactly.
     last = policy.normalizer(request.messages[-1].content)

@@ -10,11 +10,27 @@ from pathlib import Path
 from typing import Any
 
 from models.domain.errors import ConfigError, UnknownModelError
+from models.domain.generation import EFFORTS
+from models.domain.image_tokens import ImageRule
 
 TIERS: tuple[str, ...] = ("cheap", "flagship", "self-hosted")
 PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "vllm", "gemini", "local")
 #: What a model produces: chat completions, or embedding vectors (models/domain/embedding.py).
 KINDS: tuple[str, ...] = ("chat", "embedding")
+#: What a model may declare it accepts (``capabilities = [...]`` in prices.toml).
+CAPABILITIES: tuple[str, ...] = (
+    "vision",              # image parts
+    "tools",               # tool definitions and tool turns
+    "forced_tool_choice",  # tool_choice required / a named function
+    "json_mode",           # response_format json_object
+    "json_schema",         # response_format json_schema (structured outputs)
+    "logprobs",            # logprobs / top_logprobs
+    "sampling",            # temperature other than the default, top_p
+    "penalties",           # presence / frequency penalty, logit_bias
+    "reasoning",           # reasoning_effort / thinking_budget (see reasoning_efforts)
+    "verbosity",           # OpenAI's verbosity
+    "prediction",          # OpenAI's predicted outputs
+)
 _MILLION = Decimal(1_000_000)
 _PLACES = Decimal("1e-12")
 
@@ -45,6 +61,18 @@ class ModelSpec:
     kind: str = "chat"
     #: An embedding model's limits (None for chat models): see EmbeddingLimits.
     embedding: EmbeddingLimits | None = None
+    #: What the model accepts (see CAPABILITIES); routing never sends it a request needing more.
+    capabilities: frozenset[str] = frozenset()
+    #: The reasoning efforts it takes, when it reasons.
+    reasoning_efforts: tuple[str, ...] = ()
+    #: The most output tokens (reasoning included) one answer may have.
+    max_output: int = 4096
+    #: How it counts an image's tokens.
+    image_rule: ImageRule = ImageRule()
+
+    def can(self, capability: str) -> bool:
+        """True when the model declares ``capability``."""
+        return capability in self.capabilities
 
     @property
     def backend(self) -> str:
@@ -181,10 +209,22 @@ def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str,
             output=_dec(entry.get("output"), "output", at),
             batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount", at),
         )
+    caps = frozenset(str(c) for c in entry.get("capabilities", ()))
+    if caps - set(CAPABILITIES):
+        raise ConfigError(f"{at}: unknown capabilities {sorted(caps - set(CAPABILITIES))}; "
+                          f"use any of {', '.join(CAPABILITIES)}")
+    efforts = tuple(str(e) for e in entry.get("reasoning_efforts", ()))
+    if set(efforts) - set(EFFORTS) or (bool(efforts) != ("reasoning" in caps)):
+        raise ConfigError(f"{at}: reasoning_efforts must list some of {', '.join(EFFORTS)} "
+                          "exactly when capabilities include 'reasoning'")
+    max_output = int(entry.get("max_output", min(4096, context)))
+    if not 0 < max_output <= context:
+        raise ConfigError(f"{at}: max_output must be a positive token count within context")
     return ModelSpec(name=name, provider=provider, tier=tier, context=context, price=price,
                      min_cacheable_tokens=int(entry.get("min_cacheable_tokens", 1024)),
-                     api_name=str(entry.get("api_name", name)))
-
+                     api_name=str(entry.get("api_name", name)), capabilities=caps,
+                     reasoning_efforts=efforts, max_output=max_output,
+                     image_rule=_image_rule(entry.get("images"), "vision" in caps, at))
 
 def _embedding_model(name: str, entry: dict[str, Any], gpu_hour: Decimal | None,
                      at: str) -> ModelSpec:
@@ -218,3 +258,16 @@ def _embedding_model(name: str, entry: dict[str, Any], gpu_hour: Decimal | None,
                      context=limits.max_item_tokens, price=price,
                      api_name=str(entry.get("api_name", name)), kind="embedding",
                      embedding=limits)
+
+
+
+def _image_rule(raw: Any, vision: bool, at: str) -> ImageRule:
+    """``images = {rule = "tiles", base = 85, tile = 170}`` (or patches / area)."""
+    if not vision:
+        return ImageRule()
+    if not isinstance(raw, dict) or raw.get("rule") not in ("tiles", "patches", "area"):
+        raise ConfigError(f"{at}: a vision model needs images = {{rule = \"tiles\" | "
+                          "\"patches\" | \"area\", ...}}: how it counts an image's tokens")
+    return ImageRule(kind=str(raw["rule"]), base=int(raw.get("base", 85)),
+                     tile=int(raw.get("tile", 170)),
+                     multiplier=float(raw.get("multiplier", 1.0)))

@@ -67,6 +67,12 @@ class ContextLengthError(ValidationError):
     code = "context_length_exceeded"
 
 
+class UnsupportedParameter(ValidationError):
+    """A parameter the routed model cannot honour; the message names the models that can."""
+
+    code = "unsupported_parameter"
+
+
 class BudgetExceeded(SluiceError):
     """Admission refused: the request's worst-case cost does not fit a budget."""
 

@@ -10,7 +10,9 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.domain.content import MAX_IMAGE_CHARS, ContentPart, ImagePart, TextPart
 from models.domain.errors import ValidationError
+from models.domain.generation import Effort, Prediction, ResponseSchema, ToolChoice
 
 Lane = Literal["interactive", "async"]
 LANES: tuple[str, ...] = ("interactive", "async")
@@ -36,12 +38,17 @@ class Message(BaseModel):
     """One chat turn of the dynamic part (or a few-shot example).
 
     A tool loop adds two kinds: an assistant turn that called tools (``tool_calls``, its text
-    may be empty) and a ``tool`` turn carrying one call's result (``tool_call_id``).
+    may be empty) and a ``tool`` turn carrying one call's result (``tool_call_id``). A user
+    turn with images keeps its text and images in order in ``parts``; ``content`` is then its
+    text parts joined by newlines (what routing, normalizing and text counting read). A turn
+    of text only has no parts, so it serializes and hashes as it always did.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     role: Literal["user", "assistant", "tool"]
+    #: Declared before ``content`` so that a turn of images alone passes its check.
+    parts: tuple[ContentPart, ...] = ()
     content: str = Field(default="", max_length=2_000_000)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
@@ -49,9 +56,29 @@ class Message(BaseModel):
     @field_validator("content")
     @classmethod
     def _user_says_something(cls, value: str, info: pydantic.ValidationInfo) -> str:
-        if info.data.get("role") == "user" and not value:
+        if info.data.get("role") == "user" and not value and not info.data.get("parts"):
             raise ValueError("a user message needs content")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_of_parts(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not raw.get("parts"):
+            return raw
+        parts = list(raw["parts"])
+        texts = [p.text if isinstance(p, TextPart) else p.get("text", "")
+                 for p in parts if (p.type if isinstance(p, BaseModel)
+                                    else (p or {}).get("type")) == "text"]
+        out = dict(raw)
+        out.setdefault("content", "\n".join(str(t) for t in texts))
+        if len(texts) == len(parts):  # text only: a plain turn, as before
+            out.pop("parts")
+        return out
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """The turn's images, in order."""
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
     @model_validator(mode="after")
     def _shape_fits_role(self) -> Message:
@@ -64,6 +91,11 @@ class Message(BaseModel):
             raise ValueError("only an assistant message has tool_calls")
         if self.role == "assistant" and not (self.content or self.tool_calls):
             raise ValueError("an assistant message needs content or tool_calls")
+        if self.parts and self.role != "user":
+            raise ValueError("only a user message has image parts")
+        if self.parts and self.content != "\n".join(p.text for p in self.parts
+                                                     if isinstance(p, TextPart)):
+            raise ValueError("content must be the text parts joined by newlines (or left out)")
         if len({c.id for c in self.tool_calls}) < len(self.tool_calls):
             raise ValueError("tool call ids must be unique within a turn")
         for call in self.tool_calls:
@@ -82,6 +114,11 @@ class Message(BaseModel):
     def to_openai(self) -> dict[str, Any]:
         """This turn as a chat-completions message."""
         out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.parts:
+            out["content"] = [{"type": "text", "text": p.text} if isinstance(p, TextPart) else
+                              {"type": "image_url", "image_url": {"url": p.data_url(),
+                                                                  "detail": p.detail}}
+                              for p in self.parts]
         if self.tool_calls:
             out["content"] = self.content or None
             out["tool_calls"] = openai_tool_calls(self.tool_calls)
@@ -98,7 +135,7 @@ def openai_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 #: Fields a turn gained for tool loops; plain turns are serialized without them.
-_TOOL_FIELDS = {"tool_calls", "tool_call_id"}
+_TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts"}
 _STABLE = {"few_shot": {"__all__": _TOOL_FIELDS}}
 
 
@@ -153,6 +190,14 @@ class CachePolicy(BaseModel):
     allow_nondeterministic: bool = False
 
 
+#: Request fields added after the first release, all unset by default: a message leaves them
+#: out while unset, so workers of an older release still read it (queues/envelope.py).
+LATE_FIELDS: tuple[str, ...] = (
+    "response_schema", "top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+    "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls", "reasoning_effort",
+    "thinking_budget", "verbosity", "prediction", "service_tier", "metadata", "store",
+    "safety_identifier", "prompt_cache_key", "drop_params")
+
 #: The longest a caller may say it waits (``timeout_s``, ``x-sluice-timeout``): a day.
 MAX_TIMEOUT_S = 86_400.0
 
@@ -173,9 +218,39 @@ class ChatRequest(BaseModel):
     max_tokens: int = Field(default=512, ge=1, le=200_000)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     stop: tuple[str, ...] = Field(default=(), max_length=4)
-    response_format: Literal["text", "json"] = "text"
+    #: ``json_schema`` needs ``response_schema``, the schema the answer must follow.
+    response_format: Literal["text", "json", "json_schema"] = "text"
     model: str = Field(default="auto", min_length=1, max_length=128)
     cache: CachePolicy = CachePolicy()
+    # What follows is unset (None) unless the caller sets it; models/domain/params.py says
+    # what each provider gets for each of them, and refuses what the routed model cannot do.
+    response_schema: ResponseSchema | None = None
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    #: Token id (as text) -> bias in [-100, 100].
+    logit_bias: dict[str, int] | None = Field(default=None, max_length=1024)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    #: How hard a reasoning model thinks (OpenAI's levels; Anthropic gets a thinking budget).
+    reasoning_effort: Effort | None = None
+    #: Tokens a model may think for (Anthropic's ``budget_tokens``; OpenAI gets an effort).
+    thinking_budget: int | None = Field(default=None, ge=1024, le=200_000)
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prediction: Prediction | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    #: The caller's own key-value pairs for the provider (OpenAI ``metadata``).
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    store: bool | None = None
+    safety_identifier: str | None = Field(default=None, min_length=1, max_length=64)
+    #: The caller's own provider prompt-cache key: it wins over the one sluicegate derives.
+    prompt_cache_key: str | None = Field(default=None, min_length=1, max_length=1024)
+    #: Drop parameters the routed model cannot honour instead of refusing the request (the
+    #: front door's ``x-sluice-drop-params``); the result's route lists what was dropped.
+    drop_params: bool = False
     #: How long the caller waits for the answer (seconds). A request still queued after this
     #: (when unset: after its lane's ``queue_timeout_s``) is not run and costs nothing.
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
@@ -189,7 +264,53 @@ class ChatRequest(BaseModel):
             raise ValueError("the last message must have role 'user' (or 'tool': a tool's "
                              "result the model goes on from)")
         _results_follow_their_calls(value)
+        data = sum(len(i.data or "") for m in value for i in m.images)
+        if data > MAX_IMAGE_CHARS:
+            raise ValueError(f"the images' data add up to {data} base64 characters; at most "
+                             f"{MAX_IMAGE_CHARS} fit one request: send large images as https "
+                             "URLs")
         return value
+
+    @field_validator("response_schema")
+    @classmethod
+    def _schema_with_its_format(cls, value: ResponseSchema | None,
+                                info: pydantic.ValidationInfo) -> ResponseSchema | None:
+        if (info.data.get("response_format") == "json_schema") != (value is not None):
+            raise ValueError("response_format 'json_schema' goes with a response_schema, and "
+                             "a response_schema with response_format 'json_schema'")
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: pydantic.ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs=true")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_names_a_tool(cls, value: ToolChoice | None,
+                             info: pydantic.ValidationInfo) -> ToolChoice | None:
+        static = info.data.get("static")
+        names = {t.name for t in static.tools} if isinstance(static, StaticPart) else set()
+        if value is not None and value.mode == "function" and value.name not in names:
+            raise ValueError(f"tool_choice names {value.name!r}, which is not one of the "
+                             "request's tools")
+        if value is not None and value.forces and not names:
+            raise ValueError("tool_choice forces a tool call, but the request has no tools")
+        return value
+
+    @field_validator("thinking_budget")
+    @classmethod
+    def _one_reasoning_knob(cls, value: int | None, info: pydantic.ValidationInfo) -> int | None:
+        if value is not None and info.data.get("reasoning_effort") is not None:
+            raise ValueError("set reasoning_effort or thinking_budget, not both")
+        return value
+
+    @property
+    def has_images(self) -> bool:
+        """True when any turn carries an image."""
+        return any(m.parts for m in self.messages)
 
     def prompt_text(self) -> str:
         """Every prompt string in order (static first), for token estimates and routing."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,8 @@ class Route(BaseModel):
     reason: str = ""
     #: The router's score (probability the cheap tier suffices), when a router decided.
     score: float | None = None
+    #: Parameters left out because the model cannot honour them and the caller allowed it.
+    dropped: tuple[str, ...] = ()
 
     @property
     def queue(self) -> str:
@@ -64,6 +66,8 @@ class ChatResult(BaseModel):
     timings: Timings = Timings()
     #: Calls to the request's tools the model made instead of (or beside) answering in text.
     tool_calls: tuple[ToolCall, ...] = ()
+    #: Per-token log probabilities (OpenAI's ``logprobs.content``), when asked for.
+    logprobs: tuple[dict[str, Any], ...] | None = None
 
     @property
     def saved(self) -> Decimal:

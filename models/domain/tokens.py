@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import tiktoken
 
-    from models.domain.request import ChatRequest
+    from models.domain.catalogue import ModelSpec
+    from models.domain.request import ChatRequest, Message
 
 _URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 _SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -71,16 +72,28 @@ def count_text(text: str) -> int:
     return len(enc.encode(text, disallowed_special=()))
 
 
-def count_request(request: ChatRequest) -> int:
-    """Prompt tokens of a whole request, static part and chat framing included."""
+def count_request(request: ChatRequest, model: ModelSpec | None = None) -> int:
+    """Prompt tokens of a whole request, static part and chat framing included; images by
+    ``model``'s rule (without a model, OpenAI's tile rule)."""
     total = PER_REPLY
     if request.static.system:
         total += PER_MESSAGE + count_text(request.static.system)
     for msg in (*request.static.few_shot, *request.messages):
-        total += PER_MESSAGE + count_text(msg.content)
+        total += PER_MESSAGE + (count_parts(msg, model) if msg.parts
+                                else count_text(msg.content))
         for call in msg.tool_calls:
             total += count_text(call.name) + count_text(call.arguments)
     for tool in request.static.tools:
         total += PER_MESSAGE + count_text(tool.name) + count_text(tool.description)
         total += count_text(str(tool.parameters))
     return total
+
+
+def count_parts(msg: Message, model: ModelSpec | None) -> int:
+    """Tokens of a turn's text parts (each on its own, as a provider counts them) and images."""
+    from models.domain.content import TextPart
+    from models.domain.image_tokens import ImageRule, image_tokens
+
+    rule = model.image_rule if model is not None else ImageRule(kind="tiles")
+    return sum(count_text(p.text) if isinstance(p, TextPart)
+               else image_tokens(rule, p.width, p.height, p.detail) for p in msg.parts)

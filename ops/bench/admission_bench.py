@@ -133,8 +133,9 @@ def run(producers: int = 16, per_producer: int = 400, procs: bool = False) -> di
         limit = AMOUNT * producers * per_producer / 2  # demand is about twice the room
         with sessions() as s:
             set_budget(s, "org", "bench-org", "daily", hard=Decimal(1000))
-            set_budget(s, "team", "bench-team", "daily", hard=Decimal(1000))
-            set_budget(s, "feature", "bench-feature", "total", hard=limit)
+            # The org's own team and feature budgets (budgets are matched within an org).
+            set_budget(s, "team", "bench-team", "daily", hard=Decimal(1000), org="bench-org")
+            set_budget(s, "feature", "bench-feature", "total", hard=limit, org="bench-org")
             s.commit()
         floor = _floor(url, producers, per_producer)
         ctx = mp.get_context("spawn")
@@ -167,7 +168,7 @@ def run(producers: int = 16, per_producer: int = 400, procs: bool = False) -> di
             w.join()
         settler.join()
         with sessions() as s:
-            feat = get_budget(s, "feature", "bench-feature", "total")
+            feat = get_budget(s, "feature", "bench-feature", "total", org="bench-org")
         assert feat is not None
         return {"admission": summary(lat), "floor": summary(floor), "wall_s": wall,
                 "per_s": len(lat) / wall, "admitted": admitted, "refused": refused,

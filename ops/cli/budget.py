@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Annotated, Any, Optional
 
 import typer
@@ -21,6 +22,9 @@ err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole in log
 
 _SCOPE_HELP = "org, lane, team, feature or user."
 _WINDOW_HELP = "hourly, daily, monthly or total."
+_ORG_HELP = ("Whose budget: an org name. Default: team, feature and user budgets belong to "
+             "the 'default' org; a lane budget without --org is deployment-wide (every org; "
+             "at its hard limit the lane's queues pause); an org budget is its own org's.")
 
 
 @contextmanager
@@ -57,6 +61,7 @@ def set_cmd(
                                                      "80%; alerts once per window.")] = None,
     webhook: Annotated[Optional[str], typer.Option(help="URL that receives alerts as JSON "
                                                         "('' removes it).")] = None,
+    org: Annotated[Optional[str], typer.Option(help=_ORG_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
     actor: Annotated[Optional[str], typer.Option(
@@ -68,13 +73,13 @@ def set_cmd(
     with _session() as s:
         limit = parse_usd(hard, "hard")
         budget = set_budget(s, scope, key, window, hard=limit, soft=parse_soft(soft, limit),
-                            webhook_url=webhook)
+                            webhook_url=webhook, org=org)
         from ops.audit import record
 
         # Same transaction: the change and its audit row land together or not at all.
         record("budget.set", target=budget.name, reason=reason, actor=actor, session=s,
                detail={"hard": plain(limit), "soft": soft, "window": window,
-                       "webhook": webhook is not None})
+                       "org": budget.org, "webhook": webhook is not None})
         s.commit()
     if as_json:
         console.print_json(data=budget_json(budget))
@@ -87,13 +92,15 @@ def set_cmd(
 @budget_app.command("list")
 def list_cmd(
     scope: Annotated[Optional[str], typer.Option(help="Only this scope.")] = None,
+    org: Annotated[Optional[str], typer.Option(
+        help="Only this org's budgets ('*': the deployment-wide ones).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Every budget with its spend, reservations, room and when its window resets."""
     from models.db.budgets import list_budgets
 
     with _session() as s:
-        budgets = list_budgets(s, scope)
+        budgets = list_budgets(s, scope, org=org)
     if as_json:
         console.print_json(data=[budget_json(b) for b in budgets])
         return
@@ -111,6 +118,7 @@ def show_cmd(
     scope: Annotated[str, typer.Argument(help=_SCOPE_HELP)],
     key: Annotated[str, typer.Argument(help="The org, lane, team, feature or user name.")],
     window: Annotated[str, typer.Option(help=_WINDOW_HELP)] = "daily",
+    org: Annotated[Optional[str], typer.Option(help=_ORG_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """One budget in detail: usage, open reservations, alerts and the pauses it caused."""
@@ -119,10 +127,10 @@ def show_cmd(
     from models.db.budgets import AlertRow, PauseRow, get_budget, open_reservations
 
     with _session() as s:
-        budget = get_budget(s, scope, key, window)
+        budget = get_budget(s, scope, key, window, org=org)
         if budget is None:
-            err_console.print(f"[red]no budget {scope}:{key}:{window}[/]; see `sluice budget "
-                              "list`, or create it with `sluice budget set`")
+            err_console.print(f"[red]no budget {_named(scope, key, window, org)}[/]; see "
+                              "`sluice budget list`, or create it with `sluice budget set`")
             raise typer.Exit(1)
         count, held = open_reservations(s, budget.id)
         alerts = s.scalars(select(AlertRow).where(AlertRow.budget_id == budget.id)
@@ -153,6 +161,7 @@ def rm_cmd(
     scope: Annotated[str, typer.Argument(help=_SCOPE_HELP)],
     key: Annotated[str, typer.Argument(help="The org, lane, team, feature or user name.")],
     window: Annotated[str, typer.Option(help=_WINDOW_HELP)] = "daily",
+    org: Annotated[Optional[str], typer.Option(help=_ORG_HELP)] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit log (`sluice audit`).")] = "",
     actor: Annotated[Optional[str], typer.Option(
         help="Who acts, for the audit log (default: SLUICE_ACTOR or the OS user).")] = None,
@@ -160,18 +169,25 @@ def rm_cmd(
     """Remove a budget (its pauses and alerts go with it)."""
     from models.db.budgets import delete_budget
 
+    name = _named(scope, key, window, org)
     with _session() as s:
-        found = delete_budget(s, scope, key, window)
+        found = delete_budget(s, scope, key, window, org=org)
         if found:
             from ops.audit import record
 
-            record("budget.rm", target=f"{scope}:{key}:{window}", reason=reason, actor=actor,
-                   session=s)
+            record("budget.rm", target=name, reason=reason, actor=actor, session=s)
         s.commit()
     if not found:
-        err_console.print(f"[red]no budget {scope}:{key}:{window}[/]")
+        err_console.print(f"[red]no budget {name}[/]")
         raise typer.Exit(1)
-    console.print(f"budget {scope}:{key}:{window} removed")
+    console.print(f"budget {name} removed")
+
+
+def _named(scope: str, key: str, window: str, org: str | None) -> str:
+    """How a budget given on the command line is named (as Budget.name does)."""
+    from models.domain.budget import Budget
+
+    return Budget(scope, key, window, Decimal(0), org=org or "").name
 
 
 def budget_json(budget: Any) -> dict[str, Any]:
@@ -179,7 +195,7 @@ def budget_json(budget: Any) -> dict[str, Any]:
     def money(v: Any) -> str | None:
         return None if v is None else plain(v)
 
-    return {"budget": budget.name, "scope": budget.scope, "key": budget.key,
+    return {"budget": budget.name, "org": budget.org, "scope": budget.scope, "key": budget.key,
             "window": budget.window, "hard_limit": money(budget.hard_limit),
             "soft_limit": money(budget.soft_limit), "spent": money(budget.spent),
             "reserved": money(budget.reserved), "room": money(budget.room),

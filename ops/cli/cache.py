@@ -41,11 +41,30 @@ def explain_request(cache: Any, request: Any, *, probe: bool = False) -> dict[st
             "few_shot": [{"role": m.role, "content": norm(m.content)}
                          for m in request.static.few_shot],
             "messages": [{"role": m.role, "content": norm(m.content)} for m in request.messages]},
+        "params": params_used(request),
         "digest": key.digest, "key": cache.entry_key(key),
         "semantic": policy.policy.semantic}
     if probe:
         out["stored"] = cache.peek(request) is not None
     return out
+
+
+def params_used(request: Any) -> dict[str, Any]:
+    """The generation parameters the request sets: those in the key with their values, those
+    left out with why (models/domain/cache_key.py DECLARED), and its images by hash."""
+    from models.domain.cache_key import DECLARED, Role, keyed_params
+    from models.domain.request import LATE_FIELDS, ChatRequest
+
+    roles = DECLARED[ChatRequest]
+    keyed: dict[str, Any] = {"temperature": request.temperature,
+                             "max_tokens": request.max_tokens, "stop": list(request.stop),
+                             "response_format": request.response_format,
+                             **keyed_params(request)}
+    ignored = {name: roles[name][1] for name in LATE_FIELDS
+               if roles[name][0] is not Role.KEYED and getattr(request, name) not in (None, False)}
+    images = [{"sha256": i.sha256, "detail": i.detail} for m in request.messages
+              for i in m.images]
+    return {"keyed": keyed, "not_keyed": ignored, "images": images}
 
 
 @cache_app.command()
@@ -88,6 +107,16 @@ def explain(
         console.print(f"[dim]system:[/] {escape(repr(normalized['system']))}")
     for m in normalized["few_shot"] + normalized["messages"]:
         console.print(f"[dim]{m['role']}:[/] {escape(repr(m['content']))}")
+    params = out["params"]
+    console.print(escape("keyed params: " + ", ".join(f"{k}={json.dumps(v)}"
+                                                       for k, v in params["keyed"].items())),
+                  highlight=False)
+    if params["not_keyed"]:
+        console.print(escape("not keyed: " + "; ".join(
+            f"{k} ({why})" for k, why in params["not_keyed"].items())), highlight=False)
+    for image in params["images"]:
+        console.print(f"image: sha256 {image['sha256'][:16]}… detail {image['detail']}",
+                      highlight=False)
     console.print(f"key: [bold]{out['key']}[/]")
     if probe:
         console.print("stored: " + ("yes" if out["stored"] else "no"))

@@ -25,12 +25,15 @@ def spend_table(title: str, headers: list[str], lines: list[Any]) -> Table:
     table = Table(title=title, title_justify="left")
     for h in headers:
         table.add_column(h)
-    for col in ("requests", "cache hits", "cost", "of it estimated", "no-lever cost", "saved"):
+    for col in ("requests", "cache hits", "output tokens", "reasoning tokens", "cost",
+                "of it estimated", "no-lever cost", "saved"):
         table.add_column(col, justify="right")
     tot_cost = tot_base = tot_est = Decimal(0)
-    tot_n = tot_hits = 0
+    tot_n = tot_hits = tot_out = tot_reasoning = 0
     for line in lines:
-        table.add_row(*line.key, str(line.requests), str(line.cache_hits), money(line.cost),
+        reasoning = line.reasoning_tokens
+        table.add_row(*line.key, str(line.requests), str(line.cache_hits),
+                      str(line.output_tokens), str(reasoning), money(line.cost),
                       money(line.estimated_cost), money(line.baseline_cost),
                       pct(line.saved, line.baseline_cost))
         tot_cost += line.cost
@@ -38,9 +41,12 @@ def spend_table(title: str, headers: list[str], lines: list[Any]) -> Table:
         tot_base += line.baseline_cost
         tot_n += line.requests
         tot_hits += line.cache_hits
+        tot_out += line.output_tokens
+        tot_reasoning += reasoning
     table.add_section()
     table.add_row("total", *[""] * (len(headers) - 1), str(tot_n), str(tot_hits),
-                  money(tot_cost), money(tot_est), money(tot_base),
+                  str(tot_out), str(tot_reasoning), money(tot_cost), money(tot_est),
+                  money(tot_base),
                   pct(tot_base - tot_cost, tot_base), style="bold")
     return table
 
@@ -49,6 +55,7 @@ def spend_json(lines: list[Any], headers: list[str]) -> list[dict[str, Any]]:
     """SpendLines as JSON-safe dicts (money as strings, never floats)."""
     return [dict(zip(headers, line.key), requests=line.requests, cache_hits=line.cache_hits,
                  input_tokens=line.input_tokens, output_tokens=line.output_tokens,
+                 reasoning_tokens=line.reasoning_tokens,
                  cache_read_tokens=line.cache_read_tokens,
                  prompt_cache_hit_rate=(round(line.cache_read_tokens / line.input_tokens, 4)
                                         if line.input_tokens else 0.0),

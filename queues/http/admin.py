@@ -1,7 +1,9 @@
-"""Operator endpoints: mint, list and revoke API keys; health. Every one needs an operator key."""
+"""Operator endpoints: mint, list and revoke API keys; health. Every one needs an operator key,
+and acts in that key's org only unless the key was minted deployment-wide (``all_orgs``)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -9,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models.db.api_keys import ROLES, ApiKeyRow, create_key, list_keys, revoke_key
+from models.db.api_keys import ROLES, ApiKeyRow, create_key, info_of, list_keys, revoke_key
 from models.domain.errors import ValidationError
+from queues.http.auth import AuthError, acting_org
 from queues.http.chat import door, guarded, read_json
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response
@@ -39,59 +42,98 @@ def _text(body: dict[str, Any], field: str, default: str | None, pattern: re.Pat
 
 def key_json(row: ApiKeyRow) -> dict[str, Any]:
     """A key's public description (its secret is never stored, so never shown)."""
+    info = info_of(row)
     return {"id": row.id, "team": row.team, "org": row.org, "role": row.role, "name": row.name,
-            "created_at": row.created_at.isoformat(),
+            "feature": info.feature,
+            "features": list(info.features) if info.features is not None else None,
+            "users": list(info.users) if info.users is not None else None,
+            "all_orgs": info.all_orgs, "created_at": row.created_at.isoformat(),
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
+
+
+_FIELDS = {"team", "org", "role", "name", "feature", "allow_features", "allow_users", "all_orgs"}
+
+
+def _names(body: dict[str, Any], field: str) -> list[str] | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > 100:
+        raise ValidationError(f"{field} must be a list of names (at most 100)", field=field)
+    return [_text({field: v}, field, None, _NAME) for v in value]
 
 
 @guarded
 async def create_key_endpoint(request: Request) -> Response:
-    """``POST /admin/keys`` ``{team, org?, role?, name?}``: the key is in the answer, once."""
+    """``POST /admin/keys`` ``{team, org?, role?, name?, feature?, allow_features?,
+    allow_users?, all_orgs?}``: the key is in the answer, once. An operator key mints keys of
+    its own org only (the default), unless it acts in every org."""
     fd = door(request)
-    await fd.keys.principal(request, operator=True)
+    me = await fd.keys.principal(request, operator=True)
     body = await read_json(request)
-    unknown = sorted(set(body) - {"team", "org", "role", "name"})
+    unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
     team = _text(body, "team", None, _NAME)
-    org = _text(body, "org", "default", _NAME)
+    org = acting_org(me, _text(body, "org", me.org, _NAME))
     role = _text(body, "role", "team", None)
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
     name = _text(body, "name", "", None, max_len=100)
-    token, info = await run_in_threadpool(_mint, fd, team, org, role, name)
+    feature = None if body.get("feature") is None else _text(body, "feature", None, _NAME)
+    features, users = _names(body, "allow_features"), _names(body, "allow_users")
+    if features and feature is None:
+        raise ValidationError("name the key's default feature to bind it to features",
+                              field="feature")
+    all_orgs = body.get("all_orgs", False)
+    if not isinstance(all_orgs, bool) or (all_orgs and role != "operator"):
+        raise ValidationError("all_orgs is true or false, and only for an operator key",
+                              field="all_orgs")
+    if all_orgs and not me.all_orgs:
+        raise AuthError("only a deployment-wide operator key mints another one", status=403,
+                        code="org_not_allowed", param="all_orgs")
+    token, info = await run_in_threadpool(functools.partial(
+        _mint, fd, team=team, org=org, role=role, name=name, feature=feature,
+        allow_features=features or (), allow_users=users, all_orgs=all_orgs))
     return JSONResponse({"id": info.id, "key": token, "team": team, "org": org, "role": role,
-                         "name": name}, status_code=201)
+                         "name": name, "feature": info.feature,
+                         "features": list(info.features) if info.features is not None else None,
+                         "users": list(info.users) if info.users is not None else None,
+                         "all_orgs": info.all_orgs}, status_code=201)
 
 
-def _mint(fd: FrontDoor, team: str, org: str, role: str, name: str) -> Any:
+def _mint(fd: FrontDoor, **fields: Any) -> Any:
     with fd.sessions() as s:
-        out = create_key(s, team=team, org=org, role=role, name=name)
+        out = create_key(s, **fields)
         s.commit()
     return out
 
 
 @guarded
 async def list_keys_endpoint(request: Request) -> Response:
-    """``GET /admin/keys[?team=T]``."""
+    """``GET /admin/keys[?team=T][&org=O]``: the keys of the operator key's org (of every
+    org, or of ``org``, for a deployment-wide operator key)."""
     fd = door(request)
-    await fd.keys.principal(request, operator=True)
+    me = await fd.keys.principal(request, operator=True)
     team = request.query_params.get("team")
     if team is not None:
         team = _text({"team": team}, "team", None, _NAME)
+    asked = request.query_params.get("org")
+    org = None if me.all_orgs and asked is None else acting_org(me, asked)
 
     def read() -> list[dict[str, Any]]:
         with fd.sessions() as s:
-            return [key_json(r) for r in list_keys(s, team)]
+            return [key_json(r) for r in list_keys(s, team, org=org)]
 
     return JSONResponse({"object": "list", "data": await run_in_threadpool(read)})
 
 
 @guarded
 async def revoke_key_endpoint(request: Request) -> Response:
-    """``DELETE /admin/keys/{key_id}``: the key stops working at once in this process."""
+    """``DELETE /admin/keys/{key_id}``: the key (of the operator's org) stops working at once
+    in this process."""
     fd = door(request)
-    await fd.keys.principal(request, operator=True)
+    me = await fd.keys.principal(request, operator=True)
     key_id = request.path_params["key_id"]
     if not _KEY_ID.match(key_id):
         # Never a key: answer as for a revoked or unknown one, without asking the database.
@@ -99,7 +141,8 @@ async def revoke_key_endpoint(request: Request) -> Response:
 
     def revoke() -> bool:
         with fd.sessions() as s:
-            done = revoke_key(s, key_id)
+            # Another org's key is "not found", as an unknown one: its id tells nothing.
+            done = revoke_key(s, key_id, org=None if me.all_orgs else me.org)
             s.commit()
         return done
 

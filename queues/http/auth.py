@@ -1,10 +1,12 @@
-"""Bearer API keys: verified against the hashed key table, remembered briefly in process."""
+"""Bearer API keys: verified against the hashed key table, remembered briefly in process; what
+a key may bill (its features and users) and act on (an operator's org)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
 from collections import OrderedDict
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -12,18 +14,66 @@ from starlette.requests import Request
 
 from models.db.api_keys import KeyInfo, verify_key
 from models.domain.errors import SluiceError
+from queues.http.translate import H_FEATURE, H_USER
 
 
 class AuthError(SluiceError):
-    """No key, a wrong key, or a key without the rights the endpoint needs."""
+    """No key, a wrong key, or a key without the rights the request needs."""
 
     code = "invalid_api_key"
 
-    def __init__(self, message: str, *, status: int = 401) -> None:
+    def __init__(self, message: str, *, status: int = 401, code: str | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
-        if status == 403:
+        self.param = param
+        if code is not None:
+            self.code = code
+        elif status == 403:
             self.code = "operator_key_required"
+
+
+def bill_as_key_allows(key: KeyInfo, data: dict[str, Any], headers: Any) -> None:
+    """Set ``data``'s feature and user from what ``key`` may bill, or raise a 403 naming the
+    one it may not: a header cannot move spend under another feature's or user's cap.
+
+    ``x-sluice-feature`` wins when the key allows that feature; with no header the key's
+    default feature applies. A key bound to users must name one of them (``x-sluice-user``
+    or the body's ``user``) unless it is bound to exactly one, which then applies.
+    """
+    named = headers.get(H_FEATURE)
+    feature = named or key.feature
+    if not key.may_bill_feature(feature):
+        allowed = ", ".join(key.features or ())
+        raise AuthError(f"this key may not bill feature {feature!r} (it bills {allowed}); "
+                        f"send one of those in {H_FEATURE}, or ask an operator for a key of "
+                        f"that feature (`sluice keys create --team {key.team} --feature "
+                        f"{feature}`)", status=403, code="feature_not_allowed", param=H_FEATURE)
+    data["feature"] = feature
+    user = data.get("user")
+    if key.users is None:
+        return
+    if user is None and len(key.users) == 1:
+        data["user"] = key.users[0]
+        return
+    if user is None or not key.may_bill_user(user):
+        what = "names no user" if user is None else f"may not bill user {user!r}"
+        raise AuthError(f"this request {what}: this key bills users {', '.join(key.users)} "
+                        f"only; name one in {H_USER}", status=403, code="user_not_allowed",
+                        param=H_USER)
+
+
+def acting_org(key: KeyInfo, org: str | None) -> str:
+    """The org an operator ``key`` acts on: ``org`` if given and the key may act there (a
+    deployment-wide operator key, or its own org), else its own; a 403 otherwise."""
+    if org is None or org == key.org:
+        return key.org
+    if not key.all_orgs:
+        raise AuthError(f"this operator key acts in org {key.org!r} only; org {org!r} needs an "
+                        "operator key of that org or a deployment-wide one (`sluice keys "
+                        "create --operator --all-orgs`)", status=403, code="org_not_allowed",
+                        param="org")
+    return org
 
 
 class KeyBook:

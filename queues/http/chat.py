@@ -18,10 +18,11 @@ from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
 from queues.handle import Handle, ReadyHandle, decode_reply
-from queues.http.auth import AuthError
+from queues.http.auth import AuthError, acting_org, bill_as_key_allows
 from queues.http.context import FrontDoor
 from queues.http.errors import error_response, sluice_error_response
 from queues.http.flight import Flight
+from queues.http.jobs import job_key
 from queues.http.relay import Relay
 from queues.http.stream import stream_response
 from queues.http.translate import (H_LANE, completion_body, param_for, sluice_headers,
@@ -47,7 +48,7 @@ def guarded(handler: Endpoint) -> Endpoint:
         try:
             return await handler(request)
         except AuthError as err:
-            return error_response(err.status, err.message, code=err.code)
+            return error_response(err.status, err.message, code=err.code, param=err.param)
         except SluiceError as err:
             param = getattr(err, "field", None)
             return sluice_error_response(err, param=param if isinstance(param, str) else None)
@@ -92,6 +93,7 @@ async def chat_completions(request: Request) -> Response:
         fd.shedder.check()
     body = await read_json(request)
     data, origin = to_request(body, request.headers, team=key.team, org=key.org, key_id=key.id)
+    bill_as_key_allows(key, data, request.headers)
     stream, include_usage = stream_mode(body)
     fresh = "request_id" not in data  # minted here: no earlier run can have answered it
     data.setdefault("request_id", uuid.uuid4().hex)
@@ -109,7 +111,7 @@ async def chat_completions(request: Request) -> Response:
                               "task_id": getattr(handle, "task_id", handle.request_id)}
     if isinstance(handle, ReadyHandle):  # answered from the response cache: nothing queued
         record["reply"] = ok_reply(handle.result())
-    await fd.jobs.put(handle.request_id, record)
+    await fd.jobs.put(job_key(handle.request_id, key.org, key.team), record)
     return JSONResponse(job_body(handle.request_id, "completed" if "reply" in record else "queued"),
                         status_code=202, headers={"x-sluice-request-id": handle.request_id,
                                                   "location": f"/v1/jobs/{handle.request_id}"})
@@ -182,14 +184,20 @@ def job_body(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
 
 
 async def _job(request: Request) -> tuple[FrontDoor, str, dict[str, Any] | None]:
-    """The door, the job id and its record: None unless the key's team owns it (operators
-    see every team's)."""
+    """The door, the job id and its record: None unless it is the key's team's job. An
+    operator key names another team of its org with ``?team=`` (and, deployment-wide, another
+    org with ``?org=``)."""
     fd = door(request)
     key = await fd.keys.principal(request)
     job_id = request.path_params["job_id"]
-    record = await fd.jobs.get(job_id)
-    if record is None or (not key.is_operator and (record.get("team"), record.get("org"))
-                          != (key.team, key.org)):
+    org, team = key.org, key.team
+    if key.is_operator:
+        org = acting_org(key, request.query_params.get("org"))
+        team = request.query_params.get("team") or team
+    record = await fd.jobs.get(job_key(job_id, org, team))
+    if record is None:  # a record written by the previous release, under the bare id
+        record = await fd.jobs.get(job_id)
+    if record is None or (record.get("team"), record.get("org")) != (team, org):
         return fd, job_id, None
     return fd, job_id, record
 
@@ -224,7 +232,8 @@ async def get_job(request: Request) -> Response:
         return JSONResponse(job_body(job_id, status, error=err))
     # Celery does not track STARTED here (one more write per task): a worker's claim, the
     # ledger row, says the job runs; a cancel mark on a job not yet claimed, that it will not.
-    if state in ("STARTED", "RETRY") or await run_in_threadpool(fd.started, job_id):
+    if state in ("STARTED", "RETRY") or await run_in_threadpool(fd.started, job_id,
+                                                                  record["org"], record["team"]):
         return JSONResponse(job_body(job_id, "running"))
     cancelling = await run_in_threadpool(fd.cancelling, record.get("task_id", job_id))
     return JSONResponse(job_body(job_id, "cancelling" if cancelling else "queued"))
@@ -246,12 +255,19 @@ async def cancel_job(request: Request) -> Response:
         return error_response(409, f"job {job_id} has already {done}: there is nothing left "
                               f"to cancel; GET /v1/jobs/{job_id} shows its outcome",
                               param="job_id", code="job_finished", retry=False)
-    if await run_in_threadpool(fd.started, job_id):
-        return error_response(409, f"job {job_id} has already started: a worker is running "
-                              "it and it will be billed; GET /v1/jobs/{id} shows its outcome",
-                              param="job_id", code="job_started", retry=False)
-    await run_in_threadpool(fd.gateway.cancel, record.get("task_id", job_id))
+    if await run_in_threadpool(fd.started, job_id, record["org"], record["team"]):
+        return _started(job_id)
+    # The mark and the worker's start race for one Redis key: the loser is told (a worker
+    # that claimed it since the ledger read above wins, and the job runs and is billed).
+    if not await run_in_threadpool(fd.gateway.cancel, record.get("task_id", job_id)):
+        return _started(job_id)
     return JSONResponse(job_body(job_id, "cancelling"), status_code=202)
+
+
+def _started(job_id: str) -> Response:
+    return error_response(409, f"job {job_id} has already started: a worker is running it and "
+                          f"it will be billed; GET /v1/jobs/{job_id} shows its outcome",
+                          param="job_id", code="job_started", retry=False)
 
 
 @guarded

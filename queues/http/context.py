@@ -103,12 +103,15 @@ class FrontDoor:
             return state, SluiceError(f"job {job_id} failed in the worker: {ar.result!r}")
         return state, None
 
-    def started(self, request_id: str) -> bool:
-        """Has a worker claimed this request? (its ledger row exists; blocking)"""
+    def started(self, request_id: str, org: str, team: str) -> bool:
+        """Has a worker claimed this request of ``org``/``team``? (its ledger row exists, and
+        is that tenant's: another team's row under the same id says nothing of this job;
+        blocking)"""
         from models.db import ledger
 
         with self.sessions() as s:
-            return ledger.get(s, request_id) is not None
+            row = ledger.get(s, request_id)
+        return row is not None and (row.org, row.team) == (org, team)
 
     def cancelling(self, task_id: str) -> bool:
         """Is a cancel mark waiting for this queued request? (blocking; False when unknown:
@@ -116,7 +119,7 @@ class FrontDoor:
         if self.gateway.cancels is None:
             return False
         try:
-            return bool(self.gateway.cancels.marked(task_id))
+            return self.gateway.cancels.state(task_id) == "cancelled"
         except Exception:  # noqa: BLE001 - a status poll must not fail on a side lookup
             log.debug("could not read the cancel mark of %s", task_id, exc_info=True)
             return False

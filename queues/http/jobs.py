@@ -1,4 +1,9 @@
-"""Who owns each async job (and a cache hit's answer), so only its team can poll it."""
+"""Who owns each async job (and a cache hit's answer), so only its team can poll it.
+
+Records are named by the job's tenant-scoped task id (its request id, org and team), never by
+the request id alone: two teams may pick the same id, and one's record must not replace the
+other's.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,16 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from models.domain.settings import Settings
+from queues.envelope import tenant_task_id
+
+
+def job_key(request_id: str, org: str, team: str) -> str:
+    """The name of the job record of ``request_id`` of ``org``/``team``."""
+    return tenant_task_id(request_id, org, team)
 
 
 class JobBook(Protocol):
-    """Job records: ``{"team", "org", "reply"?}``, kept as long as task results are."""
+    """Job records: ``{"team", "org", "task_id", "reply"?}``, kept as long as task results."""
 
     async def put(self, job_id: str, record: dict[str, Any]) -> None:
         """Keep ``record`` for ``job_id``."""

@@ -22,6 +22,8 @@ def _header(name: str, description: str, **schema: Any) -> dict[str, Any]:
             "schema": {"type": "string", **schema}}
 
 
+#: A list of names, or null: any.
+_NAMES_OR_ANY = {"type": ["array", "null"], "items": {"type": "string"}}
 _ERRORS = {"default": {"description": "An error, in OpenAI's shape.", "content": _json("Error")}}
 _SLUICE_HEADERS = {
     name: {"description": text, "schema": {"type": "string"}} for name, text in (
@@ -117,11 +119,25 @@ _SCHEMAS: dict[str, Any] = {
         "object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}}},
     "NewKey": {"type": "object", "required": ["team"], "additionalProperties": False,
                "properties": {"team": {"type": "string", "pattern": NAME_PATTERN},
-                              "org": {"type": "string", "pattern": NAME_PATTERN},
-                              "role": {"enum": ["team", "operator"]}, "name": {"type": "string"}}},
+                              "org": {"type": "string", "pattern": NAME_PATTERN,
+                                      "description": "Default: the operator key's own org."},
+                              "role": {"enum": ["team", "operator"]}, "name": {"type": "string"},
+                              "feature": {"type": "string", "pattern": NAME_PATTERN,
+                                          "description": "Binds the key: the feature billed "
+                                                         "when a request names none, and the "
+                                                         "only one with allow_features."},
+                              "allow_features": {"type": "array", "maxItems": 100, "items": {
+                                  "type": "string", "pattern": NAME_PATTERN}},
+                              "allow_users": {"type": "array", "maxItems": 100, "items": {
+                                  "type": "string", "pattern": NAME_PATTERN}},
+                              "all_orgs": {"type": "boolean",
+                                           "description": "An operator key acting in every "
+                                                          "org (minted by one only)."}}},
     "MintedKey": {"type": "object", "required": ["id", "key", "team", "org", "role"],
-                  "properties": {k: {"type": "string"}
-                                 for k in ("id", "key", "team", "org", "role", "name")}},
+                  "properties": {**{k: {"type": "string"} for k in
+                                    ("id", "key", "team", "org", "role", "name", "feature")},
+                                 "features": _NAMES_OR_ANY, "users": _NAMES_OR_ANY,
+                                 "all_orgs": {"type": "boolean"}}},
     "KeyList": {"type": "object", "required": ["data"], "properties": {
         "object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
@@ -130,10 +146,17 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+#: An operator key reads or cancels another team's job of its org (any org's, deployment-wide).
+_JOB_PARAMS = [_JOB_ID, *({"name": n, "in": "query", "required": False,
+                           "description": f"Operator keys: the job's {n}.",
+                           "schema": {"type": "string", "pattern": NAME_PATTERN}}
+                          for n in ("team", "org"))]
 _CHAT_PARAMS = [
-    _header("x-sluice-feature", "The feature this request is billed to (default 'default').",
+    _header("x-sluice-feature", "The feature this request is billed to (default: the key's "
+                                "feature); a 403 when the key may not bill it.",
             pattern=NAME_PATTERN),
-    _header("x-sluice-user", "The end user, for attribution (overrides the body's user).",
+    _header("x-sluice-user", "The end user, for attribution (overrides the body's user); a "
+                             "403 when the key is bound to other users.",
             pattern=NAME_PATTERN),
     _header("x-sluice-lane", "interactive (wait for the answer) or async (202 and a job).",
             enum=["interactive", "async"]),
@@ -175,10 +198,10 @@ def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
                               "202": {"description": "Accepted on the async lane: poll the job.",
                                       "content": _json("Job")}, **_ERRORS}}},
             "/v1/jobs/{job_id}": {
-                "get": {"operationId": "getJob", "parameters": [_JOB_ID],
+                "get": {"operationId": "getJob", "parameters": _JOB_PARAMS,
                         "responses": {"200": {"description": "The job.", "content": _json("Job")},
                                       **_ERRORS}},
-                "delete": {"operationId": "cancelJob", "parameters": [_JOB_ID],
+                "delete": {"operationId": "cancelJob", "parameters": _JOB_PARAMS,
                            "responses": {"202": {"description": "Cancelling: not sent to a "
                                                                 "provider unless already started.",
                                                  "content": _json("Job")}, **_ERRORS}}},
@@ -192,8 +215,8 @@ def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
                          "responses": {"201": {"description": "The new key, shown once.",
                                                "content": _json("MintedKey")}, **_ERRORS}},
                 "get": {"operationId": "listKeys",
-                        "parameters": [{"name": "team", "in": "query", "required": False,
-                                        "schema": {"type": "string"}}],
+                        "parameters": [{"name": n, "in": "query", "required": False,
+                                        "schema": {"type": "string"}} for n in ("team", "org")],
                         "responses": {"200": {"description": "Keys (never their secrets).",
                                               "content": _json("KeyList")}, **_ERRORS}}},
             "/admin/keys/{key_id}": {"delete": {

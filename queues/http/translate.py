@@ -10,17 +10,31 @@ from models.domain.errors import ValidationError
 from models.domain.request import MAX_TIMEOUT_S, openai_tool_calls
 from models.domain.result import ChatResult
 
-#: Accepted and ignored: they tune sampling or bookkeeping we do not model, not the answer's shape.
-IGNORED = frozenset({"top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias",
-                     "parallel_tool_calls", "store", "metadata", "service_tier",
-                     "prompt_cache_key", "safety_identifier"})
+#: Body parameters copied onto the request as they are (ChatRequest checks their values;
+#: models/domain/params.py decides, per routed model, what each provider gets).
+AS_IS = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+         "top_logprobs", "parallel_tool_calls", "reasoning_effort", "verbosity",
+         "service_tier", "metadata", "store", "safety_identifier", "prompt_cache_key")
 HANDLED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens",
                      "max_completion_tokens", "temperature", "stop", "response_format", "user",
-                     "stream", "stream_options", "n", "logprobs", "modalities"})
+                     "stream", "stream_options", "n", "modalities", "prediction", *AS_IS})
+#: Parameters no model behind sluicegate takes: always a 400 that says so.
+REFUSED = {"audio": "audio output is not supported: ask for text (leave out audio)",
+           "functions": "functions is deprecated: send tools instead",
+           "function_call": "function_call is deprecated: send tool_choice instead",
+           "web_search_options": "no model behind sluicegate searches the web",
+           "moderation": "moderation is not supported: moderate before or after the call",
+           "prompt_cache_options": "prompt_cache_options is not supported: sluicegate sets "
+                                   "the provider's prompt caching itself",
+           "prompt_cache_retention": "prompt_cache_retention is not supported: sluicegate "
+                                     "sets the provider's prompt caching itself"}
 #: Request headers carrying sluicegate attribution and options.
 H_FEATURE, H_USER, H_LANE = "x-sluice-feature", "x-sluice-user", "x-sluice-lane"
 H_REQUEST_ID, H_CACHE, H_BATCH = "x-sluice-request-id", "x-sluice-cache-mode", "x-sluice-batch"
 H_TIMEOUT = "x-sluice-timeout"
+#: Opt-in: drop what the routed model cannot honour instead of refusing (LiteLLM's
+#: drop_params); the answer's x-sluice-dropped-params header lists what was dropped.
+H_DROP, H_DROPPED = "x-sluice-drop-params", "x-sluice-dropped-params"
 #: Timeouts the official SDKs announce on each request (openai: read timeout; anthropic: the
 #: whole call). A request still queued when its client has given up is not worth running.
 SDK_TIMEOUT_HEADERS = ("x-stainless-timeout", "x-stainless-read-timeout")
@@ -34,9 +48,12 @@ def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str,
     Raises ValidationError naming the OpenAI parameter (or sluicegate header) at fault.
     """
     origin: dict[str, str] = {"feature": H_FEATURE, "lane": H_LANE, "request_id": H_REQUEST_ID,
-                              "static": "messages", "messages": "messages", "tools": "tools"}
+                              "static": "messages", "messages": "messages", "tools": "tools",
+                              "response_schema": "response_format", "drop_params": H_DROP}
     for name in body:
-        if name not in HANDLED and name not in IGNORED:
+        if name in REFUSED and body[name] is not None:
+            _bad(name, REFUSED[name])
+        if name not in HANDLED and name not in REFUSED:
             _bad(name, f"unrecognized request argument supplied: {name}")
     _check_unsupported(body)
     if "model" not in body:
@@ -63,7 +80,18 @@ def to_request(body: dict[str, Any], headers: Any, *, team: str, org: str,
     if body.get("stop") is not None:
         data["stop"] = [body["stop"]] if isinstance(body["stop"], str) else body["stop"]
     if body.get("response_format") is not None:
-        data["response_format"] = _response_format(body["response_format"])
+        data["response_format"], schema = _response_format(body["response_format"])
+        if schema is not None:
+            data["response_schema"] = schema
+    for name in AS_IS:
+        if body.get(name) is not None:
+            data[name] = body[name]
+    if body.get("tool_choice") is not None:
+        data["tool_choice"] = _tool_choice(body["tool_choice"])
+    if body.get("prediction") is not None:
+        data["prediction"] = {"content": _prediction(body["prediction"])}
+    if headers.get(H_DROP) is not None:
+        data["drop_params"] = _flag(headers[H_DROP], H_DROP)
     user = headers.get(H_USER) or body.get("user")
     if user is not None:
         data["user"], origin["user"] = user, H_USER if headers.get(H_USER) else "user"
@@ -137,13 +165,38 @@ def stream_mode(body: dict[str, Any]) -> tuple[bool, bool]:
 
 def _check_unsupported(body: dict[str, Any]) -> None:
     if body.get("n") not in (None, 1):
-        _bad("n", "only n=1 is supported")
-    if body.get("logprobs"):
-        _bad("logprobs", "logprobs are not supported")
+        _bad("n", "only n=1 is supported: send one request per answer you want")
     if body.get("modalities") not in (None, ["text"]):
-        _bad("modalities", "only text output is supported")
-    if body.get("tool_choice") not in (None, "auto"):
-        _bad("tool_choice", "only tool_choice='auto' is supported")
+        _bad("modalities", "only text output is supported (modalities=['text'])")
+    if body.get("logprobs") and body.get("stream"):
+        _bad("logprobs", "logprobs are returned with whole answers only: drop stream or "
+                         "logprobs")
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        _bad(name, f"{name} must be true or false")
+    return text in ("true", "1", "yes")
+
+
+def _tool_choice(raw: Any) -> dict[str, Any]:
+    """OpenAI's tool_choice (none, auto, required, or a named function) as a ToolChoice."""
+    if raw in ("none", "auto", "required"):
+        return {"mode": raw}
+    fn = raw.get("function") if isinstance(raw, dict) and raw.get("type") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        _bad("tool_choice", "tool_choice must be 'none', 'auto', 'required' or "
+                            "{'type': 'function', 'function': {'name': ...}}")
+    return {"mode": "function", "name": fn["name"]}
+
+
+def _prediction(raw: Any) -> str:
+    content = raw.get("content") if isinstance(raw, dict) and raw.get("type") == "content" \
+        else None
+    if content is None:
+        _bad("prediction", "prediction must be {'type': 'content', 'content': ...}")
+    return _text(content, "prediction")
 
 
 def _text(content: Any, where: str) -> str:
@@ -154,10 +207,33 @@ def _text(content: Any, where: str) -> str:
         for part in content:
             if not (isinstance(part, dict) and part.get("type") == "text"
                     and isinstance(part.get("text"), str)):
-                _bad("messages", f"{where}: only text content parts are supported")
+                _bad("messages", f"{where}: only text content parts are allowed here (images "
+                                 "go in user messages)")
             parts.append(part["text"])
         return "\n".join(parts)
     _bad("messages", f"{where}: content must be a string or an array of text parts")
+
+
+def _user_content(content: Any, where: str) -> dict[str, Any]:
+    """A user turn's content: text, or text and image parts in order."""
+    if not isinstance(content, list) or all(isinstance(p, dict) and p.get("type") == "text"
+                                            for p in content):
+        return {"content": _text(content, where)}
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict):
+            image = part["image_url"]
+            parts.append({"type": "image", "url": image.get("url"),
+                          "detail": image.get("detail") or "auto"})
+        elif kind in ("input_audio", "file"):
+            _bad("messages", f"{where}.content[{j}]: {kind} parts are not supported: send "
+                             "text and images")
+        else:
+            _bad("messages", f"{where}.content[{j}] must be a text or image_url part")
+    return {"parts": parts}
 
 
 def _messages(raw: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -177,7 +253,7 @@ def _messages(raw: Any) -> tuple[str, list[dict[str, Any]]]:
                                  "(sluicegate sends them first, as the cacheable prefix)")
             system.append(_text(msg.get("content"), where))
         elif role == "user":
-            turns.append({"role": role, "content": _text(msg.get("content"), where)})
+            turns.append({"role": role, **_user_content(msg.get("content"), where)})
         elif role == "assistant":
             content = msg.get("content")
             turn: dict[str, Any] = {"role": role,
@@ -228,13 +304,22 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _response_format(raw: Any) -> str:
+def _response_format(raw: Any) -> tuple[str, dict[str, Any] | None]:
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "text":
-        return "text"
+        return "text", None
     if kind == "json_object":
-        return "json"
-    _bad("response_format", "response_format.type must be 'text' or 'json_object'")
+        return "json", None
+    if kind == "json_schema":
+        spec = raw.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            _bad("response_format", "response_format json_schema needs json_schema: "
+                                    "{'name': ..., 'schema': {...}, 'strict': ...}")
+        schema = {k: spec[k] for k in ("name", "description", "schema", "strict")
+                  if spec.get(k) is not None}
+        return "json_schema", schema
+    _bad("response_format", "response_format.type must be 'text', 'json_object' or "
+                            "'json_schema'")
 
 
 def completion_body(result: ChatResult, *, created: int | None = None) -> dict[str, Any]:
@@ -250,7 +335,8 @@ def completion_body(result: ChatResult, *, created: int | None = None) -> dict[s
         "object": "chat.completion",
         "created": created or int(time.time()),
         "model": result.model,
-        "choices": [{"index": 0, "logprobs": None,
+        "choices": [{"index": 0, "logprobs": None if result.logprobs is None else {
+                         "content": list(result.logprobs), "refusal": None},
                      "finish_reason": result.finish_reason if result.finish_reason in _FINISH
                      else "stop",
                      "message": message}],
@@ -273,6 +359,8 @@ def sluice_headers(result: ChatResult) -> dict[str, str]:
                "x-sluice-baseline-cost": format(result.baseline_cost, "f"),
                "x-sluice-route": f"tier={r.tier}; model={result.model}; queue={r.queue}",
                "x-sluice-cache": "hit" if result.cache_hit else "miss"}
+    if r.dropped:
+        headers[H_DROPPED] = ", ".join(r.dropped)
     t = result.timings
     # The W3C Server-Timing header: browsers' dev tools and tracing proxies show it, so a
     # slow answer says whether it waited in the queue or at the provider.

@@ -51,15 +51,17 @@ def serve_frontdoor(settings: Any, **gateway_overrides: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def mint(db_url: str, team: str, *, org: str = "default", role: str = "team") -> str:
-    """A fresh key for ``team`` written straight to the ledger database."""
+def mint(db_url: str, team: str, *, org: str = "default", role: str = "team",
+         **options: Any) -> str:
+    """A fresh key for ``team`` written straight to the ledger database (``options``: the
+    features and users it may bill, ``all_orgs``; see models.db.api_keys.create_key)."""
     from models.db.api_keys import create_key
     from models.db.engine import make_engine, session_factory
 
     engine = make_engine(db_url)
     try:
         with session_factory(engine)() as s:
-            token, _ = create_key(s, team=team, org=org, role=role, name="e2e")
+            token, _ = create_key(s, team=team, org=org, role=role, name="e2e", **options)
             s.commit()
     finally:
         engine.dispose()

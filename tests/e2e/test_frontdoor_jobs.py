@@ -91,3 +91,32 @@ def test_a_queued_job_can_be_cancelled_and_costs_nothing(client: openai.OpenAI, 
 def _has_row(sessions: Any, request_id: str) -> bool:
     with sessions() as s:
         return ledger.get(s, request_id) is not None
+
+
+def test_a_cancel_that_loses_the_race_to_a_worker_is_refused(
+        client: openai.OpenAI, door: str, sessions: Any, standin: Any, team_key: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from queues.http.context import FrontDoor
+
+    # A DELETE reads the ledger, then sets its mark; a worker may claim the job in between.
+    # Played here by a door whose ledger read always comes just before the claim.
+    monkeypatch.setattr(FrontDoor, "started", lambda self, *args: False)
+    auth = {"authorization": f"Bearer {team_key}"}
+    standin.script_faults(["timeout=3"], path="openai", model="gpt-4o-mini")
+    busy = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", max_tokens=8, messages=[user("Tagline for a jug")],
+        extra_headers={"x-sluice-lane": "async"}).http_response.json()["id"]
+    deadline = time.monotonic() + 20
+    while not _has_row(sessions, busy):
+        assert time.monotonic() < deadline, "the slow job never started"
+        time.sleep(0.05)
+    time.sleep(0.3)  # the worker has passed its cancel check: the provider holds the call
+    late = httpx.delete(f"{door}/v1/jobs/{busy}", headers=auth, timeout=10)
+    # Not "cancelling": the job runs and is billed, and its caller is told so.
+    assert late.status_code == 409 and late.json()["error"]["code"] == "job_started", late.text
+    status = httpx.get(f"{door}/v1/jobs/{busy}", headers=auth, timeout=10).json()["status"]
+    assert status != "cancelling"
+    deadline = time.monotonic() + 30
+    while row(sessions, busy).outcome == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert row(sessions, busy).error_code != "cancelled"

@@ -44,7 +44,9 @@ def reset_budgets(sessions: Any) -> None:
         for t in ("budget_alerts", "pauses", "reservations", "budgets"):
             s.execute(text(f"DELETE FROM {t}"))
         for (scope, key), hard in LIMITS.items():
-            set_budget(s, scope, key, "total", hard=Decimal(hard))
+            # Org o1's own budgets, and a deployment-wide lane budget (no org).
+            set_budget(s, scope, key, "total", hard=Decimal(hard),
+                       org=None if scope in ("org", "lane") else "o1")
         s.commit()
 
 
@@ -66,16 +68,20 @@ def machine_for(sessions: Any) -> type[RuleBasedStateMachine]:
         def teardown(self) -> None:
             self.adm.close()
 
-        @rule(target=reservations, team=st.sampled_from(["t1", "t2"]),
+        @rule(target=reservations, org=st.sampled_from(["o1", "o1", "o2"]),
+              team=st.sampled_from(["t1", "t2"]),
               feature=st.sampled_from(["f1", "f2"]), user=st.sampled_from([None, "u1"]),
               lane=st.sampled_from(["interactive", "async"]), amount=amounts,
               edge=st.sampled_from([None, None, -1, 0, 1]))
-        def reserve(self, team: str, feature: str, user: str | None, lane: str,
+        def reserve(self, org: str, team: str, feature: str, user: str | None, lane: str,
                     amount: Decimal, edge: int | None) -> Any:
-            req = parse_request({"org": "o1", "team": team, "feature": feature, "user": user,
+            req = parse_request({"org": org, "team": team, "feature": feature, "user": user,
                                  "lane": lane, "messages": [{"role": "user", "content": "x"}]})
             route = Route(tier="cheap", model="m", provider="openai", backend="api", lane=lane)
             apply = applicable(list(self.model.values()), req)
+            if not apply:  # org o2 has no budgets of its own, whatever its names
+                assert self.adm.reserve(req, route, amount) is None
+                return None
             if edge is not None:
                 # The boundary: exactly the smallest room left, or a millionth either side.
                 room = min(b.room for b in apply)
@@ -88,7 +94,7 @@ def machine_for(sessions: Any) -> type[RuleBasedStateMachine]:
                 assert got.value.details["budget"] == want.details["budget"]
                 return None
             rid = self.adm.reserve(req, route, amount)
-            assert rid is not None  # the org budget always applies
+            assert rid is not None
             for b in expected:
                 self.model[b.id] = b
             self.held[rid] = (amount, [b.id for b in expected], "open")
@@ -184,13 +190,14 @@ def test_refusal_carries_the_numbers_it_was_refused_on(sqlite_sessions: Any) -> 
     with pytest.raises(BudgetExceeded) as err:
         adm.reserve(other, route, Decimal("0.15"))
     d = err.value.details
-    assert d["budget"] == "feature:f1:total" and d["reserved"] == "0.2" and d["limit"] == "0.3"
+    assert d["budget"] == "o1/feature:f1:total" and d["reserved"] == "0.2" \
+        and d["limit"] == "0.3"
     assert Decimal(d["spent"]) + Decimal(d["reserved"]) + Decimal(d["requested"]) \
         > Decimal(d["limit"])
     # The refused request left no trace: every budget holds only the first reservation.
     with sqlite_sessions() as s:
         assert {b.name: b.reserved for b in list_budgets(s) if b.reserved} == {
-            "org:o1:total": Decimal("0.2"), "feature:f1:total": Decimal("0.2")}
+            "org:o1:total": Decimal("0.2"), "o1/feature:f1:total": Decimal("0.2")}
     assert adm.reserve(other, route, Decimal("0.1")) is not None  # exactly the room left fits
     nobody = req.model_copy(update={"feature": "f7", "org": "nobody"})
     assert adm.reserve(nobody, route, Decimal(5)) is None  # no budget applies: nothing held

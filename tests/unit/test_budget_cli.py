@@ -40,6 +40,29 @@ def test_budget_set_list_show() -> None:
     assert data["open_reservations"] == 0 and data["resets_at"] and data["alerts"] == []
 
 
+def test_budgets_of_two_orgs_with_one_name_are_two_budgets() -> None:
+    for org, hard in (("acme", "5"), ("globex", "7")):
+        out = runner.invoke(budget_app, ["set", "team", "catalog", "--hard", hard,
+                                         "--org", org])
+        assert out.exit_code == 0 and f"{org}/team:catalog:daily" in out.output, out.output
+    listed = json.loads(runner.invoke(budget_app, ["list", "--json", "--org", "acme"]).output)
+    assert [(b["budget"], b["org"], b["hard_limit"]) for b in listed] == [
+        ("acme/team:catalog:daily", "acme", "5")]
+    shown = json.loads(runner.invoke(budget_app, ["show", "team", "catalog", "--org", "globex",
+                                                  "--json"]).output)
+    assert shown["hard_limit"] == "7"
+    assert runner.invoke(budget_app, ["show", "team", "catalog"]).exit_code == 1  # default org
+    assert runner.invoke(budget_app, ["rm", "team", "catalog", "--org", "acme"]).exit_code == 0
+    left = json.loads(runner.invoke(budget_app, ["list", "--json"]).output)
+    assert [b["budget"] for b in left] == ["globex/team:catalog:daily"]
+    # A team budget cannot span orgs; a lane budget without --org does (and pauses).
+    wide = runner.invoke(budget_app, ["set", "team", "catalog", "--hard", "1", "--org", "*"])
+    assert wide.exit_code == 2 and "belongs to one org" in wide.output
+    lane = json.loads(runner.invoke(budget_app, ["set", "lane", "async", "--hard", "1",
+                                                 "--json"]).output)
+    assert (lane["budget"], lane["org"]) == ("lane:async:daily", "*")
+
+
 def test_budget_errors_say_what_to_do() -> None:
     bad = runner.invoke(budget_app, ["set", "squad", "x", "--hard", "5"])
     assert bad.exit_code == 2 and "use one of org, lane, team, feature, user" in bad.output

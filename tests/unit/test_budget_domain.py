@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from models.domain.budget import (
     Budget,
     applicable,
+    check_scope,
     parse_soft,
     parse_usd,
     pause_queues,
@@ -78,10 +79,46 @@ def test_which_budgets_apply() -> None:
     assert [b.id for b in applicable(budgets, _req(user="u1", lane="async"))] == [2, 1, 4]
 
 
+def test_which_budgets_apply_is_scoped_by_org() -> None:
+    acme = [Budget("team", "catalog", "daily", Decimal(1), id=1, org="acme"),
+            Budget("feature", "f1", "daily", Decimal(1), id=2, org="acme"),
+            Budget("org", "acme", "daily", Decimal(1), id=3),
+            Budget("lane", "interactive", "daily", Decimal(1), id=4, org="acme")]
+    deployment = Budget("lane", "interactive", "daily", Decimal(1), id=5)
+    other = _req(team="catalog").model_copy(update={"org": "globex"})
+    # Same team, feature and lane names in another org: none of acme's budgets apply there;
+    # the deployment-wide lane budget applies to both.
+    assert [b.id for b in applicable([*acme, deployment], other)] == [5]
+    mine = other.model_copy(update={"org": "acme"})
+    assert [b.id for b in applicable([*acme, deployment], mine)] == [3, 4, 5, 1, 2]
+
+
 def test_pausing_scopes() -> None:
-    assert pause_queues("lane", "async") == ("async.api", "async.gpu")
-    assert len(pause_queues("org", "acme")) == 4
-    assert pause_queues("feature", "f1") == () and pause_queues("team", "t") == ()
+    # Only a deployment-wide lane budget pauses the queues every org shares.
+    assert pause_queues(Budget("lane", "async", "daily", Decimal(1))) == ("async.api",
+                                                                           "async.gpu")
+    assert pause_queues(Budget("lane", "async", "daily", Decimal(1), org="acme")) == ()
+    assert pause_queues(Budget("org", "acme", "daily", Decimal(1))) == ()
+    assert pause_queues(Budget("feature", "f1", "daily", Decimal(1))) == ()
+    assert pause_queues(Budget("team", "t", "daily", Decimal(1))) == ()
+
+
+def test_budget_names_and_orgs() -> None:
+    assert Budget("team", "t", "daily", Decimal(1)).name == "team:t:daily"
+    assert Budget("team", "t", "daily", Decimal(1), org="acme").name == "acme/team:t:daily"
+    assert Budget("org", "acme", "daily", Decimal(1), org="x").org == "acme"
+    assert Budget("lane", "async", "daily", Decimal(1)).name == "lane:async:daily"
+    assert Budget("lane", "async", "daily", Decimal(1), org="acme").name == \
+        "acme/lane:async:daily"
+    err = refusal(Budget("team", "t", "daily", Decimal(1), org="acme", id=3), Decimal(2))
+    assert "--org acme" in err.message and err.details["org"] == "acme"
+    for scope, key, org in (("team", "t", "*"), ("org", "acme", "globex"),
+                            ("feature", "f", "a b")):
+        with pytest.raises(ValidationError) as exc:
+            check_scope(scope, key, org)
+        assert exc.value.field == "org"
+    check_scope("lane", "async", "*")
+    check_scope("team", "t", "acme")
 
 
 def test_refusal_names_budget_numbers_and_reset() -> None:

@@ -46,11 +46,11 @@ def test_every_request_field_is_declared_keyed_scope_or_excluded() -> None:
 
 def test_a_new_undeclared_field_is_caught() -> None:
     class Wider(ChatRequest):
-        seed: int = 0
+        wider_knob: int = 0
 
     DECLARED[Wider] = dict(DECLARED[ChatRequest])
     try:
-        assert undeclared_fields() == {"Wider": {"seed"}}
+        assert undeclared_fields() == {"Wider": {"wider_knob"}}
     finally:
         del DECLARED[Wider]
 
@@ -64,6 +64,22 @@ KEYED_CHANGES: dict[str, dict[str, Any]] = {
     "stop": {"stop": ["\n"]},
     "response_format": {"response_format": "json"},
     "model": {"model": "cheap"},
+    "response_schema": {"response_format": "json_schema",
+                        "response_schema": {"name": "item", "schema": {"type": "object"}}},
+    "top_p": {"top_p": 0.5},
+    "seed": {"seed": 7},
+    "presence_penalty": {"presence_penalty": 0.5},
+    "frequency_penalty": {"frequency_penalty": -0.5},
+    "logit_bias": {"logit_bias": {"1234": -100}},
+    "logprobs": {"logprobs": True},
+    "top_logprobs": {"logprobs": True, "top_logprobs": 2},
+    "tool_choice": {"static": {"tools": [{"name": "find"}]},
+                    "tool_choice": {"mode": "function", "name": "find"}},
+    "parallel_tool_calls": {"parallel_tool_calls": False},
+    "reasoning_effort": {"reasoning_effort": "high"},
+    "thinking_budget": {"thinking_budget": 2048},
+    "verbosity": {"verbosity": "low"},
+    "prediction": {"prediction": {"content": "Dear customer,"}},
 }
 STATIC_CHANGES = [
     {"system": "Be kind."},
@@ -78,6 +94,12 @@ EXCLUDED_CHANGES: dict[str, dict[str, Any]] = {
     "cache": {"cache": {"mode": "refresh", "allow_nondeterministic": True}},
     "tags": {"tags": {"campaign": "x"}},
     "timeout_s": {"timeout_s": 3.5},
+    "service_tier": {"service_tier": "default"},
+    "metadata": {"metadata": {"order": "42"}},
+    "store": {"store": True},
+    "safety_identifier": {"safety_identifier": "hash-of-u42"},
+    "prompt_cache_key": {"prompt_cache_key": "callers-own"},
+    "drop_params": {"drop_params": True},
 }
 
 
@@ -87,9 +109,58 @@ def test_the_change_tables_cover_every_declared_field() -> None:
     assert set(EXCLUDED_CHANGES) == {n for n, r in roles.items() if r is Role.EXCLUDED}
 
 
+#: What a change needs around it to be valid, so the key differs by the field alone.
+KEYED_BASES: dict[str, dict[str, Any]] = {
+    "tool_choice": {"static": {"tools": [{"name": "find"}]}},
+    "top_logprobs": {"logprobs": True},
+}
+
+
 @pytest.mark.parametrize("field", sorted(KEYED_CHANGES))
 def test_each_keyed_field_changes_the_key(field: str) -> None:
-    assert key_of(req(**KEYED_CHANGES[field])) != key_of(req())
+    base = KEYED_BASES.get(field, {})
+    assert key_of(req(**{**base, **KEYED_CHANGES[field]})) != key_of(req(**base))
+
+
+def test_the_response_schema_itself_is_keyed() -> None:
+    def shaped(schema: dict[str, Any]) -> str:
+        return key_of(req(response_format="json_schema",
+                          response_schema={"name": "item", "schema": schema, "strict": True}))
+
+    assert shaped({"type": "object"}) != shaped({"type": "object", "required": ["sku"]})
+
+
+PNG_A = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def _with_image(detail: str = "auto", data: str = PNG_A, text: str = "What is this?") -> Any:
+    return req(messages=[{"role": "user", "parts": [
+        {"type": "text", "text": text}, {"type": "image", "data": data, "detail": detail}]}])
+
+
+def test_images_are_keyed_by_their_bytes_and_detail() -> None:
+    import base64
+
+    raw = bytearray(base64.b64decode(PNG_A))
+    raw[-5] ^= 1  # another image (same header, other bytes)
+    other = base64.b64encode(bytes(raw)).decode()
+    assert key_of(_with_image()) == key_of(_with_image())
+    assert key_of(_with_image()) != key_of(_with_image(data=other))
+    assert key_of(_with_image()) != key_of(_with_image(detail="low"))
+    assert key_of(_with_image()) != key_of(req(messages=[{"role": "user",
+                                                          "content": "What is this?"}]))
+
+
+def test_text_parts_alone_key_as_plain_content() -> None:
+    parts = req(messages=[{"role": "user", "parts": [{"type": "text", "text": "a"},
+                                                     {"type": "text", "text": "b"}]}])
+    assert key_of(parts) == key_of(req(messages=[{"role": "user", "content": "a\nb"}]))
+
+
+def test_a_turn_with_images_is_never_matched_semantically() -> None:
+    book = PolicyBook({"f": FeatureCachePolicy(semantic=True)}, 3600)
+    key = cache_key(_with_image(), book.get("f"), "m", semantic=True)
+    assert key.context == ""  # exact key only
 
 
 def test_each_static_part_changes_the_key() -> None:

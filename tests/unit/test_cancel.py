@@ -25,14 +25,19 @@ class FakeRedis:
         self.reads = 0
         self.fail = fail
 
-    def set(self, key: str, value: bytes, ex: int) -> None:
-        self.keys[key] = (value, ex)
-
-    def exists(self, key: str) -> int:
+    def set(self, key: str, value: bytes, ex: int, nx: bool = False) -> bool | None:
         self.reads += 1
         if self.fail:
             raise ConnectionError("redis is away")
-        return int(key in self.keys)
+        if nx and key in self.keys:
+            return None
+        self.keys[key] = (value, ex)
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        self.reads += 1
+        found = self.keys.get(key)
+        return None if found is None else found[0]
 
 
 def request(lane: str, rid: str = "job-1") -> Any:
@@ -58,6 +63,22 @@ def test_a_mark_cancels_its_async_request_only() -> None:
     assert client.reads == reads, "interactive requests cost no lookup"
 
 
+def test_the_first_of_cancel_and_start_wins_and_the_other_is_told() -> None:
+    client = FakeRedis()
+    marks = CancelMarks(client, "p:")
+    # The worker got there first: the request runs, and a cancel after it is refused.
+    assert marks.marked("a~t") is False and marks.state("a~t") == "started"
+    assert marks.mark("a~t") is False
+    assert marks.marked("a~t") is False  # a redelivery of a started request still runs
+    # The cancel got there first: the worker drops it, however often it is delivered.
+    assert marks.mark("b~t") is True and marks.mark("b~t") is True
+    assert marks.marked("b~t") is True and marks.marked("b~t") is True
+    assert marks.state("b~t") == "cancelled" and marks.state("c~t") is None
+    # A mark of the previous release (EXISTS-based) still cancels.
+    client.keys[cancel_key("p:", "d~t")] = (b"1", 60)
+    assert marks.marked("d~t") is True
+
+
 def test_an_unreadable_mark_runs_the_request_and_no_marks_means_none() -> None:
     rt = SimpleNamespace(cancels=CancelMarks(FakeRedis(fail=True), "", ttl_s=3600))
     assert not _cancelled(rt, request("async"))  # type: ignore[arg-type]
@@ -71,7 +92,7 @@ def test_the_gateway_cancels_by_task_id_and_says_when_it_cannot() -> None:
     client = FakeRedis()
     gw = Gateway(load_settings({}), cancels=CancelMarks(client, "p:"))
     try:
-        gw.cancel(Handle())  # type: ignore[arg-type]
+        assert gw.cancel(Handle()) is True  # type: ignore[arg-type]
         assert cancel_key("p:", "job-1~abc") in client.keys
         route = Route(tier="cheap", model="gpt-4o-mini", provider="openai", backend="api",
                       lane="async")

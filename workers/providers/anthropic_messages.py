@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.domain.usage import from_anthropic
+from models.domain.tokens import count_text
+from models.domain.usage import Usage, from_anthropic
 from workers.providers.base import ProviderCall, ProviderReply, TextSink, sdk_options
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
@@ -28,25 +29,26 @@ class AnthropicMessagesProvider:
 
     def complete(self, call: ProviderCall) -> ProviderReply:
         """Call messages.create once and normalize its usage (input_tokens excludes cache)."""
-        kwargs = {**anthropic_message_params(call), **sdk_options(call)}
-        # SDK 2.x dropped the typed `temperature` argument; the API still takes it.
-        kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
+        kwargs = {**_untyped_in_extra_body(anthropic_message_params(call)), **sdk_options(call)}
         try:
             resp = self._client.messages.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
-        text = "".join(getattr(b, "text", "") for b in resp.content)
-        return ProviderReply(text=text, usage=from_anthropic(resp.usage),
-                             tool_calls=calls_in_anthropic_content(resp.content),
+        text = "".join(getattr(b, "text", "") for b in resp.content if b.type == "text")
+        calls = calls_in_anthropic_content(resp.content)
+        thought = any(b.type in ("thinking", "redacted_thinking") for b in resp.content)
+        return ProviderReply(text=text, usage=_with_reasoning(from_anthropic(resp.usage),
+                                                              thought, text, calls),
+                             tool_calls=calls,
                              finish_reason=_FINISH.get(resp.stop_reason or "", "stop"),
                              provider_model=resp.model, provider_request_id=resp.id)
 
     def stream(self, call: ProviderCall, on_text: TextSink) -> ProviderReply:
         """The same call with ``stream=True``: each text delta goes to ``on_text`` as it
         arrives; usage is the start event's, with the output tokens of the last delta."""
-        kwargs = {**anthropic_message_params(call), **sdk_options(call)}
-        kwargs["extra_body"] = {"temperature": kwargs.pop("temperature")}
+        kwargs = {**_untyped_in_extra_body(anthropic_message_params(call)), **sdk_options(call)}
         text: list[str] = []
+        thought = False
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
         stop, model, rid = "", "", ""
@@ -56,6 +58,9 @@ class AnthropicMessagesProvider:
                 if kind == "message_start":
                     usage = event.message.usage.model_dump()
                     model, rid = event.message.model, event.message.id
+                elif kind == "content_block_start" and event.content_block.type in (
+                        "thinking", "redacted_thinking"):
+                    thought = True
                 elif kind == "content_block_start" and event.content_block.type == "tool_use":
                     blocks[event.index] = {"type": "tool_use", "id": event.content_block.id,
                                            "name": event.content_block.name, "json": ""}
@@ -70,9 +75,11 @@ class AnthropicMessagesProvider:
                     usage["output_tokens"] = event.usage.output_tokens
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
-        return ProviderReply(text="".join(text), usage=from_anthropic(usage),
-                             tool_calls=tuple(anthropic_streamed_call(b["id"], b["name"], b["json"])
-                                              for _, b in sorted(blocks.items())),
+        calls = tuple(anthropic_streamed_call(b["id"], b["name"], b["json"])
+                      for _, b in sorted(blocks.items()))
+        return ProviderReply(text="".join(text), tool_calls=calls,
+                             usage=_with_reasoning(from_anthropic(usage), thought,
+                                                   "".join(text), calls),
                              finish_reason=_FINISH.get(stop, "stop"), provider_model=model,
                              provider_request_id=rid)
 
@@ -80,3 +87,23 @@ class AnthropicMessagesProvider:
         """Close the SDK's HTTP client."""
         self._client.close()
 
+
+
+#: Parameters the SDK (2.x) no longer types but the API takes: sent in ``extra_body``.
+_UNTYPED = ("temperature", "top_p")
+
+
+def _untyped_in_extra_body(params: dict[str, Any]) -> dict[str, Any]:
+    extra = {k: params.pop(k) for k in _UNTYPED if k in params}
+    if extra:
+        params["extra_body"] = extra
+    return params
+
+
+def _with_reasoning(usage: Usage, thought: bool, text: str, calls: Any) -> Usage:
+    """Anthropic bills thinking inside ``output_tokens`` and reports no split (and returns
+    only a summary of the thinking): reasoning is the output beyond the visible answer."""
+    if not thought:
+        return usage
+    visible = count_text(text) + sum(count_text(c.arguments) for c in calls)
+    return usage.model_copy(update={"reasoning": max(usage.output - visible, 0)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from models.domain.catalogue import ModelSpec
 from models.domain.request import ChatRequest, ToolCall
@@ -44,6 +44,8 @@ class ProviderReply:
     extra: dict[str, object] = field(default_factory=dict)
     #: The tool calls in the answer, in order.
     tool_calls: tuple[ToolCall, ...] = ()
+    #: Per-token log probabilities (OpenAI's ``logprobs.content``), when asked for.
+    logprobs: tuple[dict[str, Any], ...] | None = None
 
 
 #: Where a streaming call sends each piece of text as it arrives.

@@ -47,7 +47,9 @@ class OpenAIChatProvider:
             raise map_sdk_error(self.name, exc) from exc
         try:
             choice = body["choices"][0]
+            logprobs = (choice.get("logprobs") or {}).get("content")
             return ProviderReply(text=choice["message"].get("content") or "",
+                                 logprobs=tuple(logprobs) if logprobs is not None else None,
                                  tool_calls=calls_in_openai_message(choice["message"]),
                                  usage=from_openai(body.get("usage")),
                                  finish_reason=choice.get("finish_reason") or "stop",

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from models.domain.catalogue import ModelSpec
+from models.domain.content import ImagePart
+from models.domain.params import dropped_params, openai_effort, thinking_budget
 from models.domain.request import ChatRequest, Message, StaticPart
 from models.domain.tokens import PER_MESSAGE, count_text
 
@@ -129,10 +131,29 @@ def anthropic_turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
             else:
                 out.append({"role": "user", "content": [block]})
         elif m.role == "user" and out and _holds_results(out[-1]):
-            out[-1]["content"].append({"type": "text", "text": m.content})
+            out[-1]["content"] += _user_blocks(m)
+        elif m.parts:
+            out.append({"role": "user", "content": _user_blocks(m)})
         else:
             out.append({"role": m.role, "content": m.content})
     return out
+
+
+def _user_blocks(m: Message) -> list[dict[str, Any]]:
+    """A user turn as content blocks: its text, and its images as ``image`` blocks."""
+    if not m.parts:
+        return [{"type": "text", "text": m.content}]
+    return [anthropic_image(p) if isinstance(p, ImagePart) else {"type": "text", "text": p.text}
+            for p in m.parts]
+
+
+def anthropic_image(part: ImagePart) -> dict[str, Any]:
+    """An image block: a URL Anthropic fetches, or the bytes (``detail`` has no equivalent:
+    Claude sees every image at its resized full size, and it is counted so)."""
+    if part.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    return {"type": "image", "source": {"type": "base64", "media_type": part.media_type,
+                                        "data": part.data}}
 
 
 def _holds_results(turn: dict[str, Any]) -> bool:
@@ -149,21 +170,61 @@ def count_breakpoints(payload: dict[str, Any]) -> int:
     return sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)
 
 
+#: Forwarded to OpenAI as they are, when set and not dropped.
+_OPENAI_AS_IS = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+                 "logprobs", "top_logprobs", "verbosity", "store", "metadata",
+                 "safety_identifier")
+
+
 def openai_chat_body(call: ProviderCall) -> dict[str, Any]:
-    """The chat-completions body of one call: one shape for the single call and the Batch API."""
-    req = call.request
-    body: dict[str, Any] = {"model": call.model.api_name or call.model.name,
+    """The chat-completions body of one call: one shape for the single call and the Batch API.
+
+    What the model cannot honour was refused before the request was queued, or dropped with
+    the caller's leave (models/domain/params.py); a fallback model that cannot honour it
+    refuses here, before anything is sent.
+    """
+    req, model = call.request, call.model
+    dropped = set(dropped_params(req, model))
+    body: dict[str, Any] = {"model": model.api_name or model.name,
                             "messages": openai_messages(req),
-                            "max_completion_tokens": req.max_tokens,
-                            "temperature": req.temperature}
+                            "max_completion_tokens": req.max_tokens}
+    if model.can("sampling") and "temperature" not in dropped:
+        body["temperature"] = req.temperature
     if req.stop:
         body["stop"] = list(req.stop)
     tools = openai_tools(req)
     if tools:
         body["tools"] = tools
-    if req.response_format == "json":
+        if req.tool_choice is not None and "tool_choice" not in dropped:
+            c = req.tool_choice
+            body["tool_choice"] = ({"type": "function", "function": {"name": c.name}}
+                                   if c.mode == "function" else c.mode)
+        if req.parallel_tool_calls is not None and "parallel_tool_calls" not in dropped:
+            body["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.response_format == "json" and "response_format" not in dropped:
         body["response_format"] = {"type": "json_object"}
-    key = openai_cache_key(req, call.cache_scope)
+    elif req.response_schema is not None and "response_format" not in dropped:
+        schema: dict[str, Any] = {"name": req.response_schema.name,
+                                  "schema": req.response_schema.schema_}
+        if req.response_schema.description:
+            schema["description"] = req.response_schema.description
+        if req.response_schema.strict is not None:
+            schema["strict"] = req.response_schema.strict
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    for name in _OPENAI_AS_IS:
+        value = getattr(req, name)
+        if value is not None and name not in dropped:
+            body[name] = value
+    effort = openai_effort(req)
+    if effort is not None and model.can("reasoning") and not dropped & {"reasoning_effort",
+                                                                         "thinking_budget"}:
+        body["reasoning_effort"] = effort
+    if req.prediction is not None and "prediction" not in dropped:
+        body["prediction"] = {"type": "content", "content": req.prediction.content}
+    if req.service_tier is not None and "service_tier" not in dropped:
+        body["service_tier"] = req.service_tier
+    # The caller's own prompt-cache key wins: it knows which of its prompts share a prefix.
+    key = req.prompt_cache_key or openai_cache_key(req, call.cache_scope)
     if key:
         body["prompt_cache_key"] = key
     if req.user:
@@ -171,15 +232,45 @@ def openai_chat_body(call: ProviderCall) -> dict[str, Any]:
     return body
 
 
+_TOOL_CHOICE = {"auto": "auto", "none": "none", "required": "any", "function": "tool"}
+
+
 def anthropic_message_params(call: ProviderCall) -> dict[str, Any]:
     """The messages params of one call, cache breakpoints included: one shape for the single
-    call and the Message Batches API."""
-    req = call.request
-    params: dict[str, Any] = anthropic_payload(req, call.model, call.cache_ttl)
-    params.update(model=call.model.api_name or call.model.name, max_tokens=req.max_tokens,
-                  temperature=min(req.temperature, 1.0))
+    call and the Message Batches API. ``temperature`` and ``top_p``, which the SDK no longer
+    types, are moved into ``extra_body`` by the adapter."""
+    req, model = call.request, call.model
+    dropped = set(dropped_params(req, model))
+    params: dict[str, Any] = anthropic_payload(req, model, call.cache_ttl)
+    params.update(model=model.api_name or model.name, max_tokens=req.max_tokens)
+    budget = thinking_budget(req) if model.can("reasoning") else None
+    if budget is not None and not dropped & {"reasoning_effort", "thinking_budget"}:
+        # Thinking tokens are output tokens, within max_tokens; no temperature with thinking.
+        params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    elif req.top_p is not None and "top_p" not in dropped:
+        params["top_p"] = req.top_p  # Claude takes one of temperature and top_p
+    elif "temperature" not in dropped:
+        params["temperature"] = min(req.temperature, 1.0)
+    if "thinking" in params and req.top_p is not None and "top_p" not in dropped:
+        params["top_p"] = req.top_p
     if req.stop:
         params["stop_sequences"] = list(req.stop)
-    if req.user:
-        params["metadata"] = {"user_id": req.user}
+    if req.static.tools:
+        choice: dict[str, Any] | None = None
+        if req.tool_choice is not None and "tool_choice" not in dropped:
+            choice = {"type": _TOOL_CHOICE[req.tool_choice.mode]}
+            if req.tool_choice.mode == "function":
+                choice["name"] = req.tool_choice.name
+        if req.parallel_tool_calls is False and (choice or {}).get("type") != "none":
+            choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+        if choice is not None:
+            params["tool_choice"] = choice
+    if req.response_schema is not None and "response_format" not in dropped:
+        params["output_config"] = {"format": {"type": "json_schema",
+                                              "schema": req.response_schema.schema_}}
+    user = (req.safety_identifier or (req.metadata or {}).get("user_id") or req.user)
+    if user:
+        params["metadata"] = {"user_id": user}
+    if req.service_tier in ("auto", "default") and "service_tier" not in dropped:
+        params["service_tier"] = "auto" if req.service_tier == "auto" else "standard_only"
     return params

@@ -29,6 +29,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/_standin/stats", stats, methods=["GET"]),
+        Route("/_standin/received", received, methods=["GET"]),
         Route("/_standin/reset", reset, methods=["POST"]),
         Route("/_standin/faults", script_faults, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -68,6 +69,11 @@ async def list_models(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     """Requests per path, model and status; token totals; cache and fault-script sizes."""
     return JSONResponse(_state(request).stats())
+
+
+async def received(request: Request) -> Response:
+    """The model-call bodies received (``?contains=`` filters), images as hashes."""
+    return JSONResponse(_state(request).find_received(request.query_params.get("contains")))
 
 
 async def reset(request: Request) -> Response:

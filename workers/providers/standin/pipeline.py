@@ -66,6 +66,7 @@ async def _serve(request: Request, state: StandInState, family: str,
         raise RequestInvalid("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise RequestInvalid("the request body must be a JSON object")
+    state.record_body(family, body)
     name = body.get("model")
     spec = state.model(name, family)
     if spec is None:

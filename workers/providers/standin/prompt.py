@@ -12,8 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.domain.image_tokens import ImageRule
 from models.domain.tokens import PER_MESSAGE, PER_REPLY, count_text
 from workers.providers.standin.errors import RequestInvalid
+from workers.providers.standin.images import anthropic_image_tokens, openai_image_tokens
 
 TTLS: tuple[str, ...] = ("5m", "1h")
 MAX_BREAKPOINTS = 4
@@ -43,6 +45,9 @@ class Prompt:
     prefixes: list[tuple[int, str]] = field(default_factory=list)
     #: Anthropic ``cache_control`` marks in layout order (tools, system, messages).
     breakpoints: list[Breakpoint] = field(default_factory=list)
+    #: Images seen, and the tokens they were counted at.
+    images: int = 0
+    image_tokens: int = 0
 
 
 class _Builder:
@@ -95,8 +100,9 @@ def tool_tokens(name: Any, description: Any, parameters: Any) -> int:
     return PER_MESSAGE + count_text(str(name or "")) + count_text(str(description or "")) + params
 
 
-def openai_prompt(body: dict[str, Any]) -> Prompt:
-    """Read an OpenAI chat-completions body: tools first, then the messages in order."""
+def openai_prompt(body: dict[str, Any], rule: ImageRule = ImageRule()) -> Prompt:
+    """Read an OpenAI chat-completions body: tools first, then the messages in order; images
+    counted by ``rule`` (the model's)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestInvalid("'messages' must be a non-empty array", param="messages")
@@ -112,7 +118,7 @@ def openai_prompt(body: dict[str, Any]) -> Prompt:
         where = f"messages[{i}]"
         if not isinstance(msg, dict) or msg.get("role") not in OPENAI_ROLES:
             raise RequestInvalid(f"{where}.role must be one of {sorted(OPENAI_ROLES)}", param=where)
-        text, tokens = _openai_content(msg.get("content"), f"{where}.content")
+        text, tokens = _openai_content(msg.get("content"), f"{where}.content", rule, b.prompt)
         for call in msg.get("tool_calls") or []:
             fn = (call.get("function") or {}) if isinstance(call, dict) else {}
             tokens += count_text(str(fn.get("name", ""))) + count_text(str(fn.get("arguments", "")))
@@ -124,7 +130,8 @@ def openai_prompt(body: dict[str, Any]) -> Prompt:
     return b.finish(last_user)
 
 
-def _openai_content(content: Any, where: str) -> tuple[str, int]:
+def _openai_content(content: Any, where: str, rule: ImageRule, prompt: Prompt
+                    ) -> tuple[str, int]:
     if content is None:
         return "", 0
     if isinstance(content, str):
@@ -141,10 +148,18 @@ def _openai_content(content: Any, where: str) -> tuple[str, int]:
                 raise RequestInvalid(f"{where}[{j}].text must be a string", param=where)
             texts.append(part["text"])
             tokens += count_text(part["text"])
+        elif part["type"] == "image_url":
+            if rule.kind == "none":
+                raise RequestInvalid("Invalid content type. image_url is only supported by "
+                                     "certain models.", param=f"{where}[{j}]")
+            counted = openai_image_tokens(part.get("image_url"), rule, f"{where}[{j}]")
+            prompt.images += 1
+            prompt.image_tokens += counted
+            tokens += counted
     return "\n".join(texts), tokens
 
 
-def anthropic_prompt(body: dict[str, Any]) -> Prompt:
+def anthropic_prompt(body: dict[str, Any], vision: bool = True) -> Prompt:
     """Read an Anthropic messages body in cache layout order: tools, system, messages."""
     b = _Builder()
     for i, tool in enumerate(body.get("tools") or []):
@@ -167,7 +182,7 @@ def anthropic_prompt(body: dict[str, Any]) -> Prompt:
             b.mark_breakpoint(block.get("cache_control"), f"system.{j}")
     elif system is not None:
         raise RequestInvalid("system: must be a string or an array of text blocks")
-    last_user = _anthropic_messages(b, body.get("messages"))
+    last_user = _anthropic_messages(b, body.get("messages"), vision)
     found = len(b.prompt.breakpoints)
     if found > MAX_BREAKPOINTS:
         raise RequestInvalid(f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be "
@@ -175,7 +190,7 @@ def anthropic_prompt(body: dict[str, Any]) -> Prompt:
     return b.finish(last_user)
 
 
-def _anthropic_messages(b: _Builder, messages: Any) -> str:
+def _anthropic_messages(b: _Builder, messages: Any, vision: bool) -> str:
     if not isinstance(messages, list) or not messages:
         raise RequestInvalid("messages: at least one message is required")
     last_user = ""
@@ -190,6 +205,14 @@ def _anthropic_messages(b: _Builder, messages: Any) -> str:
             texts = []
             for j, block in enumerate(content):
                 tokens, block_text = _block(block, f"messages.{i}.content.{j}")
+                if block.get("type") == "image":
+                    if not vision:
+                        raise RequestInvalid(f"messages.{i}.content.{j}: this model does not "
+                                             "support image input")
+                    tokens = anthropic_image_tokens(block.get("source"),
+                                                    f"messages.{i}.content.{j}")
+                    b.prompt.images += 1
+                    b.prompt.image_tokens += tokens
                 # Framing tokens belong to the turn's first block; '>' marks where a turn starts.
                 b.add(f"{role}>" if j == 0 else f"{role}+", _strip(block),
                       (PER_MESSAGE if j == 0 else 0) + tokens)
@@ -224,4 +247,4 @@ def _block(block: Any, where: str) -> tuple[int, str]:
         return 0, ""
     if kind == "thinking":
         return count_text(str(block.get("thinking", ""))), ""
-    return 0, ""  # images and documents: not modelled, they cost no tokens here
+    return 0, ""  # images are counted by the caller; documents are not modelled

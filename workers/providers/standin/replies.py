@@ -85,12 +85,12 @@ def make_reply(seed: str, last_user: str, max_tokens: int | None,
         text, finish = text[:index], "stop_sequence"
     tokens = count_text(text)
     if max_tokens is not None and tokens > max_tokens:
-        text = _clip(text, max_tokens)
+        text = clip(text, max_tokens)
         tokens, finish, matched = count_text(text), "length", None
     return Reply(text=text, tokens=tokens, finish=finish, stop_sequence=matched)
 
 
-def _clip(text: str, max_tokens: int) -> str:
+def clip(text: str, max_tokens: int) -> str:
     """A prefix of ``text`` that fits in ``max_tokens``: exactly that many tokens when possible."""
     enc = encoding()
     if enc is not None:

@@ -113,6 +113,14 @@ class StandIn:
         data: dict[str, Any] = response.json()
         return data
 
+    def received(self, contains: str | None = None) -> list[dict[str, Any]]:
+        """Model-call bodies received, ``{"family", "body"}``, whose JSON holds ``contains``."""
+        params = {"contains": contains} if contains is not None else {}
+        response = self._control().get("/_standin/received", params=params)
+        response.raise_for_status()
+        found: list[dict[str, Any]] = response.json()
+        return found
+
     def reset(self) -> None:
         """Clear counters, prompt caches and fault scripts."""
         self._control().post("/_standin/reset").raise_for_status()

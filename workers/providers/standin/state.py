@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+import json
+from collections import Counter, deque
 from typing import Any
 
 from models.domain.catalogue import ModelSpec
@@ -22,6 +24,9 @@ class StandInState:
         self.anthropic_cache = TTLStore(config.clock, config.max_cache_entries)
         self.openai_cache = TTLStore(config.clock, config.max_cache_entries)
         self.faults = FaultScripts()
+        #: The last model-call bodies, as received (image bytes replaced by their hash), so
+        #: tests can assert what a provider was sent.
+        self.received: deque[dict[str, Any]] = deque(maxlen=2000)
         #: Set by the runner when stopping, so delayed answers end at once.
         self.closing = False
         self._models: dict[str, ModelSpec] = {}
@@ -53,6 +58,7 @@ class StandInState:
     def reset(self) -> None:
         """Forget counters, cached prefixes and queued faults."""
         self.reset_stats()
+        self.received.clear()
         self.anthropic_cache.clear()
         self.openai_cache.clear()
         self.faults.clear()
@@ -60,6 +66,17 @@ class StandInState:
     def record_request(self, path: str) -> None:
         """Count a request as it arrives."""
         self.by_path[path] += 1
+
+    def record_body(self, family: str, body: dict[str, Any]) -> None:
+        """Keep a model-call body (its images as hashes) for ``GET /_standin/received``."""
+        self.received.append({"family": family, "body": _scrubbed(body)})
+
+    def find_received(self, contains: str | None = None) -> list[dict[str, Any]]:
+        """Kept bodies whose JSON contains ``contains`` (all when None), oldest first."""
+        if contains is None:
+            return list(self.received)
+        return [r for r in self.received
+                if contains in json.dumps(r["body"], ensure_ascii=False)]
 
     def record_model(self, model: str) -> None:
         """Count a request once its model is known to be served."""
@@ -91,3 +108,18 @@ class StandInState:
             "cache_entries": {"anthropic": len(self.anthropic_cache),
                               "openai": len(self.openai_cache)},
         }
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with base64 image data (and data URLs) replaced by their SHA-256."""
+    if isinstance(value, dict):
+        out = {k: _scrubbed(v) for k, v in value.items()}
+        if value.get("type") == "base64" and isinstance(value.get("data"), str):
+            out["data"] = "sha256:" + hashlib.sha256(value["data"].encode()).hexdigest()
+        if isinstance(value.get("url"), str) and value["url"].startswith("data:"):
+            head, _, data = value["url"].partition(",")
+            out["url"] = f"{head},sha256:" + hashlib.sha256(data.encode()).hexdigest()
+        return out
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value

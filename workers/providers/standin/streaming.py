@@ -66,11 +66,20 @@ def anthropic_events(payload: dict[str, Any]) -> Iterator[tuple[bytes, str]]:
     for i, block in enumerate(payload["content"]):
         if block["type"] == "text":
             opening: dict[str, Any] = {"type": "text", "text": ""}
+        elif block["type"] == "thinking":
+            opening = {"type": "thinking", "thinking": "", "signature": ""}
         else:
             opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
         yield _sse({"type": "content_block_start", "index": i, "content_block": opening},
                    "content_block_start"), ""
-        if block["type"] == "text":
+        if block["type"] == "thinking":
+            yield _sse({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "thinking_delta", "thinking": block["thinking"]}},
+                       "content_block_delta"), ""
+            yield _sse({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "signature_delta", "signature": block["signature"]}},
+                       "content_block_delta"), ""
+        elif block["type"] == "text":
             for piece in pieces(block["text"]):
                 yield _sse({"type": "content_block_delta", "index": i,
                             "delta": {"type": "text_delta", "text": piece}},
