@@ -29,14 +29,18 @@ from workers.embeddings.packer import Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
-from workers.service import ClaimBusy, ResultLost
+from workers.service import AnswerStash, ClaimBusy, ResultLost
 
 log = logging.getLogger(__name__)
 
 
-def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None
-                      ) -> dict[str, Any]:
-    """Run the embedding request in ``message``; returns the task reply (never raises ours)."""
+def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
+                      stash: AnswerStash | None = None) -> dict[str, Any]:
+    """Run the embedding request in ``message``; returns the task reply (never raises ours).
+
+    ``stash`` keeps each answer before its ledger write (as the chat path does): a run that
+    takes over a dead one's claim bills the answer it left instead of buying it again.
+    """
     started = time.time()
     try:
         env = EmbeddingEnvelope.model_validate(message)
@@ -62,6 +66,9 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None
         earlier = previous() if callable(previous) else previous
         if isinstance(earlier, dict) and earlier.get("ok"):
             return earlier
+        kept = _kept(stash)
+        if kept is not None:  # billed by a run that died before its reply was stored
+            return kept["reply"]
         return error_reply(req.request_id, ResultLost(
             f"request {req.request_id} was embedded and billed by an earlier run whose answer "
             "was not kept; submit it again with a new request_id", request_id=req.request_id))
@@ -73,15 +80,22 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None
             retries=int(lane.soft_time_limit_s // ttl) + 3))
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
-        return _run(rt, env, state, started, beat)
+        return _run(rt, env, state, started, beat, stash)
     finally:
         heart.drop(beat)
 
 
 def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
-         beat: Any) -> dict[str, Any]:
+         beat: Any, stash: AnswerStash | None = None) -> dict[str, Any]:
     req, route = env.request, env.route
     model = rt.catalogue.get(route.model)
+    kept = _kept(stash) if state == "resumed" else None
+    if kept is not None:
+        # The dead run had its answer and stashed it: bill that (and the reservation it
+        # held) rather than pay the provider again.
+        result = EmbeddingResult.model_validate(kept["reply"]["result"])
+        _bill(rt, env, result, kept.get("reservation_id"), kept.get("attempt"), model)
+        return dict(kept["reply"])
     if state != "resumed" and env.deadline is not None and started > env.deadline:
         err: SluiceError = DeadlineExceeded(
             f"embedding request {req.request_id} waited {started - env.enqueued_at:.1f} s in "
@@ -120,19 +134,41 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))
-    row = embedding_row(req, route, outcome="ok", items=len(req.inputs), tokens=tokens,
-                        baseline_cost=listed, list_cost=listed,
-                        price_version=rt.catalogue.version, timings=result.timings)
-    row.pop("created_at")
     final = _final(money)
-    with final_write(rt, "ok", row, env.reservation_id, final) as s:
-        finalize(s, rt, "ok", row, env.reservation_id, final)
-    _forget(rt, env)
-    _store(rt, env, model, vectors)
     reply: dict[str, Any] = {"ok": True, "result": result.model_dump(mode="json")}
     if members > 1:
         reply["packed_with"] = members - 1
+    if stash is not None:
+        try:
+            stash.keep({"reply": reply, "reservation_id": env.reservation_id,
+                        "attempt": final})
+        except Exception as exc:  # noqa: BLE001 - the ledger write must happen either way
+            log.warning("could not keep the answer of %s before billing it: %s",
+                        req.request_id, exc)
+    _bill(rt, env, result, env.reservation_id, final, model)
     return reply
+
+
+def _bill(rt: WorkerRuntime, env: EmbeddingEnvelope, result: EmbeddingResult,
+          reservation_id: str | None, final: dict[str, Any] | None, model: ModelSpec) -> None:
+    """Finish the claimed row (its cost: the sum of its attempts), settle, fill the cache."""
+    req = env.request
+    row = embedding_row(req, env.route, outcome="ok", items=len(req.inputs),
+                        tokens=result.prompt_tokens, baseline_cost=result.baseline_cost,
+                        list_cost=result.list_cost, price_version=rt.catalogue.version,
+                        timings=result.timings)
+    row.pop("created_at")
+    with final_write(rt, "ok", row, reservation_id, final) as s:
+        finalize(s, rt, "ok", row, reservation_id, final)
+    _forget(rt, env)
+    _store(rt, env, model, list(result.vectors))
+
+
+def _kept(stash: AnswerStash | None) -> dict[str, Any] | None:
+    """What an earlier run of this task stashed: ``{reply, reservation_id, attempt}``."""
+    record = (stash.read() if stash is not None else None) or {}
+    reply = record.get("reply")
+    return record if isinstance(reply, dict) and reply.get("ok") else None
 
 
 def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: ModelSpec
