@@ -180,3 +180,25 @@ def test_any_interleaving_answers_each_item_with_the_providers_vector(
                 assert sent <= sum(count_text(texts[i]) for i in fresh)
             for items, dims, feature in wave:
                 cached.update((i, dims, feature) for i in items)
+
+
+def test_opted_in_async_packs_go_through_the_batch_api_at_half_price(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    reqs = [_req([f"archive page {i}.{j} ({tag})" for j in range(3)], lane="async",
+                 batch=True) for i in range(4)]
+    by_path = standin.stats()["by_path"]
+    before = (by_path.get("/v1/batches", 0), by_path.get("/v1/embeddings", 0))
+    with ThreadPoolExecutor(4) as pool:
+        results = [h.result(timeout=60) for h in pool.map(gateway.submit_embedding, reqs)]
+    by_path = standin.stats()["by_path"]
+    created = by_path.get("/v1/batches", 0) - before[0]
+    assert 1 <= created < len(reqs)  # packs, not one batch per request
+    assert by_path.get("/v1/embeddings", 0) == before[1]  # nothing sent directly
+    for req, res in zip(reqs, results):
+        assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
+        own = sum(count_text(t) for t in req["input"])
+        r = _row(sessions, req["request_id"])
+        assert r.batch and r.input_uncached == own
+        assert r.cost == cost_of(Usage(input_uncached=own), SMALL, batch=True) == res.cost
+        assert r.cost * 2 == r.list_cost  # 50 % off the list price

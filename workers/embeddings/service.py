@@ -25,6 +25,7 @@ from queues.embedding_envelope import EmbeddingEnvelope
 from queues.envelope import error_reply, task_id_for
 from workers.attempts import RunMoney, finalize
 from workers.embeddings.adapters import embedding_provider
+from workers.embeddings.batch import OpenAIEmbeddingBatch, wants_batch
 from workers.embeddings.packer import Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
@@ -130,7 +131,7 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
         request_id=req.request_id, model=model.name, provider=model.provider, route=route,
         vectors=tuple(vectors), prompt_tokens=tokens, total_tokens=tokens,
         items=len(req.inputs), cost=cost + money.spent, baseline_cost=listed, list_cost=listed,
-        price_version=rt.catalogue.version,
+        price_version=rt.catalogue.version, batch=wants_batch(req, model.provider, rt.settings),
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))
@@ -156,7 +157,7 @@ def _bill(rt: WorkerRuntime, env: EmbeddingEnvelope, result: EmbeddingResult,
     row = embedding_row(req, env.route, outcome="ok", items=len(req.inputs),
                         tokens=result.prompt_tokens, baseline_cost=result.baseline_cost,
                         list_cost=result.list_cost, price_version=rt.catalogue.version,
-                        timings=result.timings)
+                        timings=result.timings, batch=result.batch)
     row.pop("created_at")
     with final_write(rt, "ok", row, reservation_id, final) as s:
         finalize(s, rt, "ok", row, reservation_id, final)
@@ -178,9 +179,10 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     req = env.request
     limits = model.embedding
     assert limits is not None
-    provider = embedding_provider(rt, model.provider)
+    batch = wants_batch(req, model.provider, rt.settings)
+    provider = _batch_api(rt) if batch else embedding_provider(rt, model.provider)
     dims = req.dimensions
-    packer = _packer(rt, req.lane)
+    packer = _packer(rt, req.lane, batch)
     vectors: list[str] = []
     billed, most, paid = 0, 1, Decimal(0)
     attempts: list[dict[str, Any]] = []
@@ -199,10 +201,11 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
                                                                   timeout_s=left), left)
             return share.vectors, share.tokens, share.members
 
-        got, tokens, members = with_retries(lambda f=send: money.attempt(model, f), rt.retry)
+        got, tokens, members = with_retries(lambda f=send: money.attempt(model, f, batch=batch),
+                                            rt.retry)
         vectors.extend(got)
         billed += tokens
-        paid += cost_of(Usage(input_uncached=tokens), model)
+        paid += cost_of(Usage(input_uncached=tokens), model, batch=batch)
         most = max(most, members)
         if money.final is not None:
             attempts.append({**money.final, "tokens": tokens})
@@ -212,10 +215,10 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     for done in attempts[:-1]:
         with rt.session() as s:
             attempt_rows.end(s, int(done["attempt_id"]), outcome="ok", billing="exact",
-                             cost=cost_of(Usage(input_uncached=done["tokens"]), model),
-                             input_tokens=done["tokens"])
+                             cost=cost_of(Usage(input_uncached=done["tokens"]), model,
+                                          batch=batch), input_tokens=done["tokens"])
     if attempts:
-        money.final = attempts[-1]
+        money.final = {**attempts[-1], "batch": batch}
     return vectors, billed, most, paid
 
 
@@ -225,21 +228,32 @@ def _final(money: RunMoney) -> dict[str, Any] | None:
     if last is None:
         return None
     model = money.rt.catalogue.get(money.env.route.model)
-    own = cost_of(Usage(input_uncached=int(last["tokens"])), model)
+    batch = bool(last.get("batch"))
+    own = cost_of(Usage(input_uncached=int(last["tokens"])), model, batch=batch)
     return {"attempt_id": last["attempt_id"], "cost": str(own),
             "input_tokens": int(last["tokens"]), "output_tokens": 0, "billing": "exact",
-            "batch": False}
+            "batch": batch}
 
 
-def _packer(rt: WorkerRuntime, lane: str) -> Packer | None:
-    """This process's packer for ``lane``, when the lane waits to fill batches."""
+def _packer(rt: WorkerRuntime, lane: str, batch: bool) -> Packer | None:
+    """This process's packer for ``lane`` (Batch API packs apart), when the lane waits to
+    fill batches."""
     wait_ms = rt.settings.lanes.get(lane).batch_timeout_ms
     if not rt.settings.embeddings.pack or wait_ms <= 0:
         return None
     packers: dict[str, Packer] = rt.__dict__.setdefault("_embedding_packers", {})
-    if lane not in packers:
-        packers[lane] = Packer(wait_ms / 1000.0)
-    return packers[lane]
+    key = f"{lane}:batch" if batch else lane
+    if key not in packers:
+        packers[key] = Packer(wait_ms / 1000.0)
+    return packers[key]
+
+
+def _batch_api(rt: WorkerRuntime) -> Any:
+    """This process's embedding Batch API client, built on first use."""
+    found = rt.providers.get("embeddings:openai-batch")
+    if found is None:
+        found = rt.providers["embeddings:openai-batch"] = OpenAIEmbeddingBatch(rt.settings)
+    return found
 
 
 def _owed_before(rt: WorkerRuntime, request_id: str, run: str) -> Decimal:
