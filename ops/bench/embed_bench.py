@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     docs, queries = trace(args.chunks, queries=args.queries)
     from models.domain.settings import load_settings
+    from queues.app import create_app
+    from queues.http.waiter import prepare_app
     from queues.producer import connect
 
     with scratch_database() as db_url, standin_process() as url:
@@ -158,7 +160,13 @@ def main(argv: list[str] | None = None) -> None:
         env["SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS"] = str(args.batch_timeout_ms)
         with worker_process(env, concurrency=args.threads):
             plain = as_is(url, docs, queries, args.threads)
-            gateway = connect(load_settings(env))
+            settings = load_settings(env)
+            # One result backend shared safely by the sending threads, as the front door
+            # does (queues/http/waiter.prepare_app): otherwise pushes are missed and each
+            # waiter falls back to its 1 s read of the stored result.
+            gateway = connect(settings, app=prepare_app(create_app(settings)))
+            gateway.embed({"team": "bench", "feature": "warm-up", "model": MODEL,
+                           "input": "warm"}, timeout=120)
             try:
                 ours = pipeline(gateway, url, db_url, docs, queries, args.threads)
                 lat = hit_path(gateway, env["SLUICE_CACHE__REDIS_URL"], args.hits)

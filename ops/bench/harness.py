@@ -140,7 +140,4 @@ def worker_process(env: dict[str, str], queues: str = "interactive.api,async.api
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if not os.environ.get("SLUICE_BENCH_KEEP_LOG"):
-            log.unlink(missing_ok=True)
-        else:
-            print("worker log:", log)
+        log.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from models.domain.embedding import EmbeddingResult
 from models.domain.errors import ValidationError
+from queues.http.auth import bill_as_key_allows
 from queues.http.chat import door, guarded, read_json
 from queues.http.context import FrontDoor
 from queues.http.translate import H_LANE, param_for
@@ -27,6 +28,8 @@ async def _embeddings(request: Request) -> Response:
         fd.shedder.check()  # before parsing: a refusal must cost little CPU
     data, origin = to_embedding_request(await read_json(request), request.headers,
                                         team=key.team, org=key.org, key_id=key.id)
+    # A key bound to features or users bills only those, as on the chat door.
+    bill_as_key_allows(key, data, request.headers)
     data.setdefault("request_id", uuid.uuid4().hex)
     data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s")) or \
         fd.timeout_for(data["lane"])
