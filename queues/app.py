@@ -15,7 +15,7 @@ from scheduler.privacy_beat import privacy_schedule
 
 #: Modules the *worker* imports to find tasks by name; the producer never imports them.
 TASK_MODULES = ["workers.tasks", "workers.governor_tasks", "workers.privacy_tasks",
-                "workers.sweeper_tasks"]
+                "workers.sweeper_tasks", "workers.embeddings.tasks"]
 
 
 def create_app(settings: Settings, *, name: str = "sluicegate") -> Celery:

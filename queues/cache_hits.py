@@ -57,10 +57,14 @@ class CacheHitRecorder:
             "price_version": self.version, "timings": Timings()})
         row = ledger.row_from_result(request, result, outcome="cache_hit",
                                      now=datetime.now(timezone.utc))
+        self.put_row(row)
+        return result
+
+    def put_row(self, row: dict[str, Any]) -> None:
+        """Queue a ledger row built elsewhere (an embedding request's cached items)."""
         self._idle.clear()
         self._rows.put(row)
         self._ensure_thread()
-        return result
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is written (tests, shutdown); False on timeout."""

@@ -142,6 +142,21 @@ class Gateway:
             request = request.model_copy(update={"timeout_s": timeout})
         return self.submit(request).result(timeout=timeout)
 
+    def embed(self, data: Any, timeout: float | None = 60.0) -> Any:
+        """Embed ``data`` (``{"team", "feature", "input": ..., "model": "auto"}``) and wait for
+        every vector: an EmbeddingResult (vectors in the caller's order, usage, cost). Items
+        cached for this scope, model and size are not sent again (queues/embeddings.py)."""
+        from queues.embeddings import embed
+
+        return embed(self, data, timeout)
+
+    def submit_embedding(self, data: Any, *, admit: Callable[[Any], None] | None = None
+                         ) -> Any:
+        """Dispatch an embedding request; returns at once with its EmbeddingHandle."""
+        from queues.embeddings import submit_embedding
+
+        return submit_embedding(self, data, admit=admit)
+
     def _send(self, envelope: Envelope) -> Any:
         lane = self.settings.lanes.get(envelope.route.lane)
         req = envelope.request

@@ -75,6 +75,7 @@ class SqlAdmission:
         self._lock = threading.Lock()
         self._index: dict[tuple[str, str, str], list[tuple[int, datetime | None]]] = {}
         self._loaded_at = float("-inf")
+        self._ever_loaded = False
         self._hard_seen: set[tuple[int, datetime, Decimal]] = set()
         self._soft_seen: set[tuple[int, datetime]] = set()
 
@@ -276,10 +277,19 @@ class SqlAdmission:
 
     def _ids(self, request: ChatRequest, *, rolled: bool = False) -> list[int]:
         if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
-            with self._lock:
-                if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
-                    self._index = self._load_index()
-                    self._loaded_at = time.monotonic()
+            # Callers may hold a pooled connection (a worker's final write settles inside its
+            # ledger transaction): were they all to wait here while the one reloading waits for
+            # a connection, the pool would deadlock until its timeout (30 s; seen when a packed
+            # embedding call's members all finished at once). So only a first load blocks;
+            # later, one thread reloads and the others read the index it replaces.
+            if self._lock.acquire(blocking=not self._ever_loaded):
+                try:
+                    if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
+                        self._index = self._load_index()
+                        self._loaded_at = time.monotonic()
+                        self._ever_loaded = True
+                finally:
+                    self._lock.release()
         found = [ref for k in request_keys(request) for ref in self._index.get(k, ())]
         now = self.clock()
         if not rolled and any(resets is not None and resets <= now for _, resets in found):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from models.domain.catalogue import Catalogue, ModelSpec
-from models.domain.errors import ContextLengthError, ValidationError
+from models.domain.errors import ContextLengthError, UnknownModelError, ValidationError
 from models.domain.params import dropped_params, refusals
 from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import Route
@@ -60,6 +60,10 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
         model = catalogue.get(routing.model_for(tier))
     else:
         model = catalogue.get(policy_name)
+        if model.kind != "chat":
+            raise UnknownModelError(f"{policy_name} is an embedding model: send it to "
+                                    "/v1/embeddings (Gateway.embed), or name a chat model",
+                                    field="model", model=policy_name)
         tier, reason = model.tier, f"named model {policy_name}"
     if policy_name in TIER_POLICIES and refusals(request, model):
         # The decision would break what the request needs: override it, and say so.
@@ -85,7 +89,8 @@ def capable_model(request: ChatRequest, catalogue: Catalogue,
     """The cheapest model that honours all of ``request``: the configured cheap tier, then
     the flagship, then any hosted catalogue model by list price; None when there is none."""
     tiers = [catalogue.models.get(routing.model_for(t)) for t in ("cheap", "flagship")]
-    hosted = sorted((m for m in catalogue.models.values() if m.backend == "api"),
+    hosted = sorted((m for m in catalogue.models.values()
+                     if m.backend == "api" and m.kind == "chat"),
                     key=lambda m: (m.price.input + m.price.output, m.name))
     for model in [m for m in tiers if m is not None] + hosted:
         if not refusals(request, model):

@@ -155,12 +155,14 @@ class SpendLine:
 
 _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerRow.user,
            "model": LedgerRow.model, "lane": LedgerRow.lane, "tier": LedgerRow.tier,
-           "provider": LedgerRow.provider, "org": LedgerRow.org, "outcome": LedgerRow.outcome}
+           "provider": LedgerRow.provider, "org": LedgerRow.org, "outcome": LedgerRow.outcome,
+           "kind": LedgerRow.kind}
 
 
 def spend_by(session: Session, *groups: str, since: datetime | None = None,
              team: str | None = None) -> list[SpendLine]:
-    """Spend grouped by any of feature, team, user, model, lane, tier, provider, org, outcome."""
+    """Spend grouped by any of feature, team, user, model, lane, tier, provider, org, outcome,
+    kind."""
     return spend_lines(session, *groups, since=since, team=team)
 
 

@@ -88,6 +88,11 @@ class LedgerRow(Base):
     volatile_prefix: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: SHA-256 of the normalized prompt; the text itself is not stored by default.
     prompt_hash: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    #: ``chat`` or ``embedding`` (models/domain/embedding.py): ``sluice spend --by kind``.
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="chat",
+                                      server_default="chat")
+    #: Embedding inputs this row covers (0 for chat); input tokens are ``input_uncached``.
+    items: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),

@@ -15,7 +15,9 @@ from models.domain.image_tokens import ImageRule
 from models.domain.tokens import TokenBound
 
 TIERS: tuple[str, ...] = ("cheap", "flagship", "self-hosted")
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "vllm")
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "vllm", "gemini", "local")
+#: What a model produces: chat completions, or embedding vectors (models/domain/embedding.py).
+KINDS: tuple[str, ...] = ("chat", "embedding")
 #: What a model may declare it accepts (``capabilities = [...]`` in prices.toml).
 CAPABILITIES: tuple[str, ...] = (
     "vision",              # image parts
@@ -59,6 +61,9 @@ class ModelSpec:
     price: ModelPrice
     min_cacheable_tokens: int = 1024
     api_name: str = ""
+    kind: str = "chat"
+    #: An embedding model's limits (None for chat models): see EmbeddingLimits.
+    embedding: EmbeddingLimits | None = None
     #: What the model accepts (see CAPABILITIES); routing never sends it a request needing more.
     capabilities: frozenset[str] = frozenset()
     #: The reasoning efforts it takes, when it reasons.
@@ -91,6 +96,19 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class EmbeddingLimits:
+    """An embedding model's vector size and what one provider call may carry."""
+
+    dimensions: int
+    #: Whether the model accepts ``dimensions`` (shortened vectors, text-embedding-3-*).
+    shortenable: bool = False
+    max_item_tokens: int = 8192
+    #: Items and tokens one provider call may carry (packing fills calls up to these).
+    max_items: int = 2048
+    max_call_tokens: int = 300_000
+
+
+@dataclass(frozen=True)
 class Catalogue:
     """Every model sluicegate may call, with the price-table version they were read from."""
 
@@ -108,8 +126,8 @@ class Catalogue:
                 f"or one of: {known}", field="model", model=name) from None
 
     def in_tier(self, tier: str) -> list[ModelSpec]:
-        """Models of one tier, in file order."""
-        return [m for m in self.models.values() if m.tier == tier]
+        """Chat models of one tier, in file order."""
+        return [m for m in self.models.values() if m.tier == tier and m.kind == "chat"]
 
 
 def load_catalogue(path: str | Path | None = None) -> Catalogue:
@@ -141,8 +159,11 @@ def parse_catalogue(data: dict[str, Any], where: str = "<data>") -> Catalogue:
     bounds = {p: _bound(entry, f"{where} [token_bounds.{p}]")
               for p, entry in (data.get("token_bounds") or {}).items()}
     models: dict[str, ModelSpec] = {}
+    pool = data.get("gpu_pool") or {}
+    gpu_hour = (_dec(pool.get("gpu_hour_usd", "0"), "gpu_pool.gpu_hour_usd", where)
+                if pool else None)
     for name, entry in (data.get("models") or {}).items():
-        model = _model(name, entry, gpu, where)
+        model = _model(name, entry, gpu, where, gpu_hour)
         bound = bounds.get(model.provider, TokenBound())
         if "tool_prompt_tokens" in entry:  # a model whose tool-use system prompt differs
             bound = replace(bound, tool_prompt=int(entry["tool_prompt_tokens"]))
@@ -187,12 +208,18 @@ def _gpu_prices(pool: dict[str, Any], where: str) -> ModelPrice | None:
                       cache_write_5m=per_in, cache_write_1h=per_in, output=per_out)
 
 
-def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str) -> ModelSpec:
+def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str,
+           gpu_hour: Decimal | None = None) -> ModelSpec:
     at = f"{where} [models.{name}]"
     provider = str(entry.get("provider", ""))
-    tier = str(entry.get("tier", ""))
+    kind = str(entry.get("kind", "chat"))
+    tier = str(entry.get("tier", "embedding" if kind == "embedding" else ""))
     if provider not in PROVIDERS:
         raise ConfigError(f"{at}: provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+    if kind not in KINDS:
+        raise ConfigError(f"{at}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind == "embedding":
+        return _embedding_model(name, entry, gpu_hour, at)
     if tier not in TIERS:
         raise ConfigError(f"{at}: tier {tier!r} is not one of {', '.join(TIERS)}")
     context = int(entry.get("context", 0))
@@ -231,6 +258,40 @@ def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str)
                      reasoning_efforts=efforts, max_output=max_output,
                      image_rule=_image_rule(entry.get("images"), "vision" in caps, at),
                      long_above=long_above, long_price=long_price)
+
+def _embedding_model(name: str, entry: dict[str, Any], gpu_hour: Decimal | None,
+                     at: str) -> ModelSpec:
+    """An embedding model: input tokens only; a self-hosted one priced by the GPU cost model
+    at its own throughput (``embed_tokens_per_s``: embedding is prefill only)."""
+    provider = str(entry["provider"])
+    if provider == "local" and "input" not in entry:
+        if gpu_hour is None:
+            raise ConfigError(f"{at}: a self-hosted model needs [gpu_pool] prices or its own")
+        speed = _dec(entry.get("embed_tokens_per_s", "0"), "embed_tokens_per_s", at)
+        if speed == 0:
+            raise ConfigError(f"{at}: a self-hosted embedding model needs embed_tokens_per_s "
+                              "(its measured throughput on the pool's GPU)")
+        # The pool's price per GPU-second over the tokens a second embeds, per 1M tokens.
+        inp = (gpu_hour / 3600 / speed * _MILLION).quantize(_PLACES)
+    else:
+        inp = _dec(entry.get("input"), "input", at)
+    dims = int(entry.get("dimensions", 0))
+    if dims <= 0:
+        raise ConfigError(f"{at}: an embedding model needs its vector size (dimensions)")
+    limits = EmbeddingLimits(
+        dimensions=dims, shortenable=bool(entry.get("shortenable", False)),
+        max_item_tokens=int(entry.get("max_item_tokens", 8192)),
+        max_items=int(entry.get("max_items", 2048)),
+        max_call_tokens=int(entry.get("max_call_tokens", 300_000)))
+    price = ModelPrice(input=inp, cache_read=inp, cache_write_5m=inp, cache_write_1h=inp,
+                       output=Decimal(0),
+                       batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount",
+                                           at))
+    return ModelSpec(name=name, provider=provider, tier="embedding",
+                     context=limits.max_item_tokens, price=price,
+                     api_name=str(entry.get("api_name", name)), kind="embedding",
+                     embedding=limits)
+
 
 
 def _image_rule(raw: Any, vision: bool, at: str) -> ImageRule:

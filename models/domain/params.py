@@ -203,7 +203,7 @@ def _self_hosted(request: ChatRequest, out: list[Refusal]) -> None:
 def accepted_by(param: str, request: ChatRequest, catalogue: Catalogue) -> list[str]:
     """Catalogue models that would honour ``param`` of ``request``."""
     return [m.name for m in catalogue.models.values()
-            if all(r.param != param for r in refusals(request, m))]
+            if m.kind == "chat" and all(r.param != param for r in refusals(request, m))]
 
 
 def dropped_params(request: ChatRequest, model: ModelSpec,

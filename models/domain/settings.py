@@ -271,6 +271,24 @@ class PrivacySettings(BaseModel):
         return feature in self.store_text_features
 
 
+class EmbeddingSettings(BaseModel):
+    """Which embedding model ``auto`` means, per feature, and how long item vectors are kept."""
+
+    #: The model ``model: auto`` embeds with, for features not listed in ``features``.
+    model: str = "text-embedding-3-small"
+    #: Per-feature embedding model: ``{"search": "all-minilm-l6-v2"}``.
+    features: dict[str, str] = Field(default_factory=dict)
+    #: How long a cached item vector lives (a vector of a fixed model and input never changes).
+    cache_ttl_s: int = Field(default=30 * 24 * 3600, ge=1)
+    #: Pack items of concurrent requests into shared provider calls on lanes that wait to fill
+    #: a batch (``batch_timeout_ms`` > 0: the async lane by default).
+    pack: bool = True
+
+    def model_for(self, feature: str) -> str:
+        """The embedding model ``auto`` means for ``feature``."""
+        return self.features.get(feature, self.model)
+
+
 class Settings(BaseSettings):
     """Everything configurable, in nested groups (``SLUICE_BROKER__URL`` and so on)."""
 
@@ -287,6 +305,7 @@ class Settings(BaseSettings):
     gpu: GpuSettings = GpuSettings()
     batch: BatchSettings = BatchSettings()
     privacy: PrivacySettings = PrivacySettings()
+    embeddings: EmbeddingSettings = EmbeddingSettings()
     prices_path: Path | None = None
     #: Where embedded-default state (SQLite ledger, stand-in logs) goes.
     home: Path = Path(".sluice")

@@ -156,7 +156,9 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Hit rate and savings per feature, from the ledger (rows with outcome cache_hit)."""
-    from models.db import ledger
+    from dataclasses import replace
+
+    from models.db import embedding_stats, ledger
     from models.db.engine import make_engine, session_factory
     from models.domain.errors import SluiceError
     from models.domain.settings import load_settings
@@ -166,7 +168,11 @@ def stats(
     engine = make_engine(load_settings().database.url)
     try:
         with session_factory(engine)() as s:
-            lines = ledger.spend_by(s, "feature", "outcome", since=since, team=team)
+            # Chat rows only here: embedding items have a table of their own below.
+            lines = [replace(line, key=line.key[:2])
+                     for line in ledger.spend_by(s, "feature", "outcome", "kind", since=since,
+                                                 team=team) if line.key[2] == "chat"]
+            items = embedding_stats.by_feature(s, since=since, team=team)
     except SluiceError as err:
         err_console.print(f"[red]{err.message}[/]")
         raise typer.Exit(2) from None
@@ -176,7 +182,8 @@ def stats(
     if as_json:
         print_json(console, [dict(r, hit_rate=round(float(r["hit_rate"]), 4),
                                   saved_vs_baseline=str(r["saved_vs_baseline"]),
-                                  avoided_spend=str(r["avoided_spend"])) for r in rows])
+                                  avoided_spend=str(r["avoided_spend"])) for r in rows]
+                   + [{"kind": "embedding", **i.as_json()} for i in items])
         return
     table = Table(title="Response cache by feature", title_justify="left")
     for col in ("feature", "requests", "hits", "hit rate", "saved vs baseline", "avoided spend"):
@@ -186,6 +193,20 @@ def stats(
                       pct(Decimal(r["hits"]), Decimal(r["requests"])),
                       money(r["saved_vs_baseline"]), money(r["avoided_spend"]))
     console.print(table)
+    if items:
+        console.print(embedding_stats_table(items))
+
+
+def embedding_stats_table(items: list[Any]) -> Table:
+    """The per-item embedding cache by feature: items, hits, hit rate, saved."""
+    table = Table(title="Embedding item cache by feature", title_justify="left")
+    for col in ("feature", "items", "cached", "hit rate", "tokens saved", "saved"):
+        table.add_column(col, justify="left" if col == "feature" else "right")
+    for i in items:
+        table.add_row(i.feature, str(i.items), str(i.cached), pct(Decimal(i.cached),
+                                                                  Decimal(i.items)),
+                      str(i.tokens_saved), money(i.saved))
+    return table
 
 
 @cache_app.command()

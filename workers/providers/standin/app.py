@@ -14,6 +14,7 @@ from models.domain.tokens import encoding
 from workers.providers.standin.anthropic_api import count_tokens, messages
 from workers.providers.standin.batch_api import batch_routes
 from workers.providers.standin.config import StandInConfig
+from workers.providers.standin.embeddings_api import embeddings
 from workers.providers.standin.errors import openai_error
 from workers.providers.standin.faults import parse_fault
 from workers.providers.standin.gemini_api import gemini_routes
@@ -27,6 +28,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/_standin/stats", stats, methods=["GET"]),
         Route("/_standin/received", received, methods=["GET"]),

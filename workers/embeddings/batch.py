@@ -1,0 +1,104 @@
+"""Embedding packs through OpenAI's Batch API (``/v1/embeddings`` lines, 50 % off)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from models.domain.catalogue import ModelSpec
+from models.domain.embedding import EmbeddingRequest, Item
+from models.domain.errors import ProviderPermanent, ProviderRetryable
+from models.domain.settings import Settings
+from workers.batch.seam import max_wait_s
+from workers.embeddings.adapters import EmbedReply, _as_base64
+from workers.providers.errors import map_sdk_error
+
+ENDPOINT = "/v1/embeddings"
+_FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def wants_batch(request: EmbeddingRequest, provider: str, settings: Settings) -> bool:
+    """An async request to OpenAI that opted in (``batch``, or the Batch settings)."""
+    if request.lane != "async" or provider != "openai":
+        return False
+    return (request.batch or settings.batch.enabled
+            or request.feature in settings.batch.features)
+
+
+class OpenAIEmbeddingBatch:
+    """Sends one pack as a one-line batch file and waits for it (the lane's wait, its poll)."""
+
+    name = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        import openai
+
+        from workers.runtime import provider_key
+
+        p = settings.providers
+        self._client = openai.OpenAI(
+            api_key=provider_key(p.openai_api_key, p.openai_base_url, "OPENAI"),
+            base_url=p.openai_base_url, timeout=p.timeout_s, max_retries=0)
+        self.poll_s = settings.batch.poll_interval_s
+        self.wait_s = max_wait_s(settings)
+
+    def embed(self, model: ModelSpec, items: Sequence[Item], dimensions: int | None,
+              timeout_s: float | None = None) -> EmbedReply:
+        """The pack's vectors from a batch; raises like a direct call (retryable: expired)."""
+        body: dict[str, Any] = {"model": model.api_name or model.name,
+                                "input": [i if isinstance(i, str) else list(i) for i in items],
+                                "encoding_format": "base64"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        line = json.dumps({"custom_id": "pack", "method": "POST", "url": ENDPOINT,
+                           "body": body}, separators=(",", ":"))
+        try:
+            upload = self._client.files.create(file=("sluice-embed.jsonl", (line + "\n").encode()),
+                                               purpose="batch")
+            batch = self._client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
+                                                completion_window="24h",
+                                                metadata={"source": "sluicegate"})
+            deadline = time.time() + min(self.wait_s, timeout_s or self.wait_s)
+            # Polls back off from 50 ms to the configured interval: a small batch often ends
+            # in seconds, a large one in hours.
+            step = 0.05
+            while batch.status not in _FINAL:
+                if time.time() > deadline:
+                    raise ProviderRetryable(f"openai embedding batch {batch.id} still running "
+                                            "past the lane's wait; it may still bill",
+                                            provider=self.name, billed="unknown")
+                time.sleep(min(step, self.poll_s, max(deadline - time.time(), 0.01)))
+                step *= 2
+                batch = self._client.batches.retrieve(batch.id)
+            files = [f for f in (batch.output_file_id, batch.error_file_id) if f]
+            text = "".join(self._client.files.content(f).text for f in files)
+        except ProviderRetryable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
+            raise map_sdk_error(self.name, exc) from exc
+        return self._reply(batch.id, text, len(items))
+
+    def _reply(self, batch_id: str, text: str, n: int) -> EmbedReply:
+        entry = next((json.loads(x) for x in text.splitlines() if x.strip()), {})
+        response = entry.get("response") or {}
+        status, body = int(response.get("status_code") or 0), response.get("body") or {}
+        if status != 200:
+            message = ((entry.get("error") or body.get("error") or {}).get("message")
+                       or f"status {status}")
+            kind = ProviderRetryable if status == 0 or status >= 500 or status == 429 \
+                else ProviderPermanent
+            raise kind(f"openai embedding batch {batch_id}: {message}", provider=self.name,
+                       status=status or None)
+        data = sorted(body["data"], key=lambda d: int(d["index"]))
+        if len(data) != n:
+            raise ProviderRetryable(f"openai embedding batch {batch_id}: {len(data)} vectors "
+                                    f"for {n} inputs", provider=self.name, billed="unknown",
+                                    unparseable=True)
+        return EmbedReply(vectors=[_as_base64(d["embedding"]) for d in data],
+                          prompt_tokens=int(body["usage"]["prompt_tokens"]),
+                          provider_model=str(body.get("model", "")))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,28 @@
+"""The thin Celery task of embedding requests: decode, hand to the service, return its reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+
+from queues.embedding_envelope import TASK_EMBED
+from workers import log_privacy
+from workers.embeddings.service import execute_embedding
+from workers.runtime import get_runtime
+from workers.service import ClaimBusy
+from workers.tasks import BUSY_RETRIES, _previous, _Stash
+
+
+@shared_task(name=TASK_EMBED, bind=True, acks_late=True, reject_on_worker_lost=True,
+             resultrepr_maxsize=log_privacy.REPR_CHARS)
+def execute_embed(self: Task, message: dict[str, Any]) -> dict[str, Any]:
+    """Embed one request's missing items on a hosted or self-hosted embedding model."""
+    reply = execute_embedding(message, get_runtime(self.app), previous=_previous(self),
+                              stash=_Stash(self))
+    details = (reply.get("error") or {}).get("details") or {}
+    retries = int(details.get("retries", BUSY_RETRIES))
+    if (reply.get("error") or {}).get("code") == ClaimBusy.code and self.request.retries < retries:
+        # A live run renews its claim: wait for it (the answer is then the first run's).
+        raise self.retry(countdown=float(details.get("retry_in", 60)), max_retries=retries)
+    return reply
