@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from models.db.embedding_rows import cached_part_id, embedding_row
 from models.domain.catalogue import Catalogue, ModelSpec
+from models.domain.tokens import PromptCount
 from models.domain.cost import list_cost, worst_case_cost
 from models.domain.embedding import (AUTO, EmbeddingRequest, EmbeddingResult, Item,
                                      parse_embedding_request)
@@ -228,7 +229,7 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
         # Input tokens at the model's price: an embedding generates nothing, and is never sent
         # to another model (a vector of one model must not stand in for another's).
         reservation = gateway.admission.reserve(request, route,
-                                                worst_case_cost(prompt_tokens, 0, model))
+                                                worst_case_cost(PromptCount(tokens=prompt_tokens), 0, model))
     now = time.time()
     sub = request.model_copy(update={"inputs": tuple(request.inputs[i] for i in missing)})
     env = EmbeddingEnvelope(request=sub, route=route, item_tokens=item_tokens,

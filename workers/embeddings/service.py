@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models.db import attempts as attempt_rows
 from models.db.embedding_rows import embedding_row
 from models.domain.catalogue import ModelSpec
+from models.domain.tokens import PromptCount
 from models.domain.cost import cost_of, list_cost, worst_case_cost
 from models.domain.embedding import EmbeddingResult, Item
 from models.domain.embedding_pack import chunks
@@ -106,7 +107,7 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
         return error_reply(req.request_id, err)
     money: RunMoney | None = None
     try:
-        amount = worst_case_cost(env.prompt_tokens, 0, model)
+        amount = worst_case_cost(PromptCount(tokens=env.prompt_tokens), 0, model)
         held = Decimal(0)
         if rt.admission is not None:
             rid = rt.admission.confirm(req, route, env.reservation_id, amount)  # type: ignore[arg-type]
