@@ -189,9 +189,20 @@ def finalize(s: Session, rt: WorkerRuntime, kind: str, row: dict[str, Any],
     (earlier runs' included), ``estimated_cost`` the estimated part."""
     rid = row["request_id"]
     if final is not None:
-        attempts.end(s, int(final["attempt_id"]), outcome="ok", billing=final["billing"],
-                     cost=Decimal(final["cost"]), input_tokens=int(final["input_tokens"]),
-                     output_tokens=int(final["output_tokens"]))
+        ended = attempts.end(s, int(final["attempt_id"]), outcome="ok", billing=final["billing"],
+                             cost=Decimal(final["cost"]), input_tokens=int(final["input_tokens"]),
+                             output_tokens=int(final["output_tokens"]))
+        if not ended and not attempts.exists(s, int(final["attempt_id"])):
+            # Its ``sent`` row was lost (a database crash before it was flushed): the answer
+            # was paid for all the same, so it is recorded now, whole.
+            aid = attempts.begin(s, {
+                "request_id": rid, "run": "recovered", "org": row.get("org", "default"),
+                "team": row["team"], "feature": row["feature"], "provider": row["provider"],
+                "model": row["model"], "kind": "call", "batch": bool(final.get("batch")),
+                "worst_case": Decimal(final["cost"])})
+            attempts.end(s, aid, outcome="ok", billing=final["billing"],
+                         cost=Decimal(final["cost"]), input_tokens=int(final["input_tokens"]),
+                         output_tokens=int(final["output_tokens"]))
     # Whatever is still ``sent`` now is an attempt whose end could not be written, or a dead
     # run's: the provider may have billed it, so it is charged at its worst case.
     attempts.charge_lost(s, rid)

@@ -62,8 +62,19 @@ class WorkerRuntime:
 
                     self._attempter = autocommit_engine(
                         engine, self.settings.database.pool_size, durable=True)
-        with self._attempter.connect() as conn:
-            return attempts.begin(conn, values)
+        from sqlalchemy.exc import DBAPIError
+
+        tries = self.settings.database.pool_size * 2 + 1
+        for left in range(tries, 0, -1):
+            try:
+                with self._attempter.connect() as conn:
+                    return attempts.begin(conn, values)
+            except DBAPIError as exc:
+                # Pooled connections a database restart dropped: each fails once, then a
+                # fresh one is made (no pre-ping: it would cost every attempt a round trip).
+                if not exc.connection_invalidated or left == 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def heartbeat(self) -> Any:
         """This process's heartbeat (workers.heartbeat.Heartbeat), built on first use."""

@@ -134,3 +134,8 @@ def unsettled(session: Session, request_id: str) -> Decimal:
                            .where(AttemptRow.request_id == request_id,
                                   AttemptRow.settled.is_(False), AttemptRow.outcome != "sent"))
     return Decimal(total or 0)
+
+
+def exists(session: Session, attempt_id: int) -> bool:
+    """Whether the attempt row ``attempt_id`` is there."""
+    return session.get(AttemptRow, attempt_id) is not None

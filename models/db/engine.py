@@ -36,9 +36,15 @@ def autocommit_engine(engine: Engine, pool_size: int, *, durable: bool = False) 
     """
     fast = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size,
                          max_overflow=pool_size, pool_pre_ping=False)
-    if not durable:
-        event.listen(fast, "connect", _async_commit)
+    event.listen(fast, "connect", _sync_commit if durable else _async_commit)
     return fast
+
+
+def _sync_commit(dbapi_conn: Any, _record: Any) -> None:
+    # Durable even on a server whose default is asynchronous commit.
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET synchronous_commit = on")
+    dbapi_conn.commit()
 
 
 def _async_commit(dbapi_conn: Any, _record: Any) -> None:
