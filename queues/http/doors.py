@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from models.domain.errors import ValidationError
 from models.domain.request import TIER_POLICIES, parse_request
-from models.domain.tokens import count_request
+from models.domain.tokens import input_bound, prompt_count
 from queues.http.pipeline import OPENAI_CHAT, door, door_endpoint, guarded, read_json
 from queues.http.wire.anthropic_messages import AnthropicMessages, to_request
 from queues.http.wire.base import Wire
@@ -30,14 +30,17 @@ def wire_named(name: object) -> Wire:
 
 async def _count_tokens(request: Request) -> Response:
     """``POST /v1/messages/count_tokens``: the prompt's tokens as the budget reservation
-    counts them (the same count the stand-in bills, and a model's own tokenizer elsewhere)."""
+    counts them (an upper bound of the provider's own count)."""
     fd = door(request)
     key = await fd.keys.principal(request)
     data, origin = to_request(await read_json(request), request.headers, key, counting=True)
     # A named model counts images by its own rule; UnknownModelError is a 404 naming it.
     spec = None if data["model"] in TIER_POLICIES else fd.catalogue.get(data["model"])
     try:
-        counted = count_request(parse_request(data), spec)
+        prompt = prompt_count(parse_request(data), spec)
+        # What the reservation counts: the provider's own count at most (its tokenizer and
+        # tool-use system prompt), so a client that budgets by it never under-counts.
+        counted = input_bound(prompt, spec.bound) if spec is not None else prompt.tokens
     except ValidationError as err:
         err.field = err.details["field"] = param_for(err.field, origin)
         raise

@@ -28,6 +28,10 @@ class Spy:
         self.amounts.append(amount)
         return self.real.reserve(request, route, amount) if self.real else None
 
+    def reserve_once(self, request: Any, route: Any, amount: Decimal) -> Any:
+        self.amounts.append(amount)
+        return self.real.reserve_once(request, route, amount) if self.real else (None, False)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 

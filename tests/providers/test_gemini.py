@@ -11,6 +11,7 @@ import pytest
 
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of, worst_case_cost
+from models.domain.tokens import PromptCount
 from models.domain.errors import ProviderPermanent, ProviderRetryable
 from models.domain.request import parse_request
 from models.domain.tokens import count_request, count_text
@@ -148,8 +149,8 @@ def test_the_long_context_tier_prices_every_token_and_bounds_the_reservation() -
     assert cost_of(long, PRO) == Decimal("0.5150025")  # every token at 2.50 / 15
     # A prompt we count below the boundary that Gemini's own tokenizer could count above it
     # is reserved at the long tier; one well below it at the short tier.
-    assert worst_case_cost(170_000, 1000, PRO) == Decimal("0.44")
-    assert worst_case_cost(150_000, 1000, PRO) == Decimal("0.1975")
+    assert worst_case_cost(PromptCount(tokens=170_000), 1000, PRO) == Decimal("0.44")
+    assert worst_case_cost(PromptCount(tokens=150_000), 1000, PRO) == Decimal("0.1975")
     for n in range(150_000, 260_001, 2_500):
-        assert worst_case_cost(n, 1000, PRO) >= cost_of(Usage(input_uncached=n, output=1000),
+        assert worst_case_cost(PromptCount(tokens=n), 1000, PRO) >= cost_of(Usage(input_uncached=n, output=1000),
                                                         PRO)

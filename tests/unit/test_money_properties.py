@@ -31,7 +31,7 @@ from models.db.tables import LedgerRow
 from models.domain.errors import BudgetExceeded, ProviderRetryable
 from models.domain.request import parse_request
 from models.domain.settings import load_settings
-from models.domain.tokens import prompt_count
+from models.domain.tokens import PromptCount, prompt_count
 from models.domain.usage import Usage
 from ops.db import upgrade
 from queues.envelope import Envelope, task_id_for
@@ -183,7 +183,7 @@ def machine_for(url: str, home: Path) -> type[RuleBasedStateMachine]:
             env = Envelope.model_validate(self.queue[i % len(self.queue)])
             req = env.request.model_copy(update={"team": team})
             from models.domain.charges import reach_worst_case, reachable
-            amount = reach_worst_case(env.prompt_tokens, req.max_tokens, reachable(
+            amount = reach_worst_case(PromptCount(tokens=env.prompt_tokens), req.max_tokens, reachable(
                 self.rt.catalogue, cfg.providers.fallbacks, env.route.model))
             try:
                 rid = self.admission.reserve(req, env.route, amount)
