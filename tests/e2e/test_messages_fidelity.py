@@ -90,7 +90,9 @@ def test_an_image_is_sent_and_counted_as_it_is_billed(claude: anthropic.Anthropi
     raw = claude.messages.with_raw_response.create(model=CLAUDE, max_tokens=16,
                                                    messages=messages)
     msg = raw.parse()
-    assert msg.usage.input_tokens == counted > 600 * 900 // 750  # Anthropic's rule
+    # Anthropic's rule for the image; count_tokens is the reservation's bound of the bill.
+    assert 600 * 900 // 750 < msg.usage.input_tokens <= counted
     sent = received(standin, marker)
     assert sent["messages"][0]["content"][1]["source"]["type"] == "base64"
-    assert row(sessions, raw.headers["x-sluice-request-id"]).input_uncached == counted
+    assert row(sessions, raw.headers["x-sluice-request-id"]).input_uncached == \
+        msg.usage.input_tokens
