@@ -19,7 +19,7 @@ from models.domain.embedding import (AUTO, EmbeddingRequest, EmbeddingResult, It
                                      parse_embedding_request)
 from models.domain.errors import (BrokerError, QueuePaused, SluiceError, UnknownModelError,
                                   ValidationError, from_dict)
-from models.domain.result import Route, Timings
+from models.domain.result import Route
 from models.domain.settings import EmbeddingSettings
 from models.domain.tokens import count_text
 from models.domain.usage import Usage
@@ -228,8 +228,8 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
     if gateway.admission is not None:
         # Input tokens at the model's price: an embedding generates nothing, and is never sent
         # to another model (a vector of one model must not stand in for another's).
-        reservation = gateway.admission.reserve(request, route,
-                                                worst_case_cost(PromptCount(tokens=prompt_tokens), 0, model))
+        amount = worst_case_cost(PromptCount(tokens=prompt_tokens), 0, model)
+        reservation = gateway.admission.reserve(request, route, amount)
     now = time.time()
     sub = request.model_copy(update={"inputs": tuple(request.inputs[i] for i in missing)})
     env = EmbeddingEnvelope(request=sub, route=route, item_tokens=item_tokens,

@@ -204,8 +204,8 @@ class Gateway:
         reaches it does not send it to a provider, writes a $0 row (``error_code``
         ``cancelled``) and releases its reservation; True. A request a worker already started
         runs to the end and is billed; False; except one waiting in a provider batch (True):
-        once every request of its batch is cancelled, the batch is cancelled at the provider. Raises ConfigError without a Redis broker,
-        BrokerError when Redis cannot be reached."""
+        once every request of its batch is cancelled, the batch is cancelled at the provider.
+        Raises ConfigError without a Redis broker, BrokerError when Redis cannot be reached."""
         task_id = handle if isinstance(handle, str) else getattr(handle, "task_id", None)
         if task_id is None:
             raise ValidationError("this request was answered from the response cache: nothing "

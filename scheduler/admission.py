@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db.budgets import BudgetRow, ReservationRow, change_budgets, to_budget
 from models.db.engine import autocommit_engine
-from models.db.reservations import close_reservation, reserve_on_postgres, reserve_portable
+from models.db.reservations import (close_reservation, extend_reservation,
+                                    reserve_on_postgres, reserve_portable)
 from models.domain.budget import (
     SCOPES,
     WINDOWS,
@@ -239,25 +240,9 @@ class SqlAdmission:
                 if over is not None:
                     raise refusal(to_budget(over), held)
                 return True
-            # Lock every budget involved in id order (the order reservations and settles use).
-            locked = s.scalars(select(BudgetRow).where(BudgetRow.id.in_(listed + added))
-                               .order_by(BudgetRow.id).with_for_update()).all()
-            if len(locked) < len(listed) + len(added):
-                self.invalidate()  # one was deleted meanwhile: what remains still holds it
-            for b in locked:
-                more = target if b.id in added else target - held
-                if b.spent + b.reserved + more > b.hard_limit:
-                    raise refusal(to_budget(b), more)
-            present = {b.id for b in locked}
-            if target > held:
-                s.execute(change_budgets([i for i in listed if i in present],
-                                         reserved=target - held, now=now))
-            if added:
-                s.execute(change_budgets([i for i in added if i in present], reserved=target,
-                                         now=now))
-            s.execute(update(ReservationRow).where(ReservationRow.id == reservation_id)
-                      .values(amount=target,
-                              budget_ids=",".join(map(str, sorted(set(listed) | present)))))
+            if not extend_reservation(s, reservation_id, listed=listed, added=added, held=held,
+                                      target=target, now=now):
+                self.invalidate()  # a budget was deleted meanwhile: what remains still holds it
         return True
 
     def invalidate(self) -> None:

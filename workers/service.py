@@ -6,7 +6,7 @@ import logging
 import time
 from decimal import Decimal
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import pydantic
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,25 +33,10 @@ from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
+from workers.redelivery import AnswerStash, duplicate, keep, kept, release_copy
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
-
-
-class ResultLost(SluiceError):
-    """A previous run finished this request but its answer was not kept; resubmit it anew."""
-
-    code = "result_lost"
-
-
-class AnswerStash(Protocol):
-    """Where a run keeps its answer for a redelivery of the same task (workers.tasks._Stash)."""
-
-    def keep(self, record: dict[str, Any]) -> None:
-        """Keep ``{"reply": ..., "reservation_id": ...}``; may raise (the caller logs it)."""
-
-    def read(self) -> dict[str, Any] | None:
-        """What an earlier run of this task kept, if anything."""
 
 
 def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
@@ -85,7 +70,7 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); nothing was "
             "sent to a provider; retry once the database is back", request_id=req.request_id))
     if state == "foreign":
-        _release_copy(rt, env)
+        release_copy(rt, env)
         return error_reply(req.request_id, ValidationError(
             f"request_id {req.request_id!r} was already used by another team; request ids "
             "must be unique: use a fresh one (a UUID)", field="request_id"))
@@ -94,12 +79,12 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     if state not in ("claimed", "resumed", "retried", "polling"):
         if state == "done":
             # A retry of a finished request: whatever it reserved goes back at once.
-            _release_copy(rt, env)
+            release_copy(rt, env)
         # A live claim renews its heartbeat: come back when it would have lapsed, were its
         # worker dead, and wait as long as a live run can take.
         lane = rt.settings.lanes.get(req.lane)
         ttl = max(heart.claim_ttl_s, 0.5)
-        return _duplicate(req.request_id, state, previous, stash, retry_in=ttl,
+        return duplicate(req.request_id, state, previous, stash, retry_in=ttl,
                           retries=int(lane.soft_time_limit_s // ttl) + 3)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
@@ -116,9 +101,9 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         # We took over the claim of a run that died. If it had answered before dying, its
         # answer is in the stash: bill that answer (and the reservation that run held) rather
         # than pay the provider again.
-        kept = _kept(stash)
-        if kept is not None:
-            kept_reply, rid, final = kept
+        found = kept(stash)
+        if found is not None:
+            kept_reply, rid, final = found
             result = ChatResult.model_validate(kept_reply["result"])
             if final is None:
                 # Stashed by a worker of the previous release: no attempt row names it.
@@ -170,7 +155,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
     answer = ok_reply(result)
     if batch:
         answer["batch"] = True  # so a run that adopts this answer bills it at the batch price
-    _keep(stash, answer, env, final)
+    keep(stash, answer, env, final)
     _bill(rt, env, result, batch=batch, reservation_id=env.reservation_id, final=final)
     return answer
 
@@ -188,41 +173,6 @@ def _owed_before(rt: WorkerRuntime, env: Envelope, money: RunMoney, state: str) 
         raise LedgerError(f"request {env.request.request_id}: could not read what earlier runs "
                           "were charged; nothing was sent; retry once the database is back",
                           request_id=env.request.request_id) from exc
-
-
-def _release_copy(rt: WorkerRuntime, env: Envelope) -> None:
-    """Release the reservation a duplicate delivery brought (a retry under the same request
-    id): it is not the one the request's own run holds or settled. Idempotent."""
-    if env.reservation_id is None or rt.admission is None:
-        return
-    try:
-        rt.admission.release(env.reservation_id)
-    except SluiceError as exc:
-        log.warning("could not release the duplicate's reservation %s (it expires): %s",
-                    env.reservation_id, exc)
-
-
-def _keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope,
-          final: dict[str, Any] | None) -> None:
-    """Stash the answer, the reservation it settles and its attempt, ahead of the ledger write
-    (best effort: the ledger write must happen either way)."""
-    if stash is None:
-        return
-    try:
-        stash.keep({"reply": reply, "reservation_id": env.reservation_id, "attempt": final})
-    except Exception as exc:  # noqa: BLE001 - the ledger write must still happen
-        log.warning("could not keep the answer of %s before billing it: %s",
-                    env.request.request_id, exc)
-
-
-def _kept(stash: AnswerStash | None
-          ) -> tuple[dict[str, Any], str | None, dict[str, Any] | None] | None:
-    """The answer, its reservation id and its attempt an earlier run of this task stashed."""
-    record = (stash.read() if stash is not None else None) or {}
-    reply, rid, final = record.get("reply"), record.get("reservation_id"), record.get("attempt")
-    if not (isinstance(reply, dict) and reply.get("ok")):
-        return None
-    return reply, rid if isinstance(rid, str) else None, final if isinstance(final, dict) else None
 
 
 def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool,
@@ -442,31 +392,3 @@ def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
     with final_write(rt, "error", row, env.reservation_id, None) as s:
         finalize(s, rt, "error", row, env.reservation_id, None)
     _forget(rt, env.request)
-
-
-class ClaimBusy(SluiceError):
-    """Another run holds this request's claim; the task retries once the claim could expire."""
-
-    code = "claim_busy"
-    retryable = True
-
-
-def _duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | None,
-               retry_in: float = 60.0, retries: int = 3) -> dict[str, Any]:
-    if state == "done":
-        earlier = previous() if callable(previous) else previous
-        if isinstance(earlier, dict) and earlier.get("ok"):
-            return earlier
-        # The run that billed it died before its reply was stored: the stash still has it.
-        kept = _kept(stash)
-        if kept is not None:
-            return kept[0]
-    if state == "running":
-        return error_reply(request_id, ClaimBusy(
-            f"request {request_id} is being executed by another run (or by a worker that "
-            "died: its claim lapses when its heartbeat stops); wait for its handle",
-            request_id=request_id, retry_in=retry_in, retries=retries))
-    return error_reply(request_id, ResultLost(
-        f"request {request_id} was completed and billed by an earlier run, but its answer was "
-        "not kept (the worker stopped before storing it); submit it again with a new request_id",
-        request_id=request_id))

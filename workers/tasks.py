@@ -17,7 +17,8 @@ from workers import log_privacy
 from workers.batch.seam import max_visits
 from workers.gpu.runtime import install_gpu_signals
 from workers.runtime import get_runtime
-from workers.service import ClaimBusy, execute
+from workers.redelivery import ClaimBusy
+from workers.service import execute
 
 # Only worker processes import this module (the app's `include`). A worker that consumes a
 # *.gpu queue starts its vLLM engine at boot (worker_init) and stops it at shutdown; API

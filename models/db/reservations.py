@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from models.db.budgets import BudgetRow, ReservationRow, to_budget
-from models.domain.budget import Budget
+from models.db.budgets import BudgetRow, ReservationRow, change_budgets, to_budget
+from models.domain.budget import Budget, refusal
 
 # One statement, one round trip, autocommit: lock the applicable budgets in id order (so two
 # requests never deadlock), decide on the locked (newest) values, then add the reservation to
@@ -90,6 +90,29 @@ def reserve_portable(s: Session, params: dict[str, Any]) -> tuple[bool, list[Bud
     mine = set(got)
     return False, [b if b.id not in mine else replace(b, reserved=b.reserved - amount)
                    for b in rows], None
+
+
+def extend_reservation(s: Session, rid: str, *, listed: list[int], added: list[int],
+                       held: Decimal, target: Decimal, now: datetime) -> bool:
+    """Grow reservation ``rid`` from ``held`` to ``target`` on its ``listed`` budgets and hold
+    all of ``target`` on ``added`` ones, or raise BudgetExceeded naming one without the room.
+    False when a budget vanished meanwhile (the rest still hold it). The caller commits."""
+    # Every budget involved is locked in id order (the order reservations and settles use).
+    locked = s.scalars(select(BudgetRow).where(BudgetRow.id.in_(listed + added))
+                       .order_by(BudgetRow.id).with_for_update()).all()
+    for b in locked:
+        more = target if b.id in added else target - held
+        if b.spent + b.reserved + more > b.hard_limit:
+            raise refusal(to_budget(b), more)
+    present = {b.id for b in locked}
+    if target > held:
+        s.execute(change_budgets([i for i in listed if i in present], reserved=target - held,
+                                 now=now))
+    if added:
+        s.execute(change_budgets([i for i in added if i in present], reserved=target, now=now))
+    s.execute(update(ReservationRow).where(ReservationRow.id == rid)
+              .values(amount=target, budget_ids=",".join(map(str, sorted(set(listed) | present)))))
+    return len(locked) == len(listed) + len(added)
 
 
 def close_reservation(rid: str, before: str, after: str, now: datetime,

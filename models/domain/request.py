@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from models.domain.content import MAX_IMAGE_CHARS, ContentPart, ImagePart, TextPart
 from models.domain.errors import ValidationError
 from models.domain.generation import Effort, Prediction, ResponseSchema, ToolChoice
+# Also where callers have always imported them from.
+from models.domain.tools import ToolCall, ToolDef, openai_tool_calls  # noqa: F401
 
 Lane = Literal["interactive", "async"]
 LANES: tuple[str, ...] = ("interactive", "async")
@@ -21,17 +23,6 @@ TIER_POLICIES: tuple[str, ...] = ("auto", "cheap", "flagship", "self-hosted")
 
 _ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 _NAME_PATTERN = r"^[A-Za-z0-9._:\-/]{1,64}$"
-
-
-class ToolCall(BaseModel):
-    """A function call the model asked for, in OpenAI's terms (arguments as a JSON string)."""
-
-    # No limits here: a provider's answer must never fail validation after it was paid for.
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    name: str
-    arguments: str = "{}"
 
 
 class Message(BaseModel):
@@ -127,26 +118,10 @@ class Message(BaseModel):
         return out
 
 
-def openai_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
-    """Calls as chat-completions ``tool_calls`` entries (in requests and in answers alike)."""
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in calls]
-
-
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 #: Fields a turn gained for tool loops; plain turns are serialized without them.
 _TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts"}
 _STABLE = {"few_shot": {"__all__": _TOOL_FIELDS}}
-
-
-class ToolDef(BaseModel):
-    """A function the model may call; part of the static, cacheable prefix."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
-    description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
 class StaticPart(BaseModel):

@@ -31,7 +31,7 @@ from workers.embeddings.packer import Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
-from workers.service import AnswerStash, ClaimBusy, ResultLost
+from workers.redelivery import AnswerStash, ClaimBusy, ResultLost
 
 log = logging.getLogger(__name__)
 

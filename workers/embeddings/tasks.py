@@ -10,7 +10,7 @@ from queues.embedding_envelope import TASK_EMBED
 from workers import log_privacy
 from workers.embeddings.service import execute_embedding
 from workers.runtime import get_runtime
-from workers.service import ClaimBusy
+from workers.redelivery import ClaimBusy
 from workers.tasks import BUSY_RETRIES, _previous, _Stash
 
 

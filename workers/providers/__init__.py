@@ -1,1 +1,1 @@
-"""Provider adapters (OpenAI, Anthropic, vLLM) behind one small interface, and the local stand-in."""
+"""Provider adapters (OpenAI, Anthropic, Gemini, vLLM) behind one interface; the stand-in."""

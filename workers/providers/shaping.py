@@ -1,4 +1,4 @@
-"""Shape a request for each provider with the static part first, as a byte-stable cacheable prefix."""
+"""Shape a request for each provider: the static part first, as a byte-stable cached prefix."""
 
 from __future__ import annotations
 

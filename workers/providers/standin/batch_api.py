@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from workers.providers.standin.anthropic_api import api_key as anthropic_key
-from workers.providers.standin.batch_jobs import (OPENAI_ENDPOINT, OPENAI_ENDPOINTS, BatchJob,
+from workers.providers.standin.batch_jobs import (OPENAI_ENDPOINTS, BatchJob,
                                                   anthropic_result_line, book, cancel_outcomes,
                                                   openai_output_files, parse_openai_input,
                                                   run_one)

@@ -119,7 +119,10 @@ def tool_tokens(name: Any, description: Any, parameters: Any) -> int:
     return PER_MESSAGE + count_text(str(name or "")) + count_text(str(description or "")) + params
 
 
-def openai_prompt(body: dict[str, Any], rule: ImageRule = ImageRule()) -> Prompt:
+_DEFAULT_RULE = ImageRule()
+
+
+def openai_prompt(body: dict[str, Any], rule: ImageRule = _DEFAULT_RULE) -> Prompt:
     """Read an OpenAI chat-completions body: tools first, then the messages in order; images
     counted by ``rule`` (the model's)."""
     messages = body.get("messages")

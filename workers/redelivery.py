@@ -1,0 +1,92 @@
+"""Redeliveries: the answer stash, a duplicate delivery's reply, what a copy brought back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from models.domain.errors import SluiceError
+from queues.envelope import Envelope, error_reply
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger("workers.service")
+
+
+class ResultLost(SluiceError):
+    """A previous run finished this request but its answer was not kept; resubmit it anew."""
+
+    code = "result_lost"
+
+
+class AnswerStash(Protocol):
+    """Where a run keeps its answer for a redelivery of the same task (workers.tasks._Stash)."""
+
+    def keep(self, record: dict[str, Any]) -> None:
+        """Keep ``{"reply": ..., "reservation_id": ...}``; may raise (the caller logs it)."""
+
+    def read(self) -> dict[str, Any] | None:
+        """What an earlier run of this task kept, if anything."""
+
+
+def release_copy(rt: WorkerRuntime, env: Envelope) -> None:
+    """Release the reservation a duplicate delivery brought (a retry under the same request
+    id): it is not the one the request's own run holds or settled. Idempotent."""
+    if env.reservation_id is None or rt.admission is None:
+        return
+    try:
+        rt.admission.release(env.reservation_id)
+    except SluiceError as exc:
+        log.warning("could not release the duplicate's reservation %s (it expires): %s",
+                    env.reservation_id, exc)
+
+
+def keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope,
+          final: dict[str, Any] | None) -> None:
+    """Stash the answer, the reservation it settles and its attempt, ahead of the ledger write
+    (best effort: the ledger write must happen either way)."""
+    if stash is None:
+        return
+    try:
+        stash.keep({"reply": reply, "reservation_id": env.reservation_id, "attempt": final})
+    except Exception as exc:  # noqa: BLE001 - the ledger write must still happen
+        log.warning("could not keep the answer of %s before billing it: %s",
+                    env.request.request_id, exc)
+
+
+def kept(stash: AnswerStash | None
+          ) -> tuple[dict[str, Any], str | None, dict[str, Any] | None] | None:
+    """The answer, its reservation id and its attempt an earlier run of this task stashed."""
+    record = (stash.read() if stash is not None else None) or {}
+    reply, rid, final = record.get("reply"), record.get("reservation_id"), record.get("attempt")
+    if not (isinstance(reply, dict) and reply.get("ok")):
+        return None
+    return reply, rid if isinstance(rid, str) else None, final if isinstance(final, dict) else None
+
+
+class ClaimBusy(SluiceError):
+    """Another run holds this request's claim; the task retries once the claim could expire."""
+
+    code = "claim_busy"
+    retryable = True
+
+
+def duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | None,
+              retry_in: float = 60.0, retries: int = 3) -> dict[str, Any]:
+    """The reply of a delivery that found the request done elsewhere or a live claim on it."""
+    if state == "done":
+        earlier = previous() if callable(previous) else previous
+        if isinstance(earlier, dict) and earlier.get("ok"):
+            return earlier
+        # The run that billed it died before its reply was stored: the stash still has it.
+        found = kept(stash)
+        if found is not None:
+            return found[0]
+    if state == "running":
+        return error_reply(request_id, ClaimBusy(
+            f"request {request_id} is being executed by another run (or by a worker that "
+            "died: its claim lapses when its heartbeat stops); wait for its handle",
+            request_id=request_id, retry_in=retry_in, retries=retries))
+    return error_reply(request_id, ResultLost(
+        f"request {request_id} was completed and billed by an earlier run, but its answer was "
+        "not kept (the worker stopped before storing it); submit it again with a new request_id",
+        request_id=request_id))
