@@ -181,7 +181,8 @@ def _train_task_types(data: Path, out: Path, c: float, as_json: bool) -> None:
         err_console.print(f"[red]{err.message}[/]")
         raise typer.Exit(2) from None
     if as_json:
-        console.print_json(json.dumps(clf.meta, default=str))
+        console.print_json(json.dumps(dict(clf.meta, classes=list(clf.classes),
+                                           version=clf.version, path=str(path)), default=str))
         return
     console.print(f"saved [bold]{path}[/], version {clf.version}, {len(prompts)} prompts, "
                   f"task types {', '.join(clf.classes)}, training accuracy "
