@@ -94,7 +94,7 @@ class LedgerRow(Base):
     #: Embedding inputs this row covers (0 for chat); input tokens are ``input_uncached``.
     items: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     #: A feature ladder's decision: the request's task type and the rung it was routed to
-    #: (its index in the feature's ladder, weakest 0); the reason is in ``route_reason``.
+    #: (its index in the ladder climbed, weakest 0); the reason is in ``route_reason``.
     task_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     rung: Mapped[int | None] = mapped_column(Integer, nullable=True)
 

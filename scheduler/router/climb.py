@@ -36,7 +36,8 @@ class LadderDecision:
     """The rung chosen, why, and the stronger rungs a failing call may climb to."""
 
     model: ModelSpec
-    rung: int | None
+    #: The rung's index in the ladder climbed (the task type's own, else the feature's).
+    rung: int
     task_type: str | None
     reason: str
     score: float | None = None
@@ -144,9 +145,7 @@ def climb(ladder: FeatureLadder, request: ChatRequest, catalogue: Catalogue, *,
         if ladder.escalate else ()
     reason = (f"ladder {ladder.feature}: {head}{why} -> rung {chosen.index} "
               f"{chosen.model.name} (${chosen.expected_cost:.6f} expected){skip}")
-    rung_index = next((i for i, r in enumerate(ladder.rungs) if r.model == chosen.model.name),
-                      None)
-    return LadderDecision(model=chosen.model, rung=rung_index,
+    return LadderDecision(model=chosen.model, rung=chosen.index,
                           task_type=task.name if task is not None else None, reason=reason,
                           score=s, escalation=escalation)
 
