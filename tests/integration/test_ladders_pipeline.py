@@ -193,3 +193,37 @@ def test_an_operator_changes_the_ladder_without_a_deploy(coding_gateway: Any,
     finally:
         engine.dispose()
     assert entry.actor == "ops-bob" and entry.reason == "explanations need more care"
+
+
+def test_the_doors_take_the_task_type_header(coding_gateway: Any, ladder_env: dict[str, str],
+                                             pg_url: str) -> None:
+    import anthropic
+    import openai
+
+    from models.domain.settings import load_settings
+    from tests.e2e.frontdoor_support import mint, serve_frontdoor
+
+    key = mint(pg_url, "devtools")
+    with serve_frontdoor(load_settings(dict(ladder_env))) as url:
+        client = openai.OpenAI(api_key=key, base_url=url + "/v1", max_retries=0, timeout=60)
+        ask = f"anything at all {uuid.uuid4().hex}"
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": ask}], max_tokens=32,
+            extra_headers={"x-sluice-feature": "coding", "x-sluice-task-type": "explain",
+                           "x-sluice-cache-mode": "bypass"})
+        assert raw.parse().model == "gpt-4o-mini"
+        assert "model=gpt-4o-mini" in raw.headers["x-sluice-route"]
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": ask}], max_tokens=32,
+                extra_headers={"x-sluice-feature": "coding", "x-sluice-task-type": "poem"})
+        assert "autocomplete, multi-file-edit, explain" in str(bad.value)
+        client.close()
+        claude = anthropic.Anthropic(api_key=key, base_url=url, max_retries=0, timeout=60)
+        reply = claude.messages.create(
+            model="auto", max_tokens=32, messages=[{"role": "user", "content": ask + " 2"}],
+            extra_headers={"x-sluice-feature": "coding",
+                           "x-sluice-task-type": "multi-file-edit",
+                           "x-sluice-cache-mode": "bypass"})
+        assert reply.model == "claude-sonnet-4-6"
+        claude.close()
