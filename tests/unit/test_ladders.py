@@ -253,3 +253,42 @@ def test_a_trained_classifier_picks_task_types(tmp_path: Path) -> None:
     r = route(req("finish the statement total ="), {"coding": ladder})
     assert (r.task_type, r.model) == ("autocomplete", "claude-haiku-4-5")
     assert "classifier p=" in r.reason
+
+
+def test_the_choice_is_the_cheapest_rung_meeting_the_target_or_else_the_strongest() -> None:
+    from hypothesis import given, settings, strategies as st
+
+    names = ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4.1-mini", "gpt-4o", "claude-sonnet-4-6"]
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.floats(0, 1), min_size=2, max_size=5), st.floats(0, 1), st.floats(0, 1),
+           st.integers(1, 3000))
+    def check(qualities: list[float], s: float, target: float, out: int) -> None:
+        qualities = sorted(qualities)
+        rungs = [{"model": m, "quality": q} for m, q in zip(names, qualities)]
+        ladder = ladder_from_dict("c", {"rungs": rungs, "target": target,
+                                        "expected_output_tokens": out})
+        r = req("some prompt", max_tokens=3000)
+        got = climb(ladder, r, CAT, prompt_tokens=20,
+                    score=lambda _req: (s, "fixed"))
+        from scheduler.router.climb import options
+
+        opts, _ = options(ladder.rungs, r, CAT, 20, out)
+        good = [o for o in opts if s + (1 - s) * o.rung.quality >= target - 1e-12]
+        if len({o.rung.quality for o in opts}) == 1:
+            good = opts
+        if good:
+            assert got.model.name in {o.model.name for o in good}
+            assert min(o.expected_cost for o in good) == next(
+                o.expected_cost for o in opts if o.model.name == got.model.name)
+        else:  # no rung meets it: the strongest (the cheapest of equally strong ones)
+            top = max(o.rung.quality for o in opts)
+            chosen = next(o for o in opts if o.model.name == got.model.name)
+            assert chosen.rung.quality == top
+            assert chosen.expected_cost == min(o.expected_cost for o in opts
+                                               if o.rung.quality == top)
+        # It climbs only to stronger rungs, and the reservation covers the dearest of them.
+        strength = {o.model.name: o.rung.quality for o in opts}
+        assert all(strength[m] > strength[got.model.name] for m in got.escalation)
+
+    check()
