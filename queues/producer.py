@@ -40,7 +40,8 @@ class Gateway:
                  catalogue: Catalogue | None = None, scorer: Scorer | None = None,
                  admission: Admission | None = None, cache: ResponseCache | None = None,
                  pauses: PauseBook | None = None, cache_hit_sink: Any = None,
-                 inflight: Inflight | None = None, cancels: CancelMarks | None = None) -> None:
+                 inflight: Inflight | None = None, cancels: CancelMarks | None = None,
+                 ladders: Any = None) -> None:
         self.settings = settings
         #: Where callers cancel queued async requests (queues.cancel); None: not possible.
         self.cancels = cancels
@@ -54,6 +55,8 @@ class Gateway:
         self.pauses = pauses
         #: Called with (request, result) for each cache hit, to write its ledger row.
         self.cache_hit_sink = cache_hit_sink
+        #: Per-feature model ladders (scheduler.router.ladder_book), re-read as they change.
+        self.ladders = ladders
 
     def submit(self, data: ChatRequest | dict[str, Any], *,
                admit: Callable[[ChatRequest], None] | None = None,
@@ -87,7 +90,7 @@ class Gateway:
         prompt = prompt_count(request)
         prompt_tokens = prompt.tokens
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
-                             prompt_tokens=prompt_tokens)
+                             prompt_tokens=prompt_tokens, ladders=self.ladders)
         if self.pauses is not None:
             reason = self.pauses.paused(route.queue)
             if reason:
@@ -99,9 +102,11 @@ class Gateway:
             prompt_tokens = prompt.tokens
         reservation, reused = None, False
         if self.admission is not None:
-            # The dearest model the request can reach: a fallback is sent only inside it.
+            # The dearest model the request can reach (a fallback, a stronger rung of its
+            # ladder): one is sent only inside it.
             amount = reach_worst_case(prompt, request.max_tokens, reachable(
-                self.catalogue, self.settings.providers.fallbacks, route.model))
+                self.catalogue, self.settings.providers.fallbacks, route.model,
+                route.escalation))
             reservation, reused = self._reserve(request, route, amount)
         now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from models.domain.catalogue import Catalogue, ModelSpec
 from models.domain.errors import ContextLengthError, UnknownModelError, ValidationError
@@ -33,14 +33,23 @@ class TierPolicy(Protocol):
 
 def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSettings, *,
                  scorer: Scorer | None = None, policy: TierPolicy | None = None,
-                 prompt_tokens: int | None = None) -> Route:
+                 prompt_tokens: int | None = None, ladders: Any = None) -> Route:
     """Resolve ``request.model`` to a Route and check the prompt fits the model's context.
 
-    ``auto`` asks ``scorer`` for a score and ``policy`` (or the settings' threshold) for a tier;
-    a tier policy picks the tier's configured model; anything else must be a catalogue model.
+    A feature with a ladder (``ladders``, a LadderBook) climbs it for ``auto`` and the tier
+    policies (scheduler.router.climb). Otherwise ``auto`` asks ``scorer`` for a score and
+    ``policy`` (or the settings' threshold) for a tier; a tier policy picks the tier's
+    configured model; anything else must be a catalogue model.
     """
     policy_name = request.model
     score: float | None = None
+    note = ""
+    if policy_name in TIER_POLICIES and ladders is not None:
+        from scheduler.route_ladder import ladder_route
+
+        routed, note = ladder_route(request, catalogue, scorer, ladders, prompt_tokens)
+        if routed is not None:
+            return _finish(request, catalogue, routed, prompt_tokens)
     if policy_name == "auto":
         if scorer is None:
             tier, reason = "cheap", "auto: no router configured, default tier"
@@ -73,15 +82,24 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
             reason = (f"{reason}; overridden: {model.name} cannot honour {lacking}, "
                       f"{better.name} can")
             model, tier = better, better.tier
+    route = Route(tier=tier, model=model.name,
+                  provider=model.provider, backend="gpu" if model.provider == "vllm" else "api",
+                  lane=request.lane, reason=(note + reason)[:200], score=score)
+    return _finish(request, catalogue, route, prompt_tokens)
+
+
+def _finish(request: ChatRequest, catalogue: Catalogue, route: Route,
+            prompt_tokens: int | None) -> Route:
+    """Drop what the model cannot honour (when allowed) and check the prompt fits."""
+    model = catalogue.get(route.model)
     dropped = dropped_params(request, model, catalogue)
+    reason = route.reason
     if dropped:
         reason = f"{reason}; dropped {', '.join(dropped)}"
     if request.has_images:
         prompt_tokens = count_request(request, model)  # each provider counts images its way
     check_fits(request, model, prompt_tokens)
-    return Route(tier=tier, model=model.name,
-                 provider=model.provider, backend="gpu" if model.provider == "vllm" else "api",
-                 lane=request.lane, reason=reason[:200], score=score, dropped=dropped)
+    return route.model_copy(update={"reason": reason[:200], "dropped": dropped})
 
 
 def capable_model(request: ChatRequest, catalogue: Catalogue,

@@ -142,7 +142,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
     result = ChatResult(
         request_id=req.request_id, text=reply.text, provider=model.provider, model=model.name,
         route=route if model.name == route.model else route.model_copy(
-            update={"model": model.name, "provider": model.provider,
+            update={"model": model.name, "provider": model.provider, "rung": None,
                     "reason": f"{route.reason}; fallback to {model.name}"}),
         usage=reply.usage, cost=cost + money.spent,
         baseline_cost=baseline_cost(reply.usage, rt.baseline),
@@ -251,8 +251,10 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> tuple[Envelope, Decimal]:
 
 
 def _chain(rt: WorkerRuntime, env: Envelope) -> list[ModelSpec]:
-    """The routed model, then its configured fallbacks."""
-    return reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model)
+    """The routed model, then its configured fallbacks, then the stronger rungs of its
+    ladder (a rung that keeps failing climbs)."""
+    return reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model,
+                     env.route.escalation)
 
 
 def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
