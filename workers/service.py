@@ -16,6 +16,7 @@ from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
 from models.domain.charges import reach_worst_case, reachable
 from models.domain.cost import baseline_cost, cost_of, list_cost, prompt_for
+from models.domain.deployments import deployment_name
 from models.domain.errors import (BatchPending, Cancelled, DeadlineExceeded, LedgerError,
                                   ProviderError, ProviderPermanent, ProviderRetryable,
                                   SluiceError, ValidationError)
@@ -29,6 +30,7 @@ from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
 from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
                                 wants_batch)
 from workers.context_cache import explicit_cache_for, note_reply
+from workers.failover import deployments_for, failed, moves_on, policy_for
 from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
@@ -138,9 +140,11 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
     # An answer from a provider Batch API (workers/batch) is billed at the batch discount.
     batch = bool(reply.extra.get("batch"))
     cost = cost_of(reply.usage, model, batch=batch)
+    rt.health().add_spend(model, cost)  # a deployment's own budget (only one that has it)
     final = money.final_values(cost, reply.usage.input_total, reply.usage.output, batch)
     result = ChatResult(
         request_id=req.request_id, text=reply.text, provider=model.provider, model=model.name,
+        deployment=deployment_name(model),
         route=route if model.name == route.model else route.model_copy(
             update={"model": model.name, "provider": model.provider,
                     "reason": f"{route.reason}; fallback to {model.name}"}),
@@ -266,7 +270,7 @@ def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
     ttl = rt.settings.providers.ttl_for(env.request.feature)
     # Seam: an async request opted into provider Batch APIs waits here for its batch to answer
     # (this process's collector gathers it with others); it is one attempt, at the batch price.
-    if wants_batch(env.request, primary.provider, rt.settings):
+    if primary.deployment is None and wants_batch(env.request, primary.provider, rt.settings):
         # A visit to a pending batch goes on with the attempt an earlier visit left pending.
         batched = money.attempt(primary, lambda _left: batch_reply(rt, ProviderCall(
             request=env.request, model=primary, cache_scope=scope, cache_ttl=ttl)), batch=True,
@@ -289,22 +293,37 @@ def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
 
     try:
         for model in chain:
-            # Gemini: an explicit context cache for the static part, when its reuse pays.
-            cached = explicit_cache_for(rt, env, model)
-            send = attempt_on(rt.provider(model.provider), model, cached)
-            try:
-                reply = with_retries(
-                    lambda m=model, f=send: money.attempt(m, f, stream=tokens is not None,
-                                                          received=lambda: "".join(seen)),
-                    rt.retry)
-                note_reply(rt, env, model, reply, cached)
-                return reply, model
-            except ProviderRetryable as err:
-                last = err  # exhausted: try the next model in the chain
+            # Its deployments first (weighted, sticky per prefix, healthy first), then the
+            # next model: every attempt is admitted inside the reservation by ``money``.
+            specs = deployments_for(rt, env.request, model)
+            for i, spec in enumerate(specs):
+                # Gemini: an explicit context cache for the static part, when its reuse pays.
+                cached = explicit_cache_for(rt, env, spec)
+                send = attempt_on(rt.provider_for(spec), spec, cached)
+                before = money.spent
+                try:
+                    reply = with_retries(
+                        lambda m=spec, f=send: money.attempt(m, f, stream=tokens is not None,
+                                                             received=lambda: "".join(seen)),
+                        policy_for(rt, i, len(specs)))
+                    note_reply(rt, env, spec, reply, cached)
+                    return reply, spec
+                except ProviderError as err:
+                    rt.health().add_spend(spec, money.spent - before)
+                    failed(rt, spec, err, len(specs))
+                    if isinstance(err, ProviderPermanent) and (i == len(specs) - 1
+                                                               or not moves_on(err)):
+                        raise
+                    last = err  # exhausted: the next deployment, then the next model
     finally:
         if tokens is not None:
             tokens.close()  # the end mark: the door stops reading and takes the result
-    assert last is not None
+    if last is None:
+        names = ", ".join(m.name for m in chain)
+        raise ProviderRetryable(
+            f"every deployment of {names} is past its own daily budget (daily_budget_usd in "
+            "the price file); nothing was sent; raise a budget or add a deployment, or retry "
+            "after midnight UTC", provider=chain[0].provider, tried=names)
     # Say what was tried: the caller sees the whole chain, not only the last model's status.
     tried = ", ".join(m.name for m in chain)
     charged = (f"; {money.spent} USD of it charged as the provider may have billed it "

@@ -44,6 +44,7 @@ def row_from_result(request: ChatRequest, result: ChatResult, *, outcome: str = 
         "price_version": result.price_version,
         "latency_ms": result.timings.total_ms, "queued_ms": result.timings.queued_ms,
         "provider_ms": result.timings.provider_ms, "prompt_hash": prompt_hash,
+        "deployment": result.deployment,
     }
 
 
@@ -156,7 +157,10 @@ class SpendLine:
 _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerRow.user,
            "model": LedgerRow.model, "lane": LedgerRow.lane, "tier": LedgerRow.tier,
            "provider": LedgerRow.provider, "org": LedgerRow.org, "outcome": LedgerRow.outcome,
-           "kind": LedgerRow.kind}
+           "kind": LedgerRow.kind,
+           # Rows from before deployments (and cache hits) went through their provider.
+           "deployment": case((LedgerRow.deployment == "", LedgerRow.provider),
+                              else_=LedgerRow.deployment)}
 
 
 def spend_by(session: Session, *groups: str, since: datetime | None = None,

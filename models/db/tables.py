@@ -93,6 +93,10 @@ class LedgerRow(Base):
                                       server_default="chat")
     #: Embedding inputs this row covers (0 for chat); input tokens are ``input_uncached``.
     items: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    #: The deployment that answered (models/domain/deployments.py); '' for rows from before
+    #: deployments, and cache hits: ``sluice spend --by deployment`` shows the provider then.
+    deployment: Mapped[str] = mapped_column(String(64), nullable=False, default="",
+                                            server_default="")
 
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),
