@@ -1,0 +1,230 @@
+"""Deployments through real workers: one model on Anthropic's API and on Bedrock (two stand-ins).
+
+A deployment made to fail mid-run loses no request and bills none twice; a static prefix stays
+on one deployment (its provider cache warm); a failing deployment is cooled down for every
+worker and comes back when its cooldown lapses.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from models.db.attempts import AttemptRow
+from models.db.budgets import get_budget, set_budget
+from models.db.engine import make_engine, session_factory
+from models.db.tables import LedgerRow
+from models.domain.catalogue import load_catalogue
+from models.domain.cost import cost_of
+from models.domain.deployments import deployment_name, rank
+from models.domain.request import parse_request
+from models.domain.settings import load_settings
+from models.domain.usage import Usage
+from queues.producer import connect
+from tests.services import run_token
+from tests.worker_proc import celery_worker
+from workers.deployment_health import DeploymentHealth
+from workers.failover import prefix_key
+from workers.providers.standin import StandIn, StandInConfig
+
+pytestmark = pytest.mark.integration
+MODEL = "claude-sonnet-4-6"
+COOLDOWN_S = 10
+LONG_SYSTEM = "You answer questions about tea. " + " ".join(
+    f"Rule {i}: cite the leaf grade." for i in range(300))
+
+
+def prices(direct: str, bedrock: str) -> str:
+    shipped = resources.files("models.data").joinpath("prices.toml").read_text("utf-8")
+    return shipped + f'''
+[deployments.claude-direct]
+model = "{MODEL}"
+transport = "anthropic"
+base_url = "{direct}"
+weight = 1
+
+[deployments.claude-bedrock]
+model = "{MODEL}"
+transport = "bedrock"
+base_url = "{bedrock}"
+region = "us-east-1"
+regional = true
+weight = 1
+'''
+
+
+@pytest.fixture(scope="module")
+def deployed(integration_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Any]:
+    """Two stand-ins (the second one a Bedrock deployment), a real worker, a producer."""
+    folder = tmp_path_factory.mktemp("deployments")
+    path: Path = folder / "prices.toml"
+    path.write_text(prices("http://127.0.0.1:1", "http://127.0.0.1:1"))  # ports come next
+    with StandIn(StandInConfig(catalogue=load_catalogue(path))) as direct, \
+            StandIn(StandInConfig(catalogue=load_catalogue(path))) as bedrock:
+        path.write_text(prices(direct.anthropic_base_url, bedrock.url))
+        prefix = f"sgdep{run_token()}:"
+        env = {**integration_env, "SLUICE_PRICES_PATH": str(path),
+               "SLUICE_BROKER__KEY_PREFIX": prefix, "SLUICE_CACHE__KEY_PREFIX": prefix + "rc:",
+               "SLUICE_TEST_KEY_PREFIX": prefix,
+               "SLUICE_PROVIDERS__DEPLOYMENT_COOLDOWN_S": str(COOLDOWN_S),
+               # Fake AWS credentials: the SDK signs, the stand-in accepts any signature.
+               "AWS_ACCESS_KEY_ID": "AKIDSTANDIN", "AWS_SECRET_ACCESS_KEY": "standin"}
+        with celery_worker(env, folder / "worker.log", queues="interactive.api,async.api",
+                           name=f"deploy-{run_token()}"):
+            gw = connect(load_settings(dict(env)))
+            import redis
+
+            client = redis.Redis.from_url(env["SLUICE_BROKER__URL"])
+            yield {"gw": gw, "direct": direct, "bedrock": bedrock, "env": env,
+                   "catalogue": load_catalogue(path),
+                   "health": DeploymentHealth(client, prefix=prefix, cooldown_s=COOLDOWN_S)}
+            client.close()
+            gw.close()
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Iterator[Any]:
+    engine = make_engine(pg_url, pool_size=4)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def ask(feature: str, text: str, **kw: Any) -> dict[str, Any]:
+    return {"request_id": f"dep-{uuid.uuid4().hex}", "team": "deploy", "feature": feature,
+            "model": MODEL, "max_tokens": 40, "cache": {"mode": "bypass"},
+            "messages": [{"role": "user", "content": text}], **kw}
+
+
+def rows(sessions: Any, ids: list[str]) -> dict[str, LedgerRow]:
+    with sessions() as s:
+        found = s.scalars(select(LedgerRow).where(LedgerRow.request_id.in_(ids))).all()
+        return {r.request_id: r for r in found}
+
+
+def attempts_of(sessions: Any, ids: list[str]) -> dict[str, list[AttemptRow]]:
+    out: dict[str, list[AttemptRow]] = {i: [] for i in ids}
+    with sessions() as s:
+        for a in s.scalars(select(AttemptRow).where(AttemptRow.request_id.in_(ids))
+                           .order_by(AttemptRow.id)):
+            out[a.request_id].append(a)
+    return out
+
+
+def served(standin: Any) -> int:
+    return sum(n for p, n in standin.stats()["by_path"].items() if "invoke" in p
+               or p == "/v1/messages")
+
+
+def ok_answers(standin: Any) -> int:
+    return int(standin.stats()["by_status"].get("200", 0))
+
+
+def test_a_deployment_failing_mid_run_loses_no_request_and_bills_none_twice(
+        deployed: Any, sessions: Any) -> None:
+    gw, direct, bedrock = deployed["gw"], deployed["direct"], deployed["bedrock"]
+    direct.reset(), bedrock.reset()
+    feature = f"fail-{uuid.uuid4().hex[:8]}"
+    with sessions() as s:
+        set_budget(s, "feature", feature, "total", hard=Decimal("5"))
+        s.commit()
+    gw.admission.invalidate()
+    requests = [ask(feature, f"Tell me about tea number {i}") for i in range(40)]
+    done = threading.Semaphore(0)
+    faulted = threading.Event()
+
+    def run(d: dict[str, Any]) -> Any:
+        try:
+            return gw.complete(d, timeout=60)
+        finally:
+            done.release()
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(run, d) for d in requests]
+        for _ in range(12):
+            done.acquire()
+        # Mid-run: Bedrock starts refusing everything (an outage), with calls in flight.
+        bedrock.script_faults(["503"] * 500, path="bedrock")
+        faulted.set()
+        results = [f.result() for f in futures]  # none raises: every request is answered
+    ids = [d["request_id"] for d in requests]
+    assert {r.model for r in results} == {MODEL}
+    ledger, tries = rows(sessions, ids), attempts_of(sessions, ids)
+    by_deployment = Counter(r.deployment for r in ledger.values())
+    assert set(by_deployment) == {"claude-direct", "claude-bedrock"}  # both served
+    assert bedrock.stats()["by_status"].get("503", 0) > 0  # the outage was hit
+    # Exactly one answer bought per request, across both deployments: none paid twice.
+    assert ok_answers(direct) + ok_answers(bedrock) == 40
+    variants = {deployment_name(v): v for v in deployed["catalogue"].get(MODEL).variants}
+    for rid, row in ledger.items():
+        assert row.outcome == "ok"
+        oks = [a for a in tries[rid] if a.outcome == "ok"]
+        assert len(oks) == 1 and oks[0].deployment == row.deployment
+        # The failed ones: Bedrock's refusals, not billed; a failover is a fallback attempt.
+        for a in tries[rid]:
+            if a.outcome != "ok":
+                assert (a.deployment, a.outcome, a.billing, a.cost) == (
+                    "claude-bedrock", "refused", "none", 0)
+        if len(tries[rid]) > 1:
+            assert tries[rid][-1].kind == "fallback" and row.deployment == "claude-direct"
+        assert row.cost == sum(a.cost for a in tries[rid])
+        # Priced by the platform that answered (Bedrock's regional endpoint: 10 % more).
+        usage = Usage(input_uncached=row.input_uncached, cache_read=row.cache_read,
+                      cache_write_5m=row.cache_write_5m, cache_write_1h=row.cache_write_1h,
+                      output=row.output)
+        assert row.cost == cost_of(usage, variants[row.deployment])
+    # The budget was charged each request's cost once and holds nothing back.
+    with sessions() as s:
+        b = get_budget(s, "feature", feature, "total")
+        assert b is not None and b.spent == sum(r.cost for r in ledger.values())
+        assert b.reserved == 0
+    # Cooled down for every worker: the next requests go to the direct deployment alone.
+    health = deployed["health"]
+    assert health.cooling(["claude-direct", "claude-bedrock"]) == {"claude-bedrock"}
+    before = served(bedrock)
+    after = [gw.complete(ask(feature, f"After the outage {i}"), timeout=60) for i in range(5)]
+    assert {r.deployment for r in after} == {"claude-direct"}
+    assert served(bedrock) == before and health.cooling(["claude-bedrock"]) == {"claude-bedrock"}
+
+    # Recovery: the outage ends; once the cooldown lapses, Bedrock takes its prefixes back.
+    bedrock.reset()
+    deadline = time.time() + COOLDOWN_S + 30
+    while health.cooling(["claude-bedrock"]):
+        assert time.time() < deadline, "the cooldown never lapsed"
+        time.sleep(0.2)
+    model = deployed["catalogue"].get(MODEL)
+    theirs = []
+    for i in range(200):
+        d = ask(feature, "Which tea?", static={"system": f"Tea shop {i}. Be brief."})
+        if deployment_name(rank(model.variants, prefix_key(parse_request(d)))[0]) \
+                == "claude-bedrock":
+            theirs.append(d)
+        if len(theirs) == 3:
+            break
+    back = [gw.complete(d, timeout=60) for d in theirs]
+    assert [r.deployment for r in back] == ["claude-bedrock"] * 3
+
+
+def test_a_static_prefix_stays_on_one_deployment_and_its_cache_stays_warm(
+        deployed: Any, sessions: Any) -> None:
+    gw = deployed["gw"]
+    feature = f"sticky-{uuid.uuid4().hex[:8]}"
+    results = [gw.complete(ask(feature, f"Question {i} about oolong",
+                               static={"system": LONG_SYSTEM}), timeout=60) for i in range(6)]
+    assert len({r.deployment for r in results}) == 1
+    # Every one after the first read the prefix its deployment's cache already held.
+    assert results[0].usage.cache_write_5m > 0
+    assert all(r.usage.cache_read > 1000 for r in results[1:])
+    # And the ledger says where each one went.
+    ledger = rows(sessions, [r.request_id for r in results])
+    assert {row.deployment for row in ledger.values()} == {results[0].deployment}
