@@ -32,6 +32,7 @@ from models.domain.request import parse_request
 from models.domain.settings import load_settings
 from models.domain.usage import Usage
 from queues.producer import connect
+from tests.e2e.cli_support import sluice_json
 from tests.services import run_token
 from tests.worker_proc import celery_worker
 from workers.deployment_health import DeploymentHealth
@@ -40,6 +41,7 @@ from workers.providers.standin import StandIn, StandInConfig
 
 pytestmark = pytest.mark.integration
 MODEL = "claude-sonnet-4-6"
+TEAM = f"deploy{run_token()}".replace("_", "")
 COOLDOWN_S = 10
 LONG_SYSTEM = "You answer questions about tea. " + " ".join(
     f"Rule {i}: cite the leaf grade." for i in range(300))
@@ -101,7 +103,7 @@ def sessions(pg_url: str) -> Iterator[Any]:
 
 
 def ask(feature: str, text: str, **kw: Any) -> dict[str, Any]:
-    return {"request_id": f"dep-{uuid.uuid4().hex}", "team": "deploy", "feature": feature,
+    return {"request_id": f"dep-{uuid.uuid4().hex}", "team": TEAM, "feature": feature,
             "model": MODEL, "max_tokens": 40, "cache": {"mode": "bypass"},
             "messages": [{"role": "user", "content": text}], **kw}
 
@@ -228,3 +230,17 @@ def test_a_static_prefix_stays_on_one_deployment_and_its_cache_stays_warm(
     # And the ledger says where each one went.
     ledger = rows(sessions, [r.request_id for r in results])
     assert {row.deployment for row in ledger.values()} == {results[0].deployment}
+
+
+def test_spend_by_deployment_adds_up_to_the_ledger(deployed: Any, sessions: Any) -> None:
+    gw = deployed["gw"]
+    for i in range(4):
+        gw.complete(ask("spend", f"Spend question {i}"), timeout=60)
+    out = sluice_json(["spend", "--by", "deployment", "--team", TEAM], deployed["env"])
+    with sessions() as s:
+        mine = s.scalars(select(LedgerRow).where(LedgerRow.team == TEAM)).all()
+    want: dict[str, Decimal] = {}
+    for row in mine:
+        want[row.deployment] = want.get(row.deployment, Decimal(0)) + row.cost
+    assert {line["deployment"]: Decimal(line["cost"]) for line in out["lines"]} == want
+    assert set(want) == {"claude-direct", "claude-bedrock"}
