@@ -62,7 +62,7 @@ transport = "bedrock"
 base_url = "{bedrock}"
 region = "us-east-1"
 regional = true
-weight = 1
+weight = 3
 '''
 
 
@@ -151,7 +151,7 @@ def test_a_deployment_failing_mid_run_loses_no_request_and_bills_none_twice(
         finally:
             done.release()
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(run, d) for d in requests]
         for _ in range(12):
             done.acquire()
@@ -217,6 +217,31 @@ def test_a_deployment_failing_mid_run_loses_no_request_and_bills_none_twice(
     assert [r.deployment for r in back] == ["claude-bedrock"] * 3
 
 
+def test_weights_hold_within_5_percent_over_1000_requests_and_each_prefix_sticks(
+        deployed: Any, sessions: Any) -> None:
+    """1,000 requests with 250 static prefixes, four each: every prefix is answered by one
+    deployment, and the shares are the weights' (1 : 3) within 5 points."""
+    gw = deployed["gw"]
+    feature = f"weights-{uuid.uuid4().hex[:8]}"
+    asks = [ask(feature, f"Question {n}", static={"system": f"Shop {uuid_of(i)}. Be brief."})
+            for n in range(4) for i in range(250)]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda d: gw.complete(d, timeout=120), asks))
+    by_prefix: dict[str, set[str]] = {}
+    for d, r in zip(asks, results):
+        by_prefix.setdefault(d["static"]["system"], set()).add(r.deployment)
+    assert len(by_prefix) == 250 and all(len(v) == 1 for v in by_prefix.values())
+    shares = Counter(r.deployment for r in results)
+    assert abs(shares["claude-bedrock"] / 1000 - 0.75) <= 0.05, shares
+    assert abs(shares["claude-direct"] / 1000 - 0.25) <= 0.05, shares
+    ledger = rows(sessions, [d["request_id"] for d in asks])
+    assert Counter(r.deployment for r in ledger.values()) == shares
+
+
+def uuid_of(i: int) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_DNS, f"shop-{i}").hex[:12]
+
+
 def test_a_static_prefix_stays_on_one_deployment_and_its_cache_stays_warm(
         deployed: Any, sessions: Any) -> None:
     gw = deployed["gw"]
@@ -244,3 +269,35 @@ def test_spend_by_deployment_adds_up_to_the_ledger(deployed: Any, sessions: Any)
         want[row.deployment] = want.get(row.deployment, Decimal(0)) + row.cost
     assert {line["deployment"]: Decimal(line["cost"]) for line in out["lines"]} == want
     assert set(want) == {"claude-direct", "claude-bedrock"}
+
+
+def test_a_failover_to_a_dearer_deployment_stays_inside_the_reservation(
+        deployed: Any, sessions: Any) -> None:
+    """Room for one worst case on Bedrock's regional price and a little: the direct deployment
+    fails, Bedrock answers, and the spend never passes the limit (last: it cools direct)."""
+    gw, direct, cat = deployed["gw"], deployed["direct"], deployed["catalogue"]
+    model = cat.get(MODEL)
+    feature = f"cover-{uuid.uuid4().hex[:8]}"
+    d = next(x for x in (ask(feature, "Which tea?", static={"system": f"Tea room {i}."})
+                         for i in range(200))
+             if deployment_name(rank(model.variants, prefix_key(parse_request(x)))[0])
+             == "claude-direct")
+    from models.domain.cost import worst_case_cost
+    from models.domain.tokens import prompt_count
+
+    req = parse_request(d)
+    bedrock = next(v for v in model.variants if deployment_name(v) == "claude-bedrock")
+    hard = worst_case_cost(prompt_count(req), req.max_tokens, bedrock) * Decimal("1.2")
+    with sessions() as s:
+        set_budget(s, "feature", feature, "total", hard=hard)
+        s.commit()
+    gw.admission.invalidate()
+    direct.script_faults(["500"], path="anthropic")
+    result = gw.complete(d, timeout=60)
+    assert result.deployment == "claude-bedrock"
+    tries = attempts_of(sessions, [d["request_id"]])[d["request_id"]]
+    assert [(a.deployment, a.kind, a.outcome) for a in tries] == [
+        ("claude-direct", "call", "refused"), ("claude-bedrock", "fallback", "ok")]
+    with sessions() as s:
+        b = get_budget(s, "feature", feature, "total")
+        assert b is not None and b.spent == result.cost <= hard and b.reserved == 0
