@@ -157,3 +157,28 @@ def test_cooling_goes_last_and_spent_out_leaves() -> None:
     assert [deployment_name(v) for v in rank(variants, "k", cooling={"a"})] == ["b", "a"]
     assert [deployment_name(v) for v in rank(variants, "k", spent_out={"a"})] == ["b"]
     assert rank(variants, "k", spent_out={"a", "b"}) == []
+
+
+def test_a_deployments_own_refusal_moves_on_and_the_requests_does_not() -> None:
+    from models.domain.errors import ProviderPermanent, ProviderRetryable
+    from workers.failover import moves_on
+
+    assert moves_on(ProviderRetryable("503", provider="anthropic", status=503))
+    for status in (401, 403, 404):  # its key, its access, its model id
+        assert moves_on(ProviderPermanent("x", provider="anthropic", status=status))
+    # A bad request fails on every deployment; a stream that broke after its first piece
+    # must not be answered a second time.
+    assert not moves_on(ProviderPermanent("x", provider="anthropic", status=400))
+    assert not moves_on(ProviderPermanent("x", provider="anthropic", status=None,
+                                          billed="unknown"))
+
+
+def test_only_the_last_deployment_gets_the_full_retry_policy() -> None:
+    from types import SimpleNamespace
+
+    from workers.failover import policy_for
+    from workers.providers.retry import RetryPolicy
+
+    rt: Any = SimpleNamespace(retry=RetryPolicy(max_attempts=3))
+    assert [policy_for(rt, i, 3).max_attempts for i in range(3)] == [1, 1, 3]
+    assert policy_for(rt, 0, 1).max_attempts == 3
