@@ -61,6 +61,11 @@ class RunMoney:
         self.on_reservation: Callable[[str | None], None] = lambda _rid: None
 
     @property
+    def last_deployment(self) -> str:
+        """The deployment of the last attempt this run made ('' before any)."""
+        return self._last_model[1]
+
+    @property
     def reservation_id(self) -> str | None:
         """The reservation this run settles (it may change when an expired one is re-held)."""
         return self.env.reservation_id

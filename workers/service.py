@@ -134,7 +134,8 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         beat.reservation_id = None  # held for the batch's life from here, not renewed
         return hold_pending(rt, money.env if money is not None else env, pending)
     except SluiceError as err:
-        _fail(rt, money.env if money is not None else env, err)
+        _fail(rt, money.env if money is not None else env, err,
+              deployment=money.last_deployment if money is not None else "")
         return error_reply(req.request_id, err)
     finished = time.time()
     # An answer from a provider Batch API (workers/batch) is billed at the batch discount.
@@ -402,12 +403,14 @@ def _volatile_prefix(req: ChatRequest) -> bool:
     return bool(fired)
 
 
-def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
+def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError, *, deployment: str = "") -> None:
     """End the request in an error: its row costs what its attempts were charged (estimates
-    for those the provider may have billed), settled; with nothing charged, released."""
+    for those the provider may have billed), settled; with nothing charged, released. The
+    row names the deployment last tried (its attempts name each one)."""
     row = _row(env, env.route, outcome="error")
     row.pop("created_at")
     row["error_code"] = err.code
+    row["deployment"] = deployment
     with final_write(rt, "error", row, env.reservation_id, None) as s:
         finalize(s, rt, "error", row, env.reservation_id, None)
     _forget(rt, env.request)

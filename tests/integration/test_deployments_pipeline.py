@@ -28,6 +28,7 @@ from models.db.tables import LedgerRow
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.deployments import deployment_name, rank
+from models.domain.errors import ProviderRetryable
 from models.domain.request import parse_request
 from models.domain.settings import load_settings
 from models.domain.usage import Usage
@@ -301,3 +302,24 @@ def test_a_failover_to_a_dearer_deployment_stays_inside_the_reservation(
     with sessions() as s:
         b = get_budget(s, "feature", feature, "total")
         assert b is not None and b.spent == result.cost <= hard and b.reserved == 0
+
+
+def test_a_request_every_deployment_refused_names_the_last_one_tried(
+        deployed: Any, sessions: Any) -> None:
+    gw, direct, bedrock = deployed["gw"], deployed["direct"], deployed["bedrock"]
+    d = ask(f"down-{uuid.uuid4().hex[:8]}", "Anyone there?")
+    direct.script_faults(["500"] * 4)
+    bedrock.script_faults(["500"] * 4)
+    try:
+        with pytest.raises(ProviderRetryable) as err:
+            gw.complete(d, timeout=60)
+    finally:
+        direct.reset(), bedrock.reset()
+    assert "gave up" in err.value.message
+    tries = attempts_of(sessions, [d["request_id"]])[d["request_id"]]
+    # One attempt on the first deployment, the full policy on the last, none billed.
+    assert len({a.deployment for a in tries}) == 2 and len(tries) == 4
+    assert [a.deployment for a in tries[1:]] == [tries[-1].deployment] * 3
+    assert {(a.outcome, a.cost) for a in tries} == {("refused", 0)}
+    row = rows(sessions, [d["request_id"]])[d["request_id"]]
+    assert (row.outcome, row.deployment, row.cost) == ("error", tries[-1].deployment, 0)
