@@ -166,7 +166,7 @@ _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerR
 def spend_by(session: Session, *groups: str, since: datetime | None = None,
              team: str | None = None) -> list[SpendLine]:
     """Spend grouped by any of feature, team, user, model, lane, tier, provider, org, outcome,
-    kind."""
+    kind, deployment."""
     return spend_lines(session, *groups, since=since, team=team)
 
 
