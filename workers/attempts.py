@@ -17,6 +17,7 @@ from models.db import attempts, ledger
 from models.domain.catalogue import ModelSpec
 from models.domain.charges import estimate, outcome_of
 from models.domain.cost import prompt_for, worst_case_cost
+from models.domain.deployments import deployment_name
 from models.domain.errors import (BatchPending, Cancelled, LedgerError, ProviderError,
                                   ProviderRetryable, TimeLimitExceeded)
 from models.domain.tokens import count_text
@@ -56,8 +57,13 @@ class RunMoney:
         self.spent = Decimal(0)
         self.count = 0
         self.final: dict[str, Any] | None = None
-        self._last_model = ""
+        self._last_model: tuple[str, str] = ("", "")
         self.on_reservation: Callable[[str | None], None] = lambda _rid: None
+
+    @property
+    def last_deployment(self) -> str:
+        """The deployment of the last attempt this run made ('' before any)."""
+        return self._last_model[1]
 
     @property
     def reservation_id(self) -> str | None:
@@ -85,13 +91,15 @@ class RunMoney:
             worst = worst_case_cost(prompt_for(req, [model], self.env.prompt_tokens),
                                     req.max_tokens, model)
             self._admit(self.spent + worst)
+            # Another deployment of the same model is a fallback too (another provider bill).
             kind = ("call" if self.count == 0 else
-                    "retry" if model.name == self._last_model else "fallback")
+                    "retry" if (model.name, deployment_name(model)) == self._last_model
+                    else "fallback")
             aid = self._begin(model, kind, worst, stream=stream, batch=batch)
         else:
             aid = pending
         self.count += 1
-        self._last_model = model.name
+        self._last_model = (model.name, deployment_name(model))
         try:
             result = call(left)
         except BatchPending:
@@ -143,8 +151,8 @@ class RunMoney:
             return self.rt.begin_attempt({
                 "request_id": req.request_id, "run": self.run, "org": req.org,
                 "team": req.team, "feature": req.feature, "provider": model.provider,
-                "model": model.name, "kind": kind, "stream": stream, "batch": batch,
-                "worst_case": worst})
+                "model": model.name, "deployment": deployment_name(model), "kind": kind,
+                "stream": stream, "batch": batch, "worst_case": worst})
         except SQLAlchemyError as exc:
             # Not recorded, so not sent: a provider bill the ledger cannot see is the one
             # thing this must never allow.
@@ -198,7 +206,8 @@ def finalize(s: Session, rt: WorkerRuntime, kind: str, row: dict[str, Any],
             aid = attempts.begin(s, {
                 "request_id": rid, "run": "recovered", "org": row.get("org", "default"),
                 "team": row["team"], "feature": row["feature"], "provider": row["provider"],
-                "model": row["model"], "kind": "call", "batch": bool(final.get("batch")),
+                "model": row["model"], "deployment": row.get("deployment", ""), "kind": "call",
+                "batch": bool(final.get("batch")),
                 "worst_case": Decimal(final["cost"])})
             attempts.end(s, aid, outcome="ok", billing=final["billing"],
                          cost=Decimal(final["cost"]), input_tokens=int(final["input_tokens"]),
@@ -241,7 +250,8 @@ def record_answer(rt: WorkerRuntime, env: Envelope, result: Any, *, batch: bool
         aid = attempts.begin(s, {
             "request_id": req.request_id, "run": uuid.uuid4().hex, "org": req.org,
             "team": req.team, "feature": req.feature, "provider": result.provider,
-            "model": result.model, "kind": "call", "batch": batch, "worst_case": result.cost})
+            "model": result.model, "deployment": result.deployment, "kind": "call",
+            "batch": batch, "worst_case": result.cost})
     return {"attempt_id": aid, "cost": str(result.cost), "input_tokens": result.usage.input_total,
             "output_tokens": result.usage.output, "billing": "exact", "batch": batch}
 

@@ -42,6 +42,8 @@ class WorkerRuntime:
     #: Gemini explicit context caches of this process (workers.context_cache), built on use.
     context_caches: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
+    #: Deployment cooldowns and budgets (workers.deployment_health), built on first use.
+    deployment_health: Any = None
     _claimer: Any = field(default=None, repr=False)
     _heartbeat: Any = field(default=None, repr=False)
     _attempter: Any = field(default=None, repr=False)
@@ -142,6 +144,34 @@ class WorkerRuntime:
                 prov = self.providers.get(name) or build_provider(name, self.settings)
                 self.providers[name] = prov
         return prov
+
+    def provider_for(self, spec: ModelSpec) -> Provider:
+        """The adapter ``spec`` is sent through: its deployment's own client, or its provider's
+        (a model that declares no deployments)."""
+        dep = spec.deployment
+        if dep is None:
+            return self.provider(spec.provider)
+        key = f"deployment:{dep.name}"
+        prov = self.providers.get(key)
+        if prov is None:
+            from workers.providers.deployed import build_deployment_provider
+
+            with _LOCK:
+                prov = self.providers.get(key) or build_deployment_provider(dep, self.settings)
+                self.providers[key] = prov
+        return prov
+
+    def health(self) -> Any:
+        """This process's view of deployment health, shared through the state Redis."""
+        if self.deployment_health is None:
+            with _LOCK:
+                if self.deployment_health is None:
+                    from workers.deployment_health import DeploymentHealth
+
+                    self.deployment_health = DeploymentHealth(
+                        self.tokens, prefix=self.settings.broker.key_prefix,
+                        cooldown_s=self.settings.providers.deployment_cooldown_s)
+        return self.deployment_health
 
     def close(self) -> None:
         """Close provider clients and the ledger engine."""

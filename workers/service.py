@@ -16,6 +16,7 @@ from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
 from models.domain.charges import reach_worst_case, reachable
 from models.domain.cost import baseline_cost, cost_of, list_cost, prompt_for
+from models.domain.deployments import deployment_name
 from models.domain.errors import (BatchPending, Cancelled, DeadlineExceeded, LedgerError,
                                   ProviderError, ProviderPermanent, ProviderRetryable,
                                   SluiceError, ValidationError)
@@ -29,6 +30,7 @@ from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
 from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
                                 wants_batch)
 from workers.context_cache import explicit_cache_for, note_reply
+from workers.failover import deployments_for, failed, moves_on, policy_for
 from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
@@ -132,15 +134,18 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         beat.reservation_id = None  # held for the batch's life from here, not renewed
         return hold_pending(rt, money.env if money is not None else env, pending)
     except SluiceError as err:
-        _fail(rt, money.env if money is not None else env, err)
+        _fail(rt, money.env if money is not None else env, err,
+              deployment=money.last_deployment if money is not None else "")
         return error_reply(req.request_id, err)
     finished = time.time()
     # An answer from a provider Batch API (workers/batch) is billed at the batch discount.
     batch = bool(reply.extra.get("batch"))
     cost = cost_of(reply.usage, model, batch=batch)
+    rt.health().add_spend(model, cost)  # a deployment's own budget (only one that has it)
     final = money.final_values(cost, reply.usage.input_total, reply.usage.output, batch)
     result = ChatResult(
         request_id=req.request_id, text=reply.text, provider=model.provider, model=model.name,
+        deployment=deployment_name(model),
         route=route if model.name == route.model else route.model_copy(
             update={"model": model.name, "provider": model.provider, "rung": None,
                     "reason": f"{route.reason}; fallback to {model.name}"}),
@@ -268,7 +273,7 @@ def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
     ttl = rt.settings.providers.ttl_for(env.request.feature)
     # Seam: an async request opted into provider Batch APIs waits here for its batch to answer
     # (this process's collector gathers it with others); it is one attempt, at the batch price.
-    if wants_batch(env.request, primary.provider, rt.settings):
+    if primary.deployment is None and wants_batch(env.request, primary.provider, rt.settings):
         # A visit to a pending batch goes on with the attempt an earlier visit left pending.
         batched = money.attempt(primary, lambda _left: batch_reply(rt, ProviderCall(
             request=env.request, model=primary, cache_scope=scope, cache_ttl=ttl)), batch=True,
@@ -291,22 +296,37 @@ def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
 
     try:
         for model in chain:
-            # Gemini: an explicit context cache for the static part, when its reuse pays.
-            cached = explicit_cache_for(rt, env, model)
-            send = attempt_on(rt.provider(model.provider), model, cached)
-            try:
-                reply = with_retries(
-                    lambda m=model, f=send: money.attempt(m, f, stream=tokens is not None,
-                                                          received=lambda: "".join(seen)),
-                    rt.retry)
-                note_reply(rt, env, model, reply, cached)
-                return reply, model
-            except ProviderRetryable as err:
-                last = err  # exhausted: try the next model in the chain
+            # Its deployments first (weighted, sticky per prefix, healthy first), then the
+            # next model: every attempt is admitted inside the reservation by ``money``.
+            specs = deployments_for(rt, env.request, model)
+            for i, spec in enumerate(specs):
+                # Gemini: an explicit context cache for the static part, when its reuse pays.
+                cached = explicit_cache_for(rt, env, spec)
+                send = attempt_on(rt.provider_for(spec), spec, cached)
+                before = money.spent
+                try:
+                    reply = with_retries(
+                        lambda m=spec, f=send: money.attempt(m, f, stream=tokens is not None,
+                                                             received=lambda: "".join(seen)),
+                        policy_for(rt, i, len(specs)))
+                    note_reply(rt, env, spec, reply, cached)
+                    return reply, spec
+                except ProviderError as err:
+                    rt.health().add_spend(spec, money.spent - before)
+                    failed(rt, spec, err, len(specs))
+                    if isinstance(err, ProviderPermanent) and (i == len(specs) - 1
+                                                               or not moves_on(err)):
+                        raise
+                    last = err  # exhausted: the next deployment, then the next model
     finally:
         if tokens is not None:
             tokens.close()  # the end mark: the door stops reading and takes the result
-    assert last is not None
+    if last is None:
+        names = ", ".join(m.name for m in chain)
+        raise ProviderRetryable(
+            f"every deployment of {names} is past its own daily budget (daily_budget_usd in "
+            "the price file); nothing was sent; raise a budget or add a deployment, or retry "
+            "after midnight UTC", provider=chain[0].provider, tried=names)
     # Say what was tried: the caller sees the whole chain, not only the last model's status.
     tried = ", ".join(m.name for m in chain)
     charged = (f"; {money.spent} USD of it charged as the provider may have billed it "
@@ -385,12 +405,14 @@ def _volatile_prefix(req: ChatRequest) -> bool:
     return bool(fired)
 
 
-def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError) -> None:
+def _fail(rt: WorkerRuntime, env: Envelope, err: SluiceError, *, deployment: str = "") -> None:
     """End the request in an error: its row costs what its attempts were charged (estimates
-    for those the provider may have billed), settled; with nothing charged, released."""
+    for those the provider may have billed), settled; with nothing charged, released. The
+    row names the deployment last tried (its attempts name each one)."""
     row = _row(env, env.route, outcome="error")
     row.pop("created_at")
     row["error_code"] = err.code
+    row["deployment"] = deployment
     with final_write(rt, "error", row, env.reservation_id, None) as s:
         finalize(s, rt, "error", row, env.reservation_id, None)
     _forget(rt, env.request)

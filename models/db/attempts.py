@@ -37,6 +37,9 @@ class AttemptRow(Base):
     feature: Mapped[str] = mapped_column(String(64), nullable=False)
     provider: Mapped[str] = mapped_column(String(32), nullable=False)
     model: Mapped[str] = mapped_column(String(128), nullable=False)
+    #: The deployment it was sent to ('' before deployments existed).
+    deployment: Mapped[str] = mapped_column(String(64), nullable=False, default="",
+                                            server_default="")
     #: call | retry | fallback (and ``stream``/``batch`` flags below)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     stream: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

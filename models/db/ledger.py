@@ -45,6 +45,7 @@ def row_from_result(request: ChatRequest, result: ChatResult, *, outcome: str = 
         "price_version": result.price_version,
         "latency_ms": result.timings.total_ms, "queued_ms": result.timings.queued_ms,
         "provider_ms": result.timings.provider_ms, "prompt_hash": prompt_hash,
+        "deployment": result.deployment,
     }
 
 
@@ -157,13 +158,16 @@ class SpendLine:
 _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerRow.user,
            "model": LedgerRow.model, "lane": LedgerRow.lane, "tier": LedgerRow.tier,
            "provider": LedgerRow.provider, "org": LedgerRow.org, "outcome": LedgerRow.outcome,
-           "kind": LedgerRow.kind, "task_type": LedgerRow.task_type, "rung": LedgerRow.rung}
+           "kind": LedgerRow.kind, "task_type": LedgerRow.task_type, "rung": LedgerRow.rung,
+           # Rows from before deployments (and cache hits) went through their provider.
+           "deployment": case((LedgerRow.deployment == "", LedgerRow.provider),
+                              else_=LedgerRow.deployment)}
 
 
 def spend_by(session: Session, *groups: str, since: datetime | None = None,
              team: str | None = None) -> list[SpendLine]:
     """Spend grouped by any of feature, team, user, model, lane, tier, provider, org, outcome,
-    kind, task_type, rung."""
+    kind, task_type, rung, deployment."""
     return spend_lines(session, *groups, since=since, team=team)
 
 

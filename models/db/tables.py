@@ -97,6 +97,10 @@ class LedgerRow(Base):
     #: (its index in the ladder climbed, weakest 0); the reason is in ``route_reason``.
     task_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     rung: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The deployment that answered (models/domain/deployments.py); '' for rows from before
+    #: deployments, and cache hits: ``sluice spend --by deployment`` shows the provider then.
+    deployment: Mapped[str] = mapped_column(String(64), nullable=False, default="",
+                                            server_default="")
 
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),

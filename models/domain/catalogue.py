@@ -9,13 +9,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from models.domain.deployments import Deployment, parse_deployments
 from models.domain.errors import ConfigError, UnknownModelError
 from models.domain.generation import EFFORTS
 from models.domain.image_tokens import ImageRule
 from models.domain.tokens import TokenBound
 
 TIERS: tuple[str, ...] = ("cheap", "flagship", "self-hosted")
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "vllm", "gemini", "local")
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "vllm", "gemini", "local",
+                              "openai_compatible")
 #: What a model produces: chat completions, or embedding vectors (models/domain/embedding.py).
 KINDS: tuple[str, ...] = ("chat", "embedding")
 #: What a model may declare it accepts (``capabilities = [...]`` in prices.toml).
@@ -74,6 +76,19 @@ class ModelSpec:
     image_rule: ImageRule = ImageRule()
     #: How far the provider's own token count can exceed ours ([token_bounds.<provider>]).
     bound: TokenBound = TokenBound()
+    #: An OpenAI-compatible server's base URL and the variable holding its key.
+    base_url: str | None = None
+    key_env: str | None = None
+    #: The deployment this spec is the variant of (None: the provider's settings client).
+    deployment: Deployment | None = None
+    #: Its deployments, each a variant with its own api name and price (models/domain/
+    #: deployments.py); empty: reached through its provider only.
+    deployments: tuple[ModelSpec, ...] = ()
+
+    @property
+    def variants(self) -> tuple[ModelSpec, ...]:
+        """The specs a request for this model may be sent as: its deployments, or itself."""
+        return self.deployments or (self,)
 
     def can(self, capability: str) -> bool:
         """True when the model declares ``capability``."""
@@ -114,6 +129,8 @@ class Catalogue:
 
     version: str
     models: dict[str, ModelSpec] = field(default_factory=dict)
+    #: Platform model ids ([platforms.*.api_names]) to catalogue names (the stand-in's lookup).
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> ModelSpec:
         """The model called ``name``, or an error that lists the known ones."""
@@ -170,7 +187,10 @@ def parse_catalogue(data: dict[str, Any], where: str = "<data>") -> Catalogue:
         models[name] = replace(model, bound=bound)
     if not models:
         raise ConfigError(f"price file {where} lists no models under [models.*]")
-    return Catalogue(version=version, models=models)
+    models = parse_deployments(data, models, gpu, where)
+    aliases = {str(api): str(model) for platform in (data.get("platforms") or {}).values()
+               for model, api in (platform.get("api_names") or {}).items() if model in models}
+    return Catalogue(version=version, models=models, aliases=aliases)
 
 
 def _dec(value: Any, what: str, where: str) -> Decimal:
@@ -225,7 +245,7 @@ def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str,
     context = int(entry.get("context", 0))
     if context <= 0:
         raise ConfigError(f"{at}: context must be a positive token count")
-    if provider == "vllm" and "input" not in entry:
+    if (provider == "vllm" and "input" not in entry) or entry.get("pricing") == "gpu_pool":
         if gpu is None:
             raise ConfigError(f"{at}: a self-hosted model needs [gpu_pool] prices or its own")
         price = gpu
@@ -253,6 +273,7 @@ def _model(name: str, entry: dict[str, Any], gpu: ModelPrice | None, where: str,
     if not 0 < max_output <= context:
         raise ConfigError(f"{at}: max_output must be a positive token count within context")
     return ModelSpec(name=name, provider=provider, tier=tier, context=context, price=price,
+                     base_url=entry.get("base_url"), key_env=entry.get("key_env"),
                      min_cacheable_tokens=int(entry.get("min_cacheable_tokens", 1024)),
                      api_name=str(entry.get("api_name", name)), capabilities=caps,
                      reasoning_efforts=efforts, max_output=max_output,

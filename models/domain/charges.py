@@ -58,6 +58,7 @@ def reachable(catalogue: Catalogue, fallbacks: Mapping[str, Sequence[str]],
 
 def reach_worst_case(prompt: PromptCount, max_tokens: int, models: Sequence[ModelSpec]
                      ) -> Decimal:
-    """The worst case of one attempt on the dearest of ``models``: what admission reserves,
-    so a fallback to a dearer model is covered before it is sent."""
-    return max(worst_case_cost(prompt, max_tokens, m) for m in models)
+    """The worst case of one attempt on the dearest of ``models`` (and of their deployments,
+    each priced by its platform): what admission reserves, so a fallback to a dearer model or
+    deployment is covered before it is sent."""
+    return max(worst_case_cost(prompt, max_tokens, v) for m in models for v in m.variants)

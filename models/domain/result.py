@@ -60,6 +60,8 @@ class ChatResult(BaseModel):
     text: str
     provider: str
     model: str
+    #: The deployment that answered (models/domain/deployments.py): its name, or the provider.
+    deployment: str = ""
     route: Route
     usage: Usage = Usage()
     cost: Decimal = Field(default=Decimal(0))

@@ -128,6 +128,9 @@ class ProviderSettings(BaseModel):
     backoff_max_s: float = 8.0
     #: Ordered fallbacks per model, e.g. {"gpt-4o": ["claude-sonnet-4-6"]}.
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    #: Seconds a deployment that errored or rate-limited is skipped (a retry-after it sent
+    #: wins); shared by every worker through Redis.
+    deployment_cooldown_s: float = Field(default=30.0, gt=0)
     #: Anthropic prompt-cache TTL of the static prefix: 5m writes cost 1.25x, 1h writes 2x.
     cache_ttl: Literal["5m", "1h"] = "5m"
     #: Per-feature TTL, for prefixes reused less often than every five minutes.

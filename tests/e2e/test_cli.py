@@ -72,7 +72,7 @@ def test_spend_totals_match_a_direct_sql_sum(filled: dict[str, str], pg_url: str
 
 @pytest.mark.integration
 @pytest.mark.parametrize("by", ["feature", "user", "model", "lane", "route", "day", "hour",
-                                "outcome"])
+                                "outcome", "deployment"])
 def test_every_grouping_adds_up_to_the_total(filled: dict[str, str], pg_url: str,
                                              by: str) -> None:
     out = sluice_json(["spend", "--by", by, "--team", TEAM, "--since", "1d"], filled)

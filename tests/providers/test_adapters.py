@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,25 +20,69 @@ from workers.providers.openai_chat import OpenAIChatProvider
 from workers.providers.retry import RetryPolicy, with_retries
 
 CAT = load_catalogue()
+#: Every adapter and transport: Anthropic's API, Bedrock and Vertex through the anthropic SDK's
+#: own clients; OpenAI, Azure OpenAI and an OpenAI-compatible server through the openai SDK's.
+TRANSPORTS = ["openai", "anthropic", "google", "bedrock", "vertex", "azure", "openai_compatible"]
+#: The wire format (and so the behaviour) each transport has.
+FAMILY = {"bedrock": "anthropic", "vertex": "anthropic", "azure": "openai",
+          "openai_compatible": "openai"}
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6",
           "google": "gemini-2.5-flash"}
-#: The stand-in's fault scripts are keyed by wire format.
-WIRE = {"openai": "openai", "anthropic": "anthropic", "google": "gemini"}
+#: The stand-in's fault scripts are keyed by wire format, or by the platform's paths.
+WIRE = {"openai": "openai", "anthropic": "anthropic", "google": "gemini", "bedrock": "bedrock",
+        "vertex": "vertex", "azure": "azure", "openai_compatible": "openai"}
+#: The model as each platform names it (a Bedrock model id with its ``:0``, a Vertex ``@date``,
+#: an Azure deployment name).
+API_NAMES = {"bedrock": "anthropic.claude-sonnet-4-5-20250929-v1:0",
+             "vertex": "claude-sonnet-4-5@20250929", "azure": "gpt-4o-mini",
+             "openai_compatible": "gpt-4o-mini"}
 LONG_SYSTEM = "You are a careful assistant. " + " ".join(f"Rule {i}: be concise."
                                                         for i in range(400))
 
 
-@pytest.fixture(params=["openai", "anthropic", "google"])
-def adapter(request: Any, standin: Any) -> Iterator[tuple[str, Any]]:
-    name = request.param
+def family(name: str) -> str:
+    return FAMILY.get(name, name)
+
+
+def spec_for(name: str) -> Any:
+    if name in API_NAMES:
+        base = CAT.get("claude-sonnet-4-5" if family(name) == "anthropic" else MODELS["openai"])
+        return replace(base, api_name=API_NAMES[name])
+    return CAT.get(MODELS[name])
+
+
+def make_adapter(name: str, standin: Any, monkeypatch: Any, timeout: float = 5) -> Any:
     if name == "openai":
-        prov: Any = OpenAIChatProvider(api_key="sk-test", base_url=standin.openai_base_url,
-                                       timeout=5)
-    elif name == "google":
-        prov = GeminiProvider(api_key="gm-test", base_url=standin.gemini_base_url, timeout=5)
-    else:
-        prov = AnthropicMessagesProvider(api_key="sk-ant-test",
-                                         base_url=standin.anthropic_base_url, timeout=5)
+        return OpenAIChatProvider(api_key="sk-test", base_url=standin.openai_base_url,
+                                  timeout=timeout)
+    if name == "google":
+        return GeminiProvider(api_key="gm-test", base_url=standin.gemini_base_url,
+                              timeout=timeout)
+    if name == "bedrock":
+        # Fake AWS credentials: the SDK signs with SigV4, the stand-in accepts the signature.
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSTANDIN")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "standin-secret")
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        return AnthropicMessagesProvider(transport="bedrock", region="us-east-1",
+                                         base_url=standin.url, timeout=timeout)
+    if name == "vertex":
+        return AnthropicMessagesProvider(transport="vertex", region="europe-west1",
+                                         project="sluice-test", access_token="ya29.standin",
+                                         base_url=f"{standin.url}/v1", timeout=timeout)
+    if name == "azure":
+        return OpenAIChatProvider(api_key="az-test", base_url=standin.url,
+                                  api_version="2024-10-21", timeout=timeout)
+    if name == "openai_compatible":
+        return OpenAIChatProvider(api_key="EMPTY", base_url=standin.openai_base_url,
+                                  timeout=timeout)
+    return AnthropicMessagesProvider(api_key="sk-ant-test", base_url=standin.anthropic_base_url,
+                                     timeout=timeout)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def adapter(request: Any, standin: Any, monkeypatch: Any) -> Iterator[tuple[str, Any]]:
+    name = request.param
+    prov = make_adapter(name, standin, monkeypatch)
     standin.reset()
     yield name, prov
     prov.close()
@@ -47,7 +92,7 @@ def call(name: str, **kw: Any) -> ProviderCall:
     data: dict[str, Any] = {"team": "t", "feature": "f", "max_tokens": 50,
                             "messages": [{"role": "user", "content": "Rephrase: red shoes"}]}
     data.update(kw)
-    return ProviderCall(request=parse_request(data), model=CAT.get(MODELS[name]),
+    return ProviderCall(request=parse_request(data), model=spec_for(name),
                         cache_scope="org/t/f")
 
 
@@ -105,7 +150,7 @@ def test_a_tool_loop_continues_with_the_result_and_counts_exactly(
     reply = prov.complete(second)
     # The model goes on from the result in text; both providers took the history as sent.
     assert reply.text and reply.tool_calls == () and reply.finish_reason in ("stop", "length")
-    if name in ("openai", "google"):  # counted as the gateway counts
+    if family(name) in ("openai", "google"):  # counted as the gateway counts
         assert reply.usage.input_total == count_request(second.request)
     else:  # Claude-shaped: more, and still under the gateway's bound for it
         bound = input_bound(prompt_count(second.request), second.model.bound)
@@ -140,7 +185,7 @@ def test_static_prefix_is_cached_on_repeat(adapter: tuple[str, Any]) -> None:
         {"role": "user", "content": "Another question entirely"}]))
     assert first.usage.cache_read == 0
     assert second.usage.cache_read >= 1024
-    if name == "anthropic":
+    if family(name) == "anthropic":
         assert first.usage.cache_write_5m > 0  # the breakpoint wrote the prefix
     assert second.usage.input_total == count_request(call(name, static={"system": LONG_SYSTEM},
         messages=[{"role": "user", "content": "Another question entirely"}]).request)
@@ -154,7 +199,8 @@ def test_transient_faults_are_retryable(adapter: tuple[str, Any], standin: Any, 
     standin.script_faults([fault], path=WIRE[name])
     with pytest.raises(ProviderRetryable) as exc:
         prov.complete(call(name))
-    assert exc.value.provider == name and exc.value.status == int(fault[:3])
+    assert exc.value.provider == (name if name in MODELS else family(name))
+    assert exc.value.status == int(fault[:3])
     if retry_after is not None:
         assert exc.value.retry_after == retry_after
 

@@ -1,4 +1,6 @@
-"""Anthropic messages adapter through the official ``anthropic`` SDK (its retries off)."""
+"""Anthropic messages adapter through the official ``anthropic`` SDK (its retries off): one
+adapter, three transports (Anthropic's API, AWS Bedrock, Google Vertex AI), the SDK's own
+clients for each, so prompt caching, tools and streaming work the same on all three."""
 
 from __future__ import annotations
 
@@ -20,12 +22,25 @@ class AnthropicMessagesProvider:
 
     name = "anthropic"
 
-    def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 60.0,
-                 http_client: Any = None) -> None:
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
+                 timeout: float = 60.0, http_client: Any = None, transport: str = "anthropic",
+                 region: str | None = None, project: str | None = None,
+                 access_token: str | None = None) -> None:
         import anthropic
 
-        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout,
-                                           max_retries=0, http_client=http_client)
+        common: dict[str, Any] = {"base_url": base_url, "timeout": timeout, "max_retries": 0,
+                                  "http_client": http_client}
+        self.transport = transport
+        if transport == "bedrock":
+            # SigV4 from the AWS credential chain (environment, profile, role); the model id
+            # goes in the path (/model/{id}/invoke), as Bedrock's runtime API takes it.
+            self._client: Any = anthropic.AnthropicBedrock(aws_region=region, **common)
+        elif transport == "vertex":
+            # An access token when given, else Google's default credentials.
+            self._client = anthropic.AnthropicVertex(region=region, project_id=project,
+                                                     access_token=access_token, **common)
+        else:
+            self._client = anthropic.Anthropic(api_key=api_key, **common)
 
     def complete(self, call: ProviderCall) -> ProviderReply:
         """Call messages.create once and normalize its usage (input_tokens excludes cache)."""

@@ -1,4 +1,6 @@
-"""OpenAI chat-completions adapter through the official ``openai`` SDK (its retries off)."""
+"""OpenAI chat-completions adapter through the official ``openai`` SDK (its retries off): OpenAI,
+Azure OpenAI (the SDK's ``AzureOpenAI``: deployment names, api-version) and any server that
+speaks the format (vLLM, SGLang, TGI, hosted OpenAI-compatible APIs) by its base URL."""
 
 from __future__ import annotations
 
@@ -25,11 +27,18 @@ class OpenAIChatProvider:
     name = "openai"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 60.0,
-                 http_client: Any = None) -> None:
+                 http_client: Any = None, api_version: str | None = None) -> None:
         import openai
 
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
-                                     max_retries=0, http_client=http_client)
+        if api_version is not None:
+            # Azure: ``model`` is the deployment name; the SDK builds
+            # /openai/deployments/{name}/chat/completions?api-version=... and sends api-key.
+            self._client: Any = openai.AzureOpenAI(
+                api_key=api_key, azure_endpoint=base_url, api_version=api_version,
+                timeout=timeout, max_retries=0, http_client=http_client)
+        else:
+            self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
+                                         max_retries=0, http_client=http_client)
 
     def complete(self, call: ProviderCall) -> ProviderReply:
         """Call chat.completions.create once and normalize its usage.

@@ -242,7 +242,9 @@ def openai_chat_body(call: ProviderCall) -> dict[str, Any]:
         body["service_tier"] = req.service_tier
     # The caller's own prompt-cache key wins: it knows which of its prompts share a prefix.
     key = req.prompt_cache_key or openai_cache_key(req, call.cache_scope)
-    if key:
+    # OpenAI's own field: a vLLM / SGLang / TGI server caches prefixes by itself, and some
+    # refuse fields they do not know.
+    if key and call.model.provider != "openai_compatible":
         body["prompt_cache_key"] = key
     if req.user:
         body["user"] = req.user

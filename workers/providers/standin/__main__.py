@@ -21,7 +21,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-token-ms", type=float, default=0.0,
                         help="extra delay per output token")
     args = parser.parse_args(argv)
-    config = StandInConfig(latency_ms=args.latency_ms, per_token_latency_ms=args.per_token_ms)
+    import os
+
+    from models.domain.catalogue import load_catalogue
+
+    # Your price file, when set: the stand-in then knows its deployments' model ids (a
+    # Bedrock id, an Azure deployment name) and OpenAI-compatible models.
+    config = StandInConfig(latency_ms=args.latency_ms, per_token_latency_ms=args.per_token_ms,
+                           catalogue=load_catalogue(os.environ.get("SLUICE_PRICES_PATH")))
     print(f"stand-in: OpenAI base_url http://{args.host}:{args.port}/v1, "
           f"Anthropic and Gemini base_url http://{args.host}:{args.port}", flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, http="h11",

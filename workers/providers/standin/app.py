@@ -19,6 +19,7 @@ from workers.providers.standin.errors import openai_error
 from workers.providers.standin.faults import parse_fault
 from workers.providers.standin.gemini_api import gemini_routes
 from workers.providers.standin.openai_api import chat_completions
+from workers.providers.standin.platforms import platform_routes
 from workers.providers.standin.state import StandInState
 
 
@@ -38,6 +39,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
     ]
     routes += batch_routes()  # OpenAI Batch and Anthropic Message Batches
     routes += gemini_routes()  # generateContent, streamGenerateContent, countTokens, caches
+    routes += platform_routes()  # Bedrock and Vertex (Claude), Azure OpenAI
     # Load the tokenizer now (about 0.5 s, once per process) rather than in the first request.
     encoding()
     app = Starlette(routes=routes)
@@ -86,7 +88,8 @@ async def reset(request: Request) -> Response:
 
 
 async def script_faults(request: Request) -> Response:
-    """Queue faults: ``{"model"?, "path"?: "openai"|"anthropic"|"gemini", "faults": [...]}``."""
+    """Queue faults: ``{"model"?, "path"?: "openai"|"anthropic"|"gemini"|"bedrock"|"vertex"|
+    "azure", "faults": [...]}``."""
     state = _state(request)
     try:
         body: Any = json.loads(await request.body())

@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from workers.providers.standin.errors import provider_error
 
-FAMILIES: tuple[str, ...] = ("openai", "anthropic", "gemini")
+#: Wire formats, and the platforms whose paths carry one (faults may target either).
+FAMILIES: tuple[str, ...] = ("openai", "anthropic", "gemini", "bedrock", "vertex", "azure")
 _MESSAGES = {
     429: "Rate limit reached for requests (injected by the stand-in). Please try again later.",
     500: "Internal server error (injected by the stand-in).",

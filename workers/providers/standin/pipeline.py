@@ -38,27 +38,37 @@ class Answer:
 Answerer = Callable[[StandInState, dict[str, Any], ModelSpec, str], Answer]
 #: Returns the caller's API key, or raises RequestInvalid (401/400) when the headers are wrong.
 Authenticator = Callable[[Request], str]
+#: Turns a platform's body into its wire format's (the model from the path, say).
+Preparer = Callable[[Request, dict[str, Any]], dict[str, Any]]
+#: Re-frames a stream's server-sent events (Bedrock's AWS event-stream).
+Framer = Callable[[Any], Any]
+#: The wire format a platform's paths speak.
+WIRE = {"bedrock": "anthropic", "vertex": "anthropic", "azure": "openai"}
 
 
 async def serve_call(request: Request, family: str, authenticate: Authenticator,
-                     answer: Answerer) -> Response:
-    """Run one model call through the shared steps and count how it ended."""
+                     answer: Answerer, *, prepare: Preparer | None = None,
+                     frame: Framer | None = None) -> Response:
+    """Run one model call through the shared steps and count how it ended. ``family`` is a
+    wire format or a platform speaking one (``WIRE``): faults and model lists go by it."""
     state: StandInState = request.app.state.standin
     started = time.perf_counter()
     state.record_request(request.url.path)
+    wire = WIRE.get(family, family)
     try:
-        response = await _serve(request, state, family, authenticate, answer)
+        response = await _serve(request, state, family, authenticate, answer, prepare, frame)
     except RequestInvalid as exc:
-        response = provider_error(family, exc.status, exc.message, param=exc.param)
+        response = provider_error(wire, exc.status, exc.message, param=exc.param)
     state.record_status(response.status_code)
     # Request ids as the real APIs send them, so SDK errors carry one.
-    response.headers["x-request-id" if family == "openai" else "request-id"] = uuid.uuid4().hex
+    response.headers["x-request-id" if wire == "openai" else "request-id"] = uuid.uuid4().hex
     response.headers["x-standin-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
     return response
 
 
 async def _serve(request: Request, state: StandInState, family: str,
-                 authenticate: Authenticator, answer: Answerer) -> Response:
+                 authenticate: Authenticator, answer: Answerer, prepare: Preparer | None,
+                 frame: Framer | None) -> Response:
     api_key = authenticate(request)
     try:
         body = json.loads(await request.body())
@@ -66,7 +76,10 @@ async def _serve(request: Request, state: StandInState, family: str,
         raise RequestInvalid("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise RequestInvalid("the request body must be a JSON object")
-    state.record_body(family, body)
+    if prepare is not None:
+        body = prepare(request, body)
+    wire = WIRE.get(family, family)
+    state.record_body(wire, body)
     name = body.get("model")
     spec = state.model(name, family)
     if spec is None:
@@ -83,7 +96,7 @@ async def _serve(request: Request, state: StandInState, family: str,
         elif fault.kind == "cut":
             pass  # applied to the stream below
         elif fault.kind != "timeout":
-            return fault_response(fault, family)
+            return fault_response(fault, wire)
         else:
             await pause(request, fault.delay_s)
     result = answer(state, body, spec, api_key)
@@ -91,13 +104,16 @@ async def _serve(request: Request, state: StandInState, family: str,
     state.record_usage(result.prompt_tokens, result.output_tokens, result.cache)
     if body.get("stream") is True:
         first_ms = _number(override, LATENCY_HEADER) if override is not None else cfg.latency_ms
-        events = (openai_events(result.payload, _include_usage(body)) if family == "openai"
+        events = (openai_events(result.payload, _include_usage(body)) if wire == "openai"
                   else anthropic_events(result.payload))
         if fault is not None and fault.kind == "cut":
             events = _cut(events, fault.events)
+        if frame is not None:
+            events = frame(events)
         return StreamingResponse(
             paced(events, first_ms / 1000, per_token_ms / 1000,
-                  lambda s: pause(request, s)), media_type="text/event-stream")
+                  lambda s: pause(request, s)),
+            media_type=getattr(frame, "media_type", "text/event-stream"))
     delay_ms = (_number(override, LATENCY_HEADER) if override is not None
                 else cfg.latency_ms + per_token_ms * result.output_tokens)
     await pause(request, delay_ms / 1000)

@@ -12,8 +12,11 @@ from workers.providers.standin.caching import CacheUsage, TTLStore
 from workers.providers.standin.config import StandInConfig
 from workers.providers.standin.faults import FaultScripts
 
-#: Which catalogue providers each wire format serves (vLLM speaks the OpenAI format).
-_SERVES = {"openai": ("openai", "vllm"), "anthropic": ("anthropic",), "gemini": ("google",)}
+#: Which catalogue providers each wire format serves (vLLM and any OpenAI-compatible server
+#: speak the OpenAI format; Bedrock and Vertex serve Claude, Azure serves GPT).
+_SERVES = {"openai": ("openai", "vllm", "openai_compatible"), "anthropic": ("anthropic",),
+           "gemini": ("google",), "bedrock": ("anthropic",), "vertex": ("anthropic",),
+           "azure": ("openai",)}
 
 
 class StandInState:
@@ -38,6 +41,10 @@ class StandInState:
             # Adapters may send the provider's own (dated) name rather than the catalogue key.
             self._models[spec.api_name or spec.name] = spec
             self._models[spec.name] = spec
+            for variant in spec.deployments:  # a Bedrock model id, an Azure deployment name
+                self._models.setdefault(variant.api_name, spec)
+        for alias, name in config.catalogue.aliases.items():  # every platform's model ids
+            self._models.setdefault(alias, config.catalogue.models[name])
         self.reset_stats()
 
     def model(self, name: Any, family: str) -> ModelSpec | None:
