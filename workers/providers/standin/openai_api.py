@@ -17,7 +17,7 @@ from workers.providers.standin.prompt import openai_prompt
 from workers.providers.standin.options import (OPENAI_PARAMS, check_range, choose_call,
                                                fit, json_text, logprobs_of,
                                                reasoning_tokens, unknown)
-from workers.providers.standin.replies import make_reply
+from workers.providers.standin.replies import make_reply, next_tool
 from workers.providers.standin.state import StandInState
 
 
@@ -61,8 +61,15 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: 
     finish = "length" if reply.finish == "length" or clipped or reasoning == limit else "stop"
     # After a tool's result the model answers in text (else a loop would never end).
     tools = [str((t.get("function") or {}).get("name")) for t in body.get("tools") or ()]
-    call = choose_call(_choice(body.get("tool_choice")), prompt.last_user, tools,
-                       answered=body["messages"][-1].get("role") == "tool")
+    answered = body["messages"][-1].get("role") == "tool"
+    ask = prompt.last_user
+    if answered:  # a prompt that asks for several tools gets them one turn after another
+        called = {str((c.get("function") or {}).get("name")) for m in body["messages"]
+                  for c in m.get("tool_calls") or ()}
+        more = next_tool(prompt.last_user, tools, called)
+        if more is not None:
+            answered, ask = False, f"use tool {more}"
+    call = choose_call(_choice(body.get("tool_choice")), ask, tools, answered=answered)
     if call is not None:
         message["content"], finish, out_tokens = None, "tool_calls", call.tokens
         message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",

@@ -40,14 +40,19 @@ Answerer = Callable[[StandInState, dict[str, Any], ModelSpec, str], Answer]
 Authenticator = Callable[[Request], str]
 
 
+#: A payload's stream events, ``(bytes, text carried)`` each, for a wire of its own events.
+Eventer = Callable[[dict[str, Any]], Any]
+
+
 async def serve_call(request: Request, family: str, authenticate: Authenticator,
-                     answer: Answerer) -> Response:
-    """Run one model call through the shared steps and count how it ended."""
+                     answer: Answerer, events: Eventer | None = None) -> Response:
+    """Run one model call through the shared steps and count how it ended (``events``: the
+    stream events of the call's own wire, else its family's)."""
     state: StandInState = request.app.state.standin
     started = time.perf_counter()
     state.record_request(request.url.path)
     try:
-        response = await _serve(request, state, family, authenticate, answer)
+        response = await _serve(request, state, family, authenticate, answer, events)
     except RequestInvalid as exc:
         response = provider_error(family, exc.status, exc.message, param=exc.param)
     state.record_status(response.status_code)
@@ -58,7 +63,8 @@ async def serve_call(request: Request, family: str, authenticate: Authenticator,
 
 
 async def _serve(request: Request, state: StandInState, family: str,
-                 authenticate: Authenticator, answer: Answerer) -> Response:
+                 authenticate: Authenticator, answer: Answerer,
+                 eventer: Eventer | None = None) -> Response:
     api_key = authenticate(request)
     try:
         body = json.loads(await request.body())
@@ -91,7 +97,8 @@ async def _serve(request: Request, state: StandInState, family: str,
     state.record_usage(result.prompt_tokens, result.output_tokens, result.cache)
     if body.get("stream") is True:
         first_ms = _number(override, LATENCY_HEADER) if override is not None else cfg.latency_ms
-        events = (openai_events(result.payload, _include_usage(body)) if family == "openai"
+        events = (eventer(result.payload) if eventer is not None
+                  else openai_events(result.payload, _include_usage(body)) if family == "openai"
                   else anthropic_events(result.payload))
         if fault is not None and fault.kind == "cut":
             events = _cut(events, fault.events)
