@@ -243,3 +243,25 @@ def test_the_async_client_creates_and_streams(door: str, team_key: str) -> None:
 
     whole, streamed, kinds = asyncio.run(run())
     assert whole and streamed and _collapsed(kinds) == EXPECTED_TEXT
+
+
+def test_an_async_lane_job_answers_as_a_response(client: Any, door: str,
+                                                 team_key: str) -> None:
+    import time
+
+    import httpx
+
+    raw = client.responses.with_raw_response.create(
+        model=MINI, input=said("Name a stool"), extra_headers={"x-sluice-lane": "async"})
+    assert raw.status_code == 202
+    job = raw.http_response.json()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        polled = httpx.get(f"{door}/v1/jobs/{job['id']}",
+                           headers={"authorization": f"Bearer {team_key}"}).json()
+        if polled["status"] == "completed":
+            break
+        time.sleep(0.1)
+    result = polled["result"]
+    assert result["object"] == "response" and result["output"][0]["type"] == "message"
+    assert result["id"] == f"resp_{job['id']}" and result["usage"]["output_tokens"] > 0
