@@ -265,3 +265,27 @@ def test_an_async_lane_job_answers_as_a_response(client: Any, door: str,
     result = polled["result"]
     assert result["object"] == "response" and result["output"][0]["type"] == "message"
     assert result["id"] == f"resp_{job['id']}" and result["usage"]["output_tokens"] > 0
+
+
+def test_a_stream_that_breaks_after_its_first_text_ends_with_an_error_event(
+        door: str, team_key: str, standin: Any) -> None:
+    import json
+
+    import httpx
+
+    # The stand-in's stream drops after its first text deltas (a model of its own here, so
+    # no other test's call takes the scripted fault).
+    standin.script_faults(["cut=4"], path="openai", model="gpt-4.1-mini")
+    events = []
+    with httpx.stream("POST", f"{door}/v1/responses", timeout=30,
+                      headers={"authorization": f"Bearer {team_key}"},
+                      json={"model": "gpt-4.1-mini", "input": said("Tell a long story"),
+                            "stream": True}) as response:
+        assert response.status_code == 200
+        events = [json.loads(line[6:]) for line in response.iter_lines()
+                  if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert "response.output_text.delta" in kinds and kinds[-1] == "error"
+    assert "response.completed" not in kinds
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["message"]
