@@ -124,6 +124,10 @@ def test_relayed_events_are_numbered_and_end_with_the_calls() -> None:
         "response.function_call_arguments.done") < kinds.index("response.completed")
     done = events[-1]["response"]
     assert [o["type"] for o in done["output"]] == ["message", "function_call"]
+    # Cut short by max_output_tokens: the stream ends as OpenAI's does, incomplete.
+    cut = _events(Events("r2", "gpt-5-mini", {}).whole(result(finish_reason="length")))
+    assert cut[-1]["type"] == "response.incomplete"
+    assert cut[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
 def call_for(request: dict[str, Any], model: str = "gpt-5-mini") -> ProviderCall:

@@ -135,6 +135,12 @@ def item_events(seq: Sequence, index: int, item: dict[str, Any],
                + seq("response.output_item.done", output_index=index, item=item)), ""
 
 
+def final_kind(body: dict[str, Any]) -> str:
+    """``response.completed``, or ``response.incomplete`` for an answer cut short (as OpenAI
+    ends such a stream)."""
+    return "response.incomplete" if body["status"] == "incomplete" else "response.completed"
+
+
 def opening_events(seq: Sequence, response: dict[str, Any]) -> bytes:
     """``response.created`` and ``response.in_progress``."""
     return (seq("response.created", response=response)
@@ -190,14 +196,14 @@ class Events:
         out = text_closing(self.seq, 0, body["output"][0])
         for i, item in enumerate(body["output"][1:], start=1):
             out += b"".join(e for e, _ in item_events(self.seq, i, item))
-        return out + self.seq("response.completed", response=body)
+        return out + self.seq(final_kind(body), response=body)
 
     def whole(self, result: ChatResult) -> bytes:
         body = self._final(result)
         out = opening_events(self.seq, self._shell(result.model))
         for i, item in enumerate(body["output"]):
             out += b"".join(e for e, _ in item_events(self.seq, i, item))
-        return out + self.seq("response.completed", response=body)
+        return out + self.seq(final_kind(body), response=body)
 
     def error(self, problem: Problem) -> bytes:
         return error_event(self.seq, problem)

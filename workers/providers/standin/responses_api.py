@@ -204,5 +204,4 @@ def stream_events(payload: dict[str, Any]) -> Iterator[tuple[bytes, str]]:
     yield events.opening_events(seq, shell), ""
     for i, item in enumerate(payload["output"]):
         yield from events.item_events(seq, i, item, pieces)
-    kind = "response.incomplete" if payload["status"] == "incomplete" else "response.completed"
-    yield seq(kind, response=payload), ""
+    yield seq(events.final_kind(payload), response=payload), ""
