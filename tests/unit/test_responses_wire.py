@@ -178,3 +178,17 @@ def test_an_envelope_leaves_empty_reasoning_out() -> None:
     message = Envelope(request=request, route=result().route).to_message()
     assert "reasoning" not in message["request"]["messages"][0]
     assert "openai_responses" not in message["request"]
+
+
+def test_for_the_self_hosted_pool_a_tool_loop_renders_without_its_reasoning() -> None:
+    from workers.providers.vllm_engine import render_messages
+
+    p = parsed(model="self-hosted", instructions="Be brief.", tools=[
+        {"type": "function", "name": "w", "parameters": {"type": "object"}}], input=[
+        {"role": "user", "content": "weather?"}, THOUGHT,
+        {"type": "function_call", "call_id": "c1", "name": "w", "arguments": '{"city":"Oslo"}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"}])
+    rendered = render_messages(parse_request(p.data))
+    text = json.dumps(rendered)
+    assert [m["role"] for m in rendered][:2] == ["system", "user"]
+    assert "Oslo" in text and "sunny" in text and "sealed" not in text
