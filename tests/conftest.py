@@ -78,6 +78,8 @@ def integration_env(pg_url: str, redis_db_url: str, standin: Any, tmp_path_facto
         "SLUICE_PROVIDERS__ANTHROPIC_BASE_URL": standin.anthropic_base_url,
         "SLUICE_PROVIDERS__GOOGLE_BASE_URL": standin.gemini_base_url,
         "SLUICE_PROVIDERS__BACKOFF_BASE_S": "0.01",
+        # The one feature that keeps text (and so stored responses, tests/e2e/test_responses*).
+        "SLUICE_PRIVACY__STORE_TEXT_FEATURES": '["responses-kept"]',
         "SLUICE_HOME": str(home),
         "SLUICE_TEST_KEY_PREFIX": prefix,
     }

@@ -6,6 +6,7 @@ import logging
 
 from celery import Task, shared_task
 
+from models.db import stored_responses
 from models.db.stored_text import delete_expired
 from scheduler.privacy_beat import PURGE_TASK
 from workers.runtime import get_runtime
@@ -18,6 +19,8 @@ def purge_text(self: Task) -> int:
     """Delete every stored text whose expiry has passed; returns how many rows went."""
     with get_runtime(self.app).session() as s:
         removed = delete_expired(s)
+        # Kept responses are prompt and answer text too: the same retention holds for them.
+        removed += stored_responses.delete_expired(s)
     if removed:
         log.info("deleted %d stored prompt texts past their retention", removed)
     return removed

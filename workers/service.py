@@ -153,7 +153,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         baseline_cost=baseline_cost(reply.usage, rt.baseline),
         list_cost=list_cost(reply.usage, model),
         finish_reason=reply.finish_reason, price_version=rt.catalogue.version,
-        tool_calls=reply.tool_calls, logprobs=reply.logprobs,
+        tool_calls=reply.tool_calls, logprobs=reply.logprobs, reasoning=reply.reasoning,
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))

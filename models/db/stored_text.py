@@ -38,7 +38,7 @@ def prompt_text(request: ChatRequest) -> str:
     return "\n".join(parts)
 
 
-def _storable(text: str) -> str:
+def storable(text: str) -> str:
     """``text`` with each NUL shown as U+FFFD and each lone surrogate as "?": PostgreSQL text
     holds neither, and a refused write here would sink the final ledger write it shares a
     transaction with."""
@@ -59,8 +59,8 @@ def store_if_opted(session: Session, privacy: PrivacySettings, request: ChatRequ
     stmt = insert(StoredTextRow.__table__).values(
         request_id=request.request_id, created_at=now,
         expires_at=now + timedelta(days=privacy.retention_days), team=request.team,
-        feature=request.feature, prompt=_storable(prompt_text(request)),
-        answer=_storable(answer),
+        feature=request.feature, prompt=storable(prompt_text(request)),
+        answer=storable(answer),
     ).on_conflict_do_nothing(index_elements=["request_id"])
     return bool(session.execute(stmt).rowcount)
 

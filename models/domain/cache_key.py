@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from models.domain.cache_policy import CompiledPolicy
 from models.domain.content import ImagePart, TextPart
-from models.domain.generation import Prediction, ResponseSchema, ToolChoice
+from models.domain.generation import Prediction, ResponseSchema, ResponsesOptions, ToolChoice
 from models.domain.normalize import NormalizationReport
 from models.domain.request import (LATE_FIELDS, TIER_POLICIES, CachePolicy, ChatRequest, Message,
                                    StaticPart, ToolCall, ToolDef)
@@ -76,6 +76,7 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "cache_marks": (Role.EXCLUDED, "where the provider caches the prompt, not what it says"),
         "provider_headers": (Role.EXCLUDED, "protocol version and beta flags: features that "
                                             "change the answer have fields of their own"),
+        "openai_responses": (Role.KEYED, "the answer's reasoning items and summary"),
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},
@@ -83,7 +84,9 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
               "parts": (Role.KEYED, "images by content hash, in order with the text"),
               "tool_calls": (Role.KEYED, "names and arguments, with the role"),
               "tool_call_id": (Role.EXCLUDED, "an opaque handle, fresh on every call: the "
-                                              "position of the call it answers is keyed")},
+                                              "position of the call it answers is keyed"),
+              "reasoning": (Role.EXCLUDED, "opaque model state, fresh on every call: the turn "
+                                           "it led to is keyed")},
     ToolCall: {"id": (Role.EXCLUDED, "an opaque handle, fresh on every call"),
                "name": (Role.KEYED, ""), "arguments": (Role.KEYED, "as sent")},
     ToolDef: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),
@@ -100,6 +103,9 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
     ResponseSchema: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),
                      "schema_": (Role.KEYED, "canonical JSON"), "strict": (Role.KEYED, "")},
     Prediction: {"content": (Role.KEYED, "as sent")},
+    ResponsesOptions: {"include": (Role.KEYED, "encrypted reasoning is part of the answer"),
+                       "reasoning_summary": (Role.KEYED, "part of the answer"),
+                       "truncation": (Role.KEYED, "what the model reads")},
     CachePolicy: {"mode": (Role.EXCLUDED, "read/write control"),
                   "allow_nondeterministic": (Role.EXCLUDED, "cacheability, see cache_policy")},
 }

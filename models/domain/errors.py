@@ -61,6 +61,13 @@ class UnknownModelError(ValidationError):
     code = "unknown_model"
 
 
+class NotFound(ValidationError):
+    """A request names something of its own (a stored response) that is not there for its
+    key's team: never kept, expired, deleted, or another team's."""
+
+    code = "not_found"
+
+
 class ContextLengthError(ValidationError):
     """The prompt plus ``max_tokens`` does not fit the chosen model's context window."""
 

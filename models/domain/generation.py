@@ -54,3 +54,17 @@ class Prediction(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     content: str = Field(max_length=2_000_000)
+
+
+class ResponsesOptions(BaseModel):
+    """What a request from the Responses door asks beside ChatRequest's own fields: an OpenAI
+    model then gets OpenAI's Responses API (so reasoning items round-trip), others ignore it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Extra output the caller asked for (``reasoning.encrypted_content``, ...).
+    include: tuple[str, ...] = Field(default=(), max_length=16)
+    #: A summary of the model's reasoning (``reasoning.summary``).
+    reasoning_summary: Literal["auto", "concise", "detailed"] | None = None
+    #: What to do with an input past the context window (``truncation``).
+    truncation: Literal["auto", "disabled"] | None = None

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from models.domain.content import MAX_IMAGE_CHARS, ContentPart, ImagePart, TextPart
 from models.domain.errors import ValidationError
-from models.domain.generation import Effort, Prediction, ResponseSchema, ToolChoice
+from models.domain.generation import (Effort, Prediction, ResponseSchema, ResponsesOptions,
+                                      ToolChoice)
 # Also where callers have always imported them from.
 from models.domain.tools import ToolCall, ToolDef, openai_tool_calls  # noqa: F401
 
@@ -43,6 +44,9 @@ class Message(BaseModel):
     content: str = Field(default="", max_length=2_000_000)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+    #: Reasoning items the model produced before this assistant turn, passed back opaque
+    #: (OpenAI's Responses API reads them; other providers never see them).
+    reasoning: tuple[dict[str, Any], ...] = Field(default=(), max_length=64)
 
     @field_validator("content")
     @classmethod
@@ -84,6 +88,8 @@ class Message(BaseModel):
             raise ValueError("an assistant message needs content or tool_calls")
         if self.parts and self.role != "user":
             raise ValueError("only a user message has image parts")
+        if self.reasoning and self.role != "assistant":
+            raise ValueError("only an assistant message carries reasoning items")
         if self.parts and self.content != "\n".join(p.text for p in self.parts
                                                      if isinstance(p, TextPart)):
             raise ValueError("content must be the text parts joined by newlines (or left out)")
@@ -120,7 +126,7 @@ class Message(BaseModel):
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 #: Fields a turn gained for tool loops; plain turns are serialized without them.
-_TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts"}
+_TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts", "reasoning"}
 _STABLE = {"few_shot": {"__all__": _TOOL_FIELDS}}
 
 
@@ -189,7 +195,8 @@ LATE_FIELDS: tuple[str, ...] = (
     "response_schema", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty",
     "logit_bias", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
     "reasoning_effort", "thinking_budget", "verbosity", "prediction", "service_tier",
-    "metadata", "store", "safety_identifier", "prompt_cache_key", "drop_params")
+    "metadata", "store", "safety_identifier", "prompt_cache_key", "drop_params",
+    "openai_responses")
 
 #: The longest a caller may say it waits (``timeout_s``, ``x-sluice-timeout``): a day.
 MAX_TIMEOUT_S = 86_400.0
@@ -246,6 +253,8 @@ class ChatRequest(BaseModel):
     #: Drop parameters the routed model cannot honour instead of refusing the request (the
     #: front door's ``x-sluice-drop-params``); the result's route lists what was dropped.
     drop_params: bool = False
+    #: Set by the Responses door: an OpenAI model is called through its Responses API.
+    openai_responses: ResponsesOptions | None = None
     #: How long the caller waits for the answer (seconds). A request still queued after this
     #: (when unset: after its lane's ``queue_timeout_s``) is not run and costs nothing.
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)

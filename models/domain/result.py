@@ -76,6 +76,8 @@ class ChatResult(BaseModel):
     tool_calls: tuple[ToolCall, ...] = ()
     #: Per-token log probabilities (OpenAI's ``logprobs.content``), when asked for.
     logprobs: tuple[dict[str, Any], ...] | None = None
+    #: Reasoning items of the answer (OpenAI's Responses API), opaque, to be passed back.
+    reasoning: tuple[dict[str, Any], ...] = ()
 
     @property
     def saved(self) -> Decimal:

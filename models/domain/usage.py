@@ -44,6 +44,16 @@ def from_openai(usage: Any) -> Usage:
     )
 
 
+def from_openai_responses(usage: Any) -> Usage:
+    """Normalize an OpenAI Responses ``usage`` exactly as chat completions': ``input_tokens``
+    INCLUDES ``cached_tokens``, ``output_tokens`` the reasoning tokens."""
+    data = _as_dict(usage)
+    return from_openai({"prompt_tokens": data.get("input_tokens"),
+                        "prompt_tokens_details": data.get("input_tokens_details"),
+                        "completion_tokens": data.get("output_tokens"),
+                        "completion_tokens_details": data.get("output_tokens_details")})
+
+
 def from_anthropic(usage: Any) -> Usage:
     """Normalize an Anthropic messages ``usage``: ``input_tokens`` EXCLUDES both cache buckets."""
     data = _as_dict(usage)

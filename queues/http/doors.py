@@ -9,18 +9,22 @@ from models.domain.errors import ValidationError
 from models.domain.request import TIER_POLICIES, parse_request
 from models.domain.tokens import input_bound, prompt_count
 from queues.http.pipeline import OPENAI_CHAT, door, door_endpoint, guarded, read_json
+from queues.http.responses_state import ResponsesDoor
 from queues.http.wire.anthropic_messages import AnthropicMessages, to_request
 from queues.http.wire.base import Wire
 from queues.http.wire.common import param_for
 
 ANTHROPIC_MESSAGES = AnthropicMessages()
+OPENAI_RESPONSES = ResponsesDoor()
 #: Every wire format by name (async jobs remember the one that created them).
-WIRES: dict[str, Wire] = {w.name: w for w in (OPENAI_CHAT, ANTHROPIC_MESSAGES)}
+WIRES: dict[str, Wire] = {w.name: w for w in (OPENAI_CHAT, ANTHROPIC_MESSAGES, OPENAI_RESPONSES)}
 
 #: ``POST /v1/chat/completions``.
 chat_completions = door_endpoint(OPENAI_CHAT)
 #: ``POST /v1/messages``.
 messages = door_endpoint(ANTHROPIC_MESSAGES)
+#: ``POST /v1/responses``.
+responses = door_endpoint(OPENAI_RESPONSES)
 
 
 def wire_named(name: object) -> Wire:

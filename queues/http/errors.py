@@ -16,7 +16,7 @@ from models.domain.errors import SluiceError
 #: HTTP status per SluiceError code; anything unlisted is a 500.
 STATUS_BY_CODE = {
     "invalid_request": 400, "context_length_exceeded": 400, "unsupported_parameter": 400,
-    "unknown_model": 404,
+    "unknown_model": 404, "not_found": 404,
     "budget_exceeded": 429, "queue_paused": 503, "broker_unavailable": 503,
     "ledger_error": 503, "provider_retryable": 503, "provider_permanent": 502,
     "engine_dead": 502, "result_timeout": 504, "result_lost": 410, "overloaded": 503,

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from queues.http import openapi_messages
+from queues.http import openapi_messages, openapi_responses
 
 _REF = "#/components/schemas/"
 #: The rules ChatRequest applies (models/domain/request.py), so valid examples reach the pipeline.
@@ -182,9 +182,11 @@ _CHAT_PARAMS = [
 def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
     """The whole document; ``models`` (policies and catalogue names) become the model enum."""
     bearer = [{"bearer": []}]
-    schemas = copy.deepcopy({**_SCHEMAS, **openapi_messages.SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **openapi_messages.SCHEMAS,
+                             **openapi_responses.SCHEMAS})
     if models:
-        for name in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest"):
+        for name in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest",
+                     "ResponseRequest"):
             schemas[name]["properties"]["model"]["enum"] = list(models)
     return {
         "openapi": "3.1.0",
@@ -206,6 +208,7 @@ def openapi_schema(models: Sequence[str] = ()) -> dict[str, Any]:
                               "202": {"description": "Accepted on the async lane: poll the job.",
                                       "content": _json("Job")}, **_ERRORS}}},
             **openapi_messages.paths(copy.deepcopy(_CHAT_PARAMS), _SLUICE_HEADERS),
+            **openapi_responses.paths(copy.deepcopy(_CHAT_PARAMS), _SLUICE_HEADERS, _ERRORS),
             "/v1/jobs/{job_id}": {
                 "get": {"operationId": "getJob", "parameters": _JOB_PARAMS,
                         "responses": {"200": {"description": "The job.", "content": _json("Job")},

@@ -29,7 +29,7 @@ from queues.http.errors import Problem, problem_of
 from queues.http.flight import Flight
 from queues.http.jobs import job_key
 from queues.http.relay import Relay
-from queues.http.stream import stream_response
+from queues.http.stream import settled_response
 from queues.http.waiter import Watch
 from queues.http.wire.base import Parsed, Wire
 from queues.http.wire.common import H_LANE, param_for, sluice_headers
@@ -105,12 +105,18 @@ def door_endpoint(wire: Wire) -> Endpoint:
         data = parsed.data
         fresh = "request_id" not in data  # minted here: no earlier run can have answered it
         data.setdefault("request_id", uuid.uuid4().hex)
+        prepare = getattr(wire, "prepare", None)
+        if prepare is not None:  # a door's own step before submitting (stored responses)
+            await prepare(fd, parsed, key)
         if data["lane"] != "async":
             data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s"))
             if parsed.stream:
                 return await _stream(fd, wire, parsed, fresh=fresh)
             result = await _answer(fd, parsed, fresh=fresh)
-            return JSONResponse(wire.render(result), headers=sluice_headers(result))
+            finish = getattr(wire, "finish", None)  # a door that keeps its answers
+            body = await finish(fd, parsed, result) if finish is not None else \
+                wire.render(result)
+            return JSONResponse(body, headers=sluice_headers(result))
         if parsed.stream:
             raise ValidationError("stream=true needs the interactive lane: an async-lane "
                                   "request is answered at once with a job to poll; drop "
@@ -176,7 +182,8 @@ async def _stream(fd: FrontDoor, wire: Wire, parsed: Parsed, *, fresh: bool) -> 
     data = parsed.data
     if fd.tokens is None:  # no Redis to relay through: workers answer whole
         result = await _answer(fd, parsed, fresh=fresh)
-        return stream_response(result, wire.encoder(result.request_id, result.model, parsed))
+        return await settled_response(result, wire.encoder(result.request_id, result.model,
+                                                           parsed))
     flight = Flight(fd.shedder)
     timeout = fd.timeout_for(data["lane"], data.get("timeout_s"))
     try:
@@ -192,7 +199,8 @@ async def _stream(fd: FrontDoor, wire: Wire, parsed: Parsed, *, fresh: bool) -> 
             result = await flight.wait(fd.waiter, watch, timeout)
         finally:
             flight.end()
-        return stream_response(result, wire.encoder(result.request_id, result.model, parsed))
+        return await settled_response(result, wire.encoder(result.request_id, result.model,
+                                                           parsed))
     relay = Relay(fd.tokens, fd.waiter, task_id, watch, timeout, flight)
     model = getattr(handle, "model", "") or data["model"]
     return await relay.start(handle.request_id, wire.encoder(handle.request_id, model, parsed))

@@ -21,7 +21,7 @@ from models.domain.errors import SluiceError
 from models.domain.result import ChatResult
 from queues.http.errors import problem_of
 from queues.http.flight import Flight
-from queues.http.stream import stream_response
+from queues.http.stream import settle, settled_response
 from queues.http.wire.base import Encoder
 from queues.http.waiter import ResultWaiter, Watch
 from queues.token_stream import TokenReader
@@ -70,7 +70,7 @@ class Relay:
                     result = await self.flight.wait(self.waiter, self.watch, self._left())
                 finally:
                     self.flight.end()
-                return stream_response(result, encoder)
+                return await settled_response(result, encoder)
         except BaseException:
             self.flight.end()
             raise
@@ -126,4 +126,5 @@ class Relay:
         else:
             log.warning("streamed text of %s differs from its result (a redelivered run "
                         "streamed again?); the client keeps what it got", self.task_id)
+        await settle(encoder, result)
         yield encoder.ending(result)

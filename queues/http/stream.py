@@ -19,3 +19,17 @@ def stream_response(result: ChatResult, encoder: Encoder) -> Response:
     mid-stream."""
     return Response(encoder.whole(result), media_type="text/event-stream",
                     headers={**sluice_headers(result), "cache-control": "no-cache"})
+
+
+async def settled_response(result: ChatResult, encoder: Encoder) -> Response:
+    """:func:`stream_response`, after the encoder's optional ``settle`` (a door that keeps
+    its answers, as the Responses door does, stores it before the events go out)."""
+    await settle(encoder, result)
+    return stream_response(result, encoder)
+
+
+async def settle(encoder: Encoder, result: ChatResult) -> None:
+    """Await ``encoder.settle(result)`` when the encoder has one."""
+    hook = getattr(encoder, "settle", None)
+    if hook is not None:
+        await hook(result)

@@ -45,7 +45,8 @@ def door_url(integration_settings: Any, gateway: Any) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def door_schema(door_url: str) -> Any:
     document = httpx.get(door_url + "/openapi.json").json()
-    for body in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest"):
+    for body in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest",
+                 "ResponseRequest"):
         model = document["components"]["schemas"][body]["properties"]["model"]
         # No GPU worker runs in this session: a self-hosted request would wait for one until
         # its timeout (a 504), so the fuzzer sticks to the hosted models the worker serves.
@@ -53,7 +54,7 @@ def door_schema(door_url: str) -> Any:
         assert "gpt-4o-mini" in model["enum"] and "sluice-tiny-llama" not in model["enum"]
     # A caller's own short timeout rightly ends in a 504 when the worker is slower than it:
     # not a server fault, so the fuzzer leaves the header out.
-    for path in ("/v1/chat/completions", "/v1/messages"):
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses"):
         door = document["paths"][path]["post"]
         door["parameters"] = [p for p in door["parameters"] if p["name"] != "x-sluice-timeout"]
         assert len(door["parameters"]) >= 6

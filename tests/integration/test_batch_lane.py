@@ -201,3 +201,18 @@ def test_batch_placements_live_in_redis_with_a_ttl(redis_db_url: str) -> None:
     ttl = client.ttl(f"{prefix}sluice:batch-placement:{key}")
     client.delete(f"{prefix}sluice:batch-placement:{key}")
     assert 0 < ttl <= PLACEMENT_TTL_S
+
+
+def test_responses_door_requests_go_out_on_the_responses_batch_endpoint(
+        batch_gateway: Any, sessions: Any, standin: Any) -> None:
+    # A Responses-door request (openai_responses set) to a reasoning model, in a batch: the
+    # batch targets /v1/responses, so its reasoning items come back, at half price.
+    before = standin.stats()["by_path"].get("/v1/batches", 0)
+    handles = [batch_gateway.submit(req("gpt-5-mini", openai_responses={}, max_tokens=400)) for _ in
+               range(BATCH_MAX)]
+    results = [h.result(timeout=60) for h in handles]
+    assert standin.stats()["by_path"].get("/v1/batches", 0) - before == 1
+    for result in results:
+        assert result.text and result.usage.reasoning > 0
+        assert result.reasoning and result.reasoning[0]["encrypted_content"]
+        assert_billed_at_half(sessions, result)

@@ -150,3 +150,25 @@ def test_worker_stores_text_only_for_the_opted_in_feature(secret_gateway: Any, p
             assert s.get(StoredTextRow, ids[TEXT_FEATURE]) is not None  # unexpired text stays
     finally:
         engine.dispose()
+
+
+def test_kept_responses_expire_with_the_retention_and_stay_with_their_team(
+        sessions: Any) -> None:
+    from models.db import stored_responses as kept
+
+    now = datetime.now(timezone.utc)
+    body = {"id": "resp_a", "output": []}
+    with sessions() as s:
+        for rid, when in (("old", now - timedelta(days=2)), ("new", now)):
+            kept.keep(s, org="o", team="t", feature="f", response_id=rid, body=body,
+                      input_items=[], context=[{"role": "user", "content": "hi"}],
+                      retention_days=1, now=when)
+        s.commit()
+        # Past its expiry a response is gone for readers even before the purge runs.
+        assert kept.read(s, org="o", team="t", response_id="old", now=now) is None
+        assert kept.read(s, org="o", team="other", response_id="new", now=now) is None
+        assert kept.read(s, org="o", team="t", response_id="new", now=now).context
+        assert kept.delete_expired(s, now=now) == 1
+        s.commit()
+        left = s.scalars(select(kept.StoredResponseRow.id)).all()
+    assert left == ["new"]

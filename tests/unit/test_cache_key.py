@@ -81,6 +81,7 @@ KEYED_CHANGES: dict[str, dict[str, Any]] = {
     "thinking_budget": {"thinking_budget": 2048},
     "verbosity": {"verbosity": "low"},
     "prediction": {"prediction": {"content": "Dear customer,"}},
+    "openai_responses": {"openai_responses": {"include": ["reasoning.encrypted_content"]}},
 }
 STATIC_CHANGES = [
     {"system": "Be kind."},

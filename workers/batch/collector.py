@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: A call waiting for its batch: the call, its caller's future, and its placement key (if any).
 _Item = tuple[ProviderCall, Future[ProviderReply], str | None]
+#: Calls batched together: provider, model, and (OpenAI) whether on the Responses endpoint.
+GroupKey = tuple[str, str, bool]
 
 
 @dataclass
@@ -56,7 +58,7 @@ class BatchCollector:
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._cond = threading.Condition()
-        self._groups: dict[tuple[str, str], _Group] = {}
+        self._groups: dict[GroupKey, _Group] = {}
         self._inflight: list[_InFlight] = []  # touched only by the collector thread
         self._apis: dict[str, BatchAPI] = {}
         #: Where keyed calls went; a redelivered call is taken from its earlier batch.
@@ -88,7 +90,9 @@ class BatchCollector:
                 self._adopted.append((placed, future))
                 self._cond.notify()
                 return future
-            group_key = (provider, call.model.name)
+            # A provider batch has one endpoint: Responses-door calls to OpenAI go apart.
+            group_key = (provider, call.model.name,
+                         provider == "openai" and call.request.openai_responses is not None)
             group = self._groups.setdefault(group_key, _Group(first_at=self._clock()))
             group.items.append((call, future, key))
             # Wake the loop at once when the group is full or the first one arrived.
@@ -160,7 +164,7 @@ class BatchCollector:
             for flight in [f for f in self._inflight if f.next_poll <= now]:
                 self._poll(flight)
 
-    def _wait_for_work(self) -> list[tuple[tuple[str, str], list[_Item]]] | None:
+    def _wait_for_work(self) -> list[tuple[GroupKey, list[_Item]]] | None:
         """Block until a group is due or a poll is; pop the due groups (None once closed)."""
         with self._cond:
             while not self._closed:
@@ -207,7 +211,7 @@ class BatchCollector:
             api = self._apis[provider] = self._api_for(provider)
         return api
 
-    def _send(self, key: tuple[str, str], items: list[_Item]) -> None:
+    def _send(self, key: GroupKey, items: list[_Item]) -> None:
         # custom ids are ours, not request ids: Anthropic allows only [A-Za-z0-9_-]{1,64}.
         numbered = {f"r{n}": item for n, item in enumerate(items)}
         try:
@@ -235,7 +239,7 @@ class BatchCollector:
                                         {cid: f for cid, (_, f, _) in numbered.items()},
                                         next_poll=self._clock() + self.poll_interval_s))
 
-    def _record(self, key: tuple[str, str], batch_id: str, numbered: dict[str, _Item]) -> None:
+    def _record(self, key: GroupKey, batch_id: str, numbered: dict[str, _Item]) -> None:
         placed = {task: Placement(key[0], key[1], batch_id, cid, size=len(numbered))
                   for cid, (_, _, task) in numbered.items() if task is not None}
         if not placed or self._placements is None:

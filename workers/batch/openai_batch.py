@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -11,10 +12,18 @@ from models.domain.usage import from_openai
 from workers.batch.base import BatchState, Outcome, reply_extra
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import RETRYABLE_STATUS, map_sdk_error
+from workers.providers.openai_responses import reply_of, responses_body
 from workers.providers.shaping import openai_chat_body
 from workers.providers.tool_calls import calls_in_openai_message
 
 ENDPOINT = "/v1/chat/completions"
+#: A Responses-door request's batch (the collector groups calls by endpoint).
+RESPONSES_ENDPOINT = "/v1/responses"
+
+
+def endpoint_of(call: ProviderCall) -> str:
+    """The OpenAI endpoint ``call`` is batched on: its door's (reasoning items round-trip)."""
+    return RESPONSES_ENDPOINT if call.request.openai_responses is not None else ENDPOINT
 #: Statuses after which a batch changes no more.
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
@@ -33,13 +42,15 @@ class OpenAIBatchAPI:
 
     def submit(self, calls: Sequence[tuple[str, ProviderCall]]) -> str:
         """Upload the requests as a ``purpose=batch`` file and create the batch."""
-        lines = [json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT,
-                             "body": openai_chat_body(call)}, separators=(",", ":"))
+        endpoint = endpoint_of(calls[0][1])  # one endpoint per batch (the collector's group)
+        shape = responses_body if endpoint == RESPONSES_ENDPOINT else openai_chat_body
+        lines = [json.dumps({"custom_id": cid, "method": "POST", "url": endpoint,
+                             "body": shape(call)}, separators=(",", ":"))
                  for cid, call in calls]
         try:
             upload = self._client.files.create(
                 file=("sluice-batch.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
-            batch = self._client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
+            batch = self._client.batches.create(input_file_id=upload.id, endpoint=endpoint,
                                                 completion_window="24h",
                                                 metadata={"source": "sluicegate"})
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
@@ -80,6 +91,8 @@ class OpenAIBatchAPI:
         response = entry.get("response") or {}
         status = int(response.get("status_code") or 0)
         body = response.get("body") or {}
+        if status == 200 and body.get("object") == "response":
+            return dataclasses.replace(reply_of(body), extra=reply_extra(batch_id))
         if status == 200 and body.get("choices"):
             choice = body["choices"][0]
             return ProviderReply(text=(choice.get("message") or {}).get("content") or "",

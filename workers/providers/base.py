@@ -48,6 +48,8 @@ class ProviderReply:
     tool_calls: tuple[ToolCall, ...] = ()
     #: Per-token log probabilities (OpenAI's ``logprobs.content``), when asked for.
     logprobs: tuple[dict[str, Any], ...] | None = None
+    #: Reasoning items (OpenAI's Responses API), opaque, carried to the result.
+    reasoning: tuple[dict[str, Any], ...] = ()
 
 
 #: Where a streaming call sends each piece of text as it arrives.

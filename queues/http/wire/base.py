@@ -3,6 +3,11 @@
 The pipeline (``queues/http/pipeline.py``) is the same for every door; a wire format only
 translates. Adding a door is one module pair: ``<format>.py`` reads its bodies into ChatRequest
 fields, ``<format>_render.py`` writes ChatResults, errors and stream events back.
+
+A door with state of its own (the Responses door's stored responses) may also have
+``async prepare(door, parsed, key)`` (before the request is submitted) and ``async
+finish(door, parsed, result) -> body`` (instead of ``render``), and its encoder ``async
+settle(result)`` (awaited before its last events); the pipeline calls them when present.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from workers.providers.standin.faults import parse_fault
 from workers.providers.standin.gemini_api import gemini_routes
 from workers.providers.standin.openai_api import chat_completions
 from workers.providers.standin.platforms import platform_routes
+from workers.providers.standin.responses_api import responses
 from workers.providers.standin.state import StandInState
 
 
@@ -27,6 +28,7 @@ def create_app(config: StandInConfig | None = None) -> Starlette:
     """A fresh stand-in app with its own caches, fault scripts and counters."""
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),

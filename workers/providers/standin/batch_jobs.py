@@ -101,7 +101,7 @@ def book(app_state: Any) -> BatchBook:
 
 
 #: OpenAI endpoints a batch may target, and the single-call answer of each.
-OPENAI_ENDPOINTS = (OPENAI_ENDPOINT, "/v1/embeddings")
+OPENAI_ENDPOINTS = (OPENAI_ENDPOINT, "/v1/embeddings", "/v1/responses")
 
 
 def run_one(state: StandInState, family: str, custom_id: str, body: Any, key: str,
@@ -112,6 +112,10 @@ def run_one(state: StandInState, family: str, custom_id: str, body: Any, key: st
         from workers.providers.standin import embeddings_api
 
         answer = embeddings_api.answer
+    elif endpoint == "/v1/responses":
+        from workers.providers.standin import responses_api
+
+        answer = responses_api.answer
     if not isinstance(body, dict):
         return Outcome(custom_id, status=400, message="the request body must be a JSON object")
     spec = state.model(body.get("model"), family)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from models.domain.catalogue import ModelSpec
+from models.domain.tokens import count_text
 from workers.providers.standin.caching import CacheUsage, openai_cache
 from workers.providers.standin.errors import RequestInvalid
 from workers.providers.standin.pipeline import Answer, serve_call
@@ -17,7 +18,7 @@ from workers.providers.standin.prompt import openai_prompt
 from workers.providers.standin.options import (OPENAI_PARAMS, check_range, choose_call,
                                                fit, json_text, logprobs_of,
                                                reasoning_tokens, unknown)
-from workers.providers.standin.replies import make_reply
+from workers.providers.standin.replies import ToolUse, make_reply, next_tool
 from workers.providers.standin.state import StandInState
 
 
@@ -61,8 +62,17 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: 
     finish = "length" if reply.finish == "length" or clipped or reasoning == limit else "stop"
     # After a tool's result the model answers in text (else a loop would never end).
     tools = [str((t.get("function") or {}).get("name")) for t in body.get("tools") or ()]
-    call = choose_call(_choice(body.get("tool_choice")), prompt.last_user, tools,
-                       answered=body["messages"][-1].get("role") == "tool")
+    answered = body["messages"][-1].get("role") == "tool"
+    ask = prompt.last_user
+    if answered:  # a prompt that asks for several tools gets them one turn after another
+        called = {str((c.get("function") or {}).get("name")) for m in body["messages"]
+                  for c in m.get("tool_calls") or ()}
+        more = next_tool(prompt.last_user, tools, called)
+        if more is not None:
+            answered, ask = False, f"use tool {more}"
+    call = choose_call(_choice(body.get("tool_choice")), ask, tools, answered=answered)
+    if call is not None:
+        call = _filled(call, body.get("tools") or (), seed)
     if call is not None:
         message["content"], finish, out_tokens = None, "tool_calls", call.tokens
         message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
@@ -97,6 +107,18 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, api_key: 
         "system_fingerprint": "fp_standin",
     }
     return Answer(payload, prompt.total, completion, CacheUsage(read=cached))
+
+
+def _filled(call: ToolUse, tools: Any, seed: str) -> ToolUse:
+    """A call to a tool whose schema requires parameters fills them in, as a model would (an
+    agent framework validates them before it runs the tool); else the ask, as before."""
+    fn = next((t.get("function") or {} for t in tools
+               if (t.get("function") or {}).get("name") == call.name), {})
+    schema = fn.get("parameters") or {}
+    if not schema.get("required"):
+        return call
+    arguments = json_text(f"{seed}|{call.name}", schema)
+    return ToolUse(name=call.name, arguments=arguments, tokens=count_text(arguments))
 
 
 def _sampling(body: dict[str, Any], spec: ModelSpec) -> None:

@@ -46,17 +46,23 @@ Framer = Callable[[Any], Any]
 WIRE = {"bedrock": "anthropic", "vertex": "anthropic", "azure": "openai"}
 
 
+#: A payload's stream events, ``(bytes, text carried)`` each, for a wire of its own events.
+Eventer = Callable[[dict[str, Any]], Any]
+
+
 async def serve_call(request: Request, family: str, authenticate: Authenticator,
                      answer: Answerer, *, prepare: Preparer | None = None,
-                     frame: Framer | None = None) -> Response:
+                     frame: Framer | None = None, events: Eventer | None = None) -> Response:
     """Run one model call through the shared steps and count how it ended. ``family`` is a
-    wire format or a platform speaking one (``WIRE``): faults and model lists go by it."""
+    wire format or a platform speaking one (``WIRE``): faults and model lists go by it;
+    ``events``: the stream events of the call's own wire, else its family's."""
     state: StandInState = request.app.state.standin
     started = time.perf_counter()
     state.record_request(request.url.path)
     wire = WIRE.get(family, family)
     try:
-        response = await _serve(request, state, family, authenticate, answer, prepare, frame)
+        response = await _serve(request, state, family, authenticate, answer, prepare, frame,
+                                events)
     except RequestInvalid as exc:
         response = provider_error(wire, exc.status, exc.message, param=exc.param)
     state.record_status(response.status_code)
@@ -68,7 +74,7 @@ async def serve_call(request: Request, family: str, authenticate: Authenticator,
 
 async def _serve(request: Request, state: StandInState, family: str,
                  authenticate: Authenticator, answer: Answerer, prepare: Preparer | None,
-                 frame: Framer | None) -> Response:
+                 frame: Framer | None, eventer: Eventer | None = None) -> Response:
     api_key = authenticate(request)
     try:
         body = json.loads(await request.body())
@@ -104,7 +110,8 @@ async def _serve(request: Request, state: StandInState, family: str,
     state.record_usage(result.prompt_tokens, result.output_tokens, result.cache)
     if body.get("stream") is True:
         first_ms = _number(override, LATENCY_HEADER) if override is not None else cfg.latency_ms
-        events = (openai_events(result.payload, _include_usage(body)) if wire == "openai"
+        events = (eventer(result.payload) if eventer is not None
+                  else openai_events(result.payload, _include_usage(body)) if wire == "openai"
                   else anthropic_events(result.payload))
         if fault is not None and fault.kind == "cut":
             events = _cut(events, fault.events)

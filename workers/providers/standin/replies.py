@@ -119,6 +119,16 @@ class ToolUse:
     tokens: int
 
 
+def next_tool(last_user: str, tools: Iterable[str], called: set[str]) -> str | None:
+    """After a tool's result: the next tool the prompt asks for ("use tool A, then use tool
+    B") that the conversation has not called yet, else None (the model answers in text)."""
+    names = set(tools)
+    for found in _USE_TOOL.finditer(last_user):
+        if found.group(1) in names and found.group(1) not in called:
+            return found.group(1)
+    return None
+
+
 def tool_use(last_user: str, tools: Iterable[str]) -> ToolUse | None:
     """The call a prompt asks for ("use tool NAME", NAME one of ``tools``), else None."""
     found = _USE_TOOL.search(last_user)
