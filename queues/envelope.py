@@ -58,6 +58,8 @@ class Envelope(BaseModel):
                 turn.pop("tool_call_id", None)
             if not turn.get("parts"):
                 turn.pop("parts", None)
+            if not turn.get("thinking"):
+                turn.pop("thinking", None)
         return message
 
 

@@ -83,7 +83,9 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
               "parts": (Role.KEYED, "images by content hash, in order with the text"),
               "tool_calls": (Role.KEYED, "names and arguments, with the role"),
               "tool_call_id": (Role.EXCLUDED, "an opaque handle, fresh on every call: the "
-                                              "position of the call it answers is keyed")},
+                                              "position of the call it answers is keyed"),
+              "thinking": (Role.EXCLUDED, "the model's own earlier reasoning, signed anew on "
+                                          "every call; the turn's text and calls are keyed")},
     ToolCall: {"id": (Role.EXCLUDED, "an opaque handle, fresh on every call"),
                "name": (Role.KEYED, ""), "arguments": (Role.KEYED, "as sent")},
     ToolDef: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),

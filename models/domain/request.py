@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from models.domain.content import MAX_IMAGE_CHARS, ContentPart, ImagePart, TextPart
 from models.domain.errors import ValidationError
 from models.domain.generation import Effort, Prediction, ResponseSchema, ToolChoice
+from models.domain.thinking import ThinkingBlock
 # Also where callers have always imported them from.
 from models.domain.tools import ToolCall, ToolDef, openai_tool_calls  # noqa: F401
 
@@ -43,6 +44,9 @@ class Message(BaseModel):
     content: str = Field(default="", max_length=2_000_000)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+    #: An assistant turn's thinking as the model returned it (Anthropic's signed blocks), sent
+    #: back unchanged: a thinking tool loop on Claude needs the last turn's.
+    thinking: tuple[ThinkingBlock, ...] = ()
 
     @field_validator("content")
     @classmethod
@@ -84,6 +88,8 @@ class Message(BaseModel):
             raise ValueError("an assistant message needs content or tool_calls")
         if self.parts and self.role != "user":
             raise ValueError("only a user message has image parts")
+        if self.thinking and self.role != "assistant":
+            raise ValueError("only an assistant message has thinking blocks")
         if self.parts and self.content != "\n".join(p.text for p in self.parts
                                                      if isinstance(p, TextPart)):
             raise ValueError("content must be the text parts joined by newlines (or left out)")
@@ -120,7 +126,7 @@ class Message(BaseModel):
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 #: Fields a turn gained for tool loops; plain turns are serialized without them.
-_TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts"}
+_TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts", "thinking"}
 _STABLE = {"few_shot": {"__all__": _TOOL_FIELDS}}
 
 

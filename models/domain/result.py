@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.domain.request import ToolCall
+from models.domain.thinking import ThinkingBlock
 from models.domain.usage import Usage
 
 Backend = Literal["api", "gpu"]
@@ -68,6 +69,10 @@ class ChatResult(BaseModel):
     tool_calls: tuple[ToolCall, ...] = ()
     #: Per-token log probabilities (OpenAI's ``logprobs.content``), when asked for.
     logprobs: tuple[dict[str, Any], ...] | None = None
+    #: Which of the request's stop sequences ended the answer, when the provider says.
+    stop_sequence: str | None = None
+    #: The model's thinking before its answer (Anthropic's signed or redacted blocks).
+    thinking: tuple[ThinkingBlock, ...] = ()
 
     @property
     def saved(self) -> Decimal:
