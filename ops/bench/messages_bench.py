@@ -7,14 +7,13 @@ Three targets share one zero-latency stand-in, called with Anthropic's Messages 
 stand-in directly, sluicegate's front door (its Messages door, with the whole pipeline behind
 it: response cache, routing, admission, Redis, Celery worker processes, the PostgreSQL ledger)
 and a LiteLLM proxy (PyPI, own venv, no database) routing the same Claude model to the
-stand-in's Anthropic API. Load is open loop and unique per request, as in frontdoor_bench.
+stand-in's Anthropic API. The stack and the runs are frontdoor_bench's (ops/bench/door_bench.py).
 Overhead = a target's latency percentile minus the direct stand-in's at the same rate.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import uuid
 from contextlib import ExitStack
@@ -23,16 +22,15 @@ from typing import Any
 
 from rich.console import Console
 
-from ops.bench.frontdoor_bench import (frontdoor_process, mint_key, pooled, report,
-                                       tree_cpu_s, wait_for_drain)
-from ops.bench.harness import bench_env, free_port, scratch_database, standin_process, \
-    worker_process
+from ops.bench.door_bench import (DIRECT, LITELLM, cpu_ratio_lines, door_stack, load_note,
+                                  measure, pooled)
+from ops.bench.frontdoor_bench import DOOR, report
+from ops.bench.harness import free_port
 from ops.bench.litellm_proxy import DEFAULT_VENV, MASTER_KEY, litellm_process
-from ops.bench.loadgen import RunResult, Target, run_open_loop
+from ops.bench.loadgen import RunResult, Target
 
 MODEL = "claude-haiku-4-5"
 VERSION = {"anthropic-version": "2023-06-01"}
-DOOR = "sluicegate front door"
 
 
 def _body(nonce: str) -> Any:
@@ -45,55 +43,25 @@ def _body(nonce: str) -> Any:
 def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int,
         celery_workers: int, venv: Path, repeats: int = 1) -> list[RunResult]:
     """Measure every target at every rate, repeats interleaved; the measured runs."""
-    out: list[RunResult] = []
     with ExitStack() as stack:
-        db = stack.enter_context(scratch_database())
-        standin = stack.enter_context(standin_process())
-        env = bench_env(db, standin)
-        env["SLUICE_BROKER__TASK_EVENTS"] = "false"
-        key = mint_key(db)
-        workers = [stack.enter_context(worker_process(env, queues="interactive.api",
-                                                      concurrency=32))
-                   for _ in range(celery_workers)]
-        door, door_proc = stack.enter_context(frontdoor_process(env, free_port(),
-                                                                server_workers))
+        setup = door_stack(stack, server_workers=server_workers,
+                           celery_workers=celery_workers)
         litellm, litellm_proc = stack.enter_context(
-            litellm_process(standin, free_port(), model=MODEL, workers=server_workers,
+            litellm_process(setup.standin, free_port(), model=MODEL, workers=server_workers,
                             venv=venv, provider="anthropic"))
-        pids = {"stand-in direct": [], "litellm proxy": [litellm_proc.pid],
-                DOOR: [door_proc.pid] + [w.pid for w in workers]}
+        pids = {DIRECT: [], LITELLM: [litellm_proc.pid], DOOR: setup.door_pids}
         nonce = uuid.uuid4().hex[:8]
         targets = [
-            Target("stand-in direct", standin, "/v1/messages",
+            Target(DIRECT, setup.standin, "/v1/messages",
                    {"x-api-key": "sk-direct", **VERSION}, _body(nonce + "d")),
-            Target("litellm proxy", litellm, "/v1/messages",
+            Target(LITELLM, litellm, "/v1/messages",
                    {"x-api-key": MASTER_KEY, **VERSION}, _body(nonce + "l")),
-            Target(DOOR, door, "/v1/messages",
-                   {"x-api-key": key, "x-sluice-feature": "bench", **VERSION},
+            Target(DOOR, setup.door, "/v1/messages",
+                   {"x-api-key": setup.key, "x-sluice-feature": "bench", **VERSION},
                    _body(nonce + "s")),
         ]
-        offset = 0
-        for rep, rate, target in ((rep, rate, target) for rep in range(repeats)
-                                  for rate in rates for target in targets):
-            asyncio.run(run_open_loop(target, rate, warmup_s, offset=offset))
-            offset += 100_000
-            before = tree_cpu_s(pids[target.name])
-            door_before = tree_cpu_s([door_proc.pid])
-            result = asyncio.run(run_open_loop(target, rate, seconds, offset=offset))
-            result.cpu_s = tree_cpu_s(pids[target.name]) - before
-            door_cpu = tree_cpu_s([door_proc.pid]) - door_before
-            offset += 100_000
-            result.repeat = rep
-            out.append(result)
-            split = ""
-            if target.url == door and result.ok:
-                split = (f" (CPU ms/req: front door {door_cpu * 1000 / result.ok:.2f}, "
-                         f"worker {(result.cpu_s - door_cpu) * 1000 / result.ok:.2f})")
-            print(f"  [{rep + 1}/{repeats}] {target.name} @ {rate:g}/s: "
-                  f"{result.ok}/{result.sent} ok {result.errors or ''}{split}", flush=True)
-            if target.url == door:
-                wait_for_drain(env)
-    return out
+        return measure(setup, targets, pids, rates, seconds, warmup_s, repeats,
+                       drained={setup.door})
 
 
 def main() -> None:
@@ -115,22 +83,18 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    before = load_note()
     results = run(rates, args.seconds, args.warmup, args.server_workers, args.celery_workers,
                   args.litellm_venv, max(1, args.repeats))
     console = Console(width=140)
     console.print(f"POST /v1/messages ({MODEL}); {os.cpu_count()} cores; {args.seconds:g} s "
                   f"per run after {args.warmup:g} s warm-up; {args.server_workers} server "
                   f"workers each; {args.celery_workers} Celery worker process(es); "
-                  f"{max(1, args.repeats)} repeat(s)")
+                  f"{max(1, args.repeats)} repeat(s); {before} before, {load_note()} after")
     merged = pooled(results)
     report(merged, console)
-    for rate in rates:
-        runs = {r.target: r for r in merged if r.rate == rate}
-        ours, theirs = runs.get(DOOR), runs.get("litellm proxy")
-        if ours and theirs and ours.ok and theirs.ok:
-            a, b = ours.cpu_s * 1000 / ours.ok, theirs.cpu_s * 1000 / theirs.ok
-            console.print(f"CPU per answered request @ {rate:g}/s: sluicegate {a:.2f} ms "
-                          f"(door + workers), litellm {b:.2f} ms: {a / b:.2f}x")
+    for line in cpu_ratio_lines(merged, rates, DOOR):
+        console.print(line)
 
 
 if __name__ == "__main__":
