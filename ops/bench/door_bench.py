@@ -160,6 +160,7 @@ def measure(setup: DoorStack, targets: list[Target], pids: dict[str, list[int]],
     of a target in ``drained`` (its URL), its queue is let drain."""
     out: list[RunResult] = []
     offset = 0
+    warm(targets)
     for rep, rate, target in ((rep, rate, target) for rep in range(repeats)
                               for rate in rates for target in targets):
         asyncio.run(run_open_loop(target, rate, warmup_s, offset=offset))
@@ -181,6 +182,18 @@ def measure(setup: DoorStack, targets: list[Target], pids: dict[str, list[int]],
         if target.url in drained:
             wait_for_drain(setup.env)
     return out
+
+
+def warm(targets: list[Target], each: int = 3, timeout_s: float = 120.0) -> None:
+    """A few serial requests per target before anything is measured: the first one through a
+    cold stack (imports, connection pools, the worker's first task) takes seconds, and an open
+    loop started on it would time out behind it and measure the cold start, not the path."""
+    import httpx
+
+    for target in targets:
+        for i in range(each):
+            httpx.post(target.url + target.path, json=target.body(-1 - i),
+                       headers=target.headers, timeout=timeout_s).raise_for_status()
 
 
 def cpu_ratio_lines(results: list[RunResult], rates: list[float], ours: str) -> list[str]:
