@@ -192,8 +192,13 @@ def warm(targets: list[Target], each: int = 3, timeout_s: float = 120.0) -> None
 
     for target in targets:
         for i in range(each):
-            httpx.post(target.url + target.path, json=target.body(-1 - i),
-                       headers=target.headers, timeout=timeout_s).raise_for_status()
+            try:
+                status = httpx.post(target.url + target.path, json=target.body(-1 - i),
+                                    headers=target.headers, timeout=timeout_s).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__  # type: ignore[assignment]
+            if status != 200:  # best effort: the measured runs count what fails
+                print(f"  warm-up {target.name}: {status}", flush=True)
 
 
 def cpu_ratio_lines(results: list[RunResult], rates: list[float], ours: str) -> list[str]:
