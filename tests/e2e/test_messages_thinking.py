@@ -144,3 +144,17 @@ def test_a_stop_sequence_is_reported_with_the_one_that_matched(
     assert (msg.stop_reason, msg.stop_sequence) == ("stop_sequence", word)
     assert msg.content[0].text == text[:text.index(word)]  # type: ignore[union-attr]
     assert whole.stop_reason == "end_turn" and whole.stop_sequence is None
+
+
+def test_the_chat_door_says_stop_for_a_stop_sequence_on_claude(door: str, team_key: str) -> None:
+    import openai
+
+    with openai.OpenAI(api_key=team_key, base_url=door + "/v1", max_retries=0) as oai:
+        ask = [{"role": "user", "content": said("Tell me about the sea.")}]
+        whole = oai.chat.completions.create(model=CLAUDE, max_tokens=200, messages=ask)
+        text = whole.choices[0].message.content or ""
+        word = " " + text.split(" ")[2]
+        cut = oai.chat.completions.create(model=CLAUDE, max_tokens=200, messages=ask,
+                                          stop=[word])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == text[:text.index(word)]
