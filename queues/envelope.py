@@ -60,6 +60,8 @@ class Envelope(BaseModel):
                 turn.pop("parts", None)
             if not turn.get("reasoning"):
                 turn.pop("reasoning", None)
+            if not turn.get("thinking"):
+                turn.pop("thinking", None)
         return message
 
 

@@ -20,6 +20,10 @@ FLUSH_S = 0.02
 TTL_S = 300
 #: Entries kept per stream (approximate trim): far more than any answer has pieces.
 MAX_ENTRIES = 10_000
+#: The kind of an answer's text pieces (entries without a kind are text).
+TEXT = "text"
+#: Kinds whose consecutive pieces are one piece of text (a signature is whole on its own).
+_JOINED = frozenset({TEXT, "thinking"})
 
 
 def token_key(key_prefix: str, task_id: str) -> str:
@@ -39,25 +43,40 @@ class TokenWriter:
         #: Some text reached the caller's stream (a retry would then write a second answer).
         self.sent = False
         self.broken = False
-        self._buffer: list[str] = []
+        self._buffer: list[tuple[str, str]] = []
         self._last = 0.0
 
     def __call__(self, piece: str) -> None:
+        self.part(TEXT, piece)
+
+    def part(self, kind: str, piece: str) -> None:
+        """A piece of ``kind``: answer text, or thinking, its signature, redacted thinking
+        (Anthropic's), which the Messages door relays as their own blocks."""
         if not piece or self.broken:
             return
-        self._buffer.append(piece)
+        self._buffer.append((kind, piece))
         if not self.sent or time.monotonic() - self._last >= self.flush_s:
             self.flush()
 
     def flush(self, end: bool = False) -> None:
-        """Write the buffered pieces as one entry (and the end mark: the door stops reading)."""
+        """Write the buffered pieces, one entry per run of one kind (and the end mark: the
+        door stops reading)."""
         if self.broken or not (self._buffer or end):
             return
-        text, self._buffer = "".join(self._buffer), []
+        runs: list[tuple[str, str]] = []
+        for kind, piece in self._buffer:
+            # Signatures and redacted blocks are whole each: never joined to the next one.
+            if runs and runs[-1][0] == kind and kind in _JOINED:
+                runs[-1] = (kind, runs[-1][1] + piece)
+            else:
+                runs.append((kind, piece))
+        self._buffer = []
         try:
             pipe = self.client.pipeline(transaction=False)
-            if text:
-                pipe.xadd(self.key, {"t": text.encode()}, maxlen=MAX_ENTRIES, approximate=True)
+            for kind, text in runs:
+                fields = {"t": text.encode()} if kind == TEXT else \
+                    {"t": text.encode(), "k": kind.encode()}
+                pipe.xadd(self.key, fields, maxlen=MAX_ENTRIES, approximate=True)
             if end:
                 pipe.xadd(self.key, {"end": b"1"}, maxlen=MAX_ENTRIES, approximate=True)
             # Every write renews it: a key that expired mid-answer would come back without one.
@@ -68,7 +87,7 @@ class TokenWriter:
             log.warning("streaming to %s stopped, the rest comes with the result: %s",
                         self.key, exc)
             return
-        self.sent = self.sent or bool(text)
+        self.sent = self.sent or bool(runs)
         self._last = time.monotonic()
 
     def close(self) -> None:
@@ -88,16 +107,27 @@ class TokenReader:
         """Text written after entry ``after`` (``"0"``: from the start), the last entry's id,
         and whether the end mark came; waits up to ``block_ms`` for something to arrive
         (None: does not wait)."""
+        parts, last, ended = await self.read_parts(task_id, after, block_ms)
+        return "".join(p for k, p in parts if k == TEXT), last, ended
+
+    async def read_parts(self, task_id: str, after: str, block_ms: int | None
+                         ) -> tuple[list[tuple[str, str]], str, bool]:
+        """As :meth:`read`, with each piece's kind (``text``, ``thinking``, ...) in order."""
         found = await self.client.xread({token_key(self.key_prefix, task_id): after},
                                         block=block_ms)
-        text, last, ended = [], after, False
+        parts: list[tuple[str, str]] = []
+        last, ended = after, False
         for _key, entries in found or ():
             for entry_id, fields in entries:
                 last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                raw = fields.get(b"t", fields.get("t", b""))
-                text.append(raw.decode() if isinstance(raw, bytes) else str(raw))
                 ended = ended or b"end" in fields or "end" in fields
-        return "".join(text), last, ended
+                raw = fields.get(b"t", fields.get("t"))
+                if raw is None:
+                    continue
+                kind = fields.get(b"k", fields.get("k", TEXT))
+                kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+                parts.append((kind, raw.decode() if isinstance(raw, bytes) else str(raw)))
+        return parts, last, ended
 
     async def close(self) -> None:
         """Release connections."""

@@ -25,7 +25,7 @@ from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
-from queues.token_stream import TokenWriter, token_key
+from queues.token_stream import TEXT, TokenWriter, token_key
 from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
 from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
                                 wants_batch)
@@ -154,6 +154,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         list_cost=list_cost(reply.usage, model),
         finish_reason=reply.finish_reason, price_version=rt.catalogue.version,
         tool_calls=reply.tool_calls, logprobs=reply.logprobs, reasoning=reply.reasoning,
+        stop_sequence=reply.stop_sequence, thinking=reply.thinking,
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
                         total_ms=max(finished - env.enqueued_at, 0) * 1000))
@@ -356,13 +357,19 @@ def _attempt(provider: Any, call: ProviderCall, tokens: TokenWriter | None,
 
     received = seen if seen is not None else []
 
-    def sink(piece: str) -> None:
-        received.append(piece)
+    def part(kind: str, piece: str) -> None:
+        if kind != "signature":  # thinking is output too, billed if the stream is abandoned
+            received.append(piece)
         if time.time() > deadline:
             raise OutOfTime(f"{call.model.provider}: the answer was still streaming when the "
                             "run's time limit passed; abandoned", provider=call.model.provider,
                             billed="unknown")
-        tokens(piece)
+        tokens.part(kind, piece)
+
+    def sink(piece: str) -> None:
+        part(TEXT, piece)
+
+    sink.part = part  # type: ignore[attr-defined]  # thinking and its signature (send_part)
 
     try:
         reply: ProviderReply = stream(call, sink)

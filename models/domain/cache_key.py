@@ -86,7 +86,9 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
               "tool_call_id": (Role.EXCLUDED, "an opaque handle, fresh on every call: the "
                                               "position of the call it answers is keyed"),
               "reasoning": (Role.EXCLUDED, "opaque model state, fresh on every call: the turn "
-                                           "it led to is keyed")},
+                                           "it led to is keyed"),
+              "thinking": (Role.EXCLUDED, "the model's own earlier reasoning, signed anew on "
+                                          "every call; the turn's text and calls are keyed")},
     ToolCall: {"id": (Role.EXCLUDED, "an opaque handle, fresh on every call"),
                "name": (Role.KEYED, ""), "arguments": (Role.KEYED, "as sent")},
     ToolDef: {"name": (Role.KEYED, ""), "description": (Role.KEYED, ""),

@@ -180,7 +180,7 @@ def _anthropic(request: ChatRequest, model: ModelSpec, out: list[Refusal]) -> No
 
 def _gemini(request: ChatRequest, out: list[Refusal]) -> None:
     """Gemini takes temperature (0-2), top_p, seed and both penalties in generationConfig."""
-    for name in ("logit_bias", "prediction", "store", "metadata"):
+    for name in ("logit_bias", "prediction", "store", "metadata", "safety_identifier"):
         if getattr(request, name):
             out.append(Refusal(name, f"has no {name} (the Gemini API has no equivalent)"))
     if request.parallel_tool_calls is False:
@@ -189,7 +189,7 @@ def _gemini(request: ChatRequest, out: list[Refusal]) -> None:
 
 def _self_hosted(request: ChatRequest, out: list[Refusal]) -> None:
     for name in ("top_p", "top_k", "seed", "presence_penalty", "frequency_penalty",
-                 "logit_bias", "store", "metadata"):
+                 "logit_bias", "store", "metadata", "safety_identifier"):
         if getattr(request, name):
             out.append(Refusal(name, f"(self-hosted) takes no {name}"))
     choice = request.tool_choice

@@ -14,6 +14,7 @@ from models.domain.content import MAX_IMAGE_CHARS, ContentPart, ImagePart, TextP
 from models.domain.errors import ValidationError
 from models.domain.generation import (Effort, Prediction, ResponseSchema, ResponsesOptions,
                                       ToolChoice)
+from models.domain.thinking import ThinkingBlock
 # Also where callers have always imported them from.
 from models.domain.tools import ToolCall, ToolDef, openai_tool_calls  # noqa: F401
 
@@ -47,6 +48,9 @@ class Message(BaseModel):
     #: Reasoning items the model produced before this assistant turn, passed back opaque
     #: (OpenAI's Responses API reads them; other providers never see them).
     reasoning: tuple[dict[str, Any], ...] = Field(default=(), max_length=64)
+    #: An assistant turn's thinking as the model returned it (Anthropic's signed blocks), sent
+    #: back unchanged: a thinking tool loop on Claude needs the last turn's.
+    thinking: tuple[ThinkingBlock, ...] = ()
 
     @field_validator("content")
     @classmethod
@@ -90,6 +94,8 @@ class Message(BaseModel):
             raise ValueError("only a user message has image parts")
         if self.reasoning and self.role != "assistant":
             raise ValueError("only an assistant message carries reasoning items")
+        if self.thinking and self.role != "assistant":
+            raise ValueError("only an assistant message has thinking blocks")
         if self.parts and self.content != "\n".join(p.text for p in self.parts
                                                      if isinstance(p, TextPart)):
             raise ValueError("content must be the text parts joined by newlines (or left out)")
@@ -126,7 +132,7 @@ class Message(BaseModel):
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 #: Fields a turn gained for tool loops; plain turns are serialized without them.
-_TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts", "reasoning"}
+_TOOL_FIELDS = {"tool_calls", "tool_call_id", "parts", "reasoning", "thinking"}
 _STABLE = {"few_shot": {"__all__": _TOOL_FIELDS}}
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.domain.request import ToolCall
+from models.domain.thinking import ThinkingBlock
 from models.domain.usage import Usage
 
 Backend = Literal["api", "gpu"]
@@ -78,6 +79,10 @@ class ChatResult(BaseModel):
     logprobs: tuple[dict[str, Any], ...] | None = None
     #: Reasoning items of the answer (OpenAI's Responses API), opaque, to be passed back.
     reasoning: tuple[dict[str, Any], ...] = ()
+    #: Which of the request's stop sequences ended the answer, when the provider says.
+    stop_sequence: str | None = None
+    #: The model's thinking before its answer (Anthropic's signed or redacted blocks).
+    thinking: tuple[ThinkingBlock, ...] = ()
 
     @property
     def saved(self) -> Decimal:

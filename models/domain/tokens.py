@@ -151,6 +151,8 @@ def prompt_count(request: ChatRequest, model: ModelSpec | None = None) -> Prompt
         for call in msg.tool_calls:
             c.text(call.name)
             c.text(call.arguments)
+        for block in msg.thinking:  # sent back in a thinking tool loop: read as input
+            c.text(block.thinking or block.data)
     for tool in request.static.tools:
         c.framed += 1
         c.text(tool.name)

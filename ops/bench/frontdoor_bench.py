@@ -8,116 +8,34 @@ door (uvicorn --factory, with the whole pipeline behind it: response cache, rout
 Redis, a Celery worker process, the PostgreSQL ledger), a LiteLLM proxy (PyPI, own venv,
 no database) and the floor: a bare queue door (ops/bench/bare_door.py: HTTP in, a Celery no-op
 through the same broker and worker, HTTP out). Load is open loop (requests leave on schedule),
-unique per request, loopback only, bounded in count and time. Overhead = a target's latency percentile minus the direct
-stand-in's at the same rate in the same run, measured the same way for both proxies.
+unique per request, loopback only, bounded in count and time. Overhead = a target's latency
+percentile minus the direct stand-in's at the same rate in the same run, measured the same way
+for both proxies. The stack and the runs are shared with messages_bench (ops/bench/door_bench.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ops.bench.harness import (
-    ROOT,
-    bench_env,
-    free_port,
-    pct,
-    scratch_database,
-    standin_process,
-    wait_healthy,
-    worker_process,
-)
+from ops.bench.door_bench import (DIRECT, LITELLM, door_stack, frontdoor_process, load_note,
+                                   measure, pooled)
+from ops.bench.harness import free_port, pct
 from ops.bench.litellm_proxy import DEFAULT_VENV, MASTER_KEY, litellm_process
-from ops.bench.loadgen import RunResult, Target, run_open_loop
-from ops.bench.procs import stop
+from ops.bench.loadgen import RunResult, Target
 
 MODEL = "gpt-4o-mini"
 #: The floor target: HTTP in, a bare Celery no-op through the same broker and worker, HTTP out.
 BARE = "bare queue door (floor)"
-
-
-@contextmanager
-def frontdoor_process(env: dict[str, str], port: int, workers: int,
-                      factory: str = "queues.http.app:from_env"
-                      ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``uvicorn --factory <factory>`` in its own process(es); yields URL, proc."""
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", factory,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-           "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(proc, url + "/healthz", timeout=60, interval=0.2,
-                     failure=lambda: "front door did not start: "
-                     + (proc.stderr.read().decode()[-2000:] if proc.stderr else ""))
-        yield url, proc
-    finally:
-        stop(proc)
-
-
-def mint_key(db_url: str) -> str:
-    """A team key in the benchmark's scratch ledger."""
-    from models.db.api_keys import create_key
-    from models.db.engine import make_engine, session_factory
-
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        token, _ = create_key(s, team="bench", name="frontdoor-bench")
-        s.commit()
-    engine.dispose()
-    return token
-
-
-def wait_for_drain(env: dict[str, str], queue: str = "interactive.api",
-                   limit_s: float = 60.0) -> None:
-    """Let a backlog left by an overloaded run finish before the next run starts."""
-    import redis
-
-    client = redis.Redis.from_url(env["SLUICE_BROKER__URL"])
-    key = env["SLUICE_BROKER__KEY_PREFIX"] + queue
-    deadline = time.time() + limit_s
-    while client.llen(key) and time.time() < deadline:
-        time.sleep(0.25)
-    client.close()
-    time.sleep(1.0)  # the last tasks taken off the queue are still running
-
-
-def tree_cpu_s(roots: list[int]) -> float:
-    """User + system CPU seconds of ``roots`` and all their descendants (Linux /proc)."""
-    parent: dict[int, int] = {}
-    times: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent[int(entry)] = int(fields[1])
-        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    todo, seen = list(roots), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo += [child for child, ppid in parent.items() if ppid == pid]
-    return sum(times.get(pid, 0.0) for pid in seen)
+DOOR = "sluicegate front door"
 
 
 def celery_floor(env: dict[str, str], n: int = 300, warmup: int = 30) -> list[float]:
@@ -151,87 +69,38 @@ def run(rates: list[float], seconds: float, warmup_s: float, server_workers: int
         ) -> tuple[list[RunResult], list[float]]:
     """Measure every target at every rate; returns the measured (not warm-up) runs and the
     bare Celery round trips (ms) measured in the same run."""
-    out: list[RunResult] = []
     with ExitStack() as stack:
-        db = stack.enter_context(scratch_database())
-        standin = stack.enter_context(standin_process())
-        env = bench_env(db, standin)
-        # Off by default, as in production unless Flower watches (it switches them on).
-        env["SLUICE_BROKER__TASK_EVENTS"] = "true" if task_events else "false"
-        key = mint_key(db)
-        workers = [stack.enter_context(worker_process(env, queues="interactive.api",
-                                                      concurrency=32))
-                   for _ in range(celery_workers)]
-        door, door_proc = stack.enter_context(frontdoor_process(env, free_port(),
-                                                                server_workers))
+        setup = door_stack(stack, server_workers=server_workers,
+                           celery_workers=celery_workers, task_events=task_events)
+        env, standin = setup.env, setup.standin
         bare, bare_proc = stack.enter_context(frontdoor_process(
             env, free_port(), server_workers, factory="ops.bench.bare_door:from_env"))
         litellm, litellm_proc = stack.enter_context(
             litellm_process(standin, free_port(), model=MODEL, workers=server_workers,
                             venv=venv))
-        # CPU each system spends, counted over its whole process tree (Redis and PostgreSQL,
-        # shared by sluicegate's parts, are not counted): robust to other load on the machine.
-        pids = {"stand-in direct": [], "litellm proxy": [litellm_proc.pid],
-                BARE: [bare_proc.pid] + [w.pid for w in workers],
-                "sluicegate front door": [door_proc.pid] + [w.pid for w in workers]}
+        pids = {DIRECT: [], LITELLM: [litellm_proc.pid],
+                BARE: [bare_proc.pid] + [w.pid for w in setup.workers], DOOR: setup.door_pids}
         floor = celery_floor(env)
         nonce = uuid.uuid4().hex[:8]
         targets = [
-            Target("stand-in direct", standin, "/v1/chat/completions",
+            Target(DIRECT, standin, "/v1/chat/completions",
                    {"Authorization": "Bearer sk-direct"}, _body(nonce + "d")),
-            Target("litellm proxy", litellm, "/v1/chat/completions",
+            Target(LITELLM, litellm, "/v1/chat/completions",
                    {"Authorization": f"Bearer {MASTER_KEY}"}, _body(nonce + "l")),
             Target(BARE, bare, "/v1/chat/completions", {}, _body(nonce + "b")),
-            Target("sluicegate front door", door, "/v1/chat/completions",
-                   {"Authorization": f"Bearer {key}", "x-sluice-feature": "bench"},
+            Target(DOOR, setup.door, "/v1/chat/completions",
+                   {"Authorization": f"Bearer {setup.key}", "x-sluice-feature": "bench"},
                    _body(nonce + "s")),
         ]
-        offset = 0
-        # Repeats interleave the targets (A B C D, A B C D, ...), so a machine that drifts
-        # slower or faster over the run weighs on every target alike.
-        for rep, rate, target in ((rep, rate, target) for rep in range(repeats)
-                                  for rate in rates for target in targets):
-            asyncio.run(run_open_loop(target, rate, warmup_s, offset=offset))
-            offset += 100_000
-            cpu_before = tree_cpu_s(pids[target.name])
-            door_before = tree_cpu_s([door_proc.pid])
-            result = asyncio.run(run_open_loop(target, rate, seconds, offset=offset))
-            result.cpu_s = tree_cpu_s(pids[target.name]) - cpu_before
-            door_cpu = tree_cpu_s([door_proc.pid]) - door_before
-            offset += 100_000
-            result.repeat = rep
-            out.append(result)
-            split = ""
-            if target.url == door and result.ok:
-                split = (f" (CPU ms/req: front door {door_cpu * 1000 / result.ok:.2f}, "
-                         f"worker {(result.cpu_s - door_cpu) * 1000 / result.ok:.2f})")
-            print(f"  [{rep + 1}/{repeats}] {target.name} @ {rate:g}/s: "
-                  f"{result.ok}/{result.sent} ok "
-                  f"{result.errors or ''}{split}", flush=True)
-            if target.url in (door, bare):
-                wait_for_drain(env)
+        out = measure(setup, targets, pids, rates, seconds, warmup_s, repeats,
+                      drained={setup.door, bare})
     return out, floor
-
-
-def pooled(results: list[RunResult]) -> list[RunResult]:
-    """One result per (rate, target): the repeats' samples, counts, time and CPU summed."""
-    merged: dict[tuple[float, str], RunResult] = {}
-    for r in results:
-        into = merged.setdefault((r.rate, r.target), RunResult(target=r.target, rate=r.rate,
-                                                               sent=0))
-        into.sent += r.sent
-        into.latencies_ms += r.latencies_ms
-        into.elapsed_s += r.elapsed_s
-        into.cpu_s += r.cpu_s
-        for k, v in r.errors.items():
-            into.errors[k] = into.errors.get(k, 0) + v
-    return list(merged.values())
 
 
 def overhead_ratio(runs: dict[str, RunResult], q: float) -> float | None:
     """sluicegate's overhead over LiteLLM's at percentile ``q`` (overhead: latency less the
     direct stand-in's); None when a target answered nothing, NaN when LiteLLM adds nothing."""
-    found = [runs.get(n) for n in ("stand-in direct", "sluicegate front door", "litellm proxy")]
+    found = [runs.get(n) for n in (DIRECT, DOOR, LITELLM)]
     if not all(r is not None and r.latencies_ms for r in found):
         return None
     direct, ours, theirs = (pct(r.latencies_ms, q) for r in found if r is not None)
@@ -249,7 +118,7 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
     floors: list[tuple[float, float, float]] = []
     for rate in sorted({r.rate for r in results}):
         runs = {r.target: r for r in results if r.rate == rate}
-        direct = runs["stand-in direct"]
+        direct = runs[DIRECT]
         d50, d99 = pct(direct.latencies_ms, 50), pct(direct.latencies_ms, 99)
         for name, r in runs.items():
             cpu = f"{r.cpu_s * 1000 / r.ok:.2f}" if r.ok and r is not direct else "-"
@@ -261,9 +130,9 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
                           f"{p50:.2f}", f"{p99:.2f}",
                           "-" if r is direct else f"{p50 - d50:.2f}",
                           "-" if r is direct else f"{p99 - d99:.2f}", cpu)
-        if BARE in runs and "sluicegate front door" in runs:
+        if BARE in runs and DOOR in runs:
             floors.append((rate, runs[BARE].throughput,
-                           runs["sluicegate front door"].throughput))
+                           runs[DOOR].throughput))
         r50, r99 = overhead_ratio(runs, 50), overhead_ratio(runs, 99)
         if r50 is not None and r99 is not None:
             ratios.append((rate, r50, r99))
@@ -281,7 +150,7 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
                       f"p50 {f50:.2f} / p99 {f99:.2f} ms")
         for rate in sorted({r.rate for r in results}):
             runs = {r.target: r for r in results if r.rate == rate}
-            lite, direct = runs.get("litellm proxy"), runs.get("stand-in direct")
+            lite, direct = runs.get(LITELLM), runs.get(DIRECT)
             if lite and direct and lite.latencies_ms and direct.latencies_ms:
                 over = pct(lite.latencies_ms, 99) - pct(direct.latencies_ms, 99)
                 if over > 0:
@@ -321,7 +190,8 @@ def main() -> None:
     console.print(f"{os.cpu_count()} cores; {args.seconds:g} s per run after {args.warmup:g} s "
                   f"warm-up; {args.server_workers} server workers each; "
                   f"{args.celery_workers} Celery worker process(es); task events "
-                  f"{'on' if args.task_events else 'off'}; {max(1, args.repeats)} repeat(s)")
+                  f"{'on' if args.task_events else 'off'}; {max(1, args.repeats)} repeat(s); "
+                  f"{load_note()} at the end")
     report(pooled(results), console, floor)
     if args.repeats > 1:
         for rate in rates:

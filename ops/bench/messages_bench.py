@@ -5,7 +5,7 @@
 
 The stand-in directly, sluicegate's Messages door and a LiteLLM proxy routing the same Claude
 model to the stand-in's Anthropic API, called with Anthropic's Messages API
-(``ops/bench/door_compare.py`` runs and reports them).
+(``ops/bench/door_compare.py`` runs and reports them, on ``ops/bench/door_bench.py``'s stack).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from models.domain.settings import Settings
 from queues.app import create_app as create_celery_app
 from queues.handle import Handle, decode_reply
 from queues.http.auth import KeyBook
+from queues.http.counting import AnthropicCounter
 from queues.http.jobs import JobBook, build_jobs
 from queues.http.waiter import ResultWaiter, Watch, prepare_app
 from queues.producer import Gateway, connect
@@ -47,6 +48,8 @@ class FrontDoor:
     tally: ShedTally | None = None
     #: Reads answers as workers generate them, for ``stream=true`` (None: no Redis broker).
     tokens: TokenReader | None = None
+    #: Asks Anthropic's count_tokens for Claude models (the Messages door's count_tokens).
+    counter: AnthropicCounter | None = None
 
     @classmethod
     def build(cls, settings: Settings, **gateway_overrides: Any) -> FrontDoor:
@@ -58,7 +61,8 @@ class FrontDoor:
                    waiter=ResultWaiter(app), jobs=build_jobs(settings), sessions=sessions,
                    shedder=shedder_for(settings), tally=tally_for(settings),
                    tokens=token_reader_for(settings.broker.state_url() or settings.broker.url,
-                                                  settings.broker.key_prefix))
+                                                  settings.broker.key_prefix),
+                   counter=AnthropicCounter(settings.providers))
 
     @property
     def catalogue(self) -> Catalogue:
@@ -160,6 +164,8 @@ class FrontDoor:
         await self.jobs.close()
         if self.tokens is not None:
             await self.tokens.close()
+        if self.counter is not None:
+            await self.counter.close()
         self.gateway.close()
         bind = self.sessions.kw.get("bind")
         if bind is not None:

@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from models.domain.errors import ValidationError
-from models.domain.request import TIER_POLICIES, parse_request
-from models.domain.tokens import input_bound, prompt_count
+from models.domain.request import TIER_POLICIES
+from queues.http.counting import ours
 from queues.http.pipeline import OPENAI_CHAT, door, door_endpoint, guarded, read_json
 from queues.http.responses_state import ResponsesDoor
-from queues.http.wire.anthropic_messages import AnthropicMessages, to_request
+from queues.http.wire.anthropic_messages import FORWARDED, AnthropicMessages, to_request
 from queues.http.wire.base import Wire
 from queues.http.wire.common import param_for
 
@@ -33,22 +33,26 @@ def wire_named(name: object) -> Wire:
 
 
 async def _count_tokens(request: Request) -> Response:
-    """``POST /v1/messages/count_tokens``: the prompt's tokens as the budget reservation
-    counts them (an upper bound of the provider's own count)."""
+    """``POST /v1/messages/count_tokens``: Anthropic's count for a Claude model (exact: what
+    the request is billed by), the model's tokenizer count otherwise."""
     fd = door(request)
     key = await fd.keys.principal(request)
-    data, origin = to_request(await read_json(request), request.headers, key, counting=True)
+    body = await read_json(request)
+    data, origin = to_request(body, request.headers, key, counting=True)
     # A named model counts images by its own rule; UnknownModelError is a 404 naming it.
     spec = None if data["model"] in TIER_POLICIES else fd.catalogue.get(data["model"])
     try:
-        prompt = prompt_count(parse_request(data), spec)
-        # What the reservation counts: the provider's own count at most (its tokenizer and
-        # tool-use system prompt), so a client that budgets by it never under-counts.
-        counted = input_bound(prompt, spec.bound) if spec is not None else prompt.tokens
+        counted = ours(data, spec)  # also validates the body as a request would be
     except ValidationError as err:
         err.field = err.details["field"] = param_for(err.field, origin)
         raise
-    return JSONResponse({"input_tokens": counted})
+    if spec is not None and spec.provider == "anthropic" and fd.counter is not None:
+        sent = {h: request.headers[h] for h in FORWARDED if request.headers.get(h)}
+        exact = await fd.counter.count(spec, body, sent)
+        if exact is not None:
+            return JSONResponse({"input_tokens": exact},
+                                headers={"x-sluice-count": "provider"})
+    return JSONResponse({"input_tokens": counted}, headers={"x-sluice-count": "tokenizer"})
 
 
 count_tokens = guarded(_count_tokens, ANTHROPIC_MESSAGES)

@@ -33,6 +33,11 @@ _IMAGE = {"type": "object", "required": ["type", "source"], "properties": {
             "data": {"type": "string", "contentEncoding": "base64"}}},
         {"type": "object", "required": ["type", "url"], "properties": {
             "type": {"const": "url"}, "url": {"type": "string", "pattern": "^https://"}}}]}}}
+_THINKING = {"type": "object", "required": ["type", "thinking", "signature"], "properties": {
+    "type": {"const": "thinking"}, "thinking": {"type": "string"},
+    "signature": {"type": "string", "description": "Send it back unchanged."}}}
+_REDACTED = {"type": "object", "required": ["type", "data"], "properties": {
+    "type": {"const": "redacted_thinking"}, "data": {"type": "string"}}}
 _USAGE = {"type": "object", "required": ["input_tokens", "output_tokens"], "properties": {
     "input_tokens": {"type": "integer", "description": "Uncached input only."},
     "output_tokens": {"type": "integer"},
@@ -64,7 +69,7 @@ SCHEMAS: dict[str, Any] = {
         "content": {"anyOf": [{"type": "string", "minLength": 1},
                               {"type": "array", "minItems": 1, "items": {"anyOf": [
                                   {"$ref": _REF + "TextBlock"}, _IMAGE, _TOOL_USE,
-                                  _TOOL_RESULT]}}]}}},
+                                  _TOOL_RESULT, _THINKING, _REDACTED]}}]}}},
     "AnthropicTool": {"type": "object", "required": ["name", "input_schema"], "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
         "description": {"type": "string"}, "input_schema": {"type": "object"},
@@ -95,7 +100,7 @@ SCHEMAS: dict[str, Any] = {
                     "content": {"type": "array", "items": {"anyOf": [
                         {"type": "object", "required": ["type", "text"], "properties": {
                             "type": {"const": "text"}, "text": {"type": "string"}}},
-                        _TOOL_USE]}},
+                        _TOOL_USE, _THINKING, _REDACTED]}},
                     "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence",
                                              "tool_use"]},
                     "stop_sequence": {"type": ["string", "null"]}, "usage": _USAGE}},
@@ -133,7 +138,8 @@ def paths(parameters: list[dict[str, Any]], sluice_headers: dict[str, Any]) -> d
             "operationId": "countMessageTokens", "parameters": forwarded,
             "security": [{"bearer": []}, {"apiKey": []}],
             "requestBody": {"required": True, "content": _json("CountTokensRequest")},
-            "responses": {"200": {"description": "The prompt's tokens, as the budget "
-                                                 "reservation counts them.",
+            "responses": {"200": {"description": "The prompt's tokens: Anthropic's own "
+                                                 "count for a Claude model, the model's "
+                                                 "tokenizer count otherwise.",
                                   "content": _json("TokenCount")}, **_ERRORS}}},
     }

@@ -24,7 +24,7 @@ from queues.http.flight import Flight
 from queues.http.stream import settle, settled_response
 from queues.http.wire.base import Encoder
 from queues.http.waiter import ResultWaiter, Watch
-from queues.token_stream import TokenReader
+from queues.token_stream import TEXT, TokenReader
 
 log = logging.getLogger(__name__)
 #: How long one read waits for a piece before looking at the result again. The worker's end
@@ -82,43 +82,59 @@ class Relay:
     def _left(self) -> float:
         return max(self.deadline - self.loop.time(), 0.01)
 
-    async def _read(self, block_ms: int | None) -> str:
-        """What arrived since the last read ("" once the stream ended or failed)."""
+    async def _read(self, block_ms: int | None) -> list[tuple[str, str]]:
+        """What arrived since the last read, as (kind, piece) (none once the stream ended or
+        failed)."""
         if self._ended:
-            return ""
+            return []
         try:
-            text, self._after, ended = await self.reader.read(self.task_id, self._after,
-                                                              block_ms)
+            parts, self._after, ended = await self.reader.read_parts(self.task_id, self._after,
+                                                                     block_ms)
         except Exception as exc:  # noqa: BLE001 - the result still carries the whole answer
             log.warning("reading the stream of %s failed, the rest comes with the result: %s",
                         self.task_id, exc)
-            text, ended = "", True
+            parts, ended = [], True
         self._ended = ended
-        return text
+        return parts
 
-    async def _piece(self) -> str | None:
-        """The next text the worker wrote, or None once it is done (or the result is in, or
-        time is up)."""
+    async def _piece(self) -> list[tuple[str, str]] | None:
+        """The next pieces the worker wrote, or None once it is done (or the result is in,
+        or time is up)."""
         while not self._ended and not self.watch.future.done() \
                 and self.loop.time() < self.deadline:
-            text = await self._read(BLOCK_MS)
-            if text:
-                return text
+            parts = await self._read(BLOCK_MS)
+            if parts:
+                return parts
         return None
 
-    async def _events(self, first: str, encoder: Encoder) -> AsyncIterator[bytes]:
-        sent = [first]
+    @staticmethod
+    def _encode(encoder: Encoder, parts: list[tuple[str, str]], sent: list[str]) -> bytes:
+        """Text to ``encoder.text``; thinking and the like to ``encoder.part`` where the wire
+        format has such blocks (Anthropic's), left out where it has none."""
+        out = b""
+        other = getattr(encoder, "part", None)
+        for kind, piece in parts:
+            if kind == TEXT:
+                sent.append(piece)
+                out += encoder.text(piece)
+            elif other is not None:
+                out += other(kind, piece)
+        return out
+
+    async def _events(self, first: list[tuple[str, str]], encoder: Encoder
+                      ) -> AsyncIterator[bytes]:
+        sent: list[str] = []
         yield encoder.opening()
-        yield encoder.text(first)
-        while (piece := await self._piece()) is not None:
-            sent.append(piece)
-            yield encoder.text(piece)
+        yield self._encode(encoder, first, sent)
+        while (parts := await self._piece()) is not None:
+            yield self._encode(encoder, parts, sent)
         try:
             result: ChatResult = await self.flight.wait(self.waiter, self.watch, self._left())
         except SluiceError as err:
             yield encoder.error(problem_of(err))
             return
-        streamed = "".join(sent) + await self._read(None)  # written after the last read
+        late = await self._read(None)  # written after the last read
+        streamed = "".join(sent) + "".join(p for k, p in late if k == TEXT)
         if result.text.startswith(streamed):
             tail = result.text[len("".join(sent)):]  # that, and anything the stream missed
             if tail:

@@ -134,25 +134,41 @@ def test_anthropic_beta_and_version_are_forwarded(claude: anthropic.Anthropic,
     assert standin.stats()["anthropic_beta"].get(flag) == 1
 
 
-def test_count_tokens_is_the_count_the_request_is_billed_and_reserved_by(
-        claude: anthropic.Anthropic, standin: Any) -> None:
+def test_count_tokens_is_the_count_the_request_is_billed_by(
+        claude: anthropic.Anthropic, standin: Any, sessions: Any) -> None:
     body: dict[str, Any] = {
         "model": CLAUDE, "system": "You price things.", "tools": tools(3),
         "messages": [{"role": "user", "content": said("What does tool_1 say about 42?")}]}
-    counted = claude.messages.count_tokens(**body).input_tokens
+    raw = claude.messages.with_raw_response.count_tokens(**body)
+    counted = raw.parse().input_tokens
+    # Asked of the provider (the stand-in serving Anthropic's API), not estimated.
+    assert raw.headers["x-sluice-count"] == "provider"
     with httpx.Client(base_url=standin.anthropic_base_url) as http:
         direct = http.post("/v1/messages/count_tokens", json=body,
                            headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
-    # The provider's own count (the stand-in counts Claude-shaped) never exceeds ours.
-    assert direct.status_code == 200 and 0 < direct.json()["input_tokens"] <= counted
-    msg = claude.messages.create(max_tokens=8, extra_headers={"x-sluice-cache-mode": "bypass"},
-                                 **body)
-    u = msg.usage
+    assert direct.status_code == 200 and direct.json()["input_tokens"] == counted
+    made = claude.messages.with_raw_response.create(
+        max_tokens=8, extra_headers={"x-sluice-cache-mode": "bypass"}, **body)
+    u = made.parse().usage
     billed = u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
-    assert billed == direct.json()["input_tokens"] <= counted
+    assert billed == counted  # exact: the count the request is billed by
+    r = row(sessions, made.headers["x-sluice-request-id"])
+    assert r.input_uncached + r.cache_read + r.cache_write_5m + r.cache_write_1h == counted
     with pytest.raises(anthropic.NotFoundError) as exc:
         claude.messages.count_tokens(model="claude-nope", messages=body["messages"])
     assert exc.value.body["error"]["type"] == "not_found_error"
+
+
+def test_count_tokens_of_another_model_is_its_tokenizer_count(
+        claude: anthropic.Anthropic) -> None:
+    body: dict[str, Any] = {"model": "gpt-4o-mini", "system": "You price things.",
+                            "messages": [{"role": "user", "content": said("Price of 42?")}]}
+    raw = claude.messages.with_raw_response.count_tokens(**body)
+    assert raw.headers["x-sluice-count"] == "tokenizer"
+    made = claude.messages.create(max_tokens=8, **body)
+    # o200k is gpt-4o-mini's own tokenizer: the count is what OpenAI bills.
+    assert raw.parse().input_tokens == made.usage.input_tokens + \
+        made.usage.cache_read_input_tokens
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [

@@ -216,3 +216,57 @@ def test_responses_door_requests_go_out_on_the_responses_batch_endpoint(
         assert result.text and result.usage.reasoning > 0
         assert result.reasoning and result.reasoning[0]["encrypted_content"]
         assert_billed_at_half(sessions, result)
+
+
+#: Item 1's parameters an OpenAI model takes, as the batch body must carry them.
+OPENAI_PARAMS: dict[str, Any] = {
+    "top_p": 0.5, "seed": 7, "presence_penalty": 0.5, "frequency_penalty": 0.25,
+    "logit_bias": {"50256": -100}, "logprobs": True, "top_logprobs": 2,
+    "metadata": {"run": "nightly"}, "store": False, "safety_identifier": "h-9",
+    "prompt_cache_key": "pk-batch", "service_tier": "auto", "user": "u-9",
+    "response_format": "json_schema",
+    "response_schema": {"name": "title", "schema": {"type": "object", "properties": {
+        "title": {"type": "string"}}, "required": ["title"]}, "strict": True}}
+
+
+def test_every_parameter_goes_through_an_openai_batch_and_comes_back(
+        batch_gateway: Any, sessions: Any, standin: Any) -> None:
+    marker = uuid.uuid4().hex
+    handles = [batch_gateway.submit(req("gpt-4o-mini", text=f"Title {marker}", **OPENAI_PARAMS))
+               for _ in range(BATCH_MAX)]
+    results = [h.result(timeout=60) for h in handles]
+    sent = [r["body"] for r in standin.received(contains=marker)]
+    assert len(sent) == BATCH_MAX
+    for body in sent:  # the JSONL lines carry the chat body the single call sends
+        assert {k: body[k] for k in ("top_p", "seed", "presence_penalty", "frequency_penalty",
+                                     "logit_bias", "logprobs", "top_logprobs", "metadata",
+                                     "store", "safety_identifier", "prompt_cache_key",
+                                     "service_tier", "user")} == {
+            k: v for k, v in OPENAI_PARAMS.items()
+            if k not in ("response_format", "response_schema")}
+        assert body["response_format"]["json_schema"]["strict"] is True
+    for result in results:
+        # Logprobs come back through the batch as from a single call: one per token.
+        assert result.logprobs and "".join(t["token"] for t in result.logprobs) == result.text
+        assert all(len(t["top_logprobs"]) == 2 for t in result.logprobs)
+        assert "title" in json.loads(result.text)
+        assert_billed_at_half(sessions, result)
+
+
+def test_thinking_and_stop_sequences_come_back_through_an_anthropic_batch(
+        batch_gateway: Any, sessions: Any, standin: Any) -> None:
+    marker = uuid.uuid4().hex
+    handles = [batch_gateway.submit(req("claude-sonnet-4-6", text=f"Think {marker}",
+                                        max_tokens=3000, thinking_budget=1500,
+                                        temperature=1.0, stop=["zzz-never"]))
+               for _ in range(BATCH_MAX)]
+    results = [h.result(timeout=60) for h in handles]
+    for body in (r["body"] for r in standin.received(contains=marker)):
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": 1500}
+        assert body["stop_sequences"] == ["zzz-never"]
+    for result in results:
+        (block,) = result.thinking
+        assert block.type == "thinking" and block.thinking and block.signature
+        assert 0 < result.usage.reasoning < result.usage.output
+        assert result.stop_sequence is None and result.finish_reason == "stop"
+        assert_billed_at_half(sessions, result)

@@ -71,6 +71,17 @@ def test_one_request_returns_text_and_token_counts(engine: Any) -> None:
 
 
 @gpu
+def test_a_stop_string_ends_the_answer_and_is_named(engine: Any) -> None:
+    prompt = "The ledger keeps every request the worker bills"
+    whole = engine.submit(prompt, max_tokens=24, ignore_eos=True).result(timeout=60)
+    assert whole.stop_sequence is None and len(whole.text) > 8
+    stop = whole.text[4:8]  # greedy: the same text comes again, and stops at this
+    cut = engine.submit(prompt, max_tokens=24, ignore_eos=True, stop=[stop]).result(timeout=60)
+    assert cut.finish_reason == "stop" and cut.stop_sequence == stop
+    assert whole.text.startswith(cut.text) and stop not in cut.text
+
+
+@gpu
 def test_concurrent_requests_all_finish_and_beat_serial(engine: Any) -> None:
     n, kw = 16, {"max_tokens": 32, "ignore_eos": True}
     t0 = time.perf_counter()

@@ -205,7 +205,8 @@ def test_images_reach_the_provider_and_are_counted_as_it_bills(
         assert reply.usage.input_total == count_request(request, spec)
     else:
         bound = input_bound(prompt_count(request, spec), spec.bound)
-        assert count_request(request, spec) <= reply.usage.input_total <= bound
+        # (Not above our count: Claude's tokenizer may count a random marker in fewer.)
+        assert reply.usage.input_total <= bound
     assert reply.usage.input_total > count_request(request.model_copy(update={"messages": (
         request.messages[0].model_copy(update={"parts": ()}),)}), spec) + 80
     sent = json.dumps(body)

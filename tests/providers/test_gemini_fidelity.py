@@ -100,11 +100,12 @@ def test_reasoning_efforts_become_thinking_budgets_billed_as_output(
 
 def test_sampling_parameters_are_forwarded_and_the_rest_refused(
         standin: Any, gemini: GeminiProvider) -> None:
-    _, body, _ = send(standin, gemini, temperature=0.7, top_p=0.9, seed=7,
+    _, body, _ = send(standin, gemini, temperature=0.7, top_p=0.9, top_k=40, seed=7,
                       presence_penalty=0.5, frequency_penalty=0.25)
     config = body["generationConfig"]
-    assert (config["temperature"], config["topP"], config["seed"], config["presencePenalty"],
-            config["frequencyPenalty"]) == (0.7, 0.9, 7, 0.5, 0.25)
+    assert (config["temperature"], config["topP"], config["topK"], config["seed"],
+            config["presencePenalty"], config["frequencyPenalty"]) == (0.7, 0.9, 40, 7, 0.5,
+                                                                       0.25)
     with pytest.raises(UnsupportedParameter, match="logit_bias"):
         send(standin, gemini, logit_bias={"42": 5})
 

@@ -152,3 +152,62 @@ def test_errors_take_anthropics_types_and_shedding_is_529() -> None:
     assert event == [("error", {"type": "error", "error": {"type": "overloaded_error",
                                                            "message": "busy",
                                                            "code": "overloaded"}})]
+
+
+def test_thinking_blocks_sent_back_are_kept_on_their_turn_unchanged() -> None:
+    req = parse_request(parse({"messages": [
+        {"role": "user", "content": "find 42"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hm", "signature": "s1"},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "tool_use", "id": "toolu_1", "name": "find", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": "x"}]}]}).data)
+    assert [b.to_anthropic() for b in req.messages[1].thinking] == [
+        {"type": "thinking", "thinking": "hm", "signature": "s1"},
+        {"type": "redacted_thinking", "data": "opaque"}]
+    with pytest.raises(ValidationError) as exc:  # a thinking block without its signature
+        parse({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "b"}]},
+            {"role": "user", "content": "c"}]})
+    assert exc.value.field == "messages"
+
+
+def thoughtful(**kw: Any) -> ChatResult:
+    from models.domain.thinking import ThinkingBlock
+
+    return result("answer", **kw).model_copy(update={"thinking": (
+        ThinkingBlock(thinking="let me see", signature="sig"),
+        ThinkingBlock(type="redacted_thinking", data="enc"))})
+
+
+def test_thinking_renders_first_and_a_stop_sequence_is_named() -> None:
+    body = message_body(thoughtful().model_copy(update={"stop_sequence": "END"}))
+    assert [b["type"] for b in body["content"]] == ["thinking", "redacted_thinking", "text"]
+    assert body["content"][0] == {"type": "thinking", "thinking": "let me see",
+                                  "signature": "sig"}
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "END")
+    plain = message_body(result("hi"))
+    assert (plain["stop_reason"], plain["stop_sequence"]) == ("end_turn", None)
+
+
+def test_streamed_thinking_opens_its_own_blocks_before_the_text() -> None:
+    enc = Events("r1", "m")
+    raw = enc.opening() + enc.part("thinking", "let ") + enc.part("thinking", "me see")
+    raw += enc.part("signature", "sig") + enc.part("redacted_thinking", "enc")
+    raw += enc.text("ans") + enc.text("wer")
+    raw += enc.ending(thoughtful(calls=(ToolCall(id="c", name="f"),), finish="tool_calls"))
+    got = events(raw)
+    starts = [(d["index"], d["content_block"]["type"]) for k, d in got
+              if k == "content_block_start"]
+    assert starts == [(0, "thinking"), (1, "redacted_thinking"), (2, "text"), (3, "tool_use")]
+    deltas = [(d["index"], d["delta"]["type"]) for k, d in got if k == "content_block_delta"]
+    assert deltas == [(0, "thinking_delta"), (0, "thinking_delta"), (0, "signature_delta"),
+                      (2, "text_delta"), (2, "text_delta"), (3, "input_json_delta")]
+    stops = [d["index"] for k, d in got if k == "content_block_stop"]
+    assert stops == [0, 1, 2, 3]  # each block closed once, in order
+    assert [k for k, _ in got].count("ping") == 1
+    # The same answer held whole streams the same blocks (a cache hit).
+    whole = events(Events("r1", "m").whole(thoughtful()))
+    assert [d["content_block"]["type"] for k, d in whole if k == "content_block_start"] == [
+        "thinking", "redacted_thinking", "text"]

@@ -65,6 +65,9 @@ CASES: list[tuple[dict[str, Any], list[str], list[str], str]] = [
       "reasoning_effort": "low", "max_tokens": 4000}, ["gpt-5-mini"], ["claude-sonnet-4-6"],
      "tool_choice"),
     ({"store": True}, ["gpt-4o"], ["claude-haiku-4-5"], "store"),
+    # Anthropic gets it as metadata.user_id; Gemini and the self-hosted pool have no such id.
+    ({"safety_identifier": "h-1"}, ["gpt-4o", "claude-haiku-4-5"],
+     ["gemini-2.5-flash", "sluice-tiny-llama"], "safety_identifier"),
     ({"metadata": {"order": "42"}}, ["gpt-4o"], ["claude-haiku-4-5"], "metadata"),
     ({"service_tier": "priority"}, [], ["gpt-4o", "claude-haiku-4-5"], "service_tier"),
     ({"messages": [{"role": "user", "parts": [{"type": "text", "text": "What?"}, URL_IMAGE]}]},

@@ -149,3 +149,39 @@ def test_self_hosted_models_get_a_tool_loop_as_text_with_no_two_user_turns_in_a_
         {"role": "user", "content": " one "}, {"role": "user", "content": "two"}]})
     assert render_messages(plain) == [{"role": "user", "content": " one "},
                                       {"role": "user", "content": "two"}]
+
+
+def _thinking_loop(signed: bool) -> Any:
+    turn: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "name": "price", "arguments": '{"sku":"42"}'}]}
+    if signed:
+        turn["thinking"] = [{"thinking": "SKU 42: ask the tool", "signature": "sig"}]
+    return parse_request({"team": "t", "feature": "f", "max_tokens": 4000,
+                          "thinking_budget": 2048, "temperature": 1.0,
+                          "static": {"tools": [{"name": "price"}]}, "messages": [
+                              {"role": "user", "content": "Price of SKU 42?"}, turn,
+                              {"role": "tool", "tool_call_id": "c1", "content": "12.50"}]})
+
+
+def test_a_thinking_tool_loop_sends_the_thinking_back_first_unchanged() -> None:
+    from workers.providers.base import ProviderCall
+    from workers.providers.shaping import anthropic_message_params
+
+    params = anthropic_message_params(ProviderCall(_thinking_loop(True), SONNET))
+    assert params["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert params["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "SKU 42: ask the tool", "signature": "sig"},
+        {"type": "tool_use", "id": "c1", "name": "price", "input": {"sku": "42"}}]
+    # Without thinking on, earlier thinking is not sent (Anthropic would ignore it).
+    assert anthropic_payload(_thinking_loop(True), SONNET)["messages"][1]["content"][0][
+        "type"] == "tool_use"
+
+
+def test_a_thinking_tool_loop_that_lost_its_thinking_goes_on_without_thinking() -> None:
+    from workers.providers.base import ProviderCall
+    from workers.providers.shaping import anthropic_message_params
+
+    # The chat door cannot carry signed thinking: Anthropic would refuse the turn with
+    # thinking on, and advises turning it off for it.
+    params = anthropic_message_params(ProviderCall(_thinking_loop(False), SONNET))
+    assert "thinking" not in params and params["temperature"] == 1.0

@@ -26,6 +26,8 @@ class FakePipe:
     def xadd(self, key: str, fields: dict[str, bytes], **kw: Any) -> None:
         if "end" in fields:
             self.ops.append(("end", key))
+        elif "k" in fields:
+            self.ops.append(("xadd", key, fields["k"].decode(), fields["t"].decode()))
         else:
             self.ops.append(("xadd", key, fields["t"].decode()))
 
@@ -58,6 +60,36 @@ def test_the_first_piece_goes_at_once_and_later_ones_are_coalesced() -> None:
     assert client.writes[-1] == (("xadd", "p:sluice:tokens:t1", " wide world"),
                                  ("end", "p:sluice:tokens:t1"),
                                  ("expire", "p:sluice:tokens:t1", TTL_S))
+
+
+def test_thinking_is_written_apart_from_the_text_and_signatures_stay_whole() -> None:
+    client = FakeRedis()
+    writer = TokenWriter(client, token_key("p:", "t2"), flush_s=3600)
+    writer.part("thinking", "let ")
+    for kind, piece in (("thinking", "me "), ("thinking", "see"), ("signature", "s1"),
+                        ("signature", "s2"), ("text", "Hi")):
+        writer.part(kind, piece)
+    writer(" there")
+    writer.close()
+    key = "p:sluice:tokens:t2"
+    written = [op for ops in client.writes for op in ops if op[0] == "xadd"]
+    assert written == [("xadd", key, "thinking", "let "), ("xadd", key, "thinking", "me see"),
+                       ("xadd", key, "signature", "s1"), ("xadd", key, "signature", "s2"),
+                       ("xadd", key, "Hi there")]
+
+
+def test_a_reader_returns_each_piece_with_its_kind() -> None:
+    from queues.token_stream import TokenReader
+
+    class Stream:
+        async def xread(self, streams: dict[str, str], block: int | None) -> Any:
+            return [(b"k", [(b"1-0", {b"t": b"hm", b"k": b"thinking"}),
+                            (b"2-0", {b"t": b"Hi"}), (b"3-0", {b"end": b"1"})])]
+
+    reader = TokenReader(Stream(), "p:")
+    parts, last, ended = asyncio.run(reader.read_parts("t", "0", None))
+    assert (parts, last, ended) == ([("thinking", "hm"), ("text", "Hi")], "3-0", True)
+    assert asyncio.run(reader.read("t", "0", None)) == ("Hi", "3-0", True)
 
 
 def test_a_redis_error_switches_the_writer_off_instead_of_failing_the_call() -> None:

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.domain.errors import ProviderPermanent, ProviderRetryable
+from models.domain.thinking import thinking_of
 from models.domain.usage import from_anthropic
 from workers.batch.base import BatchState, Outcome, reply_extra
 from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.anthropic_messages import with_reasoning
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
 from workers.providers.tool_calls import calls_in_anthropic_content
@@ -65,10 +67,16 @@ class AnthropicBatchAPI:
         kind = getattr(result, "type", "")
         if kind == "succeeded":
             msg = result.message
-            text = "".join(getattr(b, "text", "") for b in msg.content)
-            return ProviderReply(text=text, usage=from_anthropic(msg.usage),
-                                 tool_calls=calls_in_anthropic_content(msg.content),
-                                 finish_reason=_FINISH.get(msg.stop_reason or "", "stop"),
+            text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
+            stop = msg.stop_reason or ""
+            calls = calls_in_anthropic_content(msg.content)
+            thinking = thinking_of(msg.content)
+            # Thinking is output, split out as reasoning as the single call splits it.
+            usage = with_reasoning(from_anthropic(msg.usage), bool(thinking), text, calls)
+            return ProviderReply(text=text, usage=usage, tool_calls=calls, thinking=thinking,
+                                 finish_reason=_FINISH.get(stop, "stop"),
+                                 stop_sequence=(msg.stop_sequence or None
+                                                if stop == "stop_sequence" else None),
                                  provider_model=str(msg.model), provider_request_id=str(msg.id),
                                  extra=reply_extra(batch_id))
         if kind == "errored":

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.domain.errors import ProviderPermanent, ProviderRetryable
-from models.domain.usage import from_openai
 from workers.batch.base import BatchState, Outcome, reply_extra
-from workers.providers.base import ProviderCall, ProviderReply
+from workers.providers.base import ProviderCall
 from workers.providers.errors import RETRYABLE_STATUS, map_sdk_error
-from workers.providers.openai_responses import reply_of, responses_body
+from workers.providers.openai_chat import reply_of
+from workers.providers.openai_responses import reply_of as responses_reply_of
+from workers.providers.openai_responses import responses_body
 from workers.providers.shaping import openai_chat_body
-from workers.providers.tool_calls import calls_in_openai_message
 
 ENDPOINT = "/v1/chat/completions"
 #: A Responses-door request's batch (the collector groups calls by endpoint).
@@ -92,16 +92,11 @@ class OpenAIBatchAPI:
         status = int(response.get("status_code") or 0)
         body = response.get("body") or {}
         if status == 200 and body.get("object") == "response":
-            return dataclasses.replace(reply_of(body), extra=reply_extra(batch_id))
-        if status == 200 and body.get("choices"):
-            choice = body["choices"][0]
-            return ProviderReply(text=(choice.get("message") or {}).get("content") or "",
-                                 tool_calls=calls_in_openai_message(choice.get("message") or {}),
-                                 usage=from_openai(body.get("usage")),
-                                 finish_reason=choice.get("finish_reason") or "stop",
-                                 provider_model=str(body.get("model", "")),
-                                 provider_request_id=str(body.get("id", "")),
-                                 extra=reply_extra(batch_id))
+            return dataclasses.replace(responses_reply_of(body), extra=reply_extra(batch_id))
+        if status == 200 and body.get("choices") and isinstance(body["choices"][0], dict) \
+                and isinstance(body["choices"][0].get("message"), dict):
+            # Read as the single call's answer is (logprobs, tool calls and all).
+            return reply_of(body, extra=reply_extra(batch_id))
         error = entry.get("error") or (body.get("error") if isinstance(body, dict) else None)
         message = (error or {}).get("message") or f"status {status}"
         text = f"openai batch {batch_id}: request answered {status or 'nothing'}: {message}"

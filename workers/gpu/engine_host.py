@@ -249,7 +249,8 @@ class EngineHost:
             cached_tokens=min(int(final.num_cached_tokens or 0), prompt_tokens),
             output_tokens=len(choice.token_ids), finish_reason=str(choice.finish_reason or "stop"),
             cache_creation_tokens=int(final.num_cache_creation_tokens or 0),
-            priority=req.priority, latency_s=time.perf_counter() - t0)
+            priority=req.priority, latency_s=time.perf_counter() - t0,
+            stop_sequence=choice.stop_reason if isinstance(choice.stop_reason, str) else None)
 
     # -- health ----------------------------------------------------------------------------
 

@@ -65,3 +65,5 @@ class EngineOutput:
     priority: int = INTERACTIVE_PRIORITY
     #: Seconds from entering the engine host to the final output.
     latency_s: float = 0.0
+    #: The stop string that ended the generation (vLLM's ``stop_reason``), when one did.
+    stop_sequence: str | None = None

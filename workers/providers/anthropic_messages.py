@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.domain.thinking import thinking_of
 from models.domain.tokens import count_text
 from models.domain.usage import Usage, from_anthropic
-from workers.providers.base import ProviderCall, ProviderReply, TextSink, sdk_options
+from workers.providers.base import (ProviderCall, ProviderReply, TextSink, sdk_options,
+                                    send_part)
 from workers.providers.errors import map_sdk_error
 from workers.providers.shaping import anthropic_message_params
 from workers.providers.tool_calls import anthropic_streamed_call, calls_in_anthropic_content
@@ -52,11 +54,12 @@ class AnthropicMessagesProvider:
             raise map_sdk_error(self.name, exc) from exc
         text = "".join(getattr(b, "text", "") for b in resp.content if b.type == "text")
         calls = calls_in_anthropic_content(resp.content)
-        thought = any(b.type in ("thinking", "redacted_thinking") for b in resp.content)
-        return ProviderReply(text=text, usage=_with_reasoning(from_anthropic(resp.usage),
-                                                              thought, text, calls),
-                             tool_calls=calls,
+        thinking = thinking_of(resp.content)
+        return ProviderReply(text=text, usage=with_reasoning(from_anthropic(resp.usage),
+                                                              bool(thinking), text, calls),
+                             tool_calls=calls, thinking=thinking,
                              finish_reason=_FINISH.get(resp.stop_reason or "", "stop"),
+                             stop_sequence=_matched(resp.stop_reason, resp.stop_sequence),
                              provider_model=resp.model, provider_request_id=resp.id)
 
     def stream(self, call: ProviderCall, on_text: TextSink) -> ProviderReply:
@@ -65,44 +68,73 @@ class AnthropicMessagesProvider:
         kwargs = {**_untyped_in_extra_body(anthropic_message_params(call)), **sdk_options(call)}
         _forward_headers(call, kwargs)
         text: list[str] = []
-        thought = False
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
-        stop, model, rid = "", "", ""
+        stop, matched, model, rid = "", None, "", ""
         try:
             for event in self._client.messages.create(**kwargs, stream=True):
                 kind = event.type
                 if kind == "message_start":
                     usage = event.message.usage.model_dump()
                     model, rid = event.message.model, event.message.id
-                elif kind == "content_block_start" and event.content_block.type in (
-                        "thinking", "redacted_thinking"):
-                    thought = True
-                elif kind == "content_block_start" and event.content_block.type == "tool_use":
-                    blocks[event.index] = {"type": "tool_use", "id": event.content_block.id,
-                                           "name": event.content_block.name, "json": ""}
+                elif kind == "content_block_start":
+                    _open_block(event.index, event.content_block, blocks, on_text)
                 elif kind == "content_block_delta":
-                    if event.delta.type == "text_delta":
-                        text.append(event.delta.text)
-                        on_text(event.delta.text)
-                    elif event.delta.type == "input_json_delta" and event.index in blocks:
-                        blocks[event.index]["json"] += event.delta.partial_json
+                    _delta(event.index, event.delta, blocks, text, on_text)
                 elif kind == "message_delta":
                     stop = event.delta.stop_reason or stop
+                    matched = getattr(event.delta, "stop_sequence", None) or matched
                     usage["output_tokens"] = event.usage.output_tokens
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
+        ordered = [b for _, b in sorted(blocks.items())]
         calls = tuple(anthropic_streamed_call(b["id"], b["name"], b["json"])
-                      for _, b in sorted(blocks.items()))
-        return ProviderReply(text="".join(text), tool_calls=calls,
-                             usage=_with_reasoning(from_anthropic(usage), thought,
+                      for b in ordered if b["type"] == "tool_use")
+        thinking = thinking_of(b for b in ordered if b["type"] != "tool_use")
+        return ProviderReply(text="".join(text), tool_calls=calls, thinking=thinking,
+                             usage=with_reasoning(from_anthropic(usage), bool(thinking),
                                                    "".join(text), calls),
-                             finish_reason=_FINISH.get(stop, "stop"), provider_model=model,
+                             finish_reason=_FINISH.get(stop, "stop"),
+                             stop_sequence=_matched(stop, matched), provider_model=model,
                              provider_request_id=rid)
 
     def close(self) -> None:
         """Close the SDK's HTTP client."""
         self._client.close()
+
+
+def _open_block(index: int, block: Any, blocks: dict[int, dict[str, Any]],
+                on_text: TextSink) -> None:
+    """A streamed block starts: tool calls and thinking are kept by index (text is not)."""
+    if block.type == "tool_use":
+        blocks[index] = {"type": "tool_use", "id": block.id, "name": block.name, "json": ""}
+    elif block.type == "thinking":
+        blocks[index] = {"type": "thinking", "thinking": "", "signature": ""}
+    elif block.type == "redacted_thinking":
+        blocks[index] = {"type": "redacted_thinking", "data": block.data}
+        send_part(on_text, "redacted_thinking", block.data)
+
+
+def _delta(index: int, delta: Any, blocks: dict[int, dict[str, Any]], text: list[str],
+           on_text: TextSink) -> None:
+    """A streamed delta: text to the sink as it comes, thinking and its signature too."""
+    into = blocks.get(index)
+    if delta.type == "text_delta":
+        text.append(delta.text)
+        on_text(delta.text)
+    elif delta.type == "input_json_delta" and into is not None:
+        into["json"] += delta.partial_json
+    elif delta.type == "thinking_delta" and into is not None:
+        into["thinking"] += delta.thinking
+        send_part(on_text, "thinking", delta.thinking)
+    elif delta.type == "signature_delta" and into is not None:
+        into["signature"] += delta.signature
+        send_part(on_text, "signature", delta.signature)
+
+
+def _matched(stop_reason: str | None, sequence: str | None) -> str | None:
+    """The stop sequence that ended the answer (Anthropic names it with that stop reason)."""
+    return sequence if stop_reason == "stop_sequence" and sequence else None
 
 
 def _forward_headers(call: ProviderCall, kwargs: dict[str, Any]) -> None:
@@ -123,7 +155,7 @@ def _untyped_in_extra_body(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _with_reasoning(usage: Usage, thought: bool, text: str, calls: Any) -> Usage:
+def with_reasoning(usage: Usage, thought: bool, text: str, calls: Any) -> Usage:
     """Anthropic bills thinking inside ``output_tokens`` and reports no split (and returns
     only a summary of the thinking): reasoning is the output beyond the visible answer."""
     if not thought:

@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from models.domain.catalogue import ModelSpec
 from models.domain.request import ChatRequest, ToolCall
+from models.domain.thinking import ThinkingBlock
 from models.domain.usage import Usage
 
 
@@ -50,10 +51,24 @@ class ProviderReply:
     logprobs: tuple[dict[str, Any], ...] | None = None
     #: Reasoning items (OpenAI's Responses API), opaque, carried to the result.
     reasoning: tuple[dict[str, Any], ...] = ()
+    #: Which stop sequence ended the answer (Anthropic and vLLM say; OpenAI does not).
+    stop_sequence: str | None = None
+    #: The model's thinking blocks, in order, as the provider returned them.
+    thinking: tuple[ThinkingBlock, ...] = ()
 
 
-#: Where a streaming call sends each piece of text as it arrives.
+#: Where a streaming call sends each piece of text as it arrives. A sink may also take other
+#: parts (``sink.part(kind, piece)``: thinking, its signature, redacted thinking); see
+#: :func:`send_part`.
 TextSink = Callable[[str], None]
+
+
+def send_part(sink: TextSink, kind: str, piece: str) -> None:
+    """Hand a non-text part of a streamed answer to ``sink`` when it takes them (the worker's
+    token stream does; a plain callable gets text only)."""
+    part = getattr(sink, "part", None)
+    if part is not None and piece:
+        part(kind, piece)
 
 
 @runtime_checkable

@@ -83,7 +83,7 @@ def generation_config(request: ChatRequest, model: ModelSpec, *, cached: bool
                            "automatic_function_calling": {"disable": True}}
     if "temperature" not in dropped:
         cfg["temperature"] = request.temperature
-    for name in ("top_p", "seed", "presence_penalty", "frequency_penalty"):
+    for name in ("top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"):
         if getattr(request, name) is not None and name not in dropped:
             cfg[name] = getattr(request, name)
     if request.stop:

@@ -22,6 +22,21 @@ from workers.providers.tool_calls import calls_in_openai_message
 log = logging.getLogger(__name__)
 
 
+def reply_of(body: dict[str, Any], **extra: Any) -> ProviderReply:
+    """A ``chat.completion`` body as our reply: one reading for the single call and the Batch
+    API's output lines, so neither drops a field the other returns (logprobs, tool calls)."""
+    choice = body["choices"][0]
+    message = choice["message"]
+    logprobs = (choice.get("logprobs") or {}).get("content")
+    return ProviderReply(text=message.get("content") or "",
+                         logprobs=tuple(logprobs) if logprobs is not None else None,
+                         tool_calls=calls_in_openai_message(message),
+                         usage=from_openai(body.get("usage")),
+                         finish_reason=choice.get("finish_reason") or "stop",
+                         provider_model=str(body.get("model", "")),
+                         provider_request_id=str(body.get("id", "")), **extra)
+
+
 class OpenAIChatProvider:
     """One attempt per ``complete``; retries and fallbacks are ours, in workers.providers.retry."""
 
@@ -58,15 +73,7 @@ class OpenAIChatProvider:
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
         try:
-            choice = body["choices"][0]
-            logprobs = (choice.get("logprobs") or {}).get("content")
-            return ProviderReply(text=choice["message"].get("content") or "",
-                                 logprobs=tuple(logprobs) if logprobs is not None else None,
-                                 tool_calls=calls_in_openai_message(choice["message"]),
-                                 usage=from_openai(body.get("usage")),
-                                 finish_reason=choice.get("finish_reason") or "stop",
-                                 provider_model=str(body.get("model", "")),
-                                 provider_request_id=str(body.get("id", "")))
+            return reply_of(body)
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderRetryable(f"{self.name}: the response lacked {exc!r}; retried",
                                     provider=self.name, billed="unknown",

@@ -71,7 +71,8 @@ def openai_cache_key(request: ChatRequest, scope: str) -> str | None:
 
 # --- Anthropic ----------------------------------------------------------------------------
 
-def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -> dict[str, Any]:
+def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m",
+                      *, thinking: bool = False) -> dict[str, Any]:
     """``system``, ``messages`` and ``tools`` with cache breakpoints closing the static part.
 
     Anthropic caches the prefix up to each ``cache_control`` marker, in the order tools →
@@ -79,7 +80,8 @@ def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -
     few-shot) once the prefix up to it reaches the model's minimum cacheable length: the last
     one caches the whole static part, the earlier ones still hit when a later segment changes
     (features sharing one system prompt with different few-shot examples). Below the minimum
-    the provider silently caches nothing, so no marker is sent.
+    the provider silently caches nothing, so no marker is sent. With ``thinking`` on, the
+    assistant turns carry their thinking blocks back as the client got them.
     """
     static = request.static
     tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
@@ -88,7 +90,8 @@ def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -
     few_shot = [{"role": m.role, "content": [{"type": "text", "text": m.content}]}
                 for m in static.few_shot]
     positions: list[tuple[int, int]] = []
-    dynamic = anthropic_turns(request.messages, positions, offset=len(few_shot))
+    dynamic = anthropic_turns(request.messages, positions, offset=len(few_shot),
+                              thinking=thinking)
     marker: dict[str, Any] = {"type": "ephemeral"}
     if ttl == "1h":
         marker["ttl"] = "1h"
@@ -119,14 +122,15 @@ def anthropic_payload(request: ChatRequest, model: ModelSpec, ttl: str = "5m") -
 
 
 def anthropic_turns(messages: Sequence[Message], positions: list[tuple[int, int]] | None = None,
-                    *, offset: int = 0) -> list[dict[str, Any]]:
+                    *, offset: int = 0, thinking: bool = False) -> list[dict[str, Any]]:
     """The dynamic turns in Anthropic's shape: a call is a ``tool_use`` block of the assistant
     turn, and results (with any user text after them) are ``tool_result`` blocks of one user
     turn, as the Messages API wants them. ``positions`` gets, per message, the (turn + offset,
-    block) of the last block it became (where a caller's cache mark on it goes)."""
+    block) of the last block it became (where a caller's cache mark on it goes). With
+    ``thinking``, an assistant turn starts with its thinking blocks, unchanged."""
     out: list[dict[str, Any]] = []
     for m in messages:
-        _turn(out, m)
+        _turn(out, m, thinking)
         if positions is not None:
             last = out[-1]["content"]
             positions.append((len(out) - 1 + offset,
@@ -134,11 +138,12 @@ def anthropic_turns(messages: Sequence[Message], positions: list[tuple[int, int]
     return out
 
 
-def _turn(out: list[dict[str, Any]], m: Message) -> None:
+def _turn(out: list[dict[str, Any]], m: Message, thinking: bool = False) -> None:
     """Add message ``m`` to the Anthropic turns ``out``."""
-    if m.role == "assistant" and m.tool_calls:
-        blocks: list[dict[str, Any]] = ([{"type": "text", "text": m.content}]
-                                        if m.content else [])
+    if m.role == "assistant" and (m.tool_calls or (thinking and m.thinking)):
+        # Thinking first, as the model wrote it (Anthropic checks each block's signature).
+        blocks: list[dict[str, Any]] = [b.to_anthropic() for b in m.thinking] if thinking else []
+        blocks += [{"type": "text", "text": m.content}] if m.content else []
         blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
                     "input": json.loads(c.arguments)} for c in m.tool_calls]
         out.append({"role": "assistant", "content": blocks})
@@ -251,6 +256,15 @@ def openai_chat_body(call: ProviderCall) -> dict[str, Any]:
     return body
 
 
+def unsigned_tool_loop(request: ChatRequest) -> bool:
+    """A tool loop whose last assistant turn came back without its thinking blocks (the chat
+    door cannot carry them). Anthropic refuses such a turn with thinking on and advises
+    turning thinking off for it: the loop then goes on without thinking, as it says."""
+    last = next((m for m in reversed(request.messages) if m.role == "assistant"), None)
+    return (last is not None and bool(last.tool_calls) and not last.thinking
+            and request.messages[-1].role == "tool")
+
+
 _TOOL_CHOICE = {"auto": "auto", "none": "none", "required": "any", "function": "tool"}
 
 
@@ -260,10 +274,13 @@ def anthropic_message_params(call: ProviderCall) -> dict[str, Any]:
     types, are moved into ``extra_body`` by the adapter."""
     req, model = call.request, call.model
     dropped = set(dropped_params(req, model))
-    params: dict[str, Any] = anthropic_payload(req, model, call.cache_ttl)
-    params.update(model=model.api_name or model.name, max_tokens=req.max_tokens)
     budget = thinking_budget(req) if model.can("reasoning") else None
-    if budget is not None and not dropped & {"reasoning_effort", "thinking_budget"}:
+    if dropped & {"reasoning_effort", "thinking_budget"} or unsigned_tool_loop(req):
+        budget = None
+    params: dict[str, Any] = anthropic_payload(req, model, call.cache_ttl,
+                                               thinking=budget is not None)
+    params.update(model=model.api_name or model.name, max_tokens=req.max_tokens)
+    if budget is not None:
         # Thinking tokens are output tokens, within max_tokens; no temperature with thinking.
         params["thinking"] = {"type": "enabled", "budget_tokens": budget}
     elif req.top_p is not None and "top_p" not in dropped:

@@ -124,6 +124,7 @@ class VllmEngineProvider:
                                     provider=self.name)
         return ProviderReply(
             text=out.text, usage=usage_of(out), finish_reason=out.finish_reason,
+            stop_sequence=out.stop_sequence,
             provider_model=self._host.served_model_name, provider_request_id=out.request_id,
             extra={"lane": lane, "priority": out.priority, "prompt_tokens": out.prompt_tokens,
                    "cached_tokens": out.cached_tokens,

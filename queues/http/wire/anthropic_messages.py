@@ -308,6 +308,7 @@ def _assistant_blocks(blocks: list[Any], where: str, turns: list[dict[str, Any]]
                       marks: list[dict[str, Any]]) -> None:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     marked = False
     for j, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
@@ -320,8 +321,8 @@ def _assistant_blocks(blocks: list[Any], where: str, turns: list[dict[str, Any]]
             calls.append({"id": block.get("id"), "name": block.get("name"),
                           "arguments": json.dumps(block["input"], separators=(",", ":"))})
         elif kind in ("thinking", "redacted_thinking"):
-            # Without thinking switched on, Anthropic drops earlier turns' thinking from the
-            # context too (and bills none of it); it is not sent on.
+            # Kept unchanged: a thinking tool loop must send the last turn's back (signed).
+            thinking.append(_thinking_block(block, at))
             continue
         else:
             bad("messages", f"{at}: an assistant turn holds text, tool_use and thinking blocks")
@@ -331,10 +332,25 @@ def _assistant_blocks(blocks: list[Any], where: str, turns: list[dict[str, Any]]
     turn: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts)}
     if calls:
         turn["tool_calls"] = calls
+    if thinking:
+        turn["thinking"] = thinking
     turns.append(turn)
     if marked:
         marks.append({"at": "messages", "index": len(turns) - 1,
                       "ttl": _ttl_of(blocks)})
+
+
+def _thinking_block(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """A thinking block as sent back: its text and signature, or redacted data."""
+    if block["type"] == "redacted_thinking":
+        if not isinstance(block.get("data"), str) or set(block) - {"type", "data"}:
+            bad("messages", f"{where}: a redacted_thinking block is {{'type', 'data'}}")
+        return {"type": "redacted_thinking", "data": block["data"]}
+    if not (isinstance(block.get("thinking"), str) and isinstance(block.get("signature"), str)) \
+            or set(block) - {"type", "thinking", "signature"}:
+        bad("messages", f"{where}: a thinking block is {{'type', 'thinking', 'signature'}}, "
+                        "sent back as the model returned it")
+    return {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
 
 
 def _ttl_of(blocks: list[Any]) -> str:

@@ -29,23 +29,31 @@ def usage_body(u: Usage) -> dict[str, Any]:
 
 
 def content_blocks(result: ChatResult) -> list[dict[str, Any]]:
-    """The answer's text and tool calls as content blocks."""
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": result.text}] if result.text else []
+    """The answer's thinking, text and tool calls as content blocks, in Anthropic's order."""
+    blocks = [b.to_anthropic() for b in result.thinking]
+    blocks += [{"type": "text", "text": result.text}] if result.text else []
     blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments)}
                for c in result.tool_calls]
     return blocks
 
 
 def stop_reason(result: ChatResult) -> str:
-    """Anthropic's stop reason for our finish reason."""
+    """Anthropic's stop reason for our finish reason (a matched stop sequence says so)."""
+    if result.stop_sequence is not None and result.finish_reason == "stop":
+        return "stop_sequence"
     return _STOP.get(result.finish_reason, "end_turn")
+
+
+def stop_sequence(result: ChatResult) -> str | None:
+    """The stop sequence that ended the answer, when one did."""
+    return result.stop_sequence if stop_reason(result) == "stop_sequence" else None
 
 
 def message_body(result: ChatResult) -> dict[str, Any]:
     """The ``message`` object for ``result``."""
     return {"id": f"msg_{result.request_id}", "type": "message", "role": "assistant",
             "model": result.model, "content": content_blocks(result),
-            "stop_reason": stop_reason(result), "stop_sequence": None,
+            "stop_reason": stop_reason(result), "stop_sequence": stop_sequence(result),
             "usage": usage_body(result.usage)}
 
 
@@ -84,12 +92,18 @@ def sse(kind: str, data: dict[str, Any]) -> bytes:
 
 class Events:
     """The event sequence of one streamed message (an :class:`~queues.http.wire.base.Encoder`):
-    ``message_start``, text in block 0 as ``text_delta``s, each tool call as a ``tool_use``
-    block with one ``input_json_delta``, ``message_delta`` with the stop reason and usage,
-    ``message_stop``; ``ping`` after the start, as Anthropic sends it."""
+    ``message_start``, ``ping`` after the first block starts (as Anthropic sends it), thinking
+    blocks as ``thinking_delta``s and a ``signature_delta``, redacted thinking whole, the text
+    as ``text_delta``s, each tool call as a ``tool_use`` block with one ``input_json_delta``,
+    ``message_delta`` with the stop reason and usage, ``message_stop``. Blocks are opened as
+    their first piece comes, each at the next index."""
 
     def __init__(self, request_id: str, model: str) -> None:
         self.request_id, self.model = request_id, model
+        self._index = -1  # the open block's index (-1: none yet)
+        self._open: str | None = None  # its type, while open
+        self._pinged = False
+        self._thought = False  # a thinking part was streamed
 
     def _start(self, usage: Usage) -> bytes:
         message = {"id": f"msg_{self.request_id}", "type": "message", "role": "assistant",
@@ -97,52 +111,86 @@ class Events:
                    "stop_sequence": None, "usage": usage_body(usage)}
         return sse("message_start", {"type": "message_start", "message": message})
 
-    @staticmethod
-    def _text_block() -> bytes:
-        return sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}})
+    def _close(self) -> bytes:
+        if self._open is None:
+            return b""
+        self._open = None
+        return sse("content_block_stop", {"type": "content_block_stop", "index": self._index})
 
-    @staticmethod
-    def _ping() -> bytes:
-        return sse("ping", {"type": "ping"})
+    def _block(self, block: dict[str, Any]) -> bytes:
+        """Close the open block and start ``block`` at the next index."""
+        out = self._close()
+        self._index += 1
+        self._open = block["type"]
+        out += sse("content_block_start", {"type": "content_block_start", "index": self._index,
+                                           "content_block": block})
+        if not self._pinged:
+            self._pinged = True
+            out += sse("ping", {"type": "ping"})
+        return out
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return sse("content_block_delta", {"type": "content_block_delta", "index": self._index,
+                                           "delta": delta})
 
     def opening(self) -> bytes:
         # Usage is known only at the end: message_delta carries all of it (the SDK takes it).
-        return self._start(Usage()) + self._text_block() + self._ping()
+        return self._start(Usage())
 
     def text(self, piece: str) -> bytes:
-        return sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                           "delta": {"type": "text_delta", "text": piece}})
+        out = b"" if self._open == "text" else self._block({"type": "text", "text": ""})
+        return out + self._delta({"type": "text_delta", "text": piece})
 
-    def _tail(self, result: ChatResult, first: int) -> bytes:
+    def part(self, kind: str, piece: str) -> bytes:
+        """A streamed part other than text: ``thinking``, ``signature``, ``redacted_thinking``."""
+        self._thought = True
+        if kind == "redacted_thinking":
+            return self._block({"type": "redacted_thinking", "data": piece}) + self._close()
+        if kind == "signature":
+            if self._open != "thinking":
+                return b""
+            return self._delta({"type": "signature_delta", "signature": piece}) + self._close()
+        out = b"" if self._open == "thinking" else self._block(
+            {"type": "thinking", "thinking": "", "signature": ""})
+        return out + self._delta({"type": "thinking_delta", "thinking": piece})
+
+    def _thinking(self, result: ChatResult) -> bytes:
         out = b""
-        for i, call in enumerate(result.tool_calls, start=first):
-            out += sse("content_block_start", {
-                "type": "content_block_start", "index": i,
-                "content_block": {"type": "tool_use", "id": call.id, "name": call.name,
-                                  "input": {}}})
-            out += sse("content_block_delta", {
-                "type": "content_block_delta", "index": i,
-                "delta": {"type": "input_json_delta", "partial_json": call.arguments}})
-            out += sse("content_block_stop", {"type": "content_block_stop", "index": i})
+        for block in result.thinking:
+            if block.type == "redacted_thinking":
+                out += self.part("redacted_thinking", block.data)
+            else:
+                out += self.part("thinking", block.thinking) if block.thinking else \
+                    self._block({"type": "thinking", "thinking": "", "signature": ""})
+                out += self.part("signature", block.signature)
+        return out
+
+    def ending(self, result: ChatResult) -> bytes:
+        out = b""
+        if result.thinking and not self._thought:
+            # The stream carried none of it (a worker that streams no thinking): after the
+            # text, at their own indexes, rather than lost.
+            out += self._thinking(result)
+        out += self._close()
+        for call in result.tool_calls:
+            out += self._block({"type": "tool_use", "id": call.id, "name": call.name,
+                                "input": {}})
+            out += self._delta({"type": "input_json_delta", "partial_json": call.arguments})
+            out += self._close()
         out += sse("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": stop_reason(result),
-                                               "stop_sequence": None},
+                                               "stop_sequence": stop_sequence(result)},
                                      "usage": usage_body(result.usage)})
         return out + sse("message_stop", {"type": "message_stop"})
 
-    def ending(self, result: ChatResult) -> bytes:
-        stop = sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-        return stop + self._tail(result, 1)
-
     def whole(self, result: ChatResult) -> bytes:
         self.model = result.model
-        out = self._start(result.usage)
+        out = self._start(result.usage) + self._thinking(result)
         if result.text:
-            out += self._text_block() + self._ping() + self.text(result.text)
-            out += sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-            return out + self._tail(result, 1)
-        return out + self._ping() + self._tail(result, 0)
+            out += self.text(result.text)
+        if self._index < 0 and not result.tool_calls:
+            out += sse("ping", {"type": "ping"})
+        return out + self.ending(result)
 
     def error(self, problem: Problem) -> bytes:
         return sse("error", error_body(anthropic_status(problem)))

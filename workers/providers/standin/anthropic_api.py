@@ -19,6 +19,8 @@ from workers.providers.standin.options import (ANTHROPIC_PARAMS, check_range, ch
                                                json_text, thinking_text, unknown)
 from workers.providers.standin.replies import make_reply
 from workers.providers.standin.state import StandInState
+from workers.providers.standin.thinking import (REDACTED_TRIGGER, check_thinking,
+                                                redacted_block, thinking_block)
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
 
@@ -87,6 +89,7 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, key: str)
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise RequestInvalid("stop_sequences: must be an array of strings")
     thinking = _thinking(body, spec, max_tokens)
+    check_thinking(body.get("messages"), bool(thinking))
     choice = _choice(body.get("tool_choice"), thinking)
     _metadata(body)
     prompt = anthropic_prompt(body, spec.can("vision"))
@@ -100,9 +103,12 @@ def answer(state: StandInState, body: dict[str, Any], spec: ModelSpec, key: str)
     if thinking:
         # Thinks for up to its budget (a few hundred tokens here), within max_tokens.
         words = thinking_text(seed, min(thinking, 150 + int(prompt.digest[:2], 16)))
-        content.append({"type": "thinking", "thinking": words,
-                        "signature": "standin-" + prompt.digest[:32]})
+        content.append(thinking_block(words))
         thought = count_text(words)
+        if REDACTED_TRIGGER in prompt.last_user:
+            # Some thinking comes back encrypted; it is billed as output all the same.
+            content.append(redacted_block(seed))
+            thought += 64
     reply = make_reply(seed, prompt.last_user, max_tokens - thought, stops)
     text, tokens, clipped = fit(_formatted(body.get("output_config"), seed, reply.text),
                                 max_tokens - thought)

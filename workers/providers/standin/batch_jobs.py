@@ -118,6 +118,7 @@ def run_one(state: StandInState, family: str, custom_id: str, body: Any, key: st
         answer = responses_api.answer
     if not isinstance(body, dict):
         return Outcome(custom_id, status=400, message="the request body must be a JSON object")
+    state.record_body(family, body)  # as a single call's: tests read what a batch carried
     spec = state.model(body.get("model"), family)
     if spec is None:
         return Outcome(custom_id, status=404,

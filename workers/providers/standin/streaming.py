@@ -68,14 +68,19 @@ def anthropic_events(payload: dict[str, Any]) -> Iterator[tuple[bytes, str]]:
             opening: dict[str, Any] = {"type": "text", "text": ""}
         elif block["type"] == "thinking":
             opening = {"type": "thinking", "thinking": "", "signature": ""}
+        elif block["type"] == "redacted_thinking":
+            opening = dict(block)  # whole in its start event, as Anthropic sends it
         else:
             opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
         yield _sse({"type": "content_block_start", "index": i, "content_block": opening},
                    "content_block_start"), ""
-        if block["type"] == "thinking":
-            yield _sse({"type": "content_block_delta", "index": i,
-                        "delta": {"type": "thinking_delta", "thinking": block["thinking"]}},
-                       "content_block_delta"), ""
+        if block["type"] == "redacted_thinking":
+            pass
+        elif block["type"] == "thinking":
+            for piece in pieces(block["thinking"]):
+                yield _sse({"type": "content_block_delta", "index": i,
+                            "delta": {"type": "thinking_delta", "thinking": piece}},
+                           "content_block_delta"), piece
             yield _sse({"type": "content_block_delta", "index": i,
                         "delta": {"type": "signature_delta", "signature": block["signature"]}},
                        "content_block_delta"), ""
