@@ -20,7 +20,7 @@ def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None =
                     ) -> dict[str, Any]:
     """Keyword arguments for :class:`queues.producer.Gateway`: every lever configured."""
     sessions = sessions or ledger_sessions(settings)
-    levers: dict[str, Any] = {"scorer": _router(settings)}
+    levers: dict[str, Any] = {"scorer": _router(settings, sessions), "sessions": sessions}
     cache = _response_cache(settings)
     if cache is not None:
         levers["cache"] = cache
@@ -62,15 +62,22 @@ def _inflight(settings: Settings) -> Any:
     return inflight_for(settings.broker.url, settings.broker.key_prefix)
 
 
-def _router(settings: Settings) -> Any:
-    """Every feature's routing policy and router, loaded now rather than on a first request."""
+def _router(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Any:
+    """Every feature's routing policy and router, loaded now rather than on a first request;
+    with the quality floor's moves when a feature has a floor."""
     from scheduler.router.policy import RoutingPolicy, policy_from_dict
     from scheduler.router.registry import RouterSet
 
     r = settings.routing
     default = RoutingPolicy(router=r.default_router, artifact=r.router_artifact,
                             threshold=r.cheap_threshold)
-    routers = RouterSet([policy_from_dict(p) for p in r.policies], default=default)
+    moves = None
+    if sessions is not None and any(g.floor is not None
+                                    for g in settings.quality.features.values()):
+        from scheduler.quality_floor import MoveBook
+
+        moves = MoveBook(sessions)
+    routers = RouterSet([policy_from_dict(p) for p in r.policies], default=default, moves=moves)
     routers.warm()
     return routers
 

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from models.domain.request import TIER_POLICIES
 from models.domain.settings import Settings
 from queues.gc_freeze import freeze_once
-from queues.http import admin, chat, doors, embeddings
+from queues.http import admin, chat, doors, embeddings, feedback
 from queues.http.context import FrontDoor
 from queues.http.errors import Problem, error_response
 from queues.http.openapi import openapi_schema
@@ -69,6 +69,7 @@ def create_app(settings: Settings, *,
         Route("/v1/messages", doors.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", doors.count_tokens, methods=["POST"]),
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/v1/feedback", feedback.feedback, methods=["POST"]),
         Route("/v1/jobs/{job_id}", chat.get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}", chat.cancel_job, methods=["DELETE"]),
         Route("/v1/models", chat.list_models, methods=["GET"]),
