@@ -133,7 +133,7 @@ def request_keys(request: ChatRequest) -> list[tuple[str, str, str]]:
     budget of its own, and never takes room from the traffic it measures."""
     from models.domain.quality import PURPOSE_TAG, shadow_budget_key
 
-    if request.tags.get(PURPOSE_TAG, "serve") != "serve":
+    if (getattr(request, "tags", None) or {}).get(PURPOSE_TAG, "serve") != "serve":
         return [(request.org, "feature", shadow_budget_key(request.feature))]
     refs = []
     for scope in SCOPES:

@@ -97,6 +97,15 @@ def wilson(agree: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def pairs_to_clear(floor: float, confidence: float = 0.95) -> int:
+    """The fewest pairs whose lower bound can reach ``floor`` at all (every pair agreeing):
+    with fewer, even perfect agreement would move the feature, so the floor waits for them."""
+    if floor >= 1.0:
+        return 1 << 30
+    z2 = z_for(confidence) ** 2
+    return max(1, math.ceil(z2 * floor / (1.0 - floor) - 1e-9))
+
+
 @dataclass(frozen=True)
 class Move:
     """A change of a feature's routing threshold the floor decided, and why."""
@@ -116,7 +125,7 @@ def floor_move(feature: str, guard: FeatureQuality, *, agree: int, n: int, thres
     ``guard.max_threshold``; above ``guard.release`` it falls one step, never below ``base``
     (the operator's configured threshold). None: no move (too few pairs, or at a bound).
     """
-    if guard.floor is None or n < guard.min_pairs:
+    if guard.floor is None or n < max(guard.min_pairs, pairs_to_clear(guard.floor, confidence)):
         return None
     lo, hi = wilson(agree, n, confidence)
     what = f"agreement {agree}/{n}, {confidence:.0%} interval [{lo:.3f}, {hi:.3f}]"

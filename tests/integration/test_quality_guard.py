@@ -1,0 +1,158 @@
+"""The quality guard end to end on real workers: shadows on the async lane under their own
+budget, judged pairs, and the floor moving a feature whose cheap answers are wrong."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from models.db import audit, ledger
+from models.db import quality as repo
+from models.db.budgets import get_budget
+from models.db.engine import make_engine, session_factory
+from models.db.tables import JudgementRow, LedgerRow
+from models.domain.errors import ValidationError
+from models.domain.quality import PURPOSE_TAG, shadow_budget_key
+from tests.services import run_token
+
+pytestmark = pytest.mark.integration
+TOKEN = run_token()
+WRONG = f"sentiment-{TOKEN}"  # the cheap model answers this feature's prompts wrongly
+RIGHT = f"tagging-{TOKEN}"  # both tiers answer alike
+PRICEY = f"pricey-{TOKEN}"  # a shadow budget with room for a few shadows only
+PRICEY_BUDGET = Decimal("0.001")
+
+
+def _guard(**kw: Any) -> dict[str, Any]:
+    return {"shadow_cheap": 1.0, "shadow_flagship": 1.0, "judge": "exact", "floor": 0.6,
+            "release": 0.95, "min_pairs": 8, "step": 1.0, "shadow_budget_usd": "0.05", **kw}
+
+
+@pytest.fixture(scope="module")
+def quality_env(integration_env: dict[str, str]) -> dict[str, str]:
+    """The session's services, queues of its own, and three guarded features."""
+    features = {WRONG: _guard(), RIGHT: _guard(),
+                PRICEY: _guard(floor=None, shadow_budget_usd=str(PRICEY_BUDGET))}
+    policies = [{"feature": f, "threshold": 0.0} for f in (WRONG, RIGHT, PRICEY)]
+    return {**integration_env, "SLUICE_BROKER__KEY_PREFIX": f"sgq{TOKEN}:",
+            "SLUICE_QUALITY__FEATURES": json.dumps(features),
+            "SLUICE_ROUTING__POLICIES": json.dumps(policies)}
+
+
+@pytest.fixture(scope="module")
+def quality_gateway(quality_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Any]:
+    from models.domain.settings import load_settings
+    from queues.producer import connect
+    from tests.worker_proc import celery_worker
+
+    log = tmp_path_factory.mktemp("quality") / "worker.log"
+    with celery_worker(quality_env, log, queues="interactive.api,async.api",
+                       name=f"quality-{TOKEN}"):
+        gw = connect(load_settings(dict(quality_env)))
+        yield gw
+        gw.close()
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Iterator[Any]:
+    engine = make_engine(pg_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def ask(gw: Any, feature: str, text: str) -> Any:
+    return gw.complete({"request_id": f"q-{uuid.uuid4().hex}", "team": "catalog",
+                        "feature": feature, "max_tokens": 16, "cache": {"mode": "bypass"},
+                        "messages": [{"role": "user", "content": text}]}, timeout=60)
+
+
+def wait_for(check: Any, timeout: float = 90.0) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail("timed out waiting for the quality guard")
+
+
+def judged(sessions: Any, feature: str) -> int:
+    with sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(JudgementRow).where(
+            JudgementRow.feature == feature, JudgementRow.agree.is_not(None))) or 0)
+
+
+def test_wrong_cheap_answers_move_their_feature_to_the_flagship_and_the_other_stays(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    for i in range(10):
+        served = ask(gw, WRONG, f"Classify the sentiment of review {i}: "
+                                "[[answer: positive; gpt-4o-mini: negative]]")
+        assert (served.route.tier, served.text) == ("cheap", "negative")
+        same = ask(gw, RIGHT, f"Label the aisle of item {i}: [[answer: kitchen]]")
+        assert (same.route.tier, same.text) == ("cheap", "kitchen")
+    wait_for(lambda: judged(sessions, WRONG) >= 8 and judged(sessions, RIGHT) >= 8)
+    with sessions() as s:
+        lines = {(q.feature, q.tier): q for q in repo.quality_lines(s)}
+        move = wait_for(lambda: repo.last_move(s, WRONG))
+        assert repo.last_move(s, RIGHT) is None
+        entries = [e for e in audit.list_actions(s, action="routing.move") if e.target == WRONG]
+        shadows = s.execute(select(LedgerRow.lane, LedgerRow.model, LedgerRow.tier).where(
+            LedgerRow.feature == WRONG, LedgerRow.purpose == "shadow")).all()
+    assert lines[(WRONG, "cheap")].agree == 0 and lines[(RIGHT, "cheap")].agree >= 8
+    assert (move.direction, move.before, move.after) == ("flagship", 0.0, 1.0)
+    assert entries and entries[0].detail["after"] == 1.0
+    # Shadows answered on the async lane by the other tier.
+    assert shadows and {(lane, model) for lane, model, _ in shadows} == {("async", "gpt-4o")}
+    # The producer picks the move up (its move book re-reads every 2 s).
+    moved = wait_for(lambda: (lambda r: r if r.route.tier == "flagship" else None)(
+        ask(gw, WRONG, "Classify the sentiment of review 99: [[answer: positive]]")), 30)
+    assert moved.text == "positive"
+    assert ask(gw, RIGHT, "Label the aisle of item 99: [[answer: kitchen]]").route.tier == "cheap"
+
+
+def test_shadow_spend_stays_within_its_budget_and_is_never_savings(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    for i in range(12):
+        ask(gw, PRICEY, f"Describe item {i} of the catalogue in a few words please")
+    time.sleep(3)  # let queued shadows finish
+    with sessions() as s:
+        wait_for(lambda: s.scalar(select(func.count()).select_from(LedgerRow).where(
+            LedgerRow.feature == PRICEY, LedgerRow.purpose == "shadow",
+            LedgerRow.outcome == "running")) == 0, 30)
+        spent = s.scalar(select(func.coalesce(func.sum(LedgerRow.cost), 0)).where(
+            LedgerRow.feature == PRICEY, LedgerRow.purpose == "shadow"))
+        shadows = s.scalar(select(func.count()).select_from(LedgerRow).where(
+            LedgerRow.feature == PRICEY, LedgerRow.purpose == "shadow"))
+        budget = get_budget(s, "feature", shadow_budget_key(PRICEY), "daily")
+        by_purpose = {line.key: line for line in ledger.spend_lines(s, "purpose")}
+    assert budget is not None and budget.hard_limit == PRICEY_BUDGET
+    assert 0 < shadows < 12, "the budget let some shadows through and refused the rest"
+    assert Decimal(spent) <= PRICEY_BUDGET and budget.spent <= PRICEY_BUDGET
+    shadow = by_purpose[("shadow",)]
+    assert shadow.cost > 0 and shadow.saved == 0 and shadow.saved_by_routing == 0
+
+
+def test_feedback_joins_the_request_and_callers_cannot_claim_a_purpose(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    served = ask(gw, RIGHT, "Label the aisle of item 7: [[answer: kitchen]]")
+    assert gw.feedback({"team": "catalog", "request_id": served.request_id, "thumb": -1})
+    assert gw.feedback({"team": "catalog", "request_id": served.request_id,
+                        "metric": "clicked", "value": 1.0})
+    with sessions() as s:
+        counts = repo.feedback_counts(s)
+    assert counts[(RIGHT, "cheap")][1] >= 1
+    with pytest.raises(ValidationError, match="no answered request"):
+        gw.feedback({"team": "other-team", "request_id": served.request_id, "thumb": 1})
+    with pytest.raises(ValidationError, match="sluice.purpose"):
+        gw.submit({"team": "catalog", "feature": RIGHT, "tags": {PURPOSE_TAG: "shadow"},
+                   "messages": [{"role": "user", "content": "hi"}]})
