@@ -55,6 +55,9 @@ def _mount_subcommands() -> None:
     from ops.cli import audit as audit_cli
 
     app.command(name="audit")(audit_cli.audit)
+    from ops.cli import quality as quality_cli
+
+    app.add_typer(quality_cli.quality_app, name="quality")
 
 
 @app.command()

@@ -95,7 +95,10 @@ def test_wrong_cheap_answers_move_their_feature_to_the_flagship_and_the_other_st
     for i in range(10):
         served = ask(gw, WRONG, f"Classify the sentiment of review {i}: "
                                 "[[answer: positive; gpt-4o-mini: negative]]")
-        assert (served.route.tier, served.text) == ("cheap", "negative")
+        # Each answer is its tier's; the floor may move the feature before the loop ends.
+        assert (served.route.tier, served.text) in {("cheap", "negative"),
+                                                    ("flagship", "positive")}
+        assert i > 0 or served.route.tier == "cheap"
         same = ask(gw, RIGHT, f"Label the aisle of item {i}: [[answer: kitchen]]")
         assert (same.route.tier, same.text) == ("cheap", "kitchen")
     wait_for(lambda: judged(sessions, WRONG) >= 8 and judged(sessions, RIGHT) >= 8)
@@ -156,3 +159,36 @@ def test_feedback_joins_the_request_and_callers_cannot_claim_a_purpose(
     with pytest.raises(ValidationError, match="sluice.purpose"):
         gw.submit({"team": "catalog", "feature": RIGHT, "tags": {PURPOSE_TAG: "shadow"},
                    "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_quality_table_prometheus_and_revert(quality_gateway: Any, sessions: Any,
+                                             pg_url: str, quality_env: dict[str, str],
+                                             monkeypatch: Any) -> None:
+    from prometheus_client import generate_latest
+    from typer.testing import CliRunner
+
+    from ops.cli.quality import quality_app as app
+    from ops.metrics import build_registry
+
+    for name, value in quality_env.items():
+        monkeypatch.setenv(name, value)
+    wait_for(lambda: judged(sessions, WRONG) >= 8)
+    out = CliRunner().invoke(app, ["--json", "--url", pg_url])
+    assert out.exit_code == 0, out.output
+    rows = {(r["feature"], r["tier"]): r for r in json.loads(out.stdout)}
+    wrong = rows[(WRONG, "cheap")]
+    assert wrong["agreement"] < 0.5 and wrong["low"] < 0.6 == wrong["floor"]
+    assert rows[(RIGHT, "cheap")]["low"] >= 0.6
+    assert Decimal(wrong["saved_on_disagreement"]) > 0
+    text = generate_latest(build_registry(sessions)).decode()
+    assert f'sluice_quality_agreement_lower_bound{{feature="{RIGHT}",tier="cheap"}}' in text
+    reverted = CliRunner().invoke(app, ["revert", WRONG, "--reason", "test",
+                                        "--url", pg_url])
+    assert reverted.exit_code == 0, reverted.output
+    with sessions() as s:
+        last = repo.last_move(s, WRONG)
+        assert last is not None and (last.direction, last.after) == ("revert", 0.0)
+        assert [e for e in audit.list_actions(s, action="routing.revert") if e.target == WRONG]
+    back = wait_for(lambda: (lambda r: r if r.route.tier == "cheap" else None)(
+        ask(quality_gateway, WRONG, "Classify review 100: [[answer: positive]]")), 30)
+    assert back.route.tier == "cheap"
