@@ -28,6 +28,7 @@ WRONG = f"sentiment-{TOKEN}"  # the cheap model answers this feature's prompts w
 RIGHT = f"tagging-{TOKEN}"  # both tiers answer alike
 PRICEY = f"pricey-{TOKEN}"  # a shadow budget with room for a few shadows only
 PRICEY_BUDGET = Decimal("0.001")
+JUDGED = f"faq-{TOKEN}"  # an LLM judge; its shadows and judge calls go through the Batch API
 
 
 def _guard(**kw: Any) -> dict[str, Any]:
@@ -39,9 +40,13 @@ def _guard(**kw: Any) -> dict[str, Any]:
 def quality_env(integration_env: dict[str, str]) -> dict[str, str]:
     """The session's services, queues of its own, and three guarded features."""
     features = {WRONG: _guard(), RIGHT: _guard(),
-                PRICEY: _guard(floor=None, shadow_budget_usd=str(PRICEY_BUDGET))}
-    policies = [{"feature": f, "threshold": 0.0} for f in (WRONG, RIGHT, PRICEY)]
+                PRICEY: _guard(floor=None, shadow_budget_usd=str(PRICEY_BUDGET)),
+                JUDGED: _guard(floor=None, judge="llm", shadow_flagship=0.0)}
+    policies = [{"feature": f, "threshold": 0.0} for f in (WRONG, RIGHT, PRICEY, JUDGED)]
     return {**integration_env, "SLUICE_BROKER__KEY_PREFIX": f"sgq{TOKEN}:",
+            "SLUICE_BATCH__FEATURES": json.dumps([JUDGED]),
+            "SLUICE_BATCH__POLL_INTERVAL_S": "0.05",
+            "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "100",
             "SLUICE_QUALITY__FEATURES": json.dumps(features),
             "SLUICE_ROUTING__POLICIES": json.dumps(policies)}
 
@@ -192,3 +197,26 @@ def test_quality_table_prometheus_and_revert(quality_gateway: Any, sessions: Any
     back = wait_for(lambda: (lambda r: r if r.route.tier == "cheap" else None)(
         ask(quality_gateway, WRONG, "Classify review 100: [[answer: positive]]")), 30)
     assert back.route.tier == "cheap"
+
+
+def test_llm_judge_votes_in_both_orders_through_the_batch_api(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    same = [ask(gw, JUDGED, f"Which aisle is item {i} in? [[answer: kitchen and dining]]")
+            for i in range(2)]
+    wrong = ask(gw, JUDGED, "What colour is the kettle? [[answer: the kettle is blue; "
+                            "gpt-4o-mini: bananas are rich in potassium]]")
+    ids = [r.request_id for r in (*same, wrong)]
+    wait_for(lambda: judged(sessions, JUDGED) >= 3, 120)
+    with sessions() as s:
+        rows = {j.request_id: j for j in s.scalars(select(JudgementRow).where(
+            JudgementRow.feature == JUDGED))}
+        spent = s.execute(select(LedgerRow.purpose, LedgerRow.batch, LedgerRow.model).where(
+            LedgerRow.feature == JUDGED, LedgerRow.purpose != "serve")).all()
+    assert [rows[i].agree for i in ids] == [True, True, False]
+    assert all(rows[i].vote_first is not None and rows[i].vote_second is not None for i in ids)
+    assert all(rows[i].judge == "llm" and rows[i].judge_cost > 0 for i in ids)
+    assert sorted(p for p, _, _ in spent) == ["judge"] * 6 + ["shadow"] * 3
+    # Shadows and judge calls went through the provider Batch API (50 % off), on the async lane.
+    assert all(batch for _, batch, _ in spent)
+    assert {m for p, _, m in spent if p == "judge"} == {"gpt-4o-mini"}
