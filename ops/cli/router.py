@@ -103,6 +103,9 @@ def eval_(
     out: Annotated[Path, typer.Option(help="Folder for router_eval.png/.json/.md.")]
     = Path(".sluice/router-eval"),
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    scores_out: Annotated[Optional[Path], typer.Option(
+        "--scores-out", help="Write every prompt's out-of-fold score here (JSON lines).")]
+    = None,
 ) -> None:
     """Quality against strong-call share, APGR, CPT(50/80%) and the share for 95 % of strong."""
     from models.domain.errors import SluiceError
@@ -124,6 +127,12 @@ def eval_(
     png = report.plot(results, out / "router_eval.png")
     js = report.write_json(results, out / "router_eval.json", meta)
     (out / "router_eval.md").write_text(report.markdown(results) + "\n")
+    if scores_out is not None:
+        from ops.router.evaluation import write_scores
+
+        written = write_scores(results, scores_out)
+        if not as_json:
+            console.print(f"scores: {scores_out} ({written} lines)")
     if as_json:
         console.print_json(js.read_text())
         return
