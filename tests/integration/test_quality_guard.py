@@ -220,3 +220,33 @@ def test_llm_judge_votes_in_both_orders_through_the_batch_api(
     # Shadows and judge calls went through the provider Batch API (50 % off), on the async lane.
     assert all(batch for _, batch, _ in spent)
     assert {m for p, _, m in spent if p == "judge"} == {"gpt-4o-mini"}
+
+
+def test_advisor_batch_estimate_matches_a_replay_with_the_lever_applied(
+        quality_gateway: Any, sessions: Any) -> None:
+    from datetime import datetime, timezone
+
+    from models.domain.catalogue import load_catalogue
+    from ops.advise import advise
+
+    feature = f"adv-{TOKEN}"
+    started = datetime.now(timezone.utc)
+    prompts = [f"Write a short description of product {i} for the catalogue" for i in range(8)]
+
+    def send(batch: bool) -> Decimal:
+        handles = [quality_gateway.submit({
+            "team": "catalog", "feature": feature, "lane": "async", "model": "cheap",
+            "max_tokens": 60, "cache": {"mode": "bypass"},
+            "tags": {"batch": "true" if batch else "false"},
+            "messages": [{"role": "user", "content": p}]}) for p in prompts]
+        return sum((h.result(timeout=120).cost for h in handles), Decimal(0))
+
+    paid = send(batch=False)
+    with sessions() as s:
+        lines = [a for a in advise(s, load_catalogue(), since=started, feature=feature)
+                 if a.lever == "batch-api"]
+    assert lines, "async traffic off the Batch API must be advised"
+    replayed = send(batch=True)  # the same trace with the lever applied
+    actual = paid - replayed
+    assert actual > 0
+    assert abs(lines[0].window_saving - actual) <= Decimal("0.10") * actual
