@@ -41,8 +41,8 @@ def decide(session: Session, row_id: int, *, agree: bool, score: float, detail: 
     return bool(res.rowcount)
 
 
-def recent_agreement(session: Session, feature: str, *, after_id: int = 0, since: datetime | None = None,
-                     limit: int = 200) -> tuple[int, int]:
+def recent_agreement(session: Session, feature: str, *, after_id: int = 0,
+                     since: datetime | None = None, limit: int = 200) -> tuple[int, int]:
     """(agreeing, judged) of ``feature``'s newest ``limit`` decided pairs after judgement
     ``after_id`` (and ``since``), both directions of shadowing together."""
     stmt = select(JudgementRow.agree).where(JudgementRow.feature == feature,

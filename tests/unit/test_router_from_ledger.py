@@ -54,7 +54,8 @@ def test_judged_pairs_and_feedback_become_examples(tmp_path: Path) -> None:
         examples = ledger_examples(s, ["faq"])
     engine.dispose()
     assert len(examples) == 21
-    assert examples[0].prompt.startswith("Prove that") and examples[-1].prompt == "Rephrase: red cup"
+    assert examples[0].prompt.startswith("Prove that")
+    assert examples[-1].prompt == "Rephrase: red cup"
     assert {e.strong for e in examples} == {1.0} and examples[-1].weak == 1.0
     assert last_user("system: x\nuser: a\nassistant: b\nuser: c") == "c"
 
