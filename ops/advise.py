@@ -33,12 +33,15 @@ class Advice:
     #: Saved over the window read (the ledger's own figures with the lever applied).
     window_saving: Decimal
     monthly: Decimal
+    #: model-price: the model it proposes.
+    model: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """JSON-safe form (money as strings)."""
         return {"feature": self.feature, "lever": self.lever, "action": self.action,
                 "assumption": self.assumption, "window_saving": str(self.window_saving),
-                "monthly_usd": str(self.monthly)}
+                "monthly_usd": str(self.monthly),
+                **({"model": self.model} if self.model else {})}
 
 
 def advise(session: Session, catalogue: Catalogue, *, since: datetime,
@@ -51,7 +54,7 @@ def advise(session: Session, catalogue: Catalogue, *, since: datetime,
     found = [*_batch(rows, catalogue), *_volatile_prefix(rows, catalogue),
              *_model_prices(rows, catalogue), *_flagship_share(session, since, feature)]
     out = [Advice(a.feature, a.lever, a.action, a.assumption, a.window_saving,
-                  (a.window_saving * scale).quantize(Decimal("0.01")))
+                  (a.window_saving * scale).quantize(Decimal("0.01")), a.model)
            for a in found if a.window_saving > 0]
     return sorted(out, key=lambda a: (-a.monthly, a.feature, a.lever))
 
@@ -120,8 +123,11 @@ def _model_prices(rows: list[LedgerRow], catalogue: Catalogue) -> list[Advice]:
         spec = _spec(catalogue, model)
         if spec is None:
             continue
+        # A reasoning model bills thinking the current model's ledger rows cannot foresee:
+        # it is never proposed for a model that does not reason.
         peers = [m for m in catalogue.models.values() if m.tier == spec.tier and m.kind == "chat"
-                 and m.name != model and m.backend == spec.backend]
+                 and m.name != model and m.backend == spec.backend
+                 and (spec.can("reasoning") or not m.can("reasoning"))]
         paid = sum((r.cost for r in group), Decimal(0))
         best, best_cost = None, paid
         for peer in peers:
@@ -135,8 +141,9 @@ def _model_prices(rows: list[LedgerRow], catalogue: Catalogue) -> list[Advice]:
                               f"{best.name} instead of {model} at catalogue version "
                               f"{catalogue.version}",
                               "the same tokens at the other model's list price, no prompt "
-                              "caching (quality not compared: shadow it first)",
-                              paid - best_cost, Decimal(0)))
+                              "caching, reasoning models left out (quality not compared: "
+                              "shadow it first)",
+                              paid - best_cost, Decimal(0), best.name))
     return out
 
 

@@ -250,3 +250,54 @@ def test_advisor_batch_estimate_matches_a_replay_with_the_lever_applied(
     actual = paid - replayed
     assert actual > 0
     assert abs(lines[0].window_saving - actual) <= Decimal("0.10") * actual
+
+
+def test_advisor_top_line_on_the_shipped_trace_is_the_lever_the_replay_shows_worth_most(
+        quality_gateway: Any, sessions: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from models.domain.catalogue import load_catalogue
+    from ops.advise import advise
+    from ops.replay.trace import load_trace
+
+    trace = load_trace(Path(__file__).resolve().parents[2] / "ops/traces/product_descriptions.jsonl")
+    salt = uuid.uuid4().hex[:8]
+
+    def run(items: list[tuple[int, dict[str, Any]]], shape: Any) -> dict[int, Any]:
+        def one(item: tuple[int, dict[str, Any]]) -> tuple[int, Any]:
+            i, data = item
+            req = {**shape(i, data), "request_id": f"tr-{salt}-{uuid.uuid4().hex[:12]}",
+                   "cache": {"mode": "bypass"}}
+            return i, quality_gateway.submit(req).result(timeout=300)
+        with ThreadPoolExecutor(16) as pool:
+            return dict(pool.map(one, items))
+
+    started = datetime.now(timezone.utc)
+    first = run(list(enumerate(trace)), lambda i, d: {**d, "tags": {"batch": "false"}})
+    with sessions() as s:
+        lines = [a for a in advise(s, load_catalogue(), since=started)
+                 if a.feature in {d["feature"] for d in trace}]
+    assert len(lines) >= 2, lines
+
+    def realized(advice: Any) -> Decimal:
+        mine = [(i, d) for i, d in enumerate(trace) if d["feature"] == advice.feature]
+        if advice.lever == "batch-api":
+            shape = (lambda i, d: {**d, "tags": {"batch": "true"}})
+        elif advice.lever == "model-price":
+            tier = next(first[i].route.tier for i, _ in mine)
+            shape = (lambda i, d: {**d, "tags": {"batch": "false"},
+                                   "model": advice.model if first[i].route.tier == tier
+                                   else first[i].route.tier})
+        else:
+            pytest.skip(f"no replay for lever {advice.lever}")
+        after = run(mine, shape)
+        return sum((first[i].cost - after[i].cost for i, _ in mine), Decimal(0))
+
+    top, second = lines[0], lines[1]
+    saved = {0: realized(top), 1: realized(second)}
+    assert saved[0] >= saved[1], (top, second, saved)
+    for k, advice in ((0, top), (1, second)):
+        if advice.lever == "batch-api":
+            assert abs(advice.window_saving - saved[k]) <= Decimal("0.10") * saved[k]
