@@ -262,7 +262,8 @@ def test_advisor_top_line_on_the_shipped_trace_is_the_lever_the_replay_shows_wor
     from ops.advise import advise
     from ops.replay.trace import load_trace
 
-    trace = load_trace(Path(__file__).resolve().parents[2] / "ops/traces/product_descriptions.jsonl")
+    root = Path(__file__).resolve().parents[2]
+    trace = load_trace(root / "ops/traces/product_descriptions.jsonl")
     salt = uuid.uuid4().hex[:8]
 
     def run(items: list[tuple[int, dict[str, Any]]], shape: Any) -> dict[int, Any]:
@@ -283,15 +284,17 @@ def test_advisor_top_line_on_the_shipped_trace_is_the_lever_the_replay_shows_wor
 
     def realized(advice: Any) -> Decimal:
         mine = [(i, d) for i, d in enumerate(trace) if d["feature"] == advice.feature]
-        if advice.lever == "batch-api":
-            shape = (lambda i, d: {**d, "tags": {"batch": "true"}})
-        elif advice.lever == "model-price":
-            tier = next(first[i].route.tier for i, _ in mine)
-            shape = (lambda i, d: {**d, "tags": {"batch": "false"},
-                                   "model": advice.model if first[i].route.tier == tier
-                                   else first[i].route.tier})
-        else:
-            pytest.skip(f"no replay for lever {advice.lever}")
+        tier = load_catalogue().get(advice.model).tier if advice.model else ""
+
+        def shape(i: int, d: dict[str, Any]) -> dict[str, Any]:
+            if advice.lever == "batch-api":
+                return {**d, "tags": {"batch": "true"}}
+            routed = first[i].route.tier
+            return {**d, "tags": {"batch": "false"},
+                    "model": advice.model if routed == tier else routed}
+
+        if advice.lever not in ("batch-api", "model-price"):
+            pytest.fail(f"no replay for lever {advice.lever}")
         after = run(mine, shape)
         return sum((first[i].cost - after[i].cost for i, _ in mine), Decimal(0))
 
