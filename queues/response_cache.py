@@ -81,6 +81,9 @@ class ResponseCacheBase(ABC):
         self.counters: Counter[str] = Counter()
         self._count_lock = threading.Lock()
         self._models: dict[tuple[str, str], str] = {}
+        #: The quality floor's moves (scheduler.quality_floor.MoveBook), or None: a feature's
+        #: ``auto`` answers routed before a move must not answer after it.
+        self.moves: Any = None
         self._down_until = 0.0
         self._failures = 0
 
@@ -166,6 +169,10 @@ class ResponseCacheBase(ABC):
             model = model_fingerprint(request.model, self.routing, request.feature,
                                       artifact_version)
             self._models[(request.model, request.feature)] = model
+        if self.moves is not None and request.model == "auto":
+            moved = self.moves.thresholds().get(request.feature)
+            if moved is not None:
+                model = f"{model}#moved={moved:.6f}"
         # Similar is not the same for a tool's output ("12.50" and "13.50" embed alike): a turn
         # that ends with a tool result is matched exactly, never semantically.
         semantic = policy.policy.semantic and request.messages[-1].role == "user"

@@ -23,6 +23,7 @@ def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None =
     levers: dict[str, Any] = {"scorer": _router(settings, sessions), "sessions": sessions}
     cache = _response_cache(settings)
     if cache is not None:
+        cache.moves = levers["scorer"].moves
         levers["cache"] = cache
         from queues.cache_hits import CacheHitRecorder
 
@@ -38,6 +39,7 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
     levers: dict[str, Any] = {}
     cache = _response_cache(settings)
     if cache is not None:
+        cache.moves = _moves(settings, sessions)  # stores under the key producers look up
         levers["cache"] = cache
     admission = _budgets(settings, sessions).get("admission")
     if admission is not None:
@@ -71,15 +73,19 @@ def _router(settings: Settings, sessions: sessionmaker[Session] | None = None) -
     r = settings.routing
     default = RoutingPolicy(router=r.default_router, artifact=r.router_artifact,
                             threshold=r.cheap_threshold)
-    moves = None
-    if sessions is not None and any(g.floor is not None
-                                    for g in settings.quality.features.values()):
-        from scheduler.quality_floor import MoveBook
-
-        moves = MoveBook(sessions)
+    moves = None if sessions is None else _moves(settings, sessions)
     routers = RouterSet([policy_from_dict(p) for p in r.policies], default=default, moves=moves)
     routers.warm()
     return routers
+
+
+def _moves(settings: Settings, sessions: sessionmaker[Session]) -> Any:
+    """The quality floor's routing moves when a feature has a floor, else None."""
+    if not any(g.floor is not None for g in settings.quality.features.values()):
+        return None
+    from scheduler.quality_floor import MoveBook
+
+    return MoveBook(sessions)
 
 
 def _response_cache(settings: Settings) -> Any:

@@ -127,3 +127,26 @@ def test_the_standin_answers_scripted_prompts_per_model() -> None:
     assert scripted("gpt-4o-mini", prompt) == "negative"
     assert scripted("gpt-4o", prompt) == "positive"
     assert scripted("gpt-4o", "no script here") is None
+
+
+def test_a_routing_move_changes_the_cache_key_of_auto_only() -> None:
+    from models.domain.request import parse_request
+    from models.domain.settings import load_settings
+    from queues.memory_cache import MemoryResponseCache
+
+    class Moves:
+        moved: dict[str, float] = {}
+
+        def thresholds(self) -> dict[str, float]:
+            return self.moved
+
+    cache = MemoryResponseCache(load_settings({}))
+    cache.moves = Moves()
+    auto = parse_request({"team": "t", "feature": "f", "messages": [
+        {"role": "user", "content": "Classify: great mug"}]})
+    named = auto.model_copy(update={"model": "gpt-4o"})
+    before = (cache.key(auto).id, cache.key(named).id)
+    Moves.moved = {"f": 1.0}
+    # Cheap answers cached before the floor moved the feature must not answer after it.
+    assert cache.key(auto).id != before[0]
+    assert cache.key(named).id == before[1]
