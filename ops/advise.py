@@ -51,7 +51,7 @@ def advise(session: Session, catalogue: Catalogue, *, since: datetime,
     days = Decimal(max((now - since).total_seconds(), 3600.0)) / Decimal(86400)
     scale = _MONTH / days
     rows = list(_rows(session, since, feature))
-    found = [*_batch(rows, catalogue), *_volatile_prefix(rows, catalogue),
+    found = [*_batch(rows, catalogue), *_volatile_prefix(rows, catalogue), *_repeats(rows),
              *_model_prices(rows, catalogue), *_flagship_share(session, since, feature)]
     out = [Advice(a.feature, a.lever, a.action, a.assumption, a.window_saving,
                   (a.window_saving * scale).quantize(Decimal("0.01")), a.model)
@@ -111,6 +111,27 @@ def _volatile_prefix(rows: list[LedgerRow], catalogue: Catalogue) -> list[Advice
                    "the static prefix then reads from the provider's prompt cache at the "
                    "cache-read price (upper bound: the whole prompt counted as prefix)", v,
                    Decimal(0)) for f, v in saved.items()]
+
+
+def _repeats(rows: list[LedgerRow]) -> list[Advice]:
+    """Prompts answered again in full that an earlier row of the feature had answered already
+    (identical prompt hash and model): the response cache missed them (off, bypassed, or
+    expired)."""
+    seen: set[tuple[str, str, str]] = set()
+    saved: dict[str, Decimal] = defaultdict(Decimal)
+    count: dict[str, int] = defaultdict(int)
+    for r in sorted(rows, key=lambda r: r.id or 0):
+        if not r.prompt_hash:
+            continue
+        key = (r.feature, r.model, r.prompt_hash)
+        if key in seen and not r.cache_hit:
+            saved[r.feature] += r.cost
+            count[r.feature] += 1
+        seen.add(key)
+    return [Advice(f, "response-cache", f"answer its {count[f]} exact repeats from the response "
+                   "cache (check SLUICE_CACHE__FEATURES: its TTL, and callers' cache mode)",
+                   "every repeat of a prompt already answered on the same model is a $0 hit",
+                   v, Decimal(0)) for f, v in saved.items()]
 
 
 def _model_prices(rows: list[LedgerRow], catalogue: Catalogue) -> list[Advice]:

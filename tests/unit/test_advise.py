@@ -38,6 +38,7 @@ def test_each_lever_is_estimated_from_the_ledger_and_ranked(tmp_path: Path) -> N
     with session_factory(engine)() as s:
         s.add_all([_row(i, lane="async") for i in range(4)])
         s.add_all([_row(10 + i, volatile_prefix=True) for i in range(2)])
+        s.add_all([_row(60 + i, prompt_hash="h" * 64) for i in range(3)])
         s.add_all([_row(20 + i, model="gpt-4o") for i in range(40)])
         s.add_all([JudgementRow(request_id=f"r{20 + i}", created_at=NOW - timedelta(days=1),
                                 team="t", feature="shop", served_tier="flagship",
@@ -50,9 +51,10 @@ def test_each_lever_is_estimated_from_the_ledger_and_ranked(tmp_path: Path) -> N
         warnings = budget_warnings(s, now=NOW)
     engine.dispose()
     by = {a.lever: a for a in lines}
-    assert {"batch-api", "stable-prefix", "flagship-share"} <= set(by)
+    assert {"batch-api", "stable-prefix", "flagship-share", "response-cache"} <= set(by)
     one = cost_of(Usage(input_uncached=2000, output=300), CAT.get("gpt-4o-mini"))
     assert by["batch-api"].window_saving == 4 * one / 2  # the batch discount, exactly
+    assert by["response-cache"].window_saving == 2 * one  # the two repeats, not the first
     assert by["batch-api"].monthly == (4 * one / 2).quantize(Decimal("0.01"))
     assert by["flagship-share"].window_saving > 0 and "40/40" in by["flagship-share"].action
     assert [a.monthly for a in lines] == sorted((a.monthly for a in lines), reverse=True)
