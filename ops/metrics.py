@@ -37,6 +37,8 @@ class Snapshot:
     shed: dict[str, int] | None = None
     up: dict[str, bool] = field(default_factory=dict)
     seconds: float = 0.0
+    #: ops.quality rows (judged agreement per feature and tier); None: not read.
+    quality: list[Any] | None = None
 
 
 class SluiceCollector(Collector):
@@ -72,6 +74,7 @@ class SluiceCollector(Collector):
         yield from _latency_families(snap)
         yield from _budget_families(snap)
         yield from _queue_families(snap)
+        yield from _quality_families(snap)
         up = GaugeMetricFamily("sluice_metrics_source_up", "1 when the source answered the "
                                "last scrape", labels=["source"])
         for source, ok in sorted(snap.up.items()):
@@ -99,6 +102,7 @@ def read_snapshot(sessions: Callable[[], Any], app: Any = None,
     except SQLAlchemyError:
         snap.up["ledger"] = False
     snap.budgets, snap.pauses, snap.up["budgets"] = _read_budgets(sessions)
+    snap.quality, snap.up["quality"] = _read_quality(sessions)
     if app is not None:
         snap.depths, snap.up["broker"] = read_depths(app)
     if shed is not None:
@@ -110,6 +114,41 @@ def read_snapshot(sessions: Callable[[], Any], app: Any = None,
             snap.up["shed_tally"] = True
     snap.seconds = time.perf_counter() - began
     return snap
+
+
+def _read_quality(sessions: Callable[[], Any]) -> tuple[list[Any] | None, bool]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.domain.settings import load_settings
+    from ops.quality import quality_rows
+
+    try:
+        with sessions() as s:
+            return quality_rows(s, load_settings()), True
+    except SQLAlchemyError:
+        return None, False
+
+
+def _quality_families(snap: Snapshot) -> Iterator[Any]:
+    """Judged pairs, agreement and its lower bound per feature and served tier."""
+    if not snap.quality:
+        return
+    labels = ["feature", "tier"]
+    judged = CounterMetricFamily("sluice_quality_judged_pairs", "Shadow pairs judged",
+                                 labels=labels)
+    agree = GaugeMetricFamily("sluice_quality_agreement", "Share of judged pairs that agreed",
+                              labels=labels)
+    low = GaugeMetricFamily("sluice_quality_agreement_lower_bound", "Lower bound of the "
+                            "agreement's Wilson interval (the floor compares it)", labels=labels)
+    saved = CounterMetricFamily("sluice_quality_saved_usd", "USD routing saved on judged "
+                                "pairs", labels=labels)
+    for r in snap.quality:
+        key = [r.feature, r.tier]
+        judged.add_metric(key, float(r.judged))
+        agree.add_metric(key, r.agreement)
+        low.add_metric(key, r.low)
+        saved.add_metric(key, float(r.saved))
+    yield from (judged, agree, low, saved)
 
 
 def read_depths(app: Any) -> tuple[dict[str, int | None], bool]:

@@ -33,10 +33,16 @@ class Envelope(BaseModel):
     #: not on the request: workers of the previous release ignore unknown envelope fields
     #: (and answer whole), where they refuse unknown request fields.
     stream: bool = False
+    #: The quality guard's pair this request belongs to (workers/shadow.py): a shadow carries
+    #: the served answer it is judged against, a judge call its vote's position. None: a
+    #: caller's request. Held in flight only, never stored.
+    pair: dict[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe form for the broker."""
         message = self.model_dump(mode="json")
+        if message.get("pair") is None:
+            message.pop("pair", None)
         # Workers of the previous release refuse unknown request fields: a field they do not
         # know is left out while unset, so a rolling deploy can put workers last.
         req = message["request"]

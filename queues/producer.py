@@ -18,6 +18,7 @@ from models.domain.charges import reach_worst_case, reachable
 from models.domain.errors import BrokerError, ConfigError, QueuePaused, ValidationError
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
+from models.domain.quality import PURPOSE_TAG
 from models.domain.settings import Settings
 from models.domain.tokens import prompt_count
 from queues.app import create_app
@@ -41,8 +42,10 @@ class Gateway:
                  admission: Admission | None = None, cache: ResponseCache | None = None,
                  pauses: PauseBook | None = None, cache_hit_sink: Any = None,
                  inflight: Inflight | None = None, cancels: CancelMarks | None = None,
-                 ladders: Any = None) -> None:
+                 ladders: Any = None, sessions: Any = None) -> None:
         self.settings = settings
+        #: The ledger's session factory (feedback is stored there); None: no feedback.
+        self.sessions = sessions
         #: Where callers cancel queued async requests (queues.cancel); None: not possible.
         self.cancels = cancels
         #: Records each message until its ledger row is final (re-sends what a broker lost).
@@ -69,6 +72,9 @@ class Gateway:
         BrokerError before anything is enqueued.
         """
         request = parse_request(data)
+        if PURPOSE_TAG in request.tags:
+            raise ValidationError(f"the tag {PURPOSE_TAG!r} is sluicegate's own (it marks shadow "
+                                  "and judge requests): remove it", field="tags")
         if self.cache is not None and request.cache.mode == "use":
             hit = self.cache.lookup(request)
             if hit is not None:
@@ -161,6 +167,14 @@ class Gateway:
         from queues.embeddings import submit_embedding
 
         return submit_embedding(self, data, admit=admit)
+
+    def feedback(self, data: Any) -> bool:
+        """Attach an outcome to an answered request (``{"team", "request_id", "thumb": 1|-1,
+        "metric", "value"}``); it joins the judged pairs of ``sluice quality``. True when
+        recorded; raises ValidationError for bad input or a request id this team never sent."""
+        from queues.feedback import record
+
+        return record(self, data)
 
     def _send(self, envelope: Envelope) -> Any:
         lane = self.settings.lanes.get(envelope.route.lane)

@@ -20,9 +20,10 @@ def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None =
                     ) -> dict[str, Any]:
     """Keyword arguments for :class:`queues.producer.Gateway`: every lever configured."""
     sessions = sessions or ledger_sessions(settings)
-    levers: dict[str, Any] = {"scorer": _router(settings)}
+    levers: dict[str, Any] = {"scorer": _router(settings, sessions), "sessions": sessions}
     cache = _response_cache(settings)
     if cache is not None:
+        cache.moves = levers["scorer"].moves
         levers["cache"] = cache
         from queues.cache_hits import CacheHitRecorder
 
@@ -46,6 +47,7 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
     levers: dict[str, Any] = {}
     cache = _response_cache(settings)
     if cache is not None:
+        cache.moves = _moves(settings, sessions)  # stores under the key producers look up
         levers["cache"] = cache
     admission = _budgets(settings, sessions).get("admission")
     if admission is not None:
@@ -70,17 +72,28 @@ def _inflight(settings: Settings) -> Any:
     return inflight_for(settings.broker.url, settings.broker.key_prefix)
 
 
-def _router(settings: Settings) -> Any:
-    """Every feature's routing policy and router, loaded now rather than on a first request."""
+def _router(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Any:
+    """Every feature's routing policy and router, loaded now rather than on a first request;
+    with the quality floor's moves when a feature has a floor."""
     from scheduler.router.policy import RoutingPolicy, policy_from_dict
     from scheduler.router.registry import RouterSet
 
     r = settings.routing
     default = RoutingPolicy(router=r.default_router, artifact=r.router_artifact,
                             threshold=r.cheap_threshold)
-    routers = RouterSet([policy_from_dict(p) for p in r.policies], default=default)
+    moves = None if sessions is None else _moves(settings, sessions)
+    routers = RouterSet([policy_from_dict(p) for p in r.policies], default=default, moves=moves)
     routers.warm()
     return routers
+
+
+def _moves(settings: Settings, sessions: sessionmaker[Session]) -> Any:
+    """The quality floor's routing moves when a feature has a floor, else None."""
+    if not any(g.floor is not None for g in settings.quality.features.values()):
+        return None
+    from scheduler.quality_floor import MoveBook
+
+    return MoveBook(sessions)
 
 
 def _response_cache(settings: Settings) -> Any:

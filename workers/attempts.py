@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models.db import attempts, ledger
+from models.domain.quality import PURPOSE_TAG
 from models.domain.catalogue import ModelSpec
 from models.domain.charges import estimate, outcome_of
 from models.domain.cost import prompt_for, worst_case_cost
@@ -276,4 +277,6 @@ def _scopes(row: dict[str, Any]) -> Any:
     the outbox replays rows, not requests."""
     return SimpleNamespace(org=row.get("org", "default"), lane=row.get("lane"),
                            team=row.get("team"), feature=row.get("feature"),
-                           user=row.get("user"))
+                           user=row.get("user"),
+                           # A shadow's or judge's row settles on the shadow budget only.
+                           tags={PURPOSE_TAG: row.get("purpose", "serve")})

@@ -37,6 +37,7 @@ from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
 from workers.redelivery import AnswerStash, duplicate, keep, kept, release_copy
 from workers.runtime import WorkerRuntime
+from workers.shadow import after_answer
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,9 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         answer["batch"] = True  # so a run that adopts this answer bills it at the batch price
     keep(stash, answer, env, final)
     _bill(rt, env, result, batch=batch, reservation_id=env.reservation_id, final=final)
+    # The quality guard: shadow this answer, or judge this shadow (off the caller's path:
+    # the answer is billed; what follows goes to the async lane).
+    after_answer(rt, env, result)
     return answer
 
 

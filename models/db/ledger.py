@@ -46,7 +46,15 @@ def row_from_result(request: ChatRequest, result: ChatResult, *, outcome: str = 
         "latency_ms": result.timings.total_ms, "queued_ms": result.timings.queued_ms,
         "provider_ms": result.timings.provider_ms, "prompt_hash": prompt_hash,
         "deployment": result.deployment,
+        "purpose": purpose_of(request),
     }
+
+
+def purpose_of(request: ChatRequest) -> str:
+    """``serve``, or ``shadow``/``judge`` for the quality guard's own requests (workers.shadow)."""
+    from models.domain.quality import PURPOSE_TAG
+
+    return request.tags.get(PURPOSE_TAG, "serve")
 
 
 def record(session: Session, row: dict[str, Any]) -> bool:
@@ -161,7 +169,8 @@ _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerR
            "kind": LedgerRow.kind, "task_type": LedgerRow.task_type, "rung": LedgerRow.rung,
            # Rows from before deployments (and cache hits) went through their provider.
            "deployment": case((LedgerRow.deployment == "", LedgerRow.provider),
-                              else_=LedgerRow.deployment)}
+                              else_=LedgerRow.deployment),
+           "purpose": LedgerRow.purpose}
 
 
 def spend_by(session: Session, *groups: str, since: datetime | None = None,
@@ -280,12 +289,17 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
     tokens_in = (LedgerRow.input_uncached + LedgerRow.cache_read + LedgerRow.cache_write_5m
                  + LedgerRow.cache_write_1h)
     hit_base = case((LedgerRow.outcome == "cache_hit", LedgerRow.baseline_cost), else_=None)
+    # Shadow and judge rows are spend, never savings: their baseline and list price are what
+    # they cost (workers.shadow; the quality guard's measurements, not routed traffic).
+    serving = LedgerRow.purpose == "serve"
+    baseline = case((serving, LedgerRow.baseline_cost), else_=LedgerRow.cost)
+    listed = case((serving, LedgerRow.list_cost), else_=LedgerRow.cost)
     stmt = select(*cols, func.count(), func.sum(func.cast(LedgerRow.cache_hit, _int_type())),
                   func.coalesce(func.sum(LedgerRow.cost), 0),
-                  func.coalesce(func.sum(LedgerRow.baseline_cost), 0),
+                  func.coalesce(func.sum(baseline), 0),
                   func.coalesce(func.sum(tokens_in), 0),
                   func.coalesce(func.sum(LedgerRow.output), 0),
-                  func.coalesce(func.sum(LedgerRow.list_cost), 0),
+                  func.coalesce(func.sum(listed), 0),
                   func.coalesce(func.sum(hit_base), 0),
                   func.coalesce(func.sum(LedgerRow.cache_read), 0),
                   func.sum(func.cast(LedgerRow.volatile_prefix, _int_type())),

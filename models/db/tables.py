@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, Numeric, String
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, Index, Integer, Numeric, String,
+                        UniqueConstraint)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -101,8 +102,92 @@ class LedgerRow(Base):
     #: deployments, and cache hits: ``sluice spend --by deployment`` shows the provider then.
     deployment: Mapped[str] = mapped_column(String(64), nullable=False, default="",
                                             server_default="")
+    #: ``serve`` (the caller's answer), ``shadow`` (the other tier's, for judging) or
+    #: ``judge`` (an LLM judge's call): only ``serve`` rows count as savings.
+    purpose: Mapped[str] = mapped_column(String(8), nullable=False, default="serve",
+                                         server_default="serve")
 
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),
         Index("ix_ledger_team_feature", "team", "feature"),
     )
+
+
+class JudgementRow(Base):
+    """One judged (served, shadow) pair: which tiers, the judge's verdict and what it cost."""
+
+    __tablename__ = "judgements"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    #: The served request's id (one judgement per served request and org/team).
+    request_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    org: Mapped[str] = mapped_column(String(64), nullable=False, default="default")
+    team: Mapped[str] = mapped_column(String(64), nullable=False)
+    feature: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: The tier and model that answered the caller, and the shadow's.
+    served_tier: Mapped[str] = mapped_column(String(16), nullable=False)
+    served_model: Mapped[str] = mapped_column(String(128), nullable=False)
+    shadow_model: Mapped[str] = mapped_column(String(128), nullable=False)
+    #: exact | json | embedding | llm
+    judge: Mapped[str] = mapped_column(String(16), nullable=False)
+    #: None while an LLM judge's votes are out.
+    agree: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detail: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    #: LLM judge: the vote with the served answer first, and with it second.
+    vote_first: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    vote_second: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    #: What the served answer cost, what the shadow cost, what judging cost.
+    served_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
+    shadow_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
+    judge_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
+
+    __table_args__ = (
+        UniqueConstraint("org", "team", "request_id", name="uq_judgements_request"),
+        Index("ix_judgements_feature_created", "feature", "created_at"),
+    )
+
+
+class FeedbackRow(Base):
+    """A caller's outcome for a request: a thumbs up/down and/or a task metric."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    org: Mapped[str] = mapped_column(String(64), nullable=False, default="default")
+    team: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: Copied from the request's ledger row, so feedback joins judgements by feature and tier.
+    feature: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    tier: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    #: +1 thumbs up, -1 thumbs down, None: a metric only.
+    thumb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metric: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_feedback_request", "org", "team", "request_id"),)
+
+
+class RoutingMoveRow(Base):
+    """A change of a feature's routing threshold by the quality floor or an operator."""
+
+    __tablename__ = "routing_moves"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    feature: Mapped[str] = mapped_column(String(64), nullable=False)
+    before: Mapped[float] = mapped_column(Float, nullable=False)
+    after: Mapped[float] = mapped_column(Float, nullable=False)
+    #: flagship | cheap | revert
+    direction: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    actor: Mapped[str] = mapped_column(String(128), nullable=False, default="quality-floor")
+    #: The move this one undoes (``sluice quality revert``).
+    reverts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (Index("ix_routing_moves_feature", "feature", "id"),)

@@ -128,7 +128,13 @@ def scope_value(request: ChatRequest, scope: str) -> str | None:
 
 def request_keys(request: ChatRequest) -> list[tuple[str, str, str]]:
     """Every (org, scope, key) a budget of ``request`` has: its own org's, and the
-    deployment-wide ones of its lane. Nothing of another org ever matches."""
+    deployment-wide ones of its lane. Nothing of another org ever matches. A shadow or judge
+    request of the quality guard matches its feature's shadow budget only: it is bounded by a
+    budget of its own, and never takes room from the traffic it measures."""
+    from models.domain.quality import PURPOSE_TAG, shadow_budget_key
+
+    if (getattr(request, "tags", None) or {}).get(PURPOSE_TAG, "serve") != "serve":
+        return [(request.org, "feature", shadow_budget_key(request.feature))]
     refs = []
     for scope in SCOPES:
         value = scope_value(request, scope)

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.domain.cache_policy import FeatureCachePolicy
+from models.domain.quality import QualitySettings
 
 
 class BrokerSettings(BaseModel):
@@ -316,6 +317,8 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     privacy: PrivacySettings = PrivacySettings()
     embeddings: EmbeddingSettings = EmbeddingSettings()
+    #: Shadow sampling, judges and the quality floor per feature (models/domain/quality.py).
+    quality: QualitySettings = QualitySettings()
     prices_path: Path | None = None
     #: Where embedded-default state (SQLite ledger, stand-in logs) goes.
     home: Path = Path(".sluice")

@@ -58,6 +58,12 @@ def _mount_subcommands() -> None:
     from ops.cli import audit as audit_cli
 
     app.command(name="audit")(audit_cli.audit)
+    from ops.cli import quality as quality_cli
+
+    app.add_typer(quality_cli.quality_app, name="quality")
+    from ops.cli import advise as advise_cli
+
+    app.command(name="advise")(advise_cli.advise)
 
 
 @app.command()

@@ -57,8 +57,23 @@ def train(
         "--task-types", help="Train a task-type classifier instead, on JSON Lines of "
                              "{\"prompt\", \"task_type\"} (give --out; name the artifact "
                              "as a ladder's classifier).")] = None,
+    from_ledger: Annotated[bool, typer.Option(
+        "--from-ledger", help="Train on the judged pairs (and feedback) of --feature, from the "
+                              "ledger (their features must keep text).")] = False,
+    features: Annotated[Optional[list[str]], typer.Option(
+        "--feature", help="Feature whose traffic to learn from (repeatable).")] = None,
+    url: Annotated[Optional[str], typer.Option(help="Ledger database URL (default: settings).")]
+    = None,
+    current: Annotated[Optional[Path], typer.Option(
+        help="--from-ledger: the artifact to beat (default: the shipped one).")] = None,
+    target: Annotated[float, typer.Option(
+        help="--from-ledger: the quality target, a share of all-flagship quality.")] = 0.95,
 ) -> None:
-    """Fit a learned router on all the data and save it as a versioned artifact."""
+    """Fit a learned router on all the data and save it as a versioned artifact.
+
+    With ``--from-ledger`` the artifact is written only when its out-of-fold strong share at
+    ``--target`` beats the current artifact's on the same prompts (exit 1 otherwise).
+    """
     from models.domain.errors import SluiceError
 
     if task_types is not None:
@@ -68,7 +83,11 @@ def train(
     from ops.router.evaluation import out_of_fold_scores
     from ops.router.training import TrainConfig, fit_router
 
-    examples = _load(data, benchmarks)
+    if from_ledger:
+        examples = _ledger(features, url)
+        folds = max(folds, 2)
+    else:
+        examples = _load(data, benchmarks)
     try:
         config = TrainConfig(kind=kind, c=c)
         metrics: dict[str, Any] = {}
@@ -80,6 +99,19 @@ def train(
             curve = M.quality_curve(scores, [e.weak for e in examples],
                                     [e.strong for e in examples])
             metrics = {"cv_folds": folds, "dataset": benchmarks, **M.summarize(curve)}
+        promotion = None
+        if from_ledger:
+            promotion = _versus_current(examples, scores, current or DEFAULT_ARTIFACT, target)
+            metrics["promotion"] = promotion.as_json()
+            if not promotion.promote:
+                err_console.print(f"not promoted: out-of-fold strong share "
+                                  f"{promotion.as_json()['candidate_strong_share']} does not "
+                                  f"beat the current router's "
+                                  f"{promotion.as_json()['current_strong_share']} at "
+                                  f"{target:.0%} quality on {len(examples)} judged prompts")
+                if as_json:
+                    console.print_json(json.dumps(metrics, default=str))
+                raise typer.Exit(1)
         artifact = fit_router(examples, config, embedder=emb, metrics=metrics)
         artifact.meta["training"]["seconds"] = round(time.perf_counter() - started, 1)
         path = artifact.save(out)
@@ -97,6 +129,40 @@ def train(
                       f"{100 * metrics['cpt50']:.1f}%, CPT(80%) {100 * metrics['cpt80']:.1f}%")
 
 
+def _ledger(features: Optional[list[str]], url: Optional[str]) -> list[Any]:
+    from models.db.engine import make_engine, session_factory
+    from models.domain.settings import load_settings
+    from ops.router.from_ledger import ledger_examples
+
+    if not features:
+        err_console.print("[red]--from-ledger needs --feature F (repeatable)[/]")
+        raise typer.Exit(2)
+    engine = make_engine(url or load_settings().database.url)
+    try:
+        with session_factory(engine)() as s:
+            examples = ledger_examples(s, features)
+    finally:
+        engine.dispose()
+    labels = {e.cheap_suffices for e in examples}
+    if len(examples) < 10 or len(labels) < 2:
+        err_console.print(f"[red]{len(examples)} judged prompts with kept text for "
+                          f"{', '.join(features)}: too few, or all of one verdict; shadow more "
+                          "of their traffic (SLUICE_QUALITY__FEATURES) and keep its text "
+                          "(SLUICE_PRIVACY__STORE_TEXT_FEATURES)[/]")
+        raise typer.Exit(2)
+    return examples
+
+
+def _versus_current(examples: list[Any], oof: Any, current: Path, target: float) -> Any:
+    from ops.router.from_ledger import compare
+    from scheduler.router.base import RouteInput
+    from scheduler.router.registry import build_router
+
+    router = build_router("learned", str(current))
+    scores = router.score_inputs([RouteInput(e.prompt, e.history_turns) for e in examples])
+    return compare(examples, oof, scores, target)
+
+
 @router_app.command(name="eval")
 def eval_(
     data: DataOpt = None,
@@ -111,6 +177,9 @@ def eval_(
     out: Annotated[Path, typer.Option(help="Folder for router_eval.png/.json/.md.")]
     = Path(".sluice/router-eval"),
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    scores_out: Annotated[Optional[Path], typer.Option(
+        "--scores-out", help="Write every prompt's out-of-fold score here (JSON lines).")]
+    = None,
 ) -> None:
     """Quality against strong-call share, APGR, CPT(50/80%) and the share for 95 % of strong."""
     from models.domain.errors import SluiceError
@@ -132,6 +201,12 @@ def eval_(
     png = report.plot(results, out / "router_eval.png")
     js = report.write_json(results, out / "router_eval.json", meta)
     (out / "router_eval.md").write_text(report.markdown(results) + "\n")
+    if scores_out is not None:
+        from ops.router.evaluation import write_scores
+
+        written = write_scores(results, scores_out)
+        if not as_json:
+            console.print(f"scores: {scores_out} ({written} lines)")
     if as_json:
         console.print_json(js.read_text())
         return

@@ -35,6 +35,9 @@ class RouterResult:
     curve: M.Curve
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Each prompt's out-of-fold score, in the order of ``examples`` (``--scores-out``).
+    scores: Any = None
+    examples: Sequence[Example] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, with the curve thinned to at most ~200 points."""
@@ -118,7 +121,32 @@ def evaluate(examples: Sequence[Example], routers: Sequence[str], *, folds: int 
                                         embedder=embedder, count_cache=count_cache)
             curve = M.quality_curve(scores, weak, strong)
             results.append(RouterResult(router, name, len(subset), M.summarize(curve), curve,
-                                        time.perf_counter() - start))
+                                        time.perf_counter() - start, scores=scores,
+                                        examples=subset))
         oracle = M.quality_curve(M.oracle_scores(weak, strong), weak, strong)
         results.append(RouterResult("oracle", name, len(subset), M.summarize(oracle), oracle, 0.0))
     return results
+
+
+def write_scores(results: Sequence[RouterResult], path: Any) -> int:
+    """Every prompt's out-of-fold score, one JSON line each (router, dataset, benchmark, the
+    prompt's SHA-256, its score and both models' grades), so the figures can be recomputed
+    outside the project; returns the lines written."""
+    import json
+    from pathlib import Path
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with out.open("w") as fh:
+        for r in results:
+            if r.scores is None:
+                continue
+            for ex, score in zip(r.examples, r.scores):
+                fh.write(json.dumps({
+                    "router": r.router, "dataset": r.dataset, "benchmark": ex.benchmark,
+                    "prompt_sha256": hashlib.sha256(ex.prompt.encode()).hexdigest(),
+                    "score": None if np.isnan(score) else round(float(score), 6),
+                    "weak": ex.weak, "strong": ex.strong}) + "\n")
+                n += 1
+    return n

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from models.domain.request import TIER_POLICIES
 from models.domain.settings import Settings
 from queues.gc_freeze import freeze_once
-from queues.http import admin, chat, doors, embeddings, responses_state
+from queues.http import admin, chat, doors, embeddings, feedback, responses_state
 from queues.http.context import FrontDoor
 from queues.http.errors import Problem, error_response
 from queues.http.openapi import openapi_schema
@@ -75,6 +75,7 @@ def create_app(settings: Settings, *,
               methods=["DELETE"]),
         Route("/v1/responses/{response_id}/input_items", responses_state.input_items,
               methods=["GET"]),
+        Route("/v1/feedback", feedback.feedback, methods=["POST"]),
         Route("/v1/jobs/{job_id}", chat.get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}", chat.cancel_job, methods=["DELETE"]),
         Route("/v1/models", chat.list_models, methods=["GET"]),

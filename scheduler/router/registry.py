@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from models.domain.errors import ConfigError
 from models.domain.request import ChatRequest
@@ -39,16 +40,20 @@ class RouterSet:
     """The routers of a worker, keyed by feature policy; each artifact is loaded once."""
 
     def __init__(self, policies: Iterable[RoutingPolicy] = (),
-                 default: RoutingPolicy | None = None, *, fallback_to_heuristic: bool = True
-                 ) -> None:
+                 default: RoutingPolicy | None = None, *, fallback_to_heuristic: bool = True,
+                 moves: Any = None) -> None:
         self.policies = {p.feature: p for p in policies}
+        #: The quality floor's moves (scheduler.quality_floor.MoveBook): a feature's threshold
+        #: now, where the floor moved it; None: the configured policies only.
+        self.moves = moves
         self.default = default or self.policies.get("*") or RoutingPolicy()
         self._fallback = fallback_to_heuristic
         self._routers: dict[tuple[str, str | None], Router] = {}
 
     def policy_for(self, feature: str) -> RoutingPolicy:
-        """The feature's policy, else the default one."""
-        return self.policies.get(feature, self.default)
+        """The feature's policy, else the default one, at the threshold the floor moved it to."""
+        policy = self.policies.get(feature, self.default)
+        return policy if self.moves is None else self.moves.apply(feature, policy)
 
     def router_for(self, policy: RoutingPolicy) -> Router:
         """The (cached) router a policy names."""

@@ -171,7 +171,8 @@ def test_metrics_dump_matches_the_ledger(filled: dict[str, str], pg_url: str) ->
     assert {"interactive.api", "async.api"} <= depth  # the session worker declared them
     up = {s.labels["source"]: s.value for s in _samples(done.stdout, "sluice_metrics_source_up")}
     # shed_tally: the front doors' refusal counts in Redis (none here, but readable).
-    assert up == {"ledger": 1.0, "budgets": 1.0, "broker": 1.0, "shed_tally": 1.0}
+    assert up == {"ledger": 1.0, "budgets": 1.0, "broker": 1.0, "shed_tally": 1.0,
+                  "quality": 1.0}
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ops.cli.router import router_app
@@ -48,3 +49,30 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
     res = runner.invoke(router_app, ["eval", "--data", str(tmp_path / "nowhere")])
     assert res.exit_code == 2
     assert "no router data" in res.output
+
+
+def test_eval_writes_every_out_of_fold_score_and_they_recompute_its_figures(
+        tmp_path: Path) -> None:
+    import numpy as np
+
+    from ops.router import metrics as M
+
+    data = tmp_path / "labelled.jsonl"
+    examples = labelled_set(200, seed=5)
+    save_jsonl(examples, data)
+    scores = tmp_path / "scores.jsonl"
+    res = runner.invoke(router_app, ["eval", "--data", str(data), "-r", "learned", "-r",
+                                     "heuristic", "--folds", "3", "--out", str(tmp_path / "e"),
+                                     "--scores-out", str(scores), "--json"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in scores.read_text().splitlines()]
+    learned = [r for r in lines if r["router"] == "learned"]
+    assert len(learned) == len(examples) and all(r["score"] is not None for r in learned)
+    doc = json.loads((tmp_path / "e" / "router_eval.json").read_text())
+    reported = next(r for r in doc["results"] if r["router"] == "learned")
+    curve = M.quality_curve(np.array([r["score"] for r in learned]),
+                            [r["weak"] for r in learned], [r["strong"] for r in learned])
+    again = M.summarize(curve)
+    assert again["apgr"] == pytest.approx(reported["apgr"], abs=1e-3)
+    assert again["share_for_95pct_strong"] == pytest.approx(reported["share_for_95pct_strong"],
+                                                            abs=1e-3)

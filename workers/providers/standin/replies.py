@@ -62,7 +62,13 @@ def natural_length(rng: random.Random, last_user: str) -> int:
 
 
 def natural_text(seed: str, last_user: str) -> str:
-    """The full reply the stand-in would give with no limit, a function of ``seed`` only."""
+    """The full reply the stand-in would give with no limit, a function of ``seed`` only
+    (and of the model, for a scripted prompt: workers/providers/standin/scripted.py)."""
+    from workers.providers.standin.scripted import scripted
+
+    fixed = scripted(seed.split("|", 1)[0], last_user)
+    if fixed is not None:
+        return fixed
     rng = random.Random(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"))
     total = natural_length(rng, last_user)
     pieces: list[str] = []

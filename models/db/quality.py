@@ -1,0 +1,151 @@
+"""Quality repository: judged pairs, feedback, and the routing moves the floor makes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from models.db.budgets import insert_ignore
+from models.db.tables import FeedbackRow, JudgementRow, LedgerRow, RoutingMoveRow
+
+
+def open_judgement(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a judgement (once per served request and tenant); True when this call did."""
+    row = {"created_at": datetime.now(timezone.utc), "detail": "", **values}
+    row["detail"] = str(row["detail"])[:200]
+    return bool(insert_ignore(session, JudgementRow.__table__, row,
+                              ["org", "team", "request_id"]))
+
+
+def add_vote(session: Session, *, org: str, team: str, request_id: str, position: str,
+             vote: bool | None, cost: Decimal) -> JudgementRow | None:
+    """Record an LLM judge's vote (``first`` or ``second``) and what it cost; the row after."""
+    column = JudgementRow.vote_first if position == "first" else JudgementRow.vote_second
+    where = (JudgementRow.org == org, JudgementRow.team == team,
+             JudgementRow.request_id == request_id)
+    session.execute(update(JudgementRow).where(*where).values(
+        {column.key: vote, "judge_cost": JudgementRow.judge_cost + cost}))
+    return session.scalars(select(JudgementRow).where(*where)).first()
+
+
+def decide(session: Session, row_id: int, *, agree: bool, score: float, detail: str) -> bool:
+    """Set a judgement's verdict once (the second vote's writer wins it); True when this did."""
+    res = session.execute(update(JudgementRow).where(JudgementRow.id == row_id,
+                                                     JudgementRow.agree.is_(None))
+                          .values(agree=agree, score=score, detail=detail[:200]))
+    return bool(res.rowcount)
+
+
+def recent_agreement(session: Session, feature: str, *, after_id: int = 0,
+                     since: datetime | None = None, limit: int = 200) -> tuple[int, int]:
+    """(agreeing, judged) of ``feature``'s newest ``limit`` decided pairs after judgement
+    ``after_id`` (and ``since``), both directions of shadowing together."""
+    stmt = select(JudgementRow.agree).where(JudgementRow.feature == feature,
+                                            JudgementRow.agree.is_not(None),
+                                            JudgementRow.id > after_id)
+    if since is not None:
+        stmt = stmt.where(JudgementRow.created_at >= since)
+    votes = list(session.scalars(stmt.order_by(JudgementRow.id.desc()).limit(limit)))
+    return sum(1 for v in votes if v), len(votes)
+
+
+def last_judgement_id(session: Session) -> int:
+    """The newest judgement's id (0: none)."""
+    return int(session.scalar(select(func.max(JudgementRow.id))) or 0)
+
+
+@dataclass(frozen=True)
+class QualityLine:
+    """Judged pairs of one feature and served tier, with what routing saved on them."""
+
+    feature: str
+    tier: str
+    judged: int
+    agree: int
+    served_cost: Decimal
+    shadow_cost: Decimal
+    judge_cost: Decimal
+
+
+def quality_lines(session: Session, *, feature: str | None = None,
+                  since: datetime | None = None) -> list[QualityLine]:
+    """Per feature and served tier: decided pairs, agreeing ones, and the three costs."""
+    agree = func.sum(case((JudgementRow.agree.is_(True), 1), else_=0))
+    stmt = (select(JudgementRow.feature, JudgementRow.served_tier, func.count(), agree,
+                   func.coalesce(func.sum(JudgementRow.served_cost), 0),
+                   func.coalesce(func.sum(JudgementRow.shadow_cost), 0),
+                   func.coalesce(func.sum(JudgementRow.judge_cost), 0))
+            .where(JudgementRow.agree.is_not(None))
+            .group_by(JudgementRow.feature, JudgementRow.served_tier)
+            .order_by(JudgementRow.feature, JudgementRow.served_tier))
+    if feature is not None:
+        stmt = stmt.where(JudgementRow.feature == feature)
+    if since is not None:
+        stmt = stmt.where(JudgementRow.created_at >= since)
+    return [QualityLine(str(f), str(t), int(n), int(a or 0), Decimal(sc), Decimal(sh),
+                        Decimal(jc)) for f, t, n, a, sc, sh, jc in session.execute(stmt)]
+
+
+def record_feedback(session: Session, *, org: str, team: str, request_id: str,
+                    thumb: int | None, metric: str | None, value: float | None) -> bool:
+    """Attach an outcome to a request of this tenant; False when its ledger has no such row
+    (the caller should say so: feedback on an unknown request joins nothing)."""
+    row = session.scalars(select(LedgerRow).where(LedgerRow.request_id == request_id,
+                                                  LedgerRow.org == org,
+                                                  LedgerRow.team == team)).first()
+    if row is None:
+        return False
+    session.add(FeedbackRow(request_id=request_id, created_at=datetime.now(timezone.utc),
+                            org=org, team=team, feature=row.feature, tier=row.tier, thumb=thumb,
+                            metric=metric, value=value))
+    session.flush()
+    return True
+
+
+def feedback_counts(session: Session) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per (feature, tier): thumbs up and thumbs down."""
+    up = func.sum(case((FeedbackRow.thumb > 0, 1), else_=0))
+    down = func.sum(case((FeedbackRow.thumb < 0, 1), else_=0))
+    stmt = select(FeedbackRow.feature, FeedbackRow.tier, up, down).group_by(
+        FeedbackRow.feature, FeedbackRow.tier)
+    return {(str(f), str(t)): (int(u or 0), int(d or 0)) for f, t, u, d in session.execute(stmt)}
+
+
+def current_thresholds(session: Session) -> dict[str, float]:
+    """Each moved feature's threshold now: the ``after`` of its newest move."""
+    newest = (select(RoutingMoveRow.feature, func.max(RoutingMoveRow.id).label("id"))
+              .group_by(RoutingMoveRow.feature).subquery())
+    stmt = select(RoutingMoveRow.feature, RoutingMoveRow.after).join(
+        newest, RoutingMoveRow.id == newest.c.id)
+    return {str(f): float(a) for f, a in session.execute(stmt)}
+
+
+def last_move(session: Session, feature: str) -> RoutingMoveRow | None:
+    """The feature's newest move, if any."""
+    return session.scalars(select(RoutingMoveRow).where(RoutingMoveRow.feature == feature)
+                           .order_by(RoutingMoveRow.id.desc()).limit(1)).first()
+
+
+def moves(session: Session, feature: str | None = None, limit: int = 100) -> list[RoutingMoveRow]:
+    """Moves, newest first."""
+    stmt = select(RoutingMoveRow).order_by(RoutingMoveRow.id.desc()).limit(limit)
+    if feature is not None:
+        stmt = stmt.where(RoutingMoveRow.feature == feature)
+    return list(session.scalars(stmt))
+
+
+def record_move(session: Session, *, feature: str, before: float, after: float,
+                direction: str, reason: str, actor: str = "quality-floor",
+                reverts: int | None = None) -> RoutingMoveRow:
+    """Append a move; the caller commits (with its audit entry, in the same transaction)."""
+    row = RoutingMoveRow(created_at=datetime.now(timezone.utc), feature=feature, before=before,
+                         after=after, direction=direction, reason=reason[:500], actor=actor[:128],
+                         reverts=reverts)
+    session.add(row)
+    session.flush()
+    return row

@@ -1,0 +1,82 @@
+"""The quality table: per feature and served tier, judged agreement with its interval, and
+what the routing saved on those pairs against what the disagreements cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from models.domain.quality import wilson
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """One line of ``sluice quality``."""
+
+    feature: str
+    tier: str
+    judged: int
+    agree: int
+    low: float
+    high: float
+    #: Served cheap: what the flagship would have cost minus what the cheap answer did (the
+    #: shadow's cost is the flagship's price of the same prompt). Served flagship: 0.
+    saved: Decimal
+    #: The routing savings on the pairs that disagreed: what a cheap answer that was not good
+    #: enough "saved" (an operator weighs it against the cost of a wrong answer).
+    saved_on_disagreement: Decimal
+    shadow_cost: Decimal
+    judge_cost: Decimal
+    floor: float | None
+    thumbs_up: int = 0
+    thumbs_down: int = 0
+
+    @property
+    def agreement(self) -> float:
+        """Share of judged pairs that agreed."""
+        return self.agree / self.judged if self.judged else 0.0
+
+    @property
+    def below_floor(self) -> bool:
+        """The lower bound is under the feature's floor."""
+        return self.floor is not None and self.low < self.floor
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-safe form (money as strings)."""
+        return {"feature": self.feature, "tier": self.tier, "judged": self.judged,
+                "agree": self.agree, "agreement": round(self.agreement, 4),
+                "low": round(self.low, 4), "high": round(self.high, 4), "floor": self.floor,
+                "saved": str(self.saved), "saved_on_disagreement": str(self.saved_on_disagreement),
+                "shadow_cost": str(self.shadow_cost), "judge_cost": str(self.judge_cost),
+                "thumbs_up": self.thumbs_up, "thumbs_down": self.thumbs_down}
+
+
+def quality_rows(session: Any, settings: Any, *, feature: str | None = None,
+                 since: datetime | None = None) -> list[QualityRow]:
+    """Every (feature, served tier) with judged pairs."""
+    from sqlalchemy import func, select
+
+    from models.db.quality import feedback_counts, quality_lines
+    from models.db.tables import JudgementRow
+
+    confidence = settings.quality.confidence
+    feedback = feedback_counts(session)
+    # What the cheap answers of disagreeing pairs saved: shadow (flagship) cost minus served.
+    wrong = dict(((f, t), Decimal(v)) for f, t, v in session.execute(
+        select(JudgementRow.feature, JudgementRow.served_tier,
+               func.coalesce(func.sum(JudgementRow.shadow_cost - JudgementRow.served_cost), 0))
+        .where(JudgementRow.agree.is_(False), JudgementRow.served_tier == "cheap")
+        .group_by(JudgementRow.feature, JudgementRow.served_tier)))
+    rows = []
+    for line in quality_lines(session, feature=feature, since=since):
+        low, high = wilson(line.agree, line.judged, confidence)
+        guard = settings.quality.for_feature(line.feature)
+        saved = line.shadow_cost - line.served_cost if line.tier == "cheap" else Decimal(0)
+        up, down = feedback.get((line.feature, line.tier), (0, 0))
+        rows.append(QualityRow(line.feature, line.tier, line.judged, line.agree, low, high,
+                               saved, wrong.get((line.feature, line.tier), Decimal(0)),
+                               line.shadow_cost, line.judge_cost,
+                               None if guard is None else guard.floor, up, down))
+    return rows

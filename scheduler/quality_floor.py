@@ -1,0 +1,127 @@
+"""The quality floor: move a feature's routing toward the flagship when its judged agreement
+falls, back when it holds; every move recorded, audited, alerted and reversible."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import audit
+from models.db import quality as repo
+from models.domain.errors import ValidationError
+from models.domain.quality import Move, floor_move
+from models.domain.settings import Settings
+
+log = logging.getLogger("sluice.quality")
+#: A threshold above every score: the feature goes to the flagship whatever the router says.
+ALL_FLAGSHIP = 1.0 + 1e-9
+
+
+def base_threshold(settings: Settings, feature: str) -> float:
+    """The operator's configured threshold of ``feature`` (the floor never moves below it)."""
+    for entry in settings.routing.policies:
+        if entry.get("feature") == feature and "threshold" in entry:
+            return float(entry["threshold"])
+    return settings.routing.cheap_threshold
+
+
+class MoveBook:
+    """Each moved feature's threshold, read from the ledger at most every ``ttl_s`` seconds."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl_s: float = 2.0) -> None:
+        self.sessions = sessions
+        self.ttl_s = ttl_s
+        self._thresholds: dict[str, float] = {}
+        self._loaded = -1e9
+        self._lock = threading.Lock()
+
+    def thresholds(self) -> dict[str, float]:
+        """Feature -> threshold now (moved features only)."""
+        if time.monotonic() - self._loaded > self.ttl_s and self._lock.acquire(blocking=False):
+            try:
+                with self.sessions() as s:
+                    self._thresholds = repo.current_thresholds(s)
+            except SQLAlchemyError as exc:  # routing goes on with the last thresholds read
+                log.warning("could not read routing moves (keeping the last ones): %s", exc)
+            finally:
+                self._loaded = time.monotonic()
+                self._lock.release()
+        return self._thresholds
+
+    def apply(self, feature: str, policy: Any) -> Any:
+        """``policy`` at the feature's moved threshold (unchanged when never moved)."""
+        moved = self.thresholds().get(feature)
+        if moved is None or moved == policy.threshold:
+            return policy
+        return replace(policy, feature=feature,
+                       threshold=ALL_FLAGSHIP if moved >= 1.0 else moved)
+
+
+def evaluate(session: Session, settings: Settings, feature: str) -> Move | None:
+    """Apply the floor to ``feature``'s pairs judged since its last move; the move made (with
+    its audit entry), or None. The caller commits, then calls :func:`alert`."""
+    guard = settings.quality.for_feature(feature)
+    if guard is None or guard.floor is None:
+        return None
+    if session.get_bind().dialect.name == "postgresql":
+        # Workers judging the same feature at once must not both move it: one at a time.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:f))"),
+                        {"f": f"sluice.quality/{feature}"})
+    last = repo.last_move(session, feature)
+    base = base_threshold(settings, feature)
+    threshold = base if last is None else last.after
+    agree, n = repo.recent_agreement(session, feature,
+                                     since=None if last is None else last.created_at,
+                                     limit=settings.quality.window)
+    move = floor_move(feature, guard, agree=agree, n=n, threshold=threshold, base=base,
+                      confidence=settings.quality.confidence)
+    if move is None:
+        return None
+    row = repo.record_move(session, feature=feature, before=move.before, after=move.after,
+                           direction=move.direction, reason=move.reason)
+    audit.record_action(session, actor="quality-floor", action="routing.move", target=feature,
+                        reason=move.reason, detail={"move": row.id, "before": move.before,
+                                                    "after": move.after,
+                                                    "direction": move.direction})
+    return move
+
+
+def revert(session: Session, feature: str, *, actor: str, reason: str = "") -> Move:
+    """Undo ``feature``'s newest move (a move of its own, audited); the caller commits."""
+    last = repo.last_move(session, feature)
+    if last is None:
+        raise ValidationError(f"feature {feature!r} has no routing move to revert; "
+                              "`sluice quality moves` lists them", field="feature")
+    why = reason or f"revert of move {last.id}"
+    row = repo.record_move(session, feature=feature, before=last.after, after=last.before,
+                           direction="revert", reason=why, actor=actor, reverts=last.id)
+    audit.record_action(session, actor=actor, action="routing.revert", target=feature,
+                        reason=why, detail={"move": row.id, "reverts": last.id,
+                                            "before": last.after, "after": last.before})
+    return Move(feature, last.after, last.before, "cheap" if last.before < last.after
+                else "flagship", why)
+
+
+def alert(settings: Settings, move: Move) -> None:
+    """Say a move happened: a warning in the log, and the configured webhook (best effort)."""
+    message = (f"quality floor moved feature {move.feature} toward the {move.direction}: "
+               f"threshold {move.before:.3f} -> {move.after:.3f} ({move.reason})")
+    log.warning("quality alert: %s", message)
+    url = settings.quality.alert_webhook
+    if not url:
+        return
+    from scheduler.alerts import post_json
+
+    try:
+        post_json(url, {"kind": "routing.move", "feature": move.feature,
+                        "direction": move.direction, "before": move.before,
+                        "after": move.after, "message": message})
+    except Exception as exc:  # noqa: BLE001 - the move stands; the audit trail has it
+        log.warning("quality alert webhook %s failed: %s", url, exc)

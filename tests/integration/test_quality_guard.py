@@ -1,0 +1,308 @@
+"""The quality guard end to end on real workers: shadows on the async lane under their own
+budget, judged pairs, and the floor moving a feature whose cheap answers are wrong."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from models.db import audit, ledger
+from models.db import quality as repo
+from models.db.budgets import get_budget
+from models.db.engine import make_engine, session_factory
+from models.db.tables import JudgementRow, LedgerRow
+from models.domain.errors import ValidationError
+from models.domain.quality import PURPOSE_TAG, shadow_budget_key
+from tests.services import run_token
+
+pytestmark = pytest.mark.integration
+TOKEN = run_token()
+WRONG = f"sentiment-{TOKEN}"  # the cheap model answers this feature's prompts wrongly
+RIGHT = f"tagging-{TOKEN}"  # both tiers answer alike
+PRICEY = f"pricey-{TOKEN}"  # a shadow budget with room for a few shadows only
+PRICEY_BUDGET = Decimal("0.001")
+JUDGED = f"faq-{TOKEN}"  # an LLM judge; its shadows and judge calls go through the Batch API
+
+
+def _guard(**kw: Any) -> dict[str, Any]:
+    return {"shadow_cheap": 1.0, "shadow_flagship": 1.0, "judge": "exact", "floor": 0.6,
+            "release": 0.95, "min_pairs": 8, "step": 1.0, "shadow_budget_usd": "0.05", **kw}
+
+
+@pytest.fixture(scope="module")
+def quality_env(integration_env: dict[str, str]) -> dict[str, str]:
+    """The session's services, queues of its own, and three guarded features."""
+    features = {WRONG: _guard(), RIGHT: _guard(),
+                PRICEY: _guard(floor=None, shadow_budget_usd=str(PRICEY_BUDGET)),
+                JUDGED: _guard(floor=None, judge="llm", shadow_flagship=0.0)}
+    policies = [{"feature": f, "threshold": 0.0} for f in (WRONG, RIGHT, PRICEY, JUDGED)]
+    return {**integration_env, "SLUICE_BROKER__KEY_PREFIX": f"sgq{TOKEN}:",
+            "SLUICE_BATCH__FEATURES": json.dumps([JUDGED]),
+            "SLUICE_BATCH__POLL_INTERVAL_S": "0.05",
+            "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "100",
+            "SLUICE_QUALITY__FEATURES": json.dumps(features),
+            "SLUICE_ROUTING__POLICIES": json.dumps(policies)}
+
+
+@pytest.fixture(scope="module")
+def quality_gateway(quality_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Any]:
+    from models.domain.settings import load_settings
+    from queues.producer import connect
+    from tests.worker_proc import celery_worker
+
+    log = tmp_path_factory.mktemp("quality") / "worker.log"
+    with celery_worker(quality_env, log, queues="interactive.api,async.api",
+                       name=f"quality-{TOKEN}"):
+        gw = connect(load_settings(dict(quality_env)))
+        yield gw
+        gw.close()
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Iterator[Any]:
+    engine = make_engine(pg_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def ask(gw: Any, feature: str, text: str) -> Any:
+    return gw.complete({"request_id": f"q-{uuid.uuid4().hex}", "team": "catalog",
+                        "feature": feature, "max_tokens": 16, "cache": {"mode": "bypass"},
+                        "messages": [{"role": "user", "content": text}]}, timeout=60)
+
+
+def wait_for(check: Any, timeout: float = 90.0) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail("timed out waiting for the quality guard")
+
+
+def judged(sessions: Any, feature: str) -> int:
+    with sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(JudgementRow).where(
+            JudgementRow.feature == feature, JudgementRow.agree.is_not(None))) or 0)
+
+
+def test_wrong_cheap_answers_move_their_feature_to_the_flagship_and_the_other_stays(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    for i in range(10):
+        served = ask(gw, WRONG, f"Classify the sentiment of review {i}: "
+                                "[[answer: positive; gpt-4o-mini: negative]]")
+        # Each answer is its tier's; the floor may move the feature before the loop ends.
+        assert (served.route.tier, served.text) in {("cheap", "negative"),
+                                                    ("flagship", "positive")}
+        assert i > 0 or served.route.tier == "cheap"
+        same = ask(gw, RIGHT, f"Label the aisle of item {i}: [[answer: kitchen]]")
+        assert (same.route.tier, same.text) == ("cheap", "kitchen")
+    wait_for(lambda: judged(sessions, WRONG) >= 8 and judged(sessions, RIGHT) >= 8)
+    with sessions() as s:
+        lines = {(q.feature, q.tier): q for q in repo.quality_lines(s)}
+        move = wait_for(lambda: repo.last_move(s, WRONG))
+        assert repo.last_move(s, RIGHT) is None
+        entries = [e for e in audit.list_actions(s, action="routing.move") if e.target == WRONG]
+        shadows = s.execute(select(LedgerRow.lane, LedgerRow.model, LedgerRow.tier).where(
+            LedgerRow.feature == WRONG, LedgerRow.purpose == "shadow")).all()
+    assert lines[(WRONG, "cheap")].agree == 0 and lines[(RIGHT, "cheap")].agree >= 8
+    assert (move.direction, move.before, move.after) == ("flagship", 0.0, 1.0)
+    assert entries and entries[0].detail["after"] == 1.0
+    # Shadows answered on the async lane by the other tier.
+    assert shadows and {(lane, model) for lane, model, _ in shadows} == {("async", "gpt-4o")}
+    # The producer picks the move up (its move book re-reads every 2 s).
+    moved = wait_for(lambda: (lambda r: r if r.route.tier == "flagship" else None)(
+        ask(gw, WRONG, "Classify the sentiment of review 99: [[answer: positive]]")), 30)
+    assert moved.text == "positive"
+    assert ask(gw, RIGHT, "Label the aisle of item 99: [[answer: kitchen]]").route.tier == "cheap"
+
+
+def test_shadow_spend_stays_within_its_budget_and_is_never_savings(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    for i in range(12):
+        ask(gw, PRICEY, f"Describe item {i} of the catalogue in a few words please")
+    time.sleep(3)  # let queued shadows finish
+    with sessions() as s:
+        wait_for(lambda: s.scalar(select(func.count()).select_from(LedgerRow).where(
+            LedgerRow.feature == PRICEY, LedgerRow.purpose == "shadow",
+            LedgerRow.outcome == "running")) == 0, 30)
+        spent = s.scalar(select(func.coalesce(func.sum(LedgerRow.cost), 0)).where(
+            LedgerRow.feature == PRICEY, LedgerRow.purpose == "shadow"))
+        shadows = s.scalar(select(func.count()).select_from(LedgerRow).where(
+            LedgerRow.feature == PRICEY, LedgerRow.purpose == "shadow"))
+        budget = get_budget(s, "feature", shadow_budget_key(PRICEY), "daily")
+        by_purpose = {line.key: line for line in ledger.spend_lines(s, "purpose")}
+    assert budget is not None and budget.hard_limit == PRICEY_BUDGET
+    assert 0 < shadows < 12, "the budget let some shadows through and refused the rest"
+    assert Decimal(spent) <= PRICEY_BUDGET and budget.spent <= PRICEY_BUDGET
+    shadow = by_purpose[("shadow",)]
+    assert shadow.cost > 0 and shadow.saved == 0 and shadow.saved_by_routing == 0
+
+
+def test_feedback_joins_the_request_and_callers_cannot_claim_a_purpose(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    served = ask(gw, RIGHT, "Label the aisle of item 7: [[answer: kitchen]]")
+    assert gw.feedback({"team": "catalog", "request_id": served.request_id, "thumb": -1})
+    assert gw.feedback({"team": "catalog", "request_id": served.request_id,
+                        "metric": "clicked", "value": 1.0})
+    with sessions() as s:
+        counts = repo.feedback_counts(s)
+    assert counts[(RIGHT, "cheap")][1] >= 1
+    with pytest.raises(ValidationError, match="no answered request"):
+        gw.feedback({"team": "other-team", "request_id": served.request_id, "thumb": 1})
+    with pytest.raises(ValidationError, match="sluice.purpose"):
+        gw.submit({"team": "catalog", "feature": RIGHT, "tags": {PURPOSE_TAG: "shadow"},
+                   "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_quality_table_prometheus_and_revert(quality_gateway: Any, sessions: Any,
+                                             pg_url: str, quality_env: dict[str, str],
+                                             monkeypatch: Any) -> None:
+    from prometheus_client import generate_latest
+    from typer.testing import CliRunner
+
+    from ops.cli.quality import quality_app as app
+    from ops.metrics import build_registry
+
+    for name, value in quality_env.items():
+        monkeypatch.setenv(name, value)
+    wait_for(lambda: judged(sessions, WRONG) >= 8)
+    out = CliRunner().invoke(app, ["--json", "--url", pg_url])
+    assert out.exit_code == 0, out.output
+    rows = {(r["feature"], r["tier"]): r for r in json.loads(out.stdout)}
+    wrong = rows[(WRONG, "cheap")]
+    assert wrong["agreement"] < 0.5 and wrong["low"] < 0.6 == wrong["floor"]
+    assert rows[(RIGHT, "cheap")]["low"] >= 0.6
+    assert Decimal(wrong["saved_on_disagreement"]) > 0
+    text = generate_latest(build_registry(sessions)).decode()
+    assert f'sluice_quality_agreement_lower_bound{{feature="{RIGHT}",tier="cheap"}}' in text
+    reverted = CliRunner().invoke(app, ["revert", WRONG, "--reason", "test",
+                                        "--url", pg_url])
+    assert reverted.exit_code == 0, reverted.output
+    with sessions() as s:
+        last = repo.last_move(s, WRONG)
+        assert last is not None and (last.direction, last.after) == ("revert", 0.0)
+        assert [e for e in audit.list_actions(s, action="routing.revert") if e.target == WRONG]
+    back = wait_for(lambda: (lambda r: r if r.route.tier == "cheap" else None)(
+        ask(quality_gateway, WRONG, "Classify review 100: [[answer: positive]]")), 30)
+    assert back.route.tier == "cheap"
+
+
+def test_llm_judge_votes_in_both_orders_through_the_batch_api(
+        quality_gateway: Any, sessions: Any) -> None:
+    gw = quality_gateway
+    same = [ask(gw, JUDGED, f"Which aisle is item {i} in? [[answer: kitchen and dining]]")
+            for i in range(2)]
+    wrong = ask(gw, JUDGED, "What colour is the kettle? [[answer: the kettle is blue; "
+                            "gpt-4o-mini: bananas are rich in potassium]]")
+    ids = [r.request_id for r in (*same, wrong)]
+    wait_for(lambda: judged(sessions, JUDGED) >= 3, 120)
+    with sessions() as s:
+        rows = {j.request_id: j for j in s.scalars(select(JudgementRow).where(
+            JudgementRow.feature == JUDGED))}
+        spent = s.execute(select(LedgerRow.purpose, LedgerRow.batch, LedgerRow.model).where(
+            LedgerRow.feature == JUDGED, LedgerRow.purpose != "serve")).all()
+    assert [rows[i].agree for i in ids] == [True, True, False]
+    assert all(rows[i].vote_first is not None and rows[i].vote_second is not None for i in ids)
+    assert all(rows[i].judge == "llm" and rows[i].judge_cost > 0 for i in ids)
+    assert sorted(p for p, _, _ in spent) == ["judge"] * 6 + ["shadow"] * 3
+    # Shadows and judge calls went through the provider Batch API (50 % off), on the async lane.
+    assert all(batch for _, batch, _ in spent)
+    assert {m for p, _, m in spent if p == "judge"} == {"gpt-4o-mini"}
+
+
+def test_advisor_batch_estimate_matches_a_replay_with_the_lever_applied(
+        quality_gateway: Any, sessions: Any) -> None:
+    from datetime import datetime, timezone
+
+    from models.domain.catalogue import load_catalogue
+    from ops.advise import advise
+
+    feature = f"adv-{TOKEN}"
+    started = datetime.now(timezone.utc)
+    prompts = [f"Write a short description of product {i} for the catalogue" for i in range(8)]
+
+    def send(batch: bool) -> Decimal:
+        handles = [quality_gateway.submit({
+            "team": "catalog", "feature": feature, "lane": "async", "model": "cheap",
+            "max_tokens": 60, "cache": {"mode": "bypass"},
+            "tags": {"batch": "true" if batch else "false"},
+            "messages": [{"role": "user", "content": p}]}) for p in prompts]
+        return sum((h.result(timeout=120).cost for h in handles), Decimal(0))
+
+    paid = send(batch=False)
+    with sessions() as s:
+        lines = [a for a in advise(s, load_catalogue(), since=started, feature=feature)
+                 if a.lever == "batch-api"]
+    assert lines, "async traffic off the Batch API must be advised"
+    replayed = send(batch=True)  # the same trace with the lever applied
+    actual = paid - replayed
+    assert actual > 0
+    assert abs(lines[0].window_saving - actual) <= Decimal("0.10") * actual
+
+
+def test_advisor_top_line_on_the_shipped_trace_is_the_lever_the_replay_shows_worth_most(
+        quality_gateway: Any, sessions: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from models.domain.catalogue import load_catalogue
+    from ops.advise import advise
+    from ops.replay.trace import load_trace
+
+    root = Path(__file__).resolve().parents[2]
+    trace = load_trace(root / "ops/traces/product_descriptions.jsonl")
+    salt = uuid.uuid4().hex[:8]
+
+    def run(items: list[tuple[int, dict[str, Any]]], shape: Any) -> dict[int, Any]:
+        def one(item: tuple[int, dict[str, Any]]) -> tuple[int, Any]:
+            i, data = item
+            req = {"cache": {"mode": "bypass"}, **shape(i, data),
+                   "request_id": f"tr-{salt}-{uuid.uuid4().hex[:12]}"}
+            return i, quality_gateway.submit(req).result(timeout=300)
+        with ThreadPoolExecutor(16) as pool:
+            return dict(pool.map(one, items))
+
+    started = datetime.now(timezone.utc)
+    first = run(list(enumerate(trace)), lambda i, d: {**d, "tags": {"batch": "false"}})
+    with sessions() as s:
+        lines = [a for a in advise(s, load_catalogue(), since=started)
+                 if a.feature in {d["feature"] for d in trace}]
+    assert len(lines) >= 2, lines
+
+    def realized(advice: Any) -> Decimal:
+        mine = [(i, d) for i, d in enumerate(trace) if d["feature"] == advice.feature]
+        tier = load_catalogue().get(advice.model).tier if advice.model else ""
+
+        def shape(i: int, d: dict[str, Any]) -> dict[str, Any]:
+            if advice.lever == "batch-api":
+                return {**d, "tags": {"batch": "true"}}
+            if advice.lever == "response-cache":  # nothing stored yet: run one bypassed it
+                return {**d, "tags": {"batch": "false"}, "cache": {"mode": "use"}}
+            routed = first[i].route.tier
+            return {**d, "tags": {"batch": "false"},
+                    "model": advice.model if routed == tier else routed}
+
+        if advice.lever not in ("batch-api", "model-price", "response-cache"):
+            pytest.fail(f"no replay for lever {advice.lever}")
+        after = run(mine, shape)
+        return sum((first[i].cost - after[i].cost for i, _ in mine), Decimal(0))
+
+    top, second = lines[0], lines[1]
+    saved = {0: realized(top), 1: realized(second)}
+    assert saved[0] >= saved[1], (top, second, saved)
+    for k, advice in ((0, top), (1, second)):
+        if advice.lever in ("batch-api", "response-cache"):  # same tokens: within 10 %
+            assert abs(advice.window_saving - saved[k]) <= Decimal("0.10") * saved[k]

@@ -1,0 +1,77 @@
+"""``sluice router train --from-ledger``: judged pairs of a feature as training data, and an
+artifact promoted only when it beats the current one out of fold."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import models.db.stored_text  # noqa: F401  (its table)
+from models.db.engine import make_engine, session_factory
+from models.db.stored_text import StoredTextRow
+from models.db.tables import Base, FeedbackRow, JudgementRow
+from ops.cli.router import router_app
+from ops.router.from_ledger import last_user, ledger_examples
+
+runner = CliRunner()
+
+
+def _fill(url: str, n: int = 160) -> None:
+    rng = random.Random(3)
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    now = datetime.now(timezone.utc)
+    with session_factory(engine)() as s:
+        for i in range(n):
+            hard = i % 2 == 0
+            text = (f"Prove that the series {i} converges and derive its closed form step by "
+                    "step" if hard else f"Rephrase this product title: blue mug {i}")
+            agree = (not hard) if rng.random() > 0.05 else hard
+            rid = f"r{i}"
+            s.add(StoredTextRow(request_id=rid, created_at=now, expires_at=now + timedelta(1),
+                                team="t", feature="faq", prompt=f"system: be brief\nuser: {text}",
+                                answer="..."))
+            s.add(JudgementRow(request_id=rid, created_at=now, org="default", team="t",
+                               feature="faq", served_tier="cheap", served_model="gpt-4o-mini",
+                               shadow_model="gpt-4o", judge="exact", agree=agree))
+        s.add(StoredTextRow(request_id="fb", created_at=now, expires_at=now + timedelta(1),
+                            team="t", feature="faq", prompt="user: Rephrase: red cup",
+                            answer="..."))
+        s.add(FeedbackRow(request_id="fb", created_at=now, team="t", feature="faq",
+                          tier="cheap", thumb=1))
+        s.commit()
+    engine.dispose()
+
+
+def test_judged_pairs_and_feedback_become_examples(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/l.db"
+    _fill(url, 20)
+    engine = make_engine(url)
+    with session_factory(engine)() as s:
+        examples = ledger_examples(s, ["faq"])
+    engine.dispose()
+    assert len(examples) == 21
+    assert examples[0].prompt.startswith("Prove that")
+    assert examples[-1].prompt == "Rephrase: red cup"
+    assert {e.strong for e in examples} == {1.0} and examples[-1].weak == 1.0
+    assert last_user("system: x\nuser: a\nassistant: b\nuser: c") == "c"
+
+
+def test_a_new_artifact_is_promoted_only_when_it_beats_the_current_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/l.db"
+    _fill(url)
+    first = tmp_path / "faq.npz"
+    res = runner.invoke(router_app, ["train", "--from-ledger", "--feature", "faq", "--url", url,
+                                     "--folds", "3", "--out", str(first)])
+    assert res.exit_code == 0, res.output
+    assert first.exists()
+    # Against itself (trained on these very prompts) a fresh out-of-fold fit cannot do better.
+    again = tmp_path / "again.npz"
+    res = runner.invoke(router_app, ["train", "--from-ledger", "--feature", "faq", "--url", url,
+                                     "--folds", "3", "--out", str(again), "--current",
+                                     str(first)])
+    assert res.exit_code == 1 and "not promoted" in res.output
+    assert not again.exists()
