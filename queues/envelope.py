@@ -33,6 +33,12 @@ class Envelope(BaseModel):
     #: not on the request: workers of the previous release ignore unknown envelope fields
     #: (and answer whole), where they refuse unknown request fields.
     stream: bool = False
+    #: The rate-limit windows admission added to (scheduler.ratelimit.Grant), so the worker
+    #: corrects the token estimate to the tokens used. Old workers ignore it.
+    rate_grant: dict[str, Any] | None = None
+    #: An async request that met a full rate limit: queued with a countdown, admitted by the
+    #: worker that takes it (and brought back again while the limit stays full).
+    rate_wait: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe form for the broker."""

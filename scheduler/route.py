@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from models.domain.allow_list import clamp
 from models.domain.catalogue import Catalogue, ModelSpec
 from models.domain.errors import ContextLengthError, UnknownModelError, ValidationError
 from models.domain.params import dropped_params, refusals
@@ -73,6 +74,10 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
             reason = (f"{reason}; overridden: {model.name} cannot honour {lacking}, "
                       f"{better.name} can")
             model, tier = better, better.tier
+    if request.allowed_models is not None:
+        model, why = clamp(request, model, catalogue, routing)
+        if why:
+            tier, reason = model.tier, reason + why
     dropped = dropped_params(request, model, catalogue)
     if dropped:
         reason = f"{reason}; dropped {', '.join(dropped)}"

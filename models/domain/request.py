@@ -189,7 +189,8 @@ LATE_FIELDS: tuple[str, ...] = (
     "response_schema", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty",
     "logit_bias", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
     "reasoning_effort", "thinking_budget", "verbosity", "prediction", "service_tier",
-    "metadata", "store", "safety_identifier", "prompt_cache_key", "drop_params")
+    "metadata", "store", "safety_identifier", "prompt_cache_key", "drop_params", "api_key",
+    "allowed_models")
 
 #: The longest a caller may say it waits (``timeout_s``, ``x-sluice-timeout``): a day.
 MAX_TIMEOUT_S = 86_400.0
@@ -255,6 +256,10 @@ class ChatRequest(BaseModel):
     cache_marks: tuple[CacheMark, ...] = Field(default=(), max_length=4)
     #: Headers for the provider the caller sent (``anthropic-beta``, ``anthropic-version``).
     provider_headers: dict[str, str] = Field(default_factory=dict, max_length=2)
+    #: The id of the API key the request came with (its rate limits and budget apply).
+    api_key: str | None = Field(default=None, pattern=_NAME_PATTERN)
+    #: The models and tiers the key may use (None: any): ``auto`` routes only inside them.
+    allowed_models: tuple[str, ...] | None = Field(default=None, max_length=64)
 
     @field_validator("provider_headers")
     @classmethod
