@@ -31,7 +31,7 @@ from models.domain.result import Route
 log = logging.getLogger("sluice.ratelimit")
 
 # KEYS[1..n]: window counters, KEYS[n+1]: the refusal tally. ARGV: per counter limit, cost,
-# expire-at (ms); then the refusal tally's field per counter.
+# time to live (ms); then the refusal tally's field per counter.
 ACQUIRE = """
 local n = #KEYS - 1
 local seen = {}
@@ -46,7 +46,7 @@ for i = 1, n do
 end
 for i = 1, n do
   seen[i] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 1])
-  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIREAT', KEYS[i], ARGV[3 * i]) end
+  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[3 * i]) end
 end
 return {1, 0, unpack(seen)}
 """
@@ -164,8 +164,8 @@ class RedisRateLimiter:
         argv: list[Any] = []
         for c in charges:
             # Kept one window past its end: a settlement's correction may still land.
-            expire_ms = int((now + c.resets_in(now) + c.window_s) * 1000)
-            argv += [c.limit, c.cost, expire_ms]
+            ttl_ms = int((c.resets_in(now) + c.window_s) * 1000)
+            argv += [c.limit, c.cost, ttl_ms]
         argv += [f"{c.name}:{c.kind}" for c in charges]
         try:
             out = self._acquire(keys=[*keys, self.refusals_key], args=argv)
