@@ -125,7 +125,8 @@ def scope_value(request: ChatRequest, scope: str) -> str | None:
     """The key ``request`` has in ``scope`` (None when it has none, e.g. no user)."""
     return {"org": request.org, "lane": request.lane, "team": request.team,
             "feature": request.feature, "user": request.user,
-            "key": request.api_key}.get(scope)
+            # What the outbox replays is a ledger row, which names no key.
+            "key": getattr(request, "api_key", None)}.get(scope)
 
 
 def request_keys(request: ChatRequest) -> list[tuple[str, str, str]]:
