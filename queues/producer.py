@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 from models.domain.catalogue import Catalogue, load_catalogue
 from models.domain.allow_list import may_use
 from models.domain.charges import reach_worst_case, reachable
-from models.domain.errors import (BrokerError, ConfigError, QueuePaused, RateLimited,
-                                  ValidationError)
+from models.domain.errors import (BrokerError, BudgetExceeded, ConfigError, QueuePaused,
+                                  RateLimited, ValidationError)
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
 from models.domain.settings import Settings
@@ -109,9 +109,12 @@ class Gateway:
         grant, waits = self._rate_admit(request, route, prompt_tokens)
         try:
             return self._reserve_and_send(request, route, prompt, grant, waits, stream=stream)
-        except BaseException:
+        except BaseException as exc:
             if grant is not None:
                 self.limiter.refund(grant)
+            if isinstance(exc, BudgetExceeded) and self.limiter is not None:
+                # Refusals by the limit that refused, budgets beside rate limits (Prometheus).
+                self.limiter.count_refusal(f"budget:{exc.details.get('budget')}", "usd")
             raise
 
     def _rate_admit(self, request: ChatRequest, route: Any, prompt_tokens: int

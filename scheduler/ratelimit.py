@@ -21,9 +21,10 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.domain.errors import RateLimited, RateLimiterUnavailable
+from models.domain.errors import LedgerError, RateLimited, RateLimiterUnavailable
 from models.domain.ratelimit import Charge, RateLimit, applicable_limits, charges_for
 from models.domain.request import ChatRequest
 from models.domain.result import Route
@@ -93,6 +94,7 @@ class LimitBook:
         self.ttl_s = ttl_s
         self._index: dict[tuple[str, str, str], list[RateLimit]] = {}
         self._at = float("-inf")
+        self._loaded = False
         self._lock = threading.Lock()
 
     def index(self) -> dict[tuple[str, str, str], list[RateLimit]]:
@@ -100,7 +102,17 @@ class LimitBook:
         if time.monotonic() - self._at > self.ttl_s:
             with self._lock:
                 if time.monotonic() - self._at > self.ttl_s:
-                    self._index = self._load()
+                    try:
+                        self._index = self._load()
+                        self._loaded = True
+                    except SQLAlchemyError as exc:
+                        if not self._loaded:  # never read: no limit can be known, fail closed
+                            raise LedgerError(
+                                f"could not read the rate limits ({type(exc).__name__}); "
+                                "check the database, or run `sluice migrate`") from exc
+                        # Read before: keep those limits until the database answers again.
+                        log.warning("could not reload the rate limits, keeping the last: %s",
+                                    exc)
                     self._at = time.monotonic()
         return self._index
 
@@ -211,6 +223,14 @@ class RedisRateLimiter:
     def refusals_key(self) -> str:
         """The hash counting refusals by ``limit:kind`` (for Prometheus)."""
         return f"{self.prefix}rl:refusals"
+
+    def count_refusal(self, name: str, kind: str) -> None:
+        """Count a refusal decided elsewhere (a budget's) beside the rate limits' (best effort:
+        a count, never the request's outcome)."""
+        try:
+            self.client.hincrby(self.refusals_key, f"{name}:{kind}", 1)
+        except RedisError as exc:
+            log.debug("could not count a refusal of %s: %s", name, exc)
 
     def refusal_counts(self) -> dict[str, int]:
         """Refusals so far by ``limit:kind``."""

@@ -8,10 +8,11 @@ requests, its team's tokens, its model's requests, its deployment's requests: on
 and three budgets (org, team, feature: one PostgreSQL statement), in the producer's order:
 rate windows first, then the reservation, the windows refunded on a budget refusal. Demand is
 split over two keys: one runs out of its requests per minute, the other into the feature
-budget, so the run refuses on both. Each producer runs the Gateway's own admission path (routing, counting, the limiter, the
-reservation) with the broker publish left out. Prints p50/p99 of that path, of its rate-limit
-step alone, and of a bare Redis PING from the same threads in the same run, and the over-admission of every window (admitted
-beyond its limit, from the grants and from Redis), which must be 0, and the budget overspend.
+budget, so the run refuses on both. Each producer runs the Gateway's own admission path
+(routing, counting, the limiter, the reservation) with the broker publish left out. Prints
+p50/p99 of that path, of its rate-limit step alone, and of a bare Redis PING from the same
+threads in the same run; the over-admission of every window (what it holds beyond its limit),
+which must be 0; and the budget overspend.
 """
 
 from __future__ import annotations

@@ -79,6 +79,8 @@ def test_a_budget_refusal_gives_the_rate_windows_back(gateway: Any, sessions: An
         with pytest.raises(BudgetExceeded):
             gateway.submit(ask(team))
         assert used(gateway, team) and set(used(gateway, team).values()) == {0}
+        # Counted by the limit that refused, beside the rate limits' refusals.
+        assert gateway.limiter.refusal_counts()[f"budget:team:{team}:total:usd"] == 1
     finally:
         with sessions() as s:
             delete_budget(s, b.scope, b.key, b.window, org=b.org)

@@ -109,7 +109,8 @@ def test_64_concurrent_producers_never_over_admit_any_window(client: redis.Redis
     assert all(0 < e.retry_after_s <= 60 for e in refused)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(arrivals=st.lists(st.tuples(st.floats(min_value=0, max_value=3.0),
                                    st.sampled_from(["a", "b"]),
                                    st.integers(min_value=1, max_value=40)),
@@ -229,3 +230,28 @@ def test_a_redis_restart_fails_closed_then_admits_again(tmp_path: Any) -> None:
         client.close()
         proc.kill()
         proc.wait(10)
+
+
+def test_prometheus_shows_each_limits_headroom_and_the_refusals_by_limit(
+        client: redis.Redis) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ops.rate_metrics import rate_families
+
+    rl = limiter(client, RateLimit("key", "k", rpm=3), RateLimit("team", "t", tpm=100))
+    rl.acquire(req(key="k"), ROUTE, 30)
+    with pytest.raises(RateLimited):
+        rl.acquire(req(key="k"), ROUTE, 80)
+
+    class One:
+        def collect(self) -> Any:
+            return rate_families(rl)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(One())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert ('sluice_ratelimit_remaining{key="k",kind="requests",org="default",scope="key",'
+            'window_s="60"} 2.0') in text
+    assert ('sluice_ratelimit_remaining{key="t",kind="tokens",org="default",scope="team",'
+            'window_s="60"} 70.0') in text
+    assert 'sluice_ratelimit_refusals_total{kind="tokens",limit="team:t"} 1.0' in text
