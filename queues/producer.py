@@ -44,7 +44,7 @@ class Gateway:
                  admission: Admission | None = None, cache: ResponseCache | None = None,
                  pauses: PauseBook | None = None, cache_hit_sink: Any = None,
                  inflight: Inflight | None = None, cancels: CancelMarks | None = None,
-                 limiter: Any = None) -> None:
+                 ladders: Any = None, limiter: Any = None) -> None:
         self.settings = settings
         #: Rate limits (scheduler.ratelimit.RedisRateLimiter); None: none enforced.
         self.limiter = limiter
@@ -60,6 +60,8 @@ class Gateway:
         self.pauses = pauses
         #: Called with (request, result) for each cache hit, to write its ledger row.
         self.cache_hit_sink = cache_hit_sink
+        #: Per-feature model ladders (scheduler.router.ladder_book), re-read as they change.
+        self.ladders = ladders
 
     def submit(self, data: ChatRequest | dict[str, Any], *,
                admit: Callable[[ChatRequest], None] | None = None,
@@ -94,7 +96,7 @@ class Gateway:
         prompt = prompt_count(request)
         prompt_tokens = prompt.tokens
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
-                             prompt_tokens=prompt_tokens)
+                             prompt_tokens=prompt_tokens, ladders=self.ladders)
         if self.pauses is not None:
             reason = self.pauses.paused(route.queue)
             if reason:
@@ -135,8 +137,10 @@ class Gateway:
         prompt_tokens = prompt.tokens
         reservation, reused = None, False
         if self.admission is not None:
-            # The dearest model the request can reach: a fallback is sent only inside it.
-            chain = reachable(self.catalogue, self.settings.providers.fallbacks, route.model)
+            # The dearest model the request can reach (a fallback, a stronger rung of its
+            # ladder, those its key may use): one is sent only inside it.
+            chain = reachable(self.catalogue, self.settings.providers.fallbacks, route.model,
+                              route.escalation)
             chain = chain[:1] + [m for m in chain[1:]
                                  if may_use(request, m.name, self.settings.routing)]
             amount = reach_worst_case(prompt, request.max_tokens, chain)

@@ -19,7 +19,7 @@ from models.domain.cache_key import CacheKey, answering_policy, cache_key, model
 from models.domain.cache_policy import CompiledPolicy, PolicyBook
 from models.domain.errors import SluiceError, ValidationError
 from models.domain.normalize import NormalizationReport
-from models.domain.request import ChatRequest
+from models.domain.request import TIER_POLICIES, ChatRequest
 from models.domain.result import ChatResult, Timings
 from models.domain.settings import Settings
 from queues.semantic_cache import Embedder, RedisVectorLog, SemanticIndex, VectorLog
@@ -81,6 +81,8 @@ class ResponseCacheBase(ABC):
         self.counters: Counter[str] = Counter()
         self._count_lock = threading.Lock()
         self._models: dict[tuple[str, str], str] = {}
+        #: Feature ladders: part of the identity of ``auto`` and the tiers where they apply.
+        self.ladders = ladder_book(settings)
         self._down_until = 0.0
         self._failures = 0
 
@@ -131,6 +133,8 @@ class ResponseCacheBase(ABC):
             return
         key = self.key(request, policy)
         owner = answering_policy(request.model, self.routing, result.route.tier, result.model)
+        if result.route.rung is not None and request.model in TIER_POLICIES:
+            owner = request.model  # the ladder's rung answered, not a fallback
         if owner != request.model:
             # A fallback model answered: keep it under that model's identity, where only a
             # request for that model finds it, and let followers of this key go on their own.
@@ -166,6 +170,9 @@ class ResponseCacheBase(ABC):
             model = model_fingerprint(request.model, self.routing, request.feature,
                                       artifact_version)
             self._models[(request.model, request.feature)] = model
+        if self.ladders is not None and request.model in TIER_POLICIES:
+            rule = self.ladders.fingerprint(request.feature, request)
+            model = f"{model}|{rule}" if rule else model
         # Similar is not the same for a tool's output ("12.50" and "13.50" embed alike): a turn
         # that ends with a tool result is matched exactly, never semantically.
         semantic = policy.policy.semantic and request.messages[-1].role == "user"
@@ -334,6 +341,15 @@ class RedisResponseCache(ResponseCacheBase):
     def close(self) -> None:
         """Close the connection pool."""
         self.client.close()
+
+
+def ladder_book(settings: Settings) -> Any:
+    """The ladders ``settings`` configure (None when there are none)."""
+    if not (settings.routing.ladders or settings.routing.ladders_path):
+        return None
+    from scheduler.router.ladder_book import LadderBook
+
+    return LadderBook.from_settings(settings.routing)
 
 
 def build_response_cache(settings: Settings) -> ResponseCacheBase | None:

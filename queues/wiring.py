@@ -30,8 +30,16 @@ def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None =
     levers.update(_budgets(settings, sessions))
     levers["inflight"] = _inflight(settings)
     levers["cancels"] = _cancels(settings)
+    levers["ladders"] = _ladders(settings)
     levers["limiter"] = _limiter(settings, sessions)
     return levers
+
+
+def _ladders(settings: Settings) -> Any:
+    """Per-feature model ladders: the settings' and the ladders file's, re-read as it changes."""
+    from scheduler.router.ladder_book import LadderBook
+
+    return LadderBook.from_settings(settings.routing)
 
 
 def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Any]:

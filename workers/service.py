@@ -143,7 +143,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
     result = ChatResult(
         request_id=req.request_id, text=reply.text, provider=model.provider, model=model.name,
         route=route if model.name == route.model else route.model_copy(
-            update={"model": model.name, "provider": model.provider,
+            update={"model": model.name, "provider": model.provider, "rung": None,
                     "reason": f"{route.reason}; fallback to {model.name}"}),
         usage=reply.usage, cost=cost + money.spent,
         baseline_cost=baseline_cost(reply.usage, rt.baseline),
@@ -252,8 +252,10 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> tuple[Envelope, Decimal]:
 
 
 def _chain(rt: WorkerRuntime, env: Envelope) -> list[ModelSpec]:
-    """The routed model, then its configured fallbacks (those its key may use)."""
-    chain = reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model)
+    """The routed model, then its configured fallbacks, then the stronger rungs of its
+    ladder (a rung that keeps failing climbs): those its key may use."""
+    chain = reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model,
+                      env.route.escalation)
     return chain[:1] + [m for m in chain[1:]
                         if may_use(env.request, m.name, rt.settings.routing)]
 

@@ -2,7 +2,7 @@
 and the operators' rate limits.
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0011 (main's head when this branch merged it)
 Create Date: 2026-12-02
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0007"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -35,6 +35,7 @@ def row_from_result(request: ChatRequest, result: ChatResult, *, outcome: str = 
         "tier": result.route.tier, "provider": result.provider, "model": result.model,
         "backend": result.route.backend, "route_reason": result.route.reason[:200],
         "route_score": result.route.score,
+        "task_type": result.route.task_type, "rung": result.route.rung,
         "outcome": outcome, "error_code": error_code, "cache_hit": result.cache_hit, "batch": batch,
         "input_uncached": u.input_uncached, "cache_read": u.cache_read,
         "cache_write_5m": u.cache_write_5m, "cache_write_1h": u.cache_write_1h,
@@ -156,13 +157,13 @@ class SpendLine:
 _GROUPS = {"feature": LedgerRow.feature, "team": LedgerRow.team, "user": LedgerRow.user,
            "model": LedgerRow.model, "lane": LedgerRow.lane, "tier": LedgerRow.tier,
            "provider": LedgerRow.provider, "org": LedgerRow.org, "outcome": LedgerRow.outcome,
-           "kind": LedgerRow.kind}
+           "kind": LedgerRow.kind, "task_type": LedgerRow.task_type, "rung": LedgerRow.rung}
 
 
 def spend_by(session: Session, *groups: str, since: datetime | None = None,
              team: str | None = None) -> list[SpendLine]:
     """Spend grouped by any of feature, team, user, model, lane, tier, provider, org, outcome,
-    kind."""
+    kind, task_type, rung."""
     return spend_lines(session, *groups, since=since, team=team)
 
 

@@ -93,6 +93,10 @@ class LedgerRow(Base):
                                       server_default="chat")
     #: Embedding inputs this row covers (0 for chat); input tokens are ``input_uncached``.
     items: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    #: A feature ladder's decision: the request's task type and the rung it was routed to
+    #: (its index in the ladder climbed, weakest 0); the reason is in ``route_reason``.
+    task_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rung: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),

@@ -48,10 +48,12 @@ def outcome_of(billed: str | None, *, streamed_text: bool, abandoned: bool,
 
 
 def reachable(catalogue: Catalogue, fallbacks: Mapping[str, Sequence[str]],
-              model: str) -> list[ModelSpec]:
-    """The models a request routed to ``model`` may be sent to: it, then its fallbacks."""
+              model: str, escalation: Sequence[str] = ()) -> list[ModelSpec]:
+    """The models a request routed to ``model`` may be sent to: it, then its fallbacks, then
+    the stronger rungs of its ladder it may climb to (``escalation``), each once."""
     primary = catalogue.get(model)
-    return [primary] + [catalogue.get(n) for n in fallbacks.get(primary.name, [])]
+    names = [primary.name, *fallbacks.get(primary.name, []), *escalation]
+    return [catalogue.get(n) for n in dict.fromkeys(names)]
 
 
 def reach_worst_case(prompt: PromptCount, max_tokens: int, models: Sequence[ModelSpec]

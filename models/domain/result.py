@@ -28,6 +28,12 @@ class Route(BaseModel):
     score: float | None = None
     #: Parameters left out because the model cannot honour them and the caller allowed it.
     dropped: tuple[str, ...] = ()
+    #: A feature ladder's decision: the task type, the rung (its index in the ladder climbed:
+    #: the task type's own, else the feature's; weakest 0) and the stronger rungs a failing
+    #: call may climb to.
+    task_type: str | None = None
+    rung: int | None = None
+    escalation: tuple[str, ...] = ()
 
     @property
     def queue(self) -> str:

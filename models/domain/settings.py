@@ -204,6 +204,13 @@ class RoutingSettings(BaseModel):
     #: Per-feature policies, e.g. [{"feature": "seo", "forced_tier": "flagship"},
     #: {"feature": "faq", "router": "learned", "target_flagship_share": 0.2}].
     policies: list[dict[str, Any]] = Field(default_factory=list)
+    #: Per-feature model ladders (scheduler/router/ladder.py), e.g. {"coding": {"rungs":
+    #: ["gpt-4o-mini", "claude-haiku-4-5", "claude-sonnet-4-6"], "target": 0.6}}; "*" is
+    #: every other feature's. Features without one use the tiers above as their ladder.
+    ladders: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: A JSON file of ladders that wins over ``ladders`` and is re-read when it changes
+    #: (`sluice ladders set` writes it): operators change ladders without a deploy.
+    ladders_path: Path | None = None
 
     def model_for(self, tier: str) -> str:
         """The configured model of ``tier``."""

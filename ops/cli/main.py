@@ -55,6 +55,9 @@ def _mount_subcommands() -> None:
     from ops.cli import router as router_cli
 
     app.add_typer(router_cli.router_app, name="router")
+    from ops.cli import ladders as ladders_cli
+
+    app.add_typer(ladders_cli.ladders_app, name="ladders")
     from ops.cli import audit as audit_cli
 
     app.command(name="audit")(audit_cli.audit)

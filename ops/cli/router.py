@@ -53,9 +53,17 @@ def train(
     folds: Annotated[int, typer.Option(help="Folds of the CV whose metrics go into the artifact "
                                             "(0 skips it).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
+    task_types: Annotated[Optional[Path], typer.Option(
+        "--task-types", help="Train a task-type classifier instead, on JSON Lines of "
+                             "{\"prompt\", \"task_type\"} (give --out; name the artifact "
+                             "as a ladder's classifier).")] = None,
 ) -> None:
     """Fit a learned router on all the data and save it as a versioned artifact."""
     from models.domain.errors import SluiceError
+
+    if task_types is not None:
+        _train_task_types(task_types, out, c, as_json)
+        return
     from ops.router import metrics as M
     from ops.router.evaluation import out_of_fold_scores
     from ops.router.training import TrainConfig, fit_router
@@ -152,3 +160,30 @@ def score(
         err_console.print(f"[red]{err.message}[/]")
         raise typer.Exit(2) from None
     console.print_json(json.dumps(decision.to_record()))
+
+
+def _train_task_types(data: Path, out: Path, c: float, as_json: bool) -> None:
+    """Fit the task-type classifier a ladder names (scheduler/router/task_classifier.py)."""
+    from models.domain.errors import SluiceError
+    from scheduler.router.task_classifier import load_examples, train
+
+    if out == DEFAULT_ARTIFACT:
+        err_console.print("[red]give --out PATH for the task-type classifier[/] (the shipped "
+                          "router artifact is not overwritten)")
+        raise typer.Exit(2)
+    try:
+        prompts, labels = load_examples(data)
+        clf = train(prompts, labels, c=c if c != 1.0 else 4.0)
+        hits = sum(p == y for (p, _), y in zip(clf.predict(prompts), labels))
+        clf.meta["train_accuracy"] = round(hits / len(labels), 4)
+        path = clf.save(out)
+    except SluiceError as err:
+        err_console.print(f"[red]{err.message}[/]")
+        raise typer.Exit(2) from None
+    if as_json:
+        console.print_json(json.dumps(dict(clf.meta, classes=list(clf.classes),
+                                           version=clf.version, path=str(path)), default=str))
+        return
+    console.print(f"saved [bold]{path}[/], version {clf.version}, {len(prompts)} prompts, "
+                  f"task types {', '.join(clf.classes)}, training accuracy "
+                  f"{100 * clf.meta['train_accuracy']:.1f}%")

@@ -13,7 +13,7 @@ from rich.console import Console
 
 #: What ``--by`` accepts; ``route`` is the routing decision's tier (cheap, flagship, ...).
 GROUPS = ("feature", "team", "user", "model", "lane", "route", "tier", "provider", "org",
-          "outcome", "kind", "day", "hour")
+          "outcome", "kind", "task_type", "rung", "day", "hour")
 _ALIASES = {"route": "tier"}
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -170,10 +170,12 @@ def _routed_tier(gateway: Any, data: dict[str, Any]) -> str | None:
 
     try:
         route = decide_route(parse_request(dict(data, request_id="replay-pin")),
-                             gateway.catalogue, gateway.settings.routing, scorer=gateway.scorer)
+                             gateway.catalogue, gateway.settings.routing, scorer=gateway.scorer,
+                             ladders=getattr(gateway, "ladders", None))
     except SluiceError:
         return None  # the gateway will refuse the request itself, with its own error
-    return route.tier
+    # A ladder's rung is pinned by its model: its tier name may map onto another rung.
+    return route.model if route.rung is not None else route.tier
 
 
 def _settle(handle: Any, bill: RunBill, timeout_s: float, tick: Callable[[], None]) -> None:

@@ -170,6 +170,8 @@ _CHAT_PARAMS = [
             enum=["use", "bypass", "refresh"]),
     _header("x-sluice-batch", "true: an async request may wait for a provider Batch API "
                               "(50 % off).", enum=["true", "false"]),
+    _header("x-sluice-task-type", "The request's task type, for a feature with a model "
+                                  "ladder (one of the feature's task types)."),
     _header("x-sluice-timeout", "Seconds you will wait (0 < t <= 86400; default: what your "
                                 "SDK announces, or the lane's queue timeout). A request still "
                                 "queued after it is not run and costs nothing.",

@@ -18,11 +18,12 @@ from tests.services import need
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 N = 8
-#: Room for a 2 s answer around a broker restart; redelivery still outlasts the time limits.
-ROOMY = {"SLUICE_LANES__INTERACTIVE__SOFT_TIME_LIMIT_S": "6",
-         "SLUICE_LANES__INTERACTIVE__TIME_LIMIT_S": "7",
-         "SLUICE_LANES__ASYNC__SOFT_TIME_LIMIT_S": "6", "SLUICE_LANES__ASYNC__TIME_LIMIT_S": "7",
-         "SLUICE_BROKER__VISIBILITY_TIMEOUT_S": "16"}
+#: Room for a 2 s answer around a broker restart on a loaded machine (6 s was overrun once
+#: with other suites running); redelivery still outlasts the time limits.
+ROOMY = {"SLUICE_LANES__INTERACTIVE__SOFT_TIME_LIMIT_S": "10",
+         "SLUICE_LANES__INTERACTIVE__TIME_LIMIT_S": "11",
+         "SLUICE_LANES__ASYNC__SOFT_TIME_LIMIT_S": "10", "SLUICE_LANES__ASYNC__TIME_LIMIT_S": "11",
+         "SLUICE_BROKER__VISIBILITY_TIMEOUT_S": "24"}
 
 
 def _request(rid: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from models.domain.result import ChatResult
 H_FEATURE, H_USER, H_LANE = "x-sluice-feature", "x-sluice-user", "x-sluice-lane"
 H_REQUEST_ID, H_CACHE, H_BATCH = "x-sluice-request-id", "x-sluice-cache-mode", "x-sluice-batch"
 H_TIMEOUT = "x-sluice-timeout"
+#: The caller's task type, for a feature with a ladder (scheduler/router/ladder.py).
+H_TASK = "x-sluice-task-type"
 #: Opt-in: drop what the routed model cannot honour instead of refusing (LiteLLM's
 #: drop_params); the answer's x-sluice-dropped-params header lists what was dropped.
 H_DROP, H_DROPPED = "x-sluice-drop-params", "x-sluice-dropped-params"
@@ -48,6 +50,8 @@ def base_request(headers: Any, *, team: str, org: str, key_id: str, model: Any,
         origin["cache"] = H_CACHE
     if headers.get(H_BATCH):
         data["tags"]["batch"] = headers[H_BATCH].strip().lower()
+    if headers.get(H_TASK):
+        data["tags"]["task_type"], origin["task_type"] = headers[H_TASK].strip(), H_TASK
     if headers.get(H_DROP) is not None:
         data["drop_params"] = flag(headers[H_DROP], H_DROP)
     timeout = caller_timeout(headers, sdk=data["lane"] != "async")
