@@ -94,7 +94,6 @@ class LimitBook:
         self.ttl_s = ttl_s
         self._index: dict[tuple[str, str, str], list[RateLimit]] = {}
         self._at = float("-inf")
-        self._loaded = False
         self._lock = threading.Lock()
 
     def index(self) -> dict[tuple[str, str, str], list[RateLimit]]:
@@ -104,15 +103,13 @@ class LimitBook:
                 if time.monotonic() - self._at > self.ttl_s:
                     try:
                         self._index = self._load()
-                        self._loaded = True
                     except SQLAlchemyError as exc:
-                        if not self._loaded:  # never read: no limit can be known, fail closed
-                            raise LedgerError(
-                                f"could not read the rate limits ({type(exc).__name__}); "
-                                "check the database, or run `sluice migrate`") from exc
-                        # Read before: keep those limits until the database answers again.
-                        log.warning("could not reload the rate limits, keeping the last: %s",
-                                    exc)
+                        # Fail closed, as budget admission does: a limit set since the last
+                        # read (or a key's lowered one) must not be skipped.
+                        raise LedgerError(
+                            f"could not read the rate limits ({type(exc).__name__}); nothing "
+                            "was dispatched; check the database (SLUICE_DATABASE__URL) or run "
+                            "`sluice migrate`, then retry") from exc
                     self._at = time.monotonic()
         return self._index
 

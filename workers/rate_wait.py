@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from models.domain.errors import RateLimited, RateLimiterUnavailable, SluiceError
+from models.domain.errors import (RateLimited, RateLimiterUnavailable, SluiceError,
+                                  ValidationError)
 from scheduler.ratelimit import Grant
 
 log = logging.getLogger("sluice.ratelimit")
@@ -31,10 +32,10 @@ def admit_deferred(limiter: Any, message: Any) -> tuple[Any, float | None]:
                                 env.prompt_tokens + env.request.max_tokens)
     except RateLimited as err:
         return message, max(err.retry_after_s, 0.05)
-    except RateLimiterUnavailable:
-        return message, UNREACHABLE_WAIT_S
-    except SluiceError:
-        return message, None  # e.g. a limit lowered below the request: execute() answers it
+    except ValidationError:
+        return message, None  # a limit lowered below the request: it runs, as admitted before
+    except (RateLimiterUnavailable, SluiceError):
+        return message, UNREACHABLE_WAIT_S  # Redis or the limits unreadable: fail closed
     return {**message, "rate_wait": False,
             "rate_grant": grant.to_json() if grant else None}, None
 
