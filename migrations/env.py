@@ -12,6 +12,7 @@ import models.db.api_keys  # noqa: F401
 import models.db.attempts  # noqa: F401
 import models.db.audit  # noqa: F401
 import models.db.budgets  # noqa: F401
+import models.db.rate_limits  # noqa: F401
 import models.db.stored_responses  # noqa: F401
 import models.db.stored_text  # noqa: F401
 from models.db.tables import Base

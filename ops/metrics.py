@@ -49,8 +49,11 @@ class SluiceCollector(Collector):
     """
 
     def __init__(self, sessions: Callable[[], Any], *, app: Any = None,
-                 cache_s: float = 5.0, shed: Callable[[], dict[str, int]] | None = None) -> None:
+                 cache_s: float = 5.0, shed: Callable[[], dict[str, int]] | None = None,
+                 limiter: Any = None) -> None:
         self.sessions = sessions
+        #: The rate limiter (scheduler.ratelimit), for headroom and refusals; None: none.
+        self.limiter = limiter
         self.app = app
         self.shed = shed
         self.cache_s = cache_s
@@ -75,6 +78,10 @@ class SluiceCollector(Collector):
         yield from _budget_families(snap)
         yield from _queue_families(snap)
         yield from _quality_families(snap)
+        if self.limiter is not None:
+            from ops.rate_metrics import rate_families
+
+            yield from rate_families(self.limiter)
         up = GaugeMetricFamily("sluice_metrics_source_up", "1 when the source answered the "
                                "last scrape", labels=["source"])
         for source, ok in sorted(snap.up.items()):
@@ -291,12 +298,13 @@ def _queue_families(snap: Snapshot) -> Iterator[Any]:
 
 
 def build_registry(sessions: Callable[[], Any], *, app: Any = None,
-                   cache_s: float = 5.0, shed: Callable[[], dict[str, int]] | None = None
-                   ) -> CollectorRegistry:
+                   cache_s: float = 5.0, shed: Callable[[], dict[str, int]] | None = None,
+                   limiter: Any = None) -> CollectorRegistry:
     """A fresh registry holding one collector over ``sessions`` (and the broker of ``app``,
-    and the front doors' refusal tally read by ``shed``)."""
+    the front doors' refusal tally read by ``shed``, and the rate limits of ``limiter``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SluiceCollector(sessions, app=app, cache_s=cache_s, shed=shed))
+    registry.register(SluiceCollector(sessions, app=app, cache_s=cache_s, shed=shed,
+                                      limiter=limiter))
     return registry
 
 
@@ -307,6 +315,10 @@ def registry_for(settings: Any, *, cache_s: float = 5.0) -> CollectorRegistry:
 
     from queues.shed_tally import tally_for
 
+    from scheduler.ratelimit import build_rate_limiter
+
     tally = tally_for(settings)
-    return build_registry(ledger_sessions(settings), app=create_app(settings), cache_s=cache_s,
-                          shed=tally.read if tally is not None else None)
+    sessions = ledger_sessions(settings)
+    return build_registry(sessions, app=create_app(settings), cache_s=cache_s,
+                          shed=tally.read if tally is not None else None,
+                          limiter=build_rate_limiter(settings, sessions))

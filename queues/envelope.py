@@ -37,6 +37,12 @@ class Envelope(BaseModel):
     #: the served answer it is judged against, a judge call its vote's position. None: a
     #: caller's request. Held in flight only, never stored.
     pair: dict[str, Any] | None = None
+    #: The rate-limit windows admission added to (scheduler.ratelimit.Grant), so the worker
+    #: corrects the token estimate to the tokens used. Old workers ignore it.
+    rate_grant: dict[str, Any] | None = None
+    #: An async request that met a full rate limit: queued with a countdown, admitted by the
+    #: worker that takes it (and brought back again while the limit stays full).
+    rate_wait: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe form for the broker."""

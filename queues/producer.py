@@ -14,8 +14,10 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from models.domain.catalogue import Catalogue, load_catalogue
+from models.domain.allow_list import may_use
 from models.domain.charges import reach_worst_case, reachable
-from models.domain.errors import BrokerError, ConfigError, QueuePaused, ValidationError
+from models.domain.errors import (BrokerError, BudgetExceeded, ConfigError, QueuePaused,
+                                  RateLimited, ValidationError)
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
 from models.domain.quality import PURPOSE_TAG
@@ -29,6 +31,7 @@ from queues.inflight import Inflight, InflightMessage
 from queues.handle import Handle, ReadyHandle, TaskHandle
 from queues.names import task_for
 from scheduler.hooks import Admission, PauseBook, ResponseCache
+from scheduler.ratelimit import Grant
 from scheduler.route import Scorer, decide_route
 
 log = logging.getLogger(__name__)
@@ -42,10 +45,12 @@ class Gateway:
                  admission: Admission | None = None, cache: ResponseCache | None = None,
                  pauses: PauseBook | None = None, cache_hit_sink: Any = None,
                  inflight: Inflight | None = None, cancels: CancelMarks | None = None,
-                 ladders: Any = None, sessions: Any = None) -> None:
+                 ladders: Any = None, sessions: Any = None, limiter: Any = None) -> None:
         self.settings = settings
         #: The ledger's session factory (feedback is stored there); None: no feedback.
         self.sessions = sessions
+        #: Rate limits (scheduler.ratelimit.RedisRateLimiter); None: none enforced.
+        self.limiter = limiter
         #: Where callers cancel queued async requests (queues.cancel); None: not possible.
         self.cancels = cancels
         #: Records each message until its ledger row is final (re-sends what a broker lost).
@@ -68,8 +73,9 @@ class Gateway:
 
         ``admit`` is called for a request that must be queued (not for a cache hit), before
         its budget is reserved: the front door sheds load there (raising Overloaded).
-        Raises ValidationError (and its subclasses), BudgetExceeded, QueuePaused, Overloaded or
-        BrokerError before anything is enqueued.
+        Raises ValidationError (and its subclasses), BudgetExceeded, RateLimited (with
+        ``retry_after_s``; an async-lane request waits in its queue instead), QueuePaused,
+        Overloaded or BrokerError before anything is enqueued.
         """
         request = parse_request(data)
         if PURPOSE_TAG in request.tags:
@@ -106,22 +112,54 @@ class Gateway:
         if request.has_images:  # images count by the routed provider's rule
             prompt = prompt_count(request, model)
             prompt_tokens = prompt.tokens
+        # Rate limits first, then money: a budget refusal gives the windows back, and a rate
+        # refusal never reaches the budget, so a refusal by either leaves nothing held.
+        grant, waits = self._rate_admit(request, route, prompt_tokens)
+        try:
+            return self._reserve_and_send(request, route, prompt, grant, waits, stream=stream)
+        except BaseException as exc:
+            if grant is not None:
+                self.limiter.refund(grant)
+            if isinstance(exc, BudgetExceeded) and self.limiter is not None:
+                # Refusals by the limit that refused, budgets beside rate limits (Prometheus).
+                self.limiter.count_refusal(f"budget:{exc.details.get('budget')}", "usd")
+            raise
+
+    def _rate_admit(self, request: ChatRequest, route: Any, prompt_tokens: int
+                    ) -> tuple[Grant | None, float | None]:
+        """The rate-limit grant (None: no limit applies), or for an async-lane request over a
+        limit, no grant and how long it waits in its queue before a worker admits it."""
+        if self.limiter is None:
+            return None, None
+        try:
+            return self.limiter.acquire(request, route, prompt_tokens + request.max_tokens), None
+        except RateLimited as err:
+            if request.lane != "async":
+                raise
+            return None, err.retry_after_s
+
+    def _reserve_and_send(self, request: ChatRequest, route: Any, prompt: Any,
+                          grant: Grant | None, waits: float | None, *, stream: bool) -> Handle:
+        prompt_tokens = prompt.tokens
         reservation, reused = None, False
         if self.admission is not None:
             # The dearest model the request can reach (a fallback, a stronger rung of its
-            # ladder): one is sent only inside it.
-            amount = reach_worst_case(prompt, request.max_tokens, reachable(
-                self.catalogue, self.settings.providers.fallbacks, route.model,
-                route.escalation))
+            # ladder, those its key may use): one is sent only inside it.
+            chain = reachable(self.catalogue, self.settings.providers.fallbacks, route.model,
+                              route.escalation)
+            chain = chain[:1] + [m for m in chain[1:]
+                                 if may_use(request, m.name, self.settings.routing)]
+            amount = reach_worst_case(prompt, request.max_tokens, chain)
             reservation, reused = self._reserve(request, route, amount)
         now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
                             reservation_id=reservation, prompt_hash=prompt_hash(request),
                             enqueued_at=now, deadline=self._deadline(request, now),
-                            stream=stream)
+                            stream=stream, rate_grant=grant.to_json() if grant else None,
+                            rate_wait=waits is not None)
         try:
-            return TaskHandle(self._send(envelope), request_id=request.request_id,
-                              model=route.model)
+            return TaskHandle(self._send(envelope, countdown=waits),
+                              request_id=request.request_id, model=route.model)
         except Exception:
             # Never one the request already held: that is its first run's, still running.
             if reservation is not None and self.admission is not None and not reused:
@@ -176,7 +214,7 @@ class Gateway:
 
         return record(self, data)
 
-    def _send(self, envelope: Envelope) -> Any:
+    def _send(self, envelope: Envelope, countdown: float | None = None) -> Any:
         lane = self.settings.lanes.get(envelope.route.lane)
         req = envelope.request
         options = {"priority": lane.priority, "soft_time_limit": lane.soft_time_limit_s,
@@ -187,6 +225,8 @@ class Gateway:
                    "argsrepr": f"({req.request_id!r}, team={req.team!r}, "
                                f"feature={req.feature!r}, model={envelope.route.model!r})",
                    "kwargsrepr": "{}"}
+        if countdown:
+            options["countdown"] = countdown
         task_id = task_id_for(envelope.request)
         args = [envelope.to_message()]
         try:

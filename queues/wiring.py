@@ -32,6 +32,7 @@ def producer_levers(settings: Settings, sessions: sessionmaker[Session] | None =
     levers["inflight"] = _inflight(settings)
     levers["cancels"] = _cancels(settings)
     levers["ladders"] = _ladders(settings)
+    levers["limiter"] = _limiter(settings, sessions)
     return levers
 
 
@@ -57,7 +58,14 @@ def worker_levers(settings: Settings, sessions: sessionmaker[Session]) -> dict[s
     from queues.token_stream import token_client_for
 
     levers["tokens"] = token_client_for(settings.broker.state_url() or settings.broker.url)
+    levers["limiter"] = _limiter(settings, sessions)
     return levers
+
+
+def _limiter(settings: Settings, sessions: sessionmaker[Session]) -> Any:
+    from scheduler.ratelimit import build_rate_limiter
+
+    return build_rate_limiter(settings, sessions)
 
 
 def _cancels(settings: Settings) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from models.domain.allow_list import clamp, may_use
 from models.domain.catalogue import Catalogue, ModelSpec
 from models.domain.errors import ContextLengthError, UnknownModelError, ValidationError
 from models.domain.params import dropped_params, refusals
@@ -49,7 +50,7 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
 
         routed, note = ladder_route(request, catalogue, scorer, ladders, prompt_tokens)
         if routed is not None:
-            return _finish(request, catalogue, routed, prompt_tokens)
+            return _finish(request, catalogue, routed, prompt_tokens, routing)
     if policy_name == "auto":
         if scorer is None:
             tier, reason = "cheap", "auto: no router configured, default tier"
@@ -85,12 +86,15 @@ def decide_route(request: ChatRequest, catalogue: Catalogue, routing: RoutingSet
     route = Route(tier=tier, model=model.name,
                   provider=model.provider, backend="gpu" if model.provider == "vllm" else "api",
                   lane=request.lane, reason=(note + reason)[:200], score=score)
-    return _finish(request, catalogue, route, prompt_tokens)
+    return _finish(request, catalogue, route, prompt_tokens, routing)
 
 
 def _finish(request: ChatRequest, catalogue: Catalogue, route: Route,
-            prompt_tokens: int | None) -> Route:
-    """Drop what the model cannot honour (when allowed) and check the prompt fits."""
+            prompt_tokens: int | None, routing: RoutingSettings) -> Route:
+    """Clamp the choice into the key's allow-list, drop what the model cannot honour (when
+    allowed) and check the prompt fits."""
+    if request.allowed_models is not None:
+        route = _allowed(request, catalogue, routing, route)
     model = catalogue.get(route.model)
     dropped = dropped_params(request, model, catalogue)
     reason = route.reason
@@ -100,6 +104,20 @@ def _finish(request: ChatRequest, catalogue: Catalogue, route: Route,
         prompt_tokens = count_request(request, model)  # each provider counts images its way
     check_fits(request, model, prompt_tokens)
     return route.model_copy(update={"reason": reason[:200], "dropped": dropped})
+
+
+def _allowed(request: ChatRequest, catalogue: Catalogue, routing: RoutingSettings,
+              route: Route) -> Route:
+    """``route`` inside the key's allow-list: its model clamped, its ladder's stronger rungs
+    only those the key may use."""
+    model, why = clamp(request, catalogue.get(route.model), catalogue, routing)
+    rungs = tuple(m for m in route.escalation if may_use(request, m, routing))
+    if not why and rungs == route.escalation:
+        return route
+    return route.model_copy(update={
+        "model": model.name, "tier": model.tier, "provider": model.provider,
+        "backend": "gpu" if model.provider == "vllm" else "api",
+        "reason": (route.reason + why)[:200], "escalation": rungs})
 
 
 def capable_model(request: ChatRequest, catalogue: Catalogue,

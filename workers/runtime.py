@@ -39,6 +39,8 @@ class WorkerRuntime:
     cancels: Any = None
     #: Redis client streamed answers are written with (queues.token_stream), or None.
     tokens: Any = None
+    #: Rate limits (scheduler.ratelimit): admits deferred async requests, corrects tokens.
+    limiter: Any = None
     #: Gemini explicit context caches of this process (workers.context_cache), built on use.
     context_caches: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models.db import attempts as attempt_rows
 from models.db import ledger, stored_text
 from models.domain.catalogue import ModelSpec
+from models.domain.allow_list import may_use
 from models.domain.charges import reach_worst_case, reachable
 from models.domain.cost import baseline_cost, cost_of, list_cost, prompt_for
 from models.domain.deployments import deployment_name
@@ -262,9 +263,11 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> tuple[Envelope, Decimal]:
 
 def _chain(rt: WorkerRuntime, env: Envelope) -> list[ModelSpec]:
     """The routed model, then its configured fallbacks, then the stronger rungs of its
-    ladder (a rung that keeps failing climbs)."""
-    return reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model,
-                     env.route.escalation)
+    ladder (a rung that keeps failing climbs): those its key may use."""
+    chain = reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model,
+                      env.route.escalation)
+    return chain[:1] + [m for m in chain[1:]
+                        if may_use(env.request, m.name, rt.settings.routing)]
 
 
 def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False

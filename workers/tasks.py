@@ -16,6 +16,7 @@ from queues.names import TASK_API, TASK_GPU
 from workers import log_privacy
 from workers.batch.seam import max_visits
 from workers.gpu.runtime import install_gpu_signals
+from workers.rate_wait import admit_deferred, settle_tokens
 from workers.runtime import get_runtime
 from workers.redelivery import ClaimBusy
 from workers.service import execute
@@ -114,10 +115,19 @@ class _Stash:
         return record if isinstance(record, dict) else None
 
 
+#: A deferred async request comes back this often at most while its rate limit stays full.
+RATE_WAITS = 10_000
+
+
 def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
-    reply = _parked_if_invalid(task, execute(message, get_runtime(task.app),
-                                             previous=_previous(task), stash=_Stash(task)),
-                               message)
+    rt = get_runtime(task.app)
+    message, wait = admit_deferred(rt.limiter, message)
+    if wait is not None:
+        # Over a rate limit, the async lane waits in its queue instead of failing.
+        raise task.retry(args=[message], countdown=wait, max_retries=RATE_WAITS)
+    reply = _parked_if_invalid(task, execute(message, rt, previous=_previous(task),
+                                             stash=_Stash(task)), message)
+    settle_tokens(rt.limiter, message, reply)
     error = reply.get("error") or {}
     details = error.get("details") or {}
     if error.get("code") == BatchPending.code:

@@ -16,7 +16,8 @@ from models.domain.errors import LedgerError
 
 #: Actions the CLI records; a free string in the table so a new command needs no migration.
 ACTIONS = ("queues.pause", "queues.resume", "budget.set", "budget.rm", "cache.flush",
-           "keys.create", "keys.revoke", "ladders.set", "ladders.rm")
+           "keys.create", "keys.revoke", "keys.update", "keys.rotate", "limits.set",
+           "limits.rm", "ladders.set", "ladders.rm")
 
 
 class AuditRow(Base):

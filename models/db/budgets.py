@@ -221,6 +221,8 @@ def ledger_spend(session: Session, scope: str, key: str, since: datetime | None,
                  org: str = DEPLOYMENT) -> Decimal:
     """What the ledger records as spent by ``scope``/``key`` of ``org`` (DEPLOYMENT: of
     every org) since ``since`` (all time if None)."""
+    if scope == "key":
+        return Decimal(0)  # the ledger does not name keys: a key's budget counts from its set
     column = {"org": LedgerRow.org, "lane": LedgerRow.lane, "team": LedgerRow.team,
               "feature": LedgerRow.feature, "user": LedgerRow.user}[scope]
     stmt = select(func.coalesce(func.sum(LedgerRow.cost), 0)).where(column == key)

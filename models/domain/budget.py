@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from models.domain.request import ChatRequest
 
 #: What a budget can be attached to, in the order a refusal names them (widest first).
-SCOPES: tuple[str, ...] = ("org", "lane", "team", "feature", "user")
+#: ``key``: one API key's own budget (its id is the key), set with ``sluice keys create``.
+SCOPES: tuple[str, ...] = ("org", "lane", "team", "feature", "user", "key")
 WINDOWS: tuple[str, ...] = ("hourly", "daily", "monthly", "total")
 #: The org of a deployment-wide budget (a lane budget set without ``--org``): it applies to
 #: every org, and only its exhaustion pauses the shared queues. No org name can be ``*``.
@@ -123,7 +124,9 @@ def check_window(window: str) -> None:
 def scope_value(request: ChatRequest, scope: str) -> str | None:
     """The key ``request`` has in ``scope`` (None when it has none, e.g. no user)."""
     return {"org": request.org, "lane": request.lane, "team": request.team,
-            "feature": request.feature, "user": request.user}.get(scope)
+            "feature": request.feature, "user": request.user,
+            # What the outbox replays is a ledger row, which names no key.
+            "key": getattr(request, "api_key", None)}.get(scope)
 
 
 def request_keys(request: ChatRequest) -> list[tuple[str, str, str]]:

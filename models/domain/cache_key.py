@@ -77,6 +77,8 @@ DECLARED: dict[type[BaseModel], dict[str, tuple[Role, str]]] = {
         "provider_headers": (Role.EXCLUDED, "protocol version and beta flags: features that "
                                             "change the answer have fields of their own"),
         "openai_responses": (Role.KEYED, "the answer's reasoning items and summary"),
+        "api_key": (Role.EXCLUDED, "who pays and how fast, not what is asked"),
+        "allowed_models": (Role.KEYED, "a key's allow-list can change which model answers"),
     },
     StaticPart: {"system": (Role.KEYED, "normalized"), "few_shot": (Role.KEYED, "normalized"),
                  "tools": (Role.KEYED, "canonical JSON, in order")},

@@ -165,7 +165,7 @@ def from_dict(data: dict[str, Any]) -> SluiceError:
     Exception.__init__(err, data.get("message", ""))
     err.message = str(data.get("message", ""))
     err.details = dict(data.get("details") or {})
-    for key in ("field", "provider", "status", "retry_after"):
+    for key in ("field", "provider", "status", "retry_after", "limit", "retry_after_s"):
         if key in err.details:
             setattr(err, key, err.details[key])
     return err
@@ -211,3 +211,32 @@ class BrokerError(SluiceError):
 
     code = "broker_unavailable"
     retryable = True
+
+
+class RateLimited(SluiceError):
+    """A rate limit (requests or tokens per window) has no room now; ``retry_after_s`` says
+    when it will, ``limit`` names the one that refused (``key:<id>:tokens``, ...)."""
+
+    code = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float, **details: Any
+                 ) -> None:
+        super().__init__(message, limit=limit, retry_after=retry_after_s,
+                         retry_after_s=retry_after_s, **details)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.retry_after = retry_after_s
+
+
+class RateLimiterUnavailable(SluiceError):
+    """The rate limiter's Redis cannot be reached: hard limits fail closed (nothing admitted)."""
+
+    code = "rate_limiter_unavailable"
+    retryable = True
+
+
+class NotAllowed(ValidationError):
+    """The API key's policy does not allow this model or lane; ``field`` names which."""
+
+    code = "not_allowed"

@@ -202,7 +202,7 @@ LATE_FIELDS: tuple[str, ...] = (
     "logit_bias", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
     "reasoning_effort", "thinking_budget", "verbosity", "prediction", "service_tier",
     "metadata", "store", "safety_identifier", "prompt_cache_key", "drop_params",
-    "openai_responses")
+    "openai_responses", "api_key", "allowed_models")
 
 #: The longest a caller may say it waits (``timeout_s``, ``x-sluice-timeout``): a day.
 MAX_TIMEOUT_S = 86_400.0
@@ -270,6 +270,10 @@ class ChatRequest(BaseModel):
     cache_marks: tuple[CacheMark, ...] = Field(default=(), max_length=4)
     #: Headers for the provider the caller sent (``anthropic-beta``, ``anthropic-version``).
     provider_headers: dict[str, str] = Field(default_factory=dict, max_length=2)
+    #: The id of the API key the request came with (its rate limits and budget apply).
+    api_key: str | None = Field(default=None, pattern=_NAME_PATTERN)
+    #: The models and tiers the key may use (None: any): ``auto`` routes only inside them.
+    allowed_models: tuple[str, ...] | None = Field(default=None, max_length=64)
 
     @field_validator("provider_headers")
     @classmethod

@@ -29,6 +29,9 @@ def _mount_subcommands() -> None:
     from ops.cli import budget as budget_cli, queues as queues_cli
 
     app.add_typer(budget_cli.budget_app, name="budget")
+    from ops.cli import limits as limits_cli
+
+    app.add_typer(limits_cli.limits_app, name="limits")
     app.add_typer(queues_cli.queues_app, name="queues")
     from ops.cli import ledger_export, spend as spend_cli
 

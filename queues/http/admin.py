@@ -1,5 +1,6 @@
 """Operator endpoints: mint, list and revoke API keys; health. Every one needs an operator key,
-and acts in that key's org only unless the key was minted deployment-wide (``all_orgs``)."""
+and acts in that key's org only unless the key was minted deployment-wide (``all_orgs``); the
+key endpoints also take a team admin key, acting on its own team only."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models.db.api_keys import ROLES, ApiKeyRow, create_key, info_of, list_keys, revoke_key
+from models.db.api_keys import (ROLES, ApiKeyRow, apply_policy, create_key, info_of,
+                                list_keys, revoke_key)
+from models.db.audit import record_action
+from models.db.key_policy import policy_json, set_key_budget
 from models.domain.errors import ValidationError
 from queues.http.auth import AuthError, acting_org
 from queues.http.pipeline import door, guarded, read_json
 from queues.http.context import FrontDoor
+from queues.http.admin_policy import (POLICY_FIELDS, admin_scope, check_admin_limits,
+                                     read_policy)
 from queues.http.errors import error_response
 
 #: The same rule ChatRequest applies to team and org names.
@@ -43,15 +49,12 @@ def _text(body: dict[str, Any], field: str, default: str | None, pattern: re.Pat
 def key_json(row: ApiKeyRow) -> dict[str, Any]:
     """A key's public description (its secret is never stored, so never shown)."""
     info = info_of(row)
-    return {"id": row.id, "team": row.team, "org": row.org, "role": row.role, "name": row.name,
-            "feature": info.feature,
-            "features": list(info.features) if info.features is not None else None,
-            "users": list(info.users) if info.users is not None else None,
-            "all_orgs": info.all_orgs, "created_at": row.created_at.isoformat(),
+    return {**policy_json(info), "created_at": row.created_at.isoformat(),
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
 
 
-_FIELDS = {"team", "org", "role", "name", "feature", "allow_features", "allow_users", "all_orgs"}
+_FIELDS = {"team", "org", "role", "name", "feature", "allow_features", "allow_users",
+           "all_orgs"} | POLICY_FIELDS
 
 
 def _names(body: dict[str, Any], field: str) -> list[str] | None:
@@ -69,13 +72,14 @@ async def create_key_endpoint(request: Request) -> Response:
     allow_users?, all_orgs?}``: the key is in the answer, once. An operator key mints keys of
     its own org only (the default), unless it acts in every org."""
     fd = door(request)
-    me = await fd.keys.principal(request, operator=True)
+    me = await fd.keys.principal(request, operator="admin")
     body = await read_json(request)
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
-    team = _text(body, "team", None, _NAME)
-    org = acting_org(me, _text(body, "org", me.org, _NAME))
+    team = _text(body, "team", me.team if me.role == "admin" else None, _NAME)
+    org = _text(body, "org", me.org, _NAME)
+    org = org if me.role == "admin" else acting_org(me, org)
     role = _text(body, "role", "team", None)
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
@@ -92,21 +96,32 @@ async def create_key_endpoint(request: Request) -> Response:
     if all_orgs and not me.all_orgs:
         raise AuthError("only a deployment-wide operator key mints another one", status=403,
                         code="org_not_allowed", param="all_orgs")
+    admin_scope(me, team, org, role, all_orgs)
+    policy, budget = read_policy(body)
     token, info = await run_in_threadpool(functools.partial(
-        _mint, fd, team=team, org=org, role=role, name=name, feature=feature,
-        allow_features=features or (), allow_users=users, all_orgs=all_orgs))
-    return JSONResponse({"id": info.id, "key": token, "team": team, "org": org, "role": role,
-                         "name": name, "feature": info.feature,
-                         "features": list(info.features) if info.features is not None else None,
-                         "users": list(info.users) if info.users is not None else None,
-                         "all_orgs": info.all_orgs}, status_code=201)
+        _mint, fd, me, policy, budget, team=team, org=org, role=role, name=name,
+        feature=feature, allow_features=features or (), allow_users=users, all_orgs=all_orgs))
+    return JSONResponse({**policy_json(info), "key": token}, status_code=201)
 
 
-def _mint(fd: FrontDoor, **fields: Any) -> Any:
+def _mint(fd: FrontDoor, me: Any, policy: dict[str, Any], budget: Any, **fields: Any) -> Any:
     with fd.sessions() as s:
-        out = create_key(s, **fields)
+        check_admin_limits(s, me, policy, budget)
+        try:
+            token, info = create_key(s, **fields)
+            row = s.get(ApiKeyRow, info.id)
+            assert row is not None
+            apply_policy(row, **policy)
+            info = info_of(row)
+            if budget is not None:
+                set_key_budget(s, info, budget)
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="body") from None
+        record_action(s, actor=f"key:{me.id}", action="keys.create", target=info.id,
+                      detail={**policy_json(info), "budget": None if budget is None else
+                              {"hard": str(budget.hard), "window": budget.window}})
         s.commit()
-    return out
+    return token, info
 
 
 @guarded
@@ -114,12 +129,16 @@ async def list_keys_endpoint(request: Request) -> Response:
     """``GET /admin/keys[?team=T][&org=O]``: the keys of the operator key's org (of every
     org, or of ``org``, for a deployment-wide operator key)."""
     fd = door(request)
-    me = await fd.keys.principal(request, operator=True)
+    me = await fd.keys.principal(request, operator="admin")
     team = request.query_params.get("team")
     if team is not None:
         team = _text({"team": team}, "team", None, _NAME)
     asked = request.query_params.get("org")
-    org = None if me.all_orgs and asked is None else acting_org(me, asked)
+    if me.role == "admin":
+        admin_scope(me, team or me.team, asked or me.org, "team", False)
+        team, org = me.team, me.org
+    else:
+        org = None if me.all_orgs and asked is None else acting_org(me, asked)
 
     def read() -> list[dict[str, Any]]:
         with fd.sessions() as s:
@@ -133,7 +152,7 @@ async def revoke_key_endpoint(request: Request) -> Response:
     """``DELETE /admin/keys/{key_id}``: the key (of the operator's org) stops working at once
     in this process."""
     fd = door(request)
-    me = await fd.keys.principal(request, operator=True)
+    me = await fd.keys.principal(request, operator="admin")
     key_id = request.path_params["key_id"]
     if not _KEY_ID.match(key_id):
         # Never a key: answer as for a revoked or unknown one, without asking the database.
@@ -142,7 +161,12 @@ async def revoke_key_endpoint(request: Request) -> Response:
     def revoke() -> bool:
         with fd.sessions() as s:
             # Another org's key is "not found", as an unknown one: its id tells nothing.
+            row = s.get(ApiKeyRow, key_id)
+            if me.role == "admin" and (row is None or row.team != me.team):
+                return False  # another team's key is "not found" to a team admin
             done = revoke_key(s, key_id, org=None if me.all_orgs else me.org)
+            if done:
+                record_action(s, actor=f"key:{me.id}", action="keys.revoke", target=key_id)
             s.commit()
         return done
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from models.db.api_keys import KeyInfo, verify_key
 from models.domain.errors import SluiceError
-from queues.http.wire.common import H_FEATURE, H_USER
+from queues.http.wire.common import H_FEATURE, H_LANE, H_USER
 
 
 class AuthError(SluiceError):
@@ -71,6 +71,20 @@ def bill_as_key_allows(key: KeyInfo, data: dict[str, Any], headers: Any) -> None
                         param=H_USER)
 
 
+def apply_key_policy(key: KeyInfo, data: dict[str, Any]) -> None:
+    """Carry ``key``'s policy onto the request: its id (its own rate limits and budget apply)
+    and model allow-list; a lane the key may not use is a 403 naming the header."""
+    lane = data.get("lane", "interactive")
+    if not key.may_use_lane(lane):
+        raise AuthError(f"this key may not use the {lane} lane (it may use "
+                        f"{', '.join(key.lanes or ())}); send {H_LANE}: one of those, or ask an "
+                        "operator to widen the key (`sluice keys update --lane`)", status=403,
+                        code="lane_not_allowed", param=H_LANE)
+    data["api_key"] = key.id
+    if key.models is not None:
+        data["allowed_models"] = list(key.models)
+
+
 def acting_org(key: KeyInfo, org: str | None) -> str:
     """The org an operator ``key`` acts on: ``org`` if given and the key may act there (a
     deployment-wide operator key, or its own org), else its own; a 403 otherwise."""
@@ -105,7 +119,7 @@ class KeyBook:
         with self.sessions() as s:
             return verify_key(s, token)
 
-    async def principal(self, request: Request, *, operator: bool = False) -> KeyInfo:
+    async def principal(self, request: Request, *, operator: bool | str = False) -> KeyInfo:
         """Who is calling, from ``Authorization: Bearer`` or ``x-api-key`` (the anthropic
         SDK and agents send either); AuthError (401/403) otherwise."""
         token = bearer_or_api_key(request.headers)
@@ -125,6 +139,11 @@ class KeyBook:
         if info is None:
             raise AuthError("Incorrect API key provided; check the key, or ask an operator for "
                             "a new one (`sluice keys create --team <team>`).")
+        if info.expired():  # remembered before its expiry (or its rotation's grace) passed
+            raise AuthError(f"API key {info.id} has expired; use its replacement, or ask an "
+                            "operator for a new one (`sluice keys rotate` or `create`).")
+        if operator == "admin" and info.role in ("admin", "operator"):
+            return info
         if operator and not info.is_operator:
             raise AuthError("this endpoint needs an operator key "
                             "(`sluice keys create --team <team> --operator`)", status=403)

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from models.domain.errors import SluiceError
+from queues.http.rate_headers import openai_headers
 
 #: HTTP status per SluiceError code; anything unlisted is a 500.
 STATUS_BY_CODE = {
@@ -21,6 +22,7 @@ STATUS_BY_CODE = {
     "ledger_error": 503, "provider_retryable": 503, "provider_permanent": 502,
     "engine_dead": 502, "result_timeout": 504, "result_lost": 410, "overloaded": 503,
     "deadline_exceeded": 504, "cancelled": 409,
+    "rate_limited": 429, "rate_limiter_unavailable": 503, "not_allowed": 403,
 }
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
           404: "invalid_request_error", 405: "invalid_request_error", 409: "conflict_error",
@@ -44,6 +46,9 @@ class Problem:
     retry: bool | None = None
     retry_after: float | None = None
     headers: dict[str, str] | None = None
+    #: A rate-limit refusal: ``{"limit", "retry_after_s", "windows": {kind: {limit,
+    #: remaining, reset_s}}}``, which each door turns into its own headers.
+    rate: dict[str, Any] | None = None
 
     def response_headers(self) -> dict[str, str]:
         """``x-should-retry`` and ``retry-after`` as the SDKs read them, and any others."""
@@ -72,7 +77,7 @@ def openai_error(problem: Problem) -> dict[str, Any]:
 def openai_response(problem: Problem) -> JSONResponse:
     """``problem`` as an OpenAI-shaped error response."""
     return JSONResponse({"error": openai_error(problem)}, status_code=problem.status,
-                        headers=problem.response_headers())
+                        headers={**problem.response_headers(), **openai_headers(problem.rate)})
 
 
 def error_response(status: int, message: str, *, param: str | None = None,
@@ -102,6 +107,14 @@ def problem_of(err: SluiceError, *, param: str | None = None) -> Problem:
     for key in ("request_id", "queue"):
         if key in err.details:
             extra[key] = err.details[key]
+    if err.code == "rate_limited":
+        # The SDKs retry a 429 after retry-after: a rate limit frees up by itself.
+        wait = err.details.get("retry_after_s")
+        extra["limit"] = err.details.get("limit")
+        rate = {"limit": err.details.get("limit"), "retry_after_s": wait,
+                "windows": err.details.get("rate") or {}}
+        return Problem(429, err.message, param, err.code, extra, retry=True,
+                       retry_after=wait if isinstance(wait, (int, float)) else None, rate=rate)
     after = err.details.get("retry_after") if err.retryable else None
     if err.retryable and after is None and status == 503:
         after = 1.0

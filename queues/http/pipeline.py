@@ -23,7 +23,7 @@ from models.domain.request import ChatRequest
 from models.domain.result import ChatResult
 from queues.envelope import ok_reply
 from queues.handle import Handle, ReadyHandle
-from queues.http.auth import AuthError, bill_as_key_allows
+from queues.http.auth import AuthError, apply_key_policy, bill_as_key_allows
 from queues.http.context import FrontDoor
 from queues.http.errors import Problem, problem_of
 from queues.http.flight import Flight
@@ -102,6 +102,7 @@ def door_endpoint(wire: Wire) -> Endpoint:
         parsed = wire.parse(await read_json(request), request.headers, key)
         # What the key may bill (its features and users): a 403 naming the header otherwise.
         bill_as_key_allows(key, parsed.data, request.headers)
+        apply_key_policy(key, parsed.data)  # its lanes, its allow-list, its own limits
         data = parsed.data
         fresh = "request_id" not in data  # minted here: no earlier run can have answered it
         data.setdefault("request_id", uuid.uuid4().hex)

@@ -82,6 +82,7 @@ KEYED_CHANGES: dict[str, dict[str, Any]] = {
     "verbosity": {"verbosity": "low"},
     "prediction": {"prediction": {"content": "Dear customer,"}},
     "openai_responses": {"openai_responses": {"include": ["reasoning.encrypted_content"]}},
+    "allowed_models": {"allowed_models": ["cheap"]},
 }
 STATIC_CHANGES = [
     {"system": "Be kind."},
@@ -104,6 +105,7 @@ EXCLUDED_CHANGES: dict[str, dict[str, Any]] = {
     "drop_params": {"drop_params": True},
     "cache_marks": {"cache_marks": [{"at": "messages", "index": 0, "ttl": "1h"}]},
     "provider_headers": {"provider_headers": {"anthropic-beta": "context-1m-2025-08-07"}},
+    "api_key": {"api_key": "0123456789ab"},
 }
 
 

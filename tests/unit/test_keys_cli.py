@@ -65,3 +65,35 @@ def test_unbound_keys_and_operator_scope(url: str) -> None:
     assert runner.invoke(keys_app, ["create", "--team", "t", "--all-orgs"]).exit_code == 2
     assert runner.invoke(keys_app, ["create", "--team", "t", "--allow-feature", "x"]
                          ).exit_code == 2
+
+
+def test_keys_as_policy_create_update_rotate_show_and_every_change_audited(url: str) -> None:
+    out = runner.invoke(keys_app, ["create", "--team", "catalog", "--model", "cheap", "--lane",
+                                   "interactive", "--rpm", "60", "--tpm", "9000", "--expires",
+                                   "30d", "--meta", "owner=ana", "--budget", "25",
+                                   "--budget-soft", "20", "--json", "--actor", "ana"])
+    assert out.exit_code == 0, out.output
+    made = json.loads(out.output)
+    assert (made["models"], made["lanes"], made["rpm"], made["tpm"]) == (["cheap"],
+                                                                        ["interactive"], 60, 9000)
+    kid, old = made["id"], made["key"]
+    assert runner.invoke(keys_app, ["update", kid, "--rpm", "120", "--clear", "lanes",
+                                    "--actor", "ana"]).exit_code == 0
+    rotated = runner.invoke(keys_app, ["rotate", kid, "--grace", "1h", "--json",
+                                       "--actor", "ana"])
+    assert rotated.exit_code == 0, rotated.output
+    new = json.loads(rotated.output)["key"]
+    assert _verify(url, new) is not None and _verify(url, old) is not None  # in its grace
+    shown = json.loads(runner.invoke(keys_app, ["show", kid]).output)
+    assert (shown["rpm"], shown["lanes"], shown["state"]) == (120, None, "live")
+    assert shown["budgets"] == [{"window": "daily", "hard": "25", "soft": "20", "spent": "0",
+                                 "reserved": "0"}]
+    assert runner.invoke(keys_app, ["revoke", kid, "--actor", "ana"]).exit_code == 0
+    from models.db.audit import list_actions
+    from models.db.engine import make_engine, session_factory
+
+    engine = make_engine(url)
+    with session_factory(engine)() as s:
+        actions = [a.action for a in list_actions(s) if a.target == kid]
+    engine.dispose()
+    assert sorted(actions) == ["keys.create", "keys.revoke", "keys.rotate", "keys.update"]

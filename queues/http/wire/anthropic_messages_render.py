@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 from models.domain.result import ChatResult
 from models.domain.usage import Usage
 from queues.http.errors import Problem
+from queues.http.rate_headers import anthropic_headers
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 #: Anthropic's error types by status; its SDK raises the matching class and retries by status.
@@ -81,7 +82,8 @@ def error_response(problem: Problem) -> JSONResponse:
     """``problem`` as an Anthropic-shaped error response."""
     problem = anthropic_status(problem)
     return JSONResponse(error_body(problem), status_code=problem.status,
-                        headers=problem.response_headers())
+                        headers={**problem.response_headers(),
+                                 **anthropic_headers(problem.rate)})
 
 
 def sse(kind: str, data: dict[str, Any]) -> bytes:

@@ -1,0 +1,132 @@
+"""Rate limits through the producer and the session worker: the typed error with its wait, a
+budget refusal giving the windows back, async requests waiting in their queue, and the token
+estimate corrected to the answer's tokens at settlement."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from models.db.budgets import delete_budget, set_budget
+from models.db.engine import make_engine, session_factory
+from models.db.rate_limits import remove_limit, set_limit
+from models.domain.errors import BudgetExceeded, RateLimited
+from models.domain.ratelimit import RateLimit
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Any:
+    engine = make_engine(pg_url, pool_size=4)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def ask(team: str, **kw: Any) -> dict[str, Any]:
+    return {"request_id": f"rl-{uuid.uuid4().hex}", "team": team, "feature": "rl",
+            "model": "cheap", "max_tokens": 40, "cache": {"mode": "bypass"},
+            "messages": [{"role": "user", "content": f"Tagline for a lamp {uuid.uuid4().hex}"}],
+            **kw}
+
+
+@pytest.fixture()
+def team(sessions: Any, gateway: Any) -> Any:
+    """A fresh team name; its limits are removed afterwards (the worker shares the table)."""
+    name = f"rl{uuid.uuid4().hex[:8]}"
+    yield name
+    with sessions() as s:
+        remove_limit(s, "default", "team", name)
+        s.commit()
+
+
+def limit(sessions: Any, gateway: Any, team: str, **kw: Any) -> None:
+    with sessions() as s:
+        set_limit(s, RateLimit("team", team, **kw))
+        s.commit()
+    gateway.limiter.book.invalidate()
+    time.sleep(1.1)  # the worker process reads the limits table at most once a second
+
+
+def used(gateway: Any, team: str) -> dict[str, int]:
+    client = gateway.limiter.client
+    prefix = f"{gateway.limiter.prefix}rl:default:team:{team}:"
+    return {k.decode()[len(prefix):]: int(client.get(k) or 0)
+            for k in client.scan_iter(prefix + "*")}
+
+
+def test_over_a_limit_the_producer_raises_a_typed_error_with_the_wait(
+        gateway: Any, sessions: Any, team: str) -> None:
+    limit(sessions, gateway, team, rpm=1)
+    assert gateway.complete(ask(team), timeout=30).text
+    with pytest.raises(RateLimited) as err:
+        # The first may have ended in the window before (one a minute): then this fills it.
+        for _ in range(2):
+            gateway.submit(ask(team))
+    assert err.value.limit == f"team:{team}" and err.value.retryable
+    assert 0 < err.value.retry_after_s <= 60
+    assert "retry after" in err.value.message
+
+
+def test_a_budget_refusal_gives_the_rate_windows_back(gateway: Any, sessions: Any,
+                                                     team: str) -> None:
+    limit(sessions, gateway, team, rpm=5, tpm=100_000)
+    with sessions() as s:
+        b = set_budget(s, "team", team, "total", hard=Decimal("0.000000001"))
+        s.commit()
+    gateway.admission.invalidate()
+    try:
+        with pytest.raises(BudgetExceeded):
+            gateway.submit(ask(team))
+        assert used(gateway, team) and set(used(gateway, team).values()) == {0}
+        # Counted by the limit that refused, beside the rate limits' refusals.
+        assert gateway.limiter.refusal_counts()[f"budget:team:{team}:total:usd"] == 1
+    finally:
+        with sessions() as s:
+            delete_budget(s, b.scope, b.key, b.window, org=b.org)
+            s.commit()
+        gateway.admission.invalidate()
+
+
+def test_settlement_corrects_the_token_estimate_to_the_answer(gateway: Any, sessions: Any,
+                                                              team: str) -> None:
+    limit(sessions, gateway, team, tpm=1_000_000)
+    result = gateway.complete(ask(team, max_tokens=400), timeout=30)
+    tokens = result.usage.input_total + result.usage.output
+    windows = used(gateway, team)
+    assert list(windows.values()) == [tokens]  # not the estimate: prompt + 400
+    assert tokens < 400
+
+
+def test_async_requests_over_a_limit_wait_in_their_queue_then_run(
+        gateway: Any, sessions: Any, team: str) -> None:
+    limit(sessions, gateway, team, rpm=1, window_s=3)
+    handles = [gateway.submit(ask(team, lane="async")) for _ in range(3)]  # none refused
+    # Watch the windows while they run: each lives one window past its end, so a look after
+    # every answer would miss the first ones.
+    seen: dict[str, int] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for k, v in used(gateway, team).items():
+                seen[k] = max(seen.get(k, 0), v)
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        results = [h.result(timeout=60) for h in handles]
+    finally:
+        done.set()
+        watcher.join()
+    assert all(r.text for r in results)
+    # Three windows of one request each: the two refused at submit were admitted by the
+    # worker that took them, each once the window had room, and counted there.
+    assert sorted(seen.values()) == [1, 1, 1]
+    assert gateway.limiter.refusal_counts()[f"team:{team}:requests"] >= 2
