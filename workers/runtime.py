@@ -85,13 +85,13 @@ class WorkerRuntime:
 
                     from workers.heartbeat import Heartbeat
 
-                    lanes = self.settings.lanes
+                    lanes, margin = self.settings.lanes, self.settings.broker.lease_margin_s
                     # A live run's reservation is renewed to outlast a missed beat or two and
                     # the lane's time limit, as the admission lease does.
                     self._heartbeat = Heartbeat(
                         self.sessions, interval_s=self.settings.broker.heartbeat_s,
                         lease=lambda lane: timedelta(
-                            seconds=lanes.get(lane).time_limit_s + 60.0))
+                            seconds=lanes.get(lane).time_limit_s + margin))
         return self._heartbeat
 
     @property

@@ -20,8 +20,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="fixed delay added to every model call")
     parser.add_argument("--per-token-ms", type=float, default=0.0,
                         help="extra delay per output token")
+    parser.add_argument("--batch-delay-s", type=float, default=0.0,
+                        help="seconds a Batch API batch takes to finish")
     args = parser.parse_args(argv)
-    config = StandInConfig(latency_ms=args.latency_ms, per_token_latency_ms=args.per_token_ms)
+    config = StandInConfig(latency_ms=args.latency_ms, per_token_latency_ms=args.per_token_ms,
+                           batch_delay_s=args.batch_delay_s)
     print(f"stand-in: OpenAI base_url http://{args.host}:{args.port}/v1, "
           f"Anthropic and Gemini base_url http://{args.host}:{args.port}", flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, http="h11",
