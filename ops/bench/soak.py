@@ -312,6 +312,9 @@ def _ledger_counts(sessions: Any, prefix: str, no_result: list[str]) -> dict[str
         still_open = s.execute(select(func.count()).select_from(ReservationRow).where(
             ReservationRow.request_id.startswith(prefix),
             ReservationRow.state == "open")).scalar_one()
+    twice = sorted(r for r, c in settles.items() if c > 1)
+    if twice:  # what happened to them, for whoever reads the run
+        weather.explain(sessions, twice[:5])
     # Timed out waiting, yet the ledger says how it ended (or that a claim is stuck).
     return {**{f"no_result_ledger_{o}": sum(1 for r in no_result if outcome.get(r) == o)
                for o in sorted(set(outcome.values()))},

@@ -233,3 +233,29 @@ def unexercised(counts: dict[str, Any], modes: tuple[str, ...]) -> list[str]:
     if set(modes) - {"plain"} and not refused + counts.get("refused_by_worker_check", 0):
         missing.append("hard limits (none refused anything)")
     return missing
+
+
+def explain(sessions: Any, request_ids: list[str]) -> None:
+    """Print the attempts and reservations of ``request_ids`` (to stderr)."""
+    import sys
+
+    from models.db.attempts import AttemptRow
+    from models.db.budgets import ReservationRow
+    from models.db.tables import LedgerRow
+
+    with sessions() as s:
+        for rid in request_ids:
+            row = s.scalars(select(LedgerRow).where(LedgerRow.request_id == rid)).first()
+            print(f"--- {rid}: {row.outcome if row else None} {row.cost if row else ''}",
+                  file=sys.stderr)
+            for a in s.scalars(select(AttemptRow).where(AttemptRow.request_id == rid)
+                               .order_by(AttemptRow.id)):
+                print(f"  attempt {a.id} run {a.run[:8]} {a.kind} {a.model} {a.outcome} "
+                      f"{a.cost} {a.created_at:%H:%M:%S.%f} settled={a.settled}",
+                      file=sys.stderr)
+            for r in s.scalars(select(ReservationRow).where(ReservationRow.request_id == rid)
+                               .order_by(ReservationRow.created_at)):
+                print(f"  reservation {r.id[:8]} {r.state} {r.amount} actual={r.actual} "
+                      f"{r.created_at:%H:%M:%S.%f} closed={r.closed_at:%H:%M:%S.%f}"
+                      if r.closed_at else f"  reservation {r.id[:8]} {r.state}",
+                      file=sys.stderr)
