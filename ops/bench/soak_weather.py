@@ -25,8 +25,8 @@ SLOW_MODEL = "claude-haiku-4-5"
 HEARTBEAT_S = 0.5
 #: A reservation's lease: the lanes' time limit with no margin. A claim is stale after six
 #: missed beats (3 s). The slow calls take longer than both; only the heartbeat keeps them.
-LEASE_S = 2.0
-SLOW_S = 3.5
+LEASE_S = 3.0
+SLOW_S = 4.5
 #: Batches take BATCH_DELAY_S at the provider; a task waits MAX_WAIT_S, then comes back.
 BATCH_DELAY_S, MAX_WAIT_S = 3.0, 1.0
 MAX_ATTEMPTS = 2
