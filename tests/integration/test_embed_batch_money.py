@@ -1,4 +1,4 @@
-"""Embedding packs on a provider Batch API slower than the task waits: paid once, billed once.
+"""Embedding money: a Batch API pack slower than the wait paid once; a cut request covered.
 
 Before, a batch still running past ``SLUICE_BATCH__MAX_WAIT_S`` raised a retryable error: its
 attempt was charged at its worst case and the retry packed the same items into a second
@@ -8,12 +8,15 @@ comes back to poll the same batch (BatchPending) and the one attempt is billed e
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from models.db import attempts as attempt_rows
 from models.db import ledger
@@ -88,3 +91,41 @@ def test_a_batch_slower_than_the_wait_is_polled_again_and_billed_once(
         # One attempt however many visits it took; nothing charged at its worst case.
         assert [(a.outcome, a.billing, a.cost) for a in tried] == [("ok", "exact", want)]
         assert row.latency_ms > MAX_WAIT_S * 1000  # it did outlast the wait
+
+
+def test_a_request_cut_into_calls_never_spends_past_its_reservation(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    """A request too big for one call (two calls) whose first call's answer is unparseable:
+    that attempt is charged its worst case and retried, and the reservation must cover all
+    three. The second call was admitted as if the retried first one had cost nothing, so the
+    settle spent past what the reservation held (and so past a limit with room for only it)."""
+    from models.db.budgets import ReservationRow, set_budget
+    from models.domain.embedding_pack import chunks
+    from scheduler.admission import AdmissionConfig
+
+    feature = f"cover-{uuid.uuid4().hex[:8]}"
+    with sessions() as s:
+        set_budget(s, "feature", feature, "total", hard=Decimal(1))
+        s.commit()
+    time.sleep(AdmissionConfig().budget_cache_ttl_s + 0.2)
+    texts = [f"{i} " + "lamp" + " lamp" * 7990 for i in range(38)]
+    tokens = [count_text(t) for t in texts]
+    limits = SMALL.embedding
+    assert limits is not None
+    assert len(chunks(tokens, limits.max_items, limits.max_call_tokens)) == 2
+    standin.script_faults(["malformed"], model=SMALL.name, path="openai")
+    req = {"request_id": f"ebcover-{uuid.uuid4().hex}", "team": "search", "feature": feature,
+           "model": SMALL.name, "cache": {"mode": "bypass"}, "input": texts}
+    result = gateway.embed(req, timeout=120)
+    assert len(result.embeddings) == len(texts)
+    with sessions() as s:
+        tried = attempt_rows.of_request(s, req["request_id"])
+        held = list(s.scalars(select(ReservationRow).where(
+            ReservationRow.request_id == req["request_id"])))
+        row = ledger.get(s, req["request_id"])
+    assert [a.outcome for a in tried] == ["unparseable", "ok", "ok"]
+    assert row is not None and row.cost == sum(a.cost for a in tried)
+    (settled,) = [r for r in held if r.state == "settled"]
+    assert settled.actual == row.cost
+    assert settled.actual <= settled.amount, \
+        f"spent {settled.actual} under a reservation of {settled.amount}"

@@ -131,7 +131,7 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
                  if state in ("resumed", "polling") else {})
         if state == "resumed":
             money.spent = _owed_before(rt, req.request_id, money.run)
-        vectors, tokens, members, paid = _embed(rt, money, env, model, taken)
+        vectors, tokens, members, _paid = _embed(rt, money, env, model, taken)
         env = money.env  # type: ignore[assignment]
     except BatchPending as pending:  # still in its provider batch: the task comes back
         beat.reservation_id = None  # held for the batch's life from here, not renewed
@@ -142,12 +142,13 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
         return error_reply(req.request_id, exc)
     finished = time.time()
     usage = Usage(input_uncached=tokens)
-    cost = paid  # each call's own tokens at the price, as its attempt row says
     listed = list_cost(usage, model)
     result = EmbeddingResult(
         request_id=req.request_id, model=model.name, provider=model.provider, route=route,
         vectors=tuple(vectors), prompt_tokens=tokens, total_tokens=tokens,
-        items=len(req.inputs), cost=cost + money.spent, baseline_cost=listed, list_cost=listed,
+        # Every call's own tokens at the price (as its attempt row says), and what failed
+        # attempts were charged: what the run spent.
+        items=len(req.inputs), cost=money.spent, baseline_cost=listed, list_cost=listed,
         price_version=rt.catalogue.version, batch=wants_batch(req, model.provider, rt.settings),
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
@@ -236,7 +237,10 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
             raise
         vectors.extend(got)
         billed += tokens
-        paid += cost_of(Usage(input_uncached=tokens), model, batch=batch)
+        own = cost_of(Usage(input_uncached=tokens), model, batch=batch)
+        paid += own
+        # Spent: the next call is admitted on top of it (the reservation must cover both).
+        money.spent += own
         most = max(most, members)
         if money.final is not None:
             attempts.append({**money.final, "tokens": tokens})
