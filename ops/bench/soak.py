@@ -217,6 +217,10 @@ def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, 
                 else:
                     failed += 1
                     codes[err.code] += 1
+            except Exception as exc:  # noqa: BLE001 - a task that crashed (not our typed
+                # error): it ended, and the caller was told; counted by its kind
+                failed += 1
+                codes[f"crashed_{type(exc).__name__}"] += 1
         readable = _reread(reread, gateway, done, team) if reread is not None else None
     finally:
         stop_faults()

@@ -31,7 +31,7 @@ SLOW_S = 4.5
 BATCH_DELAY_S, MAX_WAIT_S = 3.0, 1.0
 MAX_ATTEMPTS = 2
 #: Worker threads: slow calls and batch polls each hold one while they wait.
-CONCURRENCY = 48
+CONCURRENCY = 32
 
 
 def weather_env(modes: tuple[str, ...]) -> dict[str, str]:
@@ -51,7 +51,9 @@ def weather_env(modes: tuple[str, ...]) -> dict[str, str]:
             "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "200",
             "SLUICE_LANES__ASYNC__BATCH_MAX": "8",
             "SLUICE_BATCH__POLL_INTERVAL_S": "0.2",
-            "SLUICE_BATCH__MAX_WAIT_S": str(MAX_WAIT_S)}
+            "SLUICE_BATCH__MAX_WAIT_S": str(MAX_WAIT_S),
+            # PostgreSQL's connections are shared (a worker's pools grow with its threads).
+            "SLUICE_DATABASE__POOL_SIZE": "3"}
 
 
 def mode_of(i: int, modes: tuple[str, ...]) -> str:

@@ -38,6 +38,7 @@ from models.domain.usage import Usage
 from ops.bench.procs import kill9, start_worker, stop
 from queues.producer import connect
 from scheduler.beat import CONTEXT_CACHE_TASK, GOVERNOR_QUEUE
+from tests.e2e.cli_support import sluice
 from tests.services import run_token
 from tests.worker_proc import celery_worker
 from workers.providers.shaping import static_tokens
@@ -141,6 +142,10 @@ def test_a_cache_creation_that_timed_out_is_charged_as_the_provider_bills_it(
     # The provider made it (and bills it for its TTL: nobody can delete what has no name).
     assert slow_caches.stats()["gemini_caches"]["created"] == created + 1
     assert_charged_once(sessions, team, slow_caches)
+    # `sluice spend` shows the estimated part apart.
+    done = sluice(["spend", "--team", team], env)
+    assert done.returncode == 0, done.stderr
+    assert f"estimated: ${whole_ttl():,.6f}" in done.stdout
 
 
 def test_a_worker_killed_after_creating_a_cache_has_its_storage_settled_by_the_sweep(

@@ -57,7 +57,7 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     heart = rt.heartbeat()
     try:
         state = rt.claim(embedding_row(req, route, outcome="running", items=len(req.inputs)),
-                         lease_s=lane.time_limit_s)
+                         lease_s=lane.time_limit_s, sent_at=env.enqueued_at)
     except (LedgerError, SQLAlchemyError) as exc:
         return error_reply(req.request_id, LedgerError(
             f"embedding request {req.request_id} was not run: the ledger database is "
@@ -77,6 +77,15 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         return error_reply(req.request_id, ResultLost(
             f"request {req.request_id} was embedded and billed by an earlier run whose answer "
             "was not kept; submit it again with a new request_id", request_id=req.request_id))
+    if state == "ended":
+        # A copy of the message of a run that failed: its caller was told; not re-run.
+        earlier = previous() if callable(previous) else previous
+        if isinstance(earlier, dict):
+            return earlier
+        return error_reply(req.request_id, ResultLost(
+            f"embedding request {req.request_id} ended in an error in an earlier run of this "
+            "same message; it was not sent again; submit it again to retry it",
+            request_id=req.request_id))
     if state == "running" and _waiting_in_batch(rt, env):
         # Back to poll its provider batch: the live claim is its own (the visit that placed
         # it returned BatchPending), and the provider has the money committed.
