@@ -396,7 +396,7 @@ def build_admission(settings: Settings, sessions: sessionmaker[Session]) -> SqlA
     """The Admission the producer (reserve) and the workers (confirm, settle, release) use."""
     lanes = settings.lanes
     lease = {"interactive": lanes.interactive.time_limit_s, "async": lanes.async_.time_limit_s}
-    config = AdmissionConfig()
+    config = AdmissionConfig(lease_margin_s=settings.broker.lease_margin_s)
     pauses = SqlPauseBook(sessions, ttl_s=config.pause_cache_ttl_s)
     return SqlAdmission(sessions, lease_s=lease, config=config, pauses=pauses)
 

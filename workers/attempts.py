@@ -59,6 +59,8 @@ class RunMoney:
         self.count = 0
         self.final: dict[str, Any] | None = None
         self._last_model: tuple[str, str] = ("", "")
+        #: The attempt being made (its row is written): a shared call's placement names it.
+        self.current: int | None = None
         self.on_reservation: Callable[[str | None], None] = lambda _rid: None
 
     @property
@@ -101,6 +103,7 @@ class RunMoney:
             aid = pending
         self.count += 1
         self._last_model = (model.name, deployment_name(model))
+        self.current = aid
         try:
             result = call(left)
         except BatchPending:

@@ -81,27 +81,43 @@ class LedgerBooks:
         except Exception:
             self.drop(hold)
             raise
+        # Noted until its call ends: a worker that dies first leaves it to the sweep.
+        open_holds(rt).add(hold.row_id)
         return hold
 
     def book(self, period: Period, hold: Hold | None) -> None:
         """The storage row, the attempt's end and the settlement, in one transaction."""
-        rt = self.rt
         amount = storage_amount(period) if hold is None else hold.amount
+        self._bill(period, hold, amount, outcome="ok", billing="exact")
+
+    def lost(self, period: Period, hold: Hold) -> None:
+        """The provider call's answer never came: it may have made (or renewed) the cache,
+        which then lives the whole period and is billed; charged at the hold, estimated."""
+        self._bill(period, hold, hold.amount, outcome="timeout", billing="estimated")
+
+    def _bill(self, period: Period, hold: Hold | None, amount: Decimal, *, outcome: str,
+              billing: str) -> None:
+        rt = self.rt
         row_id = hold.row_id if hold is not None else f"gcache-{uuid.uuid4().hex}"
         created = period.tokens if period.kind == "create" else 0
+        row = storage_row(rt, period, row_id, amount)
+        if billing == "estimated":
+            row["estimated_cost"] = amount
         with rt.session() as s:
             if hold is not None and hold.attempt_id is not None:
-                attempts.end(s, hold.attempt_id, outcome="ok", billing="exact", cost=amount,
-                             input_tokens=created)
+                attempts.end(s, hold.attempt_id, outcome=outcome, billing=billing, cost=amount,
+                             input_tokens=created,
+                             error_code=None if outcome == "ok" else "cache_call_unanswered")
                 attempts.settle_all(s, row_id)
-            ledger.record(s, storage_row(rt, period, row_id, amount))
-            if rt.admission is None:
-                return
-            if hold is not None and hold.reservation_id is not None:
-                rt.admission.settle(hold.reservation_id, amount, session=s,
-                                    request=_scope(period, row_id))
-            elif amount:
-                rt.admission.charge(_scope(period, row_id), amount, session=s)
+            ledger.record(s, row)
+            if rt.admission is not None:
+                if hold is not None and hold.reservation_id is not None:
+                    rt.admission.settle(hold.reservation_id, amount, session=s,
+                                        request=_scope(period, row_id))
+                elif amount:
+                    rt.admission.charge(_scope(period, row_id), amount, session=s)
+        if hold is not None:
+            open_holds(rt).done(row_id)
 
     def drop(self, hold: Hold) -> None:
         """The provider call was refused: the attempt costs nothing, the hold goes back."""
@@ -113,6 +129,7 @@ class LedgerBooks:
                 attempts.settle_all(s, hold.row_id)
             if hold.reservation_id is not None and rt.admission is not None:
                 rt.admission.release(hold.reservation_id, session=s)
+        open_holds(rt).done(hold.row_id)
 
 
 def storage_row(rt: WorkerRuntime, period: Period, row_id: str, amount: Decimal
@@ -173,7 +190,23 @@ def note_reply(rt: WorkerRuntime, env: Envelope, model: ModelSpec, reply: Provid
 
 
 def sweep(rt: WorkerRuntime) -> int:
-    """Delete the explicit caches whose prefix went cold; how many."""
+    """Delete the explicit caches whose prefix went cold, and settle the storage calls of
+    workers that died mid-call (workers/context_cache_orphans.py); how many caches."""
+    from workers.context_cache_orphans import settle_orphans
+
     caches = caches_of(rt)
-    return caches.sweep() if caches is not None else 0
+    deleted = caches.sweep() if caches is not None else 0
+    settle_orphans(rt)
+    return deleted
+
+
+def open_holds(rt: WorkerRuntime) -> Any:
+    """This worker's note of storage calls in flight (workers/context_cache_orphans.py)."""
+    from workers.context_cache_orphans import OpenHolds
+
+    found = rt.__dict__.get("_storage_holds")
+    if found is None:
+        found = rt.__dict__["_storage_holds"] = OpenHolds(rt.tokens,
+                                                          rt.settings.broker.key_prefix)
+    return found
 

@@ -81,6 +81,14 @@ def duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | N
         found = kept(stash)
         if found is not None:
             return found[0]
+    if state == "ended":
+        # A copy of the message of a run that failed: its caller was told; it is not re-run.
+        earlier = previous() if callable(previous) else previous
+        if isinstance(earlier, dict):
+            return earlier
+        return error_reply(request_id, ResultLost(
+            f"request {request_id} ended in an error in an earlier run of this same message; "
+            "it was not sent again; submit it again to retry it", request_id=request_id))
     if state == "running":
         return error_reply(request_id, ClaimBusy(
             f"request {request_id} is being executed by another run (or by a worker that "

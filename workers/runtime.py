@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -89,13 +90,13 @@ class WorkerRuntime:
 
                     from workers.heartbeat import Heartbeat
 
-                    lanes = self.settings.lanes
+                    lanes, margin = self.settings.lanes, self.settings.broker.lease_margin_s
                     # A live run's reservation is renewed to outlast a missed beat or two and
                     # the lane's time limit, as the admission lease does.
                     self._heartbeat = Heartbeat(
                         self.sessions, interval_s=self.settings.broker.heartbeat_s,
                         lease=lambda lane: timedelta(
-                            seconds=lanes.get(lane).time_limit_s + 60.0))
+                            seconds=lanes.get(lane).time_limit_s + margin))
         return self._heartbeat
 
     @property
@@ -114,9 +115,10 @@ class WorkerRuntime:
                 s.rollback()
                 raise
 
-    def claim(self, row: dict[str, Any], lease_s: float) -> str:
+    def claim(self, row: dict[str, Any], lease_s: float, sent_at: float | None = None) -> str:
         """Claim a request before its provider call: ``claimed``, ``resumed``, ``retried``,
-        ``done``, ``running`` or ``foreign`` (models.db.ledger.claim).
+        ``done``, ``ended``, ``running`` or ``foreign`` (models.db.ledger.claim); ``sent_at``:
+        when the message was sent (its envelope's ``enqueued_at``).
 
         On PostgreSQL the common case (nobody has the request id yet) is one autocommit INSERT
         with asynchronous commit: one round trip instead of four (BEGIN, SET, INSERT, COMMIT).
@@ -136,7 +138,9 @@ class WorkerRuntime:
             if ledger.claim_fast(self._claimer, row):
                 return "claimed"
         with self.session() as s:
-            return ledger.claim(s, row, lease_s=lease_s, claim_ttl_s=self.heartbeat().claim_ttl_s)
+            return ledger.claim(s, row, lease_s=lease_s, claim_ttl_s=self.heartbeat().claim_ttl_s,
+                                sent_at=None if sent_at is None else
+                                datetime.fromtimestamp(sent_at, timezone.utc))
 
     def provider(self, name: str) -> Provider:
         """The adapter for ``name``, built on first use (thread-safe)."""

@@ -66,7 +66,8 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     outbox_of(rt).maybe_replay(rt)  # rows kept while the database was away land first
     heart = rt.heartbeat()
     try:
-        state = rt.claim(base_row, lease_s=rt.settings.lanes.get(req.lane).time_limit_s)
+        state = rt.claim(base_row, lease_s=rt.settings.lanes.get(req.lane).time_limit_s,
+                         sent_at=env.enqueued_at)
     except (LedgerError, SQLAlchemyError) as exc:
         # Nothing was sent or paid yet: refuse with a retryable, typed error.
         return error_reply(req.request_id, LedgerError(
@@ -81,8 +82,9 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     # Seam (workers/batch): a task back to poll its pending provider batch owns its claim.
     state = batch_state(rt, req, state)
     if state not in ("claimed", "resumed", "retried", "polling"):
-        if state == "done":
-            # A retry of a finished request: whatever it reserved goes back at once.
+        if state in ("done", "ended"):
+            # A retry of a finished request, or a copy of a failed one's message: whatever it
+            # reserved goes back at once.
             release_copy(rt, env)
         # A live claim renews its heartbeat: come back when it would have lapsed, were its
         # worker dead, and wait as long as a live run can take.

@@ -187,7 +187,8 @@ def _int_type() -> Any:
 
 
 def claim(session: Session, row: dict[str, Any], *, lease_s: float,
-          now: datetime | None = None, claim_ttl_s: float | None = None) -> str:
+          now: datetime | None = None, claim_ttl_s: float | None = None,
+          sent_at: datetime | None = None) -> str:
     """Claim ``row['request_id']`` for execution before the provider is called.
 
     Returns ``claimed`` (go ahead), ``resumed`` (go ahead: this call took over the expired
@@ -197,7 +198,9 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
     ``foreign`` (another tenant already used this request id). A claim whose heartbeat
     stopped ``claim_ttl_s`` ago belongs to a dead worker and can be taken over (a live run
     renews it: workers.heartbeat); one written by a worker that sends no heartbeat (the
-    previous release) expires after ``lease_s``. An errored request can be retried.
+    previous release) expires after ``lease_s``. An errored request can be retried, by a
+    message sent after its failed run began (``sent_at``: the caller's retry); a copy of the
+    message that run took (the in-flight sweeper's re-send, a redelivery) gets ``ended``.
     The caller commits.
     """
     now = now or datetime.now(timezone.utc)
@@ -224,6 +227,11 @@ def claim(session: Session, row: dict[str, Any], *, lease_s: float,
         stale = now.timestamp() - _aware(beat).timestamp() > claim_ttl_s
     else:
         stale = now.timestamp() - _aware(existing.created_at).timestamp() > lease_s
+    if (existing.outcome == "error" and sent_at is not None
+            and _aware(sent_at) < _aware(existing.created_at)):
+        # Sent before the failed run took it: a copy of that run's message, not a retry. The
+        # caller was told of the error; running the copy would pay the provider again.
+        return "ended"
     if existing.outcome == "error" or (existing.outcome == "running" and stale):
         stmt = (update(LedgerRow).where(LedgerRow.request_id == row["request_id"],
                                         LedgerRow.outcome == existing.outcome,

@@ -28,6 +28,9 @@ class BrokerSettings(BaseModel):
     #: claim whose heartbeat is older than CLAIM_TTL_BEATS of these belongs to a dead worker
     #: and may be taken over; a live run's never is, however long its call takes.
     heartbeat_s: float = Field(default=5.0, gt=0)
+    #: Seconds a budget reservation's lease adds to its lane's time limit. The heartbeat
+    #: renews a live run's reservation by the same lease, so only a dead worker's lapses.
+    lease_margin_s: float = Field(default=60.0, ge=0)
     #: Seconds before Redis redelivers an unacked message (a killed worker's); None: derived
     #: from the longest lane time limit, so a running task is never delivered twice.
     visibility_timeout_s: int | None = None

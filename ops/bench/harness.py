@@ -89,11 +89,12 @@ def scratch_database(admin_url: str | None = None) -> Iterator[str]:
 
 
 @contextmanager
-def standin_process(latency_ms: float = 0.0) -> Iterator[str]:
+def standin_process(latency_ms: float = 0.0, batch_delay_s: float = 0.0) -> Iterator[str]:
     """The stand-in in its own process (not sharing the benchmark's GIL); yields its URL."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workers.providers.standin", "--host",
-                             "127.0.0.1", "--port", str(port), "--latency-ms", str(latency_ms)],
+                             "127.0.0.1", "--port", str(port), "--latency-ms", str(latency_ms),
+                             "--batch-delay-s", str(batch_delay_s)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)

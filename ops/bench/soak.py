@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ops.bench.harness import bench_env, scratch_database, standin_process
+from ops.bench import soak_weather as weather
 from ops.bench.procs import kill9, start_worker, stop
 
 #: Redis redelivers a killed worker's unacked tasks after this; it outlasts the lane limits.
@@ -65,32 +66,40 @@ class Sweeper(threading.Thread):
 class Killer(threading.Thread):
     """Kills the current worker every ``every`` seconds and starts a fresh one."""
 
-    def __init__(self, env: dict[str, str], log: Path, every: float) -> None:
+    def __init__(self, env: dict[str, str], log: Path, every: float,
+                 concurrency: int = 8) -> None:
         super().__init__(daemon=True, name="soak-killer")
         self.env, self.log, self.every = env, log, every
+        self.concurrency = concurrency
         self.proc: Any = None
         self.kills = 0
         self.halt = threading.Event()
 
     def start(self) -> None:
-        self.proc = start_worker(self.env, self.log)
+        self.proc = start_worker(self.env, self.log, concurrency=self.concurrency)
         super().start()
 
     def run(self) -> None:
         while not self.halt.wait(self.every):
             kill9(self.proc)
             self.kills += 1
-            self.proc = start_worker(self.env, self.log)
+            self.proc = start_worker(self.env, self.log, concurrency=self.concurrency)
 
 
-def run(n: int, kill_every: float, rate: float, wait_s: float) -> dict[str, int]:
-    """Run the soak with worker kills and return its counts."""
+def run(n: int, kill_every: float, rate: float, wait_s: float,
+        modes: tuple[str, ...] = ("plain",), limit_share: float = 0.3) -> dict[str, int]:
+    """Run the soak with worker kills (and the bad weather of ``modes``); return its counts."""
     home = Path(tempfile.mkdtemp(prefix="sluice-soak-"))
-    with scratch_database() as db_url, standin_process() as standin_url:
-        env = soak_env(db_url, standin_url, home)
-        killer = Killer(env, home / "worker.log", kill_every)
+    with scratch_database() as db_url, \
+            standin_process(batch_delay_s=weather.BATCH_DELAY_S) as standin_url:
+        env = {**soak_env(db_url, standin_url, home), **weather.weather_env(modes)}
+        weather.script_faults(standin_url, n, modes)
+        # Slow calls and batch polls hold a thread each while they wait: more threads.
+        killer = Killer(env, home / "worker.log", kill_every,
+                        concurrency=weather.CONCURRENCY if set(modes) - {"plain"} else 8)
         counts = drive(env, db_url, n, rate, wait_s, start=killer.start,
-                       stop_faults=lambda: _halt(killer), worker=lambda: killer.proc)
+                       stop_faults=lambda: _halt(killer), worker=lambda: killer.proc,
+                       modes=modes, limit_share=limit_share)
     return {**counts, "kills": killer.kills}
 
 
@@ -157,9 +166,10 @@ def bench_redis(url: str) -> dict[str, str]:
 
 
 def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, *,
-          start: Any, stop_faults: Any, worker: Any, reread: Any = None) -> dict[str, Any]:
+          start: Any, stop_faults: Any, worker: Any, reread: Any = None,
+          modes: tuple[str, ...] = ("plain",), limit_share: float = 0.3) -> dict[str, Any]:
     """Send ``n`` paced requests on both lanes while faults run, wait for every answer, and
-    count from the ledger what was lost or billed twice."""
+    count from the ledger what was lost, billed twice or spent past a hard limit."""
     from models.db.budgets import set_budget
     from models.db.engine import make_engine, session_factory
     from models.domain.errors import SluiceError
@@ -169,13 +179,18 @@ def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, 
     engine = make_engine(db_url)
     sessions = session_factory(engine)
     team, prefix = f"soak{uuid.uuid4().hex[:6]}", f"soak-{uuid.uuid4().hex[:6]}-"
-    with sessions() as s:  # a budget, so every request holds a reservation to settle
-        set_budget(s, "team", team, "total", hard=Decimal("100000"))
-        s.commit()
+    if set(modes) - {"plain"}:  # limits that bind mid-run
+        weather.set_limits(sessions, team, n, modes, limit_share)
+    else:
+        with sessions() as s:  # a budget, so every request holds a reservation to settle
+            set_budget(s, "team", team, "total", hard=Decimal("100000"))
+            s.commit()
     start()
     gateway = connect(load_settings(dict(env)))
     sweeper = Sweeper(gateway, sessions)
     sweeper.start()
+    watch = weather.Watch(sessions, prefix)
+    watch.start()
     handles: list[Any] = []
     done: list[Any] = []
     failed = 0
@@ -186,11 +201,7 @@ def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, 
         for i in range(n):  # paced, so the faults land while requests flow
             time.sleep(max(0.0, t0 + i / rate - time.time()))
             try:
-                handles.append(gateway.submit({
-                    "request_id": f"{prefix}{i}", "team": team, "feature": "soak",
-                    "lane": "interactive" if i % 2 else "async", "model": "cheap",
-                    "max_tokens": 16, "cache": {"mode": "bypass"},
-                    "messages": [{"role": "user", "content": f"Rephrase item {i}"}]}))
+                handles.append(gateway.submit(weather.request_for(i, modes, prefix, team)))
             except SluiceError as err:
                 failed += 1  # refused up front with a typed error: ended, not lost
                 codes[err.code] += 1
@@ -206,20 +217,28 @@ def drive(env: dict[str, str], db_url: str, n: int, rate: float, wait_s: float, 
                 else:
                     failed += 1
                     codes[err.code] += 1
+            except Exception as exc:  # noqa: BLE001 - a task that crashed (not our typed
+                # error): it ended, and the caller was told; counted by its kind
+                failed += 1
+                codes[f"crashed_{type(exc).__name__}"] += 1
         readable = _reread(reread, gateway, done, team) if reread is not None else None
     finally:
         stop_faults()
         sweeper.halt.set()
         sweeper.join(timeout=30)
+        watch.halt.set()
+        watch.join(timeout=30)
         gateway.close()
         proc = worker()
         if proc is not None:
             stop(proc)
     counts = _ledger_counts(sessions, prefix, no_result)
+    seen = weather.evidence(sessions, prefix, watch)
     engine.dispose()
     out: dict[str, Any] = {"sent": n, "queued": len(handles), "completed": len(done),
                            "failed": failed, **counts, "resent_by_sweeper": sweeper.resent,
-                           **{f"failed_{code}": k for code, k in sorted(codes.items())}}
+                           **{f"failed_{code}": k for code, k in sorted(codes.items())},
+                           **seen}
     if readable is not None:
         out["results_readable_after_restart"] = readable[0]
         out["async_jobs"], out["jobs_readable_after_restart"] = readable[1], readable[2]
@@ -297,6 +316,9 @@ def _ledger_counts(sessions: Any, prefix: str, no_result: list[str]) -> dict[str
         still_open = s.execute(select(func.count()).select_from(ReservationRow).where(
             ReservationRow.request_id.startswith(prefix),
             ReservationRow.state == "open")).scalar_one()
+    twice = sorted(r for r, c in settles.items() if c > 1)
+    if twice:  # what happened to them, for whoever reads the run
+        weather.explain(sessions, twice[:5])
     # Timed out waiting, yet the ledger says how it ended (or that a claim is stuck).
     return {**{f"no_result_ledger_{o}": sum(1 for r in no_result if outcome.get(r) == o)
                for o in sorted(set(outcome.values()))},
@@ -318,23 +340,39 @@ def main(argv: list[str] | None = None) -> int:
                              "(one the benchmark starts itself) every --restart-every s")
     parser.add_argument("--restart-every", type=float, default=15.0,
                         help="seconds between broker restarts")
+    parser.add_argument("--modes", default=",".join(weather.MODES),
+                        help="request kinds, in turn (worker kills only): plain, fallback (the "
+                             "cheap model fails, a flagship fallback answers), slow (calls "
+                             "longer than their reservation's lease), batch (a provider batch "
+                             "slower than the task's wait); with any but plain, hard limits "
+                             "bind mid-run")
+    parser.add_argument("--limit-share", type=float, default=0.3,
+                        help="the team's hard limit, as a share of every request's worst case")
     args = parser.parse_args(argv)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or set(modes) - set(weather.MODES):
+        parser.error(f"--modes: choose from {', '.join(weather.MODES)}")
     if args.broker_restart:
         runs = [run_broker_restarts(kind.strip(), args.n, args.restart_every, args.rate,
                                     args.wait) for kind in args.broker_restart.split(",")]
     else:
-        runs = [run(args.n, args.kill_every, args.rate, args.wait)]
+        runs = [run(args.n, args.kill_every, args.rate, args.wait, modes, args.limit_share)]
     bad = False
     for counts in runs:
         for key, value in counts.items():
             print(f"{key:>30}: {value}")
         readable = counts.get("results_readable_after_restart", counts["completed"])
         jobs_gone = counts.get("jobs_readable_after_restart", 0) < counts.get("async_jobs", 0)
-        failed = (counts["lost"] or counts["billed_twice"] or readable < counts["completed"]
-                  or jobs_gone)
+        idle = [] if args.broker_restart else weather.unexercised(counts, modes)
+        failed = (counts["lost"] or counts["billed_twice"] or counts["over_limit"]
+                  or readable < counts["completed"] or jobs_gone or idle)
         bad = bad or bool(failed)
-        print("FAIL: requests lost, billed twice or answers gone" if failed
-              else "OK: nothing lost, nothing billed twice")
+        print(f"lost {counts['lost']}, billed twice {counts['billed_twice']}, "
+              f"over limit {counts['over_limit']}")
+        if idle:
+            print(f"FAIL: these paths were never taken: {', '.join(idle)}")
+        print("FAIL: requests lost, billed twice, over a hard limit or answers gone" if failed
+              else "OK: nothing lost, nothing billed twice, no hard limit passed")
         print()
     return 1 if bad else 0
 

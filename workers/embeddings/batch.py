@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from models.domain.catalogue import ModelSpec
 from models.domain.embedding import EmbeddingRequest, Item
-from models.domain.errors import ProviderPermanent, ProviderRetryable
+from models.domain.errors import BatchPending, ProviderPermanent, ProviderRetryable
 from models.domain.settings import Settings
 from workers.batch.seam import max_wait_s
 from workers.embeddings.adapters import EmbedReply, _as_base64
@@ -45,8 +45,18 @@ class OpenAIEmbeddingBatch:
         self.wait_s = max_wait_s(settings)
 
     def embed(self, model: ModelSpec, items: Sequence[Item], dimensions: int | None,
-              timeout_s: float | None = None) -> EmbedReply:
-        """The pack's vectors from a batch; raises like a direct call (retryable: expired)."""
+              timeout_s: float | None = None,
+              placed: Callable[[str], None] | None = None) -> EmbedReply:
+        """The pack's vectors from a new batch; ``placed(batch_id)`` is told where it went as
+        soon as the provider accepted it (the batch is paid for from then on). Raises like a
+        direct call, and BatchPending when the batch outlasts the wait."""
+        batch_id = self.place(model, items, dimensions)
+        if placed is not None:
+            placed(batch_id)
+        return self.collect(batch_id, len(items), timeout_s)
+
+    def place(self, model: ModelSpec, items: Sequence[Item], dimensions: int | None) -> str:
+        """Submit the pack as a one-line batch; its id."""
         body: dict[str, Any] = {"model": model.api_name or model.name,
                                 "input": [i if isinstance(i, str) else list(i) for i in items],
                                 "encoding_format": "base64"}
@@ -60,25 +70,36 @@ class OpenAIEmbeddingBatch:
             batch = self._client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
                                                 completion_window="24h",
                                                 metadata={"source": "sluicegate"})
-            deadline = time.time() + min(self.wait_s, timeout_s or self.wait_s)
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
+            raise map_sdk_error(self.name, exc) from exc
+        return str(batch.id)
+
+    def collect(self, batch_id: str, n: int, timeout_s: float | None = None) -> EmbedReply:
+        """The ``n`` vectors of batch ``batch_id``, waiting at most the lane's wait for it:
+        BatchPending past it (the batch runs on and bills; its task comes back to poll)."""
+        wait = min(self.wait_s, timeout_s or self.wait_s)
+        deadline = time.time() + wait
+        try:
+            batch = self._client.batches.retrieve(batch_id)
             # Polls back off from 50 ms to the configured interval: a small batch often ends
             # in seconds, a large one in hours.
             step = 0.05
             while batch.status not in _FINAL:
                 if time.time() > deadline:
-                    raise ProviderRetryable(f"openai embedding batch {batch.id} still running "
-                                            "past the lane's wait; it may still bill",
-                                            provider=self.name, billed="unknown")
+                    raise BatchPending(
+                        f"openai embedding batch {batch_id} still running after {wait:.0f} s; "
+                        "it stays pending and is polled again", provider=self.name,
+                        batch_id=batch_id, retry_in=max(self.poll_s, 0.05))
                 time.sleep(min(step, self.poll_s, max(deadline - time.time(), 0.01)))
                 step *= 2
-                batch = self._client.batches.retrieve(batch.id)
+                batch = self._client.batches.retrieve(batch_id)
             files = [f for f in (batch.output_file_id, batch.error_file_id) if f]
             text = "".join(self._client.files.content(f).text for f in files)
-        except ProviderRetryable:
+        except BatchPending:
             raise
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
-        return self._reply(batch.id, text, len(items))
+        return self._reply(batch_id, text, n)
 
     def _reply(self, batch_id: str, text: str, n: int) -> EmbedReply:
         entry = next((json.loads(x) for x in text.splitlines() if x.strip()), {})

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from models.domain.catalogue import ModelSpec
 from models.domain.embedding import Item
 from models.domain.embedding_pack import split_tokens
-from models.domain.errors import ProviderError, ProviderRetryable
+from models.domain.errors import BatchPending, ProviderError, ProviderRetryable
 from workers.embeddings.adapters import EmbedReply
 
 
@@ -24,21 +24,26 @@ class Share:
 
 
 @dataclass
-class _Member:
+class Member:
+    """One request's part of a pack: where its items sit, its own tokens, its task and
+    attempt (so a placement can name them)."""
+
     start: int
     size: int
     tokens: int
+    key: str | None = None
+    attempt_id: int | None = None
 
 
 @dataclass
 class _Pack:
     items: list[Item] = field(default_factory=list)
     tokens: int = 0
-    members: list[_Member] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
     full: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     reply: EmbedReply | None = None
-    error: ProviderError | None = None
+    error: ProviderError | BatchPending | None = None
 
 
 class Packer:
@@ -56,8 +61,11 @@ class Packer:
         self._open: dict[tuple[str, int | None], _Pack] = {}
 
     def share(self, model: ModelSpec, dimensions: int | None, items: Sequence[Item],
-              tokens: int, send: Callable[[list[Item]], EmbedReply], left_s: float) -> Share:
-        """Embed ``items`` (``tokens`` by our count) in a shared call; raises the call's error."""
+              tokens: int, send: Callable[[list[Item], list[Member]], EmbedReply],
+              left_s: float, *, place: str | None = None, attempt_id: int | None = None
+              ) -> Share:
+        """Embed ``items`` (``tokens`` by our count) in a shared call: ``send(items,
+        members)``; raises the call's error (BatchPending too, for a slow provider batch)."""
         limits = model.embedding
         assert limits is not None
         key = (model.name, dimensions)
@@ -71,7 +79,8 @@ class Packer:
             leader = pack is None
             if pack is None:
                 pack = self._open[key] = _Pack()
-            member = _Member(start=len(pack.items), size=len(items), tokens=tokens)
+            member = Member(start=len(pack.items), size=len(items), tokens=tokens, key=place,
+                            attempt_id=attempt_id)
             pack.items.extend(items)
             pack.tokens += tokens
             pack.members.append(member)
@@ -84,8 +93,8 @@ class Packer:
                 if self._open.get(key) is pack:
                     self._open.pop(key)
             try:
-                pack.reply = send(list(pack.items))
-            except ProviderError as err:
+                pack.reply = send(list(pack.items), list(pack.members))
+            except (ProviderError, BatchPending) as err:
                 pack.error = err
             finally:
                 pack.done.set()

@@ -18,16 +18,19 @@ from models.domain.tokens import PromptCount
 from models.domain.cost import cost_of, list_cost, worst_case_cost
 from models.domain.embedding import EmbeddingResult, Item
 from models.domain.embedding_pack import chunks
-from models.domain.errors import DeadlineExceeded, LedgerError, SluiceError, ValidationError
+from models.domain.errors import (BatchPending, DeadlineExceeded, LedgerError, SluiceError,
+                                  ValidationError)
 from models.domain.result import Timings
 from models.domain.usage import Usage
 from queues.embedding_cache import item_cache_for
 from queues.embedding_envelope import EmbeddingEnvelope
 from queues.envelope import error_reply, task_id_for
 from workers.attempts import RunMoney, finalize
+from workers.batch.seam import hold_pending
+from workers.embeddings import batch_visits as visits
 from workers.embeddings.adapters import embedding_provider
 from workers.embeddings.batch import OpenAIEmbeddingBatch, wants_batch
-from workers.embeddings.packer import Packer
+from workers.embeddings.packer import Member, Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
@@ -54,7 +57,7 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     heart = rt.heartbeat()
     try:
         state = rt.claim(embedding_row(req, route, outcome="running", items=len(req.inputs)),
-                         lease_s=lane.time_limit_s)
+                         lease_s=lane.time_limit_s, sent_at=env.enqueued_at)
     except (LedgerError, SQLAlchemyError) as exc:
         return error_reply(req.request_id, LedgerError(
             f"embedding request {req.request_id} was not run: the ledger database is "
@@ -74,6 +77,19 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         return error_reply(req.request_id, ResultLost(
             f"request {req.request_id} was embedded and billed by an earlier run whose answer "
             "was not kept; submit it again with a new request_id", request_id=req.request_id))
+    if state == "ended":
+        # A copy of the message of a run that failed: its caller was told; not re-run.
+        earlier = previous() if callable(previous) else previous
+        if isinstance(earlier, dict):
+            return earlier
+        return error_reply(req.request_id, ResultLost(
+            f"embedding request {req.request_id} ended in an error in an earlier run of this "
+            "same message; it was not sent again; submit it again to retry it",
+            request_id=req.request_id))
+    if state == "running" and _waiting_in_batch(rt, env):
+        # Back to poll its provider batch: the live claim is its own (the visit that placed
+        # it returned BatchPending), and the provider has the money committed.
+        state = "polling"
     if state == "running":
         ttl = max(heart.claim_ttl_s, 0.5)
         return error_reply(req.request_id, ClaimBusy(
@@ -98,7 +114,8 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
         result = EmbeddingResult.model_validate(kept["reply"]["result"])
         _bill(rt, env, result, kept.get("reservation_id"), kept.get("attempt"), model)
         return dict(kept["reply"])
-    if state != "resumed" and env.deadline is not None and started > env.deadline:
+    if state not in ("resumed", "polling") and env.deadline is not None \
+            and started > env.deadline:
         err: SluiceError = DeadlineExceeded(
             f"embedding request {req.request_id} waited {started - env.enqueued_at:.1f} s in "
             f"queue {route.queue}, past its deadline; nothing was sent and it costs nothing",
@@ -109,7 +126,8 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
     try:
         amount = worst_case_cost(PromptCount(tokens=env.prompt_tokens), 0, model)
         held = Decimal(0)
-        if rt.admission is not None:
+        # A poll of a pending batch: its reservation is held since its first visit.
+        if rt.admission is not None and state != "polling":
             rid = rt.admission.confirm(req, route, env.reservation_id, amount)  # type: ignore[arg-type]
             held = amount if rid is not None else Decimal(0)
             if rid != env.reservation_id:
@@ -117,21 +135,29 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
         beat.reservation_id = env.reservation_id
         money = RunMoney(rt, env, started=started, held=held)  # type: ignore[arg-type]
         money.on_reservation = lambda rid: setattr(beat, "reservation_id", rid)
+        # Chunks an earlier run placed in a provider batch are taken up, not charged as lost.
+        taken = (visits.take_up(rt, env, model, money.run, dead=state == "resumed")
+                 if state in ("resumed", "polling") else {})
         if state == "resumed":
             money.spent = _owed_before(rt, req.request_id, money.run)
-        vectors, tokens, members, paid = _embed(rt, money, env, model)
+        vectors, tokens, members, _paid = _embed(rt, money, env, model, taken)
         env = money.env  # type: ignore[assignment]
+    except BatchPending as pending:  # still in its provider batch: the task comes back
+        beat.reservation_id = None  # held for the batch's life from here, not renewed
+        return hold_pending(rt, money.env if money is not None else env,  # type: ignore[arg-type]
+                            pending)
     except SluiceError as exc:
         _fail(rt, money.env if money is not None else env, exc)  # type: ignore[arg-type]
         return error_reply(req.request_id, exc)
     finished = time.time()
     usage = Usage(input_uncached=tokens)
-    cost = paid  # each call's own tokens at the price, as its attempt row says
     listed = list_cost(usage, model)
     result = EmbeddingResult(
         request_id=req.request_id, model=model.name, provider=model.provider, route=route,
         vectors=tuple(vectors), prompt_tokens=tokens, total_tokens=tokens,
-        items=len(req.inputs), cost=cost + money.spent, baseline_cost=listed, list_cost=listed,
+        # Every call's own tokens at the price (as its attempt row says), and what failed
+        # attempts were charged: what the run spent.
+        items=len(req.inputs), cost=money.spent, baseline_cost=listed, list_cost=listed,
         price_version=rt.catalogue.version, batch=wants_batch(req, model.provider, rt.settings),
         timings=Timings(queued_ms=max(started - env.enqueued_at, 0) * 1000,
                         provider_ms=(finished - started) * 1000,
@@ -173,10 +199,12 @@ def _kept(stash: AnswerStash | None) -> dict[str, Any] | None:
     return record if isinstance(reply, dict) and reply.get("ok") else None
 
 
-def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: ModelSpec
+def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: ModelSpec,
+           taken: dict[int, visits.Taken] | None = None
            ) -> tuple[list[str], int, int, Decimal]:
     """Every item's vector, in order, and the tokens billed: one attempt per provider call
-    (calls cut at the model's limits), shared with other requests when the lane packs."""
+    (calls cut at the model's limits), shared with other requests when the lane packs; a call
+    an earlier run placed in a provider batch (``taken``) is collected from that batch."""
     req = env.request
     limits = model.embedding
     assert limits is not None
@@ -184,29 +212,44 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     provider = _batch_api(rt) if batch else embedding_provider(rt, model.provider)
     dims = req.dimensions
     packer = _packer(rt, req.lane, batch)
+    taken = taken or {}
     vectors: list[str] = []
     billed, most, paid = 0, 1, Decimal(0)
     attempts: list[dict[str, Any]] = []
-    for part in chunks(env.item_tokens, limits.max_items, limits.max_call_tokens):
+    for c, part in enumerate(chunks(env.item_tokens, limits.max_items, limits.max_call_tokens)):
         items: list[Item] = [req.inputs[i] for i in part]
         counted = sum(env.item_tokens[i] for i in part)
         # The attempt's worst case is this call's tokens, not the whole request's.
         money.env = money.env.model_copy(update={"prompt_tokens": counted})
+        key = visits.place_key(env, c)
 
-        def send(left: float, items: list[Item] = items, counted: int = counted) -> Any:
+        def send(left: float, items: list[Item] = items, counted: int = counted,
+                 key: str = key) -> Any:
+            def call(all_items: list[Item], members: list[Any]) -> Any:
+                if not batch:
+                    return provider.embed(model, all_items, dims, timeout_s=left)
+                return provider.embed(model, all_items, dims, timeout_s=left,
+                                      placed=lambda bid: visits.record(rt, bid, members,
+                                                                       len(all_items)))
             if packer is None:
-                reply = provider.embed(model, items, dims, timeout_s=left)
+                reply = call(items, [Member(0, len(items), counted, key, money.current)])
                 return reply.vectors, reply.prompt_tokens, 1
-            share = packer.share(model, dims, items, counted,
-                                 lambda all_items: provider.embed(model, all_items, dims,
-                                                                  timeout_s=left), left)
+            share = packer.share(model, dims, items, counted, call, left, place=key,
+                                 attempt_id=money.current)
             return share.vectors, share.tokens, share.members
 
-        got, tokens, members = with_retries(lambda f=send: money.attempt(model, f, batch=batch),
-                                            rt.retry)
+        try:
+            got, tokens, members = _call(rt, money, model, send, taken.get(c), provider, batch)
+        except BatchPending:
+            # This visit's collected chunks wait, pending, with the one still in its batch.
+            visits.pend(rt, [int(a["attempt_id"]) for a in attempts])
+            raise
         vectors.extend(got)
         billed += tokens
-        paid += cost_of(Usage(input_uncached=tokens), model, batch=batch)
+        own = cost_of(Usage(input_uncached=tokens), model, batch=batch)
+        paid += own
+        # Spent: the next call is admitted on top of it (the reservation must cover both).
+        money.spent += own
         most = max(most, members)
         if money.final is not None:
             attempts.append({**money.final, "tokens": tokens})
@@ -221,6 +264,35 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     if attempts:
         money.final = {**attempts[-1], "batch": batch}
     return vectors, billed, most, paid
+
+
+def _call(rt: WorkerRuntime, money: RunMoney, model: ModelSpec, send: Any,
+          taken: visits.Taken | None, provider: Any, batch: bool) -> tuple[list[str], int, int]:
+    """One chunk: sent (packed) as an admitted attempt, or collected from the batch an earlier
+    run placed it in, under the attempt that run wrote (already billed: under none)."""
+    if taken is None:
+        return with_retries(lambda: money.attempt(model, send, batch=batch), rt.retry)
+    place = taken.place
+    if taken.attempt_id is None:
+        return visits.collect(provider, place, money.remaining())
+    first = [True]
+
+    def once() -> Any:
+        if first[0]:
+            first[0] = False
+            return money.attempt(model, lambda left: visits.collect(provider, place, left),
+                                 batch=True, pending=taken.attempt_id)
+        # The placed batch failed (the provider bills nothing of it): a new call.
+        return money.attempt(model, send, batch=batch)
+
+    return with_retries(once, rt.retry)
+
+
+def _waiting_in_batch(rt: WorkerRuntime, env: EmbeddingEnvelope) -> bool:
+    """Is this task back to poll a provider batch a visit of it placed its items in?"""
+    if not wants_batch(env.request, env.route.provider, rt.settings):
+        return False
+    return bool(visits.placed(rt, env, rt.catalogue.get(env.route.model)))
 
 
 def _final(money: RunMoney) -> dict[str, Any] | None:

@@ -6,8 +6,10 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from models.domain.errors import BatchPending
 from queues.embedding_envelope import TASK_EMBED
 from workers import log_privacy
+from workers.batch.seam import max_visits
 from workers.embeddings.service import execute_embedding
 from workers.runtime import get_runtime
 from workers.redelivery import ClaimBusy
@@ -21,6 +23,13 @@ def execute_embed(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     reply = execute_embedding(message, get_runtime(self.app), previous=_previous(self),
                               stash=_Stash(self))
     details = (reply.get("error") or {}).get("details") or {}
+    if (reply.get("error") or {}).get("code") == BatchPending.code:
+        # Still in its provider batch: come back to poll it, claim and reservation kept (the
+        # reply names the reservation the next visit settles).
+        if isinstance(message, dict):
+            message = {**message, "reservation_id": details.get("reservation_id")}
+        raise self.retry(args=[message], countdown=float(details.get("retry_in", 30)),
+                         max_retries=max_visits(get_runtime(self.app).settings))
     retries = int(details.get("retries", BUSY_RETRIES))
     if (reply.get("error") or {}).get("code") == ClaimBusy.code and self.request.retries < retries:
         # A live run renews its claim: wait for it (the answer is then the first run's).

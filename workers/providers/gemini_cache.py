@@ -56,6 +56,10 @@ class Books(Protocol):
     def drop(self, hold: Any) -> None:
         """The provider call failed: release the hold."""
 
+    def lost(self, period: Period, hold: Any) -> None:
+        """The provider call's outcome is unknown (it may have made the cache): charge the
+        hold, estimated."""
+
 
 class ExplicitCaches:
     """The explicit-cache decision and its provider calls, for one worker process."""
@@ -209,7 +213,7 @@ class ExplicitCaches:
             config.update(ttl=f"{int(self.ttl_s)}s", display_name=f"sluice-{fp[:12]}")
             made = self.client.caches.create(model=model.api_name or model.name, config=config)
         except Exception as exc:  # noqa: BLE001 - the request goes on with implicit caching
-            self.books.drop(hold)
+            self._failed(period, hold, exc)
             self._unlock(fp)
             log.warning("could not create an explicit cache for %s: %s", request.feature, exc)
             return ""
@@ -247,7 +251,7 @@ class ExplicitCaches:
                 self.client.caches.update(name=entry["name"],
                                           config={"ttl": f"{int(self.ttl_s)}s"})
             except Exception as exc:  # noqa: BLE001 - it lives on until its expiry
-                self.books.drop(hold)
+                self._failed(period, hold, exc)
                 log.warning("could not renew explicit cache %s: %s", entry["name"], exc)
                 return
             self.books.book(period, hold)
@@ -256,6 +260,19 @@ class ExplicitCaches:
                                      "seq": str(seq)})
         finally:
             self._unlock(fp)
+
+    def _failed(self, period: Period, hold: Any, exc: Exception) -> None:
+        """A refused call costs nothing; one whose answer never came (a timeout, a dropped
+        connection) may have made or renewed the cache at the provider, where nobody can
+        delete a cache whose name never came back: it lives its TTL and is billed, so the
+        hold (that whole period) is charged, estimated."""
+        from workers.providers.errors import MAY_BILL
+        from workers.providers.gemini import map_genai_error
+
+        if map_genai_error("google", exc).details.get("billed") == MAY_BILL:
+            self.books.lost(period, hold)
+        else:
+            self.books.drop(hold)
 
     def _book(self, fp: str, entry: dict[str, str], model: ModelSpec, kind: str,
               seconds: float) -> None:

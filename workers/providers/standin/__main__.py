@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="fixed delay added to every model call")
     parser.add_argument("--per-token-ms", type=float, default=0.0,
                         help="extra delay per output token")
+    parser.add_argument("--batch-delay-s", type=float, default=0.0,
+                        help="seconds a Batch API batch takes to finish")
     args = parser.parse_args(argv)
     import os
 
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     # Your price file, when set: the stand-in then knows its deployments' model ids (a
     # Bedrock id, an Azure deployment name) and OpenAI-compatible models.
     config = StandInConfig(latency_ms=args.latency_ms, per_token_latency_ms=args.per_token_ms,
+                           batch_delay_s=args.batch_delay_s,
                            catalogue=load_catalogue(os.environ.get("SLUICE_PRICES_PATH")))
     print(f"stand-in: OpenAI base_url http://{args.host}:{args.port}/v1, "
           f"Anthropic and Gemini base_url http://{args.host}:{args.port}", flush=True)

@@ -31,6 +31,9 @@ class StandInConfig:
     #: Seconds a batch takes to finish when the request sends no ``x-standin-batch-delay-s``
     #: (provider SDK clients in a real worker send no such header).
     batch_delay_s: float = 0.0
+    #: Seconds a Gemini ``cachedContents`` creation takes to answer after the cache exists
+    #: (and is billed): a test kills the worker in between.
+    gemini_cache_create_delay_s: float = 0.0
     #: Bound on remembered cache prefixes, so long benchmarks cannot grow memory without end.
     max_cache_entries: int = 200_000
 

@@ -7,6 +7,7 @@ deletion or expiry, so a test can hold the ledger's storage rows against the pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ async def create(request: Request, state: StandInState, key: str) -> Response:
     caches.created += 1
     # Creating a cache processes its tokens: billed as input at the standard price.
     state.tokens["gemini_cache_created"] += prompt.total
+    if state.config.gemini_cache_create_delay_s > 0:
+        await asyncio.sleep(state.config.gemini_cache_create_delay_s)
     return JSONResponse(_view(entry, now))
 
 

@@ -1,0 +1,117 @@
+"""A worker killed while an embedding pack waits in a provider batch: the batch is paid once.
+
+The pack's leader records each member's place when the provider accepts the batch
+(workers/embeddings/placements.py); the redelivered members collect their vectors from that
+batch instead of packing their items into a second one, and their attempts are taken up, not
+charged as lost: each caller is billed its own items once, at the batch price.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from models.db import attempts as attempt_rows
+from models.db.tables import LedgerRow
+from models.domain.catalogue import load_catalogue
+from models.domain.cost import cost_of
+from models.domain.settings import load_settings
+from models.domain.tokens import count_text
+from models.domain.usage import Usage
+from queues.producer import connect
+from tests.chaos.support import kill9, ledger_counts, replacement_worker, start_worker, stop
+from tests.services import run_token
+from workers.providers.standin.embeddings_api import vector_for
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+MEMBERS = 4
+BATCH_DELAY_S = 6.0  # long enough to kill the worker while the batch runs
+SMALL = load_catalogue().get("text-embedding-3-small")
+
+
+@pytest.fixture()
+def slow_batches() -> Iterator[Any]:
+    """A stand-in of this test's own whose batches take BATCH_DELAY_S to finish."""
+    from workers.providers.standin import StandIn
+    from workers.providers.standin.config import StandInConfig
+
+    with StandIn(StandInConfig(batch_delay_s=BATCH_DELAY_S)) as server:
+        yield server
+
+
+def _path(standin: Any, path: str) -> int:
+    return int(standin.stats()["by_path"].get(path, 0))
+
+
+def _placed(env: dict[str, str]) -> int:
+    import redis
+
+    client = redis.Redis.from_url(env["SLUICE_BROKER__URL"])
+    try:
+        pattern = env["SLUICE_BROKER__KEY_PREFIX"] + "sluice:embed-placement:*"
+        return sum(1 for _ in client.scan_iter(match=pattern))
+    finally:
+        client.close()
+
+
+def test_kill_during_an_embedding_batch_pays_for_it_once(
+        chaos_env: dict[str, str], chaos_sessions: Any, slow_batches: Any,
+        tmp_path: Path) -> None:
+    env = {**chaos_env,
+           "SLUICE_BROKER__KEY_PREFIX": f"sgebkill{run_token()}:",
+           "SLUICE_PROVIDERS__OPENAI_BASE_URL": slow_batches.openai_base_url,
+           "SLUICE_BATCH__POLL_INTERVAL_S": "0.2", "SLUICE_BATCH__MAX_WAIT_S": "40",
+           "SLUICE_LANES__ASYNC__SOFT_TIME_LIMIT_S": "60",
+           "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "500",
+           "SLUICE_BROKER__HEARTBEAT_S": "0.5"}
+    prefix = f"ebkill-{uuid.uuid4().hex[:8]}-"
+    tag = uuid.uuid4().hex[:6]
+    reqs = [{"request_id": f"{prefix}{i}", "team": "embedkill", "feature": "archive",
+             "lane": "async", "model": SMALL.name, "batch": True, "cache": {"mode": "bypass"},
+             "input": [f"archived page {i}.{j} ({tag})" for j in range(1 + i % 2)]}
+            for i in range(MEMBERS)]
+    log = tmp_path / "worker.log"
+    first = start_worker(env, log, queues="async.api", concurrency=MEMBERS * 2)
+    gateway = connect(load_settings(dict(env)))
+    try:
+        handles = [gateway.submit_embedding(r) for r in reqs]
+        deadline = time.time() + 60
+        while _path(slow_batches, "/v1/batches") < 1:
+            assert time.time() < deadline, "the first worker never submitted its batch"
+            time.sleep(0.05)
+        # The provider has the pack; give the worker a moment to note where it went.
+        settle = time.time() + 2
+        while _placed(env) < MEMBERS and time.time() < settle:
+            time.sleep(0.05)
+        kill9(first)  # the batch is at the provider, paid for, its vectors not collected
+        assert ledger_counts(chaos_sessions, prefix) == {"running": MEMBERS}
+        with replacement_worker(env, log, gateway, chaos_sessions, older_than_s=10,
+                                queues="async.api", concurrency=MEMBERS * 2):
+            results = [h.result(timeout=90) for h in handles]
+    finally:
+        gateway.close()
+        stop(first)
+    assert _path(slow_batches, "/v1/batches") == 1, \
+        "the redelivered members went into a second provider batch (paid twice)"
+    assert _path(slow_batches, "/v1/embeddings") == 0  # nothing sent directly either
+    with chaos_sessions() as s:
+        rows = {r.request_id: r for r in s.scalars(
+            select(LedgerRow).where(LedgerRow.request_id.startswith(prefix))).all()}
+        tried = {rid: attempt_rows.of_request(s, rid) for rid in rows}
+    assert len(rows) == MEMBERS
+    for req, res in zip(reqs, results):
+        assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
+        own = sum(count_text(t) for t in req["input"])
+        row = rows[req["request_id"]]
+        want = cost_of(Usage(input_uncached=own), SMALL, batch=True)
+        assert (row.outcome, row.batch, row.cost, row.estimated_cost) == ("ok", True, want, 0)
+        assert res.cost == want
+        # One attempt, taken up by the redelivered run: not charged as lost on top.
+        assert [(a.outcome, a.billing, a.cost) for a in tried[req["request_id"]]] == \
+            [("ok", "exact", want)]

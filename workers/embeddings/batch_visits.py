@@ -1,0 +1,150 @@
+"""Embedding packs in provider batches across task runs: record each member's place, take it up.
+
+A member whose pack went into a provider batch is paid for once the provider accepted it. The
+leader records every member's place then (workers/embeddings/placements.py). A later run of a
+member's task (a redelivery after its worker died, or the task back to poll a batch slower
+than its wait) takes up the attempt its place names, instead of charging it as lost, and
+collects its vectors from that batch instead of submitting its items again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+
+from models.db.attempts import AttemptRow
+from models.domain.catalogue import ModelSpec
+from models.domain.embedding_pack import chunks, split_tokens
+from models.domain.errors import BatchPending
+from queues.embedding_envelope import EmbeddingEnvelope
+from queues.envelope import task_id_for
+from workers.batch.pending import PENDING
+from workers.batch.seam import retry_in_s
+from workers.embeddings.packer import Member
+from workers.embeddings.placements import PackPlacement, PackPlacements, pack_placements_for
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A chunk of this request already in a provider batch, and its attempt: taken up by this
+    run (``attempt_id``), or None when it was already ended (billed: collect, charge nothing)."""
+
+    place: PackPlacement
+    attempt_id: int | None
+
+
+def placements_of(rt: WorkerRuntime) -> PackPlacements:
+    """This process's placement store, built on first use."""
+    found: PackPlacements | None = rt.__dict__.get("_embed_placements")
+    if found is None:
+        found = rt.__dict__["_embed_placements"] = pack_placements_for(
+            rt.settings.broker.state_url(), rt.settings.broker.key_prefix)
+    return found
+
+
+def place_key(env: EmbeddingEnvelope, chunk: int) -> str:
+    """The placement key of one chunk (one provider call) of the request."""
+    return f"{task_id_for(env.request)}:{chunk}"  # type: ignore[arg-type]
+
+
+def placed(rt: WorkerRuntime, env: EmbeddingEnvelope, model: ModelSpec
+           ) -> dict[int, PackPlacement]:
+    """The chunks of this request an earlier run placed in a provider batch."""
+    limits = model.embedding
+    if limits is None:
+        return {}
+    store = placements_of(rt)
+    out: dict[int, PackPlacement] = {}
+    n = sum(1 for _ in chunks(env.item_tokens, limits.max_items, limits.max_call_tokens))
+    for c in range(n):
+        try:
+            found = store.get(place_key(env, c))
+        except Exception as exc:  # noqa: BLE001 - the store is the broker's Redis: down, it
+            # redelivers nothing either, so this run is a first one
+            log.warning("could not read the batch placement of %s: %s", env.request.request_id,
+                        exc)
+            return {}
+        if found is not None:
+            out[c] = found
+    return out
+
+
+def take_up(rt: WorkerRuntime, env: EmbeddingEnvelope, model: ModelSpec, run: str, *,
+            dead: bool) -> dict[int, Taken]:
+    """Take up, under ``run``, the attempts of this request's placed chunks: a visit back to
+    poll takes those a visit left ``pending``; a run taking over a dead one (``dead``) also
+    takes its ``sent`` ones, which are in flight at the provider, not lost. A poll that finds
+    one held by another visit comes back later (BatchPending) rather than pay again."""
+    out: dict[int, Taken] = {}
+    states = (PENDING, "sent") if dead else (PENDING,)
+    for c, place in placed(rt, env, model).items():
+        try:
+            with rt.session() as s:
+                got = s.execute(update(AttemptRow)
+                                .where(AttemptRow.id == place.attempt_id,
+                                       AttemptRow.request_id == env.request.request_id,
+                                       AttemptRow.outcome.in_(states))
+                                .values(outcome="sent", run=run)
+                                .returning(AttemptRow.id)).scalars().all()
+                row = None if got else s.get(AttemptRow, place.attempt_id)
+                ended = row is not None and row.outcome not in (PENDING, "sent")
+        except SQLAlchemyError as exc:
+            log.warning("could not take up the batch attempt of %s: %s",
+                        env.request.request_id, exc)
+            continue
+        if got:
+            out[c] = Taken(place, int(got[0]))
+        elif ended:
+            out[c] = Taken(place, None)
+        elif not dead:
+            raise BatchPending(f"embedding request {env.request.request_id} is being polled "
+                               "by another visit; this one comes back later",
+                               request_id=env.request.request_id,
+                               retry_in=retry_in_s(rt.settings))
+    return out
+
+
+def pend(rt: WorkerRuntime, attempt_ids: Sequence[int]) -> None:
+    """Leave this visit's collected but unbilled batch attempts pending for the next visit
+    (one of its chunks is still in its batch: the request is billed when all are in)."""
+    if not attempt_ids:
+        return
+    try:
+        with rt.session() as s:
+            s.execute(update(AttemptRow).where(AttemptRow.id.in_(list(attempt_ids)),
+                                               AttemptRow.outcome == "sent")
+                      .values(outcome=PENDING))
+    except SQLAlchemyError as exc:
+        log.warning("could not leave batch attempts %s pending: %s", attempt_ids, exc)
+
+
+def record(rt: WorkerRuntime, batch_id: str, members: Sequence[Member], items: int) -> None:
+    """The provider accepted the pack as batch ``batch_id``: record each member's place
+    before anything else (a kill from here on must not send the pack again)."""
+    tokens = tuple(m.tokens for m in members)
+    placed_now = {m.key: PackPlacement(batch_id=batch_id, start=m.start, size=m.size,
+                                       tokens=tokens, index=i, items=items,
+                                       attempt_id=int(m.attempt_id))
+                  for i, m in enumerate(members) if m.key is not None and m.attempt_id is not None}
+    if not placed_now:
+        return
+    try:
+        placements_of(rt).put(placed_now)
+    except Exception as exc:  # noqa: BLE001 - the batch is out; only a crash would need it
+        log.warning("could not record where %d embedding requests of batch %s went: %s",
+                    len(placed_now), batch_id, exc)
+
+
+def collect(provider: Any, place: PackPlacement, left_s: float) -> tuple[list[str], int, int]:
+    """This member's vectors and billed tokens from its batch (BatchPending while it runs)."""
+    reply = provider.collect(place.batch_id, place.items, left_s)
+    share = split_tokens(reply.prompt_tokens, list(place.tokens))[place.index]
+    return reply.vectors[place.start:place.start + place.size], share, len(place.tokens)

@@ -1,0 +1,95 @@
+"""Where each member of an embedding pack sent through the Batch API went, so none pays twice.
+
+A pack is one line of one provider batch shared by several requests. A worker killed while the
+batch ran left it paid for and its members' tasks unanswered; the redelivered tasks packed
+their items again and the provider billed them a second time. The leader of a pack now
+records, right after the provider accepted the batch, each member's place (batch id, its
+slice of the vectors, every member's token count, for the split) under the member's task id;
+a redelivered member with a place collects its vectors from that batch instead. As for chat
+batches (workers/batch/placements.py) the record lives beside the broker for 25 hours.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from queues.batch_wait import PLACEMENT_TTL_S
+
+
+@dataclass(frozen=True)
+class PackPlacement:
+    """One member's place in a submitted embedding batch."""
+
+    batch_id: str
+    #: Its items are ``vectors[start:start + size]`` of the pack's one line.
+    start: int
+    size: int
+    #: Every member's own token count, in pack order, and this member's index: the provider's
+    #: total is split by them exactly as the leader would have.
+    tokens: tuple[int, ...]
+    index: int
+    #: Items in the pack's line (the reply's check), and the member's attempt row.
+    items: int
+    attempt_id: int
+
+
+class PackPlacements(Protocol):
+    """Placements keyed by task id (the tenant-scoped request id)."""
+
+    def get(self, key: str) -> PackPlacement | None:
+        """The placement recorded for ``key``, if any."""
+        ...
+
+    def put(self, placed: dict[str, PackPlacement]) -> None:
+        """Record the places of one pack's members."""
+        ...
+
+
+class MemoryPackPlacements:
+    """In this process only (the embedded default: no broker outlives the process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[str, PackPlacement] = {}
+
+    def get(self, key: str) -> PackPlacement | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def put(self, placed: dict[str, PackPlacement]) -> None:
+        with self._lock:
+            self._data.update(placed)
+
+
+class RedisPackPlacements:
+    """In Redis beside the broker, each kept for :data:`PLACEMENT_TTL_S`."""
+
+    def __init__(self, client: Any, key_prefix: str = "") -> None:
+        self.client = client
+        self.prefix = f"{key_prefix}sluice:embed-placement:"
+
+    def get(self, key: str) -> PackPlacement | None:
+        raw = self.client.get(self.prefix + key)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return PackPlacement(**{**data, "tokens": tuple(data["tokens"])})
+
+    def put(self, placed: dict[str, PackPlacement]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, place in placed.items():
+            pipe.set(self.prefix + key, json.dumps(asdict(place)), ex=PLACEMENT_TTL_S)
+        pipe.execute()
+
+
+def pack_placements_for(state_url: str | None, key_prefix: str) -> PackPlacements:
+    """Redis placements when there is a Redis for side state (redeliveries happen there)."""
+    if state_url and state_url.startswith(("redis://", "rediss://")):
+        import redis
+
+        return RedisPackPlacements(redis.Redis.from_url(state_url, socket_timeout=5),
+                                   key_prefix)
+    return MemoryPackPlacements()
