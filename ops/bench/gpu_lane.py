@@ -43,7 +43,7 @@ def lane_env(run_home: Path, model: Path, db_url: str, redis_url: str,
             "SLUICE_DATABASE__URL": db_url, "SLUICE_GPU__MODEL_PATH": str(model),
             "SLUICE_GPU__MAX_NUM_SEQS": str(args.max_num_seqs),
             "SLUICE_GPU__LOAD_FORMAT": args.load_format,
-            "SLUICE_DATABASE__POOL_SIZE": str(args.pool_size)}
+            **({"SLUICE_DATABASE__POOL_SIZE": str(args.pool_size)} if args.pool_size else {})}
 
 
 @contextmanager
@@ -146,9 +146,10 @@ class Lane:
 
 
 def measure_lanes(env: dict[str, str], sizes: list[int], workers: int,
-                  prompt: Callable[[int], str], args: Any) -> tuple[list[LaneRun], list[str]]:
+                  prompt: Callable[[int], str], args: Any, tag: str = ""
+                  ) -> tuple[list[LaneRun], list[str]]:
     """Every Celery mode against ``workers`` GPU worker processes: serial, concurrent per lane
-    and size, and interactive while an async backlog is queued."""
+    and size, and interactive while an async backlog is queued; ``tag`` ends each mode name."""
     stage_key = f"{env['SLUICE_BROKER__KEY_PREFIX']}bench-stages"
     notes: list[str] = []
     with ExitStack() as stack:
@@ -159,17 +160,18 @@ def measure_lanes(env: dict[str, str], sizes: list[int], workers: int,
         # warm-up: first-request costs (each caller thread's connections and result store
         # subscription, the worker's pools) are not batching
         lane.run("warm-up", max(sizes), "interactive")
-        runs = [lane.run("serial celery", sizes[0], "interactive", concurrent=False)]
+        runs = [lane.run(f"serial celery{tag}", sizes[0], "interactive", concurrent=False)]
         for n in sizes:
-            runs.append(lane.run(f"concurrent celery {n}, interactive lane", n, "interactive"))
-            runs.append(lane.run(f"concurrent celery {n}, async lane", n, "async"))
+            runs.append(lane.run(f"concurrent celery {n}, interactive lane{tag}", n,
+                                 "interactive"))
+            runs.append(lane.run(f"concurrent celery {n}, async lane{tag}", n, "async"))
         n = sizes[0]
         # Interactive alone and then behind twice as many async requests already queued.
-        alone = lane.run(f"celery interactive {n}, alone", n, "interactive")
+        alone = lane.run(f"celery interactive {n}, alone{tag}", n, "interactive")
         wait = lane.backlog(2 * n)
-        behind = lane.run(f"celery interactive {n}, behind {2 * n} async", n, "interactive",
-                          during=wait)
+        behind = lane.run(f"celery interactive {n}, behind {2 * n} async{tag}", n,
+                          "interactive", during=wait)
         runs += [alone, behind]
-        notes.append(f"{workers} GPU worker process(es), -c {max(sizes) * 3 + 4}, "
-                     f"DB pool {args.pool_size}")
+        notes.append(f"{workers} GPU worker process(es){tag}, -c {max(sizes) * 3 + 4}, "
+                     f"DB pool {env.get('SLUICE_DATABASE__POOL_SIZE', 'default')}")
     return runs, notes
