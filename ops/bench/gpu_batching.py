@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             for interval in str(args.switch_interval_ms).split(","):
                 env = {**lane_env(run_home, model, db, redis, args),
                        "SLUICE_GPU__SWITCH_INTERVAL_MS": interval}
-                tag = f" (GIL {float(interval) or 5:g} ms)" if "," in args.switch_interval_ms else ""
+                several = "," in args.switch_interval_ms
+                tag = f" (GIL {float(interval) or 5:g} ms)" if several else ""
                 runs, more = measure_lanes(env, sizes, args.workers,
                                            lambda i: prompt(i, args.words), args, tag)
                 lanes += runs
