@@ -75,7 +75,9 @@ def bench_settings(home: Path, model: Path, args: argparse.Namespace) -> Any:
         "home": home,
         "gpu": base.gpu.model_copy(update={"model_path": str(model),
                                            "max_num_seqs": args.max_num_seqs,
-                                           "load_format": args.load_format}),
+                                           "load_format": args.load_format,
+                                           # the peer keeps Python's own GIL interval
+                                           "switch_interval_ms": 0.0}),
     })
 
 
@@ -127,12 +129,12 @@ def report(rows: list[Row], lanes: list[Any], args: argparse.Namespace,
     print(f"{'mode':48} {'wall s':>7} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'out tok':>7} "
           f"{'vs serial':>9} {'vs engine':>9}")
     everything = rows + [Row(r.mode, r.wall_s, r.latencies_s, r.output_tokens) for r in lanes]
-    serial = {r.mode.split()[1]: r for r in everything if r.mode.startswith("serial")}
+    serial = {_serial_key(r.mode): r for r in everything if r.mode.startswith("serial")}
     engine = {_size(r.mode): r for r in rows if r.mode.startswith("concurrent engine")
               and "," not in r.mode}
     for r in everything:
         words = r.mode.split()
-        base = serial.get(words[1]) if words[0] in ("serial", "concurrent") else None
+        base = serial.get(_serial_key(r.mode)) if words[0] in ("serial", "concurrent") else None
         ratio = f"{base.wall_s / r.wall_s:8.1f}x" if base is not None and base is not r else ""
         peer = engine.get(_size(r.mode)) if words[:2] == ["concurrent", "celery"] else None
         vs = f"{100 * r.rps / peer.rps:7.0f} %" if peer is not None else ""
@@ -186,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=0,
                         help="ledger connection pool of each worker (SLUICE_DATABASE__POOL_SIZE; "
                              "0: the setting's default)")
-    parser.add_argument("--switch-interval-ms", default="0",
-                        help="GPU workers' GIL switch interval, a list to compare in one run "
-                             "(SLUICE_GPU__SWITCH_INTERVAL_MS; 0: Python's 5 ms)")
+    parser.add_argument("--switch-interval-ms", default="",
+                        help="GPU workers' GIL switch interval, a list to compare in one run, "
+                             "e.g. 0,0.5 (SLUICE_GPU__SWITCH_INTERVAL_MS; 0: Python's 5 ms; "
+                             "default: the setting's 0.5)")
     parser.add_argument("--workers", type=int, default=1,
                         help="GPU worker processes (each with its own engine)")
     parser.add_argument("--model", default="",
@@ -246,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             db = stack.enter_context(scratch_database(args.database))
             redis = args.broker.rstrip("/") + "/14"
             for interval in str(args.switch_interval_ms).split(","):
-                env = {**lane_env(run_home, model, db, redis, args),
-                       "SLUICE_GPU__SWITCH_INTERVAL_MS": interval}
+                env = lane_env(run_home, model, db, redis, args)
+                if interval:
+                    env["SLUICE_GPU__SWITCH_INTERVAL_MS"] = interval
                 several = "," in args.switch_interval_ms
                 tag = f" (GIL {float(interval) or 5:g} ms)" if several else ""
                 runs, more = measure_lanes(env, sizes, args.workers,
@@ -259,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     for line in checks(rows, lanes):
         print(f"check: {line}")
     return 0
+
+
+def _serial_key(mode: str) -> str:
+    """Which serial row a mode is compared with: its layer and its tag ("celery (GIL 5 ms)")."""
+    tag = mode[mode.index("("):] if mode.endswith(")") else ""
+    return f"{mode.split()[1]} {tag}"
 
 
 def _size(mode: str) -> str:
