@@ -76,9 +76,11 @@ def drive(gateway: Any, callers: int, seconds: float) -> tuple[int, list[float]]
         while time.monotonic() < stop:
             i += 1
             t0 = time.perf_counter()
+            # a fresh prompt, the cache bypassed: every request goes through a worker
             gateway.complete({"team": "bench", "feature": "scaleout", "model": "cheap",
                               "lane": lane, "max_tokens": 16, "request_id": uuid.uuid4().hex,
-                              "messages": [{"role": "user", "content": f"title {k}-{i}"}]},
+                              "cache": {"mode": "bypass"}, "messages": [
+                                  {"role": "user", "content": f"title {uuid.uuid4().hex}"}]},
                              timeout=60)
             with lock:
                 latencies.append((time.perf_counter() - t0) * 1000)
