@@ -63,6 +63,20 @@ def ledger_cpu_s(db_name: str) -> float:
     return total
 
 
+def workers_cpu_s() -> float:
+    """CPU seconds of this process's children (the worker processes and the stand-in)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def drive(gateway: Any, callers: int, seconds: float) -> tuple[int, list[float]]:
     """``callers`` closed loops (half interactive, half async) for ``seconds``: (done, ms)."""
     stop = time.monotonic() + seconds
@@ -117,12 +131,16 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
                 callers = 2 * max(args.hosts) * args.threads * 2
                 drive(gateway, callers, 2.0)  # warm-up: connections, first-task costs
                 r0, p0, t0 = redis_cpu_s(redis), ledger_cpu_s(db_name), time.perf_counter()
+                c0, w0 = time.process_time(), workers_cpu_s()
                 done, latencies = drive(gateway, callers, args.seconds)
                 wall = time.perf_counter() - t0
+                caller_ms = (time.process_time() - c0) * 1000 / max(done, 1)
+                worker_ms = (workers_cpu_s() - w0) * 1000 / max(done, 1)
                 rows.append({"hosts": hosts, "workers": 2 * hosts, "rps": done / wall,
                              "p50": pct(latencies, 50), "p99": pct(latencies, 99),
                              "redis_ms": (redis_cpu_s(redis) - r0) * 1000 / max(done, 1),
                              "pg_ms": (ledger_cpu_s(db_name) - p0) * 1000 / max(done, 1),
+                             "caller_ms": caller_ms, "worker_ms": worker_ms,
                              "load": os.getloadavg()[0]})
     return rows
 
@@ -142,14 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scaleout: stand-in latency {args.latency_ms:g} ms, {args.threads} threads per worker, "
           f"one worker per API lane per host, {args.seconds:g} s per run (noisy: compare ratios)")
     print(f"{'hosts':>5} {'workers':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs one':>7} "
-          f"{'redis ms/req':>12} {'pg ms/req':>9} {'load':>5}")
+          f"{'redis ms/req':>12} {'pg ms/req':>9} {'callers ms/req':>14} {'workers ms/req':>14} "
+          f"{'load':>5}")
     for r in rows:
         print(f"{r['hosts']:5d} {r['workers']:7d} {r['rps']:7.1f} {r['p50']:7.1f} {r['p99']:7.1f} "
-              f"{r['rps'] / one:6.2f}x {r['redis_ms']:12.3f} {r['pg_ms']:9.3f} {r['load']:5.1f}")
+              f"{r['rps'] / one:6.2f}x {r['redis_ms']:12.3f} {r['pg_ms']:9.3f} "
+              f"{r['caller_ms']:14.2f} {r['worker_ms']:14.2f} {r['load']:5.1f}")
     last = rows[-1]
     ceiling = args.threads * 2 * 1000 / args.latency_ms
     print(f"note: one host's threads allow at most {ceiling:.0f} req/s at this latency; "
           f"{last['hosts']} hosts reach {last['rps'] / (ceiling * last['hosts']):.0%} of theirs")
+    cores = (last["caller_ms"] + last["worker_ms"] + last["redis_ms"] + last["pg_ms"]) \
+        * last["rps"] / 1000
+    print(f"note: at {last['rps']:.1f} req/s the whole run used {cores:.2f} cores of "
+          f"{os.cpu_count()} (load average {last['load']:.1f}: other work shares them)")
     for name, key in (("Redis (broker and result store)", "redis_ms"),
                       ("the ledger's PostgreSQL backends", "pg_ms")):
         if last[key] > 0:
