@@ -249,6 +249,11 @@ class GpuSettings(BaseModel):
     kv_cache_memory_bytes: int = 512 * 1024 * 1024
     #: vLLM load format; "dummy" gives random weights for any model config (no download).
     load_format: str = "auto"
+    #: The GPU worker process's GIL switch interval (ms; 0: Python's 5 ms). Its one Celery
+    #: consumer thread takes each message in many short I/O steps, each waiting for the GIL
+    #: that busy task threads and the engine's output loop hold for a whole interval
+    #: (ops.bench.gpu_batching --switch-interval-ms 0,0.5 compares).
+    switch_interval_ms: float = Field(default=0.5, ge=0)
 
 
 class BatchSettings(BaseModel):

@@ -365,6 +365,21 @@ def test_runtime_starts_once_and_stops_and_refuses_when_absent(tmp_path: Any) ->
         get_gpu_runtime()
 
 
+def test_runtime_sets_the_worker_processes_gil_switch_interval(tmp_path: Any) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    settings = Settings(gpu={"model_path": str(tmp_path), "switch_interval_ms": 0.5},
+                        home=tmp_path)
+    start_gpu_runtime(settings, host_factory=_FakeHost)
+    try:
+        # the consumer thread gets the GIL back within 0.5 ms, not Python's 5 ms
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        stop_gpu_runtime()
+        sys.setswitchinterval(before)
+
+
 def test_celery_signals_start_the_engine_only_on_a_threads_gpu_worker(tmp_path: Any) -> None:
     from celery import Celery, signals
     from celery.concurrency import get_implementation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +75,9 @@ def start_gpu_runtime(settings: Settings, *,
             kv_cache_memory_bytes=gpu.kv_cache_memory_bytes, load_format=gpu.load_format,
             served_model_name=settings.routing.self_hosted_model,
             run_dir=Path(settings.home) / "gpu" / f"run-{os.getpid()}")
+        if gpu.switch_interval_ms > 0:
+            # The whole process (this is the GPU worker): see GpuSettings.switch_interval_ms.
+            sys.setswitchinterval(gpu.switch_interval_ms / 1000)
         log.info("starting the vLLM engine on %s (max_num_seqs=%d, prefix caching %s)",
                  gpu.model_path, gpu.max_num_seqs, "on" if gpu.enable_prefix_caching else "off")
         t0 = time.monotonic()
