@@ -30,6 +30,8 @@ from queues.handle import Handle, TaskHandle
 from queues.inflight import InflightMessage
 
 _NO_CACHE = object()
+#: Providers whose embedding models take text only (token ids are another tokenizer's).
+_TEXT_ONLY = ("local", "google")
 
 
 def resolve_model(request: EmbeddingRequest, catalogue: Catalogue,
@@ -44,11 +46,6 @@ def resolve_model(request: EmbeddingRequest, catalogue: Catalogue,
         known = ", ".join(m for m, s in catalogue.models.items() if s.kind == "embedding")
         raise UnknownModelError(f"{name} is not an embedding model; use auto or one of: {known}",
                                 field="model", model=name)
-    if model.provider == "gemini":
-        raise ValidationError(f"{name} is a Gemini model, and this installation has no Gemini "
-                              "adapter yet: embed with text-embedding-3-small, "
-                              "text-embedding-3-large or all-minilm-l6-v2 for now",
-                              field="model", model=name)
     return model, reason
 
 
@@ -73,7 +70,7 @@ def check_request(request: EmbeddingRequest, model: ModelSpec) -> tuple[int, lis
             # byte, so bytes plus its two markers bound them (it truncates past its limit).
             n = (min(len(item.encode("utf-8")) + 2, limits.max_item_tokens)
                  if model.provider == "local" else count_text(item))
-        elif model.provider == "local":
+        elif model.provider in _TEXT_ONLY:
             raise ValidationError(f"input[{i}] is a token array: {model.name} takes text only "
                                   "(token ids are another model's tokenizer)", field=f"input[{i}]")
         else:

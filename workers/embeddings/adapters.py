@@ -1,4 +1,5 @@
-"""Embedding adapters: OpenAI's ``/v1/embeddings`` through the official SDK, and MiniLM on CPU."""
+"""Embedding adapters: OpenAI's ``/v1/embeddings`` through the official SDK, and MiniLM on CPU
+(Gemini's is in ``workers/embeddings/gemini.py``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class EmbedReply:
     vectors: list[str]
     prompt_tokens: int
     provider_model: str = ""
+    #: False: the provider reported no count and ``prompt_tokens`` is ours (billed estimated).
+    exact: bool = True
 
 
 class EmbeddingProvider(Protocol):
@@ -167,5 +170,13 @@ def _build(name: str, settings: Any) -> EmbeddingProvider:
                                 base_url=p.openai_base_url, timeout=p.timeout_s)
     if name == "local":
         return LocalEmbeddings()
+    if name == "google":
+        from workers.embeddings.gemini import GeminiEmbeddings
+
+        key = (None if p.google_vertex and p.google_project and p.google_api_key is None
+               else provider_key(p.google_api_key, p.google_base_url, "GEMINI"))
+        return GeminiEmbeddings(api_key=key, base_url=p.google_base_url, timeout=p.timeout_s,
+                                vertex=p.google_vertex, project=p.google_project,
+                                location=p.google_location)
     raise ConfigError(f"no embedding adapter for provider {name!r} in this installation; the "
-                      "price file's embedding models need openai or local")
+                      "price file's embedding models need openai, google or local")

@@ -21,6 +21,8 @@ class Share:
     tokens: int
     #: Requests whose items went out in the same call.
     members: int
+    #: False: the provider reported no count (the tokens are ours, billed estimated).
+    exact: bool = True
 
 
 @dataclass
@@ -109,4 +111,5 @@ class Packer:
         assert reply is not None
         shares = split_tokens(reply.prompt_tokens, [m.tokens for m in pack.members])
         return Share(vectors=reply.vectors[member.start:member.start + member.size],
-                     tokens=shares[pack.members.index(member)], members=len(pack.members))
+                     tokens=shares[pack.members.index(member)], members=len(pack.members),
+                     exact=reply.exact)

@@ -222,9 +222,11 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
         # The attempt's worst case is this call's tokens, not the whole request's.
         money.env = money.env.model_copy(update={"prompt_tokens": counted})
         key = visits.place_key(env, c)
+        #: Set when the provider reported no count for this call (ours is billed, estimated).
+        guessed = [False]
 
         def send(left: float, items: list[Item] = items, counted: int = counted,
-                 key: str = key) -> Any:
+                 key: str = key, guessed: list[bool] = guessed) -> Any:
             def call(all_items: list[Item], members: list[Any]) -> Any:
                 if not batch:
                     return provider.embed(model, all_items, dims, timeout_s=left)
@@ -233,9 +235,11 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
                                                                        len(all_items)))
             if packer is None:
                 reply = call(items, [Member(0, len(items), counted, key, money.current)])
+                guessed[0] = not reply.exact
                 return reply.vectors, reply.prompt_tokens, 1
             share = packer.share(model, dims, items, counted, call, left, place=key,
                                  attempt_id=money.current)
+            guessed[0] = not share.exact
             return share.vectors, share.tokens, share.members
 
         try:
@@ -252,13 +256,15 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
         money.spent += own
         most = max(most, members)
         if money.final is not None:
-            attempts.append({**money.final, "tokens": tokens})
+            attempts.append({**money.final, "tokens": tokens,
+                             "billing": "estimated" if guessed[0] else "exact"})
             money.final = None
     money.env = money.env.model_copy(update={"prompt_tokens": env.prompt_tokens})
     # Every call but the last is ended now, exactly; the last one ends with the ledger row.
     for done in attempts[:-1]:
         with rt.session() as s:
-            attempt_rows.end(s, int(done["attempt_id"]), outcome="ok", billing="exact",
+            attempt_rows.end(s, int(done["attempt_id"]), outcome="ok",
+                             billing=done.get("billing", "exact"),
                              cost=cost_of(Usage(input_uncached=done["tokens"]), model,
                                           batch=batch), input_tokens=done["tokens"])
     if attempts:
@@ -304,7 +310,8 @@ def _final(money: RunMoney) -> dict[str, Any] | None:
     batch = bool(last.get("batch"))
     own = cost_of(Usage(input_uncached=int(last["tokens"])), model, batch=batch)
     return {"attempt_id": last["attempt_id"], "cost": str(own),
-            "input_tokens": int(last["tokens"]), "output_tokens": 0, "billing": "exact",
+            "input_tokens": int(last["tokens"]), "output_tokens": 0,
+            "billing": last.get("billing", "exact"),
             "batch": batch}
 
 

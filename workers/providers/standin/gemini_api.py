@@ -1,4 +1,5 @@
-"""Gemini API wire format: ``generateContent``, ``streamGenerateContent``, ``countTokens``, caches.
+"""Gemini API wire format: ``generateContent``, ``streamGenerateContent``, ``countTokens``, caches
+(embeddings in ``gemini_embed.py``).
 
 Paths as the ``google-genai`` SDK calls them (``/v1beta/models/{model}:{method}``,
 ``/v1beta/cachedContents[/{id}]``), the key in ``x-goog-api-key``. Implicit caching is
@@ -22,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from models.domain.tokens import count_text
-from workers.providers.standin import gemini_caches
+from workers.providers.standin import gemini_caches, gemini_embed
 from workers.providers.standin.caching import CacheUsage
 from workers.providers.standin.errors import RequestInvalid, gemini_error
 from workers.providers.standin.faults import fault_response
@@ -92,7 +93,8 @@ async def cache_one(request: Request) -> Response:
 
 
 async def models_call(request: Request) -> Response:
-    """``POST models/{model}:{generateContent|streamGenerateContent|countTokens}``."""
+    """``POST models/{model}:{generateContent|streamGenerateContent|countTokens|embedContent|
+    batchEmbedContents}``."""
     model, _, method = str(request.path_params["target"]).rpartition(":")
 
     async def handle(state: StandInState, key: str) -> Response:
@@ -106,6 +108,8 @@ async def models_call(request: Request) -> Response:
             raise RequestInvalid("Invalid JSON payload received.") from None
         if not isinstance(body, dict):
             raise RequestInvalid("the request body must be a JSON object")
+        if method in ("embedContent", "batchEmbedContents"):
+            return await gemini_embed.embed(request, state, body, spec, method)
         if method == "countTokens":
             prompt = _prompt(state, body.get("generateContentRequest") or body, key, spec.name)
             return JSONResponse({"totalTokens": prompt.total})
