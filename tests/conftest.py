@@ -78,6 +78,9 @@ def integration_env(pg_url: str, redis_db_url: str, standin: Any, tmp_path_facto
         "SLUICE_PROVIDERS__ANTHROPIC_BASE_URL": standin.anthropic_base_url,
         "SLUICE_PROVIDERS__GOOGLE_BASE_URL": standin.gemini_base_url,
         "SLUICE_PROVIDERS__BACKOFF_BASE_S": "0.01",
+        # `auto` per feature (tests/e2e/test_frontdoor_embeddings.py); others get the default.
+        "SLUICE_EMBEDDINGS__FEATURES": '{"emb-large": "text-embedding-3-large", '
+                                       '"emb-gemini": "gemini-embedding-001"}',
         # The one feature that keeps text (and so stored responses, tests/e2e/test_responses*).
         "SLUICE_PRIVACY__STORE_TEXT_FEATURES": '["responses-kept"]',
         "SLUICE_HOME": str(home),

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.integration
 
 MODEL = "text-embedding-3-small"
 PRICE = load_catalogue().get(MODEL).price.input
+GEMINI = "gemini-embedding-001"
+GEMINI_PRICE = load_catalogue().get(GEMINI).price.input
+GEMINI_PATH = f"/v1beta/models/{GEMINI}:batchEmbedContents"
 
 
 def _texts(n: int, tag: str | None = None) -> list[str]:
@@ -173,9 +176,6 @@ def test_bad_input_is_a_400_naming_the_field(client: openai.OpenAI, kwargs: dict
 
 
 def test_models_that_cannot_embed_here_are_refused(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as gemini:
-        client.embeddings.create(model="gemini-embedding-001", input="x")
-    assert gemini.value.param == "model" and "Gemini adapter" in gemini.value.message
     with pytest.raises(openai.APIStatusError) as chat:
         client.embeddings.create(model="gpt-4o-mini", input="x")
     assert chat.value.status_code in (400, 404) and "not an embedding model" in \
@@ -183,6 +183,76 @@ def test_models_that_cannot_embed_here_are_refused(client: openai.OpenAI) -> Non
     with pytest.raises(openai.BadRequestError) as dims:
         client.embeddings.create(model="text-embedding-ada-002", input="x", dimensions=256)
     assert dims.value.param == "dimensions"
+    with pytest.raises(openai.BadRequestError) as tokens:
+        client.embeddings.create(model="gemini-embedding-001", input=[[1, 2, 3]])
+    assert tokens.value.param == "input[0]" and "text only" in tokens.value.message
+
+
+def test_gemini_embeds_through_google_genai_billed_as_estimated(
+        client: openai.OpenAI, sessions: Any, standin: Any) -> None:
+    from sqlalchemy import select
+
+    from models.db.attempts import AttemptRow
+
+    texts = _texts(3)
+    rid = _rid()
+    before = int(standin.stats()["by_path"].get(GEMINI_PATH, 0))
+    res = client.embeddings.create(model=GEMINI, input=texts, dimensions=768,
+                                   extra_headers={"x-sluice-request-id": rid})
+    assert res.model == GEMINI
+    assert [_f32(d.embedding) for d in res.data] == [vector_for(GEMINI, t, 3072, 768)
+                                                    for t in texts]
+    assert int(standin.stats()["by_path"].get(GEMINI_PATH, 0)) == before + 1
+    tokens = sum(count_text(t) for t in texts)
+    assert res.usage.prompt_tokens == tokens
+    r = row(sessions, rid)
+    assert (r.kind, r.provider, r.items, r.input_uncached) == ("embedding", "google", 3, tokens)
+    assert r.cost == tokens * GEMINI_PRICE / 1_000_000 > 0
+    # Gemini's answer has no token count: billed by ours, and the ledger says so.
+    assert r.estimated_cost == r.cost
+    with sessions() as s:
+        billing = s.scalars(select(AttemptRow.billing)
+                            .where(AttemptRow.request_id == rid)).all()
+    assert billing == ["estimated"]
+
+
+def test_gemini_items_past_its_per_call_limit_are_cut_into_calls(
+        client: openai.OpenAI, standin: Any) -> None:
+    texts = _texts(230)
+    before = int(standin.stats()["by_path"].get(GEMINI_PATH, 0))
+    res = client.embeddings.create(model=GEMINI, input=texts, dimensions=64)
+    assert [_f32(d.embedding) for d in res.data] == [vector_for(GEMINI, t, 3072, 64)
+                                                    for t in texts]
+    assert int(standin.stats()["by_path"].get(GEMINI_PATH, 0)) == before + 3  # 100 per call
+
+
+def test_auto_goes_to_each_features_model_and_never_serves_one_models_vector_for_another(
+        client: openai.OpenAI, standin: Any) -> None:
+    text = _texts(1)[0]
+    # SLUICE_EMBEDDINGS__FEATURES (tests/conftest.py): emb-large and emb-gemini have their own.
+    large = client.embeddings.create(model="auto", input=text,
+                                     extra_headers={"x-sluice-feature": "emb-large"})
+    assert large.model == "text-embedding-3-large"
+    assert _f32(large.data[0].embedding) == vector_for("text-embedding-3-large", text, 3072)
+    gem = client.embeddings.with_raw_response.create(
+        model="auto", input=text, extra_headers={"x-sluice-feature": "emb-gemini"})
+    assert gem.parse().model == GEMINI and gem.headers["x-sluice-cached-items"] == "0/1"
+    assert _f32(gem.parse().data[0].embedding) == vector_for(GEMINI, text, 3072)
+    default = client.embeddings.create(model="auto", input=text)
+    assert default.model == MODEL
+    assert _f32(default.data[0].embedding) == vector_for(MODEL, text, 1536)
+    # In one feature's scope, the same text on another model is a miss, sent to that model.
+    calls = _calls(standin)
+    other = client.embeddings.with_raw_response.create(
+        model="text-embedding-3-large", input=text,
+        extra_headers={"x-sluice-feature": "emb-gemini"})
+    assert other.headers["x-sluice-cached-items"] == "0/1" and _calls(standin) == calls + 1
+    assert _f32(other.parse().data[0].embedding) == vector_for("text-embedding-3-large", text,
+                                                               3072)
+    again = client.embeddings.with_raw_response.create(
+        model="auto", input=text, extra_headers={"x-sluice-feature": "emb-gemini"})
+    assert again.headers["x-sluice-cached-items"] == "1/1"
+    assert _f32(again.parse().data[0].embedding) == vector_for(GEMINI, text, 3072)
 
 
 def test_spend_by_kind_and_the_item_cache_per_feature(client: openai.OpenAI, pg_url: str,
