@@ -30,7 +30,17 @@ class EmbeddingEnvelope(BaseModel):
     deadline: float | None = None
     #: The vector size the items are cached under (the model's own when none was asked).
     dimensions: int = 0
+    #: The rate-limit grant its admission added (scheduler.ratelimit.Grant.to_json): the
+    #: worker corrects its token estimate to the tokens billed.
+    rate_grant: dict[str, Any] | None = None
+    #: Over a rate limit on the async lane: the worker admits it after its countdown.
+    rate_wait: bool = False
 
     def to_message(self) -> dict[str, Any]:
-        """JSON-safe form for the broker."""
-        return self.model_dump(mode="json")
+        """JSON-safe form for the broker; a request without a key's policy leaves its fields
+        out (a worker of the previous release refuses fields it does not know)."""
+        out = self.model_dump(mode="json")
+        for name in ("api_key", "allowed_models"):
+            if out["request"].get(name) is None:
+                out["request"].pop(name, None)
+        return out

@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from models.db.embedding_rows import cached_part_id, embedding_row
+from models.domain.allow_list import clamp_embedding
 from models.domain.catalogue import Catalogue, ModelSpec
 from models.domain.tokens import PromptCount
 from models.domain.cost import list_cost, worst_case_cost
@@ -20,7 +21,7 @@ from models.domain.embedding import (AUTO, EmbeddingRequest, EmbeddingResult, It
 from models.domain.errors import (BrokerError, QueuePaused, SluiceError, UnknownModelError,
                                   ValidationError, from_dict)
 from models.domain.result import Route
-from models.domain.settings import EmbeddingSettings
+from models.domain.settings import EmbeddingSettings, RoutingSettings
 from models.domain.tokens import count_text
 from models.domain.usage import Usage
 from queues.embedding_cache import ItemCache, item_cache_for
@@ -28,16 +29,18 @@ from queues.embedding_envelope import TASK_EMBED, EmbeddingEnvelope
 from queues.envelope import task_id_for
 from queues.handle import Handle, TaskHandle
 from queues.inflight import InflightMessage
+from scheduler.ratelimit import Grant
 
 _NO_CACHE = object()
 #: Providers whose embedding models take text only (token ids are another tokenizer's).
 _TEXT_ONLY = ("local", "google")
 
 
-def resolve_model(request: EmbeddingRequest, catalogue: Catalogue,
-                  config: EmbeddingSettings) -> tuple[ModelSpec, str]:
-    """The embedding model ``request`` names (``auto``: its feature's configured one) and why;
-    a chat model, or one whose provider has no adapter here, is a ValidationError on ``model``."""
+def resolve_model(request: EmbeddingRequest, catalogue: Catalogue, config: EmbeddingSettings,
+                  routing: RoutingSettings | None = None) -> tuple[ModelSpec, str]:
+    """The embedding model ``request`` names (``auto``: its feature's configured one, clamped
+    into the key's allow-list) and why; a chat model is a ValidationError on ``model``, a
+    named model outside the key's allow-list NotAllowed (403)."""
     name = config.model_for(request.feature) if request.model == AUTO else request.model
     reason = (f"auto: the embedding model of feature {request.feature}"
               if request.model == AUTO else f"named model {name}")
@@ -46,6 +49,9 @@ def resolve_model(request: EmbeddingRequest, catalogue: Catalogue,
         known = ", ".join(m for m, s in catalogue.models.items() if s.kind == "embedding")
         raise UnknownModelError(f"{name} is not an embedding model; use auto or one of: {known}",
                                 field="model", model=name)
+    if request.allowed_models is not None:
+        model, why = clamp_embedding(request, model, catalogue, routing or RoutingSettings())
+        reason += why
     return model, reason
 
 
@@ -161,7 +167,8 @@ def submit_embedding(gateway: Any, data: EmbeddingRequest | dict[str, Any], *,
     """
     started = time.time()
     request = parse_embedding_request(data)
-    model, reason = resolve_model(request, gateway.catalogue, gateway.settings.embeddings)
+    model, reason = resolve_model(request, gateway.catalogue, gateway.settings.embeddings,
+                                  gateway.settings.routing)
     dims, tokens = check_request(request, model)
     route = Route(tier="embedding", model=model.name, provider=model.provider, backend="api",
                   lane=request.lane, reason=reason)
@@ -221,27 +228,42 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
                               "operator to run `sluice queues resume`", queue=route.queue)
     item_tokens = tuple(tokens[i] for i in missing)
     prompt_tokens = sum(item_tokens)
-    reservation = None
-    if gateway.admission is not None:
-        # Input tokens at the model's price: an embedding generates nothing, and is never sent
-        # to another model (a vector of one model must not stand in for another's).
-        amount = worst_case_cost(PromptCount(tokens=prompt_tokens), 0, model)
-        reservation = gateway.admission.reserve(request, route, amount)
-    now = time.time()
-    sub = request.model_copy(update={"inputs": tuple(request.inputs[i] for i in missing)})
-    env = EmbeddingEnvelope(request=sub, route=route, item_tokens=item_tokens,
-                            prompt_tokens=prompt_tokens, reservation_id=reservation,
-                            enqueued_at=now, deadline=gateway._deadline(request, now),
-                            dimensions=dims)
+
+    def send(grant: Grant | None, waits: float | None) -> TaskHandle:
+        reservation = None
+        if gateway.admission is not None:
+            # Input tokens at the model's price: an embedding generates nothing, and is never
+            # sent to another model (a vector of one model must not stand in for another's).
+            amount = worst_case_cost(PromptCount(tokens=prompt_tokens), 0, model)
+            reservation = gateway.admission.reserve(request, route, amount)
+        now = time.time()
+        sub = request.model_copy(update={"inputs": tuple(request.inputs[i] for i in missing)})
+        env = EmbeddingEnvelope(request=sub, route=route, item_tokens=item_tokens,
+                                prompt_tokens=prompt_tokens, reservation_id=reservation,
+                                enqueued_at=now, deadline=gateway._deadline(request, now),
+                                dimensions=dims, rate_grant=grant.to_json() if grant else None,
+                                rate_wait=waits is not None)
+        try:
+            return TaskHandle(_send(gateway, env, countdown=waits),
+                              request_id=request.request_id, model=model.name)
+        except Exception:
+            if reservation is not None:
+                gateway.admission.release(reservation)
+            raise
+
     try:
-        return TaskHandle(_send(gateway, env), request_id=request.request_id, model=model.name)
-    except Exception:
-        if reservation is not None:
-            gateway.admission.release(reservation)
-        raise
+        # The chat path's governance: rate limits (tokens: the inputs sent), then the budget.
+        return gateway.governed(request, route, prompt_tokens, send)  # type: ignore[no-any-return]
+    except ValidationError as err:
+        if err.field != "max_tokens":
+            raise
+        raise ValidationError(f"the inputs sent have {prompt_tokens} tokens, more than rate "
+                              f"limit {err.details.get('limit')} allows in a whole window: "
+                              "send fewer inputs per request", field="input",
+                              limit=err.details.get("limit")) from None
 
 
-def _send(gateway: Any, env: EmbeddingEnvelope) -> Any:
+def _send(gateway: Any, env: EmbeddingEnvelope, *, countdown: float | None = None) -> Any:
     lane = gateway.settings.lanes.get(env.route.lane)
     req = env.request
     options = {"priority": lane.priority, "soft_time_limit": lane.soft_time_limit_s,
@@ -249,6 +271,8 @@ def _send(gateway: Any, env: EmbeddingEnvelope) -> Any:
                "argsrepr": f"({req.request_id!r}, team={req.team!r}, feature={req.feature!r}, "
                            f"model={env.route.model!r}, items={len(req.inputs)})",
                "kwargsrepr": "{}"}
+    if countdown:  # over a rate limit on the async lane: it waits in its queue
+        options["countdown"] = countdown
     task_id = task_id_for(req)  # type: ignore[arg-type]
     args = [env.to_message()]
     try:

@@ -112,11 +112,18 @@ class Gateway:
         if request.has_images:  # images count by the routed provider's rule
             prompt = prompt_count(request, model)
             prompt_tokens = prompt.tokens
-        # Rate limits first, then money: a budget refusal gives the windows back, and a rate
-        # refusal never reaches the budget, so a refusal by either leaves nothing held.
+        return self.governed(request, route, prompt_tokens, lambda grant, waits:
+                             self._reserve_and_send(request, route, prompt, grant, waits,
+                                                    stream=stream))
+
+    def governed(self, request: Any, route: Any, prompt_tokens: int,
+                 send: Callable[[Grant | None, float | None], Handle]) -> Handle:
+        """Rate limits first, then money: ``send(grant, wait)`` reserves and publishes (the
+        chat and embedding paths alike). A budget refusal gives the windows back, and a rate
+        refusal never reaches the budget, so a refusal by either leaves nothing held."""
         grant, waits = self._rate_admit(request, route, prompt_tokens)
         try:
-            return self._reserve_and_send(request, route, prompt, grant, waits, stream=stream)
+            return send(grant, waits)
         except BaseException as exc:
             if grant is not None:
                 self.limiter.refund(grant)
@@ -125,7 +132,7 @@ class Gateway:
                 self.limiter.count_refusal(f"budget:{exc.details.get('budget')}", "usd")
             raise
 
-    def _rate_admit(self, request: ChatRequest, route: Any, prompt_tokens: int
+    def _rate_admit(self, request: Any, route: Any, prompt_tokens: int
                     ) -> tuple[Grant | None, float | None]:
         """The rate-limit grant (None: no limit applies), or for an async-lane request over a
         limit, no grant and how long it waits in its queue before a worker admits it."""

@@ -25,8 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.domain.errors import LedgerError, RateLimited, RateLimiterUnavailable
-from models.domain.ratelimit import Charge, RateLimit, applicable_limits, charges_for
-from models.domain.request import ChatRequest
+from models.domain.ratelimit import Charge, Limited, RateLimit, applicable_limits, charges_for
 from models.domain.result import Route
 
 log = logging.getLogger("sluice.ratelimit")
@@ -153,11 +152,11 @@ class RedisRateLimiter:
         self._acquire = self.client.register_script(ACQUIRE)
         self._add = self.client.register_script(ADD)
 
-    def charges(self, request: ChatRequest, route: Route, tokens: int) -> list[Charge]:
+    def charges(self, request: Limited, route: Route, tokens: int) -> list[Charge]:
         """The window counters ``request`` adds to (empty: no limit applies)."""
         return charges_for(applicable_limits(request, route, self.limits()), tokens)
 
-    def acquire(self, request: ChatRequest, route: Route, tokens: int) -> Grant | None:
+    def acquire(self, request: Limited, route: Route, tokens: int) -> Grant | None:
         """Add one request and ``tokens`` to every applicable window, or to none.
 
         Returns the Grant (None when no limit applies); raises RateLimited naming the limit

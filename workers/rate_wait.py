@@ -16,15 +16,17 @@ log = logging.getLogger("sluice.ratelimit")
 UNREACHABLE_WAIT_S = 5.0
 
 
-def admit_deferred(limiter: Any, message: Any) -> tuple[Any, float | None]:
+def admit_deferred(limiter: Any, message: Any, envelope: Any = None
+                   ) -> tuple[Any, float | None]:
     """``(message, None)`` to run now (admitted under every limit, the grant on it), or
-    ``(message, wait)``: the limits are still full, come back after ``wait`` seconds."""
+    ``(message, wait)``: the limits are still full, come back after ``wait`` seconds.
+    ``envelope``: the message's class (a chat Envelope unless given: EmbeddingEnvelope)."""
     if limiter is None or not isinstance(message, dict) or not message.get("rate_wait"):
         return message, None
     from queues.envelope import Envelope
 
     try:
-        env = Envelope.model_validate(message)
+        env = (envelope or Envelope).model_validate(message)
     except Exception:  # noqa: BLE001 - execute() refuses an undecodable message clearly
         return message, None
     try:
@@ -48,10 +50,14 @@ def settle_tokens(limiter: Any, message: Any, reply: dict[str, Any]) -> None:
     grant = Grant.from_json(message.get("rate_grant"))
     if grant is None:
         return
-    usage = (reply.get("result") or {}).get("usage") or {}
-    used = sum(int(usage.get(k) or 0) for k in ("input_uncached", "cache_read",
-                                                   "cache_write_5m", "cache_write_1h",
-                                                   "output"))
+    result = reply.get("result") or {}
+    usage = result.get("usage")
+    if usage is None:  # an embedding: the input tokens it was billed
+        used = int(result.get("prompt_tokens") or 0)
+    else:
+        used = sum(int(usage.get(k) or 0) for k in ("input_uncached", "cache_read",
+                                                       "cache_write_5m", "cache_write_1h",
+                                                       "output"))
     try:
         limiter.settle(grant, used)
     except Exception as exc:  # noqa: BLE001 - a correction, never the request's outcome

@@ -4,6 +4,7 @@ clamped into it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from models.domain.catalogue import Catalogue, ModelSpec
 from models.domain.errors import NotAllowed
@@ -21,8 +22,9 @@ def allowed_names(allowed: Sequence[str], routing: RoutingSettings) -> list[str]
     return list(dict.fromkeys(names))
 
 
-def may_use(request: ChatRequest, model: str, routing: RoutingSettings) -> bool:
-    """Whether ``request``'s key may have ``model`` answer it."""
+def may_use(request: Any, model: str, routing: RoutingSettings) -> bool:
+    """Whether ``request``'s key (``allowed_models``, a chat or embedding request's) may have
+    ``model`` answer it."""
     return request.allowed_models is None or model in allowed_names(request.allowed_models,
                                                                      routing)
 
@@ -50,4 +52,30 @@ def clamp(request: ChatRequest, chosen: ModelSpec, catalogue: Catalogue,
     dearest_first = chosen.tier == "flagship"
     pick = sorted(able, key=lambda m: (m.price.input + m.price.output, m.name),
                   reverse=dearest_first)[0]
+    return pick, f"; clamped to the key's allow-list: {chosen.name} -> {pick.name}"
+
+
+def clamp_embedding(request: Any, chosen: ModelSpec, catalogue: Catalogue,
+                    routing: RoutingSettings) -> tuple[ModelSpec, str]:
+    """:func:`clamp` for an embedding request: ``chosen`` when the key may use it; for
+    ``auto``, the cheapest allowed embedding model that can answer the size asked
+    (``(model, why)``); a named model outside the list is refused (NotAllowed)."""
+    if may_use(request, chosen.name, routing):
+        return chosen, ""
+    listed = ", ".join(request.allowed_models)
+    if request.model != "auto":
+        raise NotAllowed(f"this API key may not use model {request.model!r} (it may use "
+                         f"{listed}); name one of those, or send model 'auto'", field="model",
+                         model=request.model)
+    models = [catalogue.models[n] for n in allowed_names(request.allowed_models, routing)
+              if n in catalogue.models and catalogue.models[n].embedding is not None]
+    dims = request.dimensions
+    able = [m for m in models if m.embedding is not None and (
+        dims is None or dims == m.embedding.dimensions
+        or (m.embedding.shortenable and dims < m.embedding.dimensions))] or models
+    if not able:
+        raise NotAllowed(f"no model this API key may use ({listed}) is an embedding model of "
+                         "this deployment; ask an operator to fix the key (`sluice keys "
+                         "update`)", field="model")
+    pick = sorted(able, key=lambda m: (m.price.input, m.name))[0]
     return pick, f"; clamped to the key's allow-list: {chosen.name} -> {pick.name}"

@@ -51,6 +51,10 @@ class EmbeddingRequest(BaseModel):
     #: Async lane only: send through the provider's Batch API where enabled (50 % off).
     batch: bool = False
     tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+    #: The API key's id (its own rate limits apply); set by the door, as on chat requests.
+    api_key: str | None = Field(default=None, pattern=_NAME_PATTERN)
+    #: The key's model allow-list: a named model outside it is refused, ``auto`` clamped in.
+    allowed_models: tuple[str, ...] | None = Field(default=None, max_length=64)
 
     @property
     def max_tokens(self) -> int:

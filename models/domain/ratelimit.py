@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from models.domain.errors import ValidationError
+from models.domain.embedding import EmbeddingRequest
 from models.domain.request import ChatRequest
 from models.domain.result import Route
 
@@ -20,6 +21,8 @@ RATE_SCOPES: tuple[str, ...] = ("org", "team", "key", "feature", "model", "deplo
 KINDS: tuple[str, ...] = ("requests", "tokens")
 #: The org of a limit that applies in every org (a provider deployment's, usually).
 EVERY_ORG = "*"
+#: What is rate limited: chat and embedding requests alike (an embedding's tokens: its input).
+Limited = ChatRequest | EmbeddingRequest
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def check_limit(limit: RateLimit) -> None:
         raise ValidationError("a window is 1 to 86400 seconds", field="window_s")
 
 
-def scope_values(request: ChatRequest, route: Route) -> dict[str, str | None]:
+def scope_values(request: Limited, route: Route) -> dict[str, str | None]:
     """The key ``request`` (routed by ``route``) has in each rate-limit scope."""
     return {"org": request.org, "team": request.team, "key": request.api_key,
             "feature": request.feature, "model": route.model,
@@ -87,7 +90,7 @@ def deployment_of(route: Route) -> str:
     return f"{route.provider}/{route.model}"
 
 
-def applicable_limits(request: ChatRequest, route: Route,
+def applicable_limits(request: Limited, route: Route,
                       index: Mapping[tuple[str, str, str], Iterable[RateLimit]]
                       ) -> list[RateLimit]:
     """Every limit of ``index`` (keyed by (org, scope, key)) that applies to the request: its

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from models.domain.embedding import EmbeddingResult
 from models.domain.errors import ValidationError
-from queues.http.auth import bill_as_key_allows
+from queues.http.auth import apply_key_policy, bill_as_key_allows
 from queues.http.context import FrontDoor
 from queues.http.pipeline import door, guarded, read_json
 from queues.http.wire.common import H_LANE, param_for
@@ -28,8 +28,10 @@ async def _embeddings(request: Request) -> Response:
         fd.shedder.check()  # before parsing: a refusal must cost little CPU
     data, origin = to_embedding_request(await read_json(request), request.headers,
                                         team=key.team, org=key.org, key_id=key.id)
-    # A key bound to features or users bills only those, as on the chat door.
+    # A key bound to features or users bills only those; its lanes, allow-list and own
+    # limits hold: the chat door's functions, so the two doors cannot drift apart.
     bill_as_key_allows(key, data, request.headers)
+    apply_key_policy(key, data)
     data.setdefault("request_id", uuid.uuid4().hex)
     data["timeout_s"] = fd.deadline_for(data["lane"], data.get("timeout_s")) or \
         fd.timeout_for(data["lane"])

@@ -7,21 +7,27 @@ from typing import Any
 from celery import Task, shared_task
 
 from models.domain.errors import BatchPending
-from queues.embedding_envelope import TASK_EMBED
+from queues.embedding_envelope import TASK_EMBED, EmbeddingEnvelope
 from workers import log_privacy
 from workers.batch.seam import max_visits
 from workers.embeddings.service import execute_embedding
 from workers.runtime import get_runtime
 from workers.redelivery import ClaimBusy
-from workers.tasks import BUSY_RETRIES, _previous, _Stash
+from workers.rate_wait import admit_deferred, settle_tokens
+from workers.tasks import BUSY_RETRIES, RATE_WAITS, _previous, _Stash
 
 
 @shared_task(name=TASK_EMBED, bind=True, acks_late=True, reject_on_worker_lost=True,
              resultrepr_maxsize=log_privacy.REPR_CHARS)
 def execute_embed(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Embed one request's missing items on a hosted or self-hosted embedding model."""
-    reply = execute_embedding(message, get_runtime(self.app), previous=_previous(self),
-                              stash=_Stash(self))
+    rt = get_runtime(self.app)
+    message, wait = admit_deferred(rt.limiter, message, EmbeddingEnvelope)
+    if wait is not None:
+        # Over a rate limit, the async lane waits in its queue instead of failing.
+        raise self.retry(args=[message], countdown=wait, max_retries=RATE_WAITS)
+    reply = execute_embedding(message, rt, previous=_previous(self), stash=_Stash(self))
+    settle_tokens(rt.limiter, message, reply)
     details = (reply.get("error") or {}).get("details") or {}
     if (reply.get("error") or {}).get("code") == BatchPending.code:
         # Still in its provider batch: come back to poll it, claim and reservation kept (the
