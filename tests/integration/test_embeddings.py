@@ -91,6 +91,52 @@ def test_async_requests_are_packed_and_each_caller_billed_its_own_items(
     assert standin.stats()["tokens"]["prompt"] - tokens_before == billed
 
 
+GEMINI = CATALOGUE.get("gemini-embedding-001")
+GEMINI_PATH = f"/v1beta/models/{GEMINI.name}:batchEmbedContents"
+
+
+def _gemini_calls(standin: Any) -> int:
+    return int(standin.stats()["by_path"].get(GEMINI_PATH, 0))
+
+
+def test_gemini_packs_are_billed_per_caller_estimated(gateway: Any, sessions: Any,
+                                                      standin: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    reqs = [_req([f"gdoc {i}.{j} {'y' * i} ({tag})" for j in range(1 + i % 3)], lane="async",
+                 model=GEMINI.name, dimensions=128, cache={"mode": "bypass"})
+            for i in range(6)]
+    calls = _gemini_calls(standin)
+    with ThreadPoolExecutor(6) as pool:
+        handles = list(pool.map(gateway.submit_embedding, reqs))
+    results = [h.result(timeout=30) for h in handles]
+    assert 1 <= _gemini_calls(standin) - calls < len(reqs)  # shared batchEmbedContents calls
+    for req, res in zip(reqs, results):
+        assert res.embeddings == [vector_for(GEMINI.name, t, 3072, 128) for t in req["input"]]
+        own = sum(count_text(t) for t in req["input"])
+        r = _row(sessions, req["request_id"])
+        assert r.cost == cost_of(Usage(input_uncached=own), GEMINI) == res.cost
+        assert r.estimated_cost == r.cost  # Gemini reported no count: ours, estimated
+        with sessions() as s:
+            tried = attempt_rows.of_request(s, req["request_id"])
+        assert [(a.outcome, a.billing, a.cost) for a in tried] == [("ok", "estimated",
+                                                                    r.cost)]
+
+
+def test_a_gemini_429_is_retried_and_its_refused_attempt_costs_nothing(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    standin.script_faults(["429;retry-after=0"], model=GEMINI.name, path="gemini")
+    text = f"retried gemini text ({uuid.uuid4().hex})"
+    req = _req([text], model=GEMINI.name)
+    result = gateway.embed(req, timeout=30)
+    assert result.embeddings == [vector_for(GEMINI.name, text, 3072)]
+    with sessions() as s:
+        tried = attempt_rows.of_request(s, req["request_id"])
+    assert [(a.outcome, a.cost) for a in tried][0] == ("refused", 0)
+    assert [a.outcome for a in tried][-1] == "ok" and len(tried) == 2
+    assert _row(sessions, req["request_id"]).cost == cost_of(
+        Usage(input_uncached=count_text(text)), GEMINI)
+
+
 def test_the_self_hosted_model_embeds_on_cpu_priced_by_the_gpu_pool(
         gateway: Any, sessions: Any) -> None:
     pytest.importorskip("sentence_transformers")
