@@ -4,6 +4,7 @@ field kept out of the response cache, and static prefixes too short for provider
 from __future__ import annotations
 
 import functools
+import re
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -58,20 +59,19 @@ def volatile_repeats(pairs: list[tuple[LedgerRow, str]]) -> list[Any]:
     fields (timestamps, ids, dates, order numbers): the rule that would make them one key."""
     from ops.advise import Advice
 
-    seen: dict[tuple[str, str, str], set[str]] = {}
+    seen: dict[tuple[str, str, str], list[str]] = {}
     saved: dict[str, Decimal] = defaultdict(Decimal)
     count: dict[str, int] = defaultdict(int)
     fired: dict[str, set[str]] = defaultdict(set)
     for row, prompt in pairs:
-        report = NormalizationReport()
-        key = (row.feature, row.model, _detector()(prompt, report))
-        raw = seen.setdefault(key, set())
+        key = (row.feature, row.model, _detector()(prompt, NormalizationReport()))
+        raw = seen.setdefault(key, [])
         # An exact repeat is the response-cache line's; only a repeat that needs the rule here.
         if raw and prompt not in raw and not row.cache_hit:
             saved[row.feature] += row.cost
             count[row.feature] += 1
-            fired[row.feature] |= set(report.fired)
-        raw.add(prompt)
+            fired[row.feature] |= _differing(raw[0], prompt)
+        raw.append(prompt)
     out = []
     for f, v in saved.items():
         names = [n for n in BUILTIN_PATTERNS if n in fired[f]]
@@ -82,6 +82,22 @@ def volatile_repeats(pairs: list[tuple[LedgerRow, str]]) -> list[Any]:
                           "each such prompt is a $0 response-cache hit (same model and "
                           "parameters; read from the text the feature keeps)", v, Decimal(0)))
     return out
+
+
+def _differing(first: str, other: str) -> set[str]:
+    """The built-in patterns whose matches differ between two prompts: the rule needs only
+    those (a date both prompts share is no reason to strip dates)."""
+    out = set()
+    for name, (regex, flags) in BUILTIN_PATTERNS.items():
+        pattern = _compiled(regex, flags)
+        if pattern.findall(first) != pattern.findall(other):
+            out.add(name)
+    return out
+
+
+@functools.cache
+def _compiled(regex: str, flags: int) -> re.Pattern[str]:
+    return re.compile(regex, flags)
 
 
 def static_prefix(prompts: list[str]) -> str:

@@ -81,13 +81,17 @@ def test_near_repeats_name_the_normalization_rule_that_would_catch_them(tmp_path
                "system: be brief\nuser: Where is order 99821-B? I asked on 2026-12-01.",
                "system: be brief\nuser: Where is order 77001-C? I asked on 2026-12-01.",
                "system: be brief\nuser: Cancel order 12345-A please."]
+    # Only the order number differs here: the date both share is no reason to strip dates.
+    same_day = [f"user: Refund order {n}-Q from 2026-12-01 now." for n in (4411, 4412)]
     with session_factory(engine)() as s:
         _texts(s, [_row(i, feature="support") for i in range(len(prompts))], prompts)
+        _texts(s, [_row(50 + i, feature="refunds") for i in range(2)], same_day)
         s.commit()
-        lines = [a for a in advise(s, CAT, since=NOW - timedelta(days=30), now=NOW)
-                 if a.feature == "support"]
+        everything = advise(s, CAT, since=NOW - timedelta(days=30), now=NOW)
     engine.dispose()
-    by = {a.lever: a for a in lines}
+    by = {a.lever: a for a in everything if a.feature == "support"}
+    refunds = [a for a in everything if a.feature == "refunds" and a.lever == "normalize"]
+    assert len(refunds) == 1 and '"patterns": ["order_id"]}' in refunds[0].action
     one = cost_of(Usage(input_uncached=2000, output=300), CAT.get("gpt-4o-mini"))
     # Rows 1 and 3 differ from row 0 only by the order number and the date; row 2 is an exact
     # repeat (the response-cache line's), row 4 another question.
