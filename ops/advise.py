@@ -50,8 +50,12 @@ def advise(session: Session, catalogue: Catalogue, *, since: datetime,
     now = now or datetime.now(timezone.utc)
     days = Decimal(max((now - since).total_seconds(), 3600.0)) / Decimal(86400)
     scale = _MONTH / days
+    from ops.advise_text import short_prefixes, text_rows, volatile_repeats
+
     rows = list(_rows(session, since, feature))
+    texts = text_rows(session, since, feature)
     found = [*_batch(rows, catalogue), *_volatile_prefix(rows, catalogue), *_repeats(rows),
+             *volatile_repeats(texts), *short_prefixes(texts, catalogue),
              *_model_prices(rows, catalogue), *_flagship_share(session, since, feature)]
     out = [Advice(a.feature, a.lever, a.action, a.assumption, a.window_saving,
                   (a.window_saving * scale).quantize(Decimal("0.01")), a.model)

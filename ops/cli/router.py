@@ -68,6 +68,9 @@ def train(
         help="--from-ledger: the artifact to beat (default: the shipped one).")] = None,
     target: Annotated[float, typer.Option(
         help="--from-ledger: the quality target, a share of all-flagship quality.")] = 0.95,
+    report_dir: Annotated[Path, typer.Option(
+        "--report", help="--from-ledger: folder for router_eval.png/.json/.md, the same "
+                         "report as `sluice router eval`.")] = Path(".sluice/router-eval-ledger"),
 ) -> None:
     """Fit a learned router on all the data and save it as a versioned artifact.
 
@@ -101,8 +104,12 @@ def train(
             metrics = {"cv_folds": folds, "dataset": benchmarks, **M.summarize(curve)}
         promotion = None
         if from_ledger:
-            promotion = _versus_current(examples, scores, current or DEFAULT_ARTIFACT, target)
+            promotion, current_scores = _versus_current(examples, scores,
+                                                        current or DEFAULT_ARTIFACT, target)
             metrics["promotion"] = promotion.as_json()
+            written = _ledger_report(examples, {kind: scores, "current": current_scores},
+                                     report_dir, folds, features or [], promotion)
+            err_console.print(f"report: {written}")
             if not promotion.promote:
                 err_console.print(f"not promoted: out-of-fold strong share "
                                   f"{promotion.as_json()['candidate_strong_share']} does not "
@@ -160,7 +167,24 @@ def _versus_current(examples: list[Any], oof: Any, current: Path, target: float)
 
     router = build_router("learned", str(current))
     scores = router.score_inputs([RouteInput(e.prompt, e.history_turns) for e in examples])
-    return compare(examples, oof, scores, target)
+    return compare(examples, oof, scores, target), scores
+
+
+def _ledger_report(examples: list[Any], scores: dict[str, Any], out: Path, folds: int,
+                   features: list[str], promotion: Any) -> Path:
+    """The `sluice router eval` report (plot, JSON, Markdown) of the ledger-trained candidate
+    (out of fold), the current artifact and the oracle, on the judged prompts."""
+    from ops.router import report
+    from ops.router.evaluation import results_for
+
+    results = results_for(examples, scores, dataset="ledger:" + ",".join(features))
+    meta = {"command": " ".join(["sluice", "router", "train", *sys.argv[3:]]),
+            "folds": folds, "features": features, "prompts": len(examples),
+            "promotion": promotion.as_json()}
+    report.plot(results, out / "router_eval.png")
+    report.write_json(results, out / "router_eval.json", meta)
+    (out / "router_eval.md").write_text(report.markdown(results, published=False) + "\n")
+    return out
 
 
 @router_app.command(name="eval")

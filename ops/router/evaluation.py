@@ -128,6 +128,23 @@ def evaluate(examples: Sequence[Example], routers: Sequence[str], *, folds: int 
     return results
 
 
+def results_for(examples: Sequence[Example], scores: dict[str, Any], *,
+                dataset: str) -> list[RouterResult]:
+    """Results of routers whose scores were computed elsewhere (``--from-ledger``: the
+    candidate's out-of-fold scores and the current artifact's), plus the oracle."""
+    weak = [ex.weak for ex in examples]
+    strong = [ex.strong for ex in examples]
+    out = []
+    for name, s in scores.items():
+        arr = np.asarray(s, dtype=float)
+        curve = M.quality_curve(arr, weak, strong)
+        out.append(RouterResult(name, dataset, len(examples), M.summarize(curve), curve, 0.0,
+                                scores=arr, examples=examples))
+    oracle = M.quality_curve(M.oracle_scores(weak, strong), weak, strong)
+    out.append(RouterResult("oracle", dataset, len(examples), M.summarize(oracle), oracle, 0.0))
+    return out
+
+
 def write_scores(results: Sequence[RouterResult], path: Any) -> int:
     """Every prompt's out-of-fold score, one JSON line each (router, dataset, benchmark, the
     prompt's SHA-256, its score and both models' grades), so the figures can be recomputed

@@ -29,6 +29,11 @@ RIGHT = f"tagging-{TOKEN}"  # both tiers answer alike
 PRICEY = f"pricey-{TOKEN}"  # a shadow budget with room for a few shadows only
 PRICEY_BUDGET = Decimal("0.001")
 JUDGED = f"faq-{TOKEN}"  # an LLM judge; its shadows and judge calls go through the Batch API
+# The advisor's replays: near-repeats (and the twin feature with the rule applied), a short
+# prefix, and a flagship feature whose cheap shadows all agree. All keep their text.
+NORM, NORMED = f"orders-{TOKEN}", f"orders-normed-{TOKEN}"
+PAD = f"short-prefix-{TOKEN}"
+SHARE = f"share-{TOKEN}"
 
 
 def _guard(**kw: Any) -> dict[str, Any]:
@@ -41,13 +46,18 @@ def quality_env(integration_env: dict[str, str]) -> dict[str, str]:
     """The session's services, queues of its own, and three guarded features."""
     features = {WRONG: _guard(), RIGHT: _guard(),
                 PRICEY: _guard(floor=None, shadow_budget_usd=str(PRICEY_BUDGET)),
-                JUDGED: _guard(floor=None, judge="llm", shadow_flagship=0.0)}
+                JUDGED: _guard(floor=None, judge="llm", shadow_flagship=0.0),
+                SHARE: _guard(floor=None, shadow_cheap=0.0)}
     policies = [{"feature": f, "threshold": 0.0} for f in (WRONG, RIGHT, PRICEY, JUDGED)]
+    policies.append({"feature": SHARE, "threshold": 1.0})  # every request to the flagship
     return {**integration_env, "SLUICE_BROKER__KEY_PREFIX": f"sgq{TOKEN}:",
             "SLUICE_BATCH__FEATURES": json.dumps([JUDGED]),
             "SLUICE_BATCH__POLL_INTERVAL_S": "0.05",
             "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "100",
             "SLUICE_QUALITY__FEATURES": json.dumps(features),
+            "SLUICE_PRIVACY__STORE_TEXT_FEATURES": json.dumps(
+                ["responses-kept", NORM, NORMED, PAD, SHARE]),
+            "SLUICE_CACHE__FEATURES": json.dumps({NORMED: {"patterns": ["order_id", "date"]}}),
             "SLUICE_ROUTING__POLICIES": json.dumps(policies)}
 
 
@@ -306,3 +316,102 @@ def test_advisor_top_line_on_the_shipped_trace_is_the_lever_the_replay_shows_wor
     for k, advice in ((0, top), (1, second)):
         if advice.lever in ("batch-api", "response-cache"):  # same tokens: within 10 %
             assert abs(advice.window_saving - saved[k]) <= Decimal("0.10") * saved[k]
+
+
+def _advice(sessions: Any, since: Any, feature: str, lever: str) -> Any:
+    from models.domain.catalogue import load_catalogue
+    from ops.advise import advise
+
+    with sessions() as s:
+        lines = [a for a in advise(s, load_catalogue(), since=since, feature=feature)
+                 if a.lever == lever]
+    assert len(lines) == 1, f"expected one {lever} line for {feature}: {lines}"
+    return lines[0]
+
+
+def _within(estimate: Decimal, actual: Decimal) -> None:
+    assert actual > 0
+    assert abs(estimate - actual) <= Decimal("0.10") * actual, (estimate, actual)
+
+
+def test_advisor_normalization_estimate_matches_a_replay_with_the_rule_applied(
+        quality_gateway: Any, sessions: Any) -> None:
+    from datetime import datetime, timezone
+
+    started = datetime.now(timezone.utc)
+    trace = [f"Where is my order {1000 + i}-X{TOKEN[:4]}? I placed it on 2026-11-{10 + i:02d} "
+             "and it has not arrived; what are my options?" for i in range(8)]
+
+    def send(feature: str) -> Decimal:
+        # One at a time, as a trace replays: each answer is stored before the next asks.
+        return sum((quality_gateway.complete({
+            "team": "catalog", "feature": feature, "max_tokens": 40, "model": "cheap",
+            "messages": [{"role": "user", "content": p}]}, timeout=60).cost for p in trace),
+            Decimal(0))
+
+    paid = send(NORM)
+    advice = _advice(sessions, started, NORM, "normalize")
+    assert '"patterns": ["order_id", "date"]' in advice.action
+    replayed = send(NORMED)  # the same trace under the rule the advice names
+    _within(advice.window_saving, paid - replayed)
+
+
+def test_advisor_short_prefix_estimate_matches_a_replay_with_the_prefix_padded(
+        quality_gateway: Any, sessions: Any) -> None:
+    from datetime import datetime, timezone
+
+    from models.domain.tokens import count_text
+    from ops.advise_text import PAD_MARGIN
+
+    started = datetime.now(timezone.utc)
+    rules = f"[{TOKEN}] " + " ".join(f"Rule {i}: keep sentences short and concrete."
+                                     for i in range(90))
+    filler = " ".join(f"Reference note {i}: the catalogue lists sizes in centimetres."
+                      for i in range(60))
+    padded = rules
+    for word in filler.split(" "):
+        if count_text(padded) >= 1024 + PAD_MARGIN:
+            break
+        padded += " " + word
+    assert 700 < count_text(rules) < 1024 <= count_text(padded) - PAD_MARGIN + 8
+
+    def send(system: str) -> Decimal:
+        return sum((quality_gateway.complete({
+            "team": "catalog", "feature": PAD, "max_tokens": 8, "model": "gpt-4.1",
+            "cache": {"mode": "bypass"}, "static": {"system": system},
+            "messages": [{"role": "user", "content": f"Describe item {i}."}]},
+            timeout=60).cost for i in range(8)), Decimal(0))
+
+    paid = send(rules)
+    advice = _advice(sessions, started, PAD, "pad-prefix")
+    replayed = send(padded)  # the same trace with the prefix grown past the minimum
+    _within(advice.window_saving, paid - replayed)
+
+
+def test_advisor_flagship_share_estimate_matches_a_replay_with_the_share_moved(
+        quality_gateway: Any, sessions: Any) -> None:
+    from datetime import datetime, timezone
+
+    started = datetime.now(timezone.utc)
+    # Both tiers give the scripted answer: every pair agrees.
+    trace = [f"Summarise the return policy for order batch {i} in one line: "
+             "[[answer: thirty days]]" for i in range(40)]
+
+    def send(model: Any) -> list[Any]:
+        handles = [quality_gateway.submit({
+            "team": "catalog", "feature": SHARE, "max_tokens": 24, "model": model(i),
+            "cache": {"mode": "bypass"}, "messages": [{"role": "user", "content": p}]})
+            for i, p in enumerate(trace)]
+        return [h.result(timeout=120) for h in handles]
+
+    served = send(lambda i: "auto")
+    assert {r.route.tier for r in served} == {"flagship"}
+    wait_for(lambda: judged(sessions, SHARE) >= len(trace), timeout=120)
+    advice = _advice(sessions, started, SHARE, "flagship-share")
+    # The lever applied: the share the advice moves (its lower bound) answered by the cheap tier.
+    lo = float(advice.action.split("lower bound ")[1].split("%")[0]) / 100
+    moved = round(lo * len(trace))
+    replayed = send(lambda i: "cheap" if i < moved else "flagship")
+    actual = sum((a.cost for a in served), Decimal(0)) - sum((b.cost for b in replayed),
+                                                             Decimal(0))
+    _within(advice.window_saving, actual)

@@ -3,6 +3,7 @@ artifact promoted only when it beats the current one out of fold."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -64,10 +65,20 @@ def test_a_new_artifact_is_promoted_only_when_it_beats_the_current_one(tmp_path:
     url = f"sqlite:///{tmp_path}/l.db"
     _fill(url)
     first = tmp_path / "faq.npz"
+    report = tmp_path / "report"
     res = runner.invoke(router_app, ["train", "--from-ledger", "--feature", "faq", "--url", url,
-                                     "--folds", "3", "--out", str(first)])
+                                     "--folds", "3", "--out", str(first), "--report",
+                                     str(report)])
     assert res.exit_code == 0, res.output
     assert first.exists()
+    # The same report as `sluice router eval`: plot, JSON and Markdown, candidate out of fold
+    # beside the current artifact and the oracle, on the judged prompts.
+    assert (report / "router_eval.png").stat().st_size > 0
+    table = (report / "router_eval.md").read_text()
+    assert "| ledger:faq | tfidf-lr | 161 |" in table and "| ledger:faq | current |" in table
+    assert "| ledger:faq | oracle |" in table
+    meta = json.loads((report / "router_eval.json").read_text())
+    assert meta["meta"]["promotion"]["promote"] is True, meta["meta"]
     # Against itself (trained on these very prompts) a fresh out-of-fold fit cannot do better.
     again = tmp_path / "again.npz"
     res = runner.invoke(router_app, ["train", "--from-ledger", "--feature", "faq", "--url", url,
