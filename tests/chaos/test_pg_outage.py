@@ -74,7 +74,8 @@ def test_outage_fails_closed_and_outbox_lands_once(integration_env: dict[str, st
         s.commit()
     worker = start_worker(env, tmp_path / "worker.log", concurrency=4)
     gw = connect(settings)
-    bare = connect(settings, admission=None, pauses=None, cache=None, cache_hit_sink=None)
+    bare = connect(settings, admission=None, pauses=None, cache=None, cache_hit_sink=None,
+                   limiter=None)
 
     def row(rid: str) -> Any:
         with sessions() as s:

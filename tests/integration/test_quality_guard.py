@@ -127,8 +127,12 @@ def test_wrong_cheap_answers_move_their_feature_to_the_flagship_and_the_other_st
     assert lines[(WRONG, "cheap")].agree == 0 and lines[(RIGHT, "cheap")].agree >= 8
     assert (move.direction, move.before, move.after) == ("flagship", 0.0, 1.0)
     assert entries and entries[0].detail["after"] == 1.0
-    # Shadows answered on the async lane by the other tier.
-    assert shadows and {(lane, model) for lane, model, _ in shadows} == {("async", "gpt-4o")}
+    # Shadows answered on the async lane by the other tier: the flagship for cheap answers, and
+    # the cheap model for flagship ones once the move lands inside the loop (a race with the
+    # judging, so either may come first).
+    assert shadows and ("async", "gpt-4o") in {(lane, model) for lane, model, _ in shadows}
+    assert {(lane, model) for lane, model, _ in shadows} <= {("async", "gpt-4o"),
+                                                             ("async", "gpt-4o-mini")}
     # The producer picks the move up (its move book re-reads every 2 s).
     moved = wait_for(lambda: (lambda r: r if r.route.tier == "flagship" else None)(
         ask(gw, WRONG, "Classify the sentiment of review 99: [[answer: positive]]")), 30)
