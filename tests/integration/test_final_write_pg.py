@@ -107,3 +107,20 @@ def test_pipelined_final_write_matches_the_portable_one(sessions: Any, finished:
                                         4 if final != "none" else 3)
     if final == "missing":
         assert rows[-1][:3] == ("recovered", "call", "ok")
+
+
+def test_a_failed_pipeline_is_a_ledger_error_and_the_session_rolls_back(sessions: Any) -> None:
+    # final_write keeps the row in the outbox on a LedgerError: a raw driver error would
+    # escape it and lose the paid answer's row.
+    from models.domain.errors import LedgerError
+
+    rid, values = _setup(sessions, finished=False, final="sent")
+    with sessions() as s:
+        with pytest.raises(LedgerError, match=rid):
+            final_pg.finish(s, dict(_row(rid), no_such_column=1), values)
+        s.rollback()
+        assert s.scalar(select(LedgerRow.outcome).where(LedgerRow.request_id == rid)) \
+            == "running"
+        first, _, _ = final_pg.finish(s, dict(_row(rid)), values)
+        s.commit()
+    assert first
