@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -64,8 +65,14 @@ def begin(session: Session | Connection, values: dict[str, Any]) -> int:
     (an autocommit connection commits it at once)."""
     row = dict(values, outcome="sent", billing="estimated", settled=False,
                created_at=values.get("created_at") or datetime.now(timezone.utc))
-    return int(session.execute(insert(AttemptRow).values(**row)
-                               .returning(AttemptRow.id)).scalar_one())
+    return int(session.execute(_begin_once(), row).scalar_one())
+
+
+@functools.cache
+def _begin_once() -> Any:
+    """``INSERT INTO attempts ... RETURNING id``, built once: the values come as execute
+    parameters, so every attempt shares one compiled statement (it is on every request's path)."""
+    return insert(AttemptRow.__table__).returning(AttemptRow.__table__.c.id)
 
 
 def end(session: Session, attempt_id: int, *, outcome: str, billing: str, cost: Decimal,
