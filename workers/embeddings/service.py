@@ -18,8 +18,8 @@ from models.domain.tokens import PromptCount
 from models.domain.cost import cost_of, list_cost, worst_case_cost
 from models.domain.embedding import EmbeddingResult, Item
 from models.domain.embedding_pack import chunks
-from models.domain.errors import (BatchPending, DeadlineExceeded, LedgerError, SluiceError,
-                                  ValidationError)
+from models.domain.errors import (BatchPending, Cancelled, DeadlineExceeded, LedgerError,
+                                  ProviderRetryable, SluiceError, ValidationError)
 from models.domain.result import Timings
 from models.domain.usage import Usage
 from queues.embedding_cache import item_cache_for
@@ -276,12 +276,27 @@ def _call(rt: WorkerRuntime, money: RunMoney, model: ModelSpec, send: Any,
     if taken.attempt_id is None:
         return visits.collect(provider, place, money.remaining())
     first = [True]
+    # A caller who cancelled counts towards cancelling the pack's batch at the provider.
+    cancelled = visits.cancel_if_asked(rt, money.env, place, provider)  # type: ignore[arg-type]
+
+    def collect(left: float) -> tuple[list[str], int, int]:
+        try:
+            return visits.collect(provider, place, left)
+        except ProviderRetryable as err:
+            if not cancelled:
+                raise
+            # Its batch ended without its vectors (cancelled before the provider embedded
+            # the pack): nothing was billed, and nothing is sent again.
+            raise Cancelled(
+                f"embedding request {money.env.request.request_id} was cancelled by its caller "
+                "while it waited in a provider batch; the batch was cancelled before the "
+                "provider embedded it, so it costs nothing",
+                request_id=money.env.request.request_id) from err
 
     def once() -> Any:
         if first[0]:
             first[0] = False
-            return money.attempt(model, lambda left: visits.collect(provider, place, left),
-                                 batch=True, pending=taken.attempt_id)
+            return money.attempt(model, collect, batch=True, pending=taken.attempt_id)
         # The placed batch failed (the provider bills nothing of it): a new call.
         return money.attempt(model, send, batch=batch)
 
