@@ -130,7 +130,7 @@ class RunMoney:
     def _pend(self, aid: int, waiting: BatchPending) -> None:
         """Leave attempt ``aid`` pending for the next visit; a database error is a LedgerError:
         the attempt stays ``sent``, so the run's error row charges it at its worst case (the
-        provider bills the batch) and a retry of the request collects that same batch."""
+        provider bills the batch) and nothing the provider may bill is left out."""
         req = self.env.request
         try:
             with self.rt.session() as s:
@@ -140,9 +140,9 @@ class RunMoney:
                 f"request {req.request_id} waits in a "
                 f"{waiting.details.get('provider') or 'provider'} batch, but the ledger "
                 f"could not record that its attempt is pending ({exc.__class__.__name__}); "
-                "the attempt is charged at its worst case, as the "
-                "provider will bill the batch; retry the request once the database is back: it "
-                "is answered from the same batch", request_id=req.request_id) from exc
+                "the attempt is charged at its worst case, as the provider will bill the "
+                "batch; retry the request once the database is back",
+                request_id=req.request_id) from exc
 
     def _end_unbilled(self, aid: int) -> None:
         try:
