@@ -237,6 +237,8 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
                             enqueued_at=now, deadline=gateway._deadline(request, now),
                             dimensions=dims)
     try:
+        if "request_id" in request.model_fields_set:  # a caller's id: maybe a retry
+            gateway.forget_error(task_id_for(sub))  # type: ignore[arg-type]
         return TaskHandle(_send(gateway, env), request_id=request.request_id, model=model.name)
     except Exception:
         if reservation is not None:

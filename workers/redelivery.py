@@ -40,6 +40,14 @@ def release_copy(rt: WorkerRuntime, env: Envelope) -> None:
                     env.reservation_id, exc)
 
 
+def retrying(stash: AnswerStash | None) -> None:
+    """This run retries an errored request (the caller's retry under the same id): the failed
+    run's stored error is set aside so this run's reply is stored (workers.tasks._Stash)."""
+    set_aside = getattr(stash, "set_aside_error", None)
+    if set_aside is not None:
+        set_aside()
+
+
 def keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope,
           final: dict[str, Any] | None) -> None:
     """Stash the answer, the reservation it settles and its attempt, ahead of the ledger write
@@ -63,6 +71,25 @@ def kept(stash: AnswerStash | None
     return reply, rid if isinstance(rid, str) else None, final if isinstance(final, dict) else None
 
 
+#: What ``previous()`` reads when a caller's retry set the failed run's stored error aside
+#: (queues/retried_results.py): the retry's run will store the reply its caller waits for.
+SET_ASIDE = object()
+
+
+class Superseded(SluiceError):
+    """A copy of a failed run's message whose caller has retried: it stores no reply (the
+    task layer ignores it), so the retry's is the one read under the task id."""
+
+    code = "superseded"
+
+
+def superseded(request_id: str) -> dict[str, Any]:
+    """The reply of a copy that must store nothing (the task raises Celery's Ignore)."""
+    return error_reply(request_id, Superseded(
+        f"request {request_id}: a copy of a failed run's message, whose caller retried it; "
+        "the retry answers", request_id=request_id))
+
+
 class ClaimBusy(SluiceError):
     """Another run holds this request's claim; the task retries once the claim could expire."""
 
@@ -84,6 +111,8 @@ def duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | N
     if state == "ended":
         # A copy of the message of a run that failed: its caller was told; it is not re-run.
         earlier = previous() if callable(previous) else previous
+        if earlier is SET_ASIDE:  # the caller retried: the retry's run stores the reply
+            return superseded(request_id)
         if isinstance(earlier, dict):
             return earlier
         return error_reply(request_id, ResultLost(

@@ -36,7 +36,7 @@ from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
-from workers.redelivery import AnswerStash, duplicate, keep, kept, release_copy
+from workers.redelivery import AnswerStash, duplicate, keep, kept, release_copy, retrying
 from workers.runtime import WorkerRuntime
 from workers.shadow import after_answer
 
@@ -92,6 +92,8 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         ttl = max(heart.claim_ttl_s, 0.5)
         return duplicate(req.request_id, state, previous, stash, retry_in=ttl,
                           retries=int(lane.soft_time_limit_s // ttl) + 3)
+    if state == "retried":
+        retrying(stash)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, stash, started, beat)

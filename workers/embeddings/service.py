@@ -34,7 +34,8 @@ from workers.embeddings.packer import Member, Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
-from workers.redelivery import AnswerStash, ClaimBusy, ResultLost
+from workers.redelivery import (SET_ASIDE, AnswerStash, ClaimBusy, ResultLost, retrying,
+                                superseded)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     if state == "ended":
         # A copy of the message of a run that failed: its caller was told; not re-run.
         earlier = previous() if callable(previous) else previous
+        if earlier is SET_ASIDE:  # the caller retried: the retry's run stores the reply
+            return superseded(req.request_id)
         if isinstance(earlier, dict):
             return earlier
         return error_reply(req.request_id, ResultLost(
@@ -96,6 +99,8 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             f"request {req.request_id} is being embedded by another run; wait for its handle",
             request_id=req.request_id, retry_in=ttl,
             retries=int(lane.soft_time_limit_s // ttl) + 3))
+    if state == "retried":
+        retrying(stash)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, started, beat, stash)

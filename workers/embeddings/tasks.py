@@ -13,15 +13,15 @@ from workers.batch.seam import max_visits
 from workers.embeddings.service import execute_embedding
 from workers.runtime import get_runtime
 from workers.redelivery import ClaimBusy
-from workers.tasks import BUSY_RETRIES, _previous, _Stash
+from workers.tasks import BUSY_RETRIES, _previous, _Stash, ignored_if_superseded
 
 
 @shared_task(name=TASK_EMBED, bind=True, acks_late=True, reject_on_worker_lost=True,
              resultrepr_maxsize=log_privacy.REPR_CHARS)
 def execute_embed(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Embed one request's missing items on a hosted or self-hosted embedding model."""
-    reply = execute_embedding(message, get_runtime(self.app), previous=_previous(self),
-                              stash=_Stash(self))
+    reply = ignored_if_superseded(execute_embedding(
+        message, get_runtime(self.app), previous=_previous(self), stash=_Stash(self)))
     details = (reply.get("error") or {}).get("details") or {}
     if (reply.get("error") or {}).get("code") == BatchPending.code:
         # Still in its provider batch: come back to poll it, claim and reservation kept (the
