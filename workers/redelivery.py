@@ -40,6 +40,30 @@ def release_copy(rt: WorkerRuntime, env: Envelope) -> None:
                     env.reservation_id, exc)
 
 
+def release_dead_runs(rt: WorkerRuntime, env: Any) -> None:
+    """A run taking over a dead one's claim: reservations other runs of this request left
+    open (the dead run's second check re-held an expired one, and nobody settles it now) go
+    back; this run holds its own, and charges the dead run's attempts to it. Else a request
+    refused at this second check left the dead run's reservation held until it expired."""
+    if rt.admission is None:
+        return
+    from sqlalchemy import select
+
+    from models.db.budgets import ReservationRow
+
+    req = env.request
+    try:
+        with rt.session() as s:
+            left = list(s.scalars(select(ReservationRow.id).where(
+                ReservationRow.request_id == req.request_id,
+                ReservationRow.owner == f"{req.org}/{req.team}",
+                ReservationRow.state == "open", ReservationRow.id != env.reservation_id)))
+        for rid in left:
+            rt.admission.release(rid)
+    except Exception as exc:  # noqa: BLE001 - they expire; the governor frees them then
+        log.warning("could not release what dead runs of %s held: %s", req.request_id, exc)
+
+
 def retrying(stash: AnswerStash | None) -> None:
     """This run retries an errored request (the caller's retry under the same id): the failed
     run's stored error is set aside so this run's reply is stored (workers.tasks._Stash)."""
