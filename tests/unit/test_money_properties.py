@@ -249,6 +249,12 @@ def machine_for(url: str, home: Path) -> type[RuleBasedStateMachine]:
             env = Envelope(request=req, route=route, prompt_tokens=tokens, reservation_id=rid)
             self.queue.append(env.to_message())
 
+        @rule(feature=st.sampled_from(FEATURES), model=st.sampled_from(["gpt-4o-mini", "gpt-4o"]),
+              max_tokens=st.integers(min_value=10, max_value=400))
+        def submit_to_a_batch(self, feature: str, model: str, max_tokens: int) -> None:
+            """An async request opted into the Batch API (as likely as any other submit)."""
+            self.submit(feature, model, "async", max_tokens, batch=True)
+
         @precondition(lambda self: bool(self.queue))
         @rule(i=st.integers(min_value=0), script=st.lists(st.sampled_from(OUTCOMES), max_size=4),
               keep=st.booleans(), stale=st.booleans())
