@@ -34,8 +34,8 @@ from workers.embeddings.packer import Member, Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
-from workers.redelivery import (SET_ASIDE, AnswerStash, ClaimBusy, ResultLost, retrying,
-                                superseded)
+from workers.redelivery import (SET_ASIDE, AnswerStash, ClaimBusy, ResultLost,
+                                release_dead_runs, retrying, superseded)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             retries=int(lane.soft_time_limit_s // ttl) + 3))
     if state == "retried":
         retrying(stash)
+    elif state == "resumed":
+        release_dead_runs(rt, env)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, started, beat, stash)
@@ -131,8 +133,11 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
     try:
         amount = worst_case_cost(PromptCount(tokens=env.prompt_tokens), 0, model)
         held = Decimal(0)
-        # A poll of a pending batch: its reservation is held since its first visit.
-        if rt.admission is not None and state != "polling":
+        # A poll of a pending batch: its reservation is held since its first visit; so is a
+        # takeover of a dead run whose pack waits in its batch (refused now, the batch would
+        # run on and bill outside the ledger).
+        in_batch = state == "polling" or (state == "resumed" and _waiting_in_batch(rt, env))
+        if rt.admission is not None and not in_batch:
             rid = rt.admission.confirm(req, route, env.reservation_id, amount)  # type: ignore[arg-type]
             held = amount if rid is not None else Decimal(0)
             if rid != env.reservation_id:
