@@ -22,10 +22,18 @@ def placement_prefix(key_prefix: str) -> str:
     return f"{key_prefix}sluice:batch-placement:"
 
 
+def embed_placement_prefix(key_prefix: str) -> str:
+    """The prefix of every embedding pack's placement key (workers/embeddings/placements.py):
+    the task id, then ``:<chunk>``."""
+    return f"{key_prefix}sluice:embed-placement:"
+
+
 def in_provider_batch(client: Any, key_prefix: str, task_id: str) -> bool:
-    """Is the request of ``task_id`` waiting in a submitted provider batch? (raises the
+    """Is the request of ``task_id`` (a chat request, or an embedding request whose first
+    call went into a pack's batch) waiting in a submitted provider batch? (raises the
     client's errors)"""
-    return bool(client.exists(placement_prefix(key_prefix) + task_id))
+    return bool(client.exists(placement_prefix(key_prefix) + task_id,
+                              f"{embed_placement_prefix(key_prefix)}{task_id}:0"))
 
 
 def _asked_key(key_prefix: str, task_id: str) -> str:

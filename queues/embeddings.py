@@ -243,6 +243,8 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
                                 enqueued_at=now, deadline=gateway._deadline(request, now),
                                 dimensions=dims, rate_grant=grant.to_json() if grant else None,
                                 rate_wait=waits is not None)
+        if "request_id" in request.model_fields_set:  # a caller's id: maybe a retry
+            gateway.forget_error(task_id_for(sub))  # type: ignore[arg-type]
         try:
             return TaskHandle(_send(gateway, env, countdown=waits),
                               request_id=request.request_id, model=model.name)

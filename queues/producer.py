@@ -30,6 +30,7 @@ from queues.envelope import Envelope, task_id_for
 from queues.inflight import Inflight, InflightMessage
 from queues.handle import Handle, ReadyHandle, TaskHandle
 from queues.names import task_for
+from queues.retried_results import set_aside_error
 from scheduler.hooks import Admission, PauseBook, ResponseCache
 from scheduler.ratelimit import Grant
 from scheduler.route import Scorer, decide_route
@@ -68,16 +69,18 @@ class Gateway:
 
     def submit(self, data: ChatRequest | dict[str, Any], *,
                admit: Callable[[ChatRequest], None] | None = None,
-               stream: bool = False) -> Handle:
+               stream: bool = False, fresh: bool = False) -> Handle:
         """Validate and dispatch ``data``; returns at once with a handle to wait on or forget.
 
         ``admit`` is called for a request that must be queued (not for a cache hit), before
         its budget is reserved: the front door sheds load there (raising Overloaded).
         Raises ValidationError (and its subclasses), BudgetExceeded, RateLimited (with
         ``retry_after_s``; an async-lane request waits in its queue instead), QueuePaused,
-        Overloaded or BrokerError before anything is enqueued.
+        Overloaded or BrokerError before anything is enqueued. ``fresh``: the request id was
+        minted for this request (a caller's own id may be a retry of an errored request).
         """
         request = parse_request(data)
+        fresh = fresh or "request_id" not in request.model_fields_set
         if PURPOSE_TAG in request.tags:
             raise ValidationError(f"the tag {PURPOSE_TAG!r} is sluicegate's own (it marks shadow "
                                   "and judge requests): remove it", field="tags")
@@ -90,7 +93,7 @@ class Gateway:
         try:
             if admit is not None:
                 admit(request)
-            return self._dispatch(request, stream=stream)
+            return self._dispatch(request, stream=stream, fresh=fresh)
         except BaseException:
             # A refused request must not leave identical ones waiting on its single-flight
             # claim: release it so they proceed on their own at once.
@@ -98,7 +101,8 @@ class Gateway:
                 self.cache.abandon(request)
             raise
 
-    def _dispatch(self, request: ChatRequest, *, stream: bool = False) -> Handle:
+    def _dispatch(self, request: ChatRequest, *, stream: bool = False,
+                  fresh: bool = False) -> Handle:
         prompt = prompt_count(request)
         prompt_tokens = prompt.tokens
         route = decide_route(request, self.catalogue, self.settings.routing, scorer=self.scorer,
@@ -114,7 +118,7 @@ class Gateway:
             prompt_tokens = prompt.tokens
         return self.governed(request, route, prompt_tokens, lambda grant, waits:
                              self._reserve_and_send(request, route, prompt, grant, waits,
-                                                    stream=stream))
+                                                    stream=stream, fresh=fresh))
 
     def governed(self, request: Any, route: Any, prompt_tokens: int,
                  send: Callable[[Grant | None, float | None], Handle]) -> Handle:
@@ -146,7 +150,8 @@ class Gateway:
             return None, err.retry_after_s
 
     def _reserve_and_send(self, request: ChatRequest, route: Any, prompt: Any,
-                          grant: Grant | None, waits: float | None, *, stream: bool) -> Handle:
+                          grant: Grant | None, waits: float | None, *, stream: bool,
+                          fresh: bool = False) -> Handle:
         prompt_tokens = prompt.tokens
         reservation, reused = None, False
         if self.admission is not None:
@@ -165,6 +170,8 @@ class Gateway:
                             stream=stream, rate_grant=grant.to_json() if grant else None,
                             rate_wait=waits is not None)
         try:
+            if not fresh:
+                self.forget_error(task_id_for(request))
             return TaskHandle(self._send(envelope, countdown=waits),
                               request_id=request.request_id, model=route.model)
         except Exception:
@@ -254,6 +261,16 @@ class Gateway:
         except (OperationalError, RedisError) as exc:
             raise BrokerError(f"the broker at {self._broker()} refused the request: {exc}; "
                               "check that it runs (SLUICE_BROKER__URL) and retry") from exc
+
+    def forget_error(self, task_id: str) -> None:
+        """A caller's retry of an errored request (same id): set its old stored error aside,
+        so its handle waits for the retry's run instead of reading the old error at once
+        (queues/retried_results.py). Best effort: a result store that is away answers
+        nobody's handle either."""
+        try:
+            set_aside_error(self.app.backend, task_id)
+        except Exception as exc:  # noqa: BLE001 - the retry still runs; its worker tries too
+            log.warning("could not set aside the earlier error of %s: %s", task_id, exc)
 
     def _unrecord(self, task_id: str) -> None:
         """Forget the in-flight record of a message that was never published (best effort)."""

@@ -106,10 +106,9 @@ class RunMoney:
         self.current = aid
         try:
             result = call(left)
-        except BatchPending:
+        except BatchPending as waiting:
             # Still at the provider: neither lost nor charged; the next visit takes it up.
-            with self.rt.session() as s:
-                pend(s, aid)
+            self._pend(aid, waiting)
             raise
         except Cancelled:
             # Its provider batch was cancelled before answering it: nothing was billed.
@@ -127,6 +126,23 @@ class RunMoney:
             return result
         self.final = {"attempt_id": aid, "model": model.name}
         return result
+
+    def _pend(self, aid: int, waiting: BatchPending) -> None:
+        """Leave attempt ``aid`` pending for the next visit; a database error is a LedgerError:
+        the attempt stays ``sent``, so the run's error row charges it at its worst case (the
+        provider bills the batch) and nothing the provider may bill is left out."""
+        req = self.env.request
+        try:
+            with self.rt.session() as s:
+                pend(s, aid)
+        except SQLAlchemyError as exc:
+            raise LedgerError(
+                f"request {req.request_id} waits in a "
+                f"{waiting.details.get('provider') or 'provider'} batch, but the ledger "
+                f"could not record that its attempt is pending ({exc.__class__.__name__}); "
+                "the attempt is charged at its worst case, as the provider will bill the "
+                "batch; retry the request once the database is back",
+                request_id=req.request_id) from exc
 
     def _end_unbilled(self, aid: int) -> None:
         try:

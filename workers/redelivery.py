@@ -40,6 +40,38 @@ def release_copy(rt: WorkerRuntime, env: Envelope) -> None:
                     env.reservation_id, exc)
 
 
+def release_dead_runs(rt: WorkerRuntime, env: Any) -> None:
+    """A run taking over a dead one's claim: reservations other runs of this request left
+    open (the dead run's second check re-held an expired one, and nobody settles it now) go
+    back; this run holds its own, and charges the dead run's attempts to it. Else a request
+    refused at this second check left the dead run's reservation held until it expired."""
+    if rt.admission is None:
+        return
+    from sqlalchemy import select
+
+    from models.db.budgets import ReservationRow
+
+    req = env.request
+    try:
+        with rt.session() as s:
+            left = list(s.scalars(select(ReservationRow.id).where(
+                ReservationRow.request_id == req.request_id,
+                ReservationRow.owner == f"{req.org}/{req.team}",
+                ReservationRow.state == "open", ReservationRow.id != env.reservation_id)))
+        for rid in left:
+            rt.admission.release(rid)
+    except Exception as exc:  # noqa: BLE001 - they expire; the governor frees them then
+        log.warning("could not release what dead runs of %s held: %s", req.request_id, exc)
+
+
+def retrying(stash: AnswerStash | None) -> None:
+    """This run retries an errored request (the caller's retry under the same id): the failed
+    run's stored error is set aside so this run's reply is stored (workers.tasks._Stash)."""
+    set_aside = getattr(stash, "set_aside_error", None)
+    if set_aside is not None:
+        set_aside()
+
+
 def keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope,
           final: dict[str, Any] | None) -> None:
     """Stash the answer, the reservation it settles and its attempt, ahead of the ledger write
@@ -63,6 +95,25 @@ def kept(stash: AnswerStash | None
     return reply, rid if isinstance(rid, str) else None, final if isinstance(final, dict) else None
 
 
+#: What ``previous()`` reads when a caller's retry set the failed run's stored error aside
+#: (queues/retried_results.py): the retry's run will store the reply its caller waits for.
+SET_ASIDE = object()
+
+
+class Superseded(SluiceError):
+    """A copy of a failed run's message whose caller has retried: it stores no reply (the
+    task layer ignores it), so the retry's is the one read under the task id."""
+
+    code = "superseded"
+
+
+def superseded(request_id: str) -> dict[str, Any]:
+    """The reply of a copy that must store nothing (the task raises Celery's Ignore)."""
+    return error_reply(request_id, Superseded(
+        f"request {request_id}: a copy of a failed run's message, whose caller retried it; "
+        "the retry answers", request_id=request_id))
+
+
 class ClaimBusy(SluiceError):
     """Another run holds this request's claim; the task retries once the claim could expire."""
 
@@ -84,6 +135,8 @@ def duplicate(request_id: str, state: str, previous: Any, stash: AnswerStash | N
     if state == "ended":
         # A copy of the message of a run that failed: its caller was told; it is not re-run.
         earlier = previous() if callable(previous) else previous
+        if earlier is SET_ASIDE:  # the caller retried: the retry's run stores the reply
+            return superseded(request_id)
         if isinstance(earlier, dict):
             return earlier
         return error_reply(request_id, ResultLost(

@@ -29,14 +29,15 @@ from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
 from queues.token_stream import TEXT, TokenWriter, token_key
 from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
 from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
-                                wants_batch)
+                                waiting_in_batch, wants_batch)
 from workers.context_cache import explicit_cache_for, note_reply
 from workers.failover import deployments_for, failed, moves_on, policy_for
 from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.retry import with_retries
-from workers.redelivery import AnswerStash, duplicate, keep, kept, release_copy
+from workers.redelivery import (AnswerStash, duplicate, keep, kept, release_copy,
+                                release_dead_runs, retrying)
 from workers.runtime import WorkerRuntime
 from workers.shadow import after_answer
 
@@ -92,6 +93,10 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         ttl = max(heart.claim_ttl_s, 0.5)
         return duplicate(req.request_id, state, previous, stash, retry_in=ttl,
                           retries=int(lane.soft_time_limit_s // ttl) + 3)
+    if state == "retried":
+        retrying(stash)
+    elif state == "resumed":
+        release_dead_runs(rt, env)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, stash, started, beat)
@@ -126,8 +131,11 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         return error_reply(req.request_id, dropped)
     money: RunMoney | None = None
     try:
-        # A poll of a pending batch: its reservation is held since its first visit.
-        env, held = (env, Decimal(0)) if state == "polling" else _second_check(rt, env)
+        # A poll of a pending batch: its reservation is held since its first visit; a run
+        # taking over a dead one whose request waits in its batch too: the provider has the
+        # money committed, and a refusal now would leave the batch billed outside the ledger.
+        in_batch = state == "polling" or (state == "resumed" and waiting_in_batch(rt, req))
+        env, held = (env, Decimal(0)) if in_batch else _second_check(rt, env)
         beat.reservation_id = env.reservation_id
         money = RunMoney(rt, env, started=started, held=held)
         money.spent = _owed_before(rt, env, money, state)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import logging
+
 from celery import Task, shared_task
+from celery.exceptions import Ignore
 from celery.signals import task_postrun, worker_init
 
 from models.domain.errors import BatchPending
@@ -18,13 +21,15 @@ from workers.batch.seam import max_visits
 from workers.gpu.runtime import install_gpu_signals
 from workers.rate_wait import admit_deferred, settle_tokens
 from workers.runtime import get_runtime
-from workers.redelivery import ClaimBusy
+from queues.retried_results import is_set_aside
+from workers.redelivery import SET_ASIDE, ClaimBusy, Superseded
 from workers.service import execute
 
 # Only worker processes import this module (the app's `include`). A worker that consumes a
 # *.gpu queue starts its vLLM engine at boot (worker_init) and stops it at shutdown; API
 # workers ignore the hooks. Connecting the handlers is all that happens here.
 install_gpu_signals()
+log = logging.getLogger(__name__)
 
 
 @worker_init.connect(weak=False)
@@ -45,11 +50,30 @@ def _previous(task: Task) -> Any:
 
     def read() -> Any:
         try:
-            return task.AsyncResult(task.request.id).result
+            meta = task.backend.get_task_meta(task.request.id, cache=False)
         except Exception:  # noqa: BLE001 - the result store is an optimisation here
             return None
+        return SET_ASIDE if is_set_aside(meta) else meta.get("result")
 
     return read
+
+
+def set_aside_error(task: Task) -> None:
+    """This run retries an errored request: set the failed run's stored error aside, so that
+    this run's reply is stored (Celery keeps a stored SUCCESS, and an error reply is one)."""
+    try:
+        from queues.retried_results import set_aside_error as set_aside
+
+        set_aside(task.backend, task.request.id)
+    except Exception as exc:  # noqa: BLE001 - the producer set it aside already, most often
+        log.warning("could not set aside the earlier error of %s: %s", task.request.id, exc)
+
+
+def ignored_if_superseded(reply: dict[str, Any]) -> dict[str, Any]:
+    """A copy whose caller retried stores nothing: Celery's Ignore acks it, unstored."""
+    if reply.get("code") == Superseded.code:
+        raise Ignore()
+    return reply
 
 
 def _parked_if_invalid(task: Task, reply: dict[str, Any], message: Any) -> dict[str, Any]:
@@ -103,6 +127,10 @@ class _Stash:
         backend.ensure(functools.partial(backend.client.set, ex=ttl),
                        (self._key(backend), backend.encode(record)))
 
+    def set_aside_error(self) -> None:
+        """This run retries the errored request: its own reply must be the stored one."""
+        set_aside_error(self.task)
+
     def read(self) -> dict[str, Any] | None:
         backend = self._backend()
         if backend is None:
@@ -125,8 +153,8 @@ def _run(task: Task, message: dict[str, Any]) -> dict[str, Any]:
     if wait is not None:
         # Over a rate limit, the async lane waits in its queue instead of failing.
         raise task.retry(args=[message], countdown=wait, max_retries=RATE_WAITS)
-    reply = _parked_if_invalid(task, execute(message, rt, previous=_previous(task),
-                                             stash=_Stash(task)), message)
+    reply = ignored_if_superseded(_parked_if_invalid(task, execute(
+        message, rt, previous=_previous(task), stash=_Stash(task)), message))
     settle_tokens(rt.limiter, message, reply)
     error = reply.get("error") or {}
     details = error.get("details") or {}

@@ -91,7 +91,7 @@ class FrontDoor:
                stream: bool = False) -> tuple[Handle, Watch | None]:
         """Run the producer pipeline (blocking: call in a worker thread) and watch the result
         (``fresh``: the door minted the request id, so no earlier result can exist)."""
-        handle = self.gateway.submit(data, admit=admit, stream=stream)
+        handle = self.gateway.submit(data, admit=admit, stream=stream, fresh=fresh)
         if not watch:
             return handle, None
         return handle, self.waiter.watch(handle, loop, self.timeout_for(data.get("lane", ""),

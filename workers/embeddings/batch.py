@@ -121,5 +121,13 @@ class OpenAIEmbeddingBatch:
                           prompt_tokens=int(body["usage"]["prompt_tokens"]),
                           provider_model=str(body.get("model", "")))
 
+    def cancel(self, batch_id: str) -> None:
+        """``batches.cancel``: a pack the provider had not embedded yet is not billed; one it
+        had stays in the output file (billed, and collected as usual)."""
+        try:
+            self._client.batches.cancel(batch_id)
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
+            raise map_sdk_error(self.name, exc) from exc
+
     def close(self) -> None:
         self._client.close()

@@ -21,6 +21,7 @@ from models.db.attempts import AttemptRow
 from models.domain.catalogue import ModelSpec
 from models.domain.embedding_pack import chunks, split_tokens
 from models.domain.errors import BatchPending
+from queues.batch_wait import cancel_asked
 from queues.embedding_envelope import EmbeddingEnvelope
 from queues.envelope import task_id_for
 from workers.batch.pending import PENDING
@@ -148,3 +149,30 @@ def collect(provider: Any, place: PackPlacement, left_s: float) -> tuple[list[st
     reply = provider.collect(place.batch_id, place.items, left_s)
     share = split_tokens(reply.prompt_tokens, list(place.tokens))[place.index]
     return reply.vectors[place.start:place.start + place.size], share, len(place.tokens)
+
+
+def cancel_if_asked(rt: WorkerRuntime, env: EmbeddingEnvelope, place: PackPlacement,
+                    provider: Any) -> bool:
+    """Has the caller of this member, waiting in its pack's provider batch, cancelled it?
+    Count it; once every member of the pack has, cancel the batch at the provider (as chat
+    batches are, workers/batch/seam.py). True when this caller cancelled."""
+    if rt.cancels is None:
+        return False
+    key = task_id_for(env.request)  # type: ignore[arg-type]
+    try:
+        # Asked through the door or Gateway.cancel (queues/batch_wait.py), or a plain mark
+        # (embedding workers set no "started" mark, so a cancel is always a plain mark too).
+        if not (cancel_asked(rt.cancels.client, rt.cancels.key_prefix, key)
+                or rt.cancels.state(key) == "cancelled"):
+            return False
+    except Exception as exc:  # noqa: BLE001 - unreadable: the batch runs on, billed as usual
+        log.warning("could not read the cancel mark of %s: %s", env.request.request_id, exc)
+        return False
+    try:
+        if placements_of(rt).cancel(place) >= len(place.tokens):
+            provider.cancel(place.batch_id)
+            log.info("every caller of embedding batch %s cancelled: cancelled it at the "
+                     "provider", place.batch_id)
+    except Exception as exc:  # noqa: BLE001 - still cancelled: the batch's end decides the bill
+        log.warning("could not cancel embedding batch %s: %s", place.batch_id, exc)
+    return True

@@ -16,7 +16,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from queues.batch_wait import PLACEMENT_TTL_S
+from queues.batch_wait import PLACEMENT_TTL_S, embed_placement_prefix
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class PackPlacements(Protocol):
         """Record the places of one pack's members."""
         ...
 
+    def cancel(self, place: PackPlacement) -> int:
+        """Note that the caller of the member at ``place`` cancelled; how many of its pack's
+        members have (once all have, the pack's batch is cancelled at the provider)."""
+        ...
+
 
 class MemoryPackPlacements:
     """In this process only (the embedded default: no broker outlives the process)."""
@@ -54,6 +59,7 @@ class MemoryPackPlacements:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._data: dict[str, PackPlacement] = {}
+        self._cancelled: dict[str, set[int]] = {}
 
     def get(self, key: str) -> PackPlacement | None:
         with self._lock:
@@ -63,13 +69,20 @@ class MemoryPackPlacements:
         with self._lock:
             self._data.update(placed)
 
+    def cancel(self, place: PackPlacement) -> int:
+        with self._lock:
+            done = self._cancelled.setdefault(place.batch_id, set())
+            done.add(place.index)
+            return len(done)
+
 
 class RedisPackPlacements:
     """In Redis beside the broker, each kept for :data:`PLACEMENT_TTL_S`."""
 
     def __init__(self, client: Any, key_prefix: str = "") -> None:
         self.client = client
-        self.prefix = f"{key_prefix}sluice:embed-placement:"
+        self.prefix = embed_placement_prefix(key_prefix)
+        self.cancelled_prefix = f"{key_prefix}sluice:embed-batch-cancelled:"
 
     def get(self, key: str) -> PackPlacement | None:
         raw = self.client.get(self.prefix + key)
@@ -83,6 +96,15 @@ class RedisPackPlacements:
         for key, place in placed.items():
             pipe.set(self.prefix + key, json.dumps(asdict(place)), ex=PLACEMENT_TTL_S)
         pipe.execute()
+
+    def cancel(self, place: PackPlacement) -> int:
+        # A set of member indexes per batch: a member counted twice (a redelivery) counts once.
+        key = self.cancelled_prefix + place.batch_id
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(key, place.index)
+        pipe.expire(key, PLACEMENT_TTL_S)
+        pipe.scard(key)
+        return int(pipe.execute()[-1])
 
 
 def pack_placements_for(state_url: str | None, key_prefix: str) -> PackPlacements:

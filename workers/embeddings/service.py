@@ -18,8 +18,8 @@ from models.domain.tokens import PromptCount
 from models.domain.cost import cost_of, list_cost, worst_case_cost
 from models.domain.embedding import EmbeddingResult, Item
 from models.domain.embedding_pack import chunks
-from models.domain.errors import (BatchPending, DeadlineExceeded, LedgerError, SluiceError,
-                                  ValidationError)
+from models.domain.errors import (BatchPending, Cancelled, DeadlineExceeded, LedgerError,
+                                  ProviderRetryable, SluiceError, ValidationError)
 from models.domain.result import Timings
 from models.domain.usage import Usage
 from queues.embedding_cache import item_cache_for
@@ -34,7 +34,8 @@ from workers.embeddings.packer import Member, Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
 from workers.runtime import WorkerRuntime
-from workers.redelivery import AnswerStash, ClaimBusy, ResultLost
+from workers.redelivery import (SET_ASIDE, AnswerStash, ClaimBusy, ResultLost,
+                                release_dead_runs, retrying, superseded)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     if state == "ended":
         # A copy of the message of a run that failed: its caller was told; not re-run.
         earlier = previous() if callable(previous) else previous
+        if earlier is SET_ASIDE:  # the caller retried: the retry's run stores the reply
+            return superseded(req.request_id)
         if isinstance(earlier, dict):
             return earlier
         return error_reply(req.request_id, ResultLost(
@@ -96,6 +99,10 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
             f"request {req.request_id} is being embedded by another run; wait for its handle",
             request_id=req.request_id, retry_in=ttl,
             retries=int(lane.soft_time_limit_s // ttl) + 3))
+    if state == "retried":
+        retrying(stash)
+    elif state == "resumed":
+        release_dead_runs(rt, env)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, started, beat, stash)
@@ -126,8 +133,11 @@ def _run(rt: WorkerRuntime, env: EmbeddingEnvelope, state: str, started: float,
     try:
         amount = worst_case_cost(PromptCount(tokens=env.prompt_tokens), 0, model)
         held = Decimal(0)
-        # A poll of a pending batch: its reservation is held since its first visit.
-        if rt.admission is not None and state != "polling":
+        # A poll of a pending batch: its reservation is held since its first visit; so is a
+        # takeover of a dead run whose pack waits in its batch (refused now, the batch would
+        # run on and bill outside the ledger).
+        in_batch = state == "polling" or (state == "resumed" and _waiting_in_batch(rt, env))
+        if rt.admission is not None and not in_batch:
             rid = rt.admission.confirm(req, route, env.reservation_id, amount)  # type: ignore[arg-type]
             held = amount if rid is not None else Decimal(0)
             if rid != env.reservation_id:
@@ -282,12 +292,27 @@ def _call(rt: WorkerRuntime, money: RunMoney, model: ModelSpec, send: Any,
     if taken.attempt_id is None:
         return visits.collect(provider, place, money.remaining())
     first = [True]
+    # A caller who cancelled counts towards cancelling the pack's batch at the provider.
+    cancelled = visits.cancel_if_asked(rt, money.env, place, provider)  # type: ignore[arg-type]
+
+    def collect(left: float) -> tuple[list[str], int, int]:
+        try:
+            return visits.collect(provider, place, left)
+        except ProviderRetryable as err:
+            if not cancelled:
+                raise
+            # Its batch ended without its vectors (cancelled before the provider embedded
+            # the pack): nothing was billed, and nothing is sent again.
+            raise Cancelled(
+                f"embedding request {money.env.request.request_id} was cancelled by its caller "
+                "while it waited in a provider batch; the batch was cancelled before the "
+                "provider embedded it, so it costs nothing",
+                request_id=money.env.request.request_id) from err
 
     def once() -> Any:
         if first[0]:
             first[0] = False
-            return money.attempt(model, lambda left: visits.collect(provider, place, left),
-                                 batch=True, pending=taken.attempt_id)
+            return money.attempt(model, collect, batch=True, pending=taken.attempt_id)
         # The placed batch failed (the provider bills nothing of it): a new call.
         return money.attempt(model, send, batch=batch)
 

@@ -14,7 +14,7 @@ from workers.embeddings.service import execute_embedding
 from workers.runtime import get_runtime
 from workers.redelivery import ClaimBusy
 from workers.rate_wait import admit_deferred, settle_tokens
-from workers.tasks import BUSY_RETRIES, RATE_WAITS, _previous, _Stash
+from workers.tasks import BUSY_RETRIES, RATE_WAITS, _previous, _Stash, ignored_if_superseded
 
 
 @shared_task(name=TASK_EMBED, bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -26,7 +26,8 @@ def execute_embed(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     if wait is not None:
         # Over a rate limit, the async lane waits in its queue instead of failing.
         raise self.retry(args=[message], countdown=wait, max_retries=RATE_WAITS)
-    reply = execute_embedding(message, rt, previous=_previous(self), stash=_Stash(self))
+    reply = ignored_if_superseded(execute_embedding(message, rt, previous=_previous(self),
+                                                    stash=_Stash(self)))
     settle_tokens(rt.limiter, message, reply)
     details = (reply.get("error") or {}).get("details") or {}
     if (reply.get("error") or {}).get("code") == BatchPending.code:
