@@ -153,7 +153,7 @@ def install_gpu_signals(app: Any = None, *,
     ready; a failed start ends the worker (SystemExit) instead of leaving it to fail every task.
     ``worker_shutdown`` runs after a warm shutdown has let running tasks finish. ``app`` limits
     this to one app (None: any). Settings come from ``settings_loader(worker)``, by default the
-    app's ``sluice_settings`` or the environment. Installing twice is harmless; the returned
+    app's ``sluice_settings`` or the environment. Installing again replaces the handlers; the returned
     function disconnects both handlers.
     """
     from celery import signals
@@ -183,6 +183,10 @@ def install_gpu_signals(app: Any = None, *,
         if _mine(sender):
             stop_gpu_runtime()
 
+    # The newest install wins: with one dispatch uid a second connect would be ignored, and the
+    # first install (workers.tasks, for any app) would keep its own host factory and app.
+    signals.worker_init.disconnect(dispatch_uid=_UID_INIT)
+    signals.worker_shutdown.disconnect(dispatch_uid=_UID_STOP)
     signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid=_UID_INIT)
     signals.worker_shutdown.connect(_on_worker_shutdown, weak=False, dispatch_uid=_UID_STOP)
 
