@@ -12,8 +12,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 from celery import Celery
@@ -57,6 +59,8 @@ class ResultWaiter:
         # Watched requests by task id: (result, settle, since). A push lost while the pub/sub
         # connection was rebuilt (Redis restarted) is made good by reading the stored result.
         self._watching: dict[str, tuple[AsyncResult, Any, float]] = {}
+        # Fresh watches the drainer looks up once more in Celery's buffer of early pushes.
+        self._recheck: deque[AsyncResult] = deque()
 
     def watch(self, handle: Handle, loop: asyncio.AbstractEventLoop, timeout: float, *,
               fresh: bool = False) -> Watch:
@@ -93,9 +97,12 @@ class ResultWaiter:
         # One read of the stored result, as AsyncResult.get does: a duplicate of a finished
         # request (same request id) publishes nothing, since Celery never overwrites SUCCESS.
         # A fresh id skips it: a result pushed before ``then`` registered waits in Celery's
-        # buffer and is taken from there. Only one pushed between that buffer check and the
-        # registration (two statements apart) waits for the stored-result read, within 1 s.
-        if not fresh:
+        # buffer and is taken from there. One the drainer read between that buffer check and
+        # the registration (two statements apart) also lands in the buffer: the drainer,
+        # the only thread that fills it, looks once more after its next read.
+        if fresh:
+            self._recheck.append(ar)
+        else:
             ar.ready()
         return Watch(fut, handle.request_id, ar)
 
@@ -141,10 +148,22 @@ class ResultWaiter:
             try:
                 consumer.drain_events(timeout=0.1)
             except TimeoutError:
-                continue
+                pass
             except Exception:  # noqa: BLE001 - a dead drainer would strand every waiter
                 log.warning("result drainer: reading results failed; retrying", exc_info=True)
                 time.sleep(0.2)
+            self._take_buffered()
+
+    def _take_buffered(self) -> None:
+        """Settle fresh watches whose push the drainer buffered just before they registered."""
+        while self._recheck:
+            ar = self._recheck.popleft()
+            try:
+                # Celery's own lookup, as ``then`` does; this thread is the only one that
+                # buffers pushes, so nothing can slip in between any more.
+                self.backend._maybe_resolve_from_buffer(ar)
+            except Empty:
+                continue  # nothing buffered: its push is still to come, to the registered one
 
     def _read_stored(self, older_than: float) -> None:
         """Settle watches that waited a whole slice from their stored results, if ready.

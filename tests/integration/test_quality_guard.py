@@ -34,6 +34,7 @@ JUDGED = f"faq-{TOKEN}"  # an LLM judge; its shadows and judge calls go through 
 NORM, NORMED = f"orders-{TOKEN}", f"orders-normed-{TOKEN}"
 PAD = f"short-prefix-{TOKEN}"
 SHARE = f"share-{TOKEN}"
+WORKER_LOG: list[Any] = []  # the module worker's log, quoted when a wait times out
 
 
 def _guard(**kw: Any) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def quality_gateway(quality_env: dict[str, str], tmp_path_factory: Any) -> Itera
     from tests.worker_proc import celery_worker
 
     log = tmp_path_factory.mktemp("quality") / "worker.log"
+    WORKER_LOG.append(log)
     with celery_worker(quality_env, log, queues="interactive.api,async.api",
                        name=f"quality-{TOKEN}"):
         gw = connect(load_settings(dict(quality_env)))
@@ -95,7 +97,11 @@ def wait_for(check: Any, timeout: float = 90.0) -> Any:
         if found:
             return found
         time.sleep(0.5)
-    pytest.fail("timed out waiting for the quality guard")
+    # What the worker said about it: the quality guard's steps log why they did nothing.
+    said = [line for log in WORKER_LOG if log.exists() for line in log.read_text().splitlines()
+            if "sluice.quality" in line or "ERROR" in line or "not sent" in line]
+    pytest.fail("timed out waiting for the quality guard; the worker logged:\n"
+                + "\n".join(said[-40:]))
 
 
 def judged(sessions: Any, feature: str) -> int:

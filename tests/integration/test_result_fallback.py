@@ -113,6 +113,42 @@ def test_a_push_that_lands_before_a_fresh_watch_registers_is_not_lost(app: Any) 
     assert waited < min(0.5, PUSH_SLICE_S / 2), waited
 
 
+def test_a_push_buffered_between_the_buffer_check_and_the_registration_is_not_lost(
+        app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The drainer reads the push while the watching thread is inside ``then``: past Celery's
+    # buffer check, before the waiter is registered, so Celery buffers it. Forced here by
+    # buffering it right after the check; before the fix only the 1 s stored-result read
+    # could settle it, and nothing is stored here.
+    waiter = ResultWaiter(app, threads=2)
+    task_id = f"gap-{uuid.uuid4().hex}"
+    meta = {"status": "SUCCESS", "result": error_reply(task_id, ValidationError(
+        "in the gap", field="team")), "traceback": None, "children": [], "task_id": task_id}
+    check = app.backend._maybe_resolve_from_buffer
+    calls = []
+
+    def check_then_buffer(result: Any) -> None:
+        calls.append(result.id)
+        try:
+            check(result)
+        finally:
+            if len(calls) == 1:  # only the check inside ``then``
+                app.backend._pending_messages.put(task_id, meta)
+
+    monkeypatch.setattr(app.backend, "_maybe_resolve_from_buffer", check_then_buffer)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        watch = await asyncio.to_thread(waiter.watch, TaskHandle(
+            app.AsyncResult(task_id), request_id=task_id), loop, 10.0, fresh=True)
+        with pytest.raises(ValidationError, match="in the gap"):
+            await waiter.wait(watch, 0.8 * PUSH_SLICE_S)  # before any stored-result read
+        return time.monotonic() - t0
+
+    waited = _run(waiter, main)
+    assert waited < 0.8 * PUSH_SLICE_S, waited
+
+
 def _run(waiter: ResultWaiter, main: Callable[[], Coroutine[Any, Any, float]]) -> float:
     """Run ``main`` on a fresh event loop, then close the waiter; what ``main`` measured."""
     try:
