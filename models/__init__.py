@@ -1,1 +1,1 @@
-"""The vocabulary of sluicegate: pure domain types (``models.domain``) and the ledger (``models.db``)."""
+"""The vocabulary of sluicegate: pure domain types (models.domain) and the ledger (models.db)."""

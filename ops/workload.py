@@ -1,4 +1,4 @@
-"""A synthetic product-description-generator workload: many short rephrasings, some long articles."""
+"""A synthetic product-description workload: many short rephrasings, a few long articles."""
 
 from __future__ import annotations
 

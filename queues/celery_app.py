@@ -1,4 +1,4 @@
-"""Entry point for ``celery -A queues.celery_app``: the app is built on first access, from the env."""
+"""Entry point for ``celery -A queues.celery_app``: the app is built on first access."""
 
 from __future__ import annotations
 

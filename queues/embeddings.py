@@ -29,7 +29,7 @@ from queues.embedding_envelope import TASK_EMBED, EmbeddingEnvelope
 from queues.envelope import task_id_for
 from queues.handle import Handle, TaskHandle
 from queues.inflight import InflightMessage
-from scheduler.ratelimit import Grant
+from queues.rate_step import RateStep
 
 _NO_CACHE = object()
 #: Providers whose embedding models take text only (token ids are another tokenizer's).
@@ -229,13 +229,16 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
     item_tokens = tuple(tokens[i] for i in missing)
     prompt_tokens = sum(item_tokens)
 
-    def send(grant: Grant | None, waits: float | None) -> TaskHandle:
+    def send(step: RateStep) -> TaskHandle:
         reservation = None
         if gateway.admission is not None:
             # Input tokens at the model's price: an embedding generates nothing, and is never
             # sent to another model (a vector of one model must not stand in for another's).
             amount = worst_case_cost(PromptCount(tokens=prompt_tokens), 0, model)
-            reservation = gateway.admission.reserve(request, route, amount)
+            reservation = gateway.admission.reserve(request, route, amount,
+                                                    within=step.needed)
+        step.ensure()
+        grant, waits = step.grant, step.waits
         now = time.time()
         sub = request.model_copy(update={"inputs": tuple(request.inputs[i] for i in missing)})
         env = EmbeddingEnvelope(request=sub, route=route, item_tokens=item_tokens,
@@ -254,7 +257,7 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
             raise
 
     try:
-        # The chat path's governance: rate limits (tokens: the inputs sent), then the budget.
+        # The chat path's governance: rate limits (tokens: the inputs sent) inside the budget's.
         return gateway.governed(request, route, prompt_tokens, send)  # type: ignore[no-any-return]
     except ValidationError as err:
         if err.field != "max_tokens":

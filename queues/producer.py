@@ -17,7 +17,7 @@ from models.domain.catalogue import Catalogue, load_catalogue
 from models.domain.allow_list import may_use
 from models.domain.charges import reach_worst_case, reachable
 from models.domain.errors import (BrokerError, BudgetExceeded, ConfigError, QueuePaused,
-                                  RateLimited, ValidationError)
+                                  ValidationError)
 from models.domain.request import MAX_TIMEOUT_S, ChatRequest, openai_tool_calls, parse_request
 from models.domain.result import ChatResult
 from models.domain.quality import PURPOSE_TAG
@@ -30,9 +30,9 @@ from queues.envelope import Envelope, task_id_for
 from queues.inflight import Inflight, InflightMessage
 from queues.handle import Handle, ReadyHandle, TaskHandle
 from queues.names import task_for
+from queues.rate_step import RateStep
 from queues.retried_results import set_aside_error
 from scheduler.hooks import Admission, PauseBook, ResponseCache
-from scheduler.ratelimit import Grant
 from scheduler.route import Scorer, decide_route
 
 log = logging.getLogger(__name__)
@@ -116,42 +116,28 @@ class Gateway:
         if request.has_images:  # images count by the routed provider's rule
             prompt = prompt_count(request, model)
             prompt_tokens = prompt.tokens
-        return self.governed(request, route, prompt_tokens, lambda grant, waits:
-                             self._reserve_and_send(request, route, prompt, grant, waits,
+        return self.governed(request, route, prompt_tokens, lambda step:
+                             self._reserve_and_send(request, route, prompt, step,
                                                     stream=stream, fresh=fresh))
 
     def governed(self, request: Any, route: Any, prompt_tokens: int,
-                 send: Callable[[Grant | None, float | None], Handle]) -> Handle:
-        """Rate limits first, then money: ``send(grant, wait)`` reserves and publishes (the
-        chat and embedding paths alike). A budget refusal gives the windows back, and a rate
-        refusal never reaches the budget, so a refusal by either leaves nothing held."""
-        grant, waits = self._rate_admit(request, route, prompt_tokens)
+                 send: Callable[[RateStep], Handle]) -> Handle:
+        """Rate limits and money in one step: ``send(step)`` reserves the budget with ``step``
+        (the rate windows) run inside the reservation's transaction, then publishes (the chat
+        and embedding paths alike). A budget refusal never touches the windows, a rate
+        refusal rolls the reservation back, and a failed send gives both back."""
+        step = RateStep(self.limiter, request, route, prompt_tokens)
         try:
-            return send(grant, waits)
+            return send(step)
         except BaseException as exc:
-            if grant is not None:
-                self.limiter.refund(grant)
+            step.give_back()
             if isinstance(exc, BudgetExceeded) and self.limiter is not None:
                 # Refusals by the limit that refused, budgets beside rate limits (Prometheus).
                 self.limiter.count_refusal(f"budget:{exc.details.get('budget')}", "usd")
             raise
 
-    def _rate_admit(self, request: Any, route: Any, prompt_tokens: int
-                    ) -> tuple[Grant | None, float | None]:
-        """The rate-limit grant (None: no limit applies), or for an async-lane request over a
-        limit, no grant and how long it waits in its queue before a worker admits it."""
-        if self.limiter is None:
-            return None, None
-        try:
-            return self.limiter.acquire(request, route, prompt_tokens + request.max_tokens), None
-        except RateLimited as err:
-            if request.lane != "async":
-                raise
-            return None, err.retry_after_s
-
     def _reserve_and_send(self, request: ChatRequest, route: Any, prompt: Any,
-                          grant: Grant | None, waits: float | None, *, stream: bool,
-                          fresh: bool = False) -> Handle:
+                          step: RateStep, *, stream: bool, fresh: bool = False) -> Handle:
         prompt_tokens = prompt.tokens
         reservation, reused = None, False
         if self.admission is not None:
@@ -162,7 +148,9 @@ class Gateway:
             chain = chain[:1] + [m for m in chain[1:]
                                  if may_use(request, m.name, self.settings.routing)]
             amount = reach_worst_case(prompt, request.max_tokens, chain)
-            reservation, reused = self._reserve(request, route, amount)
+            reservation, reused = self._reserve(request, route, amount, step)
+        step.ensure()
+        grant, waits = step.grant, step.waits
         now = time.time()
         envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
                             reservation_id=reservation, prompt_hash=prompt_hash(request),
@@ -180,15 +168,17 @@ class Gateway:
                 self.admission.release(reservation)
             raise
 
-    def _reserve(self, request: ChatRequest, route: Any, amount: Any) -> tuple[str | None, bool]:
+    def _reserve(self, request: ChatRequest, route: Any, amount: Any,
+                 step: RateStep | None = None) -> tuple[str | None, bool]:
         """The reservation, and whether the request already held it (an admission without
-        ``reserve_once`` never reuses one)."""
+        ``reserve_once`` never reuses one); ``step`` runs inside it."""
         once = getattr(self.admission, "reserve_once", None)
         if once is not None:
-            rid, reused = once(request, route, amount)
+            rid, reused = once(request, route, amount, within=step and step.needed)
             return rid, bool(reused)
         assert self.admission is not None
-        return self.admission.reserve(request, route, amount), False
+        return self.admission.reserve(request, route, amount,
+                                      within=step and step.needed), False
 
     def _deadline(self, request: ChatRequest, now: float) -> float | None:
         """When a worker should no longer start the request: once its caller's own timeout has

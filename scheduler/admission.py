@@ -82,40 +82,46 @@ class SqlAdmission:
 
     # --- the protocol ---
 
-    def reserve(self, request: ChatRequest, route: Route, amount: Decimal) -> str | None:
+    def reserve(self, request: ChatRequest, route: Route, amount: Decimal, *,
+                within: Callable[[], Any] | None = None) -> str | None:
         """Hold ``amount`` against every budget of ``request``, all or nothing.
 
-        Returns the reservation id, None when no budget applies, or raises BudgetExceeded
-        (naming the first budget without room) or LedgerError (database unreachable).
+        ``within``: a step that must succeed for the reservation to hold (the rate windows).
+        It runs once, after the budgets are locked and taken and before that commits; if it
+        raises, nothing is held and the error is the refusal. Returns the reservation id,
+        None when no budget applies, or raises BudgetExceeded (naming the first budget
+        without room; ``within`` then never runs) or LedgerError (database unreachable).
         """
-        return self.reserve_once(request, route, amount)[0]
+        return self.reserve_once(request, route, amount, within=within)[0]
 
-    def reserve_once(self, request: ChatRequest, route: Route, amount: Decimal
-                     ) -> tuple[str | None, bool]:
+    def reserve_once(self, request: ChatRequest, route: Route, amount: Decimal, *,
+                     within: Callable[[], Any] | None = None) -> tuple[str | None, bool]:
         """:meth:`reserve`, and whether the id is an open reservation the same request (same
         id, same tenant, same budgets) already held: a retry while its first run is open. The
         caller must then never release it: it is the first run's."""
         for _ in range(3):
             ids = self._ids(request)
             if not ids:
+                if within is not None:
+                    within()
                 return None, False
             rid = uuid.uuid4().hex
-            fits, budgets, prior = self._try_reserve(rid, ids, request, route, amount)
+            fits, budgets, prior = self._try_reserve(rid, ids, request, route, amount, within)
             if prior is not None:
                 # One request holds one reservation; it must cover what is asked now too.
                 if not self.cover(prior, amount, request, route):
                     continue  # settled or expired meanwhile: hold anew
+                if within is not None:
+                    within()  # the first run's money: nothing of this run's to roll back
                 return prior, True
             if fits:
-                return rid, False
+                return rid, False  # ``within`` ran inside the reservation's transaction
             full = sorted((b for b in budgets if not b.fits(amount)), key=_widest_first)
             if len(budgets) == len(ids) and full:
                 self._on_refusal(full[0], amount)
                 raise refusal(full[0], amount)
             self.invalidate()  # a budget was deleted or added meanwhile: look again
         raise unreachable(RuntimeError("the budget list kept changing"), "reserve")
-
-
 
     def settle(self, reservation_id: str, actual: Decimal, session: Session | None = None,
                request: ChatRequest | None = None) -> bool:
@@ -306,34 +312,56 @@ class SqlAdmission:
             self.pauses.invalidate()
 
     def _try_reserve(self, rid: str, ids: list[int], request: ChatRequest, route: Route,
-                     amount: Decimal) -> tuple[bool, list[Budget], str | None]:
+                     amount: Decimal, within: Callable[[], Any] | None = None
+                     ) -> tuple[bool, list[Budget], str | None]:
         now = self.clock()
         params = {"rid": rid, "ids": ids, "n": len(ids), "amount": amount,
                   "request_id": request.request_id, "owner": owner_of(request),
                   "budget_ids": ",".join(map(str, ids)),
                   "queue": route.queue, "now": now, "expires": now + self._lease(route.lane)}
         if self._fast is not None:
-            return self._reserve_pg(params)
-        return self._reserve_portable(params)
+            return self._reserve_pg(params, within)
+        return self._reserve_portable(params, within)
 
-    def _reserve_pg(self, params: dict[str, Any]) -> tuple[bool, list[Budget], str | None]:
+    def _reserve_pg(self, params: dict[str, Any], within: Callable[[], Any] | None = None
+                    ) -> tuple[bool, list[Budget], str | None]:
         assert self._fast is not None
         for attempt in (0, 1):
+            ran = False
             try:
                 with self._fast.connect() as conn:
-                    return reserve_on_postgres(conn, params)
+                    if within is None:  # one statement, autocommit: one round trip
+                        return reserve_on_postgres(conn, params)
+                    # With a step inside, an explicit transaction: the budget rows stay locked
+                    # while it runs, and its refusal rolls the reservation back unseen.
+                    conn.exec_driver_sql("BEGIN")
+                    try:
+                        decided = reserve_on_postgres(conn, params)
+                        if decided[0]:
+                            ran = True
+                            within()
+                        conn.exec_driver_sql("COMMIT")
+                    except BaseException:
+                        _roll_back(conn)
+                        raise
+                    return decided
             except DBAPIError as exc:
-                # A pooled connection the server dropped: retry once on a fresh one.
-                if attempt == 0 and exc.connection_invalidated:
+                # A pooled connection the server dropped: retry once on a fresh one (never
+                # after the step ran: its caller gives back what the step took).
+                if attempt == 0 and exc.connection_invalidated and not ran:
                     continue
                 raise unreachable(exc, "reserve budget") from exc
             except SQLAlchemyError as exc:
                 raise unreachable(exc, "reserve budget") from exc
         raise AssertionError("unreachable")
 
-    def _reserve_portable(self, params: dict[str, Any]) -> tuple[bool, list[Budget], str | None]:
+    def _reserve_portable(self, params: dict[str, Any], within: Callable[[], Any] | None = None
+                          ) -> tuple[bool, list[Budget], str | None]:
         with self._tx(None, "reserve budget", refusing=True) as s:
-            return reserve_portable(s, params)
+            decided = reserve_portable(s, params)
+            if decided[0] and within is not None:
+                within()  # raises: the session rolls the reservation back
+            return decided
 
     def _on_refusal(self, budget: Budget, amount: Decimal) -> None:
         """A hard-limit alert once per window, and for a deployment-wide lane budget, the queue
@@ -381,6 +409,14 @@ class SqlAdmission:
                 s.commit()
         except SQLAlchemyError as exc:
             raise unreachable(exc, doing, refusing=refusing) from exc
+
+
+def _roll_back(conn: Any) -> None:
+    """Roll back an explicit transaction; a dead connection has none left to roll back."""
+    try:
+        conn.exec_driver_sql("ROLLBACK")
+    except SQLAlchemyError:
+        log.debug("rollback after a failed reservation step failed", exc_info=True)
 
 
 def owner_of(request: ChatRequest) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route
@@ -15,10 +16,13 @@ if TYPE_CHECKING:
 class Admission(Protocol):
     """Budget admission: reserve a worst-case cost before dispatch, settle it after."""
 
-    def reserve(self, request: ChatRequest, route: Route, amount: Decimal) -> str | None:
+    def reserve(self, request: ChatRequest, route: Route, amount: Decimal, *,
+                within: Callable[[], Any] | None = None) -> str | None:
         """Reserve ``amount`` against every applicable budget, all or nothing.
 
-        Returns a reservation id (None when no budget applies) or raises BudgetExceeded.
+        ``within`` (the rate windows) runs once inside the reservation, before it is held;
+        if it raises, nothing is held. Returns a reservation id (None when no budget
+        applies) or raises BudgetExceeded.
         """
         ...
 

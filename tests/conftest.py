@@ -1,4 +1,4 @@
-"""Session fixtures: the stand-in provider, a throwaway PostgreSQL database, Redis, a Celery worker."""
+"""Session fixtures: the stand-in provider, a throwaway PostgreSQL database, Redis, a worker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The operator audit trail: who changed behaviour (pause, budget, cache flush, keys), when and why."""
+"""The operator audit trail: who changed behaviour (pause, budget, flush, keys), when, why."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prompt and answer text, kept only for features that opt in and only for their retention period."""
+"""Prompt and answer text, kept only for features that opt in, for their retention period."""
 
 from __future__ import annotations
 

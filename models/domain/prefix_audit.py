@@ -1,4 +1,4 @@
-"""Find volatile content (timestamps, ids, dates) inside a request's static part: it defeats caching."""
+"""Find volatile content (timestamps, ids, dates) in a static part: it defeats caching."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings from ``SLUICE_*`` environment variables, read only at entry points via :func:`load_settings`."""
+"""Settings from ``SLUICE_*`` environment variables, read only at entry points."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``sluice audit``: the operator actions recorded in the audit table (pauses, budgets, flushes, keys)."""
+"""``sluice audit``: the operator actions in the audit table (pauses, budgets, keys)."""
 
 from __future__ import annotations
 

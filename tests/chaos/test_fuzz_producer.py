@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the producer API: malformed requests get a typed error naming the field."""
+"""Fuzzing the producer API: malformed requests get a typed error naming the field."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_every_part_is_a_service() -> None:
 def test_workers_consume_the_lane_queues() -> None:
     svc = services()
     queues = set()
-    for name, spec in svc.items():
+    for spec in svc.values():
         cmd = spec.get("command") or []
         if "worker" in cmd:
             assert "queues.celery_app" in cmd

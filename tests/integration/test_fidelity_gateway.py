@@ -24,13 +24,15 @@ class Spy:
     def __init__(self, real: Any) -> None:
         self.real, self.amounts = real, []  # type: list[Decimal]
 
-    def reserve(self, request: Any, route: Any, amount: Decimal) -> Any:
+    def reserve(self, request: Any, route: Any, amount: Decimal, within: Any = None) -> Any:
         self.amounts.append(amount)
-        return self.real.reserve(request, route, amount) if self.real else None
+        return self.real.reserve(request, route, amount, within=within) if self.real else None
 
-    def reserve_once(self, request: Any, route: Any, amount: Decimal) -> Any:
+    def reserve_once(self, request: Any, route: Any, amount: Decimal, within: Any = None
+                     ) -> Any:
         self.amounts.append(amount)
-        return self.real.reserve_once(request, route, amount) if self.real else (None, False)
+        return (self.real.reserve_once(request, route, amount, within=within) if self.real
+                else (None, False))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

@@ -4,15 +4,18 @@ estimate corrected to the answer's tokens at settlement."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
-from models.db.budgets import delete_budget, set_budget
+from models.db.budgets import ReservationRow, delete_budget, get_budget, set_budget
 from models.db.engine import make_engine, session_factory
 from models.db.rate_limits import remove_limit, set_limit
 from models.domain.errors import BudgetExceeded, RateLimited
@@ -73,8 +76,8 @@ def test_over_a_limit_the_producer_raises_a_typed_error_with_the_wait(
     assert "retry after" in err.value.message
 
 
-def test_a_budget_refusal_gives_the_rate_windows_back(gateway: Any, sessions: Any,
-                                                     team: str) -> None:
+def test_a_budget_refusal_never_touches_the_rate_windows(gateway: Any, sessions: Any,
+                                                         team: str) -> None:
     limit(sessions, gateway, team, rpm=5, tpm=100_000)
     with sessions() as s:
         b = set_budget(s, "team", team, "total", hard=Decimal("0.000000001"))
@@ -83,12 +86,79 @@ def test_a_budget_refusal_gives_the_rate_windows_back(gateway: Any, sessions: An
     try:
         with pytest.raises(BudgetExceeded):
             gateway.submit(ask(team))
-        assert used(gateway, team) and set(used(gateway, team).values()) == {0}
+        # The windows are taken inside the reservation, after the budgets fit: not at all.
+        assert used(gateway, team) == {}
         # Counted by the limit that refused, beside the rate limits' refusals.
         assert gateway.limiter.refusal_counts()[f"budget:team:{team}:total:usd"] == 1
     finally:
         with sessions() as s:
             delete_budget(s, b.scope, b.key, b.window, org=b.org)
+            s.commit()
+        gateway.admission.invalidate()
+
+
+def test_a_rate_refusal_holds_no_money(gateway: Any, sessions: Any, team: str) -> None:
+    limit(sessions, gateway, team, rpm=1)
+    with sessions() as s:
+        b = set_budget(s, "team", team, "total", hard=Decimal("5"))
+        s.commit()
+    gateway.admission.invalidate()
+    try:
+        first = ask(team)
+        gateway.submit(first).result(timeout=30)
+        refused = ask(team)
+        with pytest.raises(RateLimited):
+            for _ in range(2):  # the first may have ended in the window before
+                gateway.submit(refused)
+                refused = ask(team)
+        with sessions() as s:
+            held = s.scalar(select(func.count()).select_from(ReservationRow).where(
+                ReservationRow.request_id == refused["request_id"]))
+            budget = get_budget(s, "team", team, "total")
+        # Rolled back inside the reservation's transaction: no row, nothing reserved.
+        assert held == 0 and budget is not None and budget.reserved == 0
+    finally:
+        with sessions() as s:
+            delete_budget(s, b.scope, b.key, b.window, org=b.org)
+            s.commit()
+        gateway.admission.invalidate()
+
+
+def test_requests_the_budget_refuses_never_crowd_a_shared_window(
+        gateway: Any, sessions: Any, team: str) -> None:
+    # Two teams share one feature's window; the broke team's requests are all refused by its
+    # budget. Taken as two ordered steps (windows, then money, then a refund), each of those
+    # would hold a slot for the length of its budget check and crowd the other team out of
+    # the window; taken inside the reservation, they never touch it.
+    feature, rich = f"rlf{uuid.uuid4().hex[:8]}", f"{team}r"
+    with sessions() as s:
+        set_limit(s, RateLimit("feature", feature, rpm=8))
+        b = set_budget(s, "team", team, "total", hard=Decimal("0.000000001"))
+        s.commit()
+    gateway.limiter.book.invalidate()
+    gateway.admission.invalidate()
+    time.sleep(1.1)
+    outcomes: list[str] = []
+    try:
+        def one(who: str) -> None:
+            try:
+                gateway.submit(ask(who, feature=feature, max_tokens=8))
+                outcomes.append(f"{who}:sent")
+            except BudgetExceeded:
+                outcomes.append(f"{who}:budget")
+            except RateLimited:
+                outcomes.append(f"{who}:rate")
+
+        crowd = [team] * 48 + [rich] * 8
+        random.Random(7).shuffle(crowd)
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(one, crowd))
+        assert outcomes.count(f"{team}:budget") == 48
+        assert outcomes.count(f"{rich}:sent") == 8, outcomes
+    finally:
+        with sessions() as s:
+            delete_budget(s, b.scope, b.key, b.window, org=b.org)
+            remove_limit(s, "default", "feature", feature)
             s.commit()
         gateway.admission.invalidate()
 

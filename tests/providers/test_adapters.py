@@ -1,4 +1,4 @@
-"""One contract suite over every provider adapter, through the official SDKs, against the stand-in."""
+"""One contract suite over every provider adapter, through the official SDKs, on the stand-in."""
 
 from __future__ import annotations
 

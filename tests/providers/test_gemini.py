@@ -152,5 +152,5 @@ def test_the_long_context_tier_prices_every_token_and_bounds_the_reservation() -
     assert worst_case_cost(PromptCount(tokens=170_000), 1000, PRO) == Decimal("0.44")
     assert worst_case_cost(PromptCount(tokens=150_000), 1000, PRO) == Decimal("0.1975")
     for n in range(150_000, 260_001, 2_500):
-        assert worst_case_cost(PromptCount(tokens=n), 1000, PRO) >= cost_of(Usage(input_uncached=n, output=1000),
-                                                        PRO)
+        worst = worst_case_cost(PromptCount(tokens=n), 1000, PRO)
+        assert worst >= cost_of(Usage(input_uncached=n, output=1000), PRO)

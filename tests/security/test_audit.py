@@ -1,4 +1,4 @@
-"""Behaviour-changing CLI commands leave who/when/what/why in the audit table; `sluice audit` shows it."""
+"""Behaviour-changing CLI commands leave who/when/what/why in the audit table."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known fake provider and client keys never show up in logs, payloads, ledger, errors or CLI output."""
+"""Known fake provider and client keys never show in logs, payloads, ledger, errors or CLI."""
 
 from __future__ import annotations
 

@@ -136,7 +136,8 @@ def test_the_response_schema_itself_is_keyed() -> None:
     assert shaped({"type": "object"}) != shaped({"type": "object", "required": ["sku"]})
 
 
-PNG_A = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+PNG_A = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5Er"
+         "kJggg==")
 
 
 def _with_image(detail: str = "auto", data: str = PNG_A, text: str = "What is this?") -> Any:

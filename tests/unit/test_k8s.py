@@ -69,7 +69,7 @@ def crd_schema(kind: str, version: str) -> dict[str, Any]:
 def test_every_resource_validates_against_its_schema(overlay: str) -> None:
     docs = rendered(overlay)
     assert docs
-    for (kind, name), doc in docs.items():
+    for (kind, _name), doc in docs.items():
         if doc["apiVersion"].startswith("keda.sh/"):
             jsonschema.validate(doc, crd_schema(kind, doc["apiVersion"].split("/")[1]))
         else:

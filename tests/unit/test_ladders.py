@@ -181,8 +181,8 @@ def test_the_producer_reserves_for_the_escalation(tmp_path: Path) -> None:
     held: list[Decimal] = []
 
     class Admission:
-        def reserve(self, request: Any, route: Any, amount: Decimal) -> str:
-            held.append(amount)
+        def reserve(self, request: Any, route: Any, amount: Decimal, within: Any = None) -> str:
+            held.append(amount)  # ``within`` is left to the producer's own fallback
             return "r1"
 
         def release(self, rid: str) -> None:

@@ -1,4 +1,4 @@
-"""Imports point one way (models <- scheduler <- queues <- workers; ops on top), checked by import-linter."""
+"""Imports point one way (models <- scheduler <- queues <- workers; ops on top)."""
 
 from __future__ import annotations
 

@@ -306,8 +306,9 @@ def machine_for(url: str, home: Path) -> type[RuleBasedStateMachine]:
             env = Envelope.model_validate(self.queue[i % len(self.queue)])
             req = env.request.model_copy(update={"team": team})
             from models.domain.charges import reach_worst_case, reachable
-            amount = reach_worst_case(PromptCount(tokens=env.prompt_tokens), req.max_tokens, reachable(
-                self.rt.catalogue, cfg.providers.fallbacks, env.route.model))
+            amount = reach_worst_case(PromptCount(tokens=env.prompt_tokens), req.max_tokens,
+                                      reachable(self.rt.catalogue, cfg.providers.fallbacks,
+                                                env.route.model))
             try:
                 rid = self.admission.reserve(req, env.route, amount)
             except BudgetExceeded:

@@ -117,8 +117,8 @@ def test_policies_resolve_to_models(policy: str, tier: str, model: str) -> None:
 
 
 def test_request_round_trips_through_json() -> None:
-    r = parse_request(req(static={"system": "s", "few_shot": [{"role": "user", "content": "q"},
-                                                              {"role": "assistant", "content": "a"}],
+    shots = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    r = parse_request(req(static={"system": "s", "few_shot": shots,
                                   "tools": [{"name": "lookup", "description": "d"}]}))
     again = parse_request(r.model_dump(mode="json"))
     assert again == r

@@ -1,4 +1,4 @@
-"""Our one retry policy: retryable errors retried with backoff, retry-after honoured, permanent not."""
+"""Our one retry policy: retryable errors retried with backoff, retry-after honoured."""
 
 from __future__ import annotations
 

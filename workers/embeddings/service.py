@@ -241,8 +241,9 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
                 if not batch:
                     return provider.embed(model, all_items, dims, timeout_s=left)
                 return provider.embed(model, all_items, dims, timeout_s=left,
-                                      placed=lambda bid: visits.record(rt, bid, members,
-                                                                       len(all_items)))
+                                      # ``members`` is call()'s own argument, not the loop's
+                                      placed=lambda bid: visits.record(
+                                          rt, bid, members, len(all_items)))  # noqa: B023
             if packer is None:
                 reply = call(items, [Member(0, len(items), counted, key, money.current)])
                 guessed[0] = not reply.exact

@@ -153,8 +153,8 @@ def install_gpu_signals(app: Any = None, *,
     ready; a failed start ends the worker (SystemExit) instead of leaving it to fail every task.
     ``worker_shutdown`` runs after a warm shutdown has let running tasks finish. ``app`` limits
     this to one app (None: any). Settings come from ``settings_loader(worker)``, by default the
-    app's ``sluice_settings`` or the environment. Installing again replaces the handlers; the returned
-    function disconnects both handlers.
+    app's ``sluice_settings`` or the environment. Installing again replaces the handlers; the
+    returned function disconnects both handlers.
     """
     from celery import signals
 
