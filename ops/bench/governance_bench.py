@@ -5,8 +5,8 @@
 A fresh PostgreSQL database (SLUICE_TEST_PG_URL or the local one) and the local Redis
 (SLUICE_TEST_REDIS_URL, a prefix of its own). Every request meets four rate limits (its key's
 requests, its team's tokens, its model's requests, its deployment's requests: one Lua script)
-and three budgets (org, team, feature: one PostgreSQL statement), in the producer's order:
-rate windows first, then the reservation, the windows refunded on a budget refusal. Demand is
+and three budgets (org, team, feature: one PostgreSQL statement), as the producer takes them:
+the windows inside the reservation's transaction, after the budgets fit. Demand is
 split over two keys: one runs out of its requests per minute, the other into the feature
 budget, so the run refuses on both. Each producer runs the Gateway's own admission path
 (routing, counting, the limiter, the reservation) with the broker publish left out. Prints
@@ -67,7 +67,7 @@ def _ask(key_id: str) -> dict[str, Any]:
 
 def _timed(limiter: Any, into: list[float]) -> None:
     """Record how long the limiter's own step (the script's round trip) takes."""
-    acquire = limiter.acquire
+    acquire = limiter.acquire_charges  # what the admission's rate step calls
 
     def timed(*args: Any) -> Any:
         t0 = time.perf_counter()
@@ -76,7 +76,7 @@ def _timed(limiter: Any, into: list[float]) -> None:
         finally:
             into.append((time.perf_counter() - t0) * 1000)
 
-    limiter.acquire = timed
+    limiter.acquire_charges = timed
 
 
 def _produce(gw: Any, key_id: str, n: int, start: threading.Event, out: list[Any],
