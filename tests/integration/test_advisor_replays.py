@@ -4,6 +4,7 @@ read from its ledger, then the same trace with the advised lever applied."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -23,6 +24,8 @@ TOKEN = run_token()
 # advisor reads the prefix from it), the other does not (it reads the ledger only).
 STABLE = f"stable-prefix-{TOKEN}"
 STABLE_CLAUDE = f"stable-prefix-claude-{TOKEN}"
+REPEATS = f"repeats-{TOKEN}"  # exact repeats the response cache was bypassed for
+PRICED = f"priced-{TOKEN}"  # a flagship model a same-tier peer undercuts
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +63,25 @@ def _advice(sessions: Any, since: datetime, feature: str, lever: str) -> Any:
 
 
 def _billed(sessions: Any, request_ids: list[str]) -> Decimal:
-    """What the ledger charged for these requests (their final rows)."""
-    with sessions() as s:
-        rows = s.execute(select(func.count(), func.coalesce(func.sum(LedgerRow.cost), 0)).where(
-            LedgerRow.request_id.in_(request_ids), LedgerRow.outcome == "ok")).one()
-    assert rows[0] == len(request_ids)
+    """What the ledger charged for these requests, once each has its final row (a response-
+    cache hit's row is written off the hot path, so it may land a moment later)."""
+    deadline = time.time() + 30
+    while True:
+        with sessions() as s:
+            rows = s.execute(select(func.count(), func.coalesce(func.sum(LedgerRow.cost), 0))
+                             .where(LedgerRow.request_id.in_(request_ids),
+                                    LedgerRow.outcome.in_(("ok", "cache_hit")))).one()
+        if rows[0] == len(request_ids) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert rows[0] == len(request_ids), "every request of the trace has its ledger row"
     return Decimal(rows[1])
+
+
+def _complete(gw: Any, **request: Any) -> str:
+    rid = f"adv-{uuid.uuid4().hex}"
+    gw.complete({"request_id": rid, "team": "catalog", **request}, timeout=60)
+    return rid
 
 
 def _within(estimate: Decimal, actual: Decimal) -> None:
@@ -93,12 +109,9 @@ def _send(gw: Any, feature: str, model: str, volatile_in_prefix: bool) -> list[s
         stamp, ask = _stamp(i), f"Describe item {i}."
         system = f"{_rules()} {stamp}" if volatile_in_prefix else _rules()
         content = ask if volatile_in_prefix else f"{stamp}\n{ask}"
-        rid = f"adv-{uuid.uuid4().hex}"
-        gw.complete({"request_id": rid, "team": "catalog", "feature": feature,
-                     "model": model, "max_tokens": 8, "cache": {"mode": "bypass"},
-                     "static": {"system": system},
-                     "messages": [{"role": "user", "content": content}]}, timeout=60)
-        ids.append(rid)
+        ids.append(_complete(gw, feature=feature, model=model, max_tokens=8,
+                             cache={"mode": "bypass"}, static={"system": system},
+                             messages=[{"role": "user", "content": content}]))
     return ids
 
 
@@ -117,4 +130,39 @@ def test_advisor_stable_prefix_estimate_matches_a_replay_with_the_stamp_moved(
     assert "8 requests" in advice.action
     # The same trace with the stamp moved from the system prompt into the user message.
     replayed = _billed(sessions, _send(replay_gateway, feature, model, volatile_in_prefix=False))
+    _within(advice.window_saving, paid - replayed)
+
+
+def test_advisor_response_cache_estimate_matches_a_replay_with_the_cache_used(
+        replay_gateway: Any, sessions: Any) -> None:
+    # Four questions asked three times each, one at a time, the cache bypassed.
+    trace = [f"[{TOKEN}] What is the return window for item {i % 4}?" for i in range(12)]
+
+    def send(mode: str) -> list[str]:
+        return [_complete(replay_gateway, feature=REPEATS, model="cheap", max_tokens=24,
+                          cache={"mode": mode}, messages=[{"role": "user", "content": p}])
+                for p in trace]
+
+    started = datetime.now(timezone.utc)
+    paid = _billed(sessions, send("bypass"))
+    advice = _advice(sessions, started, REPEATS, "response-cache")
+    assert "8 exact repeats" in advice.action
+    replayed = _billed(sessions, send("use"))  # the lever applied: the cache read and written
+    _within(advice.window_saving, paid - replayed)
+
+
+def test_advisor_model_price_estimate_matches_a_replay_on_the_model_it_names(
+        replay_gateway: Any, sessions: Any) -> None:
+    trace = [f"[{TOKEN}] Write a product description of item {i} for the catalogue."
+             for i in range(8)]
+
+    def send(model: str) -> list[str]:
+        return [_complete(replay_gateway, feature=PRICED, model=model, max_tokens=16,
+                          cache={"mode": "bypass"}, messages=[{"role": "user", "content": p}])
+                for p in trace]
+
+    started = datetime.now(timezone.utc)
+    paid = _billed(sessions, send("gpt-4o"))
+    advice = _advice(sessions, started, PRICED, "model-price")
+    replayed = _billed(sessions, send(advice.model))  # the same trace on the proposed model
     _within(advice.window_saving, paid - replayed)
