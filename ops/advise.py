@@ -50,11 +50,12 @@ def advise(session: Session, catalogue: Catalogue, *, since: datetime,
     now = now or datetime.now(timezone.utc)
     days = Decimal(max((now - since).total_seconds(), 3600.0)) / Decimal(86400)
     scale = _MONTH / days
+    from ops.advise_prefix import stable_prefixes
     from ops.advise_text import short_prefixes, text_rows, volatile_repeats
 
     rows = list(_rows(session, since, feature))
     texts = text_rows(session, since, feature)
-    found = [*_batch(rows, catalogue), *_volatile_prefix(rows, catalogue), *_repeats(rows),
+    found = [*_batch(rows, catalogue), *stable_prefixes(rows, texts, catalogue), *_repeats(rows),
              *volatile_repeats(texts), *short_prefixes(texts, catalogue),
              *_model_prices(rows, catalogue), *_flagship_share(session, since, feature)]
     out = [Advice(a.feature, a.lever, a.action, a.assumption, a.window_saving,
@@ -95,26 +96,6 @@ def _batch(rows: list[LedgerRow], catalogue: Catalogue) -> list[Advice]:
                    f"Batch API (SLUICE_BATCH__FEATURES=[\"{f}\"])",
                    "the same tokens at the provider's batch discount; answers may take up to "
                    "24 h", v, Decimal(0)) for f, v in saved.items()]
-
-
-def _volatile_prefix(rows: list[LedgerRow], catalogue: Catalogue) -> list[Advice]:
-    """Requests whose static part carried volatile content, so their prefix never cached."""
-    saved: dict[str, Decimal] = defaultdict(Decimal)
-    count: dict[str, int] = defaultdict(int)
-    for r in rows:
-        spec = _spec(catalogue, r.model)
-        if not r.volatile_prefix or spec is None:
-            continue
-        # Assume the prefix, once stable, is read from the cache on every request but the
-        # feature's first: its input tokens at the cache-read price.
-        cached = Usage(cache_read=r.input_uncached, output=r.output)
-        saved[r.feature] += max(Decimal(0), r.cost - cost_of(cached, spec, batch=r.batch))
-        count[r.feature] += 1
-    return [Advice(f, "stable-prefix", f"move the volatile content (timestamps, ids) of "
-                   f"{count[f]} requests' static part into the messages",
-                   "the static prefix then reads from the provider's prompt cache at the "
-                   "cache-read price (upper bound: the whole prompt counted as prefix)", v,
-                   Decimal(0)) for f, v in saved.items()]
 
 
 def _repeats(rows: list[LedgerRow]) -> list[Advice]:

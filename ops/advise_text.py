@@ -32,7 +32,7 @@ PAD_MARGIN = 64
 OPENAI_STEP = 128
 #: A prefix not read again within this long is written again (Anthropic's 5-minute cache).
 CACHE_TTL = timedelta(minutes=5)
-_ROLES = ("\nuser: ", "\nassistant: ", "\ntool: ")
+ROLES = ("\nuser: ", "\nassistant: ", "\ntool: ")
 
 
 @functools.cache
@@ -110,7 +110,7 @@ def static_prefix(prompts: list[str]) -> str:
                 break
             n += 1
         common = common[:n]
-    cut = min((i for i in (common.find(r) for r in _ROLES) if i >= 0), default=-1)
+    cut = min((i for i in (common.find(r) for r in ROLES) if i >= 0), default=-1)
     if cut < 0:
         return ""
     head = common[:cut]
