@@ -180,3 +180,36 @@ def test_artifact_from_other_heuristic_signals_is_refused(
     stale = type(router.artifact)(router.artifact.kind, meta, router.artifact.arrays)
     with pytest.raises(ConfigError, match="retrain"):
         LearnedRouter(stale)
+
+
+def gain_set(n: int, seed: int) -> list[Example]:
+    """Two templates the cheap model always 'suffices' on: on "Summarise" both models are right;
+    on "Recall" only the cheap one is (the flagship refuses). Hard ones: only the flagship."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = rng.choice(["Summarise", "Recall", "Prove"])
+        prompt = f"{kind} the note on {rng.choice(TOPICS)} #{i}."
+        weak, strong = {"Summarise": (1.0, 1.0), "Recall": (1.0, 0.0),
+                        "Prove": (0.0, 1.0)}[kind]
+        out.append(Example(prompt, weak, strong, benchmark="synthetic"))
+    return out
+
+
+def test_weak_head_ranks_by_expected_gain(tmp_path: Path) -> None:
+    train = gain_set(600, seed=9)
+    artifact = fit_router(train, TrainConfig(min_df=1))
+    assert "w_intercept" in artifact.arrays and artifact.meta["training"]["weak_head"]
+    single = LearnedRouter(fit_router(train, TrainConfig(min_df=1, weak_head=False)))
+    router = load_router(artifact.save(tmp_path / "g.npz"))
+    recall = "Recall the note on the weather today."
+    summarise = "Summarise the note on the weather today."
+    # Both have cheap_suffices = 1, so one head cannot rank them; the second head puts the
+    # prompts where the flagship loses quality further from the flagship.
+    assert abs(single.score_text(recall) - single.score_text(summarise)) < 0.05
+    assert router.score_text(recall) > router.score_text(summarise) + 0.2
+    assert router.score_text(summarise) > router.score_text("Prove the note on the weather today.")
+    p = np.clip(router.score_inputs([RouteInput(e.prompt) for e in train]), 1e-12, 1 - 1e-12)
+    y = np.array([e.cheap_suffices for e in train])
+    logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    assert logloss == pytest.approx(artifact.meta["training"]["train_logloss"], rel=1e-6)
