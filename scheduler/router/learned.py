@@ -95,11 +95,17 @@ class LearnedRouter(Router):
         if self._embedder is not None and len(items):
             vecs = self._embedder.embed([item.prompt for item in items])
             logits += np.stack([vecs @ h.emb_coef for h in self._heads], axis=1)
-        # The mean of the heads ranks by expected gain of the flagship over the cheap model.
-        return [sum(_sigmoid(z) for z in row) / len(row) for row in logits.tolist()]
+        return [combine([_sigmoid(z) for z in row]) for row in logits.tolist()]
 
     def score_input(self, item: RouteInput) -> float:
         return self.score_inputs([item])[0]
+
+
+def combine(heads: Sequence[float]) -> float:
+    """P(cheap suffices) plus P(cheap strictly better), capped at 1: ranks by the cheap model's
+    expected gain over the flagship yet keeps the one-head scale, so thresholds keep meaning
+    (the mean of the two would send nearly every prompt to the flagship at 0.5)."""
+    return min(1.0, sum(heads))
 
 
 def _sigmoid(z: float) -> float:

@@ -183,32 +183,40 @@ def test_artifact_from_other_heuristic_signals_is_refused(
 
 
 def gain_set(n: int, seed: int) -> list[Example]:
-    """Two templates the cheap model always 'suffices' on: on "Summarise" both models are right;
-    on "Recall" only the cheap one is (the flagship refuses). Hard ones: only the flagship."""
+    """Cheap model sufficing half the time on "Summarise" (both right, else only the flagship)
+    and on "Recall" (only the cheap model right, else only the flagship); "Rephrase": both
+    always right; "Prove": only the flagship."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        kind = rng.choice(["Summarise", "Recall", "Prove"])
-        prompt = f"{kind} the note on {rng.choice(TOPICS)} #{i}."
-        weak, strong = {"Summarise": (1.0, 1.0), "Recall": (1.0, 0.0),
-                        "Prove": (0.0, 1.0)}[kind]
-        out.append(Example(prompt, weak, strong, benchmark="synthetic"))
+        kind = rng.choice(["Summarise", "Recall", "Rephrase", "Prove"])
+        half = rng.random() < 0.5
+        weak, strong = {"Summarise": (1.0, 1.0) if half else (0.0, 1.0),
+                        "Recall": (1.0, 0.0) if half else (0.0, 1.0),
+                        "Rephrase": (1.0, 1.0), "Prove": (0.0, 1.0)}[kind]
+        out.append(Example(f"{kind} the note on {rng.choice(TOPICS)} #{i}.", weak, strong,
+                           benchmark="synthetic"))
     return out
 
 
 def test_weak_head_ranks_by_expected_gain(tmp_path: Path) -> None:
-    train = gain_set(600, seed=9)
+    train = gain_set(800, seed=9)
     artifact = fit_router(train, TrainConfig(min_df=1))
     assert "w_intercept" in artifact.arrays and artifact.meta["training"]["weak_head"]
     single = LearnedRouter(fit_router(train, TrainConfig(min_df=1, weak_head=False)))
     router = load_router(artifact.save(tmp_path / "g.npz"))
-    recall = "Recall the note on the weather today."
-    summarise = "Summarise the note on the weather today."
-    # Both have cheap_suffices = 1, so one head cannot rank them; the second head puts the
-    # prompts where the flagship loses quality further from the flagship.
-    assert abs(single.score_text(recall) - single.score_text(summarise)) < 0.05
-    assert router.score_text(recall) > router.score_text(summarise) + 0.2
-    assert router.score_text(summarise) > router.score_text("Prove the note on the weather today.")
+    score = {k: (router.score_text(f"{k} the note on the weather today."),
+                 single.score_text(f"{k} the note on the weather today."))
+             for k in ("Summarise", "Recall", "Rephrase", "Prove")}
+    # Both suffice half the time, so one head ranks them alike; on "Recall" the flagship loses
+    # as often as it wins, and the second head moves it away from the flagship.
+    assert abs(score["Recall"][1] - score["Summarise"][1]) < 0.1
+    assert score["Recall"][0] > score["Summarise"][0] + 0.2
+    assert score["Summarise"][0] > score["Prove"][0]
+    # The one-head scale is kept where the cheap model is never strictly better (a mean of the
+    # heads would halve it and send "Rephrase" to the flagship at the default threshold 0.5).
+    assert score["Rephrase"][0] > 0.9
+    assert score["Summarise"][0] == pytest.approx(score["Summarise"][1], abs=0.1)
     p = np.clip(router.score_inputs([RouteInput(e.prompt) for e in train]), 1e-12, 1 - 1e-12)
     y = np.array([e.cheap_suffices for e in train])
     logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
