@@ -82,7 +82,8 @@ class LearnedRouter(Router):
     def _logits_text(self, item: RouteInput) -> list[float]:
         zs = [h.intercept for h in self._heads]
         if self._sig_names:
-            s = [self._signals.signals(item)[n] for n in self._sig_names]
+            signals = self._signals.signals(item)
+            s = [signals[n] for n in self._sig_names]
             zs = [z + sum(w * v for w, v in zip(h.sig_w, s)) for z, h in zip(zs, self._heads)]
         if self._spec is not None:
             weights = tfidf_weights(ngram_counts(item.prompt, self._spec), self._idf)
