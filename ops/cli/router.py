@@ -49,7 +49,7 @@ def train(
     kind: Annotated[str, typer.Option(help="tfidf-lr, embed-lr or embed+tfidf-lr.")] = "tfidf-lr",
     out: Annotated[Path, typer.Option(help="Artifact path (.npz; a .json of metadata beside).")]
     = DEFAULT_ARTIFACT,
-    c: Annotated[float, typer.Option("--c", help="Inverse regularisation strength.")] = 1.0,
+    c: Annotated[float, typer.Option("--c", help="Inverse regularisation strength.")] = 0.5,
     folds: Annotated[int, typer.Option(help="Folds of the CV whose metrics go into the artifact "
                                             "(0 skips it).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,

@@ -17,7 +17,9 @@ FORMAT = "sluice-router"
 FORMAT_VERSION = 1
 KINDS: tuple[str, ...] = ("tfidf-lr", "embed-lr", "embed+tfidf-lr")
 _ARRAYS = ("ngram_idx", "ngram_idf", "ngram_coef", "emb_coef", "sig_coef", "sig_mean",
-           "sig_scale", "intercept")
+           "sig_scale", "intercept",
+           # The optional second head, P(cheap model strictly better), on the same features.
+           "w_ngram_coef", "w_emb_coef", "w_sig_coef", "w_intercept")
 
 
 @dataclass

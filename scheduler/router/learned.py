@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,16 @@ class TextEmbedder(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class _Head:
+    """One logistic model's weights, with the signal standardisation folded in."""
+
+    intercept: float
+    sig_w: list[float]
+    ngram_coef: dict[int, float]
+    emb_coef: np.ndarray | None
+
+
 class LearnedRouter(Router):
     """Scores with the weights of a :class:`RouterArtifact`; build it with :func:`load_router`."""
 
@@ -36,7 +47,6 @@ class LearnedRouter(Router):
         self.artifact = artifact
         self.version = artifact.version
         a, feats = artifact.arrays, artifact.meta["features"]
-        self._intercept = float(a["intercept"][0])
         self._signals = HeuristicRouter()
         self._sig_names: list[str] = list(feats.get("signals") or [])
         if self._sig_names and feats.get("signals_from") != self._signals.label:
@@ -44,11 +54,6 @@ class LearnedRouter(Router):
                 f"router artifact {self.version} was trained on signals of "
                 f"{feats.get('signals_from')}, but this build computes {self._signals.label}'s: "
                 "retrain it with `sluice router train`")
-        if self._sig_names:
-            # Fold the standardisation into the weights once, instead of per decision.
-            sig_w = a["sig_coef"] / a["sig_scale"]
-            self._intercept -= float(np.dot(sig_w, a["sig_mean"]))
-            self._sig_w: list[float] = sig_w.tolist()
         self._spec: NgramSpec | None = None
         if feats.get("ngrams"):
             self._spec = NgramSpec.from_dict(feats["ngrams"])
@@ -56,34 +61,52 @@ class LearnedRouter(Router):
             # Plain dicts: a single decision touches a few hundred features, and dict lookups
             # beat numpy fancy indexing at that size.
             self._idf = dict(zip(idx, a["ngram_idf"].tolist()))
-            self._coef = dict(zip(idx, a["ngram_coef"].tolist()))
-        self._emb_coef = a["emb_coef"] if feats.get("embedding") else None
-        if self._emb_coef is not None and embedder is None:
+        # Head 0 is P(cheap suffices); an optional head 1 ("w_") is P(cheap strictly better).
+        self._heads = [self._head(a, p) for p in ("", "w_") if p + "intercept" in a]
+        if feats.get("embedding") and embedder is None:
             raise ConfigError(f"router artifact {self.version} needs an embedder; "
                               "load it with load_router()")
-        self._embedder = embedder
+        self._embedder = embedder if feats.get("embedding") else None
 
-    def _logit_text(self, item: RouteInput) -> float:
-        z = self._intercept
+    def _head(self, a: dict[str, np.ndarray], prefix: str) -> _Head:
+        intercept, sig_w = float(a[prefix + "intercept"][0]), []
         if self._sig_names:
-            s = self._signals.signals(item)
-            z += sum(w * s[n] for w, n in zip(self._sig_w, self._sig_names))
+            # Fold the standardisation into the weights once, instead of per decision.
+            w = a[prefix + "sig_coef"] / a["sig_scale"]
+            intercept -= float(np.dot(w, a["sig_mean"]))
+            sig_w = w.tolist()
+        coef = (dict(zip(a["ngram_idx"].tolist(), a[prefix + "ngram_coef"].tolist()))
+                if self._spec is not None else {})
+        return _Head(intercept, sig_w, coef, a.get(prefix + "emb_coef"))
+
+    def _logits_text(self, item: RouteInput) -> list[float]:
+        zs = [h.intercept for h in self._heads]
+        if self._sig_names:
+            signals = self._signals.signals(item)
+            s = [signals[n] for n in self._sig_names]
+            zs = [z + sum(w * v for w, v in zip(h.sig_w, s)) for z, h in zip(zs, self._heads)]
         if self._spec is not None:
             weights = tfidf_weights(ngram_counts(item.prompt, self._spec), self._idf)
-            coef = self._coef
-            z += sum(v * coef[i] for i, v in weights.items())
-        return z
+            zs = [z + sum(v * h.ngram_coef[i] for i, v in weights.items())
+                  for z, h in zip(zs, self._heads)]
+        return zs
 
     def score_inputs(self, items: Sequence[RouteInput]) -> list[float]:
-        logits = np.array([self._logit_text(item) for item in items], dtype=float)
-        if self._emb_coef is not None and len(items):
-            assert self._embedder is not None
+        logits = np.array([self._logits_text(item) for item in items], dtype=float)
+        if self._embedder is not None and len(items):
             vecs = self._embedder.embed([item.prompt for item in items])
-            logits += vecs @ self._emb_coef
-        return [_sigmoid(z) for z in logits.tolist()]
+            logits += np.stack([vecs @ h.emb_coef for h in self._heads], axis=1)
+        return [combine([_sigmoid(z) for z in row]) for row in logits.tolist()]
 
     def score_input(self, item: RouteInput) -> float:
         return self.score_inputs([item])[0]
+
+
+def combine(heads: Sequence[float]) -> float:
+    """P(cheap suffices) plus P(cheap strictly better), capped at 1: ranks by the cheap model's
+    expected gain over the flagship yet keeps the one-head scale, so thresholds keep meaning
+    (the mean of the two would send nearly every prompt to the flagship at 0.5)."""
+    return min(1.0, sum(heads))
 
 
 def _sigmoid(z: float) -> float:

@@ -180,3 +180,44 @@ def test_artifact_from_other_heuristic_signals_is_refused(
     stale = type(router.artifact)(router.artifact.kind, meta, router.artifact.arrays)
     with pytest.raises(ConfigError, match="retrain"):
         LearnedRouter(stale)
+
+
+def gain_set(n: int, seed: int) -> list[Example]:
+    """Cheap model sufficing half the time on "Summarise" (both right, else only the flagship)
+    and on "Recall" (only the cheap model right, else only the flagship); "Rephrase": both
+    always right; "Prove": only the flagship."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = rng.choice(["Summarise", "Recall", "Rephrase", "Prove"])
+        half = rng.random() < 0.5
+        weak, strong = {"Summarise": (1.0, 1.0) if half else (0.0, 1.0),
+                        "Recall": (1.0, 0.0) if half else (0.0, 1.0),
+                        "Rephrase": (1.0, 1.0), "Prove": (0.0, 1.0)}[kind]
+        out.append(Example(f"{kind} the note on {rng.choice(TOPICS)} #{i}.", weak, strong,
+                           benchmark="synthetic"))
+    return out
+
+
+def test_weak_head_ranks_by_expected_gain(tmp_path: Path) -> None:
+    train = gain_set(800, seed=9)
+    artifact = fit_router(train, TrainConfig(min_df=1))
+    assert "w_intercept" in artifact.arrays and artifact.meta["training"]["weak_head"]
+    single = LearnedRouter(fit_router(train, TrainConfig(min_df=1, weak_head=False)))
+    router = load_router(artifact.save(tmp_path / "g.npz"))
+    score = {k: (router.score_text(f"{k} the note on the weather today."),
+                 single.score_text(f"{k} the note on the weather today."))
+             for k in ("Summarise", "Recall", "Rephrase", "Prove")}
+    # Both suffice half the time, so one head ranks them alike; on "Recall" the flagship loses
+    # as often as it wins, and the second head moves it away from the flagship.
+    assert abs(score["Recall"][1] - score["Summarise"][1]) < 0.1
+    assert score["Recall"][0] > score["Summarise"][0] + 0.2
+    assert score["Summarise"][0] > score["Prove"][0]
+    # The one-head scale is kept where the cheap model is never strictly better (a mean of the
+    # heads would halve it and send "Rephrase" to the flagship at the default threshold 0.5).
+    assert score["Rephrase"][0] > 0.9
+    assert score["Summarise"][0] == pytest.approx(score["Summarise"][1], abs=0.1)
+    p = np.clip(router.score_inputs([RouteInput(e.prompt) for e in train]), 1e-12, 1 - 1e-12)
+    y = np.array([e.cheap_suffices for e in train])
+    logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    assert logloss == pytest.approx(artifact.meta["training"]["train_logloss"], rel=1e-6)
