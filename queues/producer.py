@@ -169,16 +169,16 @@ class Gateway:
             raise
 
     def _reserve(self, request: ChatRequest, route: Any, amount: Any,
-                 step: RateStep | None = None) -> tuple[str | None, bool]:
+                 step: RateStep) -> tuple[str | None, bool]:
         """The reservation, and whether the request already held it (an admission without
         ``reserve_once`` never reuses one); ``step`` runs inside it."""
         once = getattr(self.admission, "reserve_once", None)
         if once is not None:
-            rid, reused = once(request, route, amount, within=step and step.needed)
+            rid, reused = once(request, route, amount, within=step.needed)
             return rid, bool(reused)
         assert self.admission is not None
         return self.admission.reserve(request, route, amount,
-                                      within=step and step.needed), False
+                                      within=step.needed), False
 
     def _deadline(self, request: ChatRequest, now: float) -> float | None:
         """When a worker should no longer start the request: once its caller's own timeout has

@@ -151,3 +151,13 @@ def rabbitmq_gateway(rabbitmq_env: dict[str, str], tmp_path_factory: Any) -> Ite
         gw = connect(load_settings(dict(rabbitmq_env)))
         yield gw
         gw.close()
+
+
+@pytest.fixture(scope="module")
+def sessions(pg_url: str) -> Iterator[Any]:
+    """Ledger sessions for a test module (modules needing another pool size define their own)."""
+    from models.db.engine import make_engine, session_factory
+
+    engine = make_engine(pg_url)
+    yield session_factory(engine)
+    engine.dispose()

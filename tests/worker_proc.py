@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,18 @@ def celery_worker(env: dict[str, str], log: Path, *, queues: str, name: str,
             proc.wait(timeout=stop_timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def worker_gateway(env: dict[str, str], log: Path, *, name: str,
+                   queues: str = "interactive.api,async.api") -> Iterator[Any]:
+    """A worker process on ``env`` and a Gateway with the same settings, closed afterwards."""
+    from models.domain.settings import load_settings
+    from queues.producer import connect
+
+    with celery_worker(env, log, queues=queues, name=name):
+        gw = connect(load_settings(dict(env)))
+        try:
+            yield gw
+        finally:
+            gw.close()

@@ -20,7 +20,6 @@ import pytest
 
 from models.db import attempts, ledger
 from models.db.budgets import ReservationRow, delete_budget, set_budget
-from models.db.engine import make_engine, session_factory
 from models.domain.settings import load_settings
 from tests.e2e.frontdoor_support import mint, serve_frontdoor
 from tests.services import run_token
@@ -63,12 +62,6 @@ def door(env: dict[str, str], worker: Any) -> Iterator[str]:
     with serve_frontdoor(load_settings(env)) as url:
         yield url
 
-
-@pytest.fixture(scope="module")
-def sessions(pg_url: str) -> Iterator[Any]:
-    engine = make_engine(pg_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture()

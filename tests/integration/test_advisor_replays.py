@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.db.engine import make_engine, session_factory
 from models.db.tables import LedgerRow
 from tests.services import run_token
 
@@ -31,24 +30,14 @@ PRICED = f"priced-{TOKEN}"  # a flagship model a same-tier peer undercuts
 @pytest.fixture(scope="module")
 def replay_gateway(integration_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Any]:
     """A worker on queues of its own; the replayed features keep their text."""
-    from models.domain.settings import load_settings
-    from queues.producer import connect
-    from tests.worker_proc import celery_worker
+    from tests.worker_proc import worker_gateway
 
     env = {**integration_env, "SLUICE_BROKER__KEY_PREFIX": f"sga{TOKEN}:",
            "SLUICE_PRIVACY__STORE_TEXT_FEATURES": json.dumps([STABLE])}
     log = tmp_path_factory.mktemp("advisor") / "worker.log"
-    with celery_worker(env, log, queues="interactive.api,async.api", name=f"advisor-{TOKEN}"):
-        gw = connect(load_settings(dict(env)))
+    with worker_gateway(env, log, name=f"advisor-{TOKEN}") as gw:
         yield gw
-        gw.close()
 
-
-@pytest.fixture(scope="module")
-def sessions(pg_url: str) -> Iterator[Any]:
-    engine = make_engine(pg_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _advice(sessions: Any, since: datetime, feature: str, lever: str) -> Any:

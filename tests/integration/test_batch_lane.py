@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from models.db import ledger
-from models.db.engine import make_engine, session_factory
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.errors import ProviderPermanent
@@ -62,12 +61,6 @@ def batch_gateway(batch_env: dict[str, str], batch_worker: Any) -> Iterator[Any]
     yield gw
     gw.close()
 
-
-@pytest.fixture(scope="module")
-def sessions(pg_url: str) -> Iterator[Any]:
-    engine = make_engine(pg_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def req(model: str, *, batch: str | None = "true", text: str = "Rephrase: linen towel",

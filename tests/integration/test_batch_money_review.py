@@ -11,7 +11,7 @@ from models.db import ledger
 from models.db.attempts import AttemptRow
 from models.domain.cost import cost_of
 from tests.integration.test_batch_lane import (  # noqa: F401 - fixtures
-    BATCH_MAX, CAT, batch_env, batch_gateway, batch_worker, req, sessions)
+    BATCH_MAX, CAT, batch_env, batch_gateway, batch_worker, req)
 
 pytestmark = pytest.mark.integration
 

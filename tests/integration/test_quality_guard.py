@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from models.db import audit, ledger
 from models.db import quality as repo
 from models.db.budgets import get_budget
-from models.db.engine import make_engine, session_factory
 from models.db.tables import JudgementRow, LedgerRow
 from models.domain.errors import ValidationError
 from models.domain.quality import PURPOSE_TAG, shadow_budget_key
@@ -64,24 +63,13 @@ def quality_env(integration_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def quality_gateway(quality_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Any]:
-    from models.domain.settings import load_settings
-    from queues.producer import connect
-    from tests.worker_proc import celery_worker
+    from tests.worker_proc import worker_gateway
 
     log = tmp_path_factory.mktemp("quality") / "worker.log"
     WORKER_LOG.append(log)
-    with celery_worker(quality_env, log, queues="interactive.api,async.api",
-                       name=f"quality-{TOKEN}"):
-        gw = connect(load_settings(dict(quality_env)))
+    with worker_gateway(quality_env, log, name=f"quality-{TOKEN}") as gw:
         yield gw
-        gw.close()
 
-
-@pytest.fixture(scope="module")
-def sessions(pg_url: str) -> Iterator[Any]:
-    engine = make_engine(pg_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def ask(gw: Any, feature: str, text: str) -> Any:

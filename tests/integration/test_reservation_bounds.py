@@ -5,7 +5,6 @@ and for GPT (issue 16, must-have 7)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -13,18 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from models.db.budgets import ReservationRow, delete_budget, set_budget
-from models.db.engine import make_engine, session_factory
 
 pytestmark = pytest.mark.integration
 TOOLS = [{"name": "find_order", "description": "Look an order up by its number.",
           "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]
 
-
-@pytest.fixture(scope="module")
-def sessions(pg_url: str) -> Iterator[Any]:
-    engine = make_engine(pg_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 @pytest.mark.parametrize("model", ["claude-haiku-4-5", "gpt-4o-mini"])

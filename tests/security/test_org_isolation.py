@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from models.db import ledger
-from models.db.engine import make_engine, session_factory
 from tests.e2e.frontdoor_support import mint, serve_frontdoor
 
 pytestmark = pytest.mark.integration
@@ -23,12 +22,6 @@ def door(integration_settings: Any, gateway: Any) -> Iterator[str]:
     with serve_frontdoor(integration_settings) as url:
         yield url
 
-
-@pytest.fixture(scope="module")
-def sessions(pg_url: str) -> Iterator[Any]:
-    engine = make_engine(pg_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _tag() -> str:
