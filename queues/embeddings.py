@@ -230,29 +230,32 @@ def _dispatch(gateway: Any, request: EmbeddingRequest, route: Route, model: Mode
     prompt_tokens = sum(item_tokens)
 
     def send(step: RateStep) -> TaskHandle:
-        reservation = None
+        reservation, reused = None, False
         if gateway.admission is not None:
             # Input tokens at the model's price: an embedding generates nothing, and is never
             # sent to another model (a vector of one model must not stand in for another's).
             amount = worst_case_cost(PromptCount(tokens=prompt_tokens), 0, model)
-            reservation = gateway.admission.reserve(request, route, amount,
-                                                    within=step.needed)
-        step.ensure()
-        grant, waits = step.grant, step.waits
-        now = time.time()
-        sub = request.model_copy(update={"inputs": tuple(request.inputs[i] for i in missing)})
-        env = EmbeddingEnvelope(request=sub, route=route, item_tokens=item_tokens,
-                                prompt_tokens=prompt_tokens, reservation_id=reservation,
-                                enqueued_at=now, deadline=gateway._deadline(request, now),
-                                dimensions=dims, rate_grant=grant.to_json() if grant else None,
-                                rate_wait=waits is not None)
-        if "request_id" in request.model_fields_set:  # a caller's id: maybe a retry
-            gateway.forget_error(task_id_for(sub))  # type: ignore[arg-type]
+            # As chat does: a retry while its first run is open gets that run's reservation,
+            # which this one must never release.
+            reservation, reused = gateway._reserve(request, route, amount, step)
         try:
+            step.ensure()  # an admission that did not run it: a refusal releases the money
+            grant, waits = step.grant, step.waits
+            now = time.time()
+            sub = request.model_copy(update={"inputs": tuple(request.inputs[i]
+                                                             for i in missing)})
+            env = EmbeddingEnvelope(request=sub, route=route, item_tokens=item_tokens,
+                                    prompt_tokens=prompt_tokens, reservation_id=reservation,
+                                    enqueued_at=now, deadline=gateway._deadline(request, now),
+                                    dimensions=dims,
+                                    rate_grant=grant.to_json() if grant else None,
+                                    rate_wait=waits is not None)
+            if "request_id" in request.model_fields_set:  # a caller's id: maybe a retry
+                gateway.forget_error(task_id_for(sub))  # type: ignore[arg-type]
             return TaskHandle(_send(gateway, env, countdown=waits),
                               request_id=request.request_id, model=model.name)
         except Exception:
-            if reservation is not None:
+            if reservation is not None and not reused:
                 gateway.admission.release(reservation)
             raise
 

@@ -149,15 +149,17 @@ class Gateway:
                                  if may_use(request, m.name, self.settings.routing)]
             amount = reach_worst_case(prompt, request.max_tokens, chain)
             reservation, reused = self._reserve(request, route, amount, step)
-        step.ensure()
-        grant, waits = step.grant, step.waits
-        now = time.time()
-        envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
-                            reservation_id=reservation, prompt_hash=prompt_hash(request),
-                            enqueued_at=now, deadline=self._deadline(request, now),
-                            stream=stream, rate_grant=grant.to_json() if grant else None,
-                            rate_wait=waits is not None)
         try:
+            # Inside: an admission that did not run the step leaves it here, after the money,
+            # and a refusal by it must release that money too.
+            step.ensure()
+            grant, waits = step.grant, step.waits
+            now = time.time()
+            envelope = Envelope(request=request, route=route, prompt_tokens=prompt_tokens,
+                                reservation_id=reservation, prompt_hash=prompt_hash(request),
+                                enqueued_at=now, deadline=self._deadline(request, now),
+                                stream=stream, rate_grant=grant.to_json() if grant else None,
+                                rate_wait=waits is not None)
             if not fresh:
                 self.forget_error(task_id_for(request))
             return TaskHandle(self._send(envelope, countdown=waits),

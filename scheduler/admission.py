@@ -108,11 +108,15 @@ class SqlAdmission:
             rid = uuid.uuid4().hex
             fits, budgets, prior = self._try_reserve(rid, ids, request, route, amount, within)
             if prior is not None:
+                # The first run's money: the step goes first (once), so a retry it refuses
+                # neither grows nor renews that reservation; the caller gives back what it
+                # took if a later pass refuses.
+                if within is not None:
+                    within()
+                    within = None
                 # One request holds one reservation; it must cover what is asked now too.
                 if not self.cover(prior, amount, request, route):
                     continue  # settled or expired meanwhile: hold anew
-                if within is not None:
-                    within()  # the first run's money: nothing of this run's to roll back
                 return prior, True
             if fits:
                 return rid, False  # ``within`` ran inside the reservation's transaction
