@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models.db import ledger
+from models.db import attempts, ledger
 from models.domain.errors import ProviderRetryable, from_dict
 from models.domain.request import parse_request
 from models.domain.result import Route
@@ -54,6 +54,14 @@ def test_transient_faults_are_retried_then_answered_once(rt: Any, standin: Any,
     with rt.session() as s:
         row = ledger.get(s, msg["request"]["request_id"])
         assert row is not None and row.outcome == "ok" and row.cost > 0
+        tried = attempts.of_request(s, msg["request"]["request_id"])
+    assert len(tried) == len(faults) + 1 and tried[-1].outcome == "ok"
+    assert row.cost == sum(a.cost for a in tried)
+    if "malformed" in faults:
+        # A 200 that does not parse may still be billed: charged at an estimate, shown apart.
+        bad = next(a for a in tried if a.outcome == "unparseable")
+        assert bad.billing == "estimated" and bad.cost > 0
+        assert row.estimated_cost >= bad.cost > 0
 
 
 def test_exhausted_retries_fall_back_and_bill_only_the_fallback(rt: Any, standin: Any) -> None:
