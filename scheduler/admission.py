@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,15 +23,15 @@ from models.domain.budget import (
     SCOPES,
     WINDOWS,
     Budget,
-    pause_queues,
     refusal,
-    request_keys,
 )
 from models.domain.errors import QueuePaused
 from models.domain.request import ChatRequest
 from models.domain.result import Route
 from models.domain.settings import Settings
-from scheduler import alerts, governor
+from scheduler import governor
+from scheduler.budget_index import BudgetIndex
+from scheduler.limit_alerts import LimitAlerts
 from scheduler.governor import SqlPauseBook, parse_ids, unreachable
 
 log = logging.getLogger("sluice.admission")
@@ -73,12 +71,8 @@ class SqlAdmission:
         # consistent), and a worker's confirm() finds such a lost reservation missing and holds
         # the money again, or refuses, before anything is sent. Settles stay synchronous.
         self._fast = autocommit_engine(engine, config.pool_size) if self._pg else None
-        self._lock = threading.Lock()
-        self._index: dict[tuple[str, str, str], list[tuple[int, datetime | None]]] = {}
-        self._loaded_at = float("-inf")
-        self._ever_loaded = False
-        self._hard_seen: set[tuple[int, datetime, Decimal]] = set()
-        self._soft_seen: set[tuple[int, datetime]] = set()
+        self._budgets = BudgetIndex(sessions, config.budget_cache_ttl_s)
+        self._alerts = LimitAlerts(lambda doing: self._tx(None, doing), clock, pauses)
 
     # --- the protocol ---
 
@@ -122,7 +116,7 @@ class SqlAdmission:
                 return rid, False  # ``within`` ran inside the reservation's transaction
             full = sorted((b for b in budgets if not b.fits(amount)), key=_widest_first)
             if len(budgets) == len(ids) and full:
-                self._on_refusal(full[0], amount)
+                self._alerts.refused(full[0], amount)
                 raise refusal(full[0], amount)
             self.invalidate()  # a budget was deleted or added meanwhile: look again
         raise unreachable(RuntimeError("the budget list kept changing"), "reserve")
@@ -164,7 +158,7 @@ class SqlAdmission:
                                                  now=now)).all())
             if extra:
                 rows += s.scalars(change_budgets(extra, spent=actual, now=now)).all()
-            self._soft_check(s, [to_budget(r) for r in rows], now)
+            self._alerts.soft(s, [to_budget(r) for r in rows], now)
         return True
 
     def charge(self, request: ChatRequest, actual: Decimal, session: Session | None = None
@@ -179,7 +173,7 @@ class SqlAdmission:
         now = self.clock()
         with self._tx(session, "charge budgets") as s:
             rows = s.scalars(change_budgets(ids, spent=actual, now=now)).all()
-            self._soft_check(s, [to_budget(r) for r in rows], now)
+            self._alerts.soft(s, [to_budget(r) for r in rows], now)
 
     def _unlisted(self, request: ChatRequest | None, listed: list[int]) -> list[int]:
         """Budgets of ``request`` that apply now but are not among ``listed``."""
@@ -257,7 +251,7 @@ class SqlAdmission:
 
     def invalidate(self) -> None:
         """Forget the cached budget list (after setting budgets in this process)."""
-        self._loaded_at = float("-inf")
+        self._budgets.invalidate()
 
     def close(self) -> None:
         """Close the admission pool's connections."""
@@ -271,41 +265,12 @@ class SqlAdmission:
                          + self.config.lease_margin_s)
 
     def _ids(self, request: ChatRequest, *, rolled: bool = False) -> list[int]:
-        if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
-            # Callers may hold a pooled connection (a worker's final write settles inside its
-            # ledger transaction): were they all to wait here while the one reloading waits for
-            # a connection, the pool would deadlock until its timeout (30 s; seen when a packed
-            # embedding call's members all finished at once). So only a first load blocks;
-            # later, one thread reloads and the others read the index it replaces.
-            if self._lock.acquire(blocking=not self._ever_loaded):
-                try:
-                    if time.monotonic() - self._loaded_at > self.config.budget_cache_ttl_s:
-                        self._index = self._load_index()
-                        self._loaded_at = time.monotonic()
-                        self._ever_loaded = True
-                finally:
-                    self._lock.release()
-        found = [ref for k in request_keys(request) for ref in self._index.get(k, ())]
+        found = self._budgets.refs(request)
         now = self.clock()
         if not rolled and any(resets is not None and resets <= now for _, resets in found):
             self._roll(now)
             return self._ids(request, rolled=True)
         return sorted(i for i, _ in found)
-
-    def _load_index(self) -> dict[tuple[str, str, str], list[tuple[int, datetime | None]]]:
-        try:
-            with self.sessions() as s:
-                rows = s.execute(select(BudgetRow.id, BudgetRow.org, BudgetRow.scope,
-                                        BudgetRow.key, BudgetRow.resets_at)).all()
-        except SQLAlchemyError as exc:
-            raise unreachable(exc, "read the budgets") from exc
-        # Keyed by (org, scope, key), as request_keys() names a request's budgets.
-        index: dict[tuple[str, str, str], list[tuple[int, datetime | None]]] = {}
-        for bid, org, scope, key, resets in rows:
-            resets = None if resets is None else (resets if resets.tzinfo
-                                                  else resets.replace(tzinfo=timezone.utc))
-            index.setdefault((org, scope, key), []).append((bid, resets))
-        return index
 
     def _roll(self, now: datetime) -> None:
         with self._tx(None, "roll budget windows", refusing=True) as s:
@@ -366,40 +331,6 @@ class SqlAdmission:
             if decided[0] and within is not None:
                 within()  # raises: the session rolls the reservation back
             return decided
-
-    def _on_refusal(self, budget: Budget, amount: Decimal) -> None:
-        """A hard-limit alert once per window, and for a deployment-wide lane budget, the queue
-        pause (an org's own budget never pauses the queues every org shares)."""
-        log.info("refused %s: needs %s, room %s", budget.name, amount, budget.room)
-        key = (budget.id, budget.window_start, budget.hard_limit)
-        pausing = budget.pauses
-        if key in self._hard_seen and not (pausing and self._pause_missing(budget)):
-            return
-        try:
-            with self._tx(None, "record the hard limit") as s:
-                alerts.record_alert(s, budget, "hard", self.clock())
-                if pausing:
-                    governor.record_budget_pause(s, budget, self.clock())
-        except Exception as exc:  # noqa: BLE001 - the refusal itself must still reach the caller
-            log.error("could not record the hard limit of %s: %s", budget.name, exc)
-            return
-        self._hard_seen.add(key)
-        if self.pauses is not None:
-            self.pauses.invalidate()
-
-    def _pause_missing(self, budget: Budget) -> bool:
-        if self.pauses is None:
-            return True
-        try:
-            return any(self.pauses.paused(q) is None for q in pause_queues(budget))
-        except Exception:  # noqa: BLE001 - unknown: try to record it again
-            return True
-
-    def _soft_check(self, s: Session, budgets: list[Budget], now: datetime) -> None:
-        for b in budgets:
-            if b.soft_reached() and (b.id, b.window_start) not in self._soft_seen:
-                alerts.record_alert(s, b, "soft", now)
-                self._soft_seen.add((b.id, b.window_start))
 
     @contextmanager
     def _tx(self, session: Session | None, doing: str, *, refusing: bool = False
