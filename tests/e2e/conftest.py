@@ -1,4 +1,5 @@
-"""Fixtures of the front-door e2e modules: one door for the session, its ledger, a team key."""
+"""Fixtures of the front-door e2e modules: one door for the session, its ledger, a team key,
+and a small door that sheds past two requests in flight."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ def client(door: str, team_key: str) -> Iterator[openai.OpenAI]:
     c = openai.OpenAI(api_key=team_key, base_url=door + "/v1", max_retries=0, timeout=30)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def small_door(integration_settings: Any, gateway: Any) -> Iterator[str]:
+    """A front door that holds at most two interactive requests in flight (each door's
+    shedding test: chat, Messages, Responses)."""
+    shedding = integration_settings.shedding.model_copy(update={"max_inflight": 2,
+                                                                "min_inflight": 1})
+    with serve_frontdoor(integration_settings.model_copy(update={"shedding": shedding})) as url:
+        yield url

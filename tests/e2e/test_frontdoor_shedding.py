@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,18 +14,9 @@ import pytest
 
 from models.db import ledger
 from models.db.engine import make_engine, session_factory
-from tests.e2e.frontdoor_support import mint, serve_frontdoor
+from tests.e2e.frontdoor_support import mint
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def small_door(integration_settings: Any, gateway: Any) -> Iterator[str]:
-    """A front door that holds at most two interactive requests in flight."""
-    shedding = integration_settings.shedding.model_copy(update={"max_inflight": 2,
-                                                                "min_inflight": 1})
-    with serve_frontdoor(integration_settings.model_copy(update={"shedding": shedding})) as url:
-        yield url
 
 
 def load(door: str, key: str) -> dict[str, Any]:

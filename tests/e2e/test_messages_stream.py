@@ -16,7 +16,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.e2e.frontdoor_support import mint, row, serve_frontdoor
+from tests.e2e.frontdoor_support import mint, row
 from tests.e2e.messages_support import CLAUDE, said, tools
 
 pytestmark = pytest.mark.integration
@@ -132,14 +132,6 @@ def test_an_error_after_the_first_byte_is_an_error_event_the_sdk_raises(
     assert got, "the error must come after some text"
     assert exc.value.body["type"] == "error"
     assert exc.value.body["error"]["type"] == "timeout_error"
-
-
-@pytest.fixture(scope="module")
-def small_door(integration_settings: Any, gateway: Any) -> Iterator[str]:
-    shedding = integration_settings.shedding.model_copy(update={"max_inflight": 2,
-                                                                "min_inflight": 1})
-    with serve_frontdoor(integration_settings.model_copy(update={"shedding": shedding})) as url:
-        yield url
 
 
 def test_shedding_is_a_529_overloaded_error_and_nothing_is_billed(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -289,3 +292,98 @@ def test_a_stream_that_breaks_after_its_first_text_ends_with_an_error_event(
     assert "response.completed" not in kinds
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[-1]["message"]
+
+
+ANSWER = {"type": "object", "properties": {"title": {"type": "string"}},
+          "required": ["title"], "additionalProperties": False}
+
+
+def test_cache_key_truncation_parallel_tool_calls_and_a_json_schema_reach_openai(
+        client: Any, standin: Any) -> None:
+    """The request fields a Responses client sets for caching, context and output shape are
+    what OpenAI's Responses API receives upstream, the schema whole."""
+    ask = said("use tool get_weather for Turin")
+    client.responses.create(
+        model=MINI, input=ask, tools=[WEATHER], parallel_tool_calls=False,
+        prompt_cache_key="agent-session-42", truncation="auto",
+        text={"format": {"type": "json_schema", "name": "answer", "schema": ANSWER,
+                         "strict": True}})
+    body = sent_to_openai(standin, ask)
+    assert body["prompt_cache_key"] == "agent-session-42"
+    assert body["truncation"] == "auto"
+    assert body["parallel_tool_calls"] is False
+    assert body["text"]["format"] == {"type": "json_schema", "name": "answer",
+                                      "schema": ANSWER, "strict": True}
+    assert [t["name"] for t in body["tools"]] == ["get_weather"]
+
+
+def test_a_stream_relays_text_as_the_provider_generates_it(client: Any, sessions: Any,
+                                                           standin: Any) -> None:
+    with client.responses.stream(model=MINI, input=said("Hi"),
+                                 max_output_tokens=16) as warm:  # warm the stream path
+        list(warm)
+    standin.script_faults(["slow=40"], path="openai", model=MINI)
+    t0 = time.monotonic()
+    arrivals: list[float] = []
+    with client.responses.with_streaming_response.create(
+            model=MINI, input=said("Title: desk"), max_output_tokens=24, stream=True,
+            extra_headers={"x-sluice-feature": "responses-stream"}) as raw:
+        rid = raw.headers["x-sluice-request-id"]
+        events = []
+        for line in raw.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: "):]))
+                if events[-1]["type"] == "response.output_text.delta":
+                    arrivals.append(time.monotonic() - t0)
+    total = time.monotonic() - t0
+    assert len(arrivals) >= 3 and arrivals[0] < 0.6 * total, (arrivals, total)
+    done = events[-1]  # incomplete when the answer reached max_output_tokens, as OpenAI's
+    assert done["type"] in ("response.completed", "response.incomplete")
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text and text == done["response"]["output"][0]["content"][0]["text"]
+    r = row(sessions, rid)
+    assert (r.feature, r.outcome, r.model) == ("responses-stream", "ok", MINI)
+    assert done["response"]["usage"]["output_tokens"] == r.output
+
+
+def test_shedding_is_an_openai_shaped_503_and_nothing_is_billed(
+        small_door: str, pg_url: str, sessions: Any, standin: Any) -> None:
+    from models.db import ledger
+
+    team = f"shed-resp-{uuid.uuid4().hex[:6]}"
+    sdk = openai.OpenAI(api_key=mint(pg_url, team), base_url=small_door + "/v1",
+                        max_retries=0, timeout=60)
+    standin.script_faults(["timeout=3", "timeout=3"], path="openai", model=MINI)
+
+    def ask(tag: str) -> Any:
+        return sdk.responses.with_raw_response.create(
+            model=MINI, max_output_tokens=16, input=f"{tag} {uuid.uuid4().hex}")
+
+    with ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(ask, "slow") for _ in range(2)]
+        time.sleep(1.0)  # both are in flight, held by the slow provider
+        before = standin.stats()["requests"]
+        t0 = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as exc:
+            ask("shed")
+        took = time.monotonic() - t0
+        assert standin.stats()["requests"] == before  # never sent upstream
+        answers = [f.result(timeout=60) for f in slow]
+    err = exc.value
+    assert err.status_code == 503 and took < 2.5
+    body = err.body
+    assert isinstance(body, dict) and body["code"] == "overloaded"
+    assert body["type"] == "server_error" and body["message"]
+    assert err.response.json() == {"error": body}  # OpenAI's envelope
+    assert err.response.headers["x-should-retry"] == "true"
+    assert err.response.headers["retry-after"] == "1"
+    assert all(a.http_response.status_code == 200 for a in answers)
+    # Only the two admitted requests are in the ledger: the refused one was never billed.
+    with sessions() as s:
+        lines = ledger.spend_by(s, "team", team=team)
+        for a in answers:
+            assert ledger.get(s, a.headers["x-sluice-request-id"]).outcome == "ok"
+    assert sum(line.requests for line in lines) == 2
+    assert sum(line.cost for line in lines) == sum(
+        row(sessions, a.headers["x-sluice-request-id"]).cost for a in answers)
+    sdk.close()

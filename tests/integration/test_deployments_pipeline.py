@@ -7,6 +7,7 @@ worker and comes back when its cooldown lapses.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from models.db.attempts import AttemptRow
-from models.db.budgets import get_budget, set_budget
+from models.db.budgets import ReservationRow, get_budget, set_budget
 from models.db.engine import make_engine, session_factory
 from models.db.tables import LedgerRow
 from models.domain.catalogue import load_catalogue
@@ -44,6 +45,8 @@ pytestmark = pytest.mark.integration
 MODEL = "claude-sonnet-4-6"
 TEAM = f"deploy{run_token()}".replace("_", "")
 COOLDOWN_S = 10
+#: A model with two deployments and a fallback model (SLUICE_PROVIDERS__FALLBACKS below).
+FALLING, FALLBACK = "claude-opus-4-7", "claude-haiku-4-5"
 LONG_SYSTEM = "You answer questions about tea. " + " ".join(
     f"Rule {i}: cite the leaf grade." for i in range(300))
 
@@ -64,6 +67,17 @@ base_url = "{bedrock}"
 region = "us-east-1"
 regional = true
 weight = 3
+
+[deployments.opus-direct]
+model = "{FALLING}"
+transport = "anthropic"
+base_url = "{direct}"
+
+[deployments.opus-bedrock]
+model = "{FALLING}"
+transport = "bedrock"
+base_url = "{bedrock}"
+region = "us-east-1"
 
 [deployments.haiku-direct]
 model = "claude-haiku-4-5"
@@ -93,6 +107,7 @@ def deployed(integration_env: dict[str, str], tmp_path_factory: Any) -> Iterator
                "SLUICE_BROKER__KEY_PREFIX": prefix, "SLUICE_CACHE__KEY_PREFIX": prefix + "rc:",
                "SLUICE_TEST_KEY_PREFIX": prefix,
                "SLUICE_PROVIDERS__DEPLOYMENT_COOLDOWN_S": str(COOLDOWN_S),
+               "SLUICE_PROVIDERS__FALLBACKS": json.dumps({FALLING: [FALLBACK]}),
                # Fake AWS credentials: the SDK signs, the stand-in accepts any signature.
                "AWS_ACCESS_KEY_ID": "AKIDSTANDIN", "AWS_SECRET_ACCESS_KEY": "standin"}
         with celery_worker(env, folder / "worker.log", queues="interactive.api,async.api",
@@ -363,3 +378,66 @@ def test_a_deployment_past_its_own_budget_leaves_routing_and_requests_still_succ
     # Never sent to the spent deployment again, so nothing failed or was refused.
     assert all([a.deployment for a in tries[d["request_id"]]] == [r.deployment]
                for d, r in zip(theirs, results))
+
+
+def test_every_deployment_of_a_model_is_tried_before_its_fallback_model_inside_the_reservation(
+        deployed: Any, sessions: Any) -> None:
+    """Both deployments of the primary refuse: the attempts go deployment A (one try, another
+    deployment follows), deployment B (the full retry policy: the last deployment), and only
+    then the fallback model, which answers; every attempt was admitted inside the request's
+    one reservation, and the budget is charged what was spent and nothing more."""
+    gw, direct, bedrock, cat = (deployed["gw"], deployed["direct"], deployed["bedrock"],
+                                deployed["catalogue"])
+    primary, fallback = cat.get(FALLING), cat.get(FALLBACK)
+    feature = f"cross-{uuid.uuid4().hex[:8]}"
+    # A prefix whose fallback lands on haiku-direct (no budget of its own: the test of
+    # haiku-bedrock's own budget is left alone whichever order they run in).
+    d = next(x for x in (ask(feature, "Which tea?", model=FALLING,
+                             static={"system": f"Opus tea room {i}."}) for i in range(200))
+             if deployment_name(rank(fallback.variants, prefix_key(parse_request(x)))[0])
+             == "haiku-direct")
+    first, second = (deployment_name(v) for v in rank(primary.variants,
+                                                      prefix_key(parse_request(d))))
+    from models.domain.cost import worst_case_cost
+    from models.domain.tokens import prompt_count
+
+    req = parse_request(d)
+    # Room for exactly the reservation (the dearest attempt the chain can reach) and no more.
+    hard = max(worst_case_cost(prompt_count(req), req.max_tokens, v)
+               for m in (primary, fallback) for v in m.variants)
+    with sessions() as s:
+        set_budget(s, "feature", feature, "total", hard=hard)
+        s.commit()
+    gw.admission.invalidate()
+    direct.script_faults(["500"] * 3, model=FALLING)
+    bedrock.script_faults(["500"] * 3, model=FALLING)
+    try:
+        result = gw.complete(d, timeout=60)
+    finally:
+        direct.reset(), bedrock.reset()
+    assert (result.model, result.deployment) == (FALLBACK, "haiku-direct")
+    assert "fallback to claude-haiku-4-5" in result.route.reason
+    tries = attempts_of(sessions, [d["request_id"]])[d["request_id"]]
+    assert [(a.model, a.deployment, a.kind, a.outcome) for a in tries] == [
+        (FALLING, first, "call", "refused"),
+        (FALLING, second, "fallback", "refused"),
+        (FALLING, second, "retry", "refused"),
+        (FALLING, second, "retry", "refused"),
+        (FALLBACK, "haiku-direct", "fallback", "ok")]
+    assert [a.cost for a in tries[:-1]] == [0] * 4 and tries[-1].cost == result.cost > 0
+    # One reservation held for the whole chain: each attempt was admitted inside it (what
+    # was spent before it plus its own worst case), and it settled at what was spent.
+    with sessions() as s:
+        held = s.scalars(select(ReservationRow)
+                         .where(ReservationRow.request_id == d["request_id"])).all()
+        b = get_budget(s, "feature", feature, "total")
+    assert len(held) == 1 and held[0].state == "settled" and held[0].amount == hard
+    assert held[0].actual == result.cost
+    spent = Decimal(0)
+    for a in tries:
+        assert spent + a.worst_case <= held[0].amount
+        spent += a.cost
+    assert b is not None and b.spent == result.cost <= hard and b.reserved == 0
+    row = rows(sessions, [d["request_id"]])[d["request_id"]]
+    assert (row.outcome, row.model, row.deployment, row.cost) == (
+        "ok", FALLBACK, "haiku-direct", result.cost)

@@ -211,3 +211,81 @@ def test_streamed_thinking_opens_its_own_blocks_before_the_text() -> None:
     whole = events(Events("r1", "m").whole(thoughtful()))
     assert [d["content_block"]["type"] for k, d in whole if k == "content_block_start"] == [
         "thinking", "redacted_thinking", "text"]
+
+
+#: A Messages tool loop with thinking: what a coding agent sends back on its next turn.
+AGENT_LOOP = {
+    "system": [{"type": "text", "text": "You look things up."}],
+    "tools": [{"name": "find", "description": "Finds a part.",
+               "input_schema": {"type": "object", "properties": {"q": {"type": "integer"}}}}],
+    "messages": [
+        {"role": "user", "content": "find 42"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "the user wants part 42", "signature": "sig-xyz"},
+            {"type": "text", "text": "Looking."},
+            {"type": "tool_use", "id": "toolu_1", "name": "find", "input": {"q": 42}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1",
+             "content": [{"type": "text", "text": "bolt, 3 left"}]},
+            {"type": "text", "text": "and the price?"}]}]}
+
+
+def test_for_the_in_process_self_hosted_engine_a_messages_tool_loop_renders_without_thinking(
+        ) -> None:
+    """Routed to the self-hosted tier, Claude's signed thinking stays out of the chat template;
+    the call is the tool hint's JSON, the result and the next text one user turn."""
+    from workers.providers.vllm_engine import render_messages
+
+    req = parse_request(parse({"model": "self-hosted", **AGENT_LOOP}).data)
+    rendered = render_messages(req)
+    assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
+    system, _, assistant, result = rendered
+    assert system["content"].startswith("You look things up.\n\n# Tools")
+    assert '"name":"find"' in system["content"]
+    assert assistant["content"] == 'Looking.\n{"arguments":{"q":42},"tool":"find"}'
+    assert result["content"] == ("Result of tool call toolu_1:\nbolt, 3 left\n\n"
+                                 "and the price?")
+    text = json.dumps(rendered)
+    assert "sig-xyz" not in text and "wants part 42" not in text
+
+
+def test_for_a_self_hosted_server_pool_a_messages_tool_loop_is_openai_chat_without_thinking(
+        tmp_path: Any) -> None:
+    """An OpenAI-compatible pool (vLLM, SGLang, TGI) gets chat-completions turns: the tool_use
+    as an assistant tool call, the tool_result as a ``tool`` message naming it, no thinking."""
+    from pathlib import Path
+
+    from models.domain.catalogue import load_catalogue
+    from workers.providers.base import ProviderCall
+    from workers.providers.shaping import openai_chat_body
+
+    shipped = (Path(__file__).parents[2] / "models" / "data" / "prices.toml").read_text()
+    path = tmp_path / "prices.toml"
+    path.write_text(shipped + '''
+[models.llama-pool]
+provider = "openai_compatible"
+tier = "self-hosted"
+context = 131072
+api_name = "meta-llama/Llama-3.1-8B-Instruct"
+base_url = "http://127.0.0.1:1/v1"
+pricing = "gpu_pool"
+capabilities = ["tools", "sampling"]
+''')
+    pool = load_catalogue(path).get("llama-pool")
+    req = parse_request(parse({"model": "self-hosted", **AGENT_LOOP}).data)
+    body = openai_chat_body(ProviderCall(request=req, model=pool))
+    assert body["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert body["tools"] == [{"type": "function", "function": {
+        "name": "find", "description": "Finds a part.",
+        "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}}}}]
+    system, user, assistant, tool, after = body["messages"]
+    assert system == {"role": "system", "content": "You look things up."}
+    assert user == {"role": "user", "content": "find 42"}
+    assert assistant["role"] == "assistant" and assistant["content"] == "Looking."
+    [call] = assistant["tool_calls"]
+    assert (call["id"], call["type"], call["function"]["name"]) == ("toolu_1", "function", "find")
+    assert json.loads(call["function"]["arguments"]) == {"q": 42}
+    assert tool == {"role": "tool", "tool_call_id": "toolu_1", "content": "bolt, 3 left"}
+    assert after == {"role": "user", "content": "and the price?"}
+    text = json.dumps(body)
+    assert "sig-xyz" not in text and "wants part 42" not in text and "thinking" not in text
