@@ -149,13 +149,23 @@ def _quality_families(snap: Snapshot) -> Iterator[Any]:
                             "agreement's Wilson interval (the floor compares it)", labels=labels)
     saved = CounterMetricFamily("sluice_quality_saved_usd", "USD routing saved on judged "
                                 "pairs", labels=labels)
+    rung_labels = ["feature", "task_type", "rung", "tier"]
+    rung_judged = CounterMetricFamily("sluice_quality_rung_judged_pairs", "Shadow pairs "
+                                      "judged per ladder rung", labels=rung_labels)
+    rung_low = GaugeMetricFamily("sluice_quality_rung_agreement_lower_bound", "Lower bound of "
+                                 "a ladder rung's agreement interval", labels=rung_labels)
     for r in snap.quality:
+        if r.rung is not None:  # a ladder's rows: labels of their own, no duplicate series
+            key = [r.feature, r.task_type or "", str(r.rung), r.tier]
+            rung_judged.add_metric(key, float(r.judged))
+            rung_low.add_metric(key, r.low)
+            continue
         key = [r.feature, r.tier]
         judged.add_metric(key, float(r.judged))
         agree.add_metric(key, r.agreement)
         low.add_metric(key, r.low)
         saved.add_metric(key, float(r.saved))
-    yield from (judged, agree, low, saved)
+    yield from (judged, agree, low, saved, rung_judged, rung_low)
 
 
 def read_depths(app: Any) -> tuple[dict[str, int | None], bool]:

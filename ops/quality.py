@@ -1,5 +1,6 @@
-"""The quality table: per feature and served tier, judged agreement with its interval, and
-what the routing saved on those pairs against what the disagreements cost."""
+"""The quality table: per feature and served tier (on a ladder: per task type and rung), judged
+agreement with its interval, and what routing saved on those pairs against what the
+disagreements cost."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class QualityRow:
     low: float
     high: float
     #: Served cheap: what the flagship would have cost minus what the cheap answer did (the
-    #: shadow's cost is the flagship's price of the same prompt). Served flagship: 0.
+    #: shadow's cost is the flagship's price of the same prompt). Served flagship: 0. On a
+    #: ladder: the same against the rung above, for the pairs shadowed upward.
     saved: Decimal
     #: The routing savings on the pairs that disagreed: what a cheap answer that was not good
     #: enough "saved" (an operator weighs it against the cost of a wrong answer).
@@ -32,6 +34,9 @@ class QualityRow:
     floor: float | None
     thumbs_up: int = 0
     thumbs_down: int = 0
+    #: A ladder feature's pairs: the task type and the rung that answered (None off a ladder).
+    task_type: str | None = None
+    rung: int | None = None
 
     @property
     def agreement(self) -> float:
@@ -50,33 +55,24 @@ class QualityRow:
                 "low": round(self.low, 4), "high": round(self.high, 4), "floor": self.floor,
                 "saved": str(self.saved), "saved_on_disagreement": str(self.saved_on_disagreement),
                 "shadow_cost": str(self.shadow_cost), "judge_cost": str(self.judge_cost),
-                "thumbs_up": self.thumbs_up, "thumbs_down": self.thumbs_down}
+                "thumbs_up": self.thumbs_up, "thumbs_down": self.thumbs_down,
+                "task_type": self.task_type, "rung": self.rung}
 
 
 def quality_rows(session: Any, settings: Any, *, feature: str | None = None,
                  since: datetime | None = None) -> list[QualityRow]:
-    """Every (feature, served tier) with judged pairs."""
-    from sqlalchemy import func, select
-
+    """Every (feature, served tier, task type, rung) with judged pairs."""
     from models.db.quality import feedback_counts, quality_lines
-    from models.db.tables import JudgementRow
 
     confidence = settings.quality.confidence
     feedback = feedback_counts(session)
-    # What the cheap answers of disagreeing pairs saved: shadow (flagship) cost minus served.
-    wrong = dict(((f, t), Decimal(v)) for f, t, v in session.execute(
-        select(JudgementRow.feature, JudgementRow.served_tier,
-               func.coalesce(func.sum(JudgementRow.shadow_cost - JudgementRow.served_cost), 0))
-        .where(JudgementRow.agree.is_(False), JudgementRow.served_tier == "cheap")
-        .group_by(JudgementRow.feature, JudgementRow.served_tier)))
     rows = []
     for line in quality_lines(session, feature=feature, since=since):
         low, high = wilson(line.agree, line.judged, confidence)
         guard = settings.quality.for_feature(line.feature)
-        saved = line.shadow_cost - line.served_cost if line.tier == "cheap" else Decimal(0)
         up, down = feedback.get((line.feature, line.tier), (0, 0))
         rows.append(QualityRow(line.feature, line.tier, line.judged, line.agree, low, high,
-                               saved, wrong.get((line.feature, line.tier), Decimal(0)),
-                               line.shadow_cost, line.judge_cost,
-                               None if guard is None else guard.floor, up, down))
+                               line.saved, line.saved_on_disagreement, line.shadow_cost,
+                               line.judge_cost, None if guard is None else guard.floor, up,
+                               down, task_type=line.task_type, rung=line.rung))
     return rows

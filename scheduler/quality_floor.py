@@ -1,5 +1,6 @@
 """The quality floor: move a feature's routing toward the flagship when its judged agreement
-falls, back when it holds; every move recorded, audited, alerted and reversible."""
+falls, back when it holds; every move recorded, audited, alerted and reversible. A move is a
+threshold of the feature's router, or on a ladder feature the ladder's target."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ ALL_FLAGSHIP = 1.0 + 1e-9
 
 
 def base_threshold(settings: Settings, feature: str) -> float:
-    """The operator's configured threshold of ``feature`` (the floor never moves below it)."""
+    """The operator's configured threshold of ``feature`` (the floor never moves below it);
+    on a feature with a ladder, the ladder's configured target."""
+    ladder = ladder_of(settings, feature)
+    if ladder is not None:
+        return ladder.target
     for entry in settings.routing.policies:
         if entry.get("feature") == feature and "threshold" in entry:
             return float(entry["threshold"])
@@ -84,13 +89,26 @@ def evaluate(session: Session, settings: Settings, feature: str) -> Move | None:
                       confidence=settings.quality.confidence)
     if move is None:
         return None
+    on_ladder = ladder_of(settings, feature) is not None
+    if on_ladder:
+        # The same row and audit entry; the routing path reads it as the ladder's target.
+        move = replace(move, reason=f"ladder target: {move.reason}")
     row = repo.record_move(session, feature=feature, before=move.before, after=move.after,
                            direction=move.direction, reason=move.reason)
     audit.record_action(session, actor="quality-floor", action="routing.move", target=feature,
                         reason=move.reason, detail={"move": row.id, "before": move.before,
                                                     "after": move.after,
-                                                    "direction": move.direction})
+                                                    "direction": move.direction,
+                                                    "ladder": on_ladder})
     return move
+
+
+def ladder_of(settings: Settings, feature: str) -> Any:
+    """The ladder ``feature`` routes by (None: the RouterSet threshold is what a move moves)."""
+    from scheduler.router.ladder_book import shared_book
+
+    book = shared_book(settings.routing)
+    return None if book is None else book.for_feature(feature)
 
 
 def revert(session: Session, feature: str, *, actor: str, reason: str = "") -> Move:
@@ -111,8 +129,9 @@ def revert(session: Session, feature: str, *, actor: str, reason: str = "") -> M
 
 def alert(settings: Settings, move: Move) -> None:
     """Say a move happened: a warning in the log, and the configured webhook (best effort)."""
+    what = "target" if move.reason.startswith("ladder target") else "threshold"
     message = (f"quality floor moved feature {move.feature} toward the {move.direction}: "
-               f"threshold {move.before:.3f} -> {move.after:.3f} ({move.reason})")
+               f"{what} {move.before:.3f} -> {move.after:.3f} ({move.reason})")
     log.warning("quality alert: %s", message)
     url = settings.quality.alert_webhook
     if not url:

@@ -19,6 +19,7 @@ def ladder_route(request: ChatRequest, catalogue: Catalogue, scorer: Any, ladder
     ladder = ladders.for_feature(request.feature)
     if ladder is None:
         return None, ""
+    ladder = moved_ladder(ladder, request.feature, getattr(scorer, "moves", None))
     tokens = count_request(request) if prompt_tokens is None else prompt_tokens
     decision = climb(ladder, request, catalogue, prompt_tokens=tokens, policy=request.model,
                      score=score_fn(scorer, ladder), classify=classify_fn(ladders, ladder))
@@ -29,6 +30,15 @@ def ladder_route(request: ChatRequest, catalogue: Catalogue, scorer: Any, ladder
                  backend=model.backend, lane=request.lane, reason=decision.reason[:200],
                  score=decision.score, task_type=decision.task_type, rung=decision.rung,
                  escalation=decision.escalation), ""
+
+
+def moved_ladder(ladder: FeatureLadder, feature: str, moves: Any) -> FeatureLadder:
+    """``ladder`` at the target the quality floor moved ``feature`` to (as configured when it
+    never moved); the response-cache key of ``auto`` carries the same move."""
+    if moves is None:
+        return ladder
+    target = moves.thresholds().get(feature)
+    return ladder if target is None else ladder.moved(target)
 
 
 def score_fn(scorer: Any, ladder: FeatureLadder) -> ScoreFn | None:

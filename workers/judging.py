@@ -34,7 +34,8 @@ def judge_pair(rt: WorkerRuntime, env: Envelope, result: ChatResult) -> None:
               "feature": req.feature, "served_tier": pair["served_tier"],
               "served_model": pair["served_model"], "shadow_model": result.model,
               "judge": guard.judge, "served_cost": Decimal(str(pair.get("served_cost", "0"))),
-              "shadow_cost": result.cost}
+              "shadow_cost": result.cost, "task_type": pair.get("task_type"),
+              "served_rung": pair.get("served_rung"), "shadow_rung": pair.get("shadow_rung")}
     if guard.judge == "llm":
         with rt.session() as s:
             opened = repo.open_judgement(s, values)

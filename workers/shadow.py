@@ -1,5 +1,6 @@
 """Shadow sampling: after a routed answer is billed, some requests are also answered by the
-other tier on the async lane (under a budget of their own), so a judge can compare the two."""
+other tier (on a ladder feature: the adjacent rung) on the async lane, under a budget of their
+own, so a judge can compare the two."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from models.domain.tokens import prompt_count
 from queues.envelope import Envelope, task_id_for
 from queues.names import task_for
 from scheduler.route import decide_route
+from scheduler.router.ladder_book import shared_book
+from scheduler.router.rung_shadow import rung_shadow
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("sluice.quality")
@@ -57,21 +60,33 @@ def maybe_shadow(rt: WorkerRuntime, env: Envelope, result: ChatResult) -> bool:
     """Send ``env``'s request to the other tier when its feature samples it; True if sent."""
     req, tier = env.request, result.route.tier
     guard = rt.settings.quality.for_feature(req.feature)
-    if guard is None or req.model != "auto" or tier not in _OTHER or result.tool_calls:
+    if guard is None or req.model != "auto" or result.tool_calls:
         return False
-    share = guard.shadow_cheap if tier == "cheap" else guard.shadow_flagship
-    if not sampled(req.request_id, share):
-        return False
+    book = shared_book(rt.settings.routing)
+    ladder = book.for_feature(req.feature) if book is not None else None
+    pair = {"role": "shadow", "of": req.request_id, "served_tier": tier,
+            "served_model": result.model, "served_text": result.text,
+            "served_cost": str(result.cost)}
+    if ladder is not None:
+        # A ladder feature is judged per rung: the adjacent rung answers, not the global tier.
+        picked = rung_shadow(ladder, result.route, req, rt.catalogue,
+                             env.prompt_tokens or prompt_count(req).tokens,
+                             up_share=guard.shadow_cheap, down_share=guard.shadow_flagship)
+        if picked is None:
+            return False
+        model = picked.model
+        pair.update(task_type=result.route.task_type, served_rung=result.route.rung,
+                    shadow_rung=picked.rung)
+    else:
+        share = guard.shadow_cheap if tier == "cheap" else guard.shadow_flagship
+        if tier not in _OTHER or not sampled(req.request_id, share):
+            return False
+        model = rt.settings.routing.model_for(_OTHER[tier])
     if rt.admission is None:
         log.warning("feature %s samples shadows but no budgets are configured: shadows are "
                     "only sent under a budget of their own; none sent", req.feature)
         return False
-    model = rt.settings.routing.model_for(_OTHER[tier])
-    shadow = derived(req, "shadow", model=model, purpose="shadow")
-    pair = {"role": "shadow", "of": req.request_id, "served_tier": tier,
-            "served_model": result.model, "served_text": result.text,
-            "served_cost": str(result.cost)}
-    return send(rt, shadow, pair, guard)
+    return send(rt, derived(req, "shadow", model=model, purpose="shadow"), pair, guard)
 
 
 def derived(req: ChatRequest, suffix: str, *, model: str, purpose: str,

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
 from models.db.budgets import insert_ignore
@@ -61,7 +61,8 @@ def last_judgement_id(session: Session) -> int:
 
 @dataclass(frozen=True)
 class QualityLine:
-    """Judged pairs of one feature and served tier, with what routing saved on them."""
+    """Judged pairs of one feature, served tier and (on a ladder) task type and rung, with
+    what routing saved on them."""
 
     feature: str
     tier: str
@@ -70,25 +71,41 @@ class QualityLine:
     served_cost: Decimal
     shadow_cost: Decimal
     judge_cost: Decimal
+    task_type: str | None = None
+    rung: int | None = None
+    #: Shadow minus served cost of the pairs whose shadow was the dearer answer (a cheap
+    #: tier's flagship shadow, or a ladder rung's shadow one rung up), and of those that
+    #: disagreed.
+    saved: Decimal = Decimal(0)
+    saved_on_disagreement: Decimal = Decimal(0)
 
 
 def quality_lines(session: Session, *, feature: str | None = None,
                   since: datetime | None = None) -> list[QualityLine]:
-    """Per feature and served tier: decided pairs, agreeing ones, and the three costs."""
-    agree = func.sum(case((JudgementRow.agree.is_(True), 1), else_=0))
-    stmt = (select(JudgementRow.feature, JudgementRow.served_tier, func.count(), agree,
-                   func.coalesce(func.sum(JudgementRow.served_cost), 0),
-                   func.coalesce(func.sum(JudgementRow.shadow_cost), 0),
-                   func.coalesce(func.sum(JudgementRow.judge_cost), 0))
-            .where(JudgementRow.agree.is_not(None))
-            .group_by(JudgementRow.feature, JudgementRow.served_tier)
-            .order_by(JudgementRow.feature, JudgementRow.served_tier))
+    """Per feature, served tier, task type and rung: decided pairs, agreeing ones, the three
+    costs, and what routing saved on them."""
+    j = JudgementRow
+    agree = func.sum(case((j.agree.is_(True), 1), else_=0))
+    # Off a ladder the shadow of a cheap answer is the flagship's; on one, the rung above.
+    dearer = case((j.shadow_rung.is_not(None), j.shadow_rung > j.served_rung),
+                  else_=j.served_tier == "cheap")
+    gain = j.shadow_cost - j.served_cost
+    saved = func.sum(case((dearer, gain), else_=0))
+    wrong = func.sum(case((and_(dearer, j.agree.is_(False)), gain), else_=0))
+    keys = (j.feature, j.served_tier, j.task_type, j.served_rung)
+    stmt = (select(*keys, func.count(), agree, func.coalesce(func.sum(j.served_cost), 0),
+                   func.coalesce(func.sum(j.shadow_cost), 0),
+                   func.coalesce(func.sum(j.judge_cost), 0), func.coalesce(saved, 0),
+                   func.coalesce(wrong, 0))
+            .where(j.agree.is_not(None)).group_by(*keys).order_by(*keys))
     if feature is not None:
-        stmt = stmt.where(JudgementRow.feature == feature)
+        stmt = stmt.where(j.feature == feature)
     if since is not None:
-        stmt = stmt.where(JudgementRow.created_at >= since)
+        stmt = stmt.where(j.created_at >= since)
     return [QualityLine(str(f), str(t), int(n), int(a or 0), Decimal(sc), Decimal(sh),
-                        Decimal(jc)) for f, t, n, a, sc, sh, jc in session.execute(stmt)]
+                        Decimal(jc), task_type=tt, rung=None if r is None else int(r),
+                        saved=Decimal(sv), saved_on_disagreement=Decimal(wr))
+            for f, t, tt, r, n, a, sc, sh, jc, sv, wr in session.execute(stmt)]
 
 
 def record_feedback(session: Session, *, org: str, team: str, request_id: str,

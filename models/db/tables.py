@@ -143,6 +143,11 @@ class JudgementRow(Base):
     served_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
     shadow_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
     judge_cost: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal(0))
+    #: A ladder feature's pair: the served request's task type, the rung (index in the ladder
+    #: it climbed) that answered, and the rung the shadow was sent to (None off a ladder).
+    task_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    served_rung: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shadow_rung: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("org", "team", "request_id", name="uq_judgements_request"),

@@ -20,9 +20,11 @@ JudgeKind = Literal["exact", "json", "embedding", "llm"]
 class FeatureQuality(BaseModel):
     """One feature's quality guard: how much to shadow, how to judge, where the floor is."""
 
-    #: Share of requests routed cheap that the flagship also answers (off the hot path).
+    #: Share of requests routed cheap that the flagship also answers (off the hot path); on a
+    #: ladder, of answers below the top rung that the next rung up also answers.
     shadow_cheap: float = Field(default=0.0, ge=0.0, le=1.0)
-    #: Share of requests routed to the flagship that the cheap tier also answers.
+    #: Share of requests routed to the flagship that the cheap tier also answers; on a
+    #: ladder, of answers above the first rung that the next rung down also answers.
     shadow_flagship: float = Field(default=0.0, ge=0.0, le=1.0)
     judge: JudgeKind = "exact"
     #: JSON judge: the fields that must match (all of the top-level ones when empty).

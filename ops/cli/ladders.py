@@ -75,14 +75,20 @@ def show(
     book.setdefault("*", default_ladder(settings.routing))
     if feature is not None:
         book = {feature: book.get(feature) or book["*"]}
+    moved = _moved_targets(settings)
     out = {f: {**lad.to_dict(), "by_price": priced_rungs(lad, catalogue, prompt_tokens,
                                                           output_tokens)}
            for f, lad in sorted(book.items())}
+    for f, data in out.items():
+        if f in moved:  # the quality floor's move wins over the configured target
+            data["moved_target"] = moved[f]
     if as_json:
         console.print_json(json.dumps(out))
         return
     for name, data in out.items():
-        table = Table(title=f"{name}: target {data['target']}, rungs by price for "
+        now = (f" (moved to {data['moved_target']} by the quality floor: `sluice quality "
+               "moves`)" if "moved_target" in data else "")
+        table = Table(title=f"{name}: target {data['target']}{now}, rungs by price for "
                             f"{prompt_tokens} in / {output_tokens} out tokens")
         for col in ("rung", "model", "provider", "quality", "expected $"):
             table.add_column(col)
@@ -93,6 +99,28 @@ def show(
         for t in data.get("task_types", []):
             console.print(f"  task {t['name']}: " + json.dumps(
                 {k: v for k, v in t.items() if k != "name"}, sort_keys=True))
+
+
+def _moved_targets(settings: Any) -> dict[str, float]:
+    """Each feature's target as the quality floor moved it ({} when no feature has a floor or
+    the ledger cannot be read: the configured ladders still show)."""
+    if not any(g.floor is not None for g in settings.quality.features.values()):
+        return {}
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.db.quality import current_thresholds
+    from queues.wiring import ledger_sessions
+
+    sessions = ledger_sessions(settings)
+    try:
+        with sessions() as s:
+            return current_thresholds(s)
+    except SQLAlchemyError:
+        return {}
+    finally:
+        bind = sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()
 
 
 @ladders_app.command(name="set")

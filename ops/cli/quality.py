@@ -1,4 +1,5 @@
-"""``sluice quality``: judged agreement per feature and tier, the floor's moves, and reverts."""
+"""``sluice quality``: judged agreement per feature and tier (and ladder rung), the floor's
+moves, and reverts."""
 
 from __future__ import annotations
 
@@ -46,12 +47,14 @@ def show(
         return
     conf = f"{settings.quality.confidence:.0%}"
     table = Table(title=f"Quality (agreement with a {conf} Wilson interval)", title_justify="left")
-    for col in ("feature", "tier", "judged", "agreement", f"{conf} interval", "floor", "saved",
+    left = ("feature", "tier", "task type")
+    for col in (*left, "rung", "judged", "agreement", f"{conf} interval", "floor", "saved",
                 "saved on disagreement", "shadow $", "judge $", "👍/👎"):
-        table.add_column(col, justify="left" if col in ("feature", "tier") else "right")
+        table.add_column(col, justify="left" if col in left else "right")
     for r in rows:
         mark = " [red]below floor[/]" if r.below_floor else ""
-        table.add_row(escape(r.feature), r.tier, str(r.judged), f"{r.agreement:.1%}",
+        table.add_row(escape(r.feature), r.tier, escape(r.task_type or "-"),
+                      "-" if r.rung is None else str(r.rung), str(r.judged), f"{r.agreement:.1%}",
                       f"[{r.low:.1%}, {r.high:.1%}]{mark}",
                       "-" if r.floor is None else f"{r.floor:.0%}", f"${r.saved:,.6f}",
                       f"${r.saved_on_disagreement:,.6f}", f"${r.shadow_cost:,.6f}",
@@ -81,7 +84,7 @@ def moves_cmd(
         typer.echo(json.dumps(rows))
         return
     table = Table(title="Routing moves", title_justify="left")
-    for col in ("id", "at", "feature", "threshold", "direction", "actor", "reason"):
+    for col in ("id", "at", "feature", "threshold / target", "direction", "actor", "reason"):
         table.add_column(col)
     for r in rows:
         table.add_row(str(r["id"]), str(r["at"])[:19], escape(str(r["feature"])),

@@ -108,21 +108,29 @@ def options(rungs: tuple[Rung, ...], request: ChatRequest, catalogue: Catalogue,
     return out, skipped
 
 
+def climbed(ladder: FeatureLadder, task: TaskType | None,
+            request: ChatRequest) -> tuple[tuple[Rung, ...], int]:
+    """The rungs a request of ``task`` climbs (their indices are the ledger's ``rung``) and
+    the output tokens its rungs are priced for."""
+    rungs = task.rungs if task is not None and task.rungs else ladder.rungs
+    output = ((task.expected_output_tokens if task is not None else None)
+              or ladder.expected_output_tokens or request.max_tokens)
+    fixed = task.rung if task is not None else None
+    if fixed and all(r.model != fixed for r in rungs):
+        # A fixed rung outside the ladder sits at the top: climbing from it has nowhere to go.
+        rungs = rungs + (Rung(fixed, 1.0),)
+    return rungs, min(output, request.max_tokens)
+
+
 def climb(ladder: FeatureLadder, request: ChatRequest, catalogue: Catalogue, *,
           prompt_tokens: int, policy: str = "auto", score: ScoreFn | None = None,
           classify: ClassifyFn | None = None) -> LadderDecision | None:
     """The rung for ``request`` under ``policy`` (``auto`` or a tier name); None when no rung
     of the ladder can serve it (the caller falls back to the catalogue)."""
     task, why_task = pick_task_type(ladder, request, prompt_tokens, classify)
-    rungs = task.rungs if task is not None and task.rungs else ladder.rungs
+    rungs, output = climbed(ladder, task, request)
     target = task.target if task is not None and task.target is not None else ladder.target
-    output = ((task.expected_output_tokens if task is not None else None)
-              or ladder.expected_output_tokens or request.max_tokens)
-    output = min(output, request.max_tokens)
     fixed = task.rung if task is not None else None
-    if fixed and all(r.model != fixed for r in rungs):
-        # A fixed rung outside the ladder sits at the top: climbing from it has nowhere to go.
-        rungs = rungs + (Rung(fixed, 1.0),)
     opts, skipped = options(rungs, request, catalogue, prompt_tokens, output)
     head = f"task {task.name} ({why_task}); " if task is not None else ""
     skip = f"; skipped {', '.join(skipped)}" if skipped else ""
@@ -153,6 +161,11 @@ def climb(ladder: FeatureLadder, request: ChatRequest, catalogue: Catalogue, *,
 def _auto(opts: list[Option], target: float, request: ChatRequest,
           score: ScoreFn | None) -> tuple[Option, float | None, str]:
     """The cheapest option whose predicted quality meets ``target``."""
+    if target >= 1.0:
+        # Full quality asked (an operator's, or the quality floor's move at its top): the
+        # strongest rung whatever the score, as the floor's all-flagship threshold does.
+        top = max(opts, key=lambda o: (o.rung.quality, -o.expected_cost))
+        return top, None, f"target {target:.3f}: the strongest"
     if len({o.rung.quality for o in opts}) == 1 or score is None:
         best = min(opts, key=lambda o: (o.expected_cost, -o.rung.quality))
         return best, None, "cheapest capable rung" if score else "no router: cheapest rung"

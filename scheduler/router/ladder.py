@@ -99,7 +99,7 @@ class FeatureLadder:
 
     feature: str
     rungs: tuple[Rung, ...]
-    #: The predicted quality ``auto`` must reach (the quality guard moves this).
+    #: The predicted quality ``auto`` must reach (the quality floor moves it: :meth:`moved`).
     target: float = 0.5
     #: The router that scores requests (None: the feature's routing policy, else the default).
     router: str | None = None
@@ -175,6 +175,17 @@ class FeatureLadder:
             raise ConfigError(f"feature {self.feature!r} has no task type {task_type!r}")
         return replace(self, task_types=tuple(
             replace(t, target=target) if t.name == task_type else t for t in self.task_types))
+
+    def moved(self, target: float) -> FeatureLadder:
+        """The ladder under a quality-floor move to ``target``: the feature's target set, each
+        task type's own target shifted by as much (clamped to [0, 1])."""
+        target = min(max(float(target), 0.0), 1.0)
+        if target == self.target:
+            return self
+        delta = target - self.target
+        return replace(self, target=target, task_types=tuple(
+            t if t.target is None else replace(t, target=min(max(t.target + delta, 0.0), 1.0))
+            for t in self.task_types))
 
 
 def ladder_from_dict(feature: str, data: dict[str, Any]) -> FeatureLadder:

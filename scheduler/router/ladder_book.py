@@ -125,3 +125,20 @@ def write_ladders(path: str | Path, ladders: Mapping[str, FeatureLadder]) -> Non
     tmp.write_text(json.dumps({f: lad.to_dict() for f, lad in sorted(ladders.items())},
                               indent=2, sort_keys=True) + "\n", "utf-8")
     os.replace(tmp, dst)
+
+
+_SHARED: dict[str, LadderBook] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_book(routing: Any) -> LadderBook | None:
+    """One book per ladder configuration in this process (the worker's quality guard and the
+    floor read it); None when the settings configure no ladders."""
+    if not (getattr(routing, "ladders", None) or getattr(routing, "ladders_path", None)):
+        return None
+    key = json.dumps([routing.ladders or {}, str(routing.ladders_path or "")],
+                     sort_keys=True, default=str)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = LadderBook.from_settings(routing)
+        return _SHARED[key]

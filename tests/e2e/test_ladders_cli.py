@@ -82,3 +82,22 @@ def test_spend_by_task_type(tmp_path: Path) -> None:
     by = {(r["task_type"], str(r["rung"])): r for r in rows}
     assert Decimal(by[("autocomplete", "1")]["cost"]) == Decimal("0.003")
     assert by[("multi-file-edit", "1")]["requests"] == 1
+
+
+def test_show_gives_the_target_the_quality_floor_moved_to(tmp_path: Path) -> None:
+    from models.db import quality
+    from models.db.engine import make_engine, session_factory
+
+    env = {**_env(tmp_path), "SLUICE_QUALITY__FEATURES": json.dumps({"coding": {"floor": 0.6}})}
+    assert sluice(["migrate"], env).returncode == 0
+    assert sluice(["ladders", "set", "coding", "--rungs", "gpt-4o-mini,claude-sonnet-4-6",
+                   "--target", "0.5"], env).returncode == 0
+    assert "moved_target" not in sluice_json(["ladders", "show", "coding"], env)["coding"]
+    engine = make_engine(env["SLUICE_DATABASE__URL"])
+    with session_factory(engine)() as s:
+        quality.record_move(s, feature="coding", before=0.5, after=1.0, direction="flagship",
+                            reason="test")
+        s.commit()
+    engine.dispose()
+    shown = sluice_json(["ladders", "show", "coding"], env)["coding"]
+    assert (shown["target"], shown["moved_target"]) == (0.5, 1.0)

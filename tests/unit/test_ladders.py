@@ -116,6 +116,27 @@ def test_capabilities_skip_rungs() -> None:
     assert big.model == "claude-haiku-4-5" and "lacks context" in big.reason
 
 
+def test_an_image_request_skips_a_rung_that_cannot_see_images() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(buf, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    ladder = {"coding": {"rungs": ["sluice-tiny-llama", "gpt-4o-mini", "gpt-4o"],
+                         "target": 0.5}}
+    assert route(req(), ladder, 0.9).model == "sluice-tiny-llama"
+    image = parse_request({"team": "t", "feature": "coding", "messages": [
+        {"role": "user", "parts": [{"type": "text", "text": "What is in this picture?"},
+                                   {"type": "image", "url": url}]}]})
+    r = route(image, ladder, 0.9)
+    # The self-hosted rung is blind: the next rung up that sees images, not the flagship.
+    assert (r.model, r.rung) == ("gpt-4o-mini", 1)
+    assert "skipped sluice-tiny-llama lacks messages" in r.reason
+
+
 def test_named_tiers_map_onto_rungs() -> None:
     ladder = dict(CODING, task_types=[])
     book = {"coding": ladder}
