@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -167,12 +168,27 @@ class RunMoney:
     def _begin(self, model: ModelSpec, kind: str, worst: Decimal, *, stream: bool,
                batch: bool) -> int:
         req = self.env.request
+        values = {"request_id": req.request_id, "run": self.run, "org": req.org,
+                  "team": req.team, "feature": req.feature, "provider": model.provider,
+                  "model": model.name, "deployment": deployment_name(model), "kind": kind,
+                  "stream": stream, "batch": batch, "worst_case": worst}
         try:
-            return self.rt.begin_attempt({
-                "request_id": req.request_id, "run": self.run, "org": req.org,
-                "team": req.team, "feature": req.feature, "provider": model.provider,
-                "model": model.name, "deployment": deployment_name(model), "kind": kind,
-                "stream": stream, "batch": batch, "worst_case": worst})
+            aid = self.rt.begin_attempt(values, hold=self._hold())
+            if aid is None:
+                # The lease lapsed before anything was sent (only a run with no attempt yet
+                # can lose it: the governor keeps any with an unsettled one) and the governor
+                # freed the money: hold it again, or refuse, before sending.
+                log.warning("reservation %s of %s lapsed before its call; holding %s again",
+                            self.env.reservation_id, req.request_id, self.held)
+                rid = self.rt.admission.reserve(req, self.env.route, self.held)
+                self.env = self.env.model_copy(update={"reservation_id": rid})
+                self.on_reservation(rid)
+                aid = self.rt.begin_attempt(values, hold=self._hold())
+            if aid is None:
+                raise LedgerError(f"request {req.request_id}: its reservation lapsed twice "
+                                  "before the provider call; nothing was sent; retry it",
+                                  request_id=req.request_id)
+            return aid
         except SQLAlchemyError as exc:
             # Not recorded, so not sent: a provider bill the ledger cannot see is the one
             # thing this must never allow.
@@ -180,6 +196,13 @@ class RunMoney:
                               f"attempt before sending it ({exc.__class__.__name__}); nothing "
                               "was sent; retry once the database is back",
                               request_id=req.request_id) from exc
+
+    def _hold(self) -> tuple[str, datetime] | None:
+        """The reservation the next attempt is written under, renewed for a lease."""
+        rid = self.env.reservation_id
+        if rid is None or self.rt.admission is None:
+            return None
+        return rid, datetime.now(timezone.utc) + self.rt.lease(self.env.request.lane)
 
     def _charge_failed(self, aid: int, model: ModelSpec, err: ProviderError, text: str) -> None:
         req = self.env.request

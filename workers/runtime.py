@@ -51,15 +51,24 @@ class WorkerRuntime:
     _heartbeat: Any = field(default=None, repr=False)
     _attempter: Any = field(default=None, repr=False)
 
-    def begin_attempt(self, values: dict[str, Any]) -> int:
+    def begin_attempt(self, values: dict[str, Any],
+                      hold: tuple[str, datetime] | None = None) -> int | None:
         """Write a provider attempt as ``sent`` and return its id: on PostgreSQL one durable
-        autocommit round trip (no BEGIN / COMMIT), elsewhere a short transaction."""
+        autocommit round trip (no BEGIN / COMMIT), elsewhere a short transaction. With
+        ``hold`` (reservation id, renew until): only while that reservation is open (None
+        when it lapsed: nothing written, so nothing may be sent)."""
         from models.db import attempts
+        from models.db.held_attempts import begin_held
+
+        def write(conn: Any) -> int | None:
+            if hold is None:
+                return attempts.begin(conn, values)
+            return begin_held(conn, values, *hold)
 
         engine = self.sessions.kw.get("bind")
         if engine is None or engine.dialect.name != "postgresql":
             with self.session() as s:
-                return attempts.begin(s, values)
+                return write(s)
         if self._attempter is None:
             with _LOCK:
                 if self._attempter is None:
@@ -73,7 +82,7 @@ class WorkerRuntime:
         for left in range(tries, 0, -1):
             try:
                 with self._attempter.connect() as conn:
-                    return attempts.begin(conn, values)
+                    return write(conn)
             except DBAPIError as exc:
                 # Pooled connections a database restart dropped: each fails once, then a
                 # fresh one is made (no pre-ping: it would cost every attempt a round trip).
@@ -86,18 +95,20 @@ class WorkerRuntime:
         if self._heartbeat is None:
             with _LOCK:
                 if self._heartbeat is None:
-                    from datetime import timedelta
-
                     from workers.heartbeat import Heartbeat
 
-                    lanes, margin = self.settings.lanes, self.settings.broker.lease_margin_s
-                    # A live run's reservation is renewed to outlast a missed beat or two and
-                    # the lane's time limit, as the admission lease does.
                     self._heartbeat = Heartbeat(
                         self.sessions, interval_s=self.settings.broker.heartbeat_s,
-                        lease=lambda lane: timedelta(
-                            seconds=lanes.get(lane).time_limit_s + margin))
+                        lease=self.lease)
         return self._heartbeat
+
+    def lease(self, lane: str) -> Any:
+        """How long a live run's reservation is renewed for (a timedelta): past a missed beat
+        or two and the lane's time limit, as the admission lease is."""
+        from datetime import timedelta
+
+        return timedelta(seconds=self.settings.lanes.get(lane).time_limit_s
+                         + self.settings.broker.lease_margin_s)
 
     @property
     def baseline(self) -> ModelSpec:

@@ -145,6 +145,8 @@ class Watch(threading.Thread):
         self.pending: set[str] = set()
         self.renewed: set[str] = set()
         self.errors = 0
+        #: The first breaches, with what the budget row itself said and who held money.
+        self.breaches: list[dict[str, Any]] = []
 
     def run(self) -> None:
         from scheduler import governor
@@ -180,6 +182,8 @@ class Watch(threading.Thread):
                 self.worst_room = min(self.worst_room, room)
                 if room < 0:
                     self.over_limit += 1
+                    if len(self.breaches) < 3:
+                        self.breaches.append(_breach(s, b, ledger_spent, open_held))
             like = f"{self.prefix}%"
             self.pending.update(s.scalars(select(AttemptRow.request_id).where(
                 AttemptRow.outcome == "pending", AttemptRow.request_id.like(like))))
@@ -191,6 +195,24 @@ class Watch(threading.Thread):
                        ReservationRow.request_id.like(f"{self.prefix}slow-%"),
                        func.now() > LedgerRow.created_at + func.make_interval(
                            0, 0, 0, 0, 0, 0, LEASE_S + 0.5))))
+
+
+def _breach(s: Any, budget: Any, ledger_spent: Any, open_held: Any) -> dict[str, Any]:
+    """A hard limit passed: the ledger's and the budget row's view, and the requests whose
+    open reservation and ledger cost were both counted (a row and its hold at once)."""
+    from models.db.budgets import ReservationRow
+    from models.db.tables import LedgerRow
+
+    both = s.execute(
+        select(LedgerRow.request_id, LedgerRow.outcome, LedgerRow.cost, ReservationRow.amount)
+        .join(ReservationRow, ReservationRow.request_id == LedgerRow.request_id)
+        .where(ReservationRow.state == "open", LedgerRow.cost > 0,
+               (literal(",") + ReservationRow.budget_ids + literal(","))
+               .like(f"%,{budget.id},%"))).all()
+    return {"budget": f"{budget.scope}:{budget.key}", "hard_limit": str(budget.hard_limit),
+            "ledger_spent": str(ledger_spent), "open_held": str(open_held),
+            "row_spent": str(budget.spent), "row_reserved": str(budget.reserved),
+            "costed_and_held": [(r, o, str(c), str(a)) for r, o, c, a in both[:10]]}
 
 
 def evidence(sessions: Any, prefix: str, watch: Watch) -> dict[str, Any]:
@@ -214,6 +236,12 @@ def evidence(sessions: Any, prefix: str, watch: Watch) -> dict[str, Any]:
         refused = s.scalar(select(func.count()).select_from(LedgerRow).where(
             LedgerRow.request_id.like(like), LedgerRow.error_code == "budget_exceeded"))
     watch.check()
+    if watch.breaches:  # why, for whoever reads a failed run
+        import sys
+
+        for breach in watch.breaches:
+            print(f"hard limit passed: {breach}", file=sys.stderr)
+        explain(sessions, [r[0] for b in watch.breaches for r in b["costed_and_held"]][:5])
     return {"fallback_attempts": int(fallbacks or 0), "answered_by_fallback": int(answered or 0),
             "slow_answered_past_lease": int(slow_ok or 0),
             "leases_kept_by_heartbeat": len(watch.renewed),

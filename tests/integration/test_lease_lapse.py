@@ -1,0 +1,126 @@
+"""A reservation whose lease lapses between the worker's second check and the provider call:
+the governor frees the money and others take it; nothing may be sent outside a reservation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from models.db.attempts import AttemptRow
+from models.db.budgets import BudgetRow, ReservationRow, set_budget
+from models.domain.cost import prompt_for, worst_case_cost
+from models.domain.request import parse_request
+from models.domain.result import Route
+from models.domain.settings import load_settings
+from models.domain.tokens import count_request
+from queues.envelope import Envelope
+from scheduler import governor
+from workers.runtime import build_runtime
+from workers.service import execute
+
+pytestmark = pytest.mark.integration
+ROUTE = Route(tier="cheap", model="gpt-4o-mini", provider="openai", backend="api",
+              lane="interactive", reason="lapse")
+
+
+@pytest.fixture(scope="module")
+def rt(integration_env: dict[str, str]) -> Any:
+    runtime = build_runtime(load_settings(dict(integration_env)))
+    yield runtime
+    runtime.close()
+
+
+def request(team: str) -> Any:
+    return parse_request({"request_id": f"lapse-{uuid.uuid4().hex}", "team": team,
+                          "feature": "f", "max_tokens": 16,
+                          "messages": [{"role": "user", "content": "hi"}]})
+
+
+def openai_calls(standin: Any) -> int:
+    return int(standin.stats()["by_path"].get("/v1/chat/completions", 0))
+
+
+def lapse_before_the_first_attempt(rt: Any, rid: str, then: Any) -> Any:
+    """Wrap the attempt writer: right before it, the lease of ``rid`` lapses, the governor
+    frees it, and ``then()`` runs (another request reserving the freed money)."""
+    original = rt.begin_attempt
+    fired = []
+
+    def wrapped(values: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        if not fired:
+            fired.append(True)
+            past = datetime.now(timezone.utc) - timedelta(seconds=1)
+            # One transaction: the run's heartbeat must not renew it in between.
+            with rt.session() as s:
+                s.execute(update(ReservationRow).where(ReservationRow.id == rid)
+                          .values(expires_at=past))
+                assert governor.release_expired(s, datetime.now(timezone.utc)) >= 1
+            then()
+        return original(values, *args, **kw)
+
+    return wrapped
+
+
+def test_a_lease_lapsing_before_the_call_is_held_again_or_refused_never_spent_outside(
+        rt: Any, standin: Any, monkeypatch: Any) -> None:
+    team = f"lapse-{uuid.uuid4().hex[:8]}"
+    first, other = request(team), request(team)
+    model = rt.catalogue.get(ROUTE.model)
+    worst = worst_case_cost(prompt_for(first, [model], count_request(first)),
+                            first.max_tokens, model)
+    with rt.session() as s:
+        set_budget(s, "team", team, "total", hard=worst)  # room for exactly one request
+    rt.admission.invalidate()
+    rid = rt.admission.reserve(first, ROUTE, worst)
+    assert rid is not None
+    taken: list[str | None] = []
+    monkeypatch.setattr(rt, "begin_attempt", lapse_before_the_first_attempt(
+        rt, rid, lambda: taken.append(rt.admission.reserve(other, ROUTE, worst))))
+    before = openai_calls(standin)
+    msg = Envelope(request=first, route=ROUTE, reservation_id=rid,
+                   prompt_tokens=count_request(first)).to_message()
+    reply = execute(msg, rt)
+    assert taken and taken[0] is not None  # the freed money went to the other request
+    assert not reply["ok"] and reply["error"]["code"] == "budget_exceeded", reply
+    assert openai_calls(standin) == before  # nothing was sent
+    with rt.session() as s:
+        budget = s.scalars(select(BudgetRow).where(BudgetRow.key == team)).one()
+        assert budget.spent + budget.reserved <= budget.hard_limit
+        sent = s.scalars(select(AttemptRow).where(
+            AttemptRow.request_id == first.request_id)).all()
+    assert sent == []
+
+
+def test_a_lapsed_lease_with_room_left_is_held_again_and_the_call_settles_inside_it(
+        rt: Any, standin: Any, monkeypatch: Any) -> None:
+    team = f"lapse-{uuid.uuid4().hex[:8]}"
+    first = request(team)
+    model = rt.catalogue.get(ROUTE.model)
+    worst = worst_case_cost(prompt_for(first, [model], count_request(first)),
+                            first.max_tokens, model)
+    with rt.session() as s:
+        set_budget(s, "team", team, "total", hard=worst * 3)
+    rt.admission.invalidate()
+    rid = rt.admission.reserve(first, ROUTE, worst)
+    assert rid is not None
+    monkeypatch.setattr(rt, "begin_attempt",
+                        lapse_before_the_first_attempt(rt, rid, lambda: None))
+    msg = Envelope(request=first, route=ROUTE, reservation_id=rid,
+                   prompt_tokens=count_request(first)).to_message()
+    reply = execute(msg, rt)
+    assert reply["ok"], reply
+    with rt.session() as s:
+        held = s.scalars(select(ReservationRow).where(
+            ReservationRow.request_id == first.request_id)).all()
+        budget = s.scalars(select(BudgetRow).where(BudgetRow.key == team)).one()
+    states = sorted(r.state for r in held)
+    # The lapsed one was freed by the governor; the call went out under a new one, settled.
+    assert states == ["expired", "settled"], states
+    settled = next(r for r in held if r.state == "settled")
+    assert settled.id != rid and Decimal(settled.actual) == budget.spent > 0
+    assert budget.reserved == 0
