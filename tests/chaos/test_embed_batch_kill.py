@@ -22,12 +22,11 @@ from models.db.tables import LedgerRow
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.settings import load_settings
-from models.domain.tokens import count_text
 from models.domain.usage import Usage
 from queues.producer import connect
 from tests.chaos.support import kill9, ledger_counts, replacement_worker, start_worker, stop
 from tests.services import run_token
-from workers.providers.standin.embeddings_api import vector_for
+from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 MEMBERS = 4
@@ -107,7 +106,7 @@ def test_kill_during_an_embedding_batch_pays_for_it_once(
     assert len(rows) == MEMBERS
     for req, res in zip(reqs, results):
         assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
-        own = sum(count_text(t) for t in req["input"])
+        own = sum(tokens_of(t) for t in req["input"])
         row = rows[req["request_id"]]
         want = cost_of(Usage(input_uncached=own), SMALL, batch=True)
         assert (row.outcome, row.batch, row.cost, row.estimated_cost) == ("ok", True, want, 0)

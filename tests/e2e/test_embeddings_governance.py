@@ -16,8 +16,8 @@ import pytest
 from models.db.budgets import set_budget
 from models.db.rate_limits import remove_limit, set_limit
 from models.domain.ratelimit import RateLimit
-from models.domain.tokens import count_text
 from tests.e2e.frontdoor_support import mint, row
+from workers.providers.standin.embeddings_api import tokens_of
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +89,8 @@ def test_tokens_counted_are_the_inputs_sent(door: str, pg_url: str, sessions: An
                                             teams: list[str]) -> None:
     tag = uuid.uuid4().hex[:6]
     pool = [f"governed chunk {tag} {i}" for i in range(400)]
-    size = count_text(pool[0])
-    same = [t for t in pool if count_text(t) == size]
+    size = tokens_of(pool[0])
+    same = [t for t in pool if tokens_of(t) == size]
     team = _team(sessions, tpm=5 * size, window_s=60)
     teams.append(team)
     time.sleep(TABLE_TTL_S)
@@ -158,7 +158,7 @@ def test_an_async_request_over_a_limit_waits_in_its_queue(
                                                   extra_headers={"x-sluice-lane": "async"})
     assert len(raw.parse().data) == 1
     r = row(sessions, raw.headers["x-sluice-request-id"])
-    assert (r.outcome, r.input_uncached) == ("ok", count_text(text[0]))
+    assert (r.outcome, r.input_uncached) == ("ok", tokens_of(text[0]))
     sdk.close()
 
 

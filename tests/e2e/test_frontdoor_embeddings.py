@@ -15,7 +15,7 @@ import pytest
 from models.domain.catalogue import load_catalogue
 from models.domain.tokens import count_text
 from tests.e2e.frontdoor_support import mint, row
-from workers.providers.standin.embeddings_api import vector_for
+from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +52,11 @@ def test_a_single_string_returns_the_providers_vector_and_is_billed_exactly(
                                                   "x-sluice-feature": "search"})
     assert len(res.data) == 1 and res.data[0].index == 0
     assert _f32(res.data[0].embedding) == vector_for(MODEL, text, 1536)
-    assert res.usage.prompt_tokens == count_text(text)
+    assert res.usage.prompt_tokens == tokens_of(text)
     r = row(sessions, rid)
-    assert (r.kind, r.items, r.input_uncached, r.outcome) == ("embedding", 1, count_text(text),
+    assert (r.kind, r.items, r.input_uncached, r.outcome) == ("embedding", 1, tokens_of(text),
                                                               "ok")
-    assert r.cost == count_text(text) * PRICE / 1_000_000
+    assert r.cost == tokens_of(text) * PRICE / 1_000_000
     assert r.attempts == 1
 
 
@@ -65,7 +65,7 @@ def test_a_list_of_100_comes_back_in_order(client: openai.OpenAI, standin: Any) 
     res = client.embeddings.create(model="auto", input=texts)
     assert [d.index for d in res.data] == list(range(100))
     assert all(_f32(d.embedding) == vector_for(MODEL, t, 1536) for d, t in zip(res.data, texts))
-    assert res.usage.prompt_tokens == sum(count_text(t) for t in texts)
+    assert res.usage.prompt_tokens == sum(tokens_of(t) for t in texts)
 
 
 def test_base64_and_dimensions(client: openai.OpenAI) -> None:
@@ -107,7 +107,7 @@ def test_a_partly_cached_list_sends_only_the_missing_items_and_answers_in_order(
     assert raw.headers["x-sluice-cached-items"] == "3/7"
     assert _calls(standin) == calls + 1
     missing = {texts[7], texts[8], texts[9]}  # each sent once, though texts[7] came twice
-    sent_tokens = sum(count_text(t) for t in missing)
+    sent_tokens = sum(tokens_of(t) for t in missing)
     assert standin.stats()["tokens"]["prompt"] - tokens_before == sent_tokens
     r = row(sessions, rid)
     assert (r.items, r.input_uncached) == (3, sent_tokens)
@@ -116,7 +116,7 @@ def test_a_partly_cached_list_sends_only_the_missing_items_and_answers_in_order(
     time.sleep(0.3)  # the cached part's $0 row is written off the hot path
     hit = row(sessions, f"{rid}:cached")
     assert (hit.outcome, hit.items, hit.cost, hit.kind) == ("cache_hit", 3, 0, "embedding")
-    assert hit.baseline_cost == sum(count_text(t) for t in (texts[2], texts[0], texts[5])) \
+    assert hit.baseline_cost == sum(tokens_of(t) for t in (texts[2], texts[0], texts[5])) \
         * PRICE / 1_000_000
 
 
@@ -281,6 +281,6 @@ def test_spend_by_kind_and_the_item_cache_per_feature(client: openai.OpenAI, pg_
     mine = [r for r in stats if r.get("kind") == "embedding" and r["feature"] == feature]
     assert len(mine) == 1
     assert (mine[0]["items"], mine[0]["cached"], mine[0]["hit_rate"]) == (6, 2, 0.3333)
-    assert Decimal(mine[0]["saved"]) == sum(count_text(t) for t in texts[:2]) * PRICE / 1_000_000
+    assert Decimal(mine[0]["saved"]) == sum(tokens_of(t) for t in texts[:2]) * PRICE / 1_000_000
     table = sluice(["cache", "stats"], env)
     assert table.returncode == 0 and "Embedding item cache by feature" in table.stdout
