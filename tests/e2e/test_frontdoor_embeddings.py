@@ -275,8 +275,20 @@ def test_spend_by_kind_and_the_item_cache_per_feature(client: openai.OpenAI, pg_
     with sessions() as s:
         want = s.execute(select(func.sum(LedgerRow.cost), func.count())
                          .where(LedgerRow.kind == "embedding")).one()
+        parts = s.execute(select(func.count()).where(
+            LedgerRow.kind == "embedding", LedgerRow.request_id.like("%:cached"))).scalar_one()
     assert Decimal(kinds["embedding"]["cost"]) == want[0]
-    assert kinds["embedding"]["requests"] == want[1]
+    # A partly cached request's cached part is its own row, not another request.
+    assert parts >= 1 and kinds["embedding"]["requests"] == want[1] - parts
+    mine = [r for r in sluice_json(["spend", "--by", "feature"], env)["embedding_items"]
+            if r["feature"] == feature]
+    assert [(r["items"], r["cached"], r["hit_rate"]) for r in mine] == [(6, 2, 0.3333)]
+    assert Decimal(mine[0]["saved"]) == sum(tokens_of(t) for t in texts[:2]) * PRICE / 1_000_000
+    by_feature = sluice_json(["spend", "--by", "feature"], env)
+    ours = [line for line in by_feature["lines"] if line["feature"] == feature]
+    assert [line["requests"] for line in ours] == [2]  # two requests, three rows
+    spent = sluice(["spend", "--by", "feature"], env)
+    assert spent.returncode == 0 and "Embedding item cache by feature" in spent.stdout
     stats = sluice_json(["cache", "stats"], env)
     mine = [r for r in stats if r.get("kind") == "embedding" and r["feature"] == feature]
     assert len(mine) == 1
