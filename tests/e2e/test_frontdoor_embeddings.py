@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from models.db import ledger
 from models.domain.catalogue import load_catalogue
 from models.domain.tokens import count_text
 from tests.e2e.frontdoor_support import mint, row
@@ -41,6 +42,27 @@ def _calls(standin: Any) -> int:
 
 def _rid() -> str:
     return f"emb-{uuid.uuid4().hex}"
+
+
+def test_a_valid_user_reaches_the_ledger_rows(client: openai.OpenAI, sessions: Any) -> None:
+    """OpenAI's ``user`` field attributes the request: on its row, and on the row of its
+    items the item cache answered."""
+    texts = _texts(2)
+    user = f"analyst-{uuid.uuid4().hex[:6]}"
+    first, second = _rid(), _rid()
+    client.embeddings.create(model=MODEL, input=texts[:1], user=user,
+                             extra_headers={"x-sluice-request-id": first})
+    client.embeddings.create(model=MODEL, input=texts, user=user,  # the first item cached
+                             extra_headers={"x-sluice-request-id": second})
+    deadline = time.time() + 10  # the cached part's row is written off the hot path
+    while time.time() < deadline:
+        with sessions() as s:
+            if ledger.get(s, f"{second}:cached") is not None:
+                break
+        time.sleep(0.1)
+    rows = [row(sessions, rid) for rid in (first, second, f"{second}:cached")]
+    assert [(r.user, r.outcome, r.items) for r in rows] == [
+        (user, "ok", 1), (user, "ok", 1), (user, "cache_hit", 1)]
 
 
 def test_a_single_string_returns_the_providers_vector_and_is_billed_exactly(
