@@ -36,6 +36,8 @@ from workers.embeddings.placements import PackPlacement, PackPlacements, pack_pl
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+#: The key suffix of a member's intent (its place before the provider named the batch).
+INTENT = ":intent"
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,19 @@ def placed(rt: WorkerRuntime, env: EmbeddingEnvelope, model: ModelSpec
     n = sum(1 for _ in chunks(env.item_tokens, limits.max_items, limits.max_call_tokens))
     for c in range(n):
         try:
+            # The store is the broker's Redis: down, it redelivers nothing either, so this run
+            # is a first one.
             found = store.get(place_key(env, c))
-        except Exception as exc:  # noqa: BLE001 - the store is the broker's Redis: down, it
-            # redelivers nothing either, so this run is a first one
+            # An intent newer than the place (or with none): its batch may be at the provider
+            # with no record of its id (its run died between the submit and the record).
+            intent = store.get(place_key(env, c) + INTENT)
+        except Exception as exc:  # noqa: BLE001 - as above
             log.warning("could not read the batch placement of %s: %s", env.request.request_id,
                         exc)
             return {}
-        if found is not None and found.intent and found.pack:
-            found = _resolve(rt, place_key(env, c), found)
-        if found is not None and not found.intent:
+        if intent is not None and intent.pack and (found is None or intent.at > found.at):
+            found = _resolve(rt, place_key(env, c), intent) or found
+        if found is not None:
             out[c] = found
     return out
 
@@ -153,7 +159,10 @@ def record(rt: WorkerRuntime, batch_id: str, members: Sequence[Member], items: i
     submitted, tagged ``pack``): record each member's place before anything else (a kill
     from here on must not send the pack again)."""
     tokens = tuple(m.tokens for m in members)
-    placed_now = {m.key: PackPlacement(batch_id=batch_id, start=m.start, size=m.size,
+    # An intent is kept apart from the place: what reads a place (a cancel, a poll) sees a
+    # batch only once the provider named it.
+    suffix = "" if batch_id else INTENT
+    placed_now = {m.key + suffix: PackPlacement(batch_id=batch_id, start=m.start, size=m.size,
                                        tokens=tokens, index=i, items=items,
                                        attempt_id=int(m.attempt_id), pack=pack, at=at)
                   for i, m in enumerate(members) if m.key is not None and m.attempt_id is not None}

@@ -5,12 +5,12 @@ batch ran left it paid for and its members' tasks unanswered; the redelivered ta
 their items again and the provider billed them a second time. The leader of a pack now
 records each member's place (its slice of the vectors, every member's token count, for the
 split) under the member's task id twice: as an intent before it submits the batch (tagged
-with the pack's id, which goes into the batch's metadata), then with the batch id the
-provider answered. A redelivered member with a place collects its vectors from that batch
-instead; one with only an intent (its worker died between the submit and the record) looks
-the batch up by its tag in the provider's batch list, and collects it if the provider has it.
-As for chat batches (workers/batch/placements.py) the record lives beside the broker for
-25 hours.
+with the pack's id, which goes into the batch's metadata; kept apart, so a cancel sees no
+batch yet), then with the batch id the provider answered. A redelivered member with a place
+collects its vectors from that batch instead; one with only an intent (its worker died
+between the submit and the record) looks the batch up by its tag in the provider's batch
+list, and collects it if the provider has it. As for chat batches
+(workers/batch/placements.py) the record lives beside the broker for 25 hours.
 """
 
 from __future__ import annotations
@@ -39,14 +39,10 @@ class PackPlacement:
     items: int
     attempt_id: int
     #: The pack's tag in its batch's metadata, and when it was about to be placed (epoch s).
+    #: An intent (recorded before the submit, under the key plus ``:intent``) has no batch
+    #: id: a run that died before the record left a batch only the provider's list can name.
     pack: str = ""
     at: float = 0.0
-
-    @property
-    def intent(self) -> bool:
-        """Recorded before the batch was submitted, its id not yet known: a run that died
-        in between left a batch only the provider's list (by ``pack``) can name."""
-        return not self.batch_id
 
 
 class PackPlacements(Protocol):
