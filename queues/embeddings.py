@@ -22,7 +22,7 @@ from models.domain.errors import (BrokerError, QueuePaused, SluiceError, Unknown
                                   ValidationError, from_dict)
 from models.domain.result import Route
 from models.domain.settings import EmbeddingSettings, RoutingSettings
-from models.domain.tokens import count_text
+from models.domain.tokens import count_text_as
 from models.domain.usage import Usage
 from queues.embedding_cache import ItemCache, item_cache_for
 from queues.embedding_envelope import TASK_EMBED, EmbeddingEnvelope
@@ -56,8 +56,9 @@ def resolve_model(request: EmbeddingRequest, catalogue: Catalogue, config: Embed
 
 
 def check_request(request: EmbeddingRequest, model: ModelSpec) -> tuple[int, list[int]]:
-    """The vector size the answer has and each item's token count (an upper bound where the
-    provider tokenizes differently); refuses what the model cannot take, naming the field."""
+    """The vector size the answer has and each item's token count by the model's tokenizer
+    (an upper bound for a word-piece model); refuses what the model cannot take, naming the
+    field."""
     limits = model.embedding
     assert limits is not None
     dims = request.dimensions
@@ -72,10 +73,12 @@ def check_request(request: EmbeddingRequest, model: ModelSpec) -> tuple[int, lis
     tokens: list[int] = []
     for i, item in enumerate(request.inputs):
         if isinstance(item, str):
-            # The self-hosted model's word pieces are not o200k tokens: a piece is at least a
-            # byte, so bytes plus its two markers bound them (it truncates past its limit).
-            n = (min(len(item.encode("utf-8")) + 2, limits.max_item_tokens)
-                 if model.provider == "local" else count_text(item))
+            # Counted as the provider bills it (the model's tokenizer: cl100k for OpenAI's
+            # embedding models); a word-piece model's bytes bound is capped at its limit (it
+            # truncates past it).
+            n = count_text_as(item, limits.tokenizer)
+            if limits.tokenizer == "bytes":
+                n = min(n, limits.max_item_tokens)
         elif model.provider in _TEXT_ONLY:
             raise ValidationError(f"input[{i}] is a token array: {model.name} takes text only "
                                   "(token ids are another model's tokenizer)", field=f"input[{i}]")

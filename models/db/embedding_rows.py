@@ -34,7 +34,11 @@ def embedding_row(request: EmbeddingRequest, route: Route, *, outcome: str, item
     }
 
 
+#: How the row id of a request's cached part ends (:func:`cached_part_id`).
+CACHED_PART_SUFFIX = ":cached"
+
+
 def cached_part_id(request_id: str) -> str:
     """The row id of a request's items answered from the item cache (its own row, so hits
     count as cache hits and the sent part keeps the request's id)."""
-    return f"{request_id[:120]}:cached"
+    return f"{request_id[:120]}{CACHED_PART_SUFFIX}"

@@ -33,7 +33,7 @@ class ItemStats:
 
 
 def by_feature(session: Session, *, since: datetime | None = None,
-               team: str | None = None) -> list[ItemStats]:
+               until: datetime | None = None, team: str | None = None) -> list[ItemStats]:
     """Items embedded per feature and the part the item cache answered (its list price saved)."""
     hit = LedgerRow.outcome == "cache_hit"
     stmt = (select(LedgerRow.feature, func.coalesce(func.sum(LedgerRow.items), 0),
@@ -45,6 +45,8 @@ def by_feature(session: Session, *, since: datetime | None = None,
             .group_by(LedgerRow.feature).order_by(LedgerRow.feature))
     if since is not None:
         stmt = stmt.where(LedgerRow.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(LedgerRow.created_at < until)
     if team is not None:
         stmt = stmt.where(LedgerRow.team == team)
     return [ItemStats(feature=str(r[0]), items=int(r[1]), cached=int(r[2]),

@@ -9,11 +9,12 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy import and_, bindparam, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from models.db.embedding_rows import CACHED_PART_SUFFIX
 from models.db.tables import LedgerRow
 from models.domain.errors import LedgerError
 from models.domain.request import ChatRequest
@@ -302,7 +303,12 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
     serving = LedgerRow.purpose == "serve"
     baseline = case((serving, LedgerRow.baseline_cost), else_=LedgerRow.cost)
     listed = case((serving, LedgerRow.list_cost), else_=LedgerRow.cost)
-    stmt = select(*cols, func.count(), func.sum(func.cast(LedgerRow.cache_hit, _int_type())),
+    # A partly cached embedding request has two rows (its sent part, its cached part): the
+    # cached part's money and tokens count, but not as a request or a whole-request hit.
+    part = and_(LedgerRow.kind == "embedding", LedgerRow.outcome == "cache_hit",
+                LedgerRow.request_id.like(f"%{CACHED_PART_SUFFIX}"))
+    stmt = select(*cols, func.coalesce(func.sum(case((part, 0), else_=1)), 0),
+                  func.sum(case((part, 0), else_=func.cast(LedgerRow.cache_hit, _int_type()))),
                   func.coalesce(func.sum(LedgerRow.cost), 0),
                   func.coalesce(func.sum(baseline), 0),
                   func.coalesce(func.sum(tokens_in), 0),

@@ -121,6 +121,10 @@ class EmbeddingLimits:
     #: Items and tokens one provider call may carry (packing fills calls up to these).
     max_items: int = 2048
     max_call_tokens: int = 300_000
+    #: How the provider counts (and bills) a text input: a tiktoken encoding, or ``bytes``
+    #: (a word-piece model: bounded by its UTF-8 bytes). OpenAI's embedding models count
+    #: with cl100k_base, not the o200k_base of its chat models.
+    tokenizer: str = "o200k_base"
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,8 @@ def _embedding_model(name: str, entry: dict[str, Any], gpu_hour: Decimal | None,
         dimensions=dims, shortenable=bool(entry.get("shortenable", False)),
         max_item_tokens=int(entry.get("max_item_tokens", 8192)),
         max_items=int(entry.get("max_items", 2048)),
-        max_call_tokens=int(entry.get("max_call_tokens", 300_000)))
+        max_call_tokens=int(entry.get("max_call_tokens", 300_000)),
+        tokenizer=_tokenizer(entry, provider, at))
     price = ModelPrice(input=inp, cache_read=inp, cache_write_5m=inp, cache_write_1h=inp,
                        output=Decimal(0),
                        batch_discount=_dec(entry.get("batch_discount", "0"), "batch_discount",
@@ -313,6 +318,15 @@ def _embedding_model(name: str, entry: dict[str, Any], gpu_hour: Decimal | None,
                      api_name=str(entry.get("api_name", name)), kind="embedding",
                      embedding=limits)
 
+
+def _tokenizer(entry: dict[str, Any], provider: str, at: str) -> str:
+    """The embedding model's ``tokenizer`` (default: ``bytes`` self-hosted, o200k_base)."""
+    from models.domain.tokens import TOKENIZERS
+
+    name = str(entry.get("tokenizer", "bytes" if provider == "local" else "o200k_base"))
+    if name not in TOKENIZERS:
+        raise ConfigError(f"{at}: tokenizer {name!r} is not one of {', '.join(TOKENIZERS)}")
+    return name
 
 
 def _image_rule(raw: Any, vision: bool, at: str) -> ImageRule:

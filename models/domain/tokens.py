@@ -84,6 +84,27 @@ def count_text(text: str) -> int:
     return len(enc.encode(text, disallowed_special=()))
 
 
+#: Tokenizers an embedding model may declare (prices.toml ``tokenizer``): tiktoken encodings,
+#: or ``bytes`` for a word-piece model whose pieces are at least a byte each.
+TOKENIZERS: tuple[str, ...] = ("o200k_base", "cl100k_base", "bytes")
+
+
+def count_text_as(text: str, tokenizer: str) -> int:
+    """Tokens in ``text`` by ``tokenizer`` (one of :data:`TOKENIZERS`): ``bytes`` bounds a
+    word-piece model (its UTF-8 bytes plus the two markers it adds); without the encoding, the
+    byte-based over-estimate :func:`count_text` uses."""
+    if tokenizer == "bytes":
+        return len(text.encode("utf-8", "surrogatepass")) + 2
+    if tokenizer == "o200k_base":
+        return count_text(text)
+    if not text:
+        return 0
+    enc = encoding_named(tokenizer)
+    if enc is None:
+        return len(text.encode("utf-8")) // 2 + 1
+    return len(enc.encode(text, disallowed_special=()))
+
+
 def count_request(request: ChatRequest, model: ModelSpec | None = None) -> int:
     """Prompt tokens of a whole request (o200k), static part and chat framing included; images
     by ``model``'s rule (without a model, OpenAI's tile rule)."""

@@ -11,6 +11,7 @@ chunks (re-ingested pages, shared boilerplate), on the async lane; then 1,000 on
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import time
@@ -22,12 +23,23 @@ import httpx
 
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
-from models.domain.tokens import count_text
+from models.domain.tokens import count_text_as
 from models.domain.usage import Usage
 from ops.bench.harness import (bench_env, scratch_database, standin_process, summary,
                                worker_process)
 
 MODEL = "text-embedding-3-small"
+
+
+@functools.cache
+def _tokenizer() -> str:
+    limits = load_catalogue().get(MODEL).embedding
+    return limits.tokenizer if limits else "o200k_base"
+
+
+def _count(text: str) -> int:
+    """Tokens of ``text`` as the model's provider bills them (its catalogue tokenizer)."""
+    return count_text_as(text, _tokenizer())
 
 
 def trace(chunks: int = 10_000, repeat: float = 0.4, queries: int = 1_000,
@@ -174,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
                 gateway.close()
     out = {"trace": {"documents": len(docs), "chunks": sum(map(len, docs)),
                      "queries": len(queries),
-                     "tokens": sum(count_text(c) for d in docs for c in d)
-                     + sum(count_text(q) for q in queries)},
+                     "tokens": sum(_count(c) for d in docs for c in d)
+                     + sum(_count(q) for q in queries)},
            "as_is": {k: str(v) if isinstance(v, Decimal) else v for k, v in plain.items()},
            "pipeline": {k: str(v) if isinstance(v, Decimal) else v for k, v in ours.items()},
            "ratios": {"provider_calls": round(ours["calls"] / plain["calls"], 4),

@@ -100,14 +100,16 @@ def spend(
         help="Ledger URL (default SLUICE_DATABASE__URL).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Spend from the ledger, grouped, with totals and savings per lever against all-flagship.
+    """Spend from the ledger, grouped, with totals and savings per lever against all-flagship,
+    and the embedding item cache's hit rate and savings per feature.
 
     Exit codes: 0 ok, 1 the ledger could not be read, 2 bad usage.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from models.db import ledger
+    from models.db import embedding_stats, ledger
     from models.domain.errors import SluiceError
+    from ops.cli.cache import embedding_stats_table
     from ops.cli.main import console, err_console
     from ops.cli.render import levers_table, print_json, spend_json, spend_table
 
@@ -120,6 +122,8 @@ def spend(
         with ledger_session(db) as s:
             lines = ledger.spend_lines(s, *groups, since=start, until=end, team=team)
             totals = ledger.spend_lines(s, since=start, until=end, team=team)
+            # The per-item cache of embeddings (a request's items, not the request, hit).
+            items = embedding_stats.by_feature(s, since=start, until=end, team=team)
     except (SQLAlchemyError, SluiceError, OSError) as exc:
         raise fail(err_console, describe_failure(exc, db), EXIT_FAILED) from None
     total = totals[0]
@@ -127,7 +131,8 @@ def spend(
         print_json(console, {"group_by": groups, "since": start and start.isoformat(),
                              "until": end and end.isoformat(), "team": team,
                              "lines": spend_json(lines, groups),
-                             "total": spend_json([total], [])[0]})
+                             "total": spend_json([total], [])[0],
+                             "embedding_items": [i.as_json() for i in items]})
         return
     scope = (f" (team {team})" if team else "") + (f" since {start:%Y-%m-%d %H:%M} UTC"
                                                    if start else "")
@@ -140,6 +145,8 @@ def spend(
                                    lines + [_total_line(total, len(groups))]))
     else:
         console.print(levers_table(f"Spend{scope}", [""], [_total_line(total, 1)]))
+    if items:
+        console.print(embedding_stats_table(items))
     console.print(f"[bold]total[/]: {total.requests} requests, paid "
                   f"${total.cost:,.6f} against ${total.baseline_cost:,.6f} all-flagship "
                   f"with no cache ({_share(total.saved, total.baseline_cost)} saved)",

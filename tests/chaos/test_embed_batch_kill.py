@@ -1,9 +1,11 @@
 """A worker killed while an embedding pack waits in a provider batch: the batch is paid once.
 
-The pack's leader records each member's place when the provider accepts the batch
-(workers/embeddings/placements.py); the redelivered members collect their vectors from that
-batch instead of packing their items into a second one, and their attempts are taken up, not
-charged as lost: each caller is billed its own items once, at the batch price.
+The pack's leader records each member's intent before it submits the batch and its place when
+the provider accepts it (workers/embeddings/placements.py); the redelivered members collect
+their vectors from that batch instead of packing their items into a second one, and their
+attempts are taken up, not charged as lost: each caller is billed its own items once, at the
+batch price. Killed between the submit and the record (the provider has the batch, the worker
+never heard its id), they find it by the pack's tag in the provider's batch list.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from models.db.tables import LedgerRow
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.settings import load_settings
-from models.domain.tokens import count_text
 from models.domain.usage import Usage
 from queues.producer import connect
 from tests.chaos.support import kill9, ledger_counts, replacement_worker, start_worker, stop
 from tests.services import run_token
-from workers.providers.standin.embeddings_api import vector_for
+from workers.providers.standin.batch_api import LIST_PATH
+from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 MEMBERS = 4
@@ -35,13 +37,23 @@ BATCH_DELAY_S = 6.0  # long enough to kill the worker while the batch runs
 SMALL = load_catalogue().get("text-embedding-3-small")
 
 
-@pytest.fixture()
-def slow_batches() -> Iterator[Any]:
-    """A stand-in of this test's own whose batches take BATCH_DELAY_S to finish."""
+#: Where the kill lands: while the placed batch runs, or while the provider's answer to the
+#: submit is on its way (the batch exists and bills; the worker never hears its id).
+RUNNING, SUBMITTING = "while-the-batch-runs", "between-submit-and-record"
+CREATE_DELAY_S = 5.0
+
+
+@pytest.fixture(params=[RUNNING, SUBMITTING])
+def slow_batches(request: Any) -> Iterator[Any]:
+    """A stand-in of this test's own whose batches take BATCH_DELAY_S to finish (or whose
+    submits take CREATE_DELAY_S to answer), and where the kill lands."""
     from workers.providers.standin import StandIn
     from workers.providers.standin.config import StandInConfig
 
-    with StandIn(StandInConfig(batch_delay_s=BATCH_DELAY_S)) as server:
+    config = (StandInConfig(batch_delay_s=BATCH_DELAY_S) if request.param == RUNNING
+              else StandInConfig(batch_delay_s=1.0, batch_create_delay_s=CREATE_DELAY_S))
+    with StandIn(config) as server:
+        server.phase = request.param
         yield server
 
 
@@ -49,15 +61,22 @@ def _path(standin: Any, path: str) -> int:
     return int(standin.stats()["by_path"].get(path, 0))
 
 
-def _placed(env: dict[str, str]) -> int:
+def _placements(env: dict[str, str]) -> list[dict[str, Any]]:
+    """Every member's recorded place (an intent has no batch id yet)."""
+    import json
+
     import redis
 
     client = redis.Redis.from_url(env["SLUICE_BROKER__URL"])
     try:
         pattern = env["SLUICE_BROKER__KEY_PREFIX"] + "sluice:embed-placement:*"
-        return sum(1 for _ in client.scan_iter(match=pattern))
+        return [json.loads(client.get(k) or "{}") for k in client.scan_iter(match=pattern)]
     finally:
         client.close()
+
+
+def _placed(env: dict[str, str]) -> int:
+    return sum(1 for p in _placements(env) if p.get("batch_id"))
 
 
 def test_kill_during_an_embedding_batch_pays_for_it_once(
@@ -85,12 +104,18 @@ def test_kill_during_an_embedding_batch_pays_for_it_once(
         while _path(slow_batches, "/v1/batches") < 1:
             assert time.time() < deadline, "the first worker never submitted its batch"
             time.sleep(0.05)
-        # The provider has the pack; give the worker a moment to note where it went.
-        settle = time.time() + 2
-        while _placed(env) < MEMBERS and time.time() < settle:
-            time.sleep(0.05)
+        if slow_batches.phase == RUNNING:
+            # The provider has the pack; give the worker a moment to note where it went.
+            settle = time.time() + 2
+            while _placed(env) < MEMBERS and time.time() < settle:
+                time.sleep(0.05)
+        else:
+            time.sleep(1.0)  # the batch exists; its id is CREATE_DELAY_S from the worker
         kill9(first)  # the batch is at the provider, paid for, its vectors not collected
         assert ledger_counts(chaos_sessions, prefix) == {"running": MEMBERS}
+        if slow_batches.phase == SUBMITTING:
+            # No member knows the batch's id (there are intents only, tagged with its pack).
+            assert not _placed(env), "the kill missed the window between submit and record"
         with replacement_worker(env, log, gateway, chaos_sessions, older_than_s=10,
                                 queues="async.api", concurrency=MEMBERS * 2):
             results = [h.result(timeout=90) for h in handles]
@@ -100,6 +125,8 @@ def test_kill_during_an_embedding_batch_pays_for_it_once(
     assert _path(slow_batches, "/v1/batches") == 1, \
         "the redelivered members went into a second provider batch (paid twice)"
     assert _path(slow_batches, "/v1/embeddings") == 0  # nothing sent directly either
+    if slow_batches.phase == SUBMITTING:  # found by its tag in the provider's batch list
+        assert _path(slow_batches, LIST_PATH) >= 1
     with chaos_sessions() as s:
         rows = {r.request_id: r for r in s.scalars(
             select(LedgerRow).where(LedgerRow.request_id.startswith(prefix))).all()}
@@ -107,7 +134,7 @@ def test_kill_during_an_embedding_batch_pays_for_it_once(
     assert len(rows) == MEMBERS
     for req, res in zip(reqs, results):
         assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
-        own = sum(count_text(t) for t in req["input"])
+        own = sum(tokens_of(t) for t in req["input"])
         row = rows[req["request_id"]]
         want = cost_of(Usage(input_uncached=own), SMALL, batch=True)
         assert (row.outcome, row.batch, row.cost, row.estimated_cost) == ("ok", True, want, 0)

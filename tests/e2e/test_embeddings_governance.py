@@ -16,8 +16,8 @@ import pytest
 from models.db.budgets import set_budget
 from models.db.rate_limits import remove_limit, set_limit
 from models.domain.ratelimit import RateLimit
-from models.domain.tokens import count_text
 from tests.e2e.frontdoor_support import mint, row
+from workers.providers.standin.embeddings_api import tokens_of
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,20 @@ def _fresh(n: int = 1) -> list[str]:
     return [f"embedding governance {tag} {i}" for i in range(n)]
 
 
+def _fill_window(sdk: openai.OpenAI, *, margin_s: float, tries: int = 8) -> None:
+    """Return once a request was refused with at least ``margin_s`` left of the window, so
+    the next one (sent at once) is refused too; a refusal with less left is waited out."""
+    for _ in range(tries):
+        try:
+            sdk.embeddings.create(model=MODEL, input=_fresh())
+        except openai.RateLimitError as exc:
+            left = float(exc.response.headers["retry-after"])
+            if left >= margin_s:
+                return
+            time.sleep(left + 0.05)
+    raise AssertionError(f"no refusal with {margin_s} s of the window left in {tries} tries")
+
+
 def test_a_429_with_x_ratelimit_headers_that_the_sdk_waits_out(
         door: str, pg_url: str, sessions: Any, teams: list[str]) -> None:
     team = _team(sessions, rpm=1, tpm=50_000, window_s=3)
@@ -76,6 +90,9 @@ def test_a_429_with_x_ratelimit_headers_that_the_sdk_waits_out(
     assert err.body["code"] == "rate_limited" and err.body["limit"] == f"team:{team}"
     patient = _sdk(door, key, retries=3)
     text = _fresh()
+    # The patient call must meet a full window: refill it until a refusal says at least 1.5 s
+    # of it are left (the first refusal above may have come just before the window rolled).
+    _fill_window(bare, margin_s=1.5)
     raw = patient.embeddings.with_raw_response.create(model=MODEL, input=text)
     assert len(raw.parse().data[0].embedding) == 1536 and raw.retries_taken >= 1
     # The window is full again, but a wholly cached request sends nothing: it is answered.
@@ -89,8 +106,8 @@ def test_tokens_counted_are_the_inputs_sent(door: str, pg_url: str, sessions: An
                                             teams: list[str]) -> None:
     tag = uuid.uuid4().hex[:6]
     pool = [f"governed chunk {tag} {i}" for i in range(400)]
-    size = count_text(pool[0])
-    same = [t for t in pool if count_text(t) == size]
+    size = tokens_of(pool[0])
+    same = [t for t in pool if tokens_of(t) == size]
     team = _team(sessions, tpm=5 * size, window_s=60)
     teams.append(team)
     time.sleep(TABLE_TTL_S)
@@ -158,7 +175,7 @@ def test_an_async_request_over_a_limit_waits_in_its_queue(
                                                   extra_headers={"x-sluice-lane": "async"})
     assert len(raw.parse().data) == 1
     r = row(sessions, raw.headers["x-sluice-request-id"])
-    assert (r.outcome, r.input_uncached) == ("ok", count_text(text[0]))
+    assert (r.outcome, r.input_uncached) == ("ok", tokens_of(text[0]))
     sdk.close()
 
 

@@ -12,10 +12,11 @@ from typing import Any
 import openai
 import pytest
 
+from models.db import ledger
 from models.domain.catalogue import load_catalogue
 from models.domain.tokens import count_text
 from tests.e2e.frontdoor_support import mint, row
-from workers.providers.standin.embeddings_api import vector_for
+from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,27 @@ def _rid() -> str:
     return f"emb-{uuid.uuid4().hex}"
 
 
+def test_a_valid_user_reaches_the_ledger_rows(client: openai.OpenAI, sessions: Any) -> None:
+    """OpenAI's ``user`` field attributes the request: on its row, and on the row of its
+    items the item cache answered."""
+    texts = _texts(2)
+    user = f"analyst-{uuid.uuid4().hex[:6]}"
+    first, second = _rid(), _rid()
+    client.embeddings.create(model=MODEL, input=texts[:1], user=user,
+                             extra_headers={"x-sluice-request-id": first})
+    client.embeddings.create(model=MODEL, input=texts, user=user,  # the first item cached
+                             extra_headers={"x-sluice-request-id": second})
+    deadline = time.time() + 10  # the cached part's row is written off the hot path
+    while time.time() < deadline:
+        with sessions() as s:
+            if ledger.get(s, f"{second}:cached") is not None:
+                break
+        time.sleep(0.1)
+    rows = [row(sessions, rid) for rid in (first, second, f"{second}:cached")]
+    assert [(r.user, r.outcome, r.items) for r in rows] == [
+        (user, "ok", 1), (user, "ok", 1), (user, "cache_hit", 1)]
+
+
 def test_a_single_string_returns_the_providers_vector_and_is_billed_exactly(
         client: openai.OpenAI, sessions: Any, standin: Any) -> None:
     text = _texts(1)[0]
@@ -52,11 +74,11 @@ def test_a_single_string_returns_the_providers_vector_and_is_billed_exactly(
                                                   "x-sluice-feature": "search"})
     assert len(res.data) == 1 and res.data[0].index == 0
     assert _f32(res.data[0].embedding) == vector_for(MODEL, text, 1536)
-    assert res.usage.prompt_tokens == count_text(text)
+    assert res.usage.prompt_tokens == tokens_of(text)
     r = row(sessions, rid)
-    assert (r.kind, r.items, r.input_uncached, r.outcome) == ("embedding", 1, count_text(text),
+    assert (r.kind, r.items, r.input_uncached, r.outcome) == ("embedding", 1, tokens_of(text),
                                                               "ok")
-    assert r.cost == count_text(text) * PRICE / 1_000_000
+    assert r.cost == tokens_of(text) * PRICE / 1_000_000
     assert r.attempts == 1
 
 
@@ -65,7 +87,7 @@ def test_a_list_of_100_comes_back_in_order(client: openai.OpenAI, standin: Any) 
     res = client.embeddings.create(model="auto", input=texts)
     assert [d.index for d in res.data] == list(range(100))
     assert all(_f32(d.embedding) == vector_for(MODEL, t, 1536) for d, t in zip(res.data, texts))
-    assert res.usage.prompt_tokens == sum(count_text(t) for t in texts)
+    assert res.usage.prompt_tokens == sum(tokens_of(t) for t in texts)
 
 
 def test_base64_and_dimensions(client: openai.OpenAI) -> None:
@@ -107,7 +129,7 @@ def test_a_partly_cached_list_sends_only_the_missing_items_and_answers_in_order(
     assert raw.headers["x-sluice-cached-items"] == "3/7"
     assert _calls(standin) == calls + 1
     missing = {texts[7], texts[8], texts[9]}  # each sent once, though texts[7] came twice
-    sent_tokens = sum(count_text(t) for t in missing)
+    sent_tokens = sum(tokens_of(t) for t in missing)
     assert standin.stats()["tokens"]["prompt"] - tokens_before == sent_tokens
     r = row(sessions, rid)
     assert (r.items, r.input_uncached) == (3, sent_tokens)
@@ -116,7 +138,7 @@ def test_a_partly_cached_list_sends_only_the_missing_items_and_answers_in_order(
     time.sleep(0.3)  # the cached part's $0 row is written off the hot path
     hit = row(sessions, f"{rid}:cached")
     assert (hit.outcome, hit.items, hit.cost, hit.kind) == ("cache_hit", 3, 0, "embedding")
-    assert hit.baseline_cost == sum(count_text(t) for t in (texts[2], texts[0], texts[5])) \
+    assert hit.baseline_cost == sum(tokens_of(t) for t in (texts[2], texts[0], texts[5])) \
         * PRICE / 1_000_000
 
 
@@ -275,12 +297,24 @@ def test_spend_by_kind_and_the_item_cache_per_feature(client: openai.OpenAI, pg_
     with sessions() as s:
         want = s.execute(select(func.sum(LedgerRow.cost), func.count())
                          .where(LedgerRow.kind == "embedding")).one()
+        parts = s.execute(select(func.count()).where(
+            LedgerRow.kind == "embedding", LedgerRow.request_id.like("%:cached"))).scalar_one()
     assert Decimal(kinds["embedding"]["cost"]) == want[0]
-    assert kinds["embedding"]["requests"] == want[1]
+    # A partly cached request's cached part is its own row, not another request.
+    assert parts >= 1 and kinds["embedding"]["requests"] == want[1] - parts
+    mine = [r for r in sluice_json(["spend", "--by", "feature"], env)["embedding_items"]
+            if r["feature"] == feature]
+    assert [(r["items"], r["cached"], r["hit_rate"]) for r in mine] == [(6, 2, 0.3333)]
+    assert Decimal(mine[0]["saved"]) == sum(tokens_of(t) for t in texts[:2]) * PRICE / 1_000_000
+    by_feature = sluice_json(["spend", "--by", "feature"], env)
+    ours = [line for line in by_feature["lines"] if line["feature"] == feature]
+    assert [line["requests"] for line in ours] == [2]  # two requests, three rows
+    spent = sluice(["spend", "--by", "feature"], env)
+    assert spent.returncode == 0 and "Embedding item cache by feature" in spent.stdout
     stats = sluice_json(["cache", "stats"], env)
     mine = [r for r in stats if r.get("kind") == "embedding" and r["feature"] == feature]
     assert len(mine) == 1
     assert (mine[0]["items"], mine[0]["cached"], mine[0]["hit_rate"]) == (6, 2, 0.3333)
-    assert Decimal(mine[0]["saved"]) == sum(count_text(t) for t in texts[:2]) * PRICE / 1_000_000
+    assert Decimal(mine[0]["saved"]) == sum(tokens_of(t) for t in texts[:2]) * PRICE / 1_000_000
     table = sluice(["cache", "stats"], env)
     assert table.returncode == 0 and "Embedding item cache by feature" in table.stdout

@@ -24,12 +24,11 @@ from models.db.engine import make_engine, session_factory
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.settings import load_settings
-from models.domain.tokens import count_text
 from models.domain.usage import Usage
 from queues.producer import connect
 from tests.services import run_token
 from tests.worker_proc import celery_worker
-from workers.providers.standin.embeddings_api import vector_for
+from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
 pytestmark = pytest.mark.integration
 SMALL = load_catalogue().get("text-embedding-3-small")
@@ -81,7 +80,7 @@ def test_a_batch_slower_than_the_wait_is_polled_again_and_billed_once(
     assert standin.stats()["by_path"].get("/v1/embeddings", 0) == 0
     for req, res in zip(reqs, results):
         assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
-        own = sum(count_text(t) for t in req["input"])
+        own = sum(tokens_of(t) for t in req["input"])
         want = cost_of(Usage(input_uncached=own), SMALL, batch=True)
         with sessions() as s:
             row = ledger.get(s, req["request_id"])
@@ -109,7 +108,7 @@ def test_a_request_cut_into_calls_never_spends_past_its_reservation(
         s.commit()
     time.sleep(AdmissionConfig().budget_cache_ttl_s + 0.2)
     texts = [f"{i} " + "lamp" + " lamp" * 7990 for i in range(38)]
-    tokens = [count_text(t) for t in texts]
+    tokens = [tokens_of(t) for t in texts]
     limits = SMALL.embedding
     assert limits is not None
     assert len(chunks(tokens, limits.max_items, limits.max_call_tokens)) == 2

@@ -20,7 +20,7 @@ from models.domain.cost import cost_of
 from models.domain.errors import BudgetExceeded
 from models.domain.tokens import count_text
 from models.domain.usage import Usage
-from workers.providers.standin.embeddings_api import vector_for
+from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_gateway_embed_returns_vectors_usage_and_cost(gateway: Any, sessions: An
     assert result.embeddings == [vector_for(SMALL.name, t, 1536) for t in texts[:1]] + \
         [result.floats(1)]
     assert result.floats(1) == vector_for(SMALL.name, texts[1], 1536)
-    tokens = sum(count_text(t) for t in texts)
+    tokens = sum(tokens_of(t) for t in texts)
     assert result.total_tokens == tokens
     r = _row(sessions, req["request_id"])
     # The sent part's cost is exact; a cached item (the second, if an earlier test sent it)
@@ -80,7 +80,7 @@ def test_async_requests_are_packed_and_each_caller_billed_its_own_items(
     billed = 0
     for req, res in zip(reqs, results):
         assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
-        own = sum(count_text(t) for t in req["input"])
+        own = sum(tokens_of(t) for t in req["input"])
         r = _row(sessions, req["request_id"])
         assert (r.input_uncached, r.items) == (own, len(req["input"]))
         assert r.cost == cost_of(Usage(input_uncached=own), SMALL) == res.cost
@@ -89,6 +89,48 @@ def test_async_requests_are_packed_and_each_caller_billed_its_own_items(
         assert [(a.outcome, a.billing, a.cost) for a in tried] == [("ok", "exact", r.cost)]
         billed += own
     assert standin.stats()["tokens"]["prompt"] - tokens_before == billed
+
+
+def test_openai_input_is_counted_as_the_provider_bills_it_cl100k(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    """OpenAI's embedding models count with cl100k_base, not o200k_base: on text where the two
+    differ, the reservation covers the bill, each packed caller is billed its own items'
+    provider count (not a split of the pack's bill by o200k counts), and its usage says so."""
+    from sqlalchemy import select
+
+    from models.db.budgets import ReservationRow, set_budget
+    from scheduler.admission import AdmissionConfig
+
+    tag = uuid.uuid4().hex[:6]
+    feature = f"cl100k-{tag}"  # a budget of its own: each request holds a reservation
+    with sessions() as s:
+        set_budget(s, "feature", feature, "total", hard=Decimal(1))
+        s.commit()
+    time.sleep(AdmissionConfig().budget_cache_ttl_s + 0.2)
+    texts = [[f"plain english words ({tag})"], [f"Привет мир, как дела? ({tag})"],
+             [f"東京タワーは高い ({tag})", f"naïve café résumé ({tag})"]]
+    assert any(tokens_of(t) != count_text(t) for group in texts for t in group)
+    reqs = [_req(group, lane="async", feature=feature, cache={"mode": "bypass"})
+            for group in texts]
+    calls = _calls(standin)
+    # Submitted one after another (each returns at once; the worker packs them in its batch
+    # timeout): concurrent submits could read the budget index before the reload that has
+    # this feature's budget, and hold no reservation.
+    handles = [gateway.submit_embedding(r) for r in reqs]
+    results = [h.result(timeout=30) for h in handles]
+    assert _calls(standin) - calls < len(reqs)  # packed: one bill split among its callers
+    for req, res in zip(reqs, results):
+        own = sum(tokens_of(t) for t in req["input"])
+        assert (res.prompt_tokens, res.total_tokens) == (own, own)
+        r = _row(sessions, req["request_id"])
+        assert r.input_uncached == own
+        assert r.cost == cost_of(Usage(input_uncached=own), SMALL) == res.cost
+        with sessions() as s:
+            held = list(s.scalars(select(ReservationRow).where(
+                ReservationRow.request_id == req["request_id"])))
+        (settled,) = [h for h in held if h.state == "settled"]
+        assert settled.actual == r.cost <= settled.amount, \
+            f"billed {settled.actual} under a reservation of {settled.amount}"
 
 
 GEMINI = CATALOGUE.get("gemini-embedding-001")
@@ -223,7 +265,7 @@ def test_any_interleaving_answers_each_item_with_the_providers_vector(
                     row = ledger.get(s, req["request_id"])
                 sent = row.input_uncached if row is not None and row.outcome == "ok" else 0
                 # Concurrent requests may both miss an item; a finished one's items never are.
-                assert sent <= sum(count_text(texts[i]) for i in fresh)
+                assert sent <= sum(tokens_of(texts[i]) for i in fresh)
             for items, dims, feature in wave:
                 cached.update((i, dims, feature) for i in items)
 
@@ -243,7 +285,7 @@ def test_opted_in_async_packs_go_through_the_batch_api_at_half_price(
     assert by_path.get("/v1/embeddings", 0) == before[1]  # nothing sent directly
     for req, res in zip(reqs, results):
         assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
-        own = sum(count_text(t) for t in req["input"])
+        own = sum(tokens_of(t) for t in req["input"])
         r = _row(sessions, req["request_id"])
         assert r.batch and r.input_uncached == own
         assert r.cost == cost_of(Usage(input_uncached=own), SMALL, batch=True) == res.cost

@@ -13,7 +13,7 @@ import pytest
 from models.domain.catalogue import load_catalogue
 from models.domain.embedding import decode_vector
 from models.domain.errors import ProviderPermanent, ProviderRetryable
-from models.domain.tokens import count_text
+from models.domain.tokens import count_text_as
 from workers.embeddings.adapters import OpenAIEmbeddings
 from workers.embeddings.gemini import GeminiEmbeddings
 from workers.providers.standin.embeddings_api import vector_for
@@ -48,7 +48,7 @@ def test_vectors_come_back_in_order_with_the_inputs_tokens(case: Any) -> None:
     native = model.embedding.dimensions
     assert [decode_vector(v) for v in reply.vectors] == [
         _f32(vector_for(model.name, t, native)) for t in texts]
-    assert reply.prompt_tokens == sum(count_text(t) for t in texts)
+    assert reply.prompt_tokens == sum(count_text_as(t, model.embedding.tokenizer) for t in texts)
     assert reply.exact is exact  # Gemini reports no count: ours, marked estimated
 
 

@@ -114,3 +114,38 @@ def test_a_chat_request_naming_an_embedding_model_is_refused() -> None:
     with pytest.raises(UnknownModelError) as exc:
         decide_route(req, CAT, RoutingSettings())
     assert exc.value.field == "model" and "/v1/embeddings" in exc.value.message
+
+
+#: Texts where OpenAI's embedding tokenizer (cl100k_base) and its chat one (o200k_base) differ.
+_DIFFERING = ["Привет мир, как дела?", "naïve café résumé", "東京タワーは高い"]
+
+
+def test_openai_embedding_input_is_counted_with_cl100k_as_the_provider_bills_it() -> None:
+    from models.domain.tokens import count_text, count_text_as
+    from queues.embeddings import check_request
+    from workers.providers.standin.embeddings_api import tokens_of
+
+    for name in ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"):
+        model = CAT.get(name)
+        assert model.embedding is not None and model.embedding.tokenizer == "cl100k_base"
+        _dims, counted = check_request(_req(input=_DIFFERING, model=name), model)  # type: ignore[arg-type]
+        # The provider's count (the stand-in counts as api.openai.com: cl100k), not o200k's.
+        assert counted == [tokens_of(t) for t in _DIFFERING]
+        assert counted == [count_text_as(t, "cl100k_base") for t in _DIFFERING]
+        assert all(c > count_text(t) for c, t in zip(counted, _DIFFERING))
+    # The self-hosted word-piece model: its bytes bound; Gemini: o200k (its bill is estimated).
+    assert CAT.get("all-minilm-l6-v2").embedding.tokenizer == "bytes"  # type: ignore[union-attr]
+    assert CAT.get("gemini-embedding-001").embedding.tokenizer == "o200k_base"  # type: ignore[union-attr]
+
+
+def test_an_unknown_embedding_tokenizer_is_a_config_error(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from models.domain.errors import ConfigError
+
+    path = Path(str(tmp_path)) / "prices.toml"
+    path.write_text('version = "t"\ncurrency = "USD"\n[models.e]\nprovider = "openai"\n'
+                    'kind = "embedding"\ninput = "0.02"\ndimensions = 8\n'
+                    'tokenizer = "p50k_base"\n')
+    with pytest.raises(ConfigError, match="tokenizer"):
+        load_catalogue(path)

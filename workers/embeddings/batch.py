@@ -17,6 +17,18 @@ from workers.providers.errors import map_sdk_error
 
 ENDPOINT = "/v1/embeddings"
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+#: The batch metadata key naming the pack a batch carries (workers/embeddings/placements.py).
+PACK_KEY = "sluice_pack"
+#: How far before a pack's intent a batch carrying it may say it was created (clock skew).
+_FIND_SLACK_S = 300.0
+
+
+def batch_api(rt: Any) -> OpenAIEmbeddingBatch:
+    """The worker process's embedding Batch API client, built on first use."""
+    found = rt.providers.get("embeddings:openai-batch")
+    if found is None:
+        found = rt.providers["embeddings:openai-batch"] = OpenAIEmbeddingBatch(rt.settings)
+    return found  # type: ignore[no-any-return]
 
 
 def wants_batch(request: EmbeddingRequest, provider: str, settings: Settings) -> bool:
@@ -46,22 +58,40 @@ class OpenAIEmbeddingBatch:
 
     def embed(self, model: ModelSpec, items: Sequence[Item], dimensions: int | None,
               timeout_s: float | None = None,
-              placed: Callable[[str], None] | None = None) -> EmbedReply:
+              placed: Callable[[str], None] | None = None, pack: str = "") -> EmbedReply:
         """The pack's vectors from a new batch; ``placed(batch_id)`` is told where it went as
-        soon as the provider accepted it (the batch is paid for from then on). Raises like a
-        direct call, and BatchPending when the batch outlasts the wait."""
-        batch_id = self.place(model, items, dimensions)
+        soon as the provider accepted it (the batch is paid for from then on). ``pack`` tags
+        the batch's metadata, so a run that died before hearing its id can find it
+        (:meth:`find`). Raises like a direct call, and BatchPending when the batch outlasts
+        the wait."""
+        batch_id = self.place(model, items, dimensions, pack=pack)
         if placed is not None:
             placed(batch_id)
         return self.collect(batch_id, len(items), timeout_s)
 
-    def place(self, model: ModelSpec, items: Sequence[Item], dimensions: int | None) -> str:
-        """Submit the pack as a one-line batch; its id."""
+    def find(self, pack: str, since: float) -> str | None:
+        """The id of the batch tagged ``pack`` (its metadata), or None: the batches list is
+        read newest first, back to those created a few minutes before ``since`` (epoch s,
+        when the pack was about to be placed)."""
+        try:
+            for batch in self._client.batches.list(limit=100):
+                if (batch.metadata or {}).get(PACK_KEY) == pack:
+                    return str(batch.id)
+                if batch.created_at and batch.created_at < since - _FIND_SLACK_S:
+                    return None
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
+            raise map_sdk_error(self.name, exc) from exc
+        return None
+
+    def place(self, model: ModelSpec, items: Sequence[Item], dimensions: int | None,
+              pack: str = "") -> str:
+        """Submit the pack as a one-line batch (tagged ``pack``); its id."""
         body: dict[str, Any] = {"model": model.api_name or model.name,
                                 "input": [i if isinstance(i, str) else list(i) for i in items],
                                 "encoding_format": "base64"}
         if dimensions is not None:
             body["dimensions"] = dimensions
+        metadata = {"source": "sluicegate", **({PACK_KEY: pack} if pack else {})}
         line = json.dumps({"custom_id": "pack", "method": "POST", "url": ENDPOINT,
                            "body": body}, separators=(",", ":"))
         try:
@@ -69,7 +99,7 @@ class OpenAIEmbeddingBatch:
                                                purpose="batch")
             batch = self._client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
                                                 completion_window="24h",
-                                                metadata={"source": "sluicegate"})
+                                                metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
         return str(batch.id)

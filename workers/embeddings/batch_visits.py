@@ -1,7 +1,8 @@
 """Embedding packs in provider batches across task runs: record each member's place, take it up.
 
 A member whose pack went into a provider batch is paid for once the provider accepted it. The
-leader records every member's place then (workers/embeddings/placements.py). A later run of a
+leader records every member's intent before it submits, and its place once the provider
+answered (workers/embeddings/placements.py). A later run of a
 member's task (a redelivery after its worker died, or the task back to poll a batch slower
 than its wait) takes up the attempt its place names, instead of charging it as lost, and
 collects its vectors from that batch instead of submitting its items again.
@@ -10,8 +11,10 @@ collects its vectors from that batch instead of submitting its items again.
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import update
@@ -20,17 +23,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from models.db.attempts import AttemptRow
 from models.domain.catalogue import ModelSpec
 from models.domain.embedding_pack import chunks, split_tokens
-from models.domain.errors import BatchPending
+from models.domain.embedding import Item
+from models.domain.errors import BatchPending, ProviderError
 from queues.batch_wait import cancel_asked
 from queues.embedding_envelope import EmbeddingEnvelope
 from queues.envelope import task_id_for
 from workers.batch.pending import PENDING
 from workers.batch.seam import retry_in_s
+from workers.embeddings.batch import batch_api
 from workers.embeddings.packer import Member
 from workers.embeddings.placements import PackPlacement, PackPlacements, pack_placements_for
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+#: The key suffix of a member's intent (its place before the provider named the batch).
+INTENT = ":intent"
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,18 @@ def placed(rt: WorkerRuntime, env: EmbeddingEnvelope, model: ModelSpec
     n = sum(1 for _ in chunks(env.item_tokens, limits.max_items, limits.max_call_tokens))
     for c in range(n):
         try:
+            # The store is the broker's Redis: down, it redelivers nothing either, so this run
+            # is a first one.
             found = store.get(place_key(env, c))
-        except Exception as exc:  # noqa: BLE001 - the store is the broker's Redis: down, it
-            # redelivers nothing either, so this run is a first one
+            # An intent newer than the place (or with none): its batch may be at the provider
+            # with no record of its id (its run died between the submit and the record).
+            intent = store.get(place_key(env, c) + INTENT)
+        except Exception as exc:  # noqa: BLE001 - as above
             log.warning("could not read the batch placement of %s: %s", env.request.request_id,
                         exc)
             return {}
+        if intent is not None and intent.pack and (found is None or intent.at > found.at):
+            found = _resolve(rt, place_key(env, c), intent) or found
         if found is not None:
             out[c] = found
     return out
@@ -127,13 +140,31 @@ def pend(rt: WorkerRuntime, attempt_ids: Sequence[int]) -> None:
         log.warning("could not leave batch attempts %s pending: %s", attempt_ids, exc)
 
 
-def record(rt: WorkerRuntime, batch_id: str, members: Sequence[Member], items: int) -> None:
-    """The provider accepted the pack as batch ``batch_id``: record each member's place
-    before anything else (a kill from here on must not send the pack again)."""
+def send_pack(rt: WorkerRuntime, provider: Any, model: ModelSpec, items: list[Item],
+              members: Sequence[Member], dimensions: int | None, left_s: float) -> Any:
+    """Send a pack through the Batch API: each member's intent recorded before the submit
+    (tagged with a fresh pack id the batch's metadata carries), its place once the provider
+    answered with the batch id; a run that dies in between leaves a batch :func:`placed`
+    finds by its tag, not one its redelivery pays for again."""
+    pack, at = uuid.uuid4().hex, time.time()
+    record(rt, "", members, len(items), pack=pack, at=at)
+    return provider.embed(model, items, dimensions, timeout_s=left_s, pack=pack,
+                          placed=lambda bid: record(rt, bid, members, len(items), pack=pack,
+                                                    at=at))
+
+
+def record(rt: WorkerRuntime, batch_id: str, members: Sequence[Member], items: int, *,
+           pack: str = "", at: float = 0.0) -> None:
+    """The provider accepted the pack as batch ``batch_id`` (``""``: it is about to be
+    submitted, tagged ``pack``): record each member's place before anything else (a kill
+    from here on must not send the pack again)."""
     tokens = tuple(m.tokens for m in members)
-    placed_now = {m.key: PackPlacement(batch_id=batch_id, start=m.start, size=m.size,
+    # An intent is kept apart from the place: what reads a place (a cancel, a poll) sees a
+    # batch only once the provider named it.
+    suffix = "" if batch_id else INTENT
+    placed_now = {m.key + suffix: PackPlacement(batch_id=batch_id, start=m.start, size=m.size,
                                        tokens=tokens, index=i, items=items,
-                                       attempt_id=int(m.attempt_id))
+                                       attempt_id=int(m.attempt_id), pack=pack, at=at)
                   for i, m in enumerate(members) if m.key is not None and m.attempt_id is not None}
     if not placed_now:
         return
@@ -141,7 +172,27 @@ def record(rt: WorkerRuntime, batch_id: str, members: Sequence[Member], items: i
         placements_of(rt).put(placed_now)
     except Exception as exc:  # noqa: BLE001 - the batch is out; only a crash would need it
         log.warning("could not record where %d embedding requests of batch %s went: %s",
-                    len(placed_now), batch_id, exc)
+                    len(placed_now), batch_id or f"(pack {pack})", exc)
+
+
+def _resolve(rt: WorkerRuntime, key: str, place: PackPlacement) -> PackPlacement | None:
+    """An intent's place once the provider's batch list names the batch tagged with its
+    pack (recorded for the next look), or None: the submit never reached the provider."""
+    try:
+        found = batch_api(rt).find(place.pack, place.at)
+    except ProviderError as exc:
+        # Unknown: as before intents, the items are sent again (a batch may be paid twice).
+        log.warning("could not look up embedding pack %s at the provider: %s", place.pack,
+                    exc.message)
+        return None
+    if found is None:
+        return None
+    place = replace(place, batch_id=found)
+    try:
+        placements_of(rt).put({key: place})
+    except Exception as exc:  # noqa: BLE001 - the next look asks the provider again
+        log.debug("could not record the found batch %s: %s", found, exc)
+    return place
 
 
 def collect(provider: Any, place: PackPlacement, left_s: float) -> tuple[list[str], int, int]:

@@ -8,7 +8,7 @@ from typing import Any
 from models.domain.catalogue import ModelSpec
 from models.domain.embedding import Item, encode_vector
 from models.domain.errors import ProviderPermanent, ProviderRetryable
-from models.domain.tokens import count_text
+from models.domain.tokens import count_text_as
 from workers.embeddings.adapters import EmbedReply
 
 
@@ -16,7 +16,8 @@ class GeminiEmbeddings:
     """One ``embed_content`` call (the Gemini API's ``:batchEmbedContents``) per ``embed``.
 
     The Gemini API's answer carries no token count, so the call is billed by the count the
-    reservation used (o200k per input) and marked estimated (``EmbedReply.exact``); an answer
+    reservation used (the model's ``tokenizer`` per input: o200k_base) and marked estimated
+    (``EmbedReply.exact``); an answer
     that does report ``usageMetadata.promptTokenCount`` is billed by it, exactly. countTokens
     per call would double the round trips for a count Gemini does not bill by either.
     """
@@ -67,7 +68,9 @@ class GeminiEmbeddings:
         if reported is not None:
             return EmbedReply(vectors=vectors, prompt_tokens=int(reported),
                               provider_model=model.name)
-        return EmbedReply(vectors=vectors, prompt_tokens=sum(count_text(t) for t in texts),
+        tokenizer = model.embedding.tokenizer if model.embedding else "o200k_base"
+        return EmbedReply(vectors=vectors,
+                          prompt_tokens=sum(count_text_as(t, tokenizer) for t in texts),
                           provider_model=model.name, exact=False)
 
     def close(self) -> None:

@@ -3,10 +3,14 @@
 A pack is one line of one provider batch shared by several requests. A worker killed while the
 batch ran left it paid for and its members' tasks unanswered; the redelivered tasks packed
 their items again and the provider billed them a second time. The leader of a pack now
-records, right after the provider accepted the batch, each member's place (batch id, its
-slice of the vectors, every member's token count, for the split) under the member's task id;
-a redelivered member with a place collects its vectors from that batch instead. As for chat
-batches (workers/batch/placements.py) the record lives beside the broker for 25 hours.
+records each member's place (its slice of the vectors, every member's token count, for the
+split) under the member's task id twice: as an intent before it submits the batch (tagged
+with the pack's id, which goes into the batch's metadata; kept apart, so a cancel sees no
+batch yet), then with the batch id the provider answered. A redelivered member with a place
+collects its vectors from that batch instead; one with only an intent (its worker died
+between the submit and the record) looks the batch up by its tag in the provider's batch
+list, and collects it if the provider has it. As for chat batches
+(workers/batch/placements.py) the record lives beside the broker for 25 hours.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ class PackPlacement:
     #: Items in the pack's line (the reply's check), and the member's attempt row.
     items: int
     attempt_id: int
+    #: The pack's tag in its batch's metadata, and when it was about to be placed (epoch s).
+    #: An intent (recorded before the submit, under the key plus ``:intent``) has no batch
+    #: id: a run that died before the record left a batch only the provider's list can name.
+    pack: str = ""
+    at: float = 0.0
 
 
 class PackPlacements(Protocol):

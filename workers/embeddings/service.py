@@ -29,7 +29,7 @@ from workers.attempts import RunMoney, finalize
 from workers.batch.seam import hold_pending
 from workers.embeddings import batch_visits as visits
 from workers.embeddings.adapters import embedding_provider
-from workers.embeddings.batch import OpenAIEmbeddingBatch, wants_batch
+from workers.embeddings.batch import batch_api, wants_batch
 from workers.embeddings.packer import Member, Packer
 from workers.outbox import final_write
 from workers.providers.retry import with_retries
@@ -219,7 +219,7 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     limits = model.embedding
     assert limits is not None
     batch = wants_batch(req, model.provider, rt.settings)
-    provider = _batch_api(rt) if batch else embedding_provider(rt, model.provider)
+    provider = batch_api(rt) if batch else embedding_provider(rt, model.provider)
     dims = req.dimensions
     packer = _packer(rt, req.lane, batch)
     taken = taken or {}
@@ -240,10 +240,9 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
             def call(all_items: list[Item], members: list[Any]) -> Any:
                 if not batch:
                     return provider.embed(model, all_items, dims, timeout_s=left)
-                return provider.embed(model, all_items, dims, timeout_s=left,
-                                      # ``members`` is call()'s own argument, not the loop's
-                                      placed=lambda bid: visits.record(
-                                          rt, bid, members, len(all_items)))  # noqa: B023
+                # ``members`` is call()'s own argument, not the loop's
+                return visits.send_pack(rt, provider, model, all_items,
+                                        members, dims, left)  # noqa: B023
             if packer is None:
                 reply = call(items, [Member(0, len(items), counted, key, money.current)])
                 guessed[0] = not reply.exact
@@ -352,14 +351,6 @@ def _packer(rt: WorkerRuntime, lane: str, batch: bool) -> Packer | None:
     if key not in packers:
         packers[key] = Packer(wait_ms / 1000.0)
     return packers[key]
-
-
-def _batch_api(rt: WorkerRuntime) -> Any:
-    """This process's embedding Batch API client, built on first use."""
-    found = rt.providers.get("embeddings:openai-batch")
-    if found is None:
-        found = rt.providers["embeddings:openai-batch"] = OpenAIEmbeddingBatch(rt.settings)
-    return found
 
 
 def _owed_before(rt: WorkerRuntime, request_id: str, run: str) -> Decimal:

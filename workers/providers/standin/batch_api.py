@@ -8,6 +8,7 @@ progress, polled, then results.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from workers.providers.standin.openai_api import bearer_key
 from workers.providers.standin.state import StandInState
 
 DELAY_HEADER = "x-standin-batch-delay-s"
+#: What ``GET /v1/batches`` (the list) counts as in ``stats()["by_path"]``, apart from creates.
+LIST_PATH = "/v1/batches:list"
 _WINDOW_S = 24 * 3600
 
 
@@ -40,6 +43,7 @@ def batch_routes() -> list[Route]:
         Route("/v1/files/{file_id}", _guard("openai", get_file), methods=["GET"]),
         Route("/v1/files/{file_id}/content", _guard("openai", file_content), methods=["GET"]),
         Route("/v1/batches", _guard("openai", create_openai), methods=["POST"]),
+        Route("/v1/batches", _guard("openai", list_openai, path=LIST_PATH), methods=["GET"]),
         Route("/v1/batches/{batch_id}", _guard("openai", get_openai), methods=["GET"]),
         Route("/v1/batches/{batch_id}/cancel", _guard("openai", cancel), methods=["POST"]),
         Route("/v1/messages/batches", _guard("anthropic", create_anthropic), methods=["POST"]),
@@ -55,12 +59,14 @@ def batch_routes() -> list[Route]:
 Handler = Callable[[Request, StandInState, str], Any]
 
 
-def _guard(family: str, handler: Handler) -> Callable[[Request], Any]:
-    """Count the call, check the key, and turn RequestInvalid into the family's error shape."""
+def _guard(family: str, handler: Handler, path: str | None = None
+           ) -> Callable[[Request], Any]:
+    """Count the call (as ``path``, or its own), check the key, and turn RequestInvalid into
+    the family's error shape."""
 
     async def endpoint(request: Request) -> Response:
         state: StandInState = request.app.state.standin
-        state.record_request(request.url.path)
+        state.record_request(path or request.url.path)
         try:
             key = bearer_key(request) if family == "openai" else anthropic_key(request)
             response: Response = await handler(request, state, key)
@@ -168,7 +174,34 @@ async def create_openai(request: Request, state: StandInState, key: str) -> Resp
                              for cid, b in items],
                    request=body)
     books.jobs[job.id] = job
+    if state.config.batch_create_delay_s > 0:  # the batch exists (and bills) from here on
+        await asyncio.sleep(state.config.batch_create_delay_s)
     return JSONResponse(_openai_batch(state, job, books, created=True))
+
+
+async def list_openai(request: Request, state: StandInState, key: str) -> Response:
+    """``GET /v1/batches``: newest first, ``limit`` (1-100, default 20) a page, ``after`` an
+    id to continue after (the SDK's ``batches.list`` pages through it)."""
+    books = book(request.app.state)
+    jobs = sorted((j for j in books.jobs.values() if j.family == "openai"),
+                  key=lambda j: j.created, reverse=True)
+    after = request.query_params.get("after")
+    if after is not None:
+        ids = [j.id for j in jobs]
+        if after not in ids:
+            raise RequestInvalid(f"after: no batch {after!r}", param="after", status=404)
+        jobs = jobs[ids.index(after) + 1:]
+    try:
+        limit = int(request.query_params.get("limit", "20"))
+    except ValueError:
+        raise RequestInvalid("limit must be an integer", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise RequestInvalid("limit must be from 1 to 100", param="limit")
+    page = [_openai_batch(state, j, books) for j in jobs[:limit]]
+    return JSONResponse({"object": "list", "data": page,
+                         "first_id": page[0]["id"] if page else None,
+                         "last_id": page[-1]["id"] if page else None,
+                         "has_more": len(jobs) > limit})
 
 
 async def get_openai(request: Request, state: StandInState, key: str) -> Response:

@@ -34,6 +34,9 @@ class StandInConfig:
     #: Seconds a Gemini ``cachedContents`` creation takes to answer after the cache exists
     #: (and is billed): a test kills the worker in between.
     gemini_cache_create_delay_s: float = 0.0
+    #: Seconds an OpenAI ``POST /v1/batches`` takes to answer after the batch exists (and
+    #: will bill): a test kills the worker in between.
+    batch_create_delay_s: float = 0.0
     #: Bound on remembered cache prefixes, so long benchmarks cannot grow memory without end.
     max_cache_entries: int = 200_000
 

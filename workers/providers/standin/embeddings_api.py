@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from models.domain.catalogue import ModelSpec
-from models.domain.tokens import count_text
+from models.domain.tokens import count_text_as
 from workers.providers.standin.caching import CacheUsage
 from workers.providers.standin.errors import RequestInvalid
 from workers.providers.standin.openai_api import bearer_key
@@ -89,9 +89,15 @@ def _items(raw: Any) -> list[Any]:
     return out
 
 
+#: What api.openai.com counts embedding input with: cl100k_base, for text-embedding-3-* and
+#: ada-002 alike (not the o200k_base of its chat models). Fixed here, not read from the
+#: catalogue, so the gateway's own count is checked against the provider's, not itself.
+ENCODING = "cl100k_base"
+
+
 def tokens_of(item: Any) -> int:
-    """Tokens billed for one input: the shared o200k count for text, the array's length."""
-    return count_text(item) if isinstance(item, str) else len(item)
+    """Tokens billed for one input: cl100k for text, as OpenAI counts it; an array's length."""
+    return count_text_as(item, ENCODING) if isinstance(item, str) else len(item)
 
 
 def vector_for(model: str, item: Any, native: int, dimensions: int | None = None
