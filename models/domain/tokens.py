@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from importlib import resources
@@ -74,14 +76,65 @@ def _seed_tiktoken_cache(name: str) -> None:
     os.replace(tmp, target)
 
 
+#: Texts at least this long are remembered once counted: a coding agent sends the same
+#: system prompt and tool list on every turn (12,000 tokens cost ~4 ms to encode, in the front
+#: door and again in the worker), and a tool loop resends every earlier turn.
+MEMO_MIN_CHARS = 512
+#: Characters of remembered text kept at most (least recently counted forgotten first).
+MEMO_BUDGET_CHARS = 8_000_000
+
+
+class _CountMemo:
+    """A thread-safe LRU of long texts' counts, bounded by the characters it keeps."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.chars = budget, 0
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> int | None:
+        with self._lock:
+            found = self._counts.get(text)
+            if found is not None:
+                self._counts.move_to_end(text)
+            return found
+
+    def put(self, text: str, tokens: int) -> None:
+        if len(text) > self.budget:
+            return
+        with self._lock:
+            if text in self._counts:
+                return
+            self._counts[text] = tokens
+            self.chars += len(text)
+            while self.chars > self.budget:
+                old, _ = self._counts.popitem(last=False)
+                self.chars -= len(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+            self.chars = 0
+
+
+_MEMO = _CountMemo(MEMO_BUDGET_CHARS)
+
+
 def count_text(text: str) -> int:
-    """Tokens in ``text``; without the encoding, a byte-based over-estimate (never under)."""
+    """Tokens in ``text``; without the encoding, a byte-based over-estimate (never under).
+    Long texts are counted once per process (:data:`MEMO_MIN_CHARS`): the same count."""
     if not text:
         return 0
     enc = encoding()
     if enc is None:
         return len(text.encode("utf-8")) // 2 + 1
-    return len(enc.encode(text, disallowed_special=()))
+    if len(text) < MEMO_MIN_CHARS:
+        return len(enc.encode(text, disallowed_special=()))
+    found = _MEMO.get(text)
+    if found is None:
+        found = len(enc.encode(text, disallowed_special=()))
+        _MEMO.put(text, found)
+    return found
 
 
 #: Tokenizers an embedding model may declare (prices.toml ``tokenizer``): tiktoken encodings,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -76,13 +77,32 @@ async def read_json(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw, parse_constant=_no_constant)
         # Lone surrogates parse, but could never be sent on as UTF-8: refuse them here.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if _may_hold_surrogates(raw):
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError, UnicodeError):
         raise ValidationError("We could not parse the JSON body of your request: send valid "
                               "UTF-8 JSON (no NaN or Infinity)", field="body") from None
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", field="body")
     return body
+
+
+#: A ``\\uD800``-``\\uDFFF`` escape: the only way a strict UTF-8 JSON text holds a surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _may_hold_surrogates(raw: bytes) -> bool:
+    """Whether the parsed ``raw`` can hold a surrogate (then it is re-encoded to find a lone
+    one): a body that is strict UTF-8 (which refuses encoded surrogates) with no surrogate
+    escape cannot, and skips re-encoding the whole body (a 12,000-token agent prompt: the
+    front door's dearest step)."""
+    if json.detect_encoding(raw) != "utf-8":
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return _SURROGATE_ESCAPE.search(raw) is not None
 
 
 def _no_constant(name: str) -> Any:

@@ -4,8 +4,10 @@ clients for each, so prompt caching, tools and streaming work the same on all th
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from models.domain.errors import ProviderRetryable
 from models.domain.thinking import thinking_of
 from models.domain.tokens import count_text
 from models.domain.usage import Usage, from_anthropic
@@ -17,6 +19,22 @@ from workers.providers.tool_calls import anthropic_streamed_call, calls_in_anthr
 
 _FINISH = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop",
            "tool_use": "tool_calls"}
+
+
+def reply_of(body: dict[str, Any]) -> ProviderReply:
+    """A ``message`` body (a JSON object) as our reply."""
+    content = body["content"]
+    text = "".join(b.get("text") or "" for b in content if b.get("type") == "text")
+    calls = calls_in_anthropic_content(content)
+    thinking = thinking_of(content)
+    stop = body.get("stop_reason")
+    return ProviderReply(text=text, usage=with_reasoning(from_anthropic(body.get("usage")),
+                                                          bool(thinking), text, calls),
+                         tool_calls=calls, thinking=thinking,
+                         finish_reason=_FINISH.get(stop or "", "stop"),
+                         stop_sequence=_matched(stop, body.get("stop_sequence")),
+                         provider_model=str(body.get("model", "")),
+                         provider_request_id=str(body.get("id", "")))
 
 
 class AnthropicMessagesProvider:
@@ -45,22 +63,26 @@ class AnthropicMessagesProvider:
             self._client = anthropic.Anthropic(api_key=api_key, **common)
 
     def complete(self, call: ProviderCall) -> ProviderReply:
-        """Call messages.create once and normalize its usage (input_tokens excludes cache)."""
+        """Call messages.create once and normalize its usage (input_tokens excludes cache).
+
+        Through ``with_raw_response``, as the OpenAI adapter: the SDK still builds, sends and
+        checks the request (its typed errors and all), but the few fields we need are read
+        from the JSON body instead of having it build the typed ``Message`` (pydantic
+        construction of every block on the worker's hottest path).
+        """
         kwargs = {**_untyped_in_extra_body(anthropic_message_params(call)), **sdk_options(call)}
         _forward_headers(call, kwargs)
         try:
-            resp = self._client.messages.create(**kwargs)
+            raw = self._client.messages.with_raw_response.create(**kwargs)
+            body = json.loads(raw.http_response.content)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
             raise map_sdk_error(self.name, exc) from exc
-        text = "".join(getattr(b, "text", "") for b in resp.content if b.type == "text")
-        calls = calls_in_anthropic_content(resp.content)
-        thinking = thinking_of(resp.content)
-        return ProviderReply(text=text, usage=with_reasoning(from_anthropic(resp.usage),
-                                                              bool(thinking), text, calls),
-                             tool_calls=calls, thinking=thinking,
-                             finish_reason=_FINISH.get(resp.stop_reason or "", "stop"),
-                             stop_sequence=_matched(resp.stop_reason, resp.stop_sequence),
-                             provider_model=resp.model, provider_request_id=resp.id)
+        try:
+            return reply_of(body)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ProviderRetryable(f"{self.name}: the response lacked {exc!r}; retried",
+                                    provider=self.name, billed="unknown",
+                                    unparseable=True) from exc
 
     def stream(self, call: ProviderCall, on_text: TextSink) -> ProviderReply:
         """The same call with ``stream=True``: each text delta goes to ``on_text`` as it
