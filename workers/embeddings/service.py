@@ -219,7 +219,7 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     limits = model.embedding
     assert limits is not None
     batch = wants_batch(req, model.provider, rt.settings)
-    provider = batch_api(rt) if batch else embedding_provider(rt, model.provider)
+    provider = (batch_api if batch else embedding_provider)(rt, model.provider)
     dims = req.dimensions
     packer = _packer(rt, req.lane, batch)
     taken = taken or {}
