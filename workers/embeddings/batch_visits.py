@@ -196,9 +196,13 @@ def _resolve(rt: WorkerRuntime, key: str, place: PackPlacement, provider: str
     return place
 
 
-def collect(provider: Any, place: PackPlacement, left_s: float) -> tuple[list[str], int, int]:
-    """This member's vectors and billed tokens from its batch (BatchPending while it runs)."""
+def collect(provider: Any, place: PackPlacement, left_s: float,
+            guessed: list[bool] | None = None) -> tuple[list[str], int, int]:
+    """This member's vectors and billed tokens from its batch (BatchPending while it runs);
+    ``guessed[0]`` is set when the provider reported no count (billed estimated)."""
     reply = provider.collect(place.batch_id, place.items, left_s)
+    if guessed is not None:
+        guessed[0] = not reply.exact
     # No count reported (Gemini): each member is billed its own count, as the leader's was.
     billed = reply.prompt_tokens if reply.exact else sum(place.tokens)
     share = split_tokens(billed, list(place.tokens))[place.index]
