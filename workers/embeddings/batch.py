@@ -25,8 +25,7 @@ _FIND_SLACK_S = 300.0
 
 
 def batch_api(rt: Any, provider: str = "openai") -> Any:
-    """The worker process's embedding Batch API client of ``provider``, built on first use
-    (OpenAI's here, Gemini's in workers/embeddings/gemini_batch.py)."""
+    """The worker process's embedding Batch API client of ``provider``, built on first use."""
     key = f"embeddings:{provider}-batch"
     found = rt.providers.get(key)
     if found is None:
@@ -41,8 +40,7 @@ def batch_api(rt: Any, provider: str = "openai") -> Any:
 
 
 def wants_batch(request: EmbeddingRequest, provider: str, settings: Settings) -> bool:
-    """An async request to OpenAI or Gemini (not on Vertex AI) that opted in (``batch``, or
-    the Batch settings)."""
+    """An async request to OpenAI or the Gemini API that opted in (``batch``, or settings)."""
     if request.lane != "async" or provider not in ("openai", "google"):
         return False
     if provider == "google" and settings.providers.google_vertex:

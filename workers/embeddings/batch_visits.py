@@ -198,8 +198,8 @@ def _resolve(rt: WorkerRuntime, key: str, place: PackPlacement, provider: str
 
 def collect(provider: Any, place: PackPlacement, left_s: float,
             guessed: list[bool] | None = None) -> tuple[list[str], int, int]:
-    """This member's vectors and billed tokens from its batch (BatchPending while it runs);
-    ``guessed[0]`` is set when the provider reported no count (billed estimated)."""
+    """This member's vectors and billed tokens from its batch (BatchPending while it runs)."""
+    # ``guessed[0]``: set when the provider reported no count (its attempt billed estimated).
     reply = provider.collect(place.batch_id, place.items, left_s)
     if guessed is not None:
         guessed[0] = not reply.exact

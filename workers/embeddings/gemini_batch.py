@@ -52,8 +52,7 @@ class GeminiEmbeddingBatch:
     def embed(self, model: ModelSpec, items: Sequence[Item], dimensions: int | None,
               timeout_s: float | None = None,
               placed: Callable[[str], None] | None = None, pack: str = "") -> EmbedReply:
-        """The pack's vectors from a new batch; ``placed(name)`` is told its name once the
-        provider accepted it; BatchPending when the batch outlasts the wait."""
+        """The pack's vectors from a new batch, ``placed(name)`` told once it is accepted."""
         texts = _texts(model, items)
         name = self.place(model, texts, dimensions, pack=pack)
         if placed is not None:
@@ -85,8 +84,7 @@ class GeminiEmbeddingBatch:
         return str(job.name)
 
     def find(self, pack: str, since: float) -> str | None:
-        """The name of the batch named after ``pack``, or None: the list is read newest
-        first, back to a few minutes before ``since`` (epoch s, the pack's intent)."""
+        """The batch named after ``pack`` (newest first, back to ``since`` less the slack)."""
         try:
             for job in self._client.batches.list(config={"page_size": 100}):
                 if job.display_name == PACK_PREFIX + pack:
@@ -99,8 +97,8 @@ class GeminiEmbeddingBatch:
         return None
 
     def collect(self, name: str, n: int, timeout_s: float | None = None) -> EmbedReply:
-        """The ``n`` vectors of batch ``name``, waiting at most the lane's wait (BatchPending
-        past it). ``prompt_tokens`` is 0 and ``exact`` False when no count was reported."""
+        """The ``n`` vectors of batch ``name`` within the wait (BatchPending past it)."""
+        # No count reported: ``prompt_tokens`` 0 and ``exact`` False (the caller counts).
         wait = min(self.wait_s, timeout_s or self.wait_s)
         deadline = time.time() + wait
         try:

@@ -1,5 +1,5 @@
 """Gemini API wire format: ``generateContent``, ``streamGenerateContent``, ``countTokens``, caches
-(embeddings in ``gemini_embed.py``).
+(embeddings in ``gemini_embed.py``, embedding batches in ``gemini_batch.py``).
 
 Paths as the ``google-genai`` SDK calls them (``/v1beta/models/{model}:{method}``,
 ``/v1beta/cachedContents[/{id}]``), the key in ``x-goog-api-key``. Implicit caching is

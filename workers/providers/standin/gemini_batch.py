@@ -91,8 +91,7 @@ async def one(request: Request, state: StandInState, target: str) -> Response:
 
 
 async def listing(request: Request, state: StandInState) -> Response:
-    """``GET batches``: newest first, ``pageSize`` (default 50, at most 1000) a page, and
-    ``pageToken`` (the index to continue from) for the next."""
+    """``GET batches``: newest first, ``pageSize`` a page, ``pageToken`` where to go on."""
     jobs = sorted((j for j in book(request.app.state).jobs.values() if j.family == _FAMILY),
                   key=lambda j: j.created, reverse=True)
     try:
