@@ -71,13 +71,18 @@ def test_a_slow_batch_is_pending_then_succeeds(api: GeminiEmbeddingBatch, standi
     assert _close(decode_vector(reply.vectors[0]), vector_for(GEMINI.name, "slow one", 3072))
 
 
-def test_a_pack_is_found_by_its_name_past_the_first_page(api: GeminiEmbeddingBatch) -> None:
+def test_a_pack_is_found_by_its_name_past_the_first_page(api: GeminiEmbeddingBatch,
+                                                          standin: Any) -> None:
     since = time.time()
     oldest = api.place(GEMINI, ["the oldest pack"], None, pack="pack-oldest")
     for i in range(101):  # more than one page (100) of newer batches
         api.place(GEMINI, [f"filler {i}"], None, pack=f"filler-{i}")
     assert api.find("pack-oldest", since) == oldest
     assert api.find("never-placed", since) is None
+    listed = standin.stats()["by_path"].get("/v1beta/batches", 0)
+    # A pack whose intent is much newer than every batch: the look stops at the first page.
+    assert api.find("never-placed", time.time() + 3600) is None
+    assert standin.stats()["by_path"].get("/v1beta/batches", 0) == listed + 1
     names = {j.name: j.display_name for j in api._client.batches.list(config={"page_size": 5})}
     assert all(d.startswith(PACK_PREFIX) for d in names.values())
 
