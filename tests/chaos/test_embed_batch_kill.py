@@ -24,6 +24,7 @@ from models.db.tables import LedgerRow
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.settings import load_settings
+from models.domain.tokens import count_text
 from models.domain.usage import Usage
 from queues.producer import connect
 from tests.chaos.support import kill9, ledger_counts, replacement_worker, start_worker, stop
@@ -35,6 +36,16 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 MEMBERS = 4
 BATCH_DELAY_S = 6.0  # long enough to kill the worker while the batch runs
 SMALL = load_catalogue().get("text-embedding-3-small")
+GEMINI = load_catalogue().get("gemini-embedding-001")
+#: Per provider: the model, the batch create path, the direct path (never used), the batch
+#: list path (the tag lookup), the native size, the count each caller is billed by, and how.
+PROVIDERS = {
+    "openai": (SMALL, "/v1/batches", "/v1/embeddings", LIST_PATH, 1536, tokens_of, "exact"),
+    # Gemini reports no token count: each caller is billed its own, estimated.
+    "google": (GEMINI, f"/v1beta/models/{GEMINI.name}:asyncBatchEmbedContent",
+               f"/v1beta/models/{GEMINI.name}:batchEmbedContents", "/v1beta/batches", 3072,
+               count_text, "estimated"),
+}
 
 
 #: Where the kill lands: while the placed batch runs, or while the provider's answer to the
@@ -79,12 +90,15 @@ def _placed(env: dict[str, str]) -> int:
     return sum(1 for p in _placements(env) if p.get("batch_id"))
 
 
+@pytest.mark.parametrize("provider", list(PROVIDERS))
 def test_kill_during_an_embedding_batch_pays_for_it_once(
         chaos_env: dict[str, str], chaos_sessions: Any, slow_batches: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, provider: str) -> None:
+    model, create, direct, listing, size, count, billing = PROVIDERS[provider]
     env = {**chaos_env,
            "SLUICE_BROKER__KEY_PREFIX": f"sgebkill{run_token()}:",
            "SLUICE_PROVIDERS__OPENAI_BASE_URL": slow_batches.openai_base_url,
+           "SLUICE_PROVIDERS__GOOGLE_BASE_URL": slow_batches.gemini_base_url,
            "SLUICE_BATCH__POLL_INTERVAL_S": "0.2", "SLUICE_BATCH__MAX_WAIT_S": "40",
            "SLUICE_LANES__ASYNC__SOFT_TIME_LIMIT_S": "60",
            "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "500",
@@ -92,7 +106,7 @@ def test_kill_during_an_embedding_batch_pays_for_it_once(
     prefix = f"ebkill-{uuid.uuid4().hex[:8]}-"
     tag = uuid.uuid4().hex[:6]
     reqs = [{"request_id": f"{prefix}{i}", "team": "embedkill", "feature": "archive",
-             "lane": "async", "model": SMALL.name, "batch": True, "cache": {"mode": "bypass"},
+             "lane": "async", "model": model.name, "batch": True, "cache": {"mode": "bypass"},
              "input": [f"archived page {i}.{j} ({tag})" for j in range(1 + i % 2)]}
             for i in range(MEMBERS)]
     log = tmp_path / "worker.log"
@@ -101,7 +115,7 @@ def test_kill_during_an_embedding_batch_pays_for_it_once(
     try:
         handles = [gateway.submit_embedding(r) for r in reqs]
         deadline = time.time() + 60
-        while _path(slow_batches, "/v1/batches") < 1:
+        while _path(slow_batches, create) < 1:
             assert time.time() < deadline, "the first worker never submitted its batch"
             time.sleep(0.05)
         if slow_batches.phase == RUNNING:
@@ -122,23 +136,25 @@ def test_kill_during_an_embedding_batch_pays_for_it_once(
     finally:
         gateway.close()
         stop(first)
-    assert _path(slow_batches, "/v1/batches") == 1, \
+    assert _path(slow_batches, create) == 1, \
         "the redelivered members went into a second provider batch (paid twice)"
-    assert _path(slow_batches, "/v1/embeddings") == 0  # nothing sent directly either
+    assert _path(slow_batches, direct) == 0  # nothing sent directly either
     if slow_batches.phase == SUBMITTING:  # found by its tag in the provider's batch list
-        assert _path(slow_batches, LIST_PATH) >= 1
+        assert _path(slow_batches, listing) >= 1
     with chaos_sessions() as s:
         rows = {r.request_id: r for r in s.scalars(
             select(LedgerRow).where(LedgerRow.request_id.startswith(prefix))).all()}
         tried = {rid: attempt_rows.of_request(s, rid) for rid in rows}
     assert len(rows) == MEMBERS
     for req, res in zip(reqs, results):
-        assert res.embeddings == [vector_for(SMALL.name, t, 1536) for t in req["input"]]
-        own = sum(tokens_of(t) for t in req["input"])
+        assert res.embeddings == [vector_for(model.name, t, size) for t in req["input"]]
+        own = sum(count(t) for t in req["input"])
         row = rows[req["request_id"]]
-        want = cost_of(Usage(input_uncached=own), SMALL, batch=True)
-        assert (row.outcome, row.batch, row.cost, row.estimated_cost) == ("ok", True, want, 0)
+        want = cost_of(Usage(input_uncached=own), model, batch=True)
+        guessed = want if billing == "estimated" else 0
+        assert (row.outcome, row.batch, row.cost, row.estimated_cost) == ("ok", True, want,
+                                                                          guessed)
         assert res.cost == want
         # One attempt, taken up by the redelivered run: not charged as lost on top.
         assert [(a.outcome, a.billing, a.cost) for a in tried[req["request_id"]]] == \
-            [("ok", "exact", want)]
+            [("ok", billing, want)]

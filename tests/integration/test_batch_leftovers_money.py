@@ -33,6 +33,10 @@ from tests.worker_proc import celery_worker
 
 pytestmark = pytest.mark.integration
 SMALL = load_catalogue().get("text-embedding-3-small")
+GEMINI = load_catalogue().get("gemini-embedding-001")
+#: Where each provider's embedding batches are created.
+CREATE = {SMALL.name: "/v1/batches",
+          GEMINI.name: f"/v1beta/models/{GEMINI.name}:asyncBatchEmbedContent"}
 BATCH_DELAY_S, MAX_WAIT_S = 30.0, 0.5  # the batch far outlasts a task's wait
 
 
@@ -47,6 +51,7 @@ def slow(integration_env: dict[str, str], tmp_path_factory: Any) -> Iterator[tup
         env = {**integration_env, "SLUICE_BROKER__KEY_PREFIX": prefix,
                "SLUICE_CACHE__KEY_PREFIX": prefix + "rc:",
                "SLUICE_PROVIDERS__OPENAI_BASE_URL": server.openai_base_url,
+               "SLUICE_PROVIDERS__GOOGLE_BASE_URL": server.gemini_base_url,
                "SLUICE_BATCH__POLL_INTERVAL_S": "0.2",
                "SLUICE_BATCH__MAX_WAIT_S": str(MAX_WAIT_S),
                "SLUICE_LANES__ASYNC__BATCH_MAX": "1",
@@ -65,16 +70,18 @@ def sessions(pg_url: str) -> Iterator[Any]:
     engine.dispose()
 
 
-def _batches(server: Any) -> int:
-    return int(server.stats()["by_path"].get("/v1/batches", 0))
+def _batches(server: Any, model: str = SMALL.name) -> int:
+    return int(server.stats()["by_path"].get(CREATE[model], 0))
 
 
 def _cancels(server: Any) -> int:
-    return sum(v for p, v in server.stats()["by_path"].items() if p.endswith("/cancel"))
+    return sum(v for p, v in server.stats()["by_path"].items()
+               if p.endswith(("/cancel", ":cancel")))
 
 
+@pytest.mark.parametrize("model", [SMALL.name, GEMINI.name])
 def test_cancelling_every_caller_of_a_pending_embedding_pack_cancels_its_batch(
-        slow: tuple[Any, Any], sessions: Any) -> None:
+        slow: tuple[Any, Any], sessions: Any, model: str) -> None:
     gateway, server = slow
     tag = uuid.uuid4().hex[:6]
     feature = f"ebcancel-{tag}"
@@ -83,18 +90,18 @@ def test_cancelling_every_caller_of_a_pending_embedding_pack_cancels_its_batch(
         s.commit()
     time.sleep(AdmissionConfig().budget_cache_ttl_s + 0.2)
     reqs = [{"request_id": f"ebcancel-{uuid.uuid4().hex}", "team": "search",
-             "feature": feature, "lane": "async", "model": SMALL.name, "batch": True,
+             "feature": feature, "lane": "async", "model": model, "batch": True,
              "cache": {"mode": "bypass"}, "input": [f"page {i}.{j} ({tag})" for j in range(2)]}
             for i in range(2)]
-    created, cancels = _batches(server), _cancels(server)
+    created, cancels = _batches(server, model), _cancels(server)
     billed = server.stats()["tokens"]["prompt"]
     with ThreadPoolExecutor(2) as pool:  # packed together: one line of one provider batch
         handles = list(pool.map(gateway.submit_embedding, reqs))
     deadline = time.monotonic() + 30
-    while _batches(server) == created:
+    while _batches(server, model) == created:
         assert time.monotonic() < deadline, "the pack's batch was never submitted"
         time.sleep(0.1)
-    assert _batches(server) == created + 1
+    assert _batches(server, model) == created + 1
     time.sleep(MAX_WAIT_S + 0.5)  # past the first wait: the tasks poll their pending batch
     for h in handles:
         assert gateway.cancel(h.task_id)

@@ -24,6 +24,7 @@ from models.db.engine import make_engine, session_factory
 from models.domain.catalogue import load_catalogue
 from models.domain.cost import cost_of
 from models.domain.settings import load_settings
+from models.domain.tokens import count_text
 from models.domain.usage import Usage
 from queues.producer import connect
 from tests.services import run_token
@@ -32,6 +33,7 @@ from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
 pytestmark = pytest.mark.integration
 SMALL = load_catalogue().get("text-embedding-3-small")
+GEMINI = load_catalogue().get("gemini-embedding-001")
 BATCH_DELAY_S, MAX_WAIT_S = 3.0, 0.5
 
 
@@ -47,6 +49,7 @@ def slow_batch_gateway(integration_env: dict[str, str], tmp_path_factory: Any
         env = {**integration_env, "SLUICE_BROKER__KEY_PREFIX": prefix,
                "SLUICE_CACHE__KEY_PREFIX": prefix + "rc:",
                "SLUICE_PROVIDERS__OPENAI_BASE_URL": server.openai_base_url,
+               "SLUICE_PROVIDERS__GOOGLE_BASE_URL": server.gemini_base_url,
                "SLUICE_BATCH__POLL_INTERVAL_S": "0.2",
                "SLUICE_BATCH__MAX_WAIT_S": str(MAX_WAIT_S),
                "SLUICE_LANES__ASYNC__BATCH_TIMEOUT_MS": "300"}
@@ -89,6 +92,35 @@ def test_a_batch_slower_than_the_wait_is_polled_again_and_billed_once(
         assert res.cost == want
         # One attempt however many visits it took; nothing charged at its worst case.
         assert [(a.outcome, a.billing, a.cost) for a in tried] == [("ok", "exact", want)]
+        assert row.latency_ms > MAX_WAIT_S * 1000  # it did outlast the wait
+
+
+def test_a_slow_gemini_batch_is_polled_again_and_billed_once_estimated(
+        slow_batch_gateway: tuple[Any, Any], sessions: Any) -> None:
+    gateway, standin = slow_batch_gateway
+    tag = uuid.uuid4().hex[:6]
+    reqs = [{"request_id": f"gbslow-{uuid.uuid4().hex}", "team": "search", "feature": "archive",
+             "lane": "async", "model": GEMINI.name, "batch": True, "cache": {"mode": "bypass"},
+             "input": [f"old gemini page {i}.{j} ({tag})" for j in range(2)]} for i in range(3)]
+    create = f"/v1beta/models/{GEMINI.name}:asyncBatchEmbedContent"
+    before = standin.stats()["by_path"].get(create, 0)
+    with ThreadPoolExecutor(3) as pool:
+        handles = list(pool.map(gateway.submit_embedding, reqs))
+    results = [h.result(timeout=60) for h in handles]
+    created = standin.stats()["by_path"].get(create, 0) - before
+    assert created == 1, f"{created} provider batches for one pack: the slow one paid again"
+    for req, res in zip(reqs, results):
+        assert res.embeddings == [vector_for(GEMINI.name, t, 3072) for t in req["input"]]
+        own = sum(count_text(t) for t in req["input"])
+        want = cost_of(Usage(input_uncached=own), GEMINI, batch=True)
+        with sessions() as s:
+            row = ledger.get(s, req["request_id"])
+            tried = attempt_rows.of_request(s, req["request_id"])
+        # Gemini reports no count: each caller's own (our count), estimated, at half price.
+        assert row is not None and (row.outcome, row.cost, row.estimated_cost) == (
+            "ok", want, want)
+        assert row.batch and res.cost == want and want * 2 == row.list_cost
+        assert [(a.outcome, a.billing, a.cost) for a in tried] == [("ok", "estimated", want)]
         assert row.latency_ms > MAX_WAIT_S * 1000  # it did outlast the wait
 
 

@@ -290,3 +290,31 @@ def test_opted_in_async_packs_go_through_the_batch_api_at_half_price(
         assert r.batch and r.input_uncached == own
         assert r.cost == cost_of(Usage(input_uncached=own), SMALL, batch=True) == res.cost
         assert r.cost * 2 == r.list_cost  # 50 % off the list price
+
+
+def test_opted_in_gemini_packs_go_through_its_batch_api_at_half_price_estimated(
+        gateway: Any, sessions: Any, standin: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    reqs = [_req([f"gemini archive {i}.{j} {'z' * i} ({tag})" for j in range(1 + i % 2)],
+                 lane="async", model=GEMINI.name, dimensions=64, batch=True,
+                 cache={"mode": "bypass"}) for i in range(4)]
+    create = f"/v1beta/models/{GEMINI.name}:asyncBatchEmbedContent"
+    by_path = standin.stats()["by_path"]
+    before = (by_path.get(create, 0), _gemini_calls(standin))
+    with ThreadPoolExecutor(4) as pool:
+        results = [h.result(timeout=60) for h in pool.map(gateway.submit_embedding, reqs)]
+    created = standin.stats()["by_path"].get(create, 0) - before[0]
+    assert 1 <= created < len(reqs)  # packs, not one batch per request
+    assert _gemini_calls(standin) == before[1]  # nothing sent through batchEmbedContents
+    for req, res in zip(reqs, results):
+        assert res.embeddings == [vector_for(GEMINI.name, t, 3072, 64) for t in req["input"]]
+        own = sum(count_text(t) for t in req["input"])
+        r = _row(sessions, req["request_id"])
+        assert r.batch and r.input_uncached == own
+        assert r.cost == cost_of(Usage(input_uncached=own), GEMINI, batch=True) == res.cost
+        assert r.cost * 2 == r.list_cost  # 50 % off the list price
+        assert r.estimated_cost == r.cost  # Gemini reported no count: ours, estimated
+        with sessions() as s:
+            tried = attempt_rows.of_request(s, req["request_id"])
+        assert [(a.outcome, a.billing, a.cost) for a in tried] == [("ok", "estimated",
+                                                                    r.cost)]

@@ -1,4 +1,5 @@
-"""Embedding packs through OpenAI's Batch API (``/v1/embeddings`` lines, 50 % off)."""
+"""Embedding packs through OpenAI's Batch API (``/v1/embeddings`` lines, 50 % off); Gemini's
+is in workers/embeddings/gemini_batch.py."""
 
 from __future__ import annotations
 
@@ -23,17 +24,26 @@ PACK_KEY = "sluice_pack"
 _FIND_SLACK_S = 300.0
 
 
-def batch_api(rt: Any) -> OpenAIEmbeddingBatch:
-    """The worker process's embedding Batch API client, built on first use."""
-    found = rt.providers.get("embeddings:openai-batch")
+def batch_api(rt: Any, provider: str = "openai") -> Any:
+    """The worker process's embedding Batch API client of ``provider``, built on first use."""
+    key = f"embeddings:{provider}-batch"
+    found = rt.providers.get(key)
     if found is None:
-        found = rt.providers["embeddings:openai-batch"] = OpenAIEmbeddingBatch(rt.settings)
-    return found  # type: ignore[no-any-return]
+        if provider == "google":
+            from workers.embeddings.gemini_batch import GeminiEmbeddingBatch
+
+            found = GeminiEmbeddingBatch(rt.settings)
+        else:
+            found = OpenAIEmbeddingBatch(rt.settings)
+        rt.providers[key] = found
+    return found
 
 
 def wants_batch(request: EmbeddingRequest, provider: str, settings: Settings) -> bool:
-    """An async request to OpenAI that opted in (``batch``, or the Batch settings)."""
-    if request.lane != "async" or provider != "openai":
+    """An async request to OpenAI or the Gemini API that opted in (``batch``, or settings)."""
+    if request.lane != "async" or provider not in ("openai", "google"):
+        return False
+    if provider == "google" and settings.providers.google_vertex:
         return False
     return (request.batch or settings.batch.enabled
             or request.feature in settings.batch.features)

@@ -85,7 +85,7 @@ def placed(rt: WorkerRuntime, env: EmbeddingEnvelope, model: ModelSpec
                         exc)
             return {}
         if intent is not None and intent.pack and (found is None or intent.at > found.at):
-            found = _resolve(rt, place_key(env, c), intent) or found
+            found = _resolve(rt, place_key(env, c), intent, model.provider) or found
         if found is not None:
             out[c] = found
     return out
@@ -175,11 +175,12 @@ def record(rt: WorkerRuntime, batch_id: str, members: Sequence[Member], items: i
                     len(placed_now), batch_id or f"(pack {pack})", exc)
 
 
-def _resolve(rt: WorkerRuntime, key: str, place: PackPlacement) -> PackPlacement | None:
+def _resolve(rt: WorkerRuntime, key: str, place: PackPlacement, provider: str
+             ) -> PackPlacement | None:
     """An intent's place once the provider's batch list names the batch tagged with its
     pack (recorded for the next look), or None: the submit never reached the provider."""
     try:
-        found = batch_api(rt).find(place.pack, place.at)
+        found = batch_api(rt, provider).find(place.pack, place.at)
     except ProviderError as exc:
         # Unknown: as before intents, the items are sent again (a batch may be paid twice).
         log.warning("could not look up embedding pack %s at the provider: %s", place.pack,
@@ -195,10 +196,16 @@ def _resolve(rt: WorkerRuntime, key: str, place: PackPlacement) -> PackPlacement
     return place
 
 
-def collect(provider: Any, place: PackPlacement, left_s: float) -> tuple[list[str], int, int]:
+def collect(provider: Any, place: PackPlacement, left_s: float,
+            guessed: list[bool] | None = None) -> tuple[list[str], int, int]:
     """This member's vectors and billed tokens from its batch (BatchPending while it runs)."""
+    # ``guessed[0]``: set when the provider reported no count (its attempt billed estimated).
     reply = provider.collect(place.batch_id, place.items, left_s)
-    share = split_tokens(reply.prompt_tokens, list(place.tokens))[place.index]
+    if guessed is not None:
+        guessed[0] = not reply.exact
+    # No count reported (Gemini): each member is billed its own count, as the leader's was.
+    billed = reply.prompt_tokens if reply.exact else sum(place.tokens)
+    share = split_tokens(billed, list(place.tokens))[place.index]
     return reply.vectors[place.start:place.start + place.size], share, len(place.tokens)
 
 

@@ -219,7 +219,7 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     limits = model.embedding
     assert limits is not None
     batch = wants_batch(req, model.provider, rt.settings)
-    provider = batch_api(rt) if batch else embedding_provider(rt, model.provider)
+    provider = (batch_api if batch else embedding_provider)(rt, model.provider)
     dims = req.dimensions
     packer = _packer(rt, req.lane, batch)
     taken = taken or {}
@@ -253,7 +253,7 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
             return share.vectors, share.tokens, share.members
 
         try:
-            got, tokens, members = _call(rt, money, model, send, taken.get(c), provider, batch)
+            got, tokens, members = _call(money, model, send, taken.get(c), provider, batch, guessed)
         except BatchPending:
             # This visit's collected chunks wait, pending, with the one still in its batch.
             visits.pend(rt, [int(a["attempt_id"]) for a in attempts])
@@ -282,22 +282,23 @@ def _embed(rt: WorkerRuntime, money: RunMoney, env: EmbeddingEnvelope, model: Mo
     return vectors, billed, most, paid
 
 
-def _call(rt: WorkerRuntime, money: RunMoney, model: ModelSpec, send: Any,
-          taken: visits.Taken | None, provider: Any, batch: bool) -> tuple[list[str], int, int]:
+def _call(money: RunMoney, model: ModelSpec, send: Any, taken: visits.Taken | None,
+          provider: Any, batch: bool, guessed: list[bool]) -> tuple[list[str], int, int]:
     """One chunk: sent (packed) as an admitted attempt, or collected from the batch an earlier
     run placed it in, under the attempt that run wrote (already billed: under none)."""
+    rt = money.rt
     if taken is None:
         return with_retries(lambda: money.attempt(model, send, batch=batch), rt.retry)
     place = taken.place
     if taken.attempt_id is None:
-        return visits.collect(provider, place, money.remaining())
+        return visits.collect(provider, place, money.remaining(), guessed)
     first = [True]
     # A caller who cancelled counts towards cancelling the pack's batch at the provider.
     cancelled = visits.cancel_if_asked(rt, money.env, place, provider)  # type: ignore[arg-type]
 
     def collect(left: float) -> tuple[list[str], int, int]:
         try:
-            return visits.collect(provider, place, left)
+            return visits.collect(provider, place, left, guessed)
         except ProviderRetryable as err:
             if not cancelled:
                 raise
@@ -336,8 +337,7 @@ def _final(money: RunMoney) -> dict[str, Any] | None:
     own = cost_of(Usage(input_uncached=int(last["tokens"])), model, batch=batch)
     return {"attempt_id": last["attempt_id"], "cost": str(own),
             "input_tokens": int(last["tokens"]), "output_tokens": 0,
-            "billing": last.get("billing", "exact"),
-            "batch": batch}
+            "billing": last.get("billing", "exact"), "batch": batch}
 
 
 def _packer(rt: WorkerRuntime, lane: str, batch: bool) -> Packer | None:

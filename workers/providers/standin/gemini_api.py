@@ -1,5 +1,5 @@
 """Gemini API wire format: ``generateContent``, ``streamGenerateContent``, ``countTokens``, caches
-(embeddings in ``gemini_embed.py``).
+(embeddings in ``gemini_embed.py``, embedding batches in ``gemini_batch.py``).
 
 Paths as the ``google-genai`` SDK calls them (``/v1beta/models/{model}:{method}``,
 ``/v1beta/cachedContents[/{id}]``), the key in ``x-goog-api-key``. Implicit caching is
@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from models.domain.tokens import count_text
-from workers.providers.standin import gemini_caches, gemini_embed
+from workers.providers.standin import gemini_batch, gemini_caches, gemini_embed
 from workers.providers.standin.caching import CacheUsage
 from workers.providers.standin.errors import RequestInvalid, gemini_error
 from workers.providers.standin.faults import fault_response
@@ -47,6 +47,8 @@ def gemini_routes() -> list[Route]:
     for version in ("v1beta", "v1", "v1beta1"):
         out += [Route(f"/{version}/models/{{target:path}}", models_call, methods=["POST"]),
                 Route(f"/{version}/cachedContents", cache_create, methods=["POST"]),
+                Route(f"/{version}/batches", batches_list, methods=["GET"]),
+                Route(f"/{version}/batches/{{target}}", batch_one, methods=["GET", "POST"]),
                 Route(f"/{version}/cachedContents/{{cid}}", cache_one,
                       methods=["GET", "PATCH", "DELETE"])]
     return out
@@ -92,9 +94,20 @@ async def cache_one(request: Request) -> Response:
     return await _guarded(request, lambda st, key: verb(request, st, key, name))
 
 
+async def batches_list(request: Request) -> Response:
+    """``GET batches`` (embedding batches, gemini_batch.py)."""
+    return await _guarded(request, lambda st, key: gemini_batch.listing(request, st))
+
+
+async def batch_one(request: Request) -> Response:
+    """``GET batches/{id}`` and ``POST batches/{id}:cancel``."""
+    target = str(request.path_params["target"])
+    return await _guarded(request, lambda st, key: gemini_batch.one(request, st, target))
+
+
 async def models_call(request: Request) -> Response:
     """``POST models/{model}:{generateContent|streamGenerateContent|countTokens|embedContent|
-    batchEmbedContents}``."""
+    batchEmbedContents|asyncBatchEmbedContent}``."""
     model, _, method = str(request.path_params["target"]).rpartition(":")
 
     async def handle(state: StandInState, key: str) -> Response:
@@ -108,6 +121,8 @@ async def models_call(request: Request) -> Response:
             raise RequestInvalid("Invalid JSON payload received.") from None
         if not isinstance(body, dict):
             raise RequestInvalid("the request body must be a JSON object")
+        if method == "asyncBatchEmbedContent":
+            return await gemini_batch.create(request, state, body, spec)
         if method in ("embedContent", "batchEmbedContents"):
             return await gemini_embed.embed(request, state, body, spec, method)
         if method == "countTokens":
