@@ -56,8 +56,12 @@ def sql_totals(pg_url: str, team: str | None = None, group: str | None = None
     import psycopg
 
     where, params = ("WHERE team = %s", [team]) if team else ("", [])
-    sql = (f"SELECT {group or 'NULL'}, count(*), coalesce(sum(cost), 0), "
-           f"coalesce(sum(baseline_cost), 0), sum(CASE WHEN cache_hit THEN 1 ELSE 0 END) "
+    # The item-cache part of a partly cached embedding request is a row of its own, but not
+    # a request (nor a whole-request hit): its money counts.
+    part = "(kind = 'embedding' AND outcome = 'cache_hit' AND request_id LIKE '%%:cached')"
+    sql = (f"SELECT {group or 'NULL'}, sum(CASE WHEN {part} THEN 0 ELSE 1 END), "
+           f"coalesce(sum(cost), 0), coalesce(sum(baseline_cost), 0), "
+           f"sum(CASE WHEN cache_hit AND NOT {part} THEN 1 ELSE 0 END) "
            f"FROM ledger {where} {'GROUP BY ' + group if group else ''}")
     with psycopg.connect(pg_url) as conn:
         rows = conn.execute(sql, params).fetchall()

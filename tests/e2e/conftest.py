@@ -42,10 +42,11 @@ def client(door: str, team_key: str) -> Iterator[openai.OpenAI]:
     c.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def small_door(integration_settings: Any, gateway: Any) -> Iterator[str]:
     """A front door that holds at most two interactive requests in flight (each door's
-    shedding test: chat, Messages, Responses)."""
+    shedding test: chat, Messages, Responses). One per module: its cap adapts to the queue
+    waits it saw, so a door shared with an earlier shedding test starts at its floor (1)."""
     shedding = integration_settings.shedding.model_copy(update={"max_inflight": 2,
                                                                 "min_inflight": 1})
     with serve_frontdoor(integration_settings.model_copy(update={"shedding": shedding})) as url:

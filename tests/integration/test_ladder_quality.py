@@ -6,8 +6,6 @@ agree stays put."""
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -18,6 +16,7 @@ from sqlalchemy import func, select
 from models.db import audit
 from models.db import quality as repo
 from models.db.tables import JudgementRow, LedgerRow
+from tests.quality_support import WORKER_LOG, ask, judged, wait_for
 from tests.services import run_token
 
 pytestmark = pytest.mark.integration
@@ -26,7 +25,6 @@ WRONG = f"lad-wrong-{TOKEN}"  # the first rung (gpt-4o-mini) answers this featur
 RIGHT = f"lad-right-{TOKEN}"  # every rung answers alike
 RUNGS = ["gpt-4o-mini", "claude-haiku-4-5", "claude-sonnet-4-6"]
 BUDGET = Decimal("0.05")
-WORKER_LOG: list[Any] = []
 
 
 def _ladder() -> dict[str, Any]:
@@ -52,31 +50,6 @@ def ladder_gateway(ladder_quality_env: dict[str, str], tmp_path_factory: Any) ->
     WORKER_LOG.append(log)
     with worker_gateway(ladder_quality_env, log, name=f"ladq-{TOKEN}") as gw:
         yield gw
-
-
-def ask(gw: Any, feature: str, text: str) -> Any:
-    return gw.complete({"request_id": f"lq-{uuid.uuid4().hex}", "team": "catalog",
-                        "feature": feature, "max_tokens": 16, "cache": {"mode": "bypass"},
-                        "messages": [{"role": "user", "content": text}]}, timeout=60)
-
-
-def wait_for(check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    said = [line for log in WORKER_LOG if log.exists() for line in log.read_text().splitlines()
-            if "sluice.quality" in line or "ERROR" in line or "not sent" in line]
-    pytest.fail("timed out waiting for the quality guard; the worker logged:\n"
-                + "\n".join(said[-40:]))
-
-
-def judged(sessions: Any, feature: str) -> int:
-    with sessions() as s:
-        return int(s.scalar(select(func.count()).select_from(JudgementRow).where(
-            JudgementRow.feature == feature, JudgementRow.agree.is_not(None))) or 0)
 
 
 def test_a_wrong_cheap_rung_moves_its_ladder_target_and_the_agreeing_ladder_stays(

@@ -19,6 +19,7 @@ from models.db.budgets import get_budget
 from models.db.tables import JudgementRow, LedgerRow
 from models.domain.errors import ValidationError
 from models.domain.quality import PURPOSE_TAG, shadow_budget_key
+from tests.quality_support import WORKER_LOG, ask, judged, wait_for
 from tests.services import run_token
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,6 @@ JUDGED = f"faq-{TOKEN}"  # an LLM judge; its shadows and judge calls go through 
 NORM, NORMED = f"orders-{TOKEN}", f"orders-normed-{TOKEN}"
 PAD = f"short-prefix-{TOKEN}"
 SHARE = f"share-{TOKEN}"
-WORKER_LOG: list[Any] = []  # the module worker's log, quoted when a wait times out
 
 
 def _guard(**kw: Any) -> dict[str, Any]:
@@ -69,33 +69,6 @@ def quality_gateway(quality_env: dict[str, str], tmp_path_factory: Any) -> Itera
     WORKER_LOG.append(log)
     with worker_gateway(quality_env, log, name=f"quality-{TOKEN}") as gw:
         yield gw
-
-
-
-def ask(gw: Any, feature: str, text: str) -> Any:
-    return gw.complete({"request_id": f"q-{uuid.uuid4().hex}", "team": "catalog",
-                        "feature": feature, "max_tokens": 16, "cache": {"mode": "bypass"},
-                        "messages": [{"role": "user", "content": text}]}, timeout=60)
-
-
-def wait_for(check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    # What the worker said about it: the quality guard's steps log why they did nothing.
-    said = [line for log in WORKER_LOG if log.exists() for line in log.read_text().splitlines()
-            if "sluice.quality" in line or "ERROR" in line or "not sent" in line]
-    pytest.fail("timed out waiting for the quality guard; the worker logged:\n"
-                + "\n".join(said[-40:]))
-
-
-def judged(sessions: Any, feature: str) -> int:
-    with sessions() as s:
-        return int(s.scalar(select(func.count()).select_from(JudgementRow).where(
-            JudgementRow.feature == feature, JudgementRow.agree.is_not(None))) or 0)
 
 
 def test_wrong_cheap_answers_move_their_feature_to_the_flagship_and_the_other_stays(

@@ -298,6 +298,8 @@ def test_the_choice_is_the_cheapest_rung_meeting_the_target_or_else_the_stronges
         good = [o for o in opts if s + (1 - s) * o.rung.quality >= target - 1e-12]
         if len({o.rung.quality for o in opts}) == 1:
             good = opts
+        if target >= 1.0:
+            good = []  # full quality asked (the floor's top): the strongest, whatever the score
         if good:
             assert got.model.name in {o.model.name for o in good}
             assert min(o.expected_cost for o in good) == next(
