@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from models.db.attempts import AttemptRow
+from models.db.budgets import ReservationRow
 
 
 def begin_held(session: Session | Connection, values: dict[str, Any], reservation_id: str,
@@ -45,7 +46,12 @@ def begin_held(session: Session | Connection, values: dict[str, Any], reservatio
 
 def _renew() -> Any:
     return text("UPDATE reservations SET expires_at = max(expires_at, :h_until) "
-                "WHERE id = :h_rid AND state = 'open'")
+                "WHERE id = :h_rid AND state = 'open'").bindparams(_until())
+
+
+def _until() -> Any:
+    """The new expiry, bound as the column's type (SQLite keeps datetimes as text)."""
+    return bindparam("h_until", type_=ReservationRow.__table__.c.expires_at.type)
 
 
 @functools.cache
@@ -60,4 +66,5 @@ def _held_insert(names: tuple[str, ...]) -> Any:
         "WITH held AS (UPDATE reservations SET expires_at = greatest(expires_at, :h_until) "
         "WHERE id = :h_rid AND state = 'open' RETURNING id) "
         f"INSERT INTO attempts ({cols}) SELECT {values} WHERE EXISTS (SELECT 1 FROM held) "
-        "RETURNING id").bindparams(*[bindparam(n, type_=t.c[n].type) for n in names])
+        "RETURNING id").bindparams(_until(),
+                                   *[bindparam(n, type_=t.c[n].type) for n in names])
