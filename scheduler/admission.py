@@ -253,6 +253,11 @@ class SqlAdmission:
         """Forget the cached budget list (after setting budgets in this process)."""
         self._budgets.invalidate()
 
+    def refresh_budgets(self) -> None:
+        """Read the budget list again now: a budget this process just created applies to the
+        next request of any thread (a reload already under way could predate it)."""
+        self._budgets.refresh()
+
     def close(self) -> None:
         """Close the admission pool's connections."""
         if self._fast is not None:

@@ -49,6 +49,14 @@ class BudgetIndex:
                     self._lock.release()
         return [ref for k in request_keys(request) for ref in self._index.get(k, ())]
 
+    def refresh(self) -> None:
+        """Reload now, waiting for a reload in progress (it may have read the budgets before
+        a change this process just committed, and would otherwise be the list in use)."""
+        with self._lock:
+            self._index = self._load()
+            self._loaded_at = time.monotonic()
+            self._ever_loaded = True
+
     def invalidate(self) -> None:
         """Forget the cached list (after budgets changed in this process)."""
         self._loaded_at = float("-inf")

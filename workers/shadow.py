@@ -151,9 +151,12 @@ def ensure_budget(rt: WorkerRuntime, req: ChatRequest, guard: FeatureQuality) ->
                 set_budget(s, "feature", key, "daily", hard=guard.shadow_budget_usd,
                            org=req.org)
                 s.commit()
-                invalidate = getattr(rt.admission, "invalidate", None)
-                if invalidate is not None:
-                    invalidate()
+        # Before any thread skips this step: the list in use may predate the budget (a reload
+        # under way at the commit, or another process's worker created it within the cache's
+        # second), and would refuse every shadow for lack of it ("no shadow budget").
+        refresh = getattr(rt.admission, "refresh_budgets", None)
+        if refresh is not None:
+            refresh()
         _ENSURED.add((req.org, req.feature))
 
 
