@@ -42,9 +42,7 @@ class BudgetIndex:
             if self._lock.acquire(blocking=not self._ever_loaded):
                 try:
                     if time.monotonic() - self._loaded_at > self.ttl_s:
-                        self._index = self._load()
-                        self._loaded_at = time.monotonic()
-                        self._ever_loaded = True
+                        self._reload()
                 finally:
                     self._lock.release()
         return [ref for k in request_keys(request) for ref in self._index.get(k, ())]
@@ -53,13 +51,17 @@ class BudgetIndex:
         """Reload now, waiting for a reload in progress (it may have read the budgets before
         a change this process just committed, and would otherwise be the list in use)."""
         with self._lock:
-            self._index = self._load()
-            self._loaded_at = time.monotonic()
-            self._ever_loaded = True
+            self._reload()
 
     def invalidate(self) -> None:
         """Forget the cached list (after budgets changed in this process)."""
         self._loaded_at = float("-inf")
+
+    def _reload(self) -> None:
+        """Read the list and put it in use (the caller holds ``_lock``)."""
+        self._index = self._load()
+        self._loaded_at = time.monotonic()
+        self._ever_loaded = True
 
     def _load(self) -> Index:
         try:

@@ -63,9 +63,13 @@ class AttemptRow(Base):
 def begin(session: Session | Connection, values: dict[str, Any]) -> int:
     """Write an attempt as ``sent`` (before the call) and return its id; the caller commits
     (an autocommit connection commits it at once)."""
-    row = dict(values, outcome="sent", billing="estimated", settled=False,
-               created_at=values.get("created_at") or datetime.now(timezone.utc))
-    return int(session.execute(_begin_once(), row).scalar_one())
+    return int(session.execute(_begin_once(), sent_row(values)).scalar_one())
+
+
+def sent_row(values: dict[str, Any]) -> dict[str, Any]:
+    """An attempt's columns as it is written before the call: ``sent``, not settled."""
+    return dict(values, outcome="sent", billing="estimated", settled=False,
+                created_at=values.get("created_at") or datetime.now(timezone.utc))
 
 
 @functools.cache

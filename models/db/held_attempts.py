@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from models.db.attempts import AttemptRow
+from models.db.attempts import AttemptRow, sent_row
 from models.db.budgets import ReservationRow
 
 
@@ -26,9 +26,7 @@ def begin_held(session: Session | Connection, values: dict[str, Any], reservatio
     reservation with an unsettled attempt, and its recheck of the locked row sees the pushed
     expiry, so once this commits the reservation stays held until the attempt is settled.
     """
-    row = dict(values, outcome="sent", billing="estimated", settled=False,
-               created_at=values.get("created_at") or datetime.now(timezone.utc),
-               h_rid=reservation_id, h_until=until)
+    row = dict(sent_row(values), h_rid=reservation_id, h_until=until)
     for c in AttemptRow.__table__.c:  # a text statement gets no Python-side defaults
         if c.name not in row and c.default is not None and c.default.is_scalar:
             row[c.name] = c.default.arg
