@@ -4,7 +4,6 @@ is in workers/embeddings/gemini_batch.py."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from models.domain.errors import BatchPending, ProviderPermanent, ProviderRetrya
 from models.domain.settings import Settings
 from workers.batch.seam import max_wait_s
 from workers.embeddings.adapters import EmbedReply, _as_base64
+from workers.embeddings.batch_poll import poll
 from workers.providers.errors import map_sdk_error
 
 ENDPOINT = "/v1/embeddings"
@@ -118,21 +118,13 @@ class OpenAIEmbeddingBatch:
         """The ``n`` vectors of batch ``batch_id``, waiting at most the lane's wait for it:
         BatchPending past it (the batch runs on and bills; its task comes back to poll)."""
         wait = min(self.wait_s, timeout_s or self.wait_s)
-        deadline = time.time() + wait
         try:
-            batch = self._client.batches.retrieve(batch_id)
-            # Polls back off from 50 ms to the configured interval: a small batch often ends
-            # in seconds, a large one in hours.
-            step = 0.05
-            while batch.status not in _FINAL:
-                if time.time() > deadline:
-                    raise BatchPending(
-                        f"openai embedding batch {batch_id} still running after {wait:.0f} s; "
-                        "it stays pending and is polled again", provider=self.name,
-                        batch_id=batch_id, retry_in=max(self.poll_s, 0.05))
-                time.sleep(min(step, self.poll_s, max(deadline - time.time(), 0.01)))
-                step *= 2
-                batch = self._client.batches.retrieve(batch_id)
+            batch = poll(lambda: self._client.batches.retrieve(batch_id),
+                         lambda b: b.status in _FINAL, wait_s=wait, poll_s=self.poll_s,
+                         pending=lambda w: BatchPending(
+                             f"openai embedding batch {batch_id} still running after {w:.0f} "
+                             "s; it stays pending and is polled again", provider=self.name,
+                             batch_id=batch_id, retry_in=max(self.poll_s, 0.05)))
             files = [f for f in (batch.output_file_id, batch.error_file_id) if f]
             text = "".join(self._client.files.content(f).text for f in files)
         except BatchPending:

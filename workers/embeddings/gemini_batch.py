@@ -10,7 +10,6 @@ used (the model's tokenizer), at the batch price, marked estimated; an answer th
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from models.domain.settings import Settings
 from models.domain.tokens import count_text_as
 from workers.batch.seam import max_wait_s
 from workers.embeddings.adapters import EmbedReply
+from workers.embeddings.batch_poll import poll
 
 #: What a pack's batch is named (``display_name``): the prefix, then the pack id.
 PACK_PREFIX = "sluice_pack:"
@@ -100,19 +100,13 @@ class GeminiEmbeddingBatch:
         """The ``n`` vectors of batch ``name`` within the wait (BatchPending past it)."""
         # No count reported: ``prompt_tokens`` 0 and ``exact`` False (the caller counts).
         wait = min(self.wait_s, timeout_s or self.wait_s)
-        deadline = time.time() + wait
         try:
-            job = self._client.batches.get(name=name)
-            step = 0.05  # backs off to the configured interval, as the OpenAI path does
-            while _state(job) not in _FINAL:
-                if time.time() > deadline:
-                    raise BatchPending(
-                        f"gemini embedding batch {name} still running after {wait:.0f} s; "
-                        "it stays pending and is polled again", provider=self.name,
-                        batch_id=name, retry_in=max(self.poll_s, 0.05))
-                time.sleep(min(step, self.poll_s, max(deadline - time.time(), 0.01)))
-                step *= 2
-                job = self._client.batches.get(name=name)
+            job = poll(lambda: self._client.batches.get(name=name),
+                       lambda j: _state(j) in _FINAL, wait_s=wait, poll_s=self.poll_s,
+                       pending=lambda w: BatchPending(
+                           f"gemini embedding batch {name} still running after {w:.0f} s; "
+                           "it stays pending and is polled again", provider=self.name,
+                           batch_id=name, retry_in=max(self.poll_s, 0.05)))
         except BatchPending:
             raise
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes our typed error
