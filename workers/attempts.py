@@ -258,7 +258,11 @@ def finalize(s: Session, rt: WorkerRuntime, kind: str, row: dict[str, Any],
         return True
     if reservation_id:
         if kind == "ok" or owed:
-            admission.settle(reservation_id, owed, session=s, request=_scopes(row))
+            if not admission.settle(reservation_id, owed, session=s, request=_scopes(row)) \
+                    and owed:
+                # Closed meanwhile (a takeover released the hold a dead run re-made after a
+                # lapse, then adopted its stashed answer): the spend still reaches the budgets.
+                admission.charge(_scopes(row), owed, session=s)
         else:
             admission.release(reservation_id, session=s)
     elif owed:

@@ -117,12 +117,18 @@ class GeminiEmbeddingBatch:
         state = _state(job)
         answers = list(getattr(job.dest, "inlined_embed_content_responses", None) or []) \
             if job.dest is not None else []
-        if state != "JOB_STATE_SUCCEEDED" or len(answers) != n:
-            # Cancelled before it ran, failed or expired: the provider bills what it embedded
-            # only, and a batch with no vectors for the pack billed none of it.
+        # The provider bills what it embedded: a failure with any answer in it may be billed.
+        billed = "unknown" if any(a.response is not None for a in answers) else None
+        whole = len(answers) == n and all(a.response is not None for a in answers)
+        if state != "JOB_STATE_SUCCEEDED" and not whole:
+            # Cancelled before it ran, failed or expired: a batch with no vectors for the pack
+            # billed none of it.
             raise ProviderRetryable(f"gemini embedding batch {name} ended {state} with "
                                     f"{len(answers)} answers for {n} inputs",
-                                    provider=self.name)
+                                    provider=self.name, billed=billed)
+        if len(answers) != n:
+            raise ProviderRetryable(f"gemini embedding batch {name} answered {len(answers)} "
+                                    f"of {n} inputs", provider=self.name, billed=billed)
         vectors, counts = [], []
         for i, answer in enumerate(answers):
             if answer.error is not None or answer.response is None:
@@ -131,7 +137,7 @@ class GeminiEmbeddingBatch:
                     else ProviderPermanent
                 raise kind(f"gemini embedding batch {name}, input {i}: "
                            f"{getattr(answer.error, 'message', None) or 'no answer'}",
-                           provider=self.name, status=code or None)
+                           provider=self.name, status=code or None, billed=billed)
             values = answer.response.embedding.values if answer.response.embedding else None
             if values is None:
                 raise ProviderRetryable(f"gemini embedding batch {name}, input {i}: no vector",
