@@ -124,3 +124,36 @@ def test_a_lapsed_lease_with_room_left_is_held_again_and_the_call_settles_inside
     settled = next(r for r in held if r.state == "settled")
     assert settled.id != rid and Decimal(settled.actual) == budget.spent > 0
     assert budget.reserved == 0
+
+
+def test_spend_settled_against_a_reservation_closed_meanwhile_still_reaches_the_budget(
+        rt: Any, monkeypatch: Any) -> None:
+    # The hold is closed while the call runs (a takeover released a hold a dead run re-made
+    # after a lapse): the answer was paid for, so the budget is charged all the same.
+    team = f"lapse-{uuid.uuid4().hex[:8]}"
+    first = request(team)
+    model = rt.catalogue.get(ROUTE.model)
+    worst = worst_case_cost(prompt_for(first, [model], count_request(first)),
+                            first.max_tokens, model)
+    with rt.session() as s:
+        set_budget(s, "team", team, "total", hard=worst * 3)
+    rt.admission.invalidate()
+    rid = rt.admission.reserve(first, ROUTE, worst)
+    assert rid is not None
+    original = rt.begin_attempt
+
+    def then_closed(values: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        out = original(values, *args, **kw)
+        rt.admission.release(rid)
+        return out
+
+    monkeypatch.setattr(rt, "begin_attempt", then_closed)
+    msg = Envelope(request=first, route=ROUTE, reservation_id=rid,
+                   prompt_tokens=count_request(first)).to_message()
+    reply = execute(msg, rt)
+    assert reply["ok"], reply
+    with rt.session() as s:
+        budget = s.scalars(select(BudgetRow).where(BudgetRow.key == team)).one()
+        cost = sum(Decimal(a.cost or 0) for a in s.scalars(select(AttemptRow).where(
+            AttemptRow.request_id == first.request_id)))
+    assert cost > 0 and budget.spent == cost and budget.reserved == 0
