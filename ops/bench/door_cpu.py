@@ -10,7 +10,8 @@ official ``anthropic`` / ``openai`` SDKs (async, closed loop of ``--concurrency`
 request so the response cache never answers; modes and trees are interleaved round by round,
 so a machine that drifts weighs on both trees alike. CPU is user + system time of each
 process tree over the run, per answered request. ``--spy`` records the front door and the
-worker with py-spy (``--gil``, raw folded stacks, first round) into ``--spy-dir``.
+worker with py-spy (``--gil``, raw folded stacks, first round) into ``--spy-dir`` and prints
+each one's CPU per request by pipeline stage (ops/bench/cpu_stages.py).
 
 Modes: ``msg`` (``/v1/messages``, the messages_bench body), ``msg_agent`` (the same with a
 12,000-token system prompt under the client's ``cache_control`` and 15 tools, a coding agent's
@@ -35,6 +36,7 @@ from typing import Any
 
 import ops.bench.door_bench as door_bench
 import ops.bench.harness as harness
+from ops.bench import cpu_stages
 
 _WORDS = ("alpha function return value the system prompt agent tool file edit read write "
           "search grep").split()
@@ -201,6 +203,12 @@ def main() -> None:
                     for spy in spies:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(timeout=60)
+                    for k in ("door", "worker") if spies else ():
+                        # Where each process's CPU per request goes, stage by stage.
+                        print(f"  {name} {mode} {k}: CPU per request by stage (py-spy --gil)")
+                        print("\n".join(cpu_stages.table(
+                            args.spy_dir / f"spy_{name}_{mode}_{k}.txt", per[k],
+                            cpu_stages.DOOR_RULES if k == "door" else cpu_stages.WORKER_RULES)))
                     results.setdefault((name, mode), []).append(per)
                     print(f"  [{rnd + 1}/{args.rounds}] {name:>10} {mode:<11} {ok}/{args.n} ok "
                           f"in {took:.1f} s: " + " ".join(f"{k} {v:.2f}" for k, v in per.items())
