@@ -137,10 +137,11 @@ def _read_quality(sessions: Callable[[], Any]) -> tuple[list[Any] | None, bool]:
 
 
 def _quality_families(snap: Snapshot) -> Iterator[Any]:
-    """Judged pairs, agreement and its lower bound per feature and served tier."""
+    """Judged pairs, agreement and its lower bound per org, feature and served tier (an org's
+    feature is its own: another org's of the same name is another series)."""
     if not snap.quality:
         return
-    labels = ["feature", "tier"]
+    labels = ["org", "feature", "tier"]
     judged = CounterMetricFamily("sluice_quality_judged_pairs", "Shadow pairs judged",
                                  labels=labels)
     agree = GaugeMetricFamily("sluice_quality_agreement", "Share of judged pairs that agreed",
@@ -149,18 +150,18 @@ def _quality_families(snap: Snapshot) -> Iterator[Any]:
                             "agreement's Wilson interval (the floor compares it)", labels=labels)
     saved = CounterMetricFamily("sluice_quality_saved_usd", "USD routing saved on judged "
                                 "pairs", labels=labels)
-    rung_labels = ["feature", "task_type", "rung", "tier"]
+    rung_labels = ["org", "feature", "task_type", "rung", "tier"]
     rung_judged = CounterMetricFamily("sluice_quality_rung_judged_pairs", "Shadow pairs "
                                       "judged per ladder rung", labels=rung_labels)
     rung_low = GaugeMetricFamily("sluice_quality_rung_agreement_lower_bound", "Lower bound of "
                                  "a ladder rung's agreement interval", labels=rung_labels)
     for r in snap.quality:
         if r.rung is not None:  # a ladder's rows: labels of their own, no duplicate series
-            key = [r.feature, r.task_type or "", str(r.rung), r.tier]
+            key = [r.org, r.feature, r.task_type or "", str(r.rung), r.tier]
             rung_judged.add_metric(key, float(r.judged))
             rung_low.add_metric(key, r.low)
             continue
-        key = [r.feature, r.tier]
+        key = [r.org, r.feature, r.tier]
         judged.add_metric(key, float(r.judged))
         agree.add_metric(key, r.agreement)
         low.add_metric(key, r.low)

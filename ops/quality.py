@@ -1,5 +1,5 @@
-"""The quality table: per feature and served tier (on a ladder: per task type and rung), judged
-agreement with its interval, and what routing saved on those pairs against what the
+"""The quality table: per org, feature and served tier (on a ladder: per task type and rung),
+judged agreement with its interval, and what routing saved on those pairs against what the
 disagreements cost."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from models.domain.quality import wilson
 class QualityRow:
     """One line of ``sluice quality``."""
 
+    org: str
     feature: str
     tier: str
     judged: int
@@ -50,8 +51,8 @@ class QualityRow:
 
     def as_json(self) -> dict[str, Any]:
         """JSON-safe form (money as strings)."""
-        return {"feature": self.feature, "tier": self.tier, "judged": self.judged,
-                "agree": self.agree, "agreement": round(self.agreement, 4),
+        return {"org": self.org, "feature": self.feature, "tier": self.tier,
+                "judged": self.judged, "agree": self.agree, "agreement": round(self.agreement, 4),
                 "low": round(self.low, 4), "high": round(self.high, 4), "floor": self.floor,
                 "saved": str(self.saved), "saved_on_disagreement": str(self.saved_on_disagreement),
                 "shadow_cost": str(self.shadow_cost), "judge_cost": str(self.judge_cost),
@@ -60,19 +61,20 @@ class QualityRow:
 
 
 def quality_rows(session: Any, settings: Any, *, feature: str | None = None,
-                 since: datetime | None = None) -> list[QualityRow]:
-    """Every (feature, served tier, task type, rung) with judged pairs."""
+                 org: str | None = None, since: datetime | None = None) -> list[QualityRow]:
+    """Every (org, feature, served tier, task type, rung) with judged pairs; the floor is the
+    feature's (deployment config), compared with each org's pairs on their own."""
     from models.db.quality import feedback_counts, quality_lines
 
     confidence = settings.quality.confidence
     feedback = feedback_counts(session)
     rows = []
-    for line in quality_lines(session, feature=feature, since=since):
+    for line in quality_lines(session, feature=feature, org=org, since=since):
         low, high = wilson(line.agree, line.judged, confidence)
         guard = settings.quality.for_feature(line.feature)
-        up, down = feedback.get((line.feature, line.tier), (0, 0))
-        rows.append(QualityRow(line.feature, line.tier, line.judged, line.agree, low, high,
-                               line.saved, line.saved_on_disagreement, line.shadow_cost,
+        up, down = feedback.get((line.org, line.feature, line.tier), (0, 0))
+        rows.append(QualityRow(line.org, line.feature, line.tier, line.judged, line.agree, low,
+                               high, line.saved, line.saved_on_disagreement, line.shadow_cost,
                                line.judge_cost, None if guard is None else guard.floor, up,
                                down, task_type=line.task_type, rung=line.rung))
     return rows

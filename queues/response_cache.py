@@ -83,8 +83,8 @@ class ResponseCacheBase(ABC):
         self._models: dict[tuple[str, str], str] = {}
         #: Feature ladders: part of the identity of ``auto`` and the tiers where they apply.
         self.ladders = ladder_book(settings)
-        #: The quality floor's moves (scheduler.quality_floor.MoveBook), or None: a feature's
-        #: ``auto`` answers routed before a move must not answer after it.
+        #: The quality floor's moves (scheduler.quality_floor.MoveBook), or None: an org's
+        #: feature's ``auto`` answers routed before its move must not answer after it.
         self.moves: Any = None
         self._down_until = 0.0
         self._failures = 0
@@ -177,7 +177,7 @@ class ResponseCacheBase(ABC):
             rule = self.ladders.fingerprint(request.feature, request)
             model = f"{model}|{rule}" if rule else model
         if self.moves is not None and request.model == "auto":
-            moved = self.moves.thresholds().get(request.feature)
+            moved = self.moves.thresholds().get((request.org, request.feature))
             if moved is not None:
                 model = f"{model}#moved={moved:.6f}"
         # Similar is not the same for a tool's output ("12.50" and "13.50" embed alike): a turn

@@ -19,7 +19,7 @@ def ladder_route(request: ChatRequest, catalogue: Catalogue, scorer: Any, ladder
     ladder = ladders.for_feature(request.feature)
     if ladder is None:
         return None, ""
-    ladder = moved_ladder(ladder, request.feature, getattr(scorer, "moves", None))
+    ladder = moved_ladder(ladder, request.org, request.feature, getattr(scorer, "moves", None))
     tokens = count_request(request) if prompt_tokens is None else prompt_tokens
     decision = climb(ladder, request, catalogue, prompt_tokens=tokens, policy=request.model,
                      score=score_fn(scorer, ladder), classify=classify_fn(ladders, ladder))
@@ -32,12 +32,13 @@ def ladder_route(request: ChatRequest, catalogue: Catalogue, scorer: Any, ladder
                  escalation=decision.escalation), ""
 
 
-def moved_ladder(ladder: FeatureLadder, feature: str, moves: Any) -> FeatureLadder:
-    """``ladder`` at the target the quality floor moved ``feature`` to (as configured when it
-    never moved); the response-cache key of ``auto`` carries the same move."""
+def moved_ladder(ladder: FeatureLadder, org: str, feature: str, moves: Any) -> FeatureLadder:
+    """``ladder`` at the target the quality floor moved ``org``'s ``feature`` to (as
+    configured when it never moved); the response-cache key of ``auto`` carries the same
+    move."""
     if moves is None:
         return ladder
-    target = moves.thresholds().get(feature)
+    target = moves.thresholds().get((org, feature))
     return ladder if target is None else ladder.moved(target)
 
 
@@ -51,7 +52,7 @@ def score_fn(scorer: Any, ladder: FeatureLadder) -> ScoreFn | None:
 
         def by_policy(req: ChatRequest) -> tuple[float, str]:
             policy = (RoutingPolicy(router=ladder.router, artifact=ladder.artifact)
-                      if ladder.router else scorer.policy_for(req.feature))
+                      if ladder.router else scorer.policy_for(req.org, req.feature))
             router = scorer.router_for(policy)
             return float(router.score(req)), router.label
         return by_policy

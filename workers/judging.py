@@ -44,7 +44,7 @@ def judge_pair(rt: WorkerRuntime, env: Envelope, result: ChatResult) -> None:
             _ask_judge(rt, env, served, result.text, guard)
         return
     verdict = verdict_of(guard, served, result.text, rt.settings.quality.embedding_model)
-    _decided(rt, req.feature, {**values, "agree": verdict.agree, "score": verdict.score,
+    _decided(rt, req.org, req.feature, {**values, "agree": verdict.agree, "score": verdict.score,
                                "detail": verdict.detail})
 
 
@@ -103,18 +103,19 @@ def count_vote(rt: WorkerRuntime, env: Envelope, result: ChatResult) -> None:
                            detail=verdict.detail):
             s.commit()
             return
-        move = quality_floor.evaluate(s, rt.settings, req.feature)
+        move = quality_floor.evaluate(s, rt.settings, req.org, req.feature)
         s.commit()
     if move is not None:
         quality_floor.alert(rt.settings, move)
 
 
-def _decided(rt: WorkerRuntime, feature: str, values: dict[str, Any]) -> None:
-    """Store a decided judgement and apply the floor in one transaction."""
+def _decided(rt: WorkerRuntime, org: str, feature: str, values: dict[str, Any]) -> None:
+    """Store a decided judgement and apply the floor to its org's feature in one
+    transaction."""
     with rt.session() as s:
         if not repo.open_judgement(s, values):
             return  # a redelivered shadow: judged already
-        move = quality_floor.evaluate(s, rt.settings, feature)
+        move = quality_floor.evaluate(s, rt.settings, org, feature)
         s.commit()
     if move is not None:
         quality_floor.alert(rt.settings, move)

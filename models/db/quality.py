@@ -41,11 +41,13 @@ def decide(session: Session, row_id: int, *, agree: bool, score: float, detail: 
     return bool(res.rowcount)
 
 
-def recent_agreement(session: Session, feature: str, *, after_id: int = 0,
+def recent_agreement(session: Session, org: str, feature: str, *, after_id: int = 0,
                      since: datetime | None = None, limit: int = 200) -> tuple[int, int]:
-    """(agreeing, judged) of ``feature``'s newest ``limit`` decided pairs after judgement
-    ``after_id`` (and ``since``), both directions of shadowing together."""
-    stmt = select(JudgementRow.agree).where(JudgementRow.feature == feature,
+    """(agreeing, judged) of ``org``'s ``feature``'s newest ``limit`` decided pairs after
+    judgement ``after_id`` (and ``since``), both directions of shadowing together. Another
+    org's feature of the same name is another feature: its pairs never count here."""
+    stmt = select(JudgementRow.agree).where(JudgementRow.org == org,
+                                            JudgementRow.feature == feature,
                                             JudgementRow.agree.is_not(None),
                                             JudgementRow.id > after_id)
     if since is not None:
@@ -61,9 +63,10 @@ def last_judgement_id(session: Session) -> int:
 
 @dataclass(frozen=True)
 class QualityLine:
-    """Judged pairs of one feature, served tier and (on a ladder) task type and rung, with
-    what routing saved on them."""
+    """Judged pairs of one org's feature, served tier and (on a ladder) task type and rung,
+    with what routing saved on them."""
 
+    org: str
     feature: str
     tier: str
     judged: int
@@ -80,10 +83,10 @@ class QualityLine:
     saved_on_disagreement: Decimal = Decimal(0)
 
 
-def quality_lines(session: Session, *, feature: str | None = None,
+def quality_lines(session: Session, *, feature: str | None = None, org: str | None = None,
                   since: datetime | None = None) -> list[QualityLine]:
-    """Per feature, served tier, task type and rung: decided pairs, agreeing ones, the three
-    costs, and what routing saved on them."""
+    """Per org, feature, served tier, task type and rung: decided pairs, agreeing ones, the
+    three costs, and what routing saved on them."""
     j = JudgementRow
     agree = func.sum(case((j.agree.is_(True), 1), else_=0))
     # Off a ladder the shadow of a cheap answer is the flagship's; on one, the rung above.
@@ -92,7 +95,7 @@ def quality_lines(session: Session, *, feature: str | None = None,
     gain = j.shadow_cost - j.served_cost
     saved = func.sum(case((dearer, gain), else_=0))
     wrong = func.sum(case((and_(dearer, j.agree.is_(False)), gain), else_=0))
-    keys = (j.feature, j.served_tier, j.task_type, j.served_rung)
+    keys = (j.org, j.feature, j.served_tier, j.task_type, j.served_rung)
     stmt = (select(*keys, func.count(), agree, func.coalesce(func.sum(j.served_cost), 0),
                    func.coalesce(func.sum(j.shadow_cost), 0),
                    func.coalesce(func.sum(j.judge_cost), 0), func.coalesce(saved, 0),
@@ -100,12 +103,14 @@ def quality_lines(session: Session, *, feature: str | None = None,
             .where(j.agree.is_not(None)).group_by(*keys).order_by(*keys))
     if feature is not None:
         stmt = stmt.where(j.feature == feature)
+    if org is not None:
+        stmt = stmt.where(j.org == org)
     if since is not None:
         stmt = stmt.where(j.created_at >= since)
-    return [QualityLine(str(f), str(t), int(n), int(a or 0), Decimal(sc), Decimal(sh),
+    return [QualityLine(str(o), str(f), str(t), int(n), int(a or 0), Decimal(sc), Decimal(sh),
                         Decimal(jc), task_type=tt, rung=None if r is None else int(r),
                         saved=Decimal(sv), saved_on_disagreement=Decimal(wr))
-            for f, t, tt, r, n, a, sc, sh, jc, sv, wr in session.execute(stmt)]
+            for o, f, t, tt, r, n, a, sc, sh, jc, sv, wr in session.execute(stmt)]
 
 
 def record_feedback(session: Session, *, org: str, team: str, request_id: str,
@@ -124,45 +129,58 @@ def record_feedback(session: Session, *, org: str, team: str, request_id: str,
     return True
 
 
-def feedback_counts(session: Session) -> dict[tuple[str, str], tuple[int, int]]:
-    """Per (feature, tier): thumbs up and thumbs down."""
+def feedback_counts(session: Session) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Per (org, feature, tier): thumbs up and thumbs down."""
     up = func.sum(case((FeedbackRow.thumb > 0, 1), else_=0))
     down = func.sum(case((FeedbackRow.thumb < 0, 1), else_=0))
-    stmt = select(FeedbackRow.feature, FeedbackRow.tier, up, down).group_by(
-        FeedbackRow.feature, FeedbackRow.tier)
-    return {(str(f), str(t)): (int(u or 0), int(d or 0)) for f, t, u, d in session.execute(stmt)}
+    keys = (FeedbackRow.org, FeedbackRow.feature, FeedbackRow.tier)
+    stmt = select(*keys, up, down).group_by(*keys)
+    return {(str(o), str(f), str(t)): (int(u or 0), int(d or 0))
+            for o, f, t, u, d in session.execute(stmt)}
 
 
-def current_thresholds(session: Session) -> dict[str, float]:
-    """Each moved feature's threshold now: the ``after`` of its newest move."""
-    newest = (select(RoutingMoveRow.feature, func.max(RoutingMoveRow.id).label("id"))
-              .group_by(RoutingMoveRow.feature).subquery())
-    stmt = select(RoutingMoveRow.feature, RoutingMoveRow.after).join(
-        newest, RoutingMoveRow.id == newest.c.id)
-    return {str(f): float(a) for f, a in session.execute(stmt)}
+def current_thresholds(session: Session) -> dict[tuple[str, str], float]:
+    """Each moved (org, feature)'s threshold now: the ``after`` of its newest move."""
+    m = RoutingMoveRow
+    newest = (select(m.org, m.feature, func.max(m.id).label("id"))
+              .group_by(m.org, m.feature).subquery())
+    stmt = select(m.org, m.feature, m.after).join(newest, m.id == newest.c.id)
+    return {(str(o), str(f)): float(a) for o, f, a in session.execute(stmt)}
 
 
-def last_move(session: Session, feature: str) -> RoutingMoveRow | None:
-    """The feature's newest move, if any."""
-    return session.scalars(select(RoutingMoveRow).where(RoutingMoveRow.feature == feature)
+def last_move(session: Session, org: str, feature: str) -> RoutingMoveRow | None:
+    """``org``'s feature's newest move, if any."""
+    return session.scalars(select(RoutingMoveRow).where(RoutingMoveRow.org == org,
+                                                        RoutingMoveRow.feature == feature)
                            .order_by(RoutingMoveRow.id.desc()).limit(1)).first()
 
 
-def moves(session: Session, feature: str | None = None, limit: int = 100) -> list[RoutingMoveRow]:
-    """Moves, newest first."""
+def feature_orgs(session: Session, feature: str) -> list[str]:
+    """The orgs with a feature of this name (a routing move or a judged pair), sorted."""
+    moved = select(RoutingMoveRow.org).where(RoutingMoveRow.feature == feature)
+    judged = select(JudgementRow.org).where(JudgementRow.feature == feature)
+    return sorted({str(o) for o in session.scalars(moved.union(judged))})
+
+
+def moves(session: Session, feature: str | None = None, limit: int = 100, *,
+          org: str | None = None) -> list[RoutingMoveRow]:
+    """Moves (of one org and/or feature when named), newest first."""
     stmt = select(RoutingMoveRow).order_by(RoutingMoveRow.id.desc()).limit(limit)
     if feature is not None:
         stmt = stmt.where(RoutingMoveRow.feature == feature)
+    if org is not None:
+        stmt = stmt.where(RoutingMoveRow.org == org)
     return list(session.scalars(stmt))
 
 
-def record_move(session: Session, *, feature: str, before: float, after: float,
+def record_move(session: Session, *, org: str, feature: str, before: float, after: float,
                 direction: str, reason: str, actor: str = "quality-floor",
                 reverts: int | None = None) -> RoutingMoveRow:
-    """Append a move; the caller commits (with its audit entry, in the same transaction)."""
-    row = RoutingMoveRow(created_at=datetime.now(timezone.utc), feature=feature, before=before,
-                         after=after, direction=direction, reason=reason[:500], actor=actor[:128],
-                         reverts=reverts)
+    """Append a move of ``org``'s feature; the caller commits (with its audit entry, in the
+    same transaction)."""
+    row = RoutingMoveRow(created_at=datetime.now(timezone.utc), org=org, feature=feature,
+                         before=before, after=after, direction=direction, reason=reason[:500],
+                         actor=actor[:128], reverts=reverts)
     session.add(row)
     session.flush()
     return row

@@ -152,6 +152,8 @@ class JudgementRow(Base):
     __table_args__ = (
         UniqueConstraint("org", "team", "request_id", name="uq_judgements_request"),
         Index("ix_judgements_feature_created", "feature", "created_at"),
+        # The floor reads one org's newest pairs of a feature (migration 0015).
+        Index("ix_judgements_org_feature", "org", "feature", "id"),
     )
 
 
@@ -178,13 +180,17 @@ class FeedbackRow(Base):
 
 
 class RoutingMoveRow(Base):
-    """A change of a feature's routing threshold by the quality floor or an operator."""
+    """A change of one org's feature's routing threshold by the quality floor or an operator."""
 
     __tablename__ = "routing_moves"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    #: Whose feature moved: feature names are chosen per org, so one org's judged pairs must
+    #: never move another's routing (migration 0015).
+    org: Mapped[str] = mapped_column(String(64), nullable=False, default="default",
+                                     server_default="default")
     feature: Mapped[str] = mapped_column(String(64), nullable=False)
     before: Mapped[float] = mapped_column(Float, nullable=False)
     after: Mapped[float] = mapped_column(Float, nullable=False)
@@ -195,4 +201,4 @@ class RoutingMoveRow(Base):
     #: The move this one undoes (``sluice quality revert``).
     reverts: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
-    __table_args__ = (Index("ix_routing_moves_feature", "feature", "id"),)
+    __table_args__ = (Index("ix_routing_moves_org_feature", "org", "feature", "id"),)

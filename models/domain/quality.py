@@ -117,6 +117,8 @@ class Move:
     after: float
     direction: Literal["flagship", "cheap"]
     reason: str
+    #: Whose feature it is (the floor sets it: a move never reaches another org's feature).
+    org: str = "default"
 
 
 def floor_move(feature: str, guard: FeatureQuality, *, agree: int, n: int, threshold: float,

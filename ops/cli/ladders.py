@@ -55,9 +55,12 @@ def show(
     prompt_tokens: Annotated[int, typer.Option(help="Expected prompt tokens for the prices.")]
     = 1000,
     output_tokens: Annotated[int, typer.Option(help="Expected output tokens.")] = 256,
+    org: Annotated[Optional[str], typer.Option(
+        help="Only this org's quality-floor moves (default: every org's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Each feature's ladder, its rungs in price order for the expected tokens, task types."""
+    """Each feature's ladder, its rungs in price order for the expected tokens, task types,
+    and the targets the quality floor moved it to in each org."""
     from rich.table import Table
 
     from models.domain.catalogue import load_catalogue
@@ -75,19 +78,19 @@ def show(
     book.setdefault("*", default_ladder(settings.routing))
     if feature is not None:
         book = {feature: book.get(feature) or book["*"]}
-    moved = _moved_targets(settings)
+    moved = _moved_targets(settings, org)
     out = {f: {**lad.to_dict(), "by_price": priced_rungs(lad, catalogue, prompt_tokens,
                                                           output_tokens)}
            for f, lad in sorted(book.items())}
     for f, data in out.items():
-        if f in moved:  # the quality floor's move wins over the configured target
-            data["moved_target"] = moved[f]
+        if f in moved:  # an org's quality-floor move wins over the target, in that org only
+            data["moved_targets"] = moved[f]
     if as_json:
         console.print_json(json.dumps(out))
         return
     for name, data in out.items():
-        now = (f" (moved to {data['moved_target']} by the quality floor: `sluice quality "
-               "moves`)" if "moved_target" in data else "")
+        now = "".join(f" (org {o}: moved to {t} by the quality floor: `sluice quality moves`)"
+                      for o, t in sorted(data.get("moved_targets", {}).items()))
         table = Table(title=f"{name}: target {data['target']}{now}, rungs by price for "
                             f"{prompt_tokens} in / {output_tokens} out tokens")
         for col in ("rung", "model", "provider", "quality", "expected $"):
@@ -101,9 +104,10 @@ def show(
                 {k: v for k, v in t.items() if k != "name"}, sort_keys=True))
 
 
-def _moved_targets(settings: Any) -> dict[str, float]:
-    """Each feature's target as the quality floor moved it ({} when no feature has a floor or
-    the ledger cannot be read: the configured ladders still show)."""
+def _moved_targets(settings: Any, org: str | None = None) -> dict[str, dict[str, float]]:
+    """Per feature, each org's target as the quality floor moved it (only ``org``'s when
+    named; {} when no feature has a floor or the ledger cannot be read: the configured
+    ladders still show)."""
     if not any(g.floor is not None for g in settings.quality.features.values()):
         return {}
     from sqlalchemy.exc import SQLAlchemyError
@@ -114,13 +118,18 @@ def _moved_targets(settings: Any) -> dict[str, float]:
     sessions = ledger_sessions(settings)
     try:
         with sessions() as s:
-            return current_thresholds(s)
+            moved = current_thresholds(s)
     except SQLAlchemyError:
         return {}
     finally:
         bind = sessions.kw.get("bind")
         if bind is not None:
             bind.dispose()
+    out: dict[str, dict[str, float]] = {}
+    for (who, feature), target in moved.items():
+        if org is None or who == org:
+            out.setdefault(feature, {})[who] = target
+    return out
 
 
 @ladders_app.command(name="set")

@@ -43,17 +43,18 @@ class RouterSet:
                  default: RoutingPolicy | None = None, *, fallback_to_heuristic: bool = True,
                  moves: Any = None) -> None:
         self.policies = {p.feature: p for p in policies}
-        #: The quality floor's moves (scheduler.quality_floor.MoveBook): a feature's threshold
-        #: now, where the floor moved it; None: the configured policies only.
+        #: The quality floor's moves (scheduler.quality_floor.MoveBook): an org's feature's
+        #: threshold now, where the floor moved it; None: the configured policies only.
         self.moves = moves
         self.default = default or self.policies.get("*") or RoutingPolicy()
         self._fallback = fallback_to_heuristic
         self._routers: dict[tuple[str, str | None], Router] = {}
 
-    def policy_for(self, feature: str) -> RoutingPolicy:
-        """The feature's policy, else the default one, at the threshold the floor moved it to."""
+    def policy_for(self, org: str, feature: str) -> RoutingPolicy:
+        """The feature's policy, else the default one, at the threshold the floor moved
+        ``org``'s feature to (policies are the deployment's; moves are each org's own)."""
         policy = self.policies.get(feature, self.default)
-        return policy if self.moves is None else self.moves.apply(feature, policy)
+        return policy if self.moves is None else self.moves.apply(org, feature, policy)
 
     def router_for(self, policy: RoutingPolicy) -> Router:
         """The (cached) router a policy names."""
@@ -71,7 +72,7 @@ class RouterSet:
 
     def decide(self, request: ChatRequest) -> TierDecision:
         """Score ``request`` with its feature's router (only if needed) and pick its tier."""
-        policy = self.policy_for(request.feature)
+        policy = self.policy_for(request.org, request.feature)
         if not policy.needs_score:
             return policy.decide(None)
         router = self.router_for(policy)

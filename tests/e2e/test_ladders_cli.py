@@ -92,12 +92,15 @@ def test_show_gives_the_target_the_quality_floor_moved_to(tmp_path: Path) -> Non
     assert sluice(["migrate"], env).returncode == 0
     assert sluice(["ladders", "set", "coding", "--rungs", "gpt-4o-mini,claude-sonnet-4-6",
                    "--target", "0.5"], env).returncode == 0
-    assert "moved_target" not in sluice_json(["ladders", "show", "coding"], env)["coding"]
+    assert "moved_targets" not in sluice_json(["ladders", "show", "coding"], env)["coding"]
     engine = make_engine(env["SLUICE_DATABASE__URL"])
     with session_factory(engine)() as s:
-        quality.record_move(s, feature="coding", before=0.5, after=1.0, direction="flagship",
-                            reason="test")
+        quality.record_move(s, org="acme", feature="coding", before=0.5, after=1.0,
+                            direction="flagship", reason="test")
         s.commit()
     engine.dispose()
     shown = sluice_json(["ladders", "show", "coding"], env)["coding"]
-    assert (shown["target"], shown["moved_target"]) == (0.5, 1.0)
+    # The move is acme's: another org's "coding" ladder keeps the configured target.
+    assert (shown["target"], shown["moved_targets"]) == (0.5, {"acme": 1.0})
+    other = sluice_json(["ladders", "show", "coding", "--org", "default"], env)["coding"]
+    assert "moved_targets" not in other

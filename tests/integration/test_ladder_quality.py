@@ -66,9 +66,10 @@ def test_a_wrong_cheap_rung_moves_its_ladder_target_and_the_agreeing_ladder_stay
         assert (same.model, same.route.rung, same.text) == ("gpt-4o-mini", 0, "kitchen")
     wait_for(lambda: judged(sessions, WRONG) >= 8 and judged(sessions, RIGHT) >= 8)
     with sessions() as s:
-        move = wait_for(lambda: repo.last_move(s, WRONG))
-        assert repo.last_move(s, RIGHT) is None
-        entries = [e for e in audit.list_actions(s, action="routing.move") if e.target == WRONG]
+        move = wait_for(lambda: repo.last_move(s, "default", WRONG))
+        assert repo.last_move(s, "default", RIGHT) is None
+        entries = [e for e in audit.list_actions(s, action="routing.move")
+                   if e.target == f"default/{WRONG}"]
         pairs = s.execute(select(JudgementRow.served_rung, JudgementRow.shadow_rung,
                                  JudgementRow.shadow_model, JudgementRow.task_type,
                                  JudgementRow.agree)

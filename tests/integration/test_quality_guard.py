@@ -85,10 +85,11 @@ def test_wrong_cheap_answers_move_their_feature_to_the_flagship_and_the_other_st
         assert (same.route.tier, same.text) == ("cheap", "kitchen")
     wait_for(lambda: judged(sessions, WRONG) >= 8 and judged(sessions, RIGHT) >= 8)
     with sessions() as s:
-        lines = {(q.feature, q.tier): q for q in repo.quality_lines(s)}
-        move = wait_for(lambda: repo.last_move(s, WRONG))
-        assert repo.last_move(s, RIGHT) is None
-        entries = [e for e in audit.list_actions(s, action="routing.move") if e.target == WRONG]
+        lines = {(q.feature, q.tier): q for q in repo.quality_lines(s, org="default")}
+        move = wait_for(lambda: repo.last_move(s, "default", WRONG))
+        assert repo.last_move(s, "default", RIGHT) is None
+        entries = [e for e in audit.list_actions(s, action="routing.move")
+                   if e.target == f"default/{WRONG}"]
         shadows = s.execute(select(LedgerRow.lane, LedgerRow.model, LedgerRow.tier).where(
             LedgerRow.feature == WRONG, LedgerRow.purpose == "shadow")).all()
     assert lines[(WRONG, "cheap")].agree == 0 and lines[(RIGHT, "cheap")].agree >= 8
@@ -139,7 +140,7 @@ def test_feedback_joins_the_request_and_callers_cannot_claim_a_purpose(
                         "metric": "clicked", "value": 1.0})
     with sessions() as s:
         counts = repo.feedback_counts(s)
-    assert counts[(RIGHT, "cheap")][1] >= 1
+    assert counts[("default", RIGHT, "cheap")][1] >= 1
     with pytest.raises(ValidationError, match="no answered request"):
         gw.feedback({"team": "other-team", "request_id": served.request_id, "thumb": 1})
     with pytest.raises(ValidationError, match="sluice.purpose"):
@@ -161,20 +162,23 @@ def test_quality_table_prometheus_and_revert(quality_gateway: Any, sessions: Any
     wait_for(lambda: judged(sessions, WRONG) >= 8)
     out = CliRunner().invoke(app, ["--json", "--url", pg_url])
     assert out.exit_code == 0, out.output
-    rows = {(r["feature"], r["tier"]): r for r in json.loads(out.stdout)}
+    rows = {(r["feature"], r["tier"]): r for r in json.loads(out.stdout)
+            if r["org"] == "default"}
     wrong = rows[(WRONG, "cheap")]
     assert wrong["agreement"] < 0.5 and wrong["low"] < 0.6 == wrong["floor"]
     assert rows[(RIGHT, "cheap")]["low"] >= 0.6
     assert Decimal(wrong["saved_on_disagreement"]) > 0
     text = generate_latest(build_registry(sessions)).decode()
-    assert f'sluice_quality_agreement_lower_bound{{feature="{RIGHT}",tier="cheap"}}' in text
+    assert (f'sluice_quality_agreement_lower_bound{{org="default",feature="{RIGHT}",'
+            'tier="cheap"}') in text
     reverted = CliRunner().invoke(app, ["revert", WRONG, "--reason", "test",
                                         "--url", pg_url])
     assert reverted.exit_code == 0, reverted.output
     with sessions() as s:
-        last = repo.last_move(s, WRONG)
+        last = repo.last_move(s, "default", WRONG)
         assert last is not None and (last.direction, last.after) == ("revert", 0.0)
-        assert [e for e in audit.list_actions(s, action="routing.revert") if e.target == WRONG]
+        assert [e for e in audit.list_actions(s, action="routing.revert")
+                if e.target == f"default/{WRONG}"]
     back = wait_for(lambda: (lambda r: r if r.route.tier == "cheap" else None)(
         ask(quality_gateway, WRONG, "Classify review 100: [[answer: positive]]")), 30)
     assert back.route.tier == "cheap"

@@ -26,10 +26,10 @@ THREE = {"rungs": ["gpt-4o-mini", "claude-haiku-4-5", "claude-sonnet-4-6"], "tar
 class Moves:
     """The quality floor's move book, as the route and the cache read it."""
 
-    def __init__(self, moved: dict[str, float] | None = None) -> None:
+    def __init__(self, moved: dict[tuple[str, str], float] | None = None) -> None:
         self.moved = dict(moved or {})
 
-    def thresholds(self) -> dict[str, float]:
+    def thresholds(self) -> dict[tuple[str, str], float]:
         return self.moved
 
 
@@ -121,13 +121,16 @@ def test_a_move_is_the_ladders_target_and_shifts_task_types_own_targets() -> Non
 
 def test_the_ladder_route_reads_the_floors_move_and_the_strongest_at_full_target() -> None:
     assert route(req(), THREE, 0.9).rung == 0
-    moves = Moves({"coding": 1.0})
+    moves = Moves({("default", "coding"): 1.0})
     moved = route(req(), THREE, 0.9, moves)
     assert (moved.model, moved.rung) == ("claude-sonnet-4-6", 2)
     # A certain router does not beat a full target (as the all-flagship threshold).
     assert route(req(), THREE, 1.0, moves).rung == 2
-    assert route(req(), THREE, 0.9, Moves({"other": 1.0})).rung == 0
-    assert route(req(), THREE, 0.7, Moves({"coding": 0.8})).rung == 1
+    assert route(req(), THREE, 0.9, Moves({("default", "other"): 1.0})).rung == 0
+    # Another org's ladder of the same feature name moved: this org's is as configured.
+    assert route(req(), THREE, 0.9, Moves({("other-org", "coding"): 1.0})).rung == 0
+    assert route(req(org="other-org"), THREE, 0.9, moves).rung == 0
+    assert route(req(), THREE, 0.7, Moves({("default", "coding"): 0.8})).rung == 1
 
 
 def test_a_ladder_move_changes_the_cache_key_of_auto() -> None:
@@ -138,7 +141,7 @@ def test_a_ladder_move_changes_the_cache_key_of_auto() -> None:
     moves = Moves()
     cache.moves = moves
     before = cache.key(req()).id
-    moves.moved = {"coding": 1.0}
+    moves.moved = {("default", "coding"): 1.0}
     # Rung 0's answers cached before the ladder's target moved must not answer after it.
     assert cache.key(req()).id != before
 
@@ -182,6 +185,7 @@ def test_the_quality_table_is_per_task_type_and_rung_and_saves_only_upward(
         _judge(s, 9, "plain", None, None, agree=False)
         s.commit()
         rows = {(r.feature, r.task_type, r.rung): r for r in quality_rows(s, settings)}
+    assert {r.org for r in rows.values()} == {"default"}
     low = rows[("coding", "explain", 0)]
     assert (low.judged, low.agree, low.saved, low.saved_on_disagreement) == (
         4, 3, Decimal("0.012"), Decimal("0.003"))
@@ -201,16 +205,16 @@ def test_a_floor_breach_on_a_ladder_feature_moves_its_target_audited(tmp_path: P
     with sessions() as s:
         for i in range(10):
             _judge(s, i, "coding", 0, 1, agree=False)
-        move = evaluate(s, settings, "coding")
+        move = evaluate(s, settings, "default", "coding")
         s.commit()
         assert move is not None and (move.before, move.after) == (0.3, 1.0)
         assert move.reason.startswith("ladder target")
         (entry,) = audit.list_actions(s, action="routing.move")
-        assert entry.detail["ladder"] is True and entry.target == "coding"
+        assert entry.detail["ladder"] is True and entry.target == "default/coding"
     book = MoveBook(sessions, ttl_s=0.0)
     assert route(req(), dict(THREE, target=0.3), 0.9, book).rung == 2
     with sessions() as s:
         revert(s, "coding", actor="ops", reason="test")
         s.commit()
-        assert repo.last_move(s, "coding").after == 0.3
+        assert repo.last_move(s, "default", "coding").after == 0.3
     assert route(req(), dict(THREE, target=0.3), 0.9, book).rung == 0

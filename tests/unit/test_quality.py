@@ -135,9 +135,9 @@ def test_a_routing_move_changes_the_cache_key_of_auto_only() -> None:
     from queues.memory_cache import MemoryResponseCache
 
     class Moves:
-        moved: dict[str, float] = {}
+        moved: dict[tuple[str, str], float] = {}
 
-        def thresholds(self) -> dict[str, float]:
+        def thresholds(self) -> dict[tuple[str, str], float]:
             return self.moved
 
     cache = MemoryResponseCache(load_settings({}))
@@ -146,7 +146,10 @@ def test_a_routing_move_changes_the_cache_key_of_auto_only() -> None:
         {"role": "user", "content": "Classify: great mug"}]})
     named = auto.model_copy(update={"model": "gpt-4o"})
     before = (cache.key(auto).id, cache.key(named).id)
-    Moves.moved = {"f": 1.0}
+    Moves.moved = {("other-org", "f"): 1.0}
+    # Another org's feature of the same name moved: this org's answers still answer.
+    assert (cache.key(auto).id, cache.key(named).id) == before
+    Moves.moved = {("default", "f"): 1.0}
     # Cheap answers cached before the floor moved the feature must not answer after it.
     assert cache.key(auto).id != before[0]
     assert cache.key(named).id == before[1]

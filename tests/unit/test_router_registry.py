@@ -65,5 +65,5 @@ def test_router_set_swaps_router_and_policy_per_feature(tmp_path: Path) -> None:
     # Unknown features use the default policy (heuristic, threshold 0.5).
     assert routers.decide(request("other", "Rephrase this.")).router == heuristic
     # Each (router, artifact) is built once and shared.
-    assert routers.router_for(routers.policy_for("search")) is \
+    assert routers.router_for(routers.policy_for("default", "search")) is \
         routers.router_for(RoutingPolicy(router="learned", artifact=str(path)))
