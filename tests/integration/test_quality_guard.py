@@ -169,8 +169,11 @@ def test_quality_table_prometheus_and_revert(quality_gateway: Any, sessions: Any
     assert rows[(RIGHT, "cheap")]["low"] >= 0.6
     assert Decimal(wrong["saved_on_disagreement"]) > 0
     text = generate_latest(build_registry(sessions)).decode()
-    assert (f'sluice_quality_agreement_lower_bound{{org="default",feature="{RIGHT}",'
-            'tier="cheap"}') in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    lows = [x.labels for f in text_string_to_metric_families(text)
+            if f.name == "sluice_quality_agreement_lower_bound" for x in f.samples]
+    assert {"org": "default", "feature": RIGHT, "tier": "cheap"} in lows
     reverted = CliRunner().invoke(app, ["revert", WRONG, "--reason", "test",
                                         "--url", pg_url])
     assert reverted.exit_code == 0, reverted.output
