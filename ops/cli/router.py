@@ -46,7 +46,9 @@ def _embedder() -> Any:
 def train(
     data: DataOpt = None,
     benchmarks: BenchOpt = "gsm8k,mmlu,mt-bench",
-    kind: Annotated[str, typer.Option(help="tfidf-lr, embed-lr or embed+tfidf-lr.")] = "tfidf-lr",
+    kind: Annotated[str, typer.Option(
+        help="tfidf-lr, embed-lr, embed+tfidf-lr or tfidf-embed-blend (the MiniLM weight "
+             "chosen by inner CV on the training prompts).")] = "tfidf-lr",
     out: Annotated[Path, typer.Option(help="Artifact path (.npz; a .json of metadata beside).")]
     = DEFAULT_ARTIFACT,
     c: Annotated[float, typer.Option("--c", help="Inverse regularisation strength.")] = 0.5,
@@ -193,8 +195,8 @@ def eval_(
     benchmarks: BenchOpt = "gsm8k,mmlu,mt-bench",
     routers: Annotated[list[str], typer.Option(
         "--router", "-r", help="Router to evaluate (repeatable): heuristic, random, learned, "
-                               "tfidf-lr, embed-lr, embed+tfidf-lr.")] = ["heuristic", "random",
-                                                                          "learned"],
+                               "tfidf-lr, embed-lr, embed+tfidf-lr, tfidf-embed-blend.")]
+    = ["heuristic", "random", "learned"],
     folds: Annotated[int, typer.Option(help="Cross-validation folds for learned routers.")] = 5,
     seed: Annotated[int, typer.Option(help="Seeds the folds and the random router.")] = 0,
     combined: Annotated[bool, typer.Option(help="Also evaluate all benchmarks together.")] = True,

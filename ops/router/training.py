@@ -20,6 +20,9 @@ from scheduler.router.heuristic import HeuristicRouter
 from scheduler.router.learned import TextEmbedder
 from scheduler.router.textfeatures import NgramSpec, ngram_counts
 
+#: The kind whose two models are fitted apart and blended (see ops/router/blend.py).
+BLEND_KIND = "tfidf-embed-blend"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -39,6 +42,16 @@ class TrainConfig:
     #: right" from "only the cheap model right" (5-fold CV: MMLU 44.8 % -> 41.2 % strong share
     #: at 95 % of strong accuracy, GSM8K 63.3 % -> 59.4 %).
     weak_head: bool = True
+    #: tfidf-embed-blend: the embedding model's weight in the logit blend, one of these,
+    #: chosen on ``inner_folds``-fold CV of the training prompts alone (never the prompts a
+    #: caller evaluates on), by the strong share that reaches ``blend_target`` of strong quality.
+    blend_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+    #: Inverse L2 strength of the embedding model (dense 384 columns want more shrinkage).
+    emb_c: float = 0.3
+    inner_folds: int = 5
+    #: Salts the inner folds apart from any outer split made with ``fold_ids``' seeds 0..999.
+    inner_seed: int = 1000
+    blend_target: float = 0.95
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -134,6 +147,11 @@ def fit_router(examples: Sequence[Example], config: TrainConfig = TrainConfig(),
                count_cache: dict[str, Any] | None = None) -> RouterArtifact:
     """Train on ``examples`` (label: the cheap model did at least as well; with ``weak_head``
     a second head on "it did strictly better") and pack the weights."""
+    if config.kind == BLEND_KIND:
+        from ops.router.blend import fit_blend
+
+        return fit_blend(examples, config, embedder=embedder, metrics=metrics,
+                         count_cache=count_cache)
     from scipy.sparse import csr_matrix, hstack
 
     y = np.array([ex.cheap_suffices for ex in examples], dtype=int)

@@ -15,7 +15,9 @@ from models.domain.errors import ConfigError
 FORMAT = "sluice-router"
 #: Bump when the meaning of a stored field changes; loaders refuse other versions.
 FORMAT_VERSION = 1
-KINDS: tuple[str, ...] = ("tfidf-lr", "embed-lr", "embed+tfidf-lr")
+#: "tfidf-embed-blend": a tf-idf LR and an embedding LR fitted apart, their logits blended
+#: with a weight chosen by inner CV; stored as one embed+tfidf model (same arrays, same serving).
+KINDS: tuple[str, ...] = ("tfidf-lr", "embed-lr", "embed+tfidf-lr", "tfidf-embed-blend")
 _ARRAYS = ("ngram_idx", "ngram_idf", "ngram_coef", "emb_coef", "sig_coef", "sig_mean",
            "sig_scale", "intercept",
            # The optional second head, P(cheap model strictly better), on the same features.

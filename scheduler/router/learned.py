@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +90,19 @@ class LearnedRouter(Router):
                   for z, h in zip(zs, self._heads)]
         return zs
 
-    def score_inputs(self, items: Sequence[RouteInput]) -> list[float]:
+    def head_logits(self, items: Sequence[RouteInput]) -> np.ndarray:
+        """Each head's logit per item, shape (len(items), heads): what blends are fitted on."""
         logits = np.array([self._logits_text(item) for item in items], dtype=float)
+        logits = logits.reshape(len(items), len(self._heads))
         if self._embedder is not None and len(items):
+            # One batched embedding call for the whole list: per-prompt calls cost several
+            # times more in MiniLM's fixed overhead.
             vecs = self._embedder.embed([item.prompt for item in items])
             logits += np.stack([vecs @ h.emb_coef for h in self._heads], axis=1)
-        return [combine([_sigmoid(z) for z in row]) for row in logits.tolist()]
+        return logits
+
+    def score_inputs(self, items: Sequence[RouteInput]) -> list[float]:
+        return combine_logits(self.head_logits(items)).tolist()
 
     def score_input(self, item: RouteInput) -> float:
         return self.score_inputs([item])[0]
@@ -109,8 +115,10 @@ def combine(heads: Sequence[float]) -> float:
     return min(1.0, sum(heads))
 
 
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+def combine_logits(logits: np.ndarray) -> np.ndarray:
+    """:func:`combine` over rows of head logits."""
+    z = np.clip(np.asarray(logits, dtype=float), -30.0, 30.0)
+    return np.minimum(1.0, (1.0 / (1.0 + np.exp(-z))).sum(axis=1))
 
 
 def load_router(path: str | Path, *, fallback: Router | None = None,
