@@ -142,10 +142,7 @@ class _Stash:
         value, key = backend.encode(meta), backend.get_key_for_task(task_id)
         with backend.client.pipeline(transaction=True) as pipe:  # MULTI: both or neither
             pipe.set(self._key(backend), backend.encode(record), ex=ttl)
-            if backend.expires:
-                pipe.setex(key, backend.expires, value)
-            else:
-                pipe.set(key, value)
+            pipe.set(key, value, ex=backend.expires or None)  # as Celery's own store
             pipe.publish(key, value)
             pipe.execute()
 
