@@ -40,7 +40,12 @@ def pg_url() -> Iterator[str]:
     from ops.db import upgrade
 
     upgrade(url)
+    from tests import billed
+
+    billed.DATABASES.append(url)
+    billed.install()  # answers arrive before their rows are billed: tests read them after
     yield url
+    billed.DATABASES.remove(url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

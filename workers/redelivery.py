@@ -22,7 +22,8 @@ class AnswerStash(Protocol):
     """Where a run keeps its answer for a redelivery of the same task (workers.tasks._Stash)."""
 
     def keep(self, record: dict[str, Any]) -> None:
-        """Keep ``{"reply": ..., "reservation_id": ...}``; may raise (the caller logs it)."""
+        """Keep ``{"reply": ..., "reservation_id": ...}`` and, where the store can, push the
+        reply to its caller in the same step; may raise (the caller logs it)."""
 
     def read(self) -> dict[str, Any] | None:
         """What an earlier run of this task kept, if anything."""
@@ -74,8 +75,9 @@ def retrying(stash: AnswerStash | None) -> None:
 
 def keep(stash: AnswerStash | None, reply: dict[str, Any], env: Envelope,
           final: dict[str, Any] | None) -> None:
-    """Stash the answer, the reservation it settles and its attempt, ahead of the ledger write
-    (best effort: the ledger write must happen either way)."""
+    """Stash the answer, the reservation it settles and its attempt, ahead of the ledger write,
+    with the reply to the caller (best effort: the ledger write must happen either way; an
+    answer not pushed here is stored by Celery when the task returns)."""
     if stash is None:
         return
     try:

@@ -121,6 +121,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
                 final = record_answer(rt, env, result, batch=bool(kept_reply.get("batch")))
             _bill(rt, env, result, batch=bool(kept_reply.get("batch")), reservation_id=rid,
                   final=final)
+            _store_in_cache(rt, env.request, result)
             return kept_reply
     # A resumed run is never dropped: the dead run it takes over may have paid already (a
     # provider batch placed).
@@ -173,6 +174,12 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
     answer = ok_reply(result)
     if batch:
         answer["batch"] = True  # so a run that adopts this answer bills it at the batch price
+    # Before the reply: an identical request its caller sends on the answer finds the entry.
+    _store_in_cache(rt, req, result)
+    # The stash and the reply in one Redis step, ahead of the ledger write (ARCHITECTURE.md,
+    # change 12): the caller has its answer while the row is billed; a worker killed before
+    # the COMMIT leaves the stash, and its redelivery bills it (the reservation holds the
+    # worst case until then, so no budget is passed meanwhile).
     keep(stash, answer, env, final)
     _bill(rt, env, result, batch=batch, reservation_id=env.reservation_id, final=final)
     # The quality guard: shadow this answer, or judge this shadow (off the caller's path:
@@ -211,6 +218,11 @@ def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool,
             # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
             stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
     _forget(rt, req)
+
+
+def _store_in_cache(rt: WorkerRuntime, req: ChatRequest, result: ChatResult) -> None:
+    """The answer into the response cache (a no-op without one, or for a request that opted
+    out: the cache decides)."""
     if rt.cache is not None:
         rt.cache.store(req, result)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import logging
@@ -98,11 +97,11 @@ STASH_TTL_S = 6 * 3600
 class _Stash:
     """Keeps an answer, under a result-store key of its own, where a redelivery finds it.
 
-    Kept before the ledger write: a worker killed between the two leaves an answer that the
-    redelivered task bills instead of buying again, and one killed after the ledger write but
-    before Celery stored the reply leaves it for the redelivery to return (workers.service).
+    Kept before the ledger write, with the reply itself: a worker killed between the two
+    leaves an answer that the redelivered task bills instead of buying again (its caller
+    already has it), and a redelivery that finds the row done returns it (workers.service).
     Its own key, not the task's: Celery writes RETRY or FAILURE states over the task's key (a
-    busy claim retried, a crash), and must push the reply itself once the task returns.
+    busy claim retried, a crash) while no SUCCESS is stored there yet.
     """
 
     def __init__(self, task: Task) -> None:
@@ -118,14 +117,34 @@ class _Stash:
         return backend.get_key_for_task(self.task.request.id, key=STASH_SUFFIX)
 
     def keep(self, record: dict[str, Any]) -> None:
+        """Keep ``record`` and store and push its reply as the task's result, in one atomic
+        Redis step: the caller has its answer before the ledger write, and no reply is out
+        that a redelivery could not find in the stash (ARCHITECTURE.md, change 12)."""
         backend = self._backend()
         if backend is None:
             return  # other result stores: no stash, the ResultLost window stays open there
+        backend.ensure(self._write, (backend, record))
+
+    def _write(self, backend: Any, record: dict[str, Any]) -> None:
+        from celery import states
+
         # A redelivery comes within the visibility timeout or the sweeper's period; the stash
         # need not live as long as results do. Celery's 0 means "never expire": no EX then.
         ttl = min(backend.expires or STASH_TTL_S, STASH_TTL_S)
-        backend.ensure(functools.partial(backend.client.set, ex=ttl),
-                       (self._key(backend), backend.encode(record)))
+        task_id = self.task.request.id
+        # The meta Celery stores when the task returns (its store then finds this SUCCESS
+        # and writes nothing); what the handles and the front door's waiter read and decode.
+        meta = backend._get_result_meta(result=backend.encode_result(record["reply"],
+                                                                     states.SUCCESS),
+                                        state=states.SUCCESS,
+                                        traceback=None, request=self.task.request)
+        meta["task_id"] = task_id
+        value, key = backend.encode(meta), backend.get_key_for_task(task_id)
+        with backend.client.pipeline(transaction=True) as pipe:  # MULTI: both or neither
+            pipe.set(self._key(backend), backend.encode(record), ex=ttl)
+            pipe.set(key, value, ex=backend.expires or None)  # as Celery's own store
+            pipe.publish(key, value)
+            pipe.execute()
 
     def set_aside_error(self) -> None:
         """This run retries the errored request: its own reply must be the stored one."""

@@ -73,11 +73,10 @@ SYSTEM = "You write short product titles for a homeware store."
 
 
 def row(sessions: Any, request_id: str) -> Any:
-    """The ledger row of ``request_id`` (it must exist)."""
-    from models.db import ledger
+    """The ledger row of ``request_id`` (it must exist), once billed."""
+    from tests.billed import wait_row
 
-    with sessions() as s:
-        found = ledger.get(s, request_id)
+    found = wait_row(sessions, request_id)  # billed just after the answer (change 12)
     assert found is not None, f"no ledger row for {request_id}"
     return found
 
