@@ -28,15 +28,19 @@ class GroupCommit(Generic[T, R]):
     queued in one go (``write_many``, up to ``max_items``). Alone, a write is ``write_one``,
     exactly as before; a GPU worker's burst of 32 requests costs a few statements instead of
     32 (each one a pooled connection, a round trip and the worker's CPU that the engine
-    needs). A batch that fails is written again one item at a time, so one bad item fails
-    only its own caller and every result is the one its single write would have given.
+    needs). A batch that fails with an error ``alone_after`` accepts (the database refused
+    the statement: nothing was written) is written again one item at a time, so one bad item
+    fails only its own caller; any other error (the connection broke: the batch may have been
+    written) is every caller's, as it would have been had each written alone.
     """
 
     def __init__(self, write_one: Callable[[T], R],
                  write_many: Callable[[Sequence[T]], Sequence[R]], *,
-                 max_items: int = 64) -> None:
+                 max_items: int = 64,
+                 alone_after: Callable[[BaseException], bool] = lambda _exc: True) -> None:
         self._one = write_one
         self._many = write_many
+        self._alone_after = alone_after
         self._max = max(max_items, 1)
         self._cond = threading.Condition()
         self._queue: list[_Slot[T, R]] = []
@@ -72,7 +76,11 @@ class GroupCommit(Generic[T, R]):
                 results = list(self._many([s.item for s in batch]))
                 if len(results) != len(batch):
                     raise RuntimeError("write_many returned a result count that does not match")
-            except BaseException:  # noqa: BLE001 - each item is written alone below: its own error
+            except BaseException as exc:  # noqa: BLE001 - each caller learns its own outcome
+                if not self._alone_after(exc):
+                    for s in batch:
+                        s.error, s.done = exc, True
+                    return
                 results = None
             if results is not None:
                 for s, r in zip(batch, results, strict=True):

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.domain.catalogue import Catalogue, ModelSpec, load_catalogue
-from models.domain.errors import ConfigError
+from models.domain.errors import ConfigError, LedgerError
 from models.domain.settings import Settings
 from scheduler.hooks import Admission, ResponseCache
 from scheduler.route import baseline_model
@@ -76,7 +76,8 @@ class WorkerRuntime:
                         engine, self.settings.database.pool_size, durable=True)
                     self._attempts = GroupCommit(
                         lambda item: self._on_attempter(lambda c: _write_attempt(c, item)),
-                        lambda items: self._on_attempter(lambda c: _write_attempts(c, items)))
+                        lambda items: self._on_attempter(lambda c: _write_attempts(c, items)),
+                        alone_after=refused)
         return self._attempts.submit((values, hold))
 
     def _on_attempter(self, write: Callable[[Any], Any]) -> Any:
@@ -154,7 +155,8 @@ class WorkerRuntime:
                             engine, self.settings.database.pool_size)
                         self._claims = GroupCommit(
                             lambda r: ledger.claim_fast(claimer, r),
-                            lambda rows: ledger.claim_fast_many(claimer, rows))
+                            lambda rows: ledger.claim_fast_many(claimer, rows),
+                            alone_after=refused)
             if self._claims.submit(row):
                 return "claimed"
         with self.session() as s:
@@ -210,6 +212,26 @@ class WorkerRuntime:
             self._claimer.dispose()
         if self._attempter is not None:
             self._attempter.dispose()
+
+
+def refused(exc: BaseException) -> bool:
+    """Did the database refuse a group-committed statement (a bad value, a constraint), or
+    was it never sent? Then nothing of it was written and each item is written alone. A
+    broken connection may have committed it: that error is every caller's, as it would be
+    for a single write (an attempt row written twice would be charged twice)."""
+    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError):
+            return (isinstance(seen, (DataError, IntegrityError, ProgrammingError))
+                    and not seen.connection_invalidated)
+        if isinstance(seen, (ValueError, TypeError, KeyError)):
+            return True  # raised while the statement was built, before anything was sent
+        if seen.__cause__ is None and isinstance(seen, LedgerError):
+            return True  # ours, before sending (rows of different columns)
+        seen = seen.__cause__
+    return False
 
 
 def _write_attempt(conn: Any, item: tuple[dict[str, Any], Any]) -> int | None:

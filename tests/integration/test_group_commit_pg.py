@@ -112,3 +112,26 @@ def test_runtime_claims_and_attempts_of_a_burst_share_statements(pg_url: str) ->
         assert max(rt._claims.sizes + rt._attempts.sizes) > 1  # some writes were shared
     finally:
         rt.close()
+
+
+def test_a_refused_batch_is_written_alone_and_a_broken_one_is_not(
+        engines: tuple[Any, Any]) -> None:
+    """An attempt the database refuses (NOT NULL) fails the batch statement, which wrote
+    nothing: the runtime then writes each alone. A lost connection is not retried so."""
+    from sqlalchemy.exc import OperationalError
+
+    from workers.runtime import _write_attempts, refused
+
+    _, fast = engines
+    good, bad = _values(f"gc-{uuid.uuid4().hex}", "0.01"), dict(
+        _values(f"gc-{uuid.uuid4().hex}", "0.01"), kind=None)
+    with pytest.raises(Exception) as caught, fast.connect() as conn:
+        _write_attempts(conn, [(good, None), (bad, None)])
+    assert refused(caught.value)
+    with fast.connect() as conn:
+        assert conn.execute(select(AttemptRow.id).where(
+            AttemptRow.request_id == good["request_id"])).first() is None  # nothing written
+    lost = OperationalError("COMMIT", {}, Exception("server closed the connection"))
+    lost.connection_invalidated = True
+    assert not refused(lost)
+    assert not refused(ConnectionResetError("reset"))

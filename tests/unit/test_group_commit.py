@@ -92,3 +92,33 @@ def test_a_batch_is_at_most_max_items_and_the_rest_follow() -> None:
         gate.set()
         assert [f.result(5) for f in [first, *rest]] == list(range(8))
     assert sorted(batches, reverse=True) == [3, 3] and sum(gc.sizes) == 8
+
+
+def test_an_error_that_may_have_written_the_batch_is_every_callers() -> None:
+    """A broken connection may have committed the batch: writing each item again could
+    write it twice (an attempt charged twice), so each caller gets the error instead."""
+    gate = threading.Event()
+    alone: list[int] = []
+
+    def one(x: int) -> int:
+        if x == 0:
+            gate.wait(5)
+        else:
+            alone.append(x)
+        return x
+
+    def many(xs: list[int]) -> list[int]:
+        raise ConnectionError("server closed the connection during COMMIT")
+
+    gc = GroupCommit(one, many, alone_after=lambda exc: not isinstance(exc, ConnectionError))
+    with ThreadPoolExecutor(5) as pool:
+        first = pool.submit(gc.submit, 0)
+        time.sleep(0.05)
+        rest = [pool.submit(gc.submit, i) for i in range(1, 5)]
+        time.sleep(0.1)
+        gate.set()
+        assert first.result(5) == 0
+        for fut in rest:
+            with pytest.raises(ConnectionError):
+                fut.result(5)
+    assert alone == []
