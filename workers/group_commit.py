@@ -36,15 +36,18 @@ class GroupCommit(Generic[T, R]):
 
     def __init__(self, write_one: Callable[[T], R],
                  write_many: Callable[[Sequence[T]], Sequence[R]], *,
-                 max_items: int = 64,
+                 max_items: int = 64, writers: int = 1,
                  alone_after: Callable[[BaseException], bool] = lambda _exc: True) -> None:
         self._one = write_one
         self._many = write_many
         self._alone_after = alone_after
         self._max = max(max_items, 1)
+        #: Batches in flight at once: 2 for a durable write, so a batch does not wait out the
+        #: previous one's flush to disk (the server groups concurrent flushes itself).
+        self._writers = max(writers, 1)
         self._cond = threading.Condition()
         self._queue: list[_Slot[T, R]] = []
-        self._busy = False
+        self._busy = 0
         #: Sizes of the recent batches (tests and the benchmark's notes), newest last.
         self.sizes: list[int] = []
 
@@ -53,18 +56,25 @@ class GroupCommit(Generic[T, R]):
         slot: _Slot[T, R] = _Slot(item)
         with self._cond:
             self._queue.append(slot)
-            while self._busy and not slot.done:
-                self._cond.wait()
-            if not slot.done:
-                self._busy = True
+        while True:
+            with self._cond:
+                while not slot.done and self._busy >= self._writers:
+                    self._cond.wait()
+                if slot.done:
+                    break
+                if slot not in self._queue:  # in a batch being written: wait for it
+                    while not slot.done:
+                        self._cond.wait()
+                    break
+                self._busy += 1
                 batch, self._queue = self._queue[:self._max], self._queue[self._max:]
-        if not slot.done:
             try:
                 self._write(batch)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy -= 1
                     self._cond.notify_all()
+            # the oldest items went first: this caller's may still be queued
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]

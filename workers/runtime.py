@@ -77,7 +77,7 @@ class WorkerRuntime:
                     self._attempts = GroupCommit(
                         lambda item: self._on_attempter(lambda c: _write_attempt(c, item)),
                         lambda items: self._on_attempter(lambda c: _write_attempts(c, items)),
-                        alone_after=refused)
+                        writers=2, alone_after=refused)
         return self._attempts.submit((values, hold))
 
     def _on_attempter(self, write: Callable[[Any], Any]) -> Any:

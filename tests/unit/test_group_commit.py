@@ -122,3 +122,40 @@ def test_an_error_that_may_have_written_the_batch_is_every_callers() -> None:
             with pytest.raises(ConnectionError):
                 fut.result(5)
     assert alone == []
+
+
+def test_with_two_writers_a_second_batch_goes_while_the_first_is_in_flight() -> None:
+    """A durable write waits for the disk: a second batch need not wait out the first."""
+    first_in, release = threading.Event(), threading.Event()
+    sizes: list[int] = []
+
+    def one(x: int) -> int:
+        if x == 0:
+            first_in.set()
+            release.wait(5)
+        return x
+
+    def many(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        return list(xs)
+
+    gc = GroupCommit(one, many, writers=2)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(gc.submit, 0)
+        first_in.wait(5)
+        second = pool.submit(gc.submit, 1)
+        assert second.result(2) == 1  # written while the first write is still in flight
+        release.set()
+        assert first.result(5) == 0
+
+
+def test_every_caller_gets_its_own_result_under_contention() -> None:
+    def many(xs: list[int]) -> list[int]:
+        time.sleep(0.002)
+        return [x * 2 for x in xs]
+
+    for writers in (1, 2):
+        gc = GroupCommit(lambda x: x * 2, many, max_items=5, writers=writers)
+        with ThreadPoolExecutor(48) as pool:
+            assert list(pool.map(gc.submit, range(500))) == [x * 2 for x in range(500)]
+        assert max(gc.sizes) <= 5
