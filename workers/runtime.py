@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.domain.catalogue import Catalogue, ModelSpec, load_catalogue
-from models.domain.errors import ConfigError
+from models.domain.errors import ConfigError, LedgerError
 from models.domain.settings import Settings
 from scheduler.hooks import Admission, ResponseCache
 from scheduler.route import baseline_model
@@ -50,32 +50,38 @@ class WorkerRuntime:
     _claimer: Any = field(default=None, repr=False)
     _heartbeat: Any = field(default=None, repr=False)
     _attempter: Any = field(default=None, repr=False)
+    #: Group commits (workers.group_commit) of the claim and the sent attempt row: requests
+    #: that arrive together (a GPU worker's burst) share one statement each.
+    _claims: Any = field(default=None, repr=False)
+    _attempts: Any = field(default=None, repr=False)
 
     def begin_attempt(self, values: dict[str, Any],
                       hold: tuple[str, datetime] | None = None) -> int | None:
         """Write a provider attempt as ``sent`` and return its id: on PostgreSQL one durable
-        autocommit round trip (no BEGIN / COMMIT), elsewhere a short transaction. With
+        autocommit round trip (no BEGIN / COMMIT), shared by the attempts other threads write
+        at the same time (a group commit), elsewhere a short transaction. With
         ``hold`` (reservation id, renew until): only while that reservation is open (None
         when it lapsed: nothing written, so nothing may be sent)."""
-        from models.db import attempts
-        from models.db.held_attempts import begin_held
-
-        def write(conn: Any) -> int | None:
-            if hold is None:
-                return attempts.begin(conn, values)
-            return begin_held(conn, values, *hold)
-
         engine = self.sessions.kw.get("bind")
         if engine is None or engine.dialect.name != "postgresql":
             with self.session() as s:
-                return write(s)
-        if self._attempter is None:
+                return _write_attempt(s, (values, hold))
+        if self._attempts is None:
             with _LOCK:
-                if self._attempter is None:
+                if self._attempts is None:
                     from models.db.engine import autocommit_engine
+                    from workers.group_commit import GroupCommit
 
                     self._attempter = autocommit_engine(
                         engine, self.settings.database.pool_size, durable=True)
+                    self._attempts = GroupCommit(
+                        lambda item: self._on_attempter(lambda c: _write_attempt(c, item)),
+                        lambda items: self._on_attempter(lambda c: _write_attempts(c, items)),
+                        writers=2, alone_after=refused)
+        return self._attempts.submit((values, hold))
+
+    def _on_attempter(self, write: Callable[[Any], Any]) -> Any:
+        """``write(connection)`` on the durable autocommit engine of the attempt rows."""
         from sqlalchemy.exc import DBAPIError
 
         tries = self.settings.database.pool_size * 2 + 1
@@ -139,14 +145,19 @@ class WorkerRuntime:
 
         engine = self.sessions.kw.get("bind")
         if engine is not None and engine.dialect.name == "postgresql":
-            if self._claimer is None:
+            if self._claims is None:
                 with _LOCK:
-                    if self._claimer is None:
+                    if self._claims is None:
                         from models.db.engine import autocommit_engine
+                        from workers.group_commit import GroupCommit
 
-                        self._claimer = autocommit_engine(engine,
-                                                          self.settings.database.pool_size)
-            if ledger.claim_fast(self._claimer, row):
+                        self._claimer = claimer = autocommit_engine(
+                            engine, self.settings.database.pool_size)
+                        self._claims = GroupCommit(
+                            lambda r: ledger.claim_fast(claimer, r),
+                            lambda rows: ledger.claim_fast_many(claimer, rows),
+                            alone_after=refused)
+            if self._claims.submit(row):
                 return "claimed"
         with self.session() as s:
             return ledger.claim(s, row, lease_s=lease_s, claim_ttl_s=self.heartbeat().claim_ttl_s,
@@ -201,6 +212,51 @@ class WorkerRuntime:
             self._claimer.dispose()
         if self._attempter is not None:
             self._attempter.dispose()
+
+
+def refused(exc: BaseException) -> bool:
+    """Did the database refuse a group-committed statement (a bad value, a constraint), or
+    was it never sent? Then nothing of it was written and each item is written alone. A
+    broken connection may have committed it: that error is every caller's, as it would be
+    for a single write (an attempt row written twice would be charged twice)."""
+    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError):
+            return (isinstance(seen, (DataError, IntegrityError, ProgrammingError))
+                    and not seen.connection_invalidated)
+        if isinstance(seen, (ValueError, TypeError, KeyError)):
+            return True  # raised while the statement was built, before anything was sent
+        if seen.__cause__ is None and isinstance(seen, LedgerError):
+            return True  # ours, before sending (rows of different columns)
+        seen = seen.__cause__
+    return False
+
+
+def _write_attempt(conn: Any, item: tuple[dict[str, Any], Any]) -> int | None:
+    """One sent attempt row (models.db.attempts.begin, or begin_held under a reservation)."""
+    from models.db import attempts
+    from models.db.held_attempts import begin_held
+
+    values, hold = item
+    return attempts.begin(conn, values) if hold is None else begin_held(conn, values, *hold)
+
+
+def _write_attempts(conn: Any, items: Sequence[tuple[dict[str, Any], Any]]) -> list[int | None]:
+    """Several sent attempt rows on one connection: those under no reservation in one
+    INSERT (one commit), each held one in its own statement (its reservation's check)."""
+    from models.db import attempts
+
+    free = [i for i, (_, hold) in enumerate(items) if hold is None]
+    out: list[int | None] = [None] * len(items)
+    for i, aid in zip(free, attempts.begin_many(conn, [items[i][0] for i in free]),
+                      strict=True):
+        out[i] = aid
+    for i, item in enumerate(items):
+        if item[1] is not None:
+            out[i] = _write_attempt(conn, item)
+    return out
 
 
 def build_runtime(settings: Settings, **levers: Any) -> WorkerRuntime:

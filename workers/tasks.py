@@ -12,6 +12,7 @@ from celery.signals import task_postrun, worker_init
 
 from models.domain.errors import BatchPending
 from queues.dead_letter import park
+from queues import cached_reads
 from queues.envelope import STASH_SUFFIX
 from queues.gc_freeze import freeze_once
 from queues.names import TASK_API, TASK_GPU
@@ -28,6 +29,8 @@ from workers.service import execute
 # *.gpu queue starts its vLLM engine at boot (worker_init) and stops it at shutdown; API
 # workers ignore the hooks. Connecting the handlers is all that happens here.
 install_gpu_signals()
+# Task threads read Celery's cached properties without the lock kombu takes on every read.
+cached_reads.install()
 log = logging.getLogger(__name__)
 
 

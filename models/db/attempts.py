@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -64,6 +65,24 @@ def begin(session: Session | Connection, values: dict[str, Any]) -> int:
     """Write an attempt as ``sent`` (before the call) and return its id; the caller commits
     (an autocommit connection commits it at once)."""
     return int(session.execute(_begin_once(), sent_row(values)).scalar_one())
+
+
+def begin_many(conn: Connection, values: Sequence[dict[str, Any]]) -> list[int]:
+    """:func:`begin` of several attempts in one INSERT (one commit on an autocommit
+    connection); their ids in the order given."""
+    if not values:
+        return []
+    rows = [sent_row(v) for v in values]
+    if len({frozenset(r) for r in rows}) != 1:
+        raise ValueError("attempts of different columns: written one at a time")
+    return [int(r[0]) for r in conn.execute(_begin_many_once(), rows)]
+
+
+@functools.cache
+def _begin_many_once() -> Any:
+    """``INSERT INTO attempts ... RETURNING id`` whose ids come back in parameter order."""
+    return insert(AttemptRow.__table__).returning(AttemptRow.__table__.c.id,
+                                                  sort_by_parameter_order=True)
 
 
 def sent_row(values: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -112,6 +112,28 @@ def claim_fast(engine: Any, row: dict[str, Any]) -> bool:
             return conn.execute(_insert_once(engine.dialect.name), values).first() is not None
     except SQLAlchemyError as exc:
         raise LedgerError(f"could not claim ledger row {row.get('request_id')}: {exc}") from exc
+
+
+def claim_fast_many(engine: Any, rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """:func:`claim_fast` of several rows in one INSERT (one round trip, one transaction):
+    True for each row this call claimed. A request id twice in ``rows`` (two copies of a
+    message arriving together) is claimed by its first row only."""
+    now = datetime.now(timezone.utc)
+    values = [_columns(dict(r, outcome="running", created_at=now, heartbeat_at=now))
+              for r in rows]
+    first: dict[str, int] = {}
+    for i, v in enumerate(values):
+        first.setdefault(v["request_id"], i)
+    unique = [values[i] for i in first.values()]
+    if len({frozenset(v) for v in unique}) != 1:
+        raise LedgerError("rows of different columns: claimed one at a time")
+    try:
+        with engine.connect() as conn:
+            claimed = {r[0] for r in conn.execute(_insert_once(engine.dialect.name), unique)}
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"could not claim {len(unique)} ledger rows: {exc}") from exc
+    return [first[v["request_id"]] == i and v["request_id"] in claimed
+            for i, v in enumerate(values)]
 
 
 def get(session: Session, request_id: str) -> LedgerRow | None:

@@ -31,6 +31,7 @@ class Row:
     wall_s: float
     latencies_s: list[float]
     output_tokens: int
+    cpu: str = ""
 
     @property
     def rps(self) -> float:
@@ -56,6 +57,9 @@ def timed(mode: str, n: int, one: Callable[[int], Any], *, concurrent: bool) -> 
         out = one(i)
         return time.perf_counter() - t0, int(out)
 
+    from ops.bench import gpu_profile
+
+    cpu0 = gpu_profile.cpu_snapshot()
     t0 = time.perf_counter()
     if concurrent:
         with ThreadPoolExecutor(n) as pool:
@@ -63,7 +67,8 @@ def timed(mode: str, n: int, one: Callable[[int], Any], *, concurrent: bool) -> 
     else:
         results = [run(i) for i in range(n)]
     wall = time.perf_counter() - t0
-    return Row(mode, wall, [r[0] for r in results], sum(r[1] for r in results))
+    cpu = gpu_profile.cpu_line(cpu0, gpu_profile.cpu_snapshot(), n)
+    return Row(mode, wall, [r[0] for r in results], sum(r[1] for r in results), cpu)
 
 
 def bench_settings(home: Path, model: Path, args: argparse.Namespace) -> Any:
@@ -140,10 +145,17 @@ def report(rows: list[Row], lanes: list[Any], args: argparse.Namespace,
         vs = f"{100 * r.rps / peer.rps:7.0f} %" if peer is not None else ""
         print(f"{r.mode:48} {r.wall_s:7.2f} {r.rps:7.1f} {r.pct(50):8.1f} {r.pct(99):8.1f} "
               f"{r.output_tokens:7d} {ratio:>9} {vs:>9}")
+    for r in rows:
+        if r.cpu:
+            print(f"cpu ms/request, {r.mode}: {r.cpu}")
     for r in lanes:
         if r.stages:
             print(f"stages ms p50/max, {r.mode}: {gpu_stages.summary_line(r.stages)}; "
                   f"engine entries spread over {r.spread_ms:.0f} ms")
+        if r.cpu:
+            print(f"cpu ms/request, {r.mode}: {r.cpu}")
+        for line in r.profile:
+            print(f"profile, {r.mode}: {line}")
     for note in notes:
         print(f"note: {note}")
 
@@ -204,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bound-ms", type=float, default=200.0,
                         help="the p99 bound of the users-served figure")
     parser.add_argument("--max-users", type=int, default=256)
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the GPU worker's stacks and per-thread CPU (ops.bench."
+                             "gpu_profile; py-spy-like, costs the worker some CPU)")
     parser.add_argument("--no-celery", action="store_true",
                         help="skip the Celery gpu lanes (engine and provider only: no services)")
     args = parser.parse_args(argv)

@@ -30,6 +30,9 @@ class LaneRun:
     output_tokens: int
     stages: dict[str, list[float]] = field(default_factory=dict)
     spread_ms: float = 0.0
+    #: CPU ms per request of each party (gpu_profile.cpu_line) and the worker's profile.
+    cpu: str = ""
+    profile: list[str] = field(default_factory=list)
 
 
 def lane_env(run_home: Path, model: Path, db_url: str, redis_url: str,
@@ -43,7 +46,8 @@ def lane_env(run_home: Path, model: Path, db_url: str, redis_url: str,
             "SLUICE_DATABASE__URL": db_url, "SLUICE_GPU__MODEL_PATH": str(model),
             "SLUICE_GPU__MAX_NUM_SEQS": str(args.max_num_seqs),
             "SLUICE_GPU__LOAD_FORMAT": args.load_format,
-            **({"SLUICE_DATABASE__POOL_SIZE": str(args.pool_size)} if args.pool_size else {})}
+            **({"SLUICE_DATABASE__POOL_SIZE": str(args.pool_size)} if args.pool_size else {}),
+            **({"SLUICE_BENCH_PROFILE": "1"} if getattr(args, "profile", False) else {})}
 
 
 @contextmanager
@@ -52,6 +56,8 @@ def gpu_worker(env: dict[str, str], stage_key: str, concurrency: int,
     """One real GPU worker process (``--pool threads``, both gpu queues, its own engine),
     with the stage timers of ops.bench.gpu_stages; ready (engine loaded) when this yields."""
     log = Path(tempfile.mkstemp(prefix="sluice-gpu-worker-", suffix=".log")[1])
+    if env.get("SLUICE_BENCH_PROFILE"):  # --profile: the worker samples its own stacks
+        env = {**env, "SLUICE_BENCH_PROFILE": str(log) + ".profile.json"}
     cmd = [sys.executable, "-m", "ops.bench.gpu_stages", stage_key, env["SLUICE_BROKER__URL"],
            "-A", "queues.celery_app", "worker", "-P", "threads", "-c", str(concurrency),
            "-Q", "interactive.gpu,async.gpu", "-n", f"gpu-{uuid.uuid4().hex[:6]}@%h",
@@ -66,6 +72,7 @@ def gpu_worker(env: dict[str, str], stage_key: str, concurrency: int,
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("GPU worker failed to start:\n" + log.read_text()[-3000:])
             time.sleep(0.2)
+        proc.profile_path = env.get("SLUICE_BENCH_PROFILE")  # type: ignore[attr-defined]
         yield proc
     finally:
         proc.terminate()
@@ -75,13 +82,15 @@ def gpu_worker(env: dict[str, str], stage_key: str, concurrency: int,
             proc.kill()
             proc.wait(timeout=10)
         log.unlink(missing_ok=True)
+        if env.get("SLUICE_BENCH_PROFILE"):
+            Path(env["SLUICE_BENCH_PROFILE"]).unlink(missing_ok=True)
 
 
 class Lane:
     """The producer side: a Gateway on the benchmark's settings and the stage records."""
 
     def __init__(self, env: dict[str, str], stage_key: str, prompt: Callable[[int], str],
-                 max_tokens: int, threads: int) -> None:
+                 max_tokens: int, threads: int, worker: Any = None) -> None:
         from models.domain.settings import load_settings
         from queues.producer import connect
 
@@ -94,6 +103,7 @@ class Lane:
         # Long-lived caller threads, as a server's: Celery gives each thread its own result
         # store client (connection and subscription), made on the thread's first request.
         self.pool = ThreadPoolExecutor(threads)
+        self.worker = worker  # the one GPU worker process, for CPU and profile (or None)
 
     def chat(self, i: int, lane: str) -> Any:
         from models.domain.request import ChatRequest
@@ -113,10 +123,18 @@ class Lane:
         return int(out)
 
     def run(self, mode: str, n: int, lane: str, *, concurrent: bool = True,
-            during: Callable[[], None] | None = None) -> LaneRun:
-        """``n`` requests on ``lane`` from n threads (or one by one), with their stages."""
+            during: Callable[[], None] | None = None, extra: int = 0) -> LaneRun:
+        """``n`` requests on ``lane`` from n threads (or one by one), with their stages;
+        ``extra``: requests ``during`` waits for (their CPU is shared out per request too)."""
+        from ops.bench import gpu_profile
+
         gpu_stages.read(self.redis_url, self.stage_key)  # drop records of earlier modes
         stamps: dict[str, tuple[float, float, float]] = {}
+        pid = self.worker.pid if self.worker is not None else None
+        profiled = bool(getattr(self.worker, "profile_path", None))
+        if profiled:
+            time.sleep(1.2)  # the worker's profile snapshot (written every second) catches up
+        cpu0, prof0 = gpu_profile.cpu_snapshot(pid), self._profile()
         t0 = time.perf_counter()
         if concurrent:
             tokens = sum(self.pool.map(lambda i: self.one(i, lane, stamps), range(n)))
@@ -125,11 +143,21 @@ class Lane:
         wall = time.perf_counter() - t0
         if during is not None:
             during()
+        cpu = gpu_profile.cpu_line(cpu0, gpu_profile.cpu_snapshot(pid), n + extra)
+        if profiled:
+            time.sleep(1.2)
+        prof = gpu_profile.summary(gpu_profile.diff(self._profile(), prof0)) if profiled else []
         records = [r for r in gpu_stages.read(self.redis_url, self.stage_key)
                    if r["task_id"] in stamps]
         return LaneRun(mode, wall, [s[2] - s[0] for s in stamps.values()], tokens,
                        gpu_stages.stage_table(records, stamps),
-                       gpu_stages.engine_spread_ms(records))
+                       gpu_stages.engine_spread_ms(records), cpu, prof)
+
+    def _profile(self) -> dict[str, Any]:
+        from ops.bench import gpu_profile
+
+        path = getattr(self.worker, "profile_path", None)
+        return gpu_profile.read(path) if path else {}
 
     def backlog(self, n: int) -> Callable[[], None]:
         """Queue ``n`` async requests now; the returned function waits for all of them."""
@@ -153,9 +181,10 @@ def measure_lanes(env: dict[str, str], sizes: list[int], workers: int,
     stage_key = f"{env['SLUICE_BROKER__KEY_PREFIX']}bench-stages"
     notes: list[str] = []
     with ExitStack() as stack:
-        for _ in range(workers):
-            stack.enter_context(gpu_worker(env, stage_key, max(sizes) * 3 + 4))
-        lane = Lane(env, stage_key, prompt, args.max_tokens, max(sizes))
+        procs = [stack.enter_context(gpu_worker(env, stage_key, max(sizes) * 3 + 4))
+                 for _ in range(workers)]
+        lane = Lane(env, stage_key, prompt, args.max_tokens, max(sizes),
+                    procs[0] if workers == 1 else None)
         stack.callback(lane.close)
         # warm-up: first-request costs (each caller thread's connections and result store
         # subscription, the worker's pools) are not batching
@@ -170,7 +199,7 @@ def measure_lanes(env: dict[str, str], sizes: list[int], workers: int,
         alone = lane.run(f"celery interactive {n}, alone{tag}", n, "interactive")
         wait = lane.backlog(2 * n)
         behind = lane.run(f"celery interactive {n}, behind {2 * n} async{tag}", n,
-                          "interactive", during=wait)
+                          "interactive", during=wait, extra=2 * n)
         runs += [alone, behind]
         notes.append(f"{workers} GPU worker process(es){tag}, -c {max(sizes) * 3 + 4}, "
                      f"DB pool {env.get('SLUICE_DATABASE__POOL_SIZE', 'default')}")

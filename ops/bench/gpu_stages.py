@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
 import sys
 import threading
@@ -133,6 +134,11 @@ def main(argv: list[str]) -> None:
     """``KEY REDIS_URL celery-args...``: install the timers, then run ``celery``."""
     key, redis_url, *celery_args = argv
     install(redis_url, key)
+    profile = os.environ.get("SLUICE_BENCH_PROFILE")
+    if profile:
+        from ops.bench import gpu_profile
+
+        gpu_profile.install(profile)
     from celery.__main__ import main as celery_main
 
     sys.argv = ["celery", *celery_args]
