@@ -29,8 +29,6 @@ from workers.service import execute
 # *.gpu queue starts its vLLM engine at boot (worker_init) and stops it at shutdown; API
 # workers ignore the hooks. Connecting the handlers is all that happens here.
 install_gpu_signals()
-# Task threads read Celery's cached properties without the lock kombu takes on every read.
-cached_reads.install()
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +36,9 @@ log = logging.getLogger(__name__)
 def _hide_replies_in_logs(**_: Any) -> None:
     # Celery logs every task's return value at INFO; ours carries the answer text.
     log_privacy.install()
+    # Task threads read Celery's cached properties without the lock kombu takes on every read
+    # (a worker only, at boot, before any task thread runs).
+    cached_reads.install()
 
 
 @task_postrun.connect(weak=False)
