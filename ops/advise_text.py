@@ -44,8 +44,9 @@ def text_rows(session: Session, since: datetime,
               feature: str | None) -> list[tuple[LedgerRow, str]]:
     """Served chat rows of the window whose feature kept their text, oldest first."""
     stmt = (select(LedgerRow, StoredTextRow.prompt)
-            .join(StoredTextRow, (StoredTextRow.request_id == LedgerRow.request_id)
-                  & (StoredTextRow.team == LedgerRow.team))
+            .join(StoredTextRow, (StoredTextRow.org == LedgerRow.org)
+                  & (StoredTextRow.team == LedgerRow.team)
+                  & (StoredTextRow.request_id == LedgerRow.request_id))
             .where(LedgerRow.created_at >= since, LedgerRow.outcome == "ok",
                    LedgerRow.purpose == "serve", LedgerRow.kind == "chat")
             .order_by(LedgerRow.id))

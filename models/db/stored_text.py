@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import DateTime, Index, String, Text, delete
+from sqlalchemy import DateTime, Index, PrimaryKeyConstraint, String, Text, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -18,7 +18,11 @@ class StoredTextRow(Base):
 
     __tablename__ = "stored_text"
 
-    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: Request ids are the callers', so a row is one org's and team's (as a judgement is):
+    #: keyed by the id alone, two tenants' texts of one id collided (migration 0016).
+    org: Mapped[str] = mapped_column(String(64), nullable=False, default="default",
+                                     server_default="default")
+    request_id: Mapped[str] = mapped_column(String(128), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     #: Set at write time from the retention then in force, so a later change of the setting
     #: never extends what was promised for rows already kept.
@@ -28,7 +32,10 @@ class StoredTextRow(Base):
     prompt: Mapped[str] = mapped_column(Text, nullable=False)
     answer: Mapped[str] = mapped_column(Text, nullable=False)
 
-    __table_args__ = (Index("ix_stored_text_expires_at", "expires_at"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("org", "team", "request_id", name="stored_text_pkey"),
+        Index("ix_stored_text_expires_at", "expires_at"),
+    )
 
 
 def prompt_text(request: ChatRequest) -> str:
@@ -49,7 +56,8 @@ def store_if_opted(session: Session, privacy: PrivacySettings, request: ChatRequ
                    answer: str, now: datetime | None = None) -> bool:
     """Keep the text of ``request`` when its feature opted in; True when a row was written.
 
-    Idempotent on the request id (a task that runs twice writes once). The caller commits.
+    Idempotent on the org, team and request id (a task that runs twice writes once). The
+    caller commits.
     """
     if not privacy.stores_text(request.feature):
         return False
@@ -57,12 +65,14 @@ def store_if_opted(session: Session, privacy: PrivacySettings, request: ChatRequ
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(StoredTextRow.__table__).values(
-        request_id=request.request_id, created_at=now,
+        org=request.org, request_id=request.request_id, created_at=now,
         expires_at=now + timedelta(days=privacy.retention_days), team=request.team,
         feature=request.feature, prompt=storable(prompt_text(request)),
         answer=storable(answer),
-    ).on_conflict_do_nothing(index_elements=["request_id"])
-    return bool(session.execute(stmt).rowcount)
+    ).on_conflict_do_nothing(index_elements=["org", "team", "request_id"]).returning(
+        StoredTextRow.request_id)
+    # RETURNING, not rowcount: psycopg's rowcount of this INSERT reads -1 (true) either way.
+    return session.execute(stmt).first() is not None
 
 
 def delete_expired(session: Session, now: datetime | None = None) -> int:

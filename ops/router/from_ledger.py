@@ -33,28 +33,31 @@ def ledger_examples(session: Session, features: Sequence[str],
     """One example per judged request with kept text: the cheap tier sufficed when the pair
     agreed (weak 1, strong 1) and not when it disagreed (weak 0). A thumbs down on a cheap
     answer of a request not judged counts as a disagreement, a thumbs up as an agreement."""
+    # Request ids are unique per org and team only: the text joined is the same tenant's.
     stmt = (select(StoredTextRow.prompt, JudgementRow.agree, JudgementRow.feature,
-                   JudgementRow.request_id)
-            .join(StoredTextRow, (StoredTextRow.request_id == JudgementRow.request_id)
-                  & (StoredTextRow.team == JudgementRow.team))
+                   JudgementRow.org, JudgementRow.team, JudgementRow.request_id)
+            .join(StoredTextRow, (StoredTextRow.org == JudgementRow.org)
+                  & (StoredTextRow.team == JudgementRow.team)
+                  & (StoredTextRow.request_id == JudgementRow.request_id))
             .where(JudgementRow.feature.in_(list(features)), JudgementRow.agree.is_not(None))
             .order_by(JudgementRow.id))
     if since is not None:
         stmt = stmt.where(JudgementRow.created_at >= since)
-    seen: set[str] = set()
+    seen: set[tuple[str, str, str]] = set()
     out = []
-    for prompt, agree, feature, rid in session.execute(stmt):
-        seen.add(rid)
+    for prompt, agree, feature, org, team, rid in session.execute(stmt):
+        seen.add((org, team, rid))
         out.append(Example(last_user(prompt), 1.0 if agree else 0.0, 1.0, f"ledger:{feature}"))
     thumbs = (select(StoredTextRow.prompt, FeedbackRow.thumb, FeedbackRow.feature,
-                     FeedbackRow.request_id)
-              .join(StoredTextRow, (StoredTextRow.request_id == FeedbackRow.request_id)
-                    & (StoredTextRow.team == FeedbackRow.team))
+                     FeedbackRow.org, FeedbackRow.team, FeedbackRow.request_id)
+              .join(StoredTextRow, (StoredTextRow.org == FeedbackRow.org)
+                    & (StoredTextRow.team == FeedbackRow.team)
+                    & (StoredTextRow.request_id == FeedbackRow.request_id))
               .where(FeedbackRow.feature.in_(list(features)), FeedbackRow.tier == "cheap",
                      FeedbackRow.thumb.is_not(None)).order_by(FeedbackRow.id))
-    for prompt, thumb, feature, rid in session.execute(thumbs):
-        if rid not in seen:
-            seen.add(rid)
+    for prompt, thumb, feature, org, team, rid in session.execute(thumbs):
+        if (org, team, rid) not in seen:
+            seen.add((org, team, rid))
             out.append(Example(last_user(prompt), 1.0 if thumb > 0 else 0.0, 1.0,
                                f"feedback:{feature}"))
     return out

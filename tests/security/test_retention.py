@@ -69,6 +69,32 @@ def test_purge_deletes_only_expired_text(sessions: Any) -> None:
     assert left == [fresh.request_id]
 
 
+def test_two_orgs_keep_their_own_text_of_one_request_id(pg_url: str) -> None:
+    # Request ids are the callers': two orgs with a team of the same name can send the same
+    # one. Keyed by the id alone, the second org's text was silently dropped.
+    privacy = PrivacySettings(store_text_features=["f"], retention_days=1)
+    rid = uuid.uuid4().hex
+    reqs = {org: parse_request({"org": org, "team": "support", "feature": "f",
+                                "request_id": rid,
+                                "messages": [{"role": "user", "content": f"I am {org}"}]})
+            for org in ("acme", "globex")}
+    engine = make_engine(pg_url)
+    try:
+        with session_factory(engine)() as s:
+            for org, req in reqs.items():
+                assert store_if_opted(s, privacy, req, f"answer for {org}")
+            assert not store_if_opted(s, privacy, reqs["acme"], "again")  # still idempotent
+            s.commit()
+            rows = s.execute(select(StoredTextRow.org, StoredTextRow.prompt,
+                                    StoredTextRow.answer)
+                             .where(StoredTextRow.request_id == rid)
+                             .order_by(StoredTextRow.org)).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("acme", "user: I am acme", "answer for acme"),
+                                        ("globex", "user: I am globex", "answer for globex")]
+
+
 @pytest.mark.integration
 def test_nul_in_a_prompt_or_answer_is_stored_not_refused(pg_url: str) -> None:
     """PostgreSQL text cannot hold NUL; the row (and the ledger write it shares a transaction
@@ -81,7 +107,7 @@ def test_nul_in_a_prompt_or_answer_is_stored_not_refused(pg_url: str) -> None:
         with session_factory(engine)() as s:
             assert store_if_opted(s, privacy, req, "c\x00d\ud800")  # a lone surrogate too
             s.commit()
-            row = s.get(StoredTextRow, req.request_id)
+            row = s.get(StoredTextRow, ("default", "support", req.request_id))
         assert row is not None and "a\ufffdb" in row.prompt and row.answer == "c\ufffdd?"
     finally:
         engine.dispose()
@@ -123,6 +149,7 @@ def test_worker_stores_text_only_for_the_opted_in_feature(secret_gateway: Any, p
     assert set(kept) == {ids[TEXT_FEATURE]}
     row = kept[ids[TEXT_FEATURE]]
     assert f"hello {TEXT_FEATURE}" in row.prompt and row.answer
+    assert (row.org, row.team) == ("default", "support")  # the request's tenant, as it was sent
     days = (row.expires_at - row.created_at).total_seconds() / 86400
     assert abs(days - secret_settings.privacy.retention_days) < 1e-6
     # An expired row, then the purge task sent through the broker the way beat sends it.
@@ -141,13 +168,14 @@ def test_worker_stores_text_only_for_the_opted_in_feature(secret_gateway: Any, p
         deadline = time.time() + 20
         while time.time() < deadline:
             with session_factory(engine)() as s:
-                if s.get(StoredTextRow, stale.request_id) is None:
+                if s.get(StoredTextRow, ("default", "support", stale.request_id)) is None:
                     break
             time.sleep(0.1)
         else:
             pytest.fail("the purge task did not delete the expired text within 20 s")
         with session_factory(engine)() as s:
-            assert s.get(StoredTextRow, ids[TEXT_FEATURE]) is not None  # unexpired text stays
+            # Unexpired text stays.
+            assert s.get(StoredTextRow, ("default", "support", ids[TEXT_FEATURE])) is not None
     finally:
         engine.dispose()
 

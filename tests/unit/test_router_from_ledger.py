@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 import models.db.stored_text  # noqa: F401  (its table)
 from models.db.engine import make_engine, session_factory
-from models.db.stored_text import StoredTextRow
+from models.db.stored_text import StoredTextRow, store_if_opted
 from models.db.tables import Base, FeedbackRow, JudgementRow
+from models.domain.request import parse_request
+from models.domain.settings import PrivacySettings
 from ops.cli.router import router_app
 from ops.router.from_ledger import last_user, ledger_examples
 
@@ -59,6 +61,35 @@ def test_judged_pairs_and_feedback_become_examples(tmp_path: Path) -> None:
     assert examples[-1].prompt == "Rephrase: red cup"
     assert {e.strong for e in examples} == {1.0} and examples[-1].weak == 1.0
     assert last_user("system: x\nuser: a\nassistant: b\nuser: c") == "c"
+
+
+def test_each_orgs_verdict_is_paired_with_its_own_prompt(tmp_path: Path) -> None:
+    # Three orgs, one team name, one request id: each org's verdict must train on its own
+    # prompt (joined on id and team alone, every verdict took the first org's text, and the
+    # first org's judgement hid the third org's thumb).
+    engine = make_engine(f"sqlite:///{tmp_path}/l.db")
+    Base.metadata.create_all(engine)
+    privacy = PrivacySettings(store_text_features=["faq"], retention_days=1)
+    now = datetime.now(timezone.utc)
+    with session_factory(engine)() as s:
+        for org, agree in (("acme", True), ("globex", False), ("initech", None)):
+            req = parse_request({"org": org, "team": "t", "feature": "faq", "request_id": "r1",
+                                 "messages": [{"role": "user", "content": f"{org} asks"}]})
+            assert store_if_opted(s, privacy, req, "...", now=now)
+            if agree is not None:
+                s.add(JudgementRow(request_id="r1", created_at=now, org=org, team="t",
+                                   feature="faq", served_tier="cheap",
+                                   served_model="gpt-4o-mini", shadow_model="gpt-4o",
+                                   judge="exact", agree=agree))
+            # A thumb on a judged request adds nothing; on initech's it is the label.
+            s.add(FeedbackRow(request_id="r1", created_at=now, org=org, team="t",
+                              feature="faq", tier="cheap", thumb=-1))
+        s.commit()
+        examples = ledger_examples(s, ["faq"])
+    engine.dispose()
+    assert sorted((e.prompt, e.weak, e.benchmark) for e in examples) == [
+        ("acme asks", 1.0, "ledger:faq"), ("globex asks", 0.0, "ledger:faq"),
+        ("initech asks", 0.0, "feedback:faq")]
 
 
 def test_a_new_artifact_is_promoted_only_when_it_beats_the_current_one(tmp_path: Path) -> None:
