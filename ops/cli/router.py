@@ -64,6 +64,9 @@ def train(
                               "ledger (their features must keep text).")] = False,
     features: Annotated[Optional[list[str]], typer.Option(
         "--feature", help="Feature whose traffic to learn from (repeatable).")] = None,
+    orgs: Annotated[Optional[list[str]], typer.Option(
+        "--org", help="--from-ledger: only this org's traffic of --feature (repeatable; "
+                      "default: every org's).")] = None,
     url: Annotated[Optional[str], typer.Option(help="Ledger database URL (default: settings).")]
     = None,
     current: Annotated[Optional[Path], typer.Option(
@@ -89,7 +92,7 @@ def train(
     from ops.router.training import TrainConfig, fit_router
 
     if from_ledger:
-        examples = _ledger(features, url)
+        examples = _ledger(features, url, orgs)
         folds = max(folds, 2)
     else:
         examples = _load(data, benchmarks)
@@ -138,7 +141,8 @@ def train(
                       f"{100 * metrics['cpt50']:.1f}%, CPT(80%) {100 * metrics['cpt80']:.1f}%")
 
 
-def _ledger(features: Optional[list[str]], url: Optional[str]) -> list[Any]:
+def _ledger(features: Optional[list[str]], url: Optional[str],
+            orgs: Optional[list[str]] = None) -> list[Any]:
     from models.db.engine import make_engine, session_factory
     from models.domain.settings import load_settings
     from ops.router.from_ledger import ledger_examples
@@ -149,7 +153,7 @@ def _ledger(features: Optional[list[str]], url: Optional[str]) -> list[Any]:
     engine = make_engine(url or load_settings().database.url)
     try:
         with session_factory(engine)() as s:
-            examples = ledger_examples(s, features)
+            examples = ledger_examples(s, features, orgs=orgs)
     finally:
         engine.dispose()
     labels = {e.cheap_suffices for e in examples}

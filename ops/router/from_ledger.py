@@ -29,10 +29,12 @@ def last_user(prompt: str) -> str:
 
 
 def ledger_examples(session: Session, features: Sequence[str],
-                    since: datetime | None = None) -> list[Example]:
+                    since: datetime | None = None,
+                    orgs: Sequence[str] | None = None) -> list[Example]:
     """One example per judged request with kept text: the cheap tier sufficed when the pair
     agreed (weak 1, strong 1) and not when it disagreed (weak 0). A thumbs down on a cheap
-    answer of a request not judged counts as a disagreement, a thumbs up as an agreement."""
+    answer of a request not judged counts as a disagreement, a thumbs up as an agreement.
+    ``orgs`` limits it to those orgs' traffic (feature names are each org's own)."""
     # Request ids are unique per org and team only: the text joined is the same tenant's.
     stmt = (select(StoredTextRow.prompt, JudgementRow.agree, JudgementRow.feature,
                    JudgementRow.org, JudgementRow.team, JudgementRow.request_id)
@@ -43,6 +45,8 @@ def ledger_examples(session: Session, features: Sequence[str],
             .order_by(JudgementRow.id))
     if since is not None:
         stmt = stmt.where(JudgementRow.created_at >= since)
+    if orgs:
+        stmt = stmt.where(JudgementRow.org.in_(list(orgs)))
     seen: set[tuple[str, str, str]] = set()
     out = []
     for prompt, agree, feature, org, team, rid in session.execute(stmt):
@@ -55,6 +59,8 @@ def ledger_examples(session: Session, features: Sequence[str],
                     & (StoredTextRow.request_id == FeedbackRow.request_id))
               .where(FeedbackRow.feature.in_(list(features)), FeedbackRow.tier == "cheap",
                      FeedbackRow.thumb.is_not(None)).order_by(FeedbackRow.id))
+    if orgs:
+        thumbs = thumbs.where(FeedbackRow.org.in_(list(orgs)))
     for prompt, thumb, feature, org, team, rid in session.execute(thumbs):
         if (org, team, rid) not in seen:
             seen.add((org, team, rid))

@@ -86,10 +86,14 @@ def test_each_orgs_verdict_is_paired_with_its_own_prompt(tmp_path: Path) -> None
                               feature="faq", tier="cheap", thumb=-1))
         s.commit()
         examples = ledger_examples(s, ["faq"])
+        # --org: a feature name is each org's own, so one org's traffic trains alone.
+        mine = ledger_examples(s, ["faq"], orgs=["acme", "initech"])
     engine.dispose()
     assert sorted((e.prompt, e.weak, e.benchmark) for e in examples) == [
         ("acme asks", 1.0, "ledger:faq"), ("globex asks", 0.0, "ledger:faq"),
         ("initech asks", 0.0, "feedback:faq")]
+    assert sorted((e.prompt, e.benchmark) for e in mine) == [
+        ("acme asks", "ledger:faq"), ("initech asks", "feedback:faq")]
 
 
 def test_a_new_artifact_is_promoted_only_when_it_beats_the_current_one(tmp_path: Path) -> None:
