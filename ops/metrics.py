@@ -103,7 +103,9 @@ def read_snapshot(sessions: Callable[[], Any], app: Any = None,
     try:
         with sessions() as s:
             snap.routes = ledger.spend_lines(s, "lane", "tier", "model", "outcome")
-            snap.features = ledger.spend_lines(s, "team", "feature")
+            # The org is part of a team's and a feature's identity: team "catalog" of two orgs
+            # is two series, as the budgets' are.
+            snap.features = ledger.spend_lines(s, "org", "team", "feature")
             snap.latency = ledger.latency_histogram(s, LATENCY_BOUNDS_MS)
         snap.up["ledger"] = True
     except SQLAlchemyError:
@@ -217,14 +219,14 @@ def _request_families(snap: Snapshot) -> Iterator[Any]:
     for line in snap.routes:
         reqs.add_metric(list(line.key), line.requests)
     yield reqs
-    feat = CounterMetricFamily("sluice_feature_requests", "Requests per team and feature",
-                               labels=["team", "feature"])
+    feat = CounterMetricFamily("sluice_feature_requests", "Requests per org, team and feature",
+                               labels=["org", "team", "feature"])
     hits = CounterMetricFamily("sluice_cache_hits", "Requests answered from the response "
-                               "cache", labels=["team", "feature"])
+                               "cache", labels=["org", "team", "feature"])
     ratio = GaugeMetricFamily("sluice_cache_hit_ratio", "Share of requests answered from the "
-                              "response cache, all time", labels=["team", "feature"])
+                              "response cache, all time", labels=["org", "team", "feature"])
     tokens = CounterMetricFamily("sluice_tokens", "Tokens billed, by kind (input includes "
-                                 "cache reads)", labels=["team", "feature", "kind"])
+                                 "cache reads)", labels=["org", "team", "feature", "kind"])
     for line in snap.features:
         feat.add_metric(list(line.key), line.requests)
         hits.add_metric(list(line.key), line.cache_hits)
@@ -237,11 +239,11 @@ def _request_families(snap: Snapshot) -> Iterator[Any]:
 
 
 def _money_families(snap: Snapshot) -> Iterator[Any]:
-    cost = CounterMetricFamily("sluice_cost_usd", "USD paid", labels=["team", "feature"])
+    cost = CounterMetricFamily("sluice_cost_usd", "USD paid", labels=["org", "team", "feature"])
     base = CounterMetricFamily("sluice_baseline_cost_usd", "USD the same requests would have "
-                               "cost all-flagship with no cache", labels=["team", "feature"])
+                               "cost all-flagship with no cache", labels=["org", "team", "feature"])
     saved = CounterMetricFamily("sluice_saved_usd", "USD saved against the baseline, per lever",
-                                labels=["team", "feature", "lever"])
+                                labels=["org", "team", "feature", "lever"])
     for line in snap.features:
         cost.add_metric(list(line.key), float(line.cost))
         base.add_metric(list(line.key), float(line.baseline_cost))

@@ -195,3 +195,18 @@ def test_serving_refuses_an_open_bind_and_checks_credentials() -> None:
     assert call("Bearer t0k").startswith("200")
     assert call("Basic " + base64.b64encode(b"ops:pw").decode()).startswith("200")
     assert guarded(app) is app
+
+
+def test_two_orgs_with_the_same_team_and_feature_are_two_series(sessions: Any) -> None:
+    # Team and feature names are each org's own: merged, one org's spend would show as the
+    # other's (as budgets, these series carry the org).
+    with sessions() as s:
+        ledger.record(s, _row(9, org="globex", cost=Decimal("0.5")))
+        s.commit()
+    m = _scrape(build_registry(sessions))
+    assert _value(m, "sluice_cost_usd_total", org="globex", team="catalog",
+                  feature="title-rephrase") == pytest.approx(0.5)
+    assert _value(m, "sluice_cost_usd_total", org="default", team="catalog",
+                  feature="title-rephrase") == pytest.approx(0.0002)
+    assert _value(m, "sluice_feature_requests_total", org="globex", team="catalog",
+                  feature="title-rephrase") == 1
