@@ -41,6 +41,21 @@ def request(team: str) -> Any:
                           "messages": [{"role": "user", "content": "hi"}]})
 
 
+def held_with_room(rt: Any) -> tuple[str, Any, str]:
+    """A fresh team with a budget of three worst cases and one request held under it."""
+    team = f"lapse-{uuid.uuid4().hex[:8]}"
+    first = request(team)
+    model = rt.catalogue.get(ROUTE.model)
+    worst = worst_case_cost(prompt_for(first, [model], count_request(first)),
+                            first.max_tokens, model)
+    with rt.session() as s:
+        set_budget(s, "team", team, "total", hard=worst * 3)
+    rt.admission.invalidate()
+    rid = rt.admission.reserve(first, ROUTE, worst)
+    assert rid is not None
+    return team, first, rid
+
+
 def openai_calls(standin: Any) -> int:
     return int(standin.stats()["by_path"].get("/v1/chat/completions", 0))
 
@@ -98,16 +113,7 @@ def test_a_lease_lapsing_before_the_call_is_held_again_or_refused_never_spent_ou
 
 def test_a_lapsed_lease_with_room_left_is_held_again_and_the_call_settles_inside_it(
         rt: Any, standin: Any, monkeypatch: Any) -> None:
-    team = f"lapse-{uuid.uuid4().hex[:8]}"
-    first = request(team)
-    model = rt.catalogue.get(ROUTE.model)
-    worst = worst_case_cost(prompt_for(first, [model], count_request(first)),
-                            first.max_tokens, model)
-    with rt.session() as s:
-        set_budget(s, "team", team, "total", hard=worst * 3)
-    rt.admission.invalidate()
-    rid = rt.admission.reserve(first, ROUTE, worst)
-    assert rid is not None
+    team, first, rid = held_with_room(rt)
     monkeypatch.setattr(rt, "begin_attempt",
                         lapse_before_the_first_attempt(rt, rid, lambda: None))
     msg = Envelope(request=first, route=ROUTE, reservation_id=rid,
@@ -130,16 +136,7 @@ def test_spend_settled_against_a_reservation_closed_meanwhile_still_reaches_the_
         rt: Any, monkeypatch: Any) -> None:
     # The hold is closed while the call runs (a takeover released a hold a dead run re-made
     # after a lapse): the answer was paid for, so the budget is charged all the same.
-    team = f"lapse-{uuid.uuid4().hex[:8]}"
-    first = request(team)
-    model = rt.catalogue.get(ROUTE.model)
-    worst = worst_case_cost(prompt_for(first, [model], count_request(first)),
-                            first.max_tokens, model)
-    with rt.session() as s:
-        set_budget(s, "team", team, "total", hard=worst * 3)
-    rt.admission.invalidate()
-    rid = rt.admission.reserve(first, ROUTE, worst)
-    assert rid is not None
+    team, first, rid = held_with_room(rt)
     original = rt.begin_attempt
 
     def then_closed(values: dict[str, Any], *args: Any, **kw: Any) -> Any:
