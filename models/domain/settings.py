@@ -254,6 +254,15 @@ class GpuSettings(BaseModel):
     #: that busy task threads and the engine's output loop hold for a whole interval
     #: (ops.bench.gpu_batching --switch-interval-ms 0,0.5 compares).
     switch_interval_ms: float = Field(default=0.5, ge=0)
+    #: Share of ``max_num_seqs`` the async lane leaves free for interactive requests. vLLM
+    #: admits no new request, whatever its priority, while every slot runs: an async backlog
+    #: that took them all would make interactive requests wait for async ones to finish.
+    interactive_reserve: float = Field(default=0.25, ge=0, lt=1)
+
+    @property
+    def async_slots(self) -> int:
+        """How many async-lane requests may run in the engine at once (at least one)."""
+        return max(1, int(self.max_num_seqs * (1 - self.interactive_reserve)))
 
 
 class BatchSettings(BaseModel):

@@ -19,11 +19,11 @@ from models.domain.errors import EngineDead, ProviderPermanent, ProviderRetryabl
 from models.domain.request import ChatRequest
 from models.domain.settings import Settings
 from models.domain.usage import Usage
-from tests.gpu_support import engine_processes, require_vllm, running_engine
+from tests.gpu_support import ENGINE_KW, engine_processes, require_vllm, running_engine
 from workers.gpu.batcher import BatchWindow, LaneBatcher
 from workers.gpu.engine_io import ASYNC_PRIORITY, EngineOutput, make_request
 from workers.gpu.runtime import (get_gpu_runtime, gpu_provider, install_gpu_signals,
-                                 start_gpu_runtime, stop_gpu_runtime)
+                                 lane_batchers, start_gpu_runtime, stop_gpu_runtime)
 from workers.providers.base import ProviderCall, Provider
 from workers.providers.vllm_engine import VllmEngineProvider, render_messages
 
@@ -156,6 +156,36 @@ def test_async_batcher_groups_submissions_within_its_timeout(engine: Any) -> Non
     assert list(batcher.batch_sizes) == [5]
     assert all(o.priority == ASYNC_PRIORITY for o in outs)
     assert elapsed >= 0.3
+
+
+@gpu
+def test_an_async_backlog_leaves_engine_slots_to_interactive_requests(engine: Any) -> None:
+    # vLLM admits no new request, whatever its priority, while all its slots run: an async
+    # backlog as large as max_num_seqs made an interactive request wait for async ones.
+    settings = Settings(gpu={"max_num_seqs": ENGINE_KW["max_num_seqs"]},
+                        lanes={"async": {"batch_timeout_ms": 50}})
+    batcher = lane_batchers(engine, settings)["async"]
+    try:
+        backlog = [batcher.submit(make_request(f"backlog {i} {uuid.uuid4().hex}",
+                                               max_tokens=400, ignore_eos=True))
+                   for i in range(ENGINE_KW["max_num_seqs"])]
+        gate = batcher.sink
+        deadline = time.monotonic() + 30
+        while gate.in_engine() < settings.gpu.async_slots and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (gate.in_engine(), gate.waiting()) == (
+            settings.gpu.async_slots, ENGINE_KW["max_num_seqs"] - settings.gpu.async_slots)
+        # Let the engine's scheduler take them: sent together, the interactive request would
+        # be picked first from its waiting queue by priority, and nothing would be shown.
+        time.sleep(1.0)
+        urgent = engine.submit_request(make_request(f"urgent {uuid.uuid4().hex}", max_tokens=4,
+                                                    ignore_eos=True))
+        urgent.result(timeout=60)
+        # Answered in a slot of its own, while every async request still ran or waited.
+        assert sum(f.done() for f in backlog) == 0
+        [f.result(timeout=120) for f in backlog]
+    finally:
+        batcher.close()
 
 
 @gpu

@@ -82,6 +82,11 @@ class LaneBatcher:
         #: Sizes of the most recent batches sent, newest last (health and tests).
         self.batch_sizes: deque[int] = deque(maxlen=1000)
 
+    @property
+    def sink(self) -> Sink:
+        """Where each gathered batch goes (the engine, or a slot gate before it)."""
+        return self._sink
+
     def submit(self, request: EngineRequest) -> Future[EngineOutput]:
         """Add ``request`` to the open window; the future resolves with the engine's output."""
         fut: Future[EngineOutput] = Future()
@@ -155,20 +160,20 @@ class LaneBatcher:
             engine_futures = self._sink([req for req, _ in live])
         except BaseException as exc:  # noqa: BLE001 - every waiter must learn why
             for _, fut in live:
-                _settle(fut, exc)
+                settle(fut, exc)
             return
         for (_, fut), engine_fut in zip(live, engine_futures, strict=True):
-            _link(engine_fut, fut)
+            link(engine_fut, fut)
 
 
-def _link(source: Future[EngineOutput], target: Future[EngineOutput]) -> None:
+def link(source: Future[EngineOutput], target: Future[EngineOutput]) -> None:
     """Copy ``source``'s outcome into ``target``; cancelling ``target`` cancels ``source``."""
     def _forward(src: Future[EngineOutput]) -> None:
         if src.cancelled():
             target.cancel()
         else:
             exc = src.exception()
-            _settle(target, exc) if exc is not None else _set(target, src.result())
+            settle(target, exc) if exc is not None else _set(target, src.result())
 
     def _backward(tgt: Future[EngineOutput]) -> None:
         if tgt.cancelled():
@@ -178,7 +183,7 @@ def _link(source: Future[EngineOutput], target: Future[EngineOutput]) -> None:
     target.add_done_callback(_backward)
 
 
-def _settle(fut: Future[EngineOutput], exc: BaseException) -> None:
+def settle(fut: Future[EngineOutput], exc: BaseException) -> None:
     try:
         fut.set_exception(exc)
     except concurrent.futures.InvalidStateError:

@@ -18,6 +18,7 @@ from models.domain.settings import Settings, load_settings
 from workers.gpu.batcher import LaneBatcher
 from workers.gpu.engine_host import EngineHost
 from workers.gpu.engine_io import ASYNC_PRIORITY, INTERACTIVE_PRIORITY
+from workers.gpu.slot_gate import SlotGate
 from workers.gpu.vllm_errors import engine_dead
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.vllm_engine import VllmEngineProvider
@@ -101,8 +102,11 @@ def lane_batchers(host: EngineHost, settings: Settings) -> dict[str, LaneBatcher
     for lane, priority in priorities.items():
         conf = settings.lanes.get(lane)
         if conf.batch_timeout_ms > 0:
-            out[lane] = LaneBatcher(partial(host.submit_batch, priority=priority),
-                                    batch_timeout_ms=conf.batch_timeout_ms,
+            sink: Any = partial(host.submit_batch, priority=priority)
+            if lane == "async":
+                # Leave slots for interactive requests: vLLM admits none while all run.
+                sink = SlotGate(sink, settings.gpu.async_slots)
+            out[lane] = LaneBatcher(sink, batch_timeout_ms=conf.batch_timeout_ms,
                                     batch_max=conf.batch_max, name=lane)
     return out
 
