@@ -41,7 +41,9 @@ class GpuRuntime:
         """The engine's health plus what each batching lane holds and sent lately."""
         report = self.host.health()
         report["lanes"] = {
-            lane: {"pending": b.pending(), "recent_batches": list(b.batch_sizes)[-10:]}
+            lane: {"pending": b.pending(), "recent_batches": list(b.batch_sizes)[-10:],
+                   **({"in_engine": b.sink.in_engine(), "waiting_for_slot": b.sink.waiting(),
+                       "slots": b.sink.slots} if isinstance(b.sink, SlotGate) else {})}
             for lane, b in self.batchers.items()}
         return report
 
