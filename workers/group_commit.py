@@ -20,6 +20,16 @@ class _Slot(Generic[T, R]):
         self.error: BaseException | None = None
 
 
+class Failed:
+    """A result of ``write_many`` for an item that failed alone (its own statement, after
+    others of the batch were committed): that caller's error, the others' results stand."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class GroupCommit(Generic[T, R]):
     """Each caller's ``submit`` returns its own item's result, as if it had written alone.
 
@@ -94,7 +104,11 @@ class GroupCommit(Generic[T, R]):
                 results = None
             if results is not None:
                 for s, r in zip(batch, results, strict=True):
-                    s.result, s.done = r, True
+                    if isinstance(r, Failed):
+                        s.error = r.error
+                    else:
+                        s.result = r
+                    s.done = True
                 return
         for s in batch:
             try:

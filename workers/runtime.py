@@ -245,17 +245,31 @@ def _write_attempt(conn: Any, item: tuple[dict[str, Any], Any]) -> int | None:
 
 def _write_attempts(conn: Any, items: Sequence[tuple[dict[str, Any], Any]]) -> list[int | None]:
     """Several sent attempt rows on one connection: those under no reservation in one
-    INSERT (one commit), each held one in its own statement (its reservation's check)."""
+    INSERT (one commit), each held one in its own statement (its reservation's check); a held
+    one that fails is its caller's error alone (workers.group_commit.Failed)."""
+    from sqlalchemy.exc import DBAPIError
+
     from models.db import attempts
+    from workers.group_commit import Failed
 
     free = [i for i, (_, hold) in enumerate(items) if hold is None]
-    out: list[int | None] = [None] * len(items)
+    out: list[Any] = [None] * len(items)
     for i, aid in zip(free, attempts.begin_many(conn, [items[i][0] for i in free]),
                       strict=True):
         out[i] = aid
+    wrote = bool(free)
     for i, item in enumerate(items):
-        if item[1] is not None:
+        if item[1] is None:
+            continue
+        try:
             out[i] = _write_attempt(conn, item)
+            wrote = True
+        except Exception as exc:  # noqa: BLE001 - this item's own outcome
+            if not wrote and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                raise  # a stale pooled connection, nothing written: the whole batch again
+            # Each held row is its own autocommit statement: those before it are committed,
+            # so the batch must not be written again (a second ``sent`` row is charged twice).
+            out[i] = Failed(exc)
     return out
 
 

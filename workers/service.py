@@ -223,8 +223,14 @@ def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool,
 def _store_in_cache(rt: WorkerRuntime, req: ChatRequest, result: ChatResult) -> None:
     """The answer into the response cache (a no-op without one, or for a request that opted
     out: the cache decides)."""
-    if rt.cache is not None:
+    if rt.cache is None:
+        return
+    try:
         rt.cache.store(req, result)
+    except Exception as exc:  # noqa: BLE001 - it runs before the ledger write: never sink it
+        # The cache fails open on its store's errors only; an answer it cannot encode (a lone
+        # surrogate in the text) must still be stashed, answered and billed.
+        log.warning("could not cache the answer of %s: %s", req.request_id, exc)
 
 
 def _forget(rt: WorkerRuntime, req: ChatRequest) -> None:
