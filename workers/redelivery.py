@@ -41,11 +41,13 @@ def release_copy(rt: WorkerRuntime, env: Envelope) -> None:
                     env.reservation_id, exc)
 
 
-def release_dead_runs(rt: WorkerRuntime, env: Any) -> None:
+def release_dead_runs(rt: WorkerRuntime, env: Any, keep: str | None = None) -> None:
     """A run taking over a dead one's claim: reservations other runs of this request left
     open (the dead run's second check re-held an expired one, and nobody settles it now) go
     back; this run holds its own, and charges the dead run's attempts to it. Else a request
-    refused at this second check left the dead run's reservation held until it expired."""
+    refused at this second check left the dead run's reservation held until it expired.
+    ``keep``: the hold a stashed answer names, which this run settles (freed first, its money
+    would be free for others until the settle charged the budgets past their limit)."""
     if rt.admission is None:
         return
     from sqlalchemy import select
@@ -58,7 +60,8 @@ def release_dead_runs(rt: WorkerRuntime, env: Any) -> None:
             left = list(s.scalars(select(ReservationRow.id).where(
                 ReservationRow.request_id == req.request_id,
                 ReservationRow.owner == f"{req.org}/{req.team}",
-                ReservationRow.state == "open", ReservationRow.id != env.reservation_id)))
+                ReservationRow.state == "open",
+                ReservationRow.id.not_in([i for i in (env.reservation_id, keep) if i]))))
         for rid in left:
             rt.admission.release(rid)
     except Exception as exc:  # noqa: BLE001 - they expire; the governor frees them then

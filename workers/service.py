@@ -96,7 +96,8 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     if state == "retried":
         retrying(stash)
     elif state == "resumed":
-        release_dead_runs(rt, env)
+        found = kept(stash)
+        release_dead_runs(rt, env, keep=found[1] if found is not None else None)
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, stash, started, beat)

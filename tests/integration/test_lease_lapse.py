@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from models.db import ledger
 from models.db.attempts import AttemptRow
 from models.db.budgets import BudgetRow, ReservationRow, set_budget
 from models.domain.cost import prompt_for, worst_case_cost
 from models.domain.request import parse_request
-from models.domain.result import Route
+from models.domain.result import ChatResult, Route
 from models.domain.settings import load_settings
 from models.domain.tokens import count_request
 from queues.envelope import Envelope
@@ -154,3 +155,55 @@ def test_spend_settled_against_a_reservation_closed_meanwhile_still_reaches_the_
         cost = sum(Decimal(a.cost or 0) for a in s.scalars(select(AttemptRow).where(
             AttemptRow.request_id == first.request_id)))
     assert cost > 0 and budget.spent == cost and budget.reserved == 0
+
+
+class KeptAnswer:
+    """A stash holding what a dead run kept before its ledger write."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def keep(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def read(self) -> dict[str, Any] | None:
+        return self.record
+
+
+def test_the_hold_a_dead_runs_stashed_answer_names_is_settled_not_freed_first(
+        rt: Any, monkeypatch: Any) -> None:
+    # The dead run's lease lapsed, it held the request again and stashed that hold with its
+    # answer, then died before its ledger write. The run taking over bills the answer against
+    # that hold: freed first, as other runs' leftovers are, its money was free for others
+    # until the settle found it closed and charged the budgets regardless.
+    from queues.envelope import ok_reply
+
+    team, first, lapsed = held_with_room(rt)
+    with rt.session() as s:
+        s.execute(update(ReservationRow).where(ReservationRow.id == lapsed)
+                  .values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        assert governor.release_expired(s, datetime.now(timezone.utc)) >= 1
+    rt.admission.invalidate()
+    model = rt.catalogue.get(ROUTE.model)
+    held = rt.admission.reserve(first, ROUTE, worst_case_cost(
+        prompt_for(first, [model], count_request(first)), first.max_tokens, model))
+    assert held is not None
+    donor = execute(Envelope(request=request(team), route=ROUTE,
+                             prompt_tokens=count_request(first)).to_message(), rt)
+    assert donor["ok"], donor
+    answer = ChatResult.model_validate(donor["result"]).model_copy(
+        update={"request_id": first.request_id})
+    claim = ledger.row_from_result(first, answer, outcome="running",
+                                   now=datetime.now(timezone.utc) - timedelta(hours=1))
+    claim.update(cost=Decimal(0), baseline_cost=Decimal(0), list_cost=Decimal(0))
+    with rt.session() as s:  # the dead run's claim, long expired, nothing billed yet
+        assert ledger.record(s, claim)
+        s.commit()
+    msg = Envelope(request=first, route=ROUTE, reservation_id=lapsed,
+                   prompt_tokens=count_request(first)).to_message()
+    reply = execute(msg, rt, stash=KeptAnswer({"reply": ok_reply(answer),
+                                              "reservation_id": held}))
+    assert reply["ok"], reply
+    with rt.session() as s:
+        state = s.scalars(select(ReservationRow.state).where(ReservationRow.id == held)).one()
+    assert state == "settled", state
