@@ -49,17 +49,22 @@ def wait_row(sessions: Any, request_id: str, timeout: float = WAIT_S) -> Any:
 
 
 def install() -> None:
-    """Make every TaskHandle's answer wait for its row to be billed (once per process)."""
+    """Make every chat and embedding handle's answer wait for its row to be billed (once
+    per process): both workers push the answer before their ledger write."""
+    from queues.embeddings import EmbeddingHandle
     from queues.handle import TaskHandle
 
-    if getattr(TaskHandle.result, "_waits_billed", False):
-        return
-    answer = TaskHandle.result
+    for handle in (TaskHandle, EmbeddingHandle):
+        if getattr(handle.result, "_waits_billed", False):
+            continue
+        handle.result = _waiting(handle.result)  # type: ignore[method-assign]
 
+
+def _waiting(answer: Any) -> Any:
     def result(self: Any, timeout: float | None = None) -> Any:
         found = answer(self, timeout)
         wait_billed(self.request_id)
         return found
 
     result._waits_billed = True  # type: ignore[attr-defined]
-    TaskHandle.result = result  # type: ignore[method-assign]
+    return result
