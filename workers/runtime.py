@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,10 +12,11 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.domain.catalogue import Catalogue, ModelSpec, load_catalogue
-from models.domain.errors import ConfigError, LedgerError
+from models.domain.errors import ConfigError
 from models.domain.settings import Settings
 from scheduler.hooks import Admission, ResponseCache
 from scheduler.route import baseline_model
+from workers.ledger_writes import refused, write_attempt, write_attempts
 from workers.providers.base import Provider
 from workers.providers.retry import RetryPolicy
 
@@ -65,7 +66,7 @@ class WorkerRuntime:
         engine = self.sessions.kw.get("bind")
         if engine is None or engine.dialect.name != "postgresql":
             with self.session() as s:
-                return _write_attempt(s, (values, hold))
+                return write_attempt(s, (values, hold))
         if self._attempts is None:
             with _LOCK:
                 if self._attempts is None:
@@ -75,8 +76,8 @@ class WorkerRuntime:
                     self._attempter = autocommit_engine(
                         engine, self.settings.database.pool_size, durable=True)
                     self._attempts = GroupCommit(
-                        lambda item: self._on_attempter(lambda c: _write_attempt(c, item)),
-                        lambda items: self._on_attempter(lambda c: _write_attempts(c, items)),
+                        lambda item: self._on_attempter(lambda c: write_attempt(c, item)),
+                        lambda items: self._on_attempter(lambda c: write_attempts(c, items)),
                         writers=2, alone_after=refused)
         return self._attempts.submit((values, hold))
 
@@ -212,65 +213,6 @@ class WorkerRuntime:
             self._claimer.dispose()
         if self._attempter is not None:
             self._attempter.dispose()
-
-
-def refused(exc: BaseException) -> bool:
-    """Did the database refuse a group-committed statement (a bad value, a constraint), or
-    was it never sent? Then nothing of it was written and each item is written alone. A
-    broken connection may have committed it: that error is every caller's, as it would be
-    for a single write (an attempt row written twice would be charged twice)."""
-    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DBAPIError):
-            return (isinstance(seen, (DataError, IntegrityError, ProgrammingError))
-                    and not seen.connection_invalidated)
-        if isinstance(seen, (ValueError, TypeError, KeyError)):
-            return True  # raised while the statement was built, before anything was sent
-        if seen.__cause__ is None and isinstance(seen, LedgerError):
-            return True  # ours, before sending (rows of different columns)
-        seen = seen.__cause__
-    return False
-
-
-def _write_attempt(conn: Any, item: tuple[dict[str, Any], Any]) -> int | None:
-    """One sent attempt row (models.db.attempts.begin, or begin_held under a reservation)."""
-    from models.db import attempts
-    from models.db.held_attempts import begin_held
-
-    values, hold = item
-    return attempts.begin(conn, values) if hold is None else begin_held(conn, values, *hold)
-
-
-def _write_attempts(conn: Any, items: Sequence[tuple[dict[str, Any], Any]]) -> list[int | None]:
-    """Several sent attempt rows on one connection: those under no reservation in one
-    INSERT (one commit), each held one in its own statement (its reservation's check); a held
-    one that fails is its caller's error alone (workers.group_commit.Failed)."""
-    from sqlalchemy.exc import DBAPIError
-
-    from models.db import attempts
-    from workers.group_commit import Failed
-
-    free = [i for i, (_, hold) in enumerate(items) if hold is None]
-    out: list[Any] = [None] * len(items)
-    for i, aid in zip(free, attempts.begin_many(conn, [items[i][0] for i in free]),
-                      strict=True):
-        out[i] = aid
-    wrote = bool(free)
-    for i, item in enumerate(items):
-        if item[1] is None:
-            continue
-        try:
-            out[i] = _write_attempt(conn, item)
-            wrote = True
-        except Exception as exc:  # noqa: BLE001 - this item's own outcome
-            if not wrote and isinstance(exc, DBAPIError) and exc.connection_invalidated:
-                raise  # a stale pooled connection, nothing written: the whole batch again
-            # Each held row is its own autocommit statement: those before it are committed,
-            # so the batch must not be written again (a second ``sent`` row is charged twice).
-            out[i] = Failed(exc)
-    return out
 
 
 def build_runtime(settings: Settings, **levers: Any) -> WorkerRuntime:

@@ -120,13 +120,13 @@ def test_a_refused_batch_is_written_alone_and_a_broken_one_is_not(
     nothing: the runtime then writes each alone. A lost connection is not retried so."""
     from sqlalchemy.exc import OperationalError
 
-    from workers.runtime import _write_attempts, refused
+    from workers.ledger_writes import refused, write_attempts
 
     _, fast = engines
     good, bad = _values(f"gc-{uuid.uuid4().hex}", "0.01"), dict(
         _values(f"gc-{uuid.uuid4().hex}", "0.01"), kind=None)
     with pytest.raises(Exception) as caught, fast.connect() as conn:
-        _write_attempts(conn, [(good, None), (bad, None)])
+        write_attempts(conn, [(good, None), (bad, None)])
     assert refused(caught.value)
     with fast.connect() as conn:
         assert conn.execute(select(AttemptRow.id).where(

@@ -113,12 +113,12 @@ def test_a_refused_held_batch_writes_an_attempt_it_then_writes_again(
         pg: tuple[Any, Any]) -> None:
     """GroupCommit writes a batch alone again when ``refused`` says the database refused it,
     "nothing was written". Held attempts (every attempt under a reservation: the common
-    case) are written one autocommit statement each (runtime._write_attempts), so an item
+    case) are written one autocommit statement each (ledger_writes.write_attempts), so an item
     refused after others committed leaves those others written; the one-by-one pass writes
     them a second time. The orphan ``sent`` row is charged at its worst case by charge_lost
     when the request finishes: a call billed twice, its reservation overrun by the orphan."""
     from workers.group_commit import GroupCommit, _Slot
-    from workers.runtime import _write_attempt, _write_attempts, refused
+    from workers.ledger_writes import refused, write_attempt, write_attempts
 
     sessions, fast = pg
     good_id, bad_id = f"gc-{uuid.uuid4().hex}", f"gc-{uuid.uuid4().hex}"
@@ -130,8 +130,8 @@ def test_a_refused_held_batch_writes_an_attempt_it_then_writes_again(
             return write(conn)
 
     batcher: GroupCommit[Any, Any] = GroupCommit(
-        lambda item: on(lambda c: _write_attempt(c, item)),
-        lambda items: on(lambda c: _write_attempts(c, items)), writers=2, alone_after=refused)
+        lambda item: on(lambda c: write_attempt(c, item)),
+        lambda items: on(lambda c: write_attempts(c, items)), writers=2, alone_after=refused)
     slots = [_Slot(good), _Slot(bad)]
     batcher._write(slots)
     assert slots[0].error is None and slots[0].result is not None
