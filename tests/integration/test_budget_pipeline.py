@@ -29,6 +29,7 @@ from queues.handle import TaskHandle
 from queues.names import QUEUES
 from scheduler import governor
 from scheduler.beat import GOVERNOR_QUEUE, TICK_TASK
+from tests.billed import wait_row
 from tests.services import run_token
 
 pytestmark = pytest.mark.integration
@@ -298,6 +299,7 @@ def test_expired_reservation_is_held_again_or_refused_by_the_worker(gateway: Any
         gateway.admission.release(other)
         again = _envelope(gateway, feature, None).model_copy(update={"reservation_id": rid})
         result = TaskHandle(gateway._send(again)).result(timeout=30)  # held again, then paid
+        wait_row(sessions, result.request_id)  # the answer comes before its settle
         with sessions() as s:
             after = get_budget(s, "feature", feature, "total")
         assert after.spent == result.cost and after.reserved == 0
