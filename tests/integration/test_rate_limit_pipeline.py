@@ -178,6 +178,10 @@ def test_settlement_corrects_the_token_estimate_to_the_answer(gateway: Any, sess
 def test_async_requests_over_a_limit_wait_in_their_queue_then_run(
         gateway: Any, sessions: Any, team: str) -> None:
     limit(sessions, gateway, team, rpm=1, window_s=3)
+    # Submitted at the start of a window: three submits straddling a window's end would each
+    # find room in their own window, and fewer than two would be refused at submit.
+    now = gateway.limiter.clock()
+    time.sleep(3 - now % 3 + 0.05)
     handles = [gateway.submit(ask(team, lane="async")) for _ in range(3)]  # none refused
     # Watch the windows while they run: each lives one window past its end, so a look after
     # every answer would miss the first ones.
