@@ -69,7 +69,13 @@ class QualitySettings(BaseModel):
 
 def shadow_budget_key(feature: str) -> str:
     """The feature-scope budget key that bounds ``feature``'s shadow and judge spend."""
-    return f"shadow:{feature}"[:64]
+    key = f"shadow:{feature}"
+    if len(key) <= 64:
+        return key
+    # Budget keys hold 64 characters: a long name keeps its head and a digest of the whole,
+    # so two features sharing their first 57 characters never share one shadow budget.
+    digest = hashlib.sha256(feature.encode()).hexdigest()[:12]
+    return f"{key[:51]}:{digest}"
 
 
 def sampled(request_id: str, share: float) -> bool:

@@ -3,11 +3,14 @@ agreement with small labelled sets (the LLM judge through the stand-in's judge, 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from models.domain import judges
 from models.domain.quality import (FeatureQuality, floor_move, pairs_to_clear, sampled,
-                                   wilson)
+                                   shadow_budget_key, wilson)
+from models.domain.request import _NAME_PATTERN
 from workers.providers.standin.scripted import judge as standin_judge, scripted
 
 #: (answer a, answer b, do they say the same thing?) - a labelled set for the text judges.
@@ -153,3 +156,12 @@ def test_a_routing_move_changes_the_cache_key_of_auto_only() -> None:
     # Cheap answers cached before the floor moved the feature must not answer after it.
     assert cache.key(auto).id != before[0]
     assert cache.key(named).id == before[1]
+
+
+def test_long_feature_names_keep_shadow_budgets_of_their_own() -> None:
+    # Cut at 64 characters, two features sharing their first 57 shared one shadow budget.
+    a, b = "f" * 60 + "-one", "f" * 60 + "-two"
+    ka, kb = shadow_budget_key(a), shadow_budget_key(b)
+    assert ka != kb and len(ka) <= 64 and len(kb) <= 64
+    assert re.fullmatch(_NAME_PATTERN, ka)  # an operator can name it to `sluice budget set`
+    assert shadow_budget_key("search") == "shadow:search"
