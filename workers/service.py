@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
-from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -13,31 +12,23 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import attempts as attempt_rows
 from models.db import ledger, stored_text
-from models.domain.catalogue import ModelSpec
-from models.domain.allow_list import may_use
-from models.domain.charges import reach_worst_case, reachable
+from models.domain.charges import reach_worst_case
 from models.domain.cost import baseline_cost, cost_of, list_cost, prompt_for
 from models.domain.deployments import deployment_name
 from models.domain.errors import (BatchPending, Cancelled, DeadlineExceeded, LedgerError,
-                                  ProviderError, ProviderPermanent, ProviderRetryable,
                                   SluiceError, ValidationError)
 from models.domain.prefix_audit import volatile_in_static
 from models.domain.request import ChatRequest
 from models.domain.result import ChatResult, Route, Timings
 from models.domain.usage import Usage
 from queues.envelope import Envelope, error_reply, ok_reply, task_id_for
-from queues.token_stream import TEXT, TokenWriter, token_key
-from workers.attempts import OutOfTime, RunMoney, finalize, record_answer
-from workers.batch.seam import (batch_reply, batch_state, hold_pending, pending_attempt,
-                                waiting_in_batch, wants_batch)
-from workers.context_cache import explicit_cache_for, note_reply
-from workers.failover import deployments_for, failed, moves_on, policy_for
+from workers.attempts import RunMoney, finalize, record_answer
+from workers.batch.seam import batch_state, hold_pending, waiting_in_batch
 from workers.heartbeat import Beat
 from workers.outbox import final_write, outbox_of
-from workers.providers.base import ProviderCall, ProviderReply
-from workers.providers.retry import with_retries
 from workers.redelivery import (AnswerStash, duplicate, keep, kept, release_copy,
                                 release_dead_runs, retrying)
+from workers.provider_chain import call_chain, model_chain
 from workers.runtime import WorkerRuntime
 from workers.shadow import after_answer
 
@@ -142,7 +133,7 @@ def _run(rt: WorkerRuntime, env: Envelope, state: str, stash: AnswerStash | None
         money = RunMoney(rt, env, started=started, held=held)
         money.spent = _owed_before(rt, env, money, state)
         money.on_reservation = lambda rid: setattr(beat, "reservation_id", rid)
-        reply, model = _call(rt, money, polling=state == "polling")
+        reply, model = call_chain(rt, money, polling=state == "polling")
         env = money.env
     except BatchPending as pending:  # still in its provider batch: the task comes back
         beat.reservation_id = None  # held for the batch's life from here, not renewed
@@ -279,7 +270,7 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> tuple[Envelope, Decimal]:
     """Refuse before paying when the queue was paused or the budgets, as they are now, do not
     hold the worst case of the dearest model the request can reach; returns the envelope (its
     reservation id may change) and the amount held."""
-    chain = _chain(rt, env)
+    chain = model_chain(rt, env)
     amount = reach_worst_case(prompt_for(env.request, chain, env.prompt_tokens),
                               env.request.max_tokens, chain)
     if rt.admission is None:
@@ -288,139 +279,6 @@ def _second_check(rt: WorkerRuntime, env: Envelope) -> tuple[Envelope, Decimal]:
     held = amount if rid is not None else Decimal(0)
     env = env if rid == env.reservation_id else env.model_copy(update={"reservation_id": rid})
     return env, held
-
-
-def _chain(rt: WorkerRuntime, env: Envelope) -> list[ModelSpec]:
-    """The routed model, then its configured fallbacks, then the stronger rungs of its
-    ladder (a rung that keeps failing climbs): those its key may use."""
-    chain = reachable(rt.catalogue, rt.settings.providers.fallbacks, env.route.model,
-                      env.route.escalation)
-    return chain[:1] + [m for m in chain[1:]
-                        if may_use(env.request, m.name, rt.settings.routing)]
-
-
-def _call(rt: WorkerRuntime, money: RunMoney, *, polling: bool = False
-          ) -> tuple[ProviderReply, ModelSpec]:
-    """One provider call under our retry policy, then each configured fallback in turn; each
-    attempt admitted and recorded by ``money``; ``polling``: a visit to a pending batch."""
-    env = money.env
-    chain = _chain(rt, env)
-    primary = chain[0]
-    scope = f"{env.request.org}/{env.request.team}/{env.request.feature}"
-    ttl = rt.settings.providers.ttl_for(env.request.feature)
-    # Seam: an async request opted into provider Batch APIs waits here for its batch to answer
-    # (this process's collector gathers it with others); it is one attempt, at the batch price.
-    if primary.deployment is None and wants_batch(env.request, primary.provider, rt.settings):
-        # A visit to a pending batch goes on with the attempt an earlier visit left pending.
-        batched = money.attempt(primary, lambda _left: batch_reply(rt, ProviderCall(
-            request=env.request, model=primary, cache_scope=scope, cache_ttl=ttl)), batch=True,
-            pending=pending_attempt(rt, env.request, money.run, polling=polling))
-        if batched is not None:
-            return batched, primary
-    last: ProviderError | None = None
-    tokens = _writer(rt, env)
-    seen: list[str] = []  # text the current attempt received: a broken stream bills it
-
-    def attempt_on(provider: Any, model: ModelSpec,
-                   cached: str = "") -> Callable[[float], ProviderReply]:
-        def send(left: float) -> ProviderReply:
-            seen.clear()
-            call = ProviderCall(request=env.request, model=model, cache_scope=scope,
-                                cache_ttl=ttl, cached_content=cached,
-                                timeout_s=min(left, rt.settings.providers.timeout_s))
-            return _attempt(provider, call, tokens, money.deadline, seen)
-        return send
-
-    try:
-        for model in chain:
-            # Its deployments first (weighted, sticky per prefix, healthy first), then the
-            # next model: every attempt is admitted inside the reservation by ``money``.
-            specs = deployments_for(rt, env.request, model)
-            for i, spec in enumerate(specs):
-                # Gemini: an explicit context cache for the static part, when its reuse pays.
-                cached = explicit_cache_for(rt, env, spec)
-                send = attempt_on(rt.provider_for(spec), spec, cached)
-                before = money.spent
-                try:
-                    reply = with_retries(
-                        lambda m=spec, f=send: money.attempt(m, f, stream=tokens is not None,
-                                                             received=lambda: "".join(seen)),
-                        policy_for(rt, i, len(specs)))
-                    note_reply(rt, env, spec, reply, cached)
-                    return reply, spec
-                except ProviderError as err:
-                    rt.health().add_spend(spec, money.spent - before)
-                    failed(rt, spec, err, len(specs))
-                    if isinstance(err, ProviderPermanent) and (i == len(specs) - 1
-                                                               or not moves_on(err)):
-                        raise
-                    last = err  # exhausted: the next deployment, then the next model
-    finally:
-        if tokens is not None:
-            tokens.close()  # the end mark: the door stops reading and takes the result
-    if last is None:
-        names = ", ".join(m.name for m in chain)
-        raise ProviderRetryable(
-            f"every deployment of {names} is past its own daily budget (daily_budget_usd in "
-            "the price file); nothing was sent; raise a budget or add a deployment, or retry "
-            "after midnight UTC", provider=chain[0].provider, tried=names)
-    # Say what was tried: the caller sees the whole chain, not only the last model's status.
-    tried = ", ".join(m.name for m in chain)
-    charged = (f"; {money.spent} USD of it charged as the provider may have billed it "
-               "(estimated)" if money.spent else "; nothing was billed")
-    raise ProviderRetryable(
-        f"{last.message}; gave up after {rt.retry.max_attempts} attempts on each of {tried} "
-        f"(SLUICE_PROVIDERS__MAX_ATTEMPTS / __FALLBACKS){charged}; retry later",
-        provider=last.provider, status=last.status,
-        retry_after=getattr(last, "retry_after", None), tried=tried)
-
-
-def _writer(rt: WorkerRuntime, env: Envelope) -> TokenWriter | None:
-    """Where a streamed request's text goes as it is generated (None: answered whole)."""
-    if not env.stream or rt.tokens is None:
-        return None
-    return TokenWriter(rt.tokens, token_key(rt.settings.broker.key_prefix,
-                                            task_id_for(env.request)))
-
-
-def _attempt(provider: Any, call: ProviderCall, tokens: TokenWriter | None,
-             deadline: float = float("inf"), seen: list[str] | None = None) -> ProviderReply:
-    """One call: streamed when the caller streams and the adapter can, else whole. A stream
-    past the run's time limit is abandoned (``seen`` keeps what it received: it is billed)."""
-    stream = getattr(provider, "stream", None)
-    if tokens is None or stream is None:
-        return provider.complete(call)
-
-    received = seen if seen is not None else []
-
-    def part(kind: str, piece: str) -> None:
-        if kind != "signature":  # thinking is output too, billed if the stream is abandoned
-            received.append(piece)
-        if time.time() > deadline:
-            raise OutOfTime(f"{call.model.provider}: the answer was still streaming when the "
-                            "run's time limit passed; abandoned", provider=call.model.provider,
-                            billed="unknown")
-        tokens.part(kind, piece)
-
-    def sink(piece: str) -> None:
-        part(TEXT, piece)
-
-    sink.part = part  # type: ignore[attr-defined]  # thinking and its signature (send_part)
-
-    try:
-        reply: ProviderReply = stream(call, sink)
-    except ProviderRetryable as err:
-        if tokens.sent and not isinstance(err, OutOfTime):  # out of time: no retry follows
-            # The caller already read part of an answer: another attempt would write a
-            # second one after it. End here; what was received is charged (workers.attempts).
-            raise ProviderPermanent(f"{err.message}; the answer broke off after it had begun "
-                                    "streaming, so it was not retried: retry the request",
-                                    provider=err.provider, status=err.status,
-                                    billed=err.details.get("billed", "unknown")) from err
-        raise
-    finally:
-        tokens.flush()  # never raises: a broken writer leaves the text to the result
-    return reply
 
 
 def _row(env: Envelope, route: Route, *, outcome: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from queues.http.relay import FlightResponse
 from queues.token_stream import TTL_S, TokenWriter, token_key
 from workers.providers.base import ProviderCall, ProviderReply
 from workers.providers.errors import map_sdk_error
-from workers.service import _attempt
+from workers.provider_chain import one_attempt as _attempt
 
 
 class FakePipe:
