@@ -72,7 +72,7 @@ def provider_endpoints(settings: Settings) -> Iterator[tuple[Settings, dict[str,
 def run_demo(n: int = 200, *, home: Path | None = None, concurrency: int = 8,
              progress: Any = None) -> DemoOutcome:
     """Send ``n`` workload requests through cache, routing, queue, provider SDK and ledger."""
-    from models.db import ledger
+    from models.db import spend
     from models.db.engine import make_engine, session_factory
     from ops.db import upgrade
     from ops.embedded import embedded_worker
@@ -110,9 +110,9 @@ def run_demo(n: int = 200, *, home: Path | None = None, concurrency: int = 8,
     out.seconds = time.perf_counter() - started
     engine = make_engine(settings.database.url)
     with session_factory(engine)() as s:
-        out.by_feature = ledger.spend_by(s, "team", "feature")
-        out.by_team = ledger.spend_by(s, "team")
-        out.by_model = ledger.spend_by(s, "tier", "model")
+        out.by_feature = spend.spend_by(s, "team", "feature")
+        out.by_team = spend.spend_by(s, "team")
+        out.by_model = spend.spend_by(s, "tier", "model")
     engine.dispose()
     return out
 

@@ -96,17 +96,17 @@ def read_snapshot(sessions: Callable[[], Any], app: Any = None,
     """Query the ledger, budgets and broker; a source that fails is reported down, not raised."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from models.db import ledger
+    from models.db import spend
 
     began = time.perf_counter()
     snap = Snapshot()
     try:
         with sessions() as s:
-            snap.routes = ledger.spend_lines(s, "lane", "tier", "model", "outcome")
+            snap.routes = spend.spend_lines(s, "lane", "tier", "model", "outcome")
             # The org is part of a team's and a feature's identity: team "catalog" of two orgs
             # is two series, as the budgets' are.
-            snap.features = ledger.spend_lines(s, "org", "team", "feature")
-            snap.latency = ledger.latency_histogram(s, LATENCY_BOUNDS_MS)
+            snap.features = spend.spend_lines(s, "org", "team", "feature")
+            snap.latency = spend.latency_histogram(s, LATENCY_BOUNDS_MS)
         snap.up["ledger"] = True
     except SQLAlchemyError:
         snap.up["ledger"] = False

@@ -158,7 +158,7 @@ def stats(
     """Hit rate and savings per feature, from the ledger (rows with outcome cache_hit)."""
     from dataclasses import replace
 
-    from models.db import embedding_stats, ledger
+    from models.db import embedding_stats, spend
     from models.db.engine import make_engine, session_factory
     from models.domain.errors import SluiceError
     from models.domain.settings import load_settings
@@ -170,7 +170,7 @@ def stats(
         with session_factory(engine)() as s:
             # Chat rows only here: embedding items have a table of their own below.
             lines = [replace(line, key=line.key[:2])
-                     for line in ledger.spend_by(s, "feature", "outcome", "kind", since=since,
+                     for line in spend.spend_by(s, "feature", "outcome", "kind", since=since,
                                                  team=team) if line.key[2] == "chat"]
             items = embedding_stats.by_feature(s, since=since, team=team)
     except SluiceError as err:

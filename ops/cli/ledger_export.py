@@ -98,7 +98,7 @@ def export(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from models.db import ledger
+    from models.db import spend
     from models.domain.errors import SluiceError
     from ops.cli.main import err_console
     from ops.cli.spend import (EXIT_FAILED, EXIT_USAGE, UsageError, describe_failure, fail,
@@ -111,10 +111,10 @@ def export(
     if out is not None and out.is_dir():
         raise fail(err_console, f"--out {out} is a folder; give a file name such as "
                    f"{out / ('ledger.' + fmt.value)}", EXIT_USAGE)
-    columns = ledger.export_columns()
+    columns = spend.export_columns()
     try:
         with ledger_session(db) as s, _target(out) as fh:
-            n = write_rows(ledger.iter_rows(s, since=start, until=end, team=team), columns,
+            n = write_rows(spend.iter_rows(s, since=start, until=end, team=team), columns,
                            fmt, fh)
     except (SQLAlchemyError, SluiceError) as exc:
         raise fail(err_console, describe_failure(exc, db), EXIT_FAILED) from None

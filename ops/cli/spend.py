@@ -107,7 +107,8 @@ def spend(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from models.db import embedding_stats, ledger
+    from models.db import embedding_stats
+    from models.db import spend as spend_rows
     from models.domain.errors import SluiceError
     from ops.cli.cache import embedding_stats_table
     from ops.cli.main import console, err_console
@@ -120,8 +121,8 @@ def spend(
         raise fail(err_console, str(exc), EXIT_USAGE) from None
     try:
         with ledger_session(db) as s:
-            lines = ledger.spend_lines(s, *groups, since=start, until=end, team=team)
-            totals = ledger.spend_lines(s, since=start, until=end, team=team)
+            lines = spend_rows.spend_lines(s, *groups, since=start, until=end, team=team)
+            totals = spend_rows.spend_lines(s, since=start, until=end, team=team)
             # The per-item cache of embeddings (a request's items, not the request, hit).
             items = embedding_stats.by_feature(s, since=start, until=end, team=team)
     except (SQLAlchemyError, SluiceError, OSError) as exc:

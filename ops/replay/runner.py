@@ -33,7 +33,7 @@ class RunBill:
     completed: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    total: Any = None  # models.db.ledger.SpendLine over the run's rows
+    total: Any = None  # models.db.spend.SpendLine over the run's rows
     by_tier: list[Any] = field(default_factory=list)
 
     @property
@@ -205,15 +205,15 @@ def _need_worker(gateway: Any, settings: Settings) -> None:
 
 
 def _read_bill(bill: RunBill, settings: Settings) -> None:
-    from models.db import ledger
+    from models.db import spend
     from queues.wiring import ledger_sessions
 
     sessions = ledger_sessions(settings)
     try:
         with sessions() as s:
-            totals = ledger.spend_lines(s, request_id_prefix=bill.prefix)
+            totals = spend.spend_lines(s, request_id_prefix=bill.prefix)
             bill.total = totals[0] if totals else None
-            bill.by_tier = ledger.spend_lines(s, "tier", "model", request_id_prefix=bill.prefix)
+            bill.by_tier = spend.spend_lines(s, "tier", "model", request_id_prefix=bill.prefix)
     finally:
         bind = sessions.kw.get("bind")
         if bind is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.db import ledger
+from models.db import spend
 
 #: How many rows the top-spender tables and charts show.
 TOP = 10
@@ -23,14 +23,14 @@ class ReportData:
     until: datetime | None
     team: str | None
     generated_at: datetime
-    total: ledger.SpendLine
+    total: spend.SpendLine
     bucket: str = "day"
-    by_feature: list[ledger.SpendLine] = field(default_factory=list)
-    feature_over_time: list[ledger.SpendLine] = field(default_factory=list)
-    by_route: list[ledger.SpendLine] = field(default_factory=list)
-    by_outcome: list[ledger.SpendLine] = field(default_factory=list)
-    top_users: list[ledger.SpendLine] = field(default_factory=list)
-    top_teams: list[ledger.SpendLine] = field(default_factory=list)
+    by_feature: list[spend.SpendLine] = field(default_factory=list)
+    feature_over_time: list[spend.SpendLine] = field(default_factory=list)
+    by_route: list[spend.SpendLine] = field(default_factory=list)
+    by_outcome: list[spend.SpendLine] = field(default_factory=list)
+    top_users: list[spend.SpendLine] = field(default_factory=list)
+    top_teams: list[spend.SpendLine] = field(default_factory=list)
 
     def levers(self) -> dict[str, Decimal]:
         """What each lever saved over the window, and what was paid, against the baseline."""
@@ -43,22 +43,22 @@ def collect(session: Session, *, since: datetime | None = None, until: datetime 
             team: str | None = None, now: datetime | None = None) -> ReportData:
     """Query the ledger for everything the report shows."""
     window = {"since": since, "until": until, "team": team}
-    totals = ledger.spend_lines(session, **window)
+    totals = spend.spend_lines(session, **window)
     data = ReportData(since=since, until=until, team=team,
                       generated_at=now or datetime.now(timezone.utc), total=totals[0])
-    days = ledger.spend_lines(session, "day", **window)
+    days = spend.spend_lines(session, "day", **window)
     # A window of a day or two reads better by the hour than as one or two bars.
     data.bucket = "hour" if len(days) <= 2 else "day"
-    data.feature_over_time = (ledger.spend_lines(session, data.bucket, "feature", **window))
-    data.by_feature = ledger.spend_lines(session, "team", "feature", **window)
-    data.by_route = ledger.spend_lines(session, "tier", "model", **window)
-    data.by_outcome = ledger.spend_lines(session, "outcome", **window)
-    data.top_users = ledger.spend_lines(session, "user", **window)[:TOP]
-    data.top_teams = ledger.spend_lines(session, "team", **window)[:TOP]
+    data.feature_over_time = (spend.spend_lines(session, data.bucket, "feature", **window))
+    data.by_feature = spend.spend_lines(session, "team", "feature", **window)
+    data.by_route = spend.spend_lines(session, "tier", "model", **window)
+    data.by_outcome = spend.spend_lines(session, "outcome", **window)
+    data.top_users = spend.spend_lines(session, "user", **window)[:TOP]
+    data.top_teams = spend.spend_lines(session, "team", **window)[:TOP]
     return data
 
 
-def line_json(line: ledger.SpendLine, names: list[str]) -> dict[str, Any]:
+def line_json(line: spend.SpendLine, names: list[str]) -> dict[str, Any]:
     """One spend line as JSON-safe values: money as exact decimal strings."""
     return dict(zip(names, line.key), requests=line.requests, cache_hits=line.cache_hits,
                 cost=str(line.cost), baseline_cost=str(line.baseline_cost),

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from models.db import ledger
+from models.db import ledger, spend
 from models.db.engine import make_engine, session_factory
 from tests.e2e.frontdoor_support import mint
 
@@ -77,7 +77,7 @@ def test_requests_past_the_limit_are_refused_at_once_and_never_billed(
         with session_factory(engine)() as s:
             for a in answers:
                 assert ledger.get(s, a.headers["x-sluice-request-id"]) is not None
-            rows = ledger.spend_by(s, "team", team="shed")
+            rows = spend.spend_by(s, "team", team="shed")
         assert sum(line.requests for line in rows) == 3, "only admitted requests are in the ledger"
     finally:
         engine.dispose()

@@ -348,7 +348,7 @@ def test_a_stream_relays_text_as_the_provider_generates_it(client: Any, sessions
 
 def test_shedding_is_an_openai_shaped_503_and_nothing_is_billed(
         small_door: str, pg_url: str, sessions: Any, standin: Any) -> None:
-    from models.db import ledger
+    from models.db import ledger, spend
 
     team = f"shed-resp-{uuid.uuid4().hex[:6]}"
     sdk = openai.OpenAI(api_key=mint(pg_url, team), base_url=small_door + "/v1",
@@ -380,7 +380,7 @@ def test_shedding_is_an_openai_shaped_503_and_nothing_is_billed(
     assert all(a.http_response.status_code == 200 for a in answers)
     # Only the two admitted requests are in the ledger: the refused one was never billed.
     with sessions() as s:
-        lines = ledger.spend_by(s, "team", team=team)
+        lines = spend.spend_by(s, "team", team=team)
         for a in answers:
             assert ledger.get(s, a.headers["x-sluice-request-id"]).outcome == "ok"
     assert sum(line.requests for line in lines) == 2

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from models.db import ledger
+from models.db import ledger, spend
 from models.db.engine import make_engine, session_factory
 from models.db.tables import LedgerRow
 from ops.replay.trace import load_trace
@@ -89,7 +89,7 @@ def test_the_coding_trace_is_routed_by_task_type(coding_gateway: Any, sessions: 
         rows = s.execute(select(LedgerRow.task_type, LedgerRow.rung, LedgerRow.model,
                                 LedgerRow.route_reason, LedgerRow.cost)
                          .where(LedgerRow.request_id.startswith(f"lad-{run}-"))).all()
-        lines = {line.key[0]: line for line in ledger.spend_lines(
+        lines = {line.key[0]: line for line in spend.spend_lines(
             s, "task_type", request_id_prefix=f"lad-{run}-")}
     assert len(rows) == len(picked)
     rungs = {"gpt-4o-mini": 0, "claude-haiku-4-5": 1, "claude-sonnet-4-6": 2}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.db import audit, ledger
+from models.db import audit, spend
 from models.db import quality as repo
 from models.db.budgets import get_budget
 from models.db.tables import JudgementRow, LedgerRow
@@ -123,7 +123,7 @@ def test_shadow_spend_stays_within_its_budget_and_is_never_savings(
         shadows = s.scalar(select(func.count()).select_from(LedgerRow).where(
             LedgerRow.feature == PRICEY, LedgerRow.purpose == "shadow"))
         budget = get_budget(s, "feature", shadow_budget_key(PRICEY), "daily")
-        by_purpose = {line.key: line for line in ledger.spend_lines(s, "purpose")}
+        by_purpose = {line.key: line for line in spend.spend_lines(s, "purpose")}
     assert budget is not None and budget.hard_limit == PRICEY_BUDGET
     assert 0 < shadows < 12, "the budget let some shadows through and refused the rest"
     assert Decimal(spent) <= PRICEY_BUDGET and budget.spent <= PRICEY_BUDGET

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from models.db import ledger
+from models.db import spend
 from models.db.engine import make_engine, session_factory
 from models.domain.result import ChatResult
 from queues.response_cache import RedisResponseCache
@@ -74,7 +74,7 @@ def test_a_repeat_is_a_free_hit_that_never_reaches_the_provider(
     assert hit.request_id == second.request_id and hit.cache_hit
     assert hit.cost == 0 and hit.baseline_cost == first.baseline_cost
     with sessions() as s:
-        line = next(x for x in ledger.spend_by(s, "feature") if x.key == (feature,))
+        line = next(x for x in spend.spend_by(s, "feature") if x.key == (feature,))
     assert (line.requests, line.cache_hits) == (2, 1)
     assert line.saved == 2 * first.baseline_cost - first.cost
 
