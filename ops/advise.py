@@ -4,7 +4,7 @@ much a month, each line with its assumption and its estimate."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -35,38 +35,51 @@ class Advice:
     monthly: Decimal
     #: model-price: the model it proposes.
     model: str = ""
+    #: The org whose feature it is (feature names are each org's own).
+    org: str = "default"
 
     def as_json(self) -> dict[str, Any]:
         """JSON-safe form (money as strings)."""
-        return {"feature": self.feature, "lever": self.lever, "action": self.action,
+        return {"org": self.org, "feature": self.feature, "lever": self.lever,
+                "action": self.action,
                 "assumption": self.assumption, "window_saving": str(self.window_saving),
                 "monthly_usd": str(self.monthly),
                 **({"model": self.model} if self.model else {})}
 
 
 def advise(session: Session, catalogue: Catalogue, *, since: datetime,
-           feature: str | None = None, now: datetime | None = None) -> list[Advice]:
-    """Every lever with a saving, most dollars a month first."""
+           feature: str | None = None, org: str | None = None,
+           now: datetime | None = None) -> list[Advice]:
+    """Every lever with a saving, most dollars a month first; ``org``: that org's features
+    only (else every org's, each apart: two orgs' features of one name never add up)."""
     now = now or datetime.now(timezone.utc)
     days = Decimal(max((now - since).total_seconds(), 3600.0)) / Decimal(86400)
     scale = _MONTH / days
+    orgs = [org] if org is not None else list(session.scalars(
+        select(LedgerRow.org).where(LedgerRow.created_at >= since).distinct()))
+    out = [replace(a, monthly=(a.window_saving * scale).quantize(Decimal("0.01")), org=o)
+           for o in orgs for a in _levers(session, catalogue, since, feature, o)
+           if a.window_saving > 0]
+    return sorted(out, key=lambda a: (-a.monthly, a.org, a.feature, a.lever))
+
+
+def _levers(session: Session, catalogue: Catalogue, since: datetime, feature: str | None,
+            org: str) -> list[Advice]:
+    """Each lever's lines for one org's features, over the window."""
     from ops.advise_prefix import stable_prefixes
     from ops.advise_text import short_prefixes, text_rows, volatile_repeats
 
-    rows = list(_rows(session, since, feature))
-    texts = text_rows(session, since, feature)
-    found = [*_batch(rows, catalogue), *stable_prefixes(rows, texts, catalogue), *_repeats(rows),
-             *volatile_repeats(texts), *short_prefixes(texts, catalogue),
-             *_model_prices(rows, catalogue), *_flagship_share(session, since, feature)]
-    out = [Advice(a.feature, a.lever, a.action, a.assumption, a.window_saving,
-                  (a.window_saving * scale).quantize(Decimal("0.01")), a.model)
-           for a in found if a.window_saving > 0]
-    return sorted(out, key=lambda a: (-a.monthly, a.feature, a.lever))
+    rows = list(_rows(session, since, feature, org))
+    texts = text_rows(session, since, feature, org)
+    return [*_batch(rows, catalogue), *stable_prefixes(rows, texts, catalogue), *_repeats(rows),
+            *volatile_repeats(texts), *short_prefixes(texts, catalogue),
+            *_model_prices(rows, catalogue), *_flagship_share(session, since, feature, org)]
 
 
-def _rows(session: Session, since: datetime, feature: str | None) -> Any:
+def _rows(session: Session, since: datetime, feature: str | None, org: str) -> Any:
     stmt = select(LedgerRow).where(LedgerRow.created_at >= since, LedgerRow.outcome == "ok",
-                                   LedgerRow.purpose == "serve", LedgerRow.kind == "chat")
+                                   LedgerRow.purpose == "serve", LedgerRow.kind == "chat",
+                                   LedgerRow.org == org)
     if feature is not None:
         stmt = stmt.where(LedgerRow.feature == feature)
     return session.scalars(stmt.execution_options(yield_per=1000))
@@ -153,21 +166,23 @@ def _model_prices(rows: list[LedgerRow], catalogue: Catalogue) -> list[Advice]:
     return out
 
 
-def _flagship_share(session: Session, since: datetime, feature: str | None) -> list[Advice]:
+def _flagship_share(session: Session, since: datetime, feature: str | None,
+                    org: str) -> list[Advice]:
     """Features whose flagship answers the cheap tier matched, with high confidence."""
     stmt = (select(JudgementRow.feature, func.count(),
                    func.sum(func.cast(JudgementRow.agree, _int())),
                    func.coalesce(func.sum(JudgementRow.served_cost - JudgementRow.shadow_cost), 0))
             .where(JudgementRow.created_at >= since, JudgementRow.served_tier == "flagship",
-                   JudgementRow.agree.is_not(None)).group_by(JudgementRow.feature))
+                   JudgementRow.agree.is_not(None), JudgementRow.org == org)
+            .group_by(JudgementRow.feature))
     if feature is not None:
         stmt = stmt.where(JudgementRow.feature == feature)
     out = []
     for f, n, agree, diff in session.execute(stmt):
         lo, _ = wilson(int(agree or 0), int(n))
         served = session.scalar(select(func.count()).select_from(LedgerRow).where(
-            LedgerRow.feature == f, LedgerRow.tier == "flagship", LedgerRow.purpose == "serve",
-            LedgerRow.created_at >= since)) or 0
+            LedgerRow.org == org, LedgerRow.feature == f, LedgerRow.tier == "flagship",
+            LedgerRow.purpose == "serve", LedgerRow.created_at >= since)) or 0
         if lo < 0.9 or not n:
             continue
         per_pair = Decimal(diff) / int(n)
@@ -180,13 +195,18 @@ def _flagship_share(session: Session, since: datetime, feature: str | None) -> l
     return out
 
 
-def budget_warnings(session: Session, now: datetime | None = None) -> list[str]:
-    """Budgets whose spend rate this window runs out before the window resets, with the date."""
+def budget_warnings(session: Session, now: datetime | None = None,
+                    org: str | None = None) -> list[str]:
+    """Budgets (``org``'s and the deployment-wide ones, if given) whose spend rate this window
+    runs out before the window resets, with the date."""
     from models.db.budgets import list_budgets
+    from models.domain.budget import DEPLOYMENT
 
     now = now or datetime.now(timezone.utc)
     lines = []
     for b in list_budgets(session):
+        if org is not None and b.org not in (org, DEPLOYMENT):
+            continue
         start = b.window_start if b.window_start.tzinfo else b.window_start.replace(
             tzinfo=timezone.utc)
         elapsed = (now - start).total_seconds()

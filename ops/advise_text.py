@@ -40,15 +40,16 @@ def _detector() -> Normalizer:
     return Normalizer(NormalizationSpec(patterns=tuple(BUILTIN_PATTERNS)))
 
 
-def text_rows(session: Session, since: datetime,
-              feature: str | None) -> list[tuple[LedgerRow, str]]:
-    """Served chat rows of the window whose feature kept their text, oldest first."""
+def text_rows(session: Session, since: datetime, feature: str | None,
+              org: str) -> list[tuple[LedgerRow, str]]:
+    """Served chat rows of ``org``'s window whose feature kept their text, oldest first."""
     stmt = (select(LedgerRow, StoredTextRow.prompt)
             .join(StoredTextRow, (StoredTextRow.org == LedgerRow.org)
                   & (StoredTextRow.team == LedgerRow.team)
                   & (StoredTextRow.request_id == LedgerRow.request_id))
             .where(LedgerRow.created_at >= since, LedgerRow.outcome == "ok",
-                   LedgerRow.purpose == "serve", LedgerRow.kind == "chat")
+                   LedgerRow.purpose == "serve", LedgerRow.kind == "chat",
+                   LedgerRow.org == org)
             .order_by(LedgerRow.id))
     if feature is not None:
         stmt = stmt.where(LedgerRow.feature == feature)

@@ -16,6 +16,8 @@ console = Console(width=None if sys.stdout.isatty() else 180)
 
 def advise(
     feature: Annotated[Optional[str], typer.Option(help="Only this feature.")] = None,
+    org: Annotated[Optional[str], typer.Option(
+        help="Only this org's features (default: every org's, each apart).")] = None,
     since: Annotated[str, typer.Option(help="The window read: 30d, 7d, 24h or an ISO time.")]
     = "30d",
     url: Annotated[Optional[str], typer.Option(help="Database URL (default: settings).")] = None,
@@ -33,8 +35,8 @@ def advise(
     try:
         with session_factory(engine)() as s:
             lines = run(s, load_catalogue(settings.prices_path), since=parse_since(since),
-                        feature=feature)
-            budgets = budget_warnings(s)
+                        feature=feature, org=org)
+            budgets = budget_warnings(s, org=org)
     finally:
         engine.dispose()
     if as_json:
@@ -45,7 +47,9 @@ def advise(
     for col in ("$/month", "feature", "lever", "action", "assumption"):
         table.add_column(col, justify="right" if col == "$/month" else "left")
     for a in lines:
-        table.add_row(f"${a.monthly:,.2f}", escape(a.feature), a.lever, escape(a.action),
+        # Named as budgets are: ``org/feature`` unless the org is the default one.
+        name = a.feature if a.org == "default" else f"{a.org}/{a.feature}"
+        table.add_row(f"${a.monthly:,.2f}", escape(name), a.lever, escape(a.action),
                       escape(a.assumption))
     console.print(table)
     for line in budgets:

@@ -1,0 +1,55 @@
+"""The advisor reads each org's features apart: feature names are each org's own, so two orgs'
+``search`` never add up, and ``--org`` reads one org only."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import models.db.stored_text  # noqa: F401  (its table)
+from models.db.engine import make_engine, session_factory
+from models.db.tables import Base, LedgerRow
+from models.domain.catalogue import load_catalogue
+from ops.advise import advise
+
+CAT = load_catalogue()
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+
+
+def _row(i: int, org: str, cost: str) -> LedgerRow:
+    spec = CAT.get("gpt-4o-mini")
+    return LedgerRow(request_id=f"r{i}", org=org, created_at=NOW - timedelta(minutes=60 - i),
+                     team="t", feature="search", lane="interactive", tier=spec.tier,
+                     provider=spec.provider, model=spec.name, backend="api", outcome="ok",
+                     input_uncached=100, output=10, cost=Decimal(cost),
+                     baseline_cost=Decimal(cost), list_cost=Decimal(cost),
+                     price_version=CAT.version, prompt_hash="same-prompt")
+
+
+def _repeats(tmp_path: Path, **kw: Any) -> dict[tuple[str, str], Any]:
+    engine = make_engine(f"sqlite:///{tmp_path}/{kw.get('org', 'all')}.db")
+    Base.metadata.create_all(engine)
+    with session_factory(engine)() as s:
+        # acme asks the same prompt twice; globex once, the same text as acme's.
+        s.add_all([_row(0, "acme", "0.010"), _row(1, "acme", "0.010"),
+                   _row(2, "globex", "0.500")])
+        s.commit()
+        lines = [a for a in advise(s, CAT, since=NOW - timedelta(days=1), now=NOW, **kw)
+                 if a.lever == "response-cache"]
+    engine.dispose()
+    return {(a.org, a.feature): a for a in lines}
+
+
+def test_two_orgs_features_of_one_name_are_advised_apart(tmp_path: Path) -> None:
+    lines = _repeats(tmp_path)
+    # Read as one feature, globex's first ask counted as a repeat of acme's ($0.50).
+    assert set(lines) == {("acme", "search")}
+    assert lines[("acme", "search")].window_saving == Decimal("0.010")
+    assert lines[("acme", "search")].as_json()["org"] == "acme"
+
+
+def test_org_reads_one_orgs_features_only(tmp_path: Path) -> None:
+    assert _repeats(tmp_path, org="globex") == {}
+    assert set(_repeats(tmp_path, org="acme")) == {("acme", "search")}
