@@ -20,34 +20,39 @@ def pct(part: Decimal, whole: Decimal) -> str:
     return "-" if not whole else f"{float(part) / float(whole) * 100:.1f}%"
 
 
+#: The spend table's columns in USD.
+MONEY_COLUMNS = ("cost", "of it estimated", "no-lever cost")
+
+
 def spend_table(title: str, headers: list[str], lines: list[Any]) -> Table:
-    """A table of ledger SpendLines: requests, cache hits, cost, baseline, saved."""
+    """A table of ledger SpendLines: requests, cache hits, cost, baseline, saved. The reasoning
+    and estimated columns show only when some line has them (a table that fits the terminal
+    keeps its names whole)."""
+    # (header, the line's value, shown even when every line has zero)
+    cols: list[tuple[str, Any, bool]] = [
+        ("requests", lambda x: x.requests, True), ("cache hits", lambda x: x.cache_hits, True),
+        ("output tokens", lambda x: x.output_tokens, True),
+        ("reasoning tokens", lambda x: x.reasoning_tokens, False),
+        ("cost", lambda x: x.cost, True), ("of it estimated", lambda x: x.estimated_cost, False),
+        ("no-lever cost", lambda x: x.baseline_cost, True)]
+    cols = [c for c in cols if c[2] or any(c[1](line) for line in lines)]
     table = Table(title=title, title_justify="left")
-    for h in headers:
-        table.add_column(h)
-    for col in ("requests", "cache hits", "output tokens", "reasoning tokens", "cost",
-                "of it estimated", "no-lever cost", "saved"):
-        table.add_column(col, justify="right")
-    tot_cost = tot_base = tot_est = Decimal(0)
-    tot_n = tot_hits = tot_out = tot_reasoning = 0
+    for h in [*headers, *(c[0] for c in cols), "saved"]:
+        table.add_column(h, justify="left" if h in headers else "right")
+
+    def cells(values: list[Any]) -> list[str]:
+        return [money(v) if isinstance(v, Decimal) else str(v) for v in values]
+
     for line in lines:
-        reasoning = line.reasoning_tokens
-        table.add_row(*line.key, str(line.requests), str(line.cache_hits),
-                      str(line.output_tokens), str(reasoning), money(line.cost),
-                      money(line.estimated_cost), money(line.baseline_cost),
+        table.add_row(*line.key, *cells([c[1](line) for c in cols]),
                       pct(line.saved, line.baseline_cost))
-        tot_cost += line.cost
-        tot_est += line.estimated_cost
-        tot_base += line.baseline_cost
-        tot_n += line.requests
-        tot_hits += line.cache_hits
-        tot_out += line.output_tokens
-        tot_reasoning += reasoning
+    totals = [sum((c[1](line) for line in lines), Decimal(0) if c[0] in MONEY_COLUMNS else 0)
+              for c in cols]
+    cost = sum((line.cost for line in lines), Decimal(0))
+    base = sum((line.baseline_cost for line in lines), Decimal(0))
     table.add_section()
-    table.add_row("total", *[""] * (len(headers) - 1), str(tot_n), str(tot_hits),
-                  str(tot_out), str(tot_reasoning), money(tot_cost), money(tot_est),
-                  money(tot_base),
-                  pct(tot_base - tot_cost, tot_base), style="bold")
+    table.add_row("total", *[""] * (len(headers) - 1), *cells(totals), pct(base - cost, base),
+                  style="bold")
     return table
 
 
