@@ -21,6 +21,7 @@ import pytest
 from models.db import attempts, ledger
 from models.db.budgets import ReservationRow, delete_budget, set_budget
 from models.domain.settings import load_settings
+from tests.billed import wait_all_billed
 from tests.e2e.frontdoor_support import mint, serve_frontdoor
 from tests.services import run_token
 
@@ -150,7 +151,8 @@ def test_a_batch_slower_than_the_wait_stays_running_and_is_billed_when_it_answer
     after = slow.stats()["by_path"]
     direct = "/v1/chat/completions" if model.startswith("gpt") else "/v1/messages"
     assert after.get(direct, 0) == chat_before.get(direct, 0)  # never answered directly too
-
+    # "completed" is the pushed answer, which comes before its settle: read the rows billed.
+    wait_all_billed(ids)
     with sessions() as s:
         for i in ids:
             row = ledger.get(s, i)
@@ -236,6 +238,7 @@ def test_a_batch_whose_other_callers_still_wait_runs_on_and_bills_the_cancelled_
     assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
     assert sum(v for p, v in slow.stats()["by_path"].items()
                if p.endswith("/cancel")) == cancels_before
+    wait_all_billed(ids)  # "completed" is the pushed answer, which comes before its settle
     with sessions() as s:
         for i in ids:
             row = ledger.get(s, i)

@@ -15,6 +15,7 @@ import pytest
 from models.db import ledger
 from models.domain.catalogue import load_catalogue
 from models.domain.tokens import count_text
+from tests.billed import wait_written
 from tests.e2e.frontdoor_support import mint, row
 from workers.providers.standin.embeddings_api import tokens_of, vector_for
 
@@ -135,8 +136,8 @@ def test_a_partly_cached_list_sends_only_the_missing_items_and_answers_in_order(
     assert (r.items, r.input_uncached) == (3, sent_tokens)
     assert r.cost == sent_tokens * PRICE / 1_000_000
     assert Decimal(raw.headers["x-sluice-cost"]) == r.cost
-    time.sleep(0.3)  # the cached part's $0 row is written off the hot path
-    hit = row(sessions, f"{rid}:cached")
+    hit = wait_written(sessions, f"{rid}:cached")  # its $0 row is written off the hot path
+    assert hit is not None, "the cached part has no ledger row"
     assert (hit.outcome, hit.items, hit.cost, hit.kind) == ("cache_hit", 3, 0, "embedding")
     assert hit.baseline_cost == sum(tokens_of(t) for t in (texts[2], texts[0], texts[5])) \
         * PRICE / 1_000_000
@@ -287,10 +288,15 @@ def test_spend_by_kind_and_the_item_cache_per_feature(client: openai.OpenAI, pg_
 
     texts = _texts(4)
     feature = f"cli-{uuid.uuid4().hex[:6]}"
-    for batch in (texts[:2], texts):  # the second request finds two of its four cached
+    ids = [_rid(), _rid()]
+    for rid, batch in zip(ids, (texts[:2], texts)):  # the second finds two of its four cached
         client.embeddings.create(model=MODEL, input=batch,
-                                 extra_headers={"x-sluice-feature": feature})
-    time.sleep(0.3)
+                                 extra_headers={"x-sluice-feature": feature,
+                                                "x-sluice-request-id": rid})
+    # The answers come before their settle, and the cached part's row is written off the
+    # answer's path: the CLI and the sums below read all three rows final.
+    for rid in (*ids, f"{ids[1]}:cached"):
+        assert wait_written(sessions, rid) is not None, rid
     env = {**integration_env, "SLUICE_DATABASE__URL": pg_url}
     out = sluice_json(["spend", "--by", "kind"], env)
     kinds = {line["kind"]: line for line in out["lines"]}

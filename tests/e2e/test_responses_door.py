@@ -19,6 +19,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.billed import wait_all_billed
 from tests.e2e.frontdoor_support import mint, row
 
 pytestmark = pytest.mark.integration
@@ -379,6 +380,8 @@ def test_shedding_is_an_openai_shaped_503_and_nothing_is_billed(
     assert err.response.headers["retry-after"] == "1"
     assert all(a.http_response.status_code == 200 for a in answers)
     # Only the two admitted requests are in the ledger: the refused one was never billed.
+    # Their answers come before their settle: read the team's spend once both are billed.
+    wait_all_billed(a.headers["x-sluice-request-id"] for a in answers)
     with sessions() as s:
         lines = spend.spend_by(s, "team", team=team)
         for a in answers:

@@ -62,11 +62,17 @@ def test_a_real_worker_log_holds_no_answer(gateway: Any, celery_worker_proc: Any
                               timeout=30)
     assert len(result.text) > 8
     log_path = celery_worker_proc.log_path
+
+    def succeeded() -> list[str]:
+        return [ln for ln in log_path.read_text(errors="replace").splitlines()
+                if rid in ln and "succeeded" in ln]
+
+    # The answer comes before the task returns (its ledger write and token settle follow),
+    # and Celery logs "succeeded" only then: wait for that line, not the "received" one.
     deadline = time.time() + 10
-    while rid not in log_path.read_text(errors="replace"):
-        assert time.time() < deadline, "the worker never logged the request"
+    while not succeeded():
+        assert time.time() < deadline, "the worker never logged the request's end"
         time.sleep(0.1)
     text = log_path.read_text(errors="replace")
-    succeeded = [ln for ln in text.splitlines() if rid in ln and "succeeded" in ln]
-    assert succeeded and succeeded[0].endswith(": ok"), succeeded
+    assert succeeded()[0].endswith(": ok"), succeeded()
     assert result.text not in text
