@@ -107,6 +107,16 @@ def overhead_ratio(runs: dict[str, RunResult], q: float) -> float | None:
     return (ours - direct) / (theirs - direct) if theirs > direct else float("nan")
 
 
+def cpu_ratios(runs: dict[str, RunResult]) -> tuple[float, float, float, float] | None:
+    """(sluicegate's CPU ms per answered request, LiteLLM's, and each one's answers per CPU
+    second: the rate one core holds) at one offered rate; None when either answered nothing."""
+    ours, theirs = runs.get(DOOR), runs.get(LITELLM)
+    if not (ours and theirs and ours.ok and theirs.ok and ours.cpu_s and theirs.cpu_s):
+        return None
+    return (ours.cpu_s * 1000 / ours.ok, theirs.cpu_s * 1000 / theirs.ok,
+            ours.ok / ours.cpu_s, theirs.ok / theirs.cpu_s)
+
+
 def report(results: list[RunResult], console: Console, floor: list[float] | None = None
            ) -> None:
     """One table: latency, overhead over the direct stand-in, throughput; then the ratios."""
@@ -140,6 +150,14 @@ def report(results: list[RunResult], console: Console, floor: list[float] | None
     for rate, r50, r99 in ratios:
         console.print(f"[bold]ratio sluicegate / litellm overhead @ {rate:g}/s: "
                       f"p50 {r50:.2f}x, p99 {r99:.2f}x[/] (goal: p99 <= 0.5x)")
+    for rate in sorted({r.rate for r in results}):
+        cpu = cpu_ratios({r.target: r for r in results if r.rate == rate})
+        if cpu is not None:
+            ours, theirs, ours_core, theirs_core = cpu
+            console.print(f"[bold]CPU per request @ {rate:g}/s: sluicegate {ours:.2f} ms, "
+                          f"litellm {theirs:.2f} ms: {ours / theirs:.2f}x[/] (goal <= 0.5x); "
+                          f"held per core {ours_core:.0f}/s vs {theirs_core:.0f}/s: "
+                          f"{ours_core / theirs_core:.2f}x (goal >= 1.5x)")
     for rate, held, ours in floors:
         console.print(f"held @ {rate:g}/s offered: sluicegate {ours:.0f}/s, bare queue door "
                       f"{held:.0f}/s (HTTP + one Celery no-op hop, no shedding): "
