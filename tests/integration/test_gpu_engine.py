@@ -166,8 +166,10 @@ def test_an_async_backlog_leaves_engine_slots_to_interactive_requests(engine: An
                         lanes={"async": {"batch_timeout_ms": 50}})
     batcher = lane_batchers(engine, settings)["async"]
     try:
+        # Long enough that none can finish before the urgent one: 400 tokens each ran out on
+        # a fast machine within the second the test waits below.
         backlog = [batcher.submit(make_request(f"backlog {i} {uuid.uuid4().hex}",
-                                               max_tokens=400, ignore_eos=True))
+                                               max_tokens=1800, ignore_eos=True))
                    for i in range(ENGINE_KW["max_num_seqs"])]
         gate = batcher.sink
         deadline = time.monotonic() + 30
@@ -177,7 +179,7 @@ def test_an_async_backlog_leaves_engine_slots_to_interactive_requests(engine: An
             settings.gpu.async_slots, ENGINE_KW["max_num_seqs"] - settings.gpu.async_slots)
         # Let the engine's scheduler take them: sent together, the interactive request would
         # be picked first from its waiting queue by priority, and nothing would be shown.
-        time.sleep(1.0)
+        time.sleep(0.5)
         urgent = engine.submit_request(make_request(f"urgent {uuid.uuid4().hex}", max_tokens=4,
                                                     ignore_eos=True))
         urgent.result(timeout=60)
