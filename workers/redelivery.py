@@ -41,31 +41,48 @@ def release_copy(rt: WorkerRuntime, env: Envelope) -> None:
                     env.reservation_id, exc)
 
 
-def release_dead_runs(rt: WorkerRuntime, env: Any, keep: str | None = None) -> None:
+def release_dead_runs(rt: WorkerRuntime, env: Any, keep: str | None = None) -> str | None:
     """A run taking over a dead one's claim: reservations other runs of this request left
     open (the dead run's second check re-held an expired one, and nobody settles it now) go
     back; this run holds its own, and charges the dead run's attempts to it. Else a request
     refused at this second check left the dead run's reservation held until it expired.
     ``keep``: the hold a stashed answer names, which this run settles (freed first, its money
-    would be free for others until the settle charged the budgets past their limit)."""
+    would be free for others until the settle charged the budgets past their limit).
+
+    While a dead run's attempt is unsettled (sent, or charged and not settled) none goes back:
+    the provider may bill it, and a hold freed here could be reserved by another request
+    before this run's own covers the attempt, then both spent past the limit (the governor's
+    rule, ``scheduler.governor.release_expired``). This run then holds the largest of them in
+    place of the message's, when that one is no longer open; the others expire once settled.
+    Returns the reservation to hold instead of the message's (None: the message's)."""
     if rt.admission is None:
-        return
+        return None
     from sqlalchemy import select
 
+    from models.db.attempts import AttemptRow
     from models.db.budgets import ReservationRow
 
     req = env.request
     try:
         with rt.session() as s:
-            left = list(s.scalars(select(ReservationRow.id).where(
+            held = s.execute(select(ReservationRow.id, ReservationRow.amount).where(
                 ReservationRow.request_id == req.request_id,
                 ReservationRow.owner == f"{req.org}/{req.team}",
-                ReservationRow.state == "open",
-                ReservationRow.id.not_in([i for i in (env.reservation_id, keep) if i]))))
-        for rid in left:
+                ReservationRow.state == "open")).all()
+            in_flight = s.scalar(select(AttemptRow.id).where(
+                AttemptRow.request_id == req.request_id, AttemptRow.org == req.org,
+                AttemptRow.team == req.team, AttemptRow.settled.is_(False)).limit(1))
+        mine = {i for i in (env.reservation_id, keep) if i}
+        left = [(rid, amount) for rid, amount in held if rid not in mine]
+        if in_flight is not None:
+            if not left or any(rid in mine for rid, _ in held):
+                return None  # this run holds one already; the rest expire once settled
+            return max(left, key=lambda r: r[1])[0]
+        for rid, _amount in left:
             rt.admission.release(rid)
     except Exception as exc:  # noqa: BLE001 - they expire; the governor frees them then
         log.warning("could not release what dead runs of %s held: %s", req.request_id, exc)
+    return None
 
 
 def retrying(stash: AnswerStash | None) -> None:

@@ -88,7 +88,9 @@ def execute(message: Any, rt: WorkerRuntime, *, previous: Any = None,
         retrying(stash)
     elif state == "resumed":
         found = kept(stash)
-        release_dead_runs(rt, env, keep=found[1] if found is not None else None)
+        adopted = release_dead_runs(rt, env, keep=found[1] if found is not None else None)
+        if adopted is not None:  # the hold a dead run's unsettled attempt was sent under
+            env = env.model_copy(update={"reservation_id": adopted})
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, stash, started, beat)
@@ -203,13 +205,15 @@ def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool,
     row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
     row["volatile_prefix"] = _volatile_prefix(req)
-    # The provider was paid: if the database is away, the row waits in the outbox.
-    with final_write(rt, "ok", row, reservation_id, final) as s:
+    # The provider was paid: if the database is away, the row waits in the outbox, and the
+    # in-flight record stays: were this worker's outbox lost before the database came back,
+    # the sweeper sends the request again and its run bills the stashed answer.
+    with final_write(rt, "ok", row, reservation_id, final,
+                     written=lambda: _forget(rt, req)) as s:
         first = finalize(s, rt, "ok", row, reservation_id, final)
         if first:
             # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
             stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
-    _forget(rt, req)
 
 
 def _store_in_cache(rt: WorkerRuntime, req: ChatRequest, result: ChatResult) -> None:

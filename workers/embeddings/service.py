@@ -102,7 +102,11 @@ def execute_embedding(message: Any, rt: WorkerRuntime, *, previous: Any = None,
     if state == "retried":
         retrying(stash)
     elif state == "resumed":
-        release_dead_runs(rt, env)
+        # The hold a stashed answer names is this run's to settle, as on the chat path.
+        found = _kept(stash)
+        adopted = release_dead_runs(rt, env, keep=(found or {}).get("reservation_id"))
+        if adopted is not None:  # the hold a dead run's unsettled attempt was sent under
+            env = env.model_copy(update={"reservation_id": adopted})
     beat = heart.hold(req.request_id, req.lane, env.reservation_id)
     try:
         return _run(rt, env, state, started, beat, stash)
@@ -196,9 +200,10 @@ def _bill(rt: WorkerRuntime, env: EmbeddingEnvelope, result: EmbeddingResult,
                         list_cost=result.list_cost, price_version=rt.catalogue.version,
                         timings=result.timings, batch=result.batch)
     row.pop("created_at")
-    with final_write(rt, "ok", row, reservation_id, final) as s:
+    # The in-flight record stays while the row waits in the outbox (as on the chat path).
+    with final_write(rt, "ok", row, reservation_id, final,
+                     written=lambda: _forget(rt, env)) as s:
         finalize(s, rt, "ok", row, reservation_id, final)
-    _forget(rt, env)
     _store(rt, env, model, list(result.vectors))
 
 
