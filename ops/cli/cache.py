@@ -123,12 +123,16 @@ def explain(
 
 
 def cache_stats_rows(lines: list[Any]) -> list[dict[str, Any]]:
-    """Per-feature hit rate and savings from ledger SpendLines grouped by (feature, outcome)."""
-    by: dict[str, dict[str, Any]] = {}
+    """Per-feature hit rate and savings from ledger SpendLines grouped by (org, feature,
+    outcome): each org's feature apart (feature names are each org's own), named
+    ``org/feature`` unless the org is the default one."""
+    by: dict[tuple[str, str], dict[str, Any]] = {}
     for line in lines:
-        feature, outcome = line.key
-        row = by.setdefault(feature, {"feature": feature, "requests": 0, "hits": 0,
-                                      "saved": Decimal(0), "paid": Decimal(0), "paid_n": 0})
+        org, feature, outcome = line.key
+        name = feature if org == "default" else f"{org}/{feature}"
+        row = by.setdefault((org, feature), {"org": org, "feature": name, "requests": 0,
+                                             "hits": 0, "saved": Decimal(0),
+                                             "paid": Decimal(0), "paid_n": 0})
         if outcome == "cache_hit":
             row["hits"] += line.requests
             row["saved"] += line.saved
@@ -140,7 +144,8 @@ def cache_stats_rows(lines: list[Any]) -> list[dict[str, Any]]:
     out = []
     for row in sorted(by.values(), key=lambda r: (-r["saved"], r["feature"])):
         mean = row["paid"] / row["paid_n"] if row["paid_n"] else Decimal(0)
-        out.append({"feature": row["feature"], "requests": row["requests"], "hits": row["hits"],
+        out.append({"org": row["org"], "feature": row["feature"], "requests": row["requests"],
+                    "hits": row["hits"],
                     "hit_rate": row["hits"] / row["requests"] if row["requests"] else 0.0,
                     # Against the no-lever baseline (flagship, no cache), as `sluice spend`.
                     "saved_vs_baseline": row["saved"],
@@ -169,9 +174,10 @@ def stats(
     try:
         with session_factory(engine)() as s:
             # Chat rows only here: embedding items have a table of their own below.
-            lines = [replace(line, key=line.key[:2])
-                     for line in spend.spend_by(s, "feature", "outcome", "kind", since=since,
-                                                 team=team) if line.key[2] == "chat"]
+            lines = [replace(line, key=line.key[:3])
+                     for line in spend.spend_by(s, "org", "feature", "outcome", "kind",
+                                                since=since, team=team)
+                     if line.key[3] == "chat"]
             items = embedding_stats.by_feature(s, since=since, team=team)
     except SluiceError as err:
         err_console.print(f"[red]{err.message}[/]")

@@ -1,5 +1,5 @@
-"""The advisor reads each org's features apart: feature names are each org's own, so two orgs'
-``search`` never add up, and ``--org`` reads one org only."""
+"""The advisor and the cache stats read each org's features apart: feature names are each
+org's own, so two orgs' ``search`` never add up, and ``--org`` reads one org only."""
 
 from __future__ import annotations
 
@@ -53,3 +53,22 @@ def test_two_orgs_features_of_one_name_are_advised_apart(tmp_path: Path) -> None
 def test_org_reads_one_orgs_features_only(tmp_path: Path) -> None:
     assert _repeats(tmp_path, org="globex") == {}
     assert set(_repeats(tmp_path, org="acme")) == {("acme", "search")}
+
+
+def test_cache_stats_keep_each_orgs_feature_apart() -> None:
+    from models.db.spend import SpendLine
+    from ops.cli.cache import cache_stats_rows
+
+    def line(org: str, outcome: str, n: int, cost: str) -> SpendLine:
+        return SpendLine(key=(org, "search", outcome), requests=n, cache_hits=0,
+                         cost=Decimal(cost), baseline_cost=Decimal("1"), input_tokens=0,
+                         output_tokens=0)
+
+    rows = cache_stats_rows([line("default", "ok", 2, "0.02"), line("default", "cache_hit", 2, "0"),
+                             line("globex", "ok", 4, "4.00")])
+    by = {r["feature"]: r for r in rows}
+    assert set(by) == {"search", "globex/search"}
+    assert (by["search"]["hits"], by["search"]["hit_rate"]) == (2, 0.5)
+    # At its own org's mean paid price: read together, globex's dear answers priced the hits.
+    assert by["search"]["avoided_spend"] == Decimal("0.02")
+    assert by["globex/search"]["org"] == "globex" and by["globex/search"]["hits"] == 0
