@@ -24,6 +24,7 @@ from models.domain.budget import (
     WINDOWS,
     Budget,
     refusal,
+    reservation_lease,
 )
 from models.domain.errors import QueuePaused
 from models.domain.request import ChatRequest
@@ -266,8 +267,8 @@ class SqlAdmission:
     # --- internals ---
 
     def _lease(self, lane: str) -> timedelta:
-        return timedelta(seconds=self.lease_s.get(lane, max(self.lease_s.values(), default=0))
-                         + self.config.lease_margin_s)
+        return reservation_lease(self.lease_s.get(lane, max(self.lease_s.values(), default=0)),
+                                 self.config.lease_margin_s)
 
     def _ids(self, request: ChatRequest, *, rolled: bool = False) -> list[int]:
         found = self._budgets.refs(request)

@@ -112,10 +112,10 @@ class WorkerRuntime:
     def lease(self, lane: str) -> Any:
         """How long a live run's reservation is renewed for (a timedelta): past a missed beat
         or two and the lane's time limit, as the admission lease is."""
-        from datetime import timedelta
+        from models.domain.budget import reservation_lease
 
-        return timedelta(seconds=self.settings.lanes.get(lane).time_limit_s
-                         + self.settings.broker.lease_margin_s)
+        return reservation_lease(self.settings.lanes.get(lane).time_limit_s,
+                                 self.settings.broker.lease_margin_s)
 
     @property
     def baseline(self) -> ModelSpec:

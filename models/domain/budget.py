@@ -154,6 +154,13 @@ def applicable(budgets: Sequence[Budget], request: ChatRequest) -> list[Budget]:
     return sorted(found, key=lambda b: (SCOPES.index(b.scope), WINDOWS.index(b.window), b.id))
 
 
+def reservation_lease(time_limit_s: float, margin_s: float) -> timedelta:
+    """How long a reservation is held past its last renewal: its lane's time limit (a live
+    run renews it sooner) and a margin for a missed heartbeat or two. The admission's lease
+    and the worker's renewals are both this."""
+    return timedelta(seconds=time_limit_s + margin_s)
+
+
 def window_bounds(window: str, now: datetime) -> tuple[datetime, datetime | None]:
     """Start of the window holding ``now`` (UTC) and when it resets (None: it never does)."""
     check_window(window)
