@@ -134,12 +134,10 @@ def request_keys(request: ChatRequest) -> list[tuple[str, str, str]]:
     deployment-wide ones of its lane. Nothing of another org ever matches. A shadow or judge
     request of the quality guard matches its feature's shadow budget only: it is bounded by a
     budget of its own, and never takes room from the traffic it measures."""
-    from models.domain.quality import PURPOSE_TAG, legacy_shadow_budget_key, shadow_budget_key
+    from models.domain.quality import PURPOSE_TAG, shadow_budget_key
 
     if (getattr(request, "tags", None) or {}).get(PURPOSE_TAG, "serve") != "serve":
-        legacy = legacy_shadow_budget_key(request.feature)
-        return [(request.org, "feature", shadow_budget_key(request.feature)),
-                *([(request.org, "feature", legacy)] if legacy else [])]
+        return [(request.org, "feature", shadow_budget_key(request.feature))]
     refs = []
     for scope in SCOPES:
         value = scope_value(request, scope)

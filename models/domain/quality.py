@@ -78,14 +78,6 @@ def shadow_budget_key(feature: str) -> str:
     return f"{key[:51]}:{digest}"
 
 
-def legacy_shadow_budget_key(feature: str) -> str | None:
-    """The key releases before 2026-12-04 cut a long name's shadow budget to (None when the
-    name is short enough to keep its key): such a budget still applies, so an upgrade never
-    starts a fresh daily limit beside the day's spend, nor drops an operator's budget."""
-    key = f"shadow:{feature}"
-    return key[:64] if len(key) > 64 else None
-
-
 def sampled(request_id: str, share: float) -> bool:
     """Whether ``request_id`` falls in a ``share`` sample (stable: a redelivery decides alike)."""
     if share <= 0:

@@ -4,7 +4,6 @@ agreement with small labelled sets (the LLM judge through the stand-in's judge, 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
@@ -166,21 +165,3 @@ def test_long_feature_names_keep_shadow_budgets_of_their_own() -> None:
     assert ka != kb and len(ka) <= 64 and len(kb) <= 64
     assert re.fullmatch(_NAME_PATTERN, ka)  # an operator can name it to `sluice budget set`
     assert shadow_budget_key("search") == "shadow:search"
-
-
-def test_a_shadow_budget_under_the_old_cut_key_still_applies() -> None:
-    # Matched by the new key only, an upgrade started a fresh daily limit beside the day's
-    # spend under the old one (up to twice the shadow limit), and an operator's budget lapsed.
-    from models.domain.budget import request_keys
-    from models.domain.quality import PURPOSE_TAG
-    from models.domain.request import parse_request
-
-    def shadow(feature: str) -> Any:
-        return parse_request({"team": "t", "feature": feature, "tags": {PURPOSE_TAG: "shadow"},
-                              "messages": [{"role": "user", "content": "hi"}]})
-
-    long_name = "f" * 60 + "-one"
-    assert request_keys(shadow(long_name)) == [
-        ("default", "feature", shadow_budget_key(long_name)),
-        ("default", "feature", f"shadow:{long_name}"[:64])]
-    assert request_keys(shadow("search")) == [("default", "feature", "shadow:search")]
