@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -166,13 +166,11 @@ def outbox_of(rt: WorkerRuntime) -> Outbox:
 
 @contextmanager
 def final_write(rt: WorkerRuntime, kind: str, row: dict[str, Any], reservation_id: str | None,
-                final: dict[str, Any] | None,
-                written: Callable[[], None] | None = None) -> Iterator[Session]:
+                final: dict[str, Any] | None) -> Iterator[Session]:
     """A ledger session for a final write; if the database is unreachable, keep it instead.
 
     The body's error is swallowed only once the write is safe in the outbox: the caller goes
-    on to answer the request, which the provider already served. ``written`` runs once the
-    write is committed to the ledger, never when it went to the outbox.
+    on to answer the request, which the provider already served.
     """
     try:
         with rt.session() as s:
@@ -181,6 +179,3 @@ def final_write(rt: WorkerRuntime, kind: str, row: dict[str, Any], reservation_i
         log.warning("final ledger write of %s failed (%s); keeping it in the outbox",
                     row["request_id"], str(exc).splitlines()[0] if str(exc) else exc)
         outbox_of(rt).keep(rt, kind, row, reservation_id, final)
-    else:
-        if written is not None:
-            written()

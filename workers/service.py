@@ -205,15 +205,15 @@ def _bill(rt: WorkerRuntime, env: Envelope, result: ChatResult, *, batch: bool,
     row = ledger.row_from_result(req, result, prompt_hash=env.prompt_hash, batch=batch)
     row.pop("created_at")
     row["volatile_prefix"] = _volatile_prefix(req)
-    # The provider was paid: if the database is away, the row waits in the outbox, and the
-    # in-flight record stays: were this worker's outbox lost before the database came back,
-    # the sweeper sends the request again and its run bills the stashed answer.
-    with final_write(rt, "ok", row, reservation_id, final,
-                     written=lambda: _forget(rt, req)) as s:
+    # The provider was paid: if the database is away, the row waits in the outbox (on the
+    # worker's volume: a resend by the sweeper could pay the provider again once the answer's
+    # stash has expired, so the in-flight record goes either way).
+    with final_write(rt, "ok", row, reservation_id, final) as s:
         first = finalize(s, rt, "ok", row, reservation_id, final)
         if first:
             # Text only for features that opted in (SLUICE_PRIVACY__STORE_TEXT_FEATURES).
             stored_text.store_if_opted(s, rt.settings.privacy, req, result.text)
+    _forget(rt, req)
 
 
 def _store_in_cache(rt: WorkerRuntime, req: ChatRequest, result: ChatResult) -> None:

@@ -256,31 +256,3 @@ def test_a_worker_killed_between_its_reply_and_its_ledger_write_is_billed_once_e
         assert [(r.id, r.state, Decimal(r.actual)) for r in held] == [(rid, "settled", cost)]
         budget = s.scalars(select(BudgetRow).where(BudgetRow.key == team)).one()
         assert (budget.spent, budget.reserved) == (cost, 0)
-
-
-def test_the_in_flight_record_stays_while_the_paid_row_waits_in_the_outbox(
-        rt: Any, monkeypatch: Any) -> None:
-    # Dropped at once, a worker whose outbox was lost before the database came back (a
-    # container recreated) left the paid call out of the ledger for good: nothing resent it.
-    from sqlalchemy.exc import OperationalError
-
-    forgot: list[str] = []
-    monkeypatch.setattr(service, "_forget", lambda _rt, req: forgot.append(req.request_id))
-    real = service.finalize
-
-    def database_away(*args: Any, **kwargs: Any) -> bool:
-        raise OperationalError("COMMIT", {}, Exception("connection refused"))
-
-    monkeypatch.setattr(service, "finalize", database_away)
-    msg = message()
-    rid = msg["request"]["request_id"]
-    assert execute(msg, rt)["ok"]  # answered: the provider was paid
-    assert forgot == []
-    monkeypatch.setattr(service, "finalize", real)
-    deadline = time.time() + 30  # the outbox's replayer lands it once the database answers
-    while outcome(rt, rid) != "ok" and time.time() < deadline:
-        time.sleep(0.1)
-    assert outcome(rt, rid) == "ok"
-    other = message()
-    assert execute(other, rt)["ok"]  # a write that lands forgets its record, as before
-    assert forgot == [other["request"]["request_id"]]

@@ -44,6 +44,21 @@ def test_workers_consume_the_lane_queues() -> None:
     assert queues == {"interactive.api", "async.api", "interactive.gpu", "async.gpu"}
 
 
+def test_every_worker_keeps_its_outbox_on_a_volume_it_can_write() -> None:
+    # The outbox holds a paid answer's ledger write while PostgreSQL is away: on the
+    # container's disk it died with a recreated container, and the image's /app was root's,
+    # so the plain user could not even create SLUICE_HOME there.
+    svc = services()
+    for name, spec in svc.items():
+        if "worker" in (spec.get("command") or []):
+            mounts = [v.split(":") for v in spec.get("volumes", [])]
+            assert any(m[1] == "/app/.sluice" and m[0] in yaml.safe_load(COMPOSE.read_text())
+                       ["volumes"] for m in mounts), f"{name}: no volume at /app/.sluice"
+    dockerfile = (ROOT / "ops" / "docker" / "Dockerfile").read_text()
+    assert "chown sluice:sluice /app/.sluice" in dockerfile
+    assert dockerfile.index("/app/.sluice") < dockerfile.index("USER sluice")
+
+
 def test_flower_is_protected() -> None:
     cmd = " ".join(services()["flower"]["command"])
     assert "--basic-auth" in cmd

@@ -200,10 +200,9 @@ def _bill(rt: WorkerRuntime, env: EmbeddingEnvelope, result: EmbeddingResult,
                         list_cost=result.list_cost, price_version=rt.catalogue.version,
                         timings=result.timings, batch=result.batch)
     row.pop("created_at")
-    # The in-flight record stays while the row waits in the outbox (as on the chat path).
-    with final_write(rt, "ok", row, reservation_id, final,
-                     written=lambda: _forget(rt, env)) as s:
+    with final_write(rt, "ok", row, reservation_id, final) as s:
         finalize(s, rt, "ok", row, reservation_id, final)
+    _forget(rt, env)
     _store(rt, env, model, list(result.vectors))
 
 
