@@ -15,7 +15,9 @@ from models.db.tables import LedgerRow
 
 @dataclass(frozen=True)
 class ItemStats:
-    """One feature's embedding items: how many, how many came from the cache, what it saved."""
+    """One feature's embedding items: how many, how many came from the cache, what it saved.
+    ``feature`` is named ``org/feature`` unless the org is the default one (each org's
+    features are its own)."""
 
     feature: str
     items: int
@@ -23,10 +25,12 @@ class ItemStats:
     tokens_saved: int
     saved: Decimal
     cost: Decimal
+    org: str = "default"
 
     def as_json(self) -> dict[str, Any]:
         """JSON-safe form (money as strings)."""
-        return {"feature": self.feature, "items": self.items, "cached": self.cached,
+        return {"org": self.org, "feature": self.feature, "items": self.items,
+                "cached": self.cached,
                 "hit_rate": round(self.cached / self.items, 4) if self.items else 0.0,
                 "tokens_saved": self.tokens_saved, "saved": str(self.saved),
                 "cost": str(self.cost)}
@@ -34,21 +38,24 @@ class ItemStats:
 
 def by_feature(session: Session, *, since: datetime | None = None,
                until: datetime | None = None, team: str | None = None) -> list[ItemStats]:
-    """Items embedded per feature and the part the item cache answered (its list price saved)."""
+    """Items embedded per (org, feature) and the part the item cache answered (its list price
+    saved)."""
     hit = LedgerRow.outcome == "cache_hit"
-    stmt = (select(LedgerRow.feature, func.coalesce(func.sum(LedgerRow.items), 0),
+    stmt = (select(LedgerRow.org, LedgerRow.feature, func.coalesce(func.sum(LedgerRow.items), 0),
                    func.coalesce(func.sum(case((hit, LedgerRow.items), else_=0)), 0),
                    func.coalesce(func.sum(case((hit, LedgerRow.input_uncached), else_=0)), 0),
                    func.coalesce(func.sum(case((hit, LedgerRow.baseline_cost), else_=0)), 0),
                    func.coalesce(func.sum(LedgerRow.cost), 0))
             .where(LedgerRow.kind == "embedding", LedgerRow.outcome.in_(("ok", "cache_hit")))
-            .group_by(LedgerRow.feature).order_by(LedgerRow.feature))
+            .group_by(LedgerRow.org, LedgerRow.feature)
+            .order_by(LedgerRow.org, LedgerRow.feature))
     if since is not None:
         stmt = stmt.where(LedgerRow.created_at >= since)
     if until is not None:
         stmt = stmt.where(LedgerRow.created_at < until)
     if team is not None:
         stmt = stmt.where(LedgerRow.team == team)
-    return [ItemStats(feature=str(r[0]), items=int(r[1]), cached=int(r[2]),
-                      tokens_saved=int(r[3]), saved=Decimal(r[4]), cost=Decimal(r[5]))
+    return [ItemStats(feature=str(r[1]) if r[0] == "default" else f"{r[0]}/{r[1]}",
+                      items=int(r[2]), cached=int(r[3]), tokens_saved=int(r[4]),
+                      saved=Decimal(r[5]), cost=Decimal(r[6]), org=str(r[0]))
             for r in session.execute(stmt)]

@@ -72,3 +72,28 @@ def test_cache_stats_keep_each_orgs_feature_apart() -> None:
     # At its own org's mean paid price: read together, globex's dear answers priced the hits.
     assert by["search"]["avoided_spend"] == Decimal("0.02")
     assert by["globex/search"]["org"] == "globex" and by["globex/search"]["hits"] == 0
+
+
+def test_embedding_item_stats_keep_each_orgs_feature_apart(tmp_path: Path) -> None:
+    from models.db.embedding_stats import by_feature
+
+    def row(i: int, org: str, outcome: str, items: int) -> LedgerRow:
+        return LedgerRow(request_id=f"e{i}", org=org, created_at=NOW, team="t",
+                         feature="search", lane="interactive", tier="embedding",
+                         provider="openai", model="text-embedding-3-small", backend="api",
+                         outcome=outcome, kind="embedding", items=items, input_uncached=10,
+                         cost=Decimal("0.001"), baseline_cost=Decimal("0.001"),
+                         list_cost=Decimal("0.001"), price_version=CAT.version)
+
+    engine = make_engine(f"sqlite:///{tmp_path}/e.db")
+    Base.metadata.create_all(engine)
+    with session_factory(engine)() as s:
+        s.add_all([row(0, "default", "ok", 4), row(1, "default", "cache_hit", 4),
+                   row(2, "globex", "ok", 8)])
+        s.commit()
+        stats = {x.feature: x for x in by_feature(s)}
+    engine.dispose()
+    # Read together, globex's 8 items were this org's: 16 items, a quarter cached.
+    assert {f: (x.items, x.cached) for f, x in stats.items()} == {
+        "search": (8, 4), "globex/search": (8, 0)}
+    assert stats["globex/search"].as_json()["org"] == "globex"
