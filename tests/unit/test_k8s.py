@@ -186,6 +186,20 @@ def test_workers_get_time_to_finish_their_tasks_on_shutdown() -> None:
         assert grace > max(lanes.get(q.split(".")[0]).time_limit_s for q in queues), deploy
 
 
+def test_workers_keep_their_outbox_past_a_container_restart() -> None:
+    # On the container's own disk, a worker restarted while PostgreSQL was away (an OOM kill,
+    # a failed probe) lost the paid answers its outbox held for the ledger.
+    docs = rendered("base")
+    home = of_kind(docs, "ConfigMap")["sluicegate-config"]["data"]["SLUICE_HOME"]
+    for deploy in WORKERS:
+        spec = of_kind(docs, "Deployment")[deploy]["spec"]["template"]["spec"]
+        (worker,) = spec["containers"]
+        mounts = {m["mountPath"]: m["name"] for m in worker.get("volumeMounts", [])}
+        assert home in mounts, deploy
+        volume = {v["name"]: v for v in spec["volumes"]}[mounts[home]]
+        assert "emptyDir" in volume, deploy
+
+
 def test_serving_pods_are_probed_requested_and_budgeted_for_disruption() -> None:
     docs = rendered("base")
     pdb_selectors = [p["spec"]["selector"]["matchLabels"]
