@@ -133,10 +133,14 @@ class Relay:
         except SluiceError as err:
             yield encoder.error(problem_of(err))
             return
-        late = await self._read(None)  # written after the last read
+        # Written after the last read (the result can come in between the reads of one
+        # flush): relayed in order, a thinking block's signature too, which the result's text
+        # does not carry (dropped, the client's next turn sent the block back unsigned).
+        late = await self._read(None)
         streamed = "".join(sent) + "".join(p for k, p in late if k == TEXT)
         if result.text.startswith(streamed):
-            tail = result.text[len("".join(sent)):]  # that, and anything the stream missed
+            yield self._encode(encoder, late, sent)
+            tail = result.text[len("".join(sent)):]  # anything the stream missed
             if tail:
                 yield encoder.text(tail)
         else:
