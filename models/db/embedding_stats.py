@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from models.db.spend import filtered
 from models.db.tables import LedgerRow
+from models.domain.budget import qualified
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,8 @@ def by_feature(session: Session, *, since: datetime | None = None,
             .where(LedgerRow.kind == "embedding", LedgerRow.outcome.in_(("ok", "cache_hit")))
             .group_by(LedgerRow.org, LedgerRow.feature)
             .order_by(LedgerRow.org, LedgerRow.feature))
-    if since is not None:
-        stmt = stmt.where(LedgerRow.created_at >= since)
-    if until is not None:
-        stmt = stmt.where(LedgerRow.created_at < until)
-    if team is not None:
-        stmt = stmt.where(LedgerRow.team == team)
-    return [ItemStats(feature=str(r[1]) if r[0] == "default" else f"{r[0]}/{r[1]}",
+    stmt = filtered(stmt, since=since, until=until, team=team)
+    return [ItemStats(feature=qualified(str(r[0]), str(r[1])),
                       items=int(r[2]), cached=int(r[3]), tokens_saved=int(r[4]),
                       saved=Decimal(r[5]), cost=Decimal(r[6]), org=str(r[0]))
             for r in session.execute(stmt)]

@@ -121,7 +121,7 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
                   func.coalesce(func.sum(LedgerRow.estimated_cost), 0),
                   func.coalesce(func.sum(LedgerRow.attempts), 0),
                   func.coalesce(func.sum(LedgerRow.reasoning), 0))
-    stmt = _filtered(stmt, since=since, until=until, team=team, prefix=request_id_prefix)
+    stmt = filtered(stmt, since=since, until=until, team=team, prefix=request_id_prefix)
     if cols:
         timed = [c for g, c in zip(groups, cols) if g in TIME_GROUPS]
         stmt = stmt.group_by(*cols).order_by(*timed, func.sum(LedgerRow.cost).desc())
@@ -140,7 +140,7 @@ def spend_lines(session: Session, *groups: str, since: datetime | None = None,
 def iter_rows(session: Session, *, since: datetime | None = None, until: datetime | None = None,
               team: str | None = None, batch: int = 1000) -> Iterator[LedgerRow]:
     """Every ledger row in the window, oldest first, streamed ``batch`` rows at a time."""
-    stmt = _filtered(select(LedgerRow), since=since, until=until, team=team, prefix=None)
+    stmt = filtered(select(LedgerRow), since=since, until=until, team=team, prefix=None)
     yield from session.scalars(stmt.order_by(LedgerRow.id).execution_options(yield_per=batch))
 
 
@@ -151,8 +151,9 @@ def export_columns() -> list[str]:
     return [attr.key for attr in inspect(LedgerRow).column_attrs]
 
 
-def _filtered(stmt: Any, *, since: datetime | None, until: datetime | None, team: str | None,
-              prefix: str | None) -> Any:
+def filtered(stmt: Any, *, since: datetime | None = None, until: datetime | None = None,
+             team: str | None = None, prefix: str | None = None) -> Any:
+    """``stmt`` over ledger rows of the window, the team and the request id prefix given."""
     if since is not None:
         stmt = stmt.where(LedgerRow.created_at >= since)
     if until is not None:

@@ -23,6 +23,11 @@ WINDOWS: tuple[str, ...] = ("hourly", "daily", "monthly", "total")
 DEPLOYMENT = "*"
 #: The org of requests and keys that name none.
 DEFAULT_ORG = "default"
+
+
+def qualified(org: str, name: str) -> str:
+    """``name`` as operators read it across orgs: ``org/name`` unless the org is the default."""
+    return name if org == DEFAULT_ORG else f"{org}/{name}"
 _BACKENDS: tuple[str, ...] = ("api", "gpu")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: The rule ChatRequest applies to org names (so ``*`` is never one).

@@ -28,6 +28,7 @@ def advise(
     from models.domain.catalogue import load_catalogue
     from models.domain.settings import load_settings
     from ops.advise import advise as run, budget_warnings
+    from models.domain.budget import qualified
     from ops.cli.audit import parse_since
 
     settings = load_settings()
@@ -47,8 +48,7 @@ def advise(
     for col in ("$/month", "feature", "lever", "action", "assumption"):
         table.add_column(col, justify="right" if col == "$/month" else "left")
     for a in lines:
-        # Named as budgets are: ``org/feature`` unless the org is the default one.
-        name = a.feature if a.org == "default" else f"{a.org}/{a.feature}"
+        name = qualified(a.org, a.feature)
         table.add_row(f"${a.monthly:,.2f}", escape(name), a.lever, escape(a.action),
                       escape(a.assumption))
     console.print(table)

@@ -126,10 +126,12 @@ def cache_stats_rows(lines: list[Any]) -> list[dict[str, Any]]:
     """Per-feature hit rate and savings from ledger SpendLines grouped by (org, feature,
     outcome): each org's feature apart (feature names are each org's own), named
     ``org/feature`` unless the org is the default one."""
+    from models.domain.budget import qualified
+
     by: dict[tuple[str, str], dict[str, Any]] = {}
     for line in lines:
         org, feature, outcome = line.key
-        name = feature if org == "default" else f"{org}/{feature}"
+        name = qualified(org, feature)
         row = by.setdefault((org, feature), {"org": org, "feature": name, "requests": 0,
                                              "hits": 0, "saved": Decimal(0),
                                              "paid": Decimal(0), "paid_n": 0})
